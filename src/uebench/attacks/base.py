@@ -1,0 +1,128 @@
+"""The attack protocol: a typed config, presets, and `perturb(dataset) -> float delta`.
+
+An attack never writes uint8 itself: `craft()` bakes its delta (poison.bake), runs every safety check on the
+baked bytes, and only then returns a Poison. Adding an attack is one new file with one registered class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..data.base import ImageDataset, stratified_subset
+from ..errors import UserError
+from ..poison import Poison, PoisonMeta, bake
+from ..registry import Registry
+
+
+@dataclass
+class Perturbation:
+    delta: torch.Tensor  # float (N, C, H, W), [0,1] pixel units, aligned with the dataset given to perturb()
+    epoch_equivalents: float  # crafting compute, in forward+backward passes over the crafting set
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. stopping epoch, final crafting accuracy
+
+
+class Attack(ABC):
+    """Subclass, set the class attributes, implement perturb(); register with @register_attack."""
+
+    name: ClassVar[str]
+    norm: ClassVar[str]  # linf | l2 | l0
+    description: ClassVar[str]
+    Config: ClassVar[type]  # a dataclass whose defaults are the original paper's settings (the `paper` preset)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # other presets as overrides of the paper defaults, e.g. "fast"
+    variant: ClassVar[str] = "paper"  # where public code differs from the paper, the config says which ran
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @abstractmethod
+    def budget(self) -> float:
+        """The norm bound of this configuration ([0,1] pixel units; pixel count for l0)."""
+
+    def validate(self, ds: ImageDataset) -> None:
+        """Refuse configurations or datasets the method cannot handle (raise UserError saying why)."""
+        b = self.budget()
+        if self.norm in ("linf",) and not (0 < b <= 1):
+            raise UserError(f"{self.name}: budget {b} outside (0, 1] (Linf in [0,1] pixel units; 8/255 = 0.0314)")
+        if self.norm == "l2" and not (0 < b):
+            raise UserError(f"{self.name}: L2 budget must be positive, got {b}")
+
+    @abstractmethod
+    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
+        """The perturbation of every image of ds (same order), within budget in float."""
+
+    def describe_variant(self) -> str:
+        return getattr(self.config, "variant", self.variant)
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    ATTACKS.register(cls.name)(cls)
+    return cls
+
+
+PRESETS = ("paper", "fast")
+
+
+def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
+    """The attack's config: paper defaults, then the preset's overrides, then the user's params."""
+    if preset != "paper" and preset not in cls.presets:
+        raise UserError(f"attack '{cls.name}' has no preset '{preset}'; valid: {', '.join(['paper', *cls.presets])}")
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise UserError(f"attack '{cls.name}' has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    values = {**cls.presets.get(preset, {}), **params}
+    try:
+        return cls.Config(**values)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"attack '{cls.name}': bad parameters: {e}") from None
+
+
+def craft(
+    name: str,
+    dataset: ImageDataset,
+    *,
+    preset: str = "paper",
+    seed: int = 0,
+    subset: int | None = None,
+    progress: bool = True,
+    **params: Any,
+) -> Poison:
+    """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset`."""
+    cls = ATTACKS.get(name)
+    attack = cls(make_config(cls, preset, **params))
+    attack.validate(dataset)
+    target = dataset if subset is None else stratified_subset(dataset, subset, seed=seed)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    pert = attack.perturb(target, seed=seed, progress=progress)
+    seconds = time.perf_counter() - t0
+    if pert.delta.shape != target.images.shape:
+        raise RuntimeError(f"{name} returned a delta of shape {tuple(pert.delta.shape)} for images {tuple(target.images.shape)}")
+    if not torch.isfinite(pert.delta).all():
+        raise UserError(f"{name} produced a non-finite perturbation (NaN or inf); nothing was written")
+    meta = PoisonMeta(
+        attack=name,
+        dataset=dataset.name,
+        split=dataset.split,
+        dataset_size=len(dataset),
+        norm=cls.norm,
+        budget=attack.budget(),
+        params={"preset": preset, **dataclasses.asdict(attack.config)},
+        variant=attack.describe_variant(),
+        seed=seed,
+        craft_seconds=seconds,
+        epoch_equivalents=pert.epoch_equivalents,
+        extra={"dataset_options": dataset.meta.get("options", {}), **pert.extra},
+    )
+    poison = Poison(bake(target.images, pert.delta), target.labels.clone(), target.indices.clone(), meta)
+    poison.check(dataset)  # a poison that fails a check is never returned, so never written
+    return poison

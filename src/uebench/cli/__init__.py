@@ -1,0 +1,78 @@
+"""The command line: a thin layer over the public API. One module per command group, each with
+`register(subparsers)` adding its commands; a command is `fn(args) -> int`.
+
+Bad input anywhere raises UserError, printed here as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import UserError
+
+# Command modules, in the order `uebench --help` lists them. A module not written yet is skipped.
+COMMAND_MODULES = ["train", "data", "craft", "metrics", "bench", "crosstask", "landscape"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line and exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="uebench", description="How unlearnable are unlearnable examples, really?")
+    parser.add_argument("--version", action="version", version=f"uebench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are saved; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options every data-using command shares."""
+    p.add_argument("--dataset", default="scenes", help="dataset name (default: scenes, generated, no files needed)")
+    p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    """--set key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings."""
+    import json
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -1,0 +1,371 @@
+"""`scenes`: a procedural multi-task image dataset, generated from a seed in seconds (no files needed).
+
+The embedded default dataset of uebench: used when there is no data on disk, by the README's main job and by
+the tests. Every image is an RGB scene (uint8, `size` x `size`, 32 by default) made of a textured background
+(gradient, stripes, checkerboard or smooth blotches in two random colours) and 2 to 5 flat objects drawn back to
+front, so they occlude each other and there is a true layer order. Objects have random colour, position, scale,
+rotation and a stripe or shading texture; Gaussian pixel noise is added at the end.
+
+Scene class (the label)
+    The class is the *set of key shapes* present. With `num_classes` = 10 the key shapes are disc, square,
+    triangle, ring and cross, and each class is one unordered pair of them ("disc+square", ..., "ring+cross"):
+    an image of class "disc+triangle" holds at least one disc and at least one triangle (sometimes a second copy
+    of one of them) and no other key shape. Distractors (thin bars, and the shapes of the vocabulary that are no
+    key shape at this `num_classes`: frame, half-disc) may be added; they carry no class information. Colours,
+    positions, scales, rotations, textures and backgrounds are nuisance, so the class is a visual property a CNN
+    has to learn (a linear model on raw pixels stays near chance); key objects keep at least 60% of their area
+    visible, so the label is always readable from the image. Up to 21 classes are pairs of the 7 key shapes
+    (disc, square, triangle, ring, cross, frame, half-disc), taken in colex order so that the first C(s, 2)
+    classes use only the first s shapes; 22 to 56 classes add triples.
+
+Dense targets (`ImageDataset.targets`, first dimension N, then H, W)
+    "segment"   int64   semantic class of each visible pixel: 0 = background, 1..8 = object shape
+                        (see `SEGMENT_CLASSES`: disc, square, triangle, ring, cross, frame, halfdisc, bar).
+    "depth"     float32 depth of the visible surface, in (0, 1]: the background is at 1.0 (farthest), each
+                        object has its own constant depth in [0.05, 0.95]; objects are drawn in order of
+                        decreasing depth, so a nearer object always occludes a farther one.
+    "edges"     uint8   {0, 1} object boundaries, one pixel thick on the occluding side: pixel p is an edge
+                        when some 4-neighbour q (inside the image) is farther, depth[q] > depth[p]. Edges are
+                        therefore always object pixels, and every change of segment lies next to an edge.
+    "keypoints" uint8   {0, 1} visible keypoints: corners of square/triangle/frame, the ends of bars and
+                        cross arms, the corners and top of a half-disc, four points on a ring and the centre
+                        of disc, square, triangle and cross; each is snapped slightly inside its object and
+                        kept only where that object is visible, so keypoints always lie on object pixels.
+
+Options (keyword arguments of the loader): size=32, n_train=5000, n_test=1000, num_classes=10, seed=0.
+Train and test come from disjoint seed streams of the same generator (i.i.d.), generation is deterministic
+(same options -> identical bytes, on any machine: numpy's PCG64 and float32 element-wise arithmetic only) and
+prefix-stable (the first n images of a split do not depend on n_train / n_test).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import ImageDataset
+from .registry import register_dataset
+
+SEGMENT_CLASSES = ("background", "disc", "square", "triangle", "ring", "cross", "frame", "halfdisc", "bar")
+KEY_SHAPES = SEGMENT_CLASSES[1:8]  # shapes that can define a class (segment ids 1..7)
+BAR = 8  # segment id of the bar, always a distractor
+MAX_CLASSES = 21 + 35  # pairs then triples of the 7 key shapes
+
+_CHUNK = 256  # images generated per seed sub-stream (prefix stability)
+_MAX_DISTRACTORS = 2
+_MIN_VISIBLE = 0.6  # fraction of each key object's area that must stay visible
+_NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
+_STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
+
+
+def class_sets(num_classes: int) -> list[tuple[int, ...]]:
+    """Key-shape sets (0-based indices into KEY_SHAPES) of classes 0..num_classes-1 (pairs, then triples, colex)."""
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise UserError(f"scenes: num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
+    sets: list[tuple[int, ...]] = []
+    for k in (2, 3):
+        combos = sorted(combinations(range(len(KEY_SHAPES)), k), key=lambda c: c[::-1])  # colex
+        sets.extend(combos)
+    return sets[:num_classes]
+
+
+def class_names(num_classes: int) -> list[str]:
+    return ["+".join(KEY_SHAPES[i] for i in s) for s in class_sets(num_classes)]
+
+
+# ----------------------------------------------------------------------------------------------- parameters
+
+
+def _sample_colours(rng: np.random.Generator, n: int, avoid: np.ndarray, min_dist: float = 0.5, tries: int = 6) -> np.ndarray:
+    """n RGB colours in [0,1], resampled (a few times) when within L1 `min_dist` of `avoid` (n, 3)."""
+    col = rng.random((n, 3), dtype=np.float32)
+    for _ in range(tries):
+        bad = np.abs(col - avoid).sum(1) < min_dist
+        cand = rng.random((n, 3), dtype=np.float32)
+        col = np.where(bad[:, None], cand, col)
+    return col
+
+
+def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarray, n_key_shapes: int) -> dict:
+    """Parameters of len(labels) scenes. Object slots: k key objects, 1 optional duplicate, then distractors."""
+    n = len(labels)
+    k = sets.shape[1]
+    m = k + 1 + _MAX_DISTRACTORS
+    p: dict[str, np.ndarray] = {}
+    # background: type 0 gradient, 1 stripes, 2 checker, 3 blotches
+    p["bg_type"] = rng.integers(0, 4, n)
+    c1 = rng.random((n, 3), dtype=np.float32)
+    c2 = np.clip(c1 + rng.uniform(-0.35, 0.35, (n, 3)).astype(np.float32), 0, 1)
+    p["bg_c1"], p["bg_c2"] = c1, c2
+    p["bg_angle"] = rng.uniform(0, np.pi, n).astype(np.float32)
+    p["bg_freq"] = rng.uniform(3, 10, n).astype(np.float32)
+    p["bg_phase"] = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+    p["bg_blot"] = rng.random((n, 5, 5), dtype=np.float32)
+    # object slots
+    shape = np.full((n, m), -1, dtype=np.int64)  # segment id 1..8, -1 = empty slot
+    shape[:, :k] = sets[labels] + 1
+    dup = rng.random(n) < 0.35
+    shape[:, k] = np.where(dup, shape[np.arange(n), rng.integers(0, k, n)], -1)
+    pool = np.array([i + 1 for i in range(n_key_shapes, len(KEY_SHAPES))] + [BAR] * 2, dtype=np.int64)
+    n_dis = rng.integers(0, _MAX_DISTRACTORS + 1, n)
+    dis = pool[rng.integers(0, len(pool), (n, _MAX_DISTRACTORS))]
+    shape[:, k + 1 :] = np.where(np.arange(_MAX_DISTRACTORS)[None] < n_dis[:, None], dis, -1)
+    p["shape"] = shape
+    p["key"] = np.zeros((n, m), dtype=bool)
+    p["key"][:, : k + 1] = shape[:, : k + 1] > 0
+    p["cx"] = rng.uniform(-0.68, 0.68, (n, m)).astype(np.float32)
+    p["cy"] = rng.uniform(-0.68, 0.68, (n, m)).astype(np.float32)
+    p["r"] = rng.uniform(0.2, 0.34, (n, m)).astype(np.float32)
+    p["bar_len"] = rng.uniform(0.45, 1.0, (n, m)).astype(np.float32)
+    p["bar_w"] = rng.uniform(0.06, 0.11, (n, m)).astype(np.float32)
+    p["angle"] = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
+    p["depth"] = rng.uniform(0.05, 0.95, (n, m)).astype(np.float32)
+    bg_mean = (c1 + c2) / 2
+    p["colour"] = np.stack([_sample_colours(rng, n, bg_mean) for _ in range(m)], 1)
+    p["tex_type"] = rng.integers(0, 3, (n, m))  # 0 flat, 1 stripes, 2 shading
+    p["tex_amp"] = rng.uniform(0.15, 0.45, (n, m)).astype(np.float32)
+    p["tex_freq"] = rng.uniform(8, 16, (n, m)).astype(np.float32)
+    p["tex_dir"] = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
+    # draw order: back to front (decreasing depth); empty slots go last and are skipped
+    order = np.argsort(np.where(shape > 0, -p["depth"], np.inf), axis=1, kind="stable")
+    for key in ("shape", "key", "cx", "cy", "r", "bar_len", "bar_w", "angle", "depth", "colour", "tex_type", "tex_amp", "tex_freq", "tex_dir"):
+        p[key] = np.take_along_axis(p[key], order if p[key].ndim == 2 else order[..., None], axis=1)
+    return p
+
+
+def _merge(p: dict, q: dict, idx: np.ndarray) -> None:
+    for key, v in q.items():
+        p[key][idx] = v
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _shape_mask(s: int, u: np.ndarray, v: np.ndarray, r: np.ndarray, bl: np.ndarray, bw: np.ndarray) -> np.ndarray:
+    """Inside-test of segment id s in the object frame (u right, v down); r, bl, bw broadcast as (n, 1, 1)."""
+    au, av = np.abs(u), np.abs(v)
+    if s == 1:  # disc
+        return u * u + v * v <= r * r
+    if s == 2:  # square
+        return np.maximum(au, av) <= 0.82 * r
+    if s == 3:  # equilateral triangle, circumradius 1.15 r, apex up
+        R = 1.15 * r
+        inside = v <= 0.5 * R
+        for a in (np.pi / 6 + np.pi, -np.pi / 6):  # the two slanted edges' outward normals
+            inside &= u * np.cos(a) + v * np.sin(a) <= 0.5 * R
+        return inside
+    if s == 4:  # ring
+        d = u * u + v * v
+        return (d <= r * r) & (d >= (0.55 * r) ** 2)
+    if s == 5:  # cross (plus sign)
+        return ((au <= 0.3 * r) & (av <= r)) | ((av <= 0.3 * r) & (au <= r))
+    if s == 6:  # frame: hollow square
+        mx = np.maximum(au, av)
+        return (mx <= 0.85 * r) & (mx >= 0.5 * r)
+    if s == 7:  # half-disc, flat side down
+        return (u * u + (v - 0.35 * r) ** 2 <= (1.2 * r) ** 2) & (v <= 0.35 * r)
+    if s == 8:  # bar
+        return (au <= bl) & (av <= bw)
+    raise ValueError(s)
+
+
+def _keypoints_local(s: int) -> list[tuple[float, float, float]]:
+    """Keypoints of shape s in units of r (bars: of bar_len), each with how many pixels it is pulled toward the
+    centre so that its pixel falls inside the rasterised shape (corners most, points inside a ring band not at all)."""
+    c = [(0.0, 0.0, 0.0)]
+    if s == 1:
+        return c
+    if s == 2:
+        return c + [(x * 0.82, y * 0.82, 1.6) for x in (-1, 1) for y in (-1, 1)]
+    if s == 3:
+        R = 1.15
+        return c + [(0.0, -R, 2.2), (R * np.cos(np.pi / 6), R / 2, 2.2), (-R * np.cos(np.pi / 6), R / 2, 2.2)]
+    if s == 4:
+        return [(0.78, 0, 0.0), (-0.78, 0, 0.0), (0, 0.78, 0.0), (0, -0.78, 0.0)]
+    if s == 5:
+        return c + [(1, 0, 0.8), (-1, 0, 0.8), (0, 1, 0.8), (0, -1, 0.8)]
+    if s == 6:
+        return [(x * 0.85, y * 0.85, 1.0) for x in (-1, 1) for y in (-1, 1)]
+    if s == 7:
+        return [(1.2, 0.35, 1.6), (-1.2, 0.35, 1.6), (0, -0.85, 0.8)]
+    if s == 8:
+        return [(1, 0, 0.8), (-1, 0, 0.8)]
+    raise ValueError(s)
+
+
+@lru_cache(maxsize=8)
+def _upsample_matrix(size: int, low: int = 5) -> np.ndarray:
+    """(size, low) bilinear interpolation weights (align_corners=True) from a low x low grid."""
+    pos = np.linspace(0, low - 1, size)
+    i0 = np.clip(np.floor(pos).astype(int), 0, low - 2)
+    w = pos - i0
+    mat = np.zeros((size, low), dtype=np.float32)
+    mat[np.arange(size), i0] = 1 - w
+    mat[np.arange(size), i0 + 1] = w
+    return mat
+
+
+def _render(p: dict, size: int) -> dict:
+    n, m = p["shape"].shape
+    g = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1).astype(np.float32)
+    X = g[None, None, :]  # (1, 1, W)
+    Y = g[None, :, None]  # (1, H, 1)
+    f = lambda a: a[:, None, None]  # noqa: E731  (n,) -> (n, 1, 1)
+
+    # background
+    ca, sa = np.cos(p["bg_angle"]), np.sin(p["bg_angle"])
+    proj = f(ca) * X + f(sa) * Y
+    t = np.empty((n, size, size), dtype=np.float32)
+    bt = p["bg_type"]
+    grad = (proj + 1.4) / 2.8
+    stripes = 0.5 + 0.5 * np.sin(f(p["bg_freq"]) * proj + f(p["bg_phase"]))
+    proj2 = -f(sa) * X + f(ca) * Y
+    checker = (np.sin(f(p["bg_freq"]) * proj + f(p["bg_phase"])) * np.sin(f(p["bg_freq"]) * proj2) > 0).astype(np.float32)
+    up = _upsample_matrix(size)
+    blot = np.einsum("hi,nij,wj->nhw", up, p["bg_blot"], up, optimize=True)
+    for i, tex in enumerate((grad, stripes, checker, blot)):
+        sel = bt == i
+        t[sel] = tex[sel]
+    c1, c2 = p["bg_c1"], p["bg_c2"]
+    img = c1[:, :, None, None] + (c2 - c1)[:, :, None, None] * t[:, None]  # (n, 3, H, W)
+
+    seg = np.zeros((n, size, size), dtype=np.int64)
+    depth = np.ones((n, size, size), dtype=np.float32)
+    inst = np.full((n, size, size), -1, dtype=np.int64)
+    area = np.zeros((n, m), dtype=np.int64)
+    step = 2.0 / size
+    kp = np.zeros((n, size, size), dtype=bool)
+    kp_cand: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []  # (image idx, slot, row, col)
+    for j in range(m):
+        shp = p["shape"][:, j]
+        cos, sin = np.cos(p["angle"][:, j]), np.sin(p["angle"][:, j])
+        dx = X - f(p["cx"][:, j])
+        dy = Y - f(p["cy"][:, j])
+        u = f(cos) * dx + f(sin) * dy
+        v = -f(sin) * dx + f(cos) * dy
+        mask = np.zeros((n, size, size), dtype=bool)
+        for s in np.unique(shp[shp > 0]):
+            idx = np.nonzero(shp == s)[0]
+            r, bl, bw = (f(p[k][idx, j]) for k in ("r", "bar_len", "bar_w"))
+            mask[idx] = _shape_mask(int(s), u[idx], v[idx], r, bl, bw)
+            # keypoint candidates: local point -> image pixel, pulled toward the object's centre
+            scale = p["bar_len"][idx, j] if s == BAR else p["r"][idx, j]
+            for ku, kv, pull_px in _keypoints_local(int(s)):
+                lu, lv = ku * scale, kv * scale
+                norm = np.hypot(lu, lv)
+                pull = np.where(norm > 0, np.minimum(pull_px * step, norm) / np.maximum(norm, 1e-9), 0)
+                lu, lv = lu * (1 - pull), lv * (1 - pull)
+                px = p["cx"][idx, j] + cos[idx] * lu - sin[idx] * lv
+                py = p["cy"][idx, j] + sin[idx] * lu + cos[idx] * lv
+                col = np.floor((px + 1) / step).astype(np.int64)
+                row = np.floor((py + 1) / step).astype(np.int64)
+                ok = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+                kp_cand.append((idx[ok], j, row[ok], col[ok]))
+        area[:, j] = mask.sum((1, 2))
+        # object colour with texture
+        tdx, tdy = np.cos(p["tex_dir"][:, j]), np.sin(p["tex_dir"][:, j])
+        along = (f(tdx) * u + f(tdy) * v) / f(p["r"][:, j])
+        tt = p["tex_type"][:, j]
+        mod = np.where(
+            f(tt == 1), 0.5 * np.sin(f(p["tex_freq"][:, j]) * along * f(p["r"][:, j])),
+            np.where(f(tt == 2), np.clip(along, -1, 1) * 0.5, 0.0),
+        ).astype(np.float32)
+        obj = p["colour"][:, j, :, None, None] * (1 + f(p["tex_amp"][:, j])[:, None] * mod[:, None])
+        img = np.where(mask[:, None], obj, img)
+        seg = np.where(mask, shp[:, None, None], seg)
+        depth = np.where(mask, f(p["depth"][:, j]), depth)
+        inst = np.where(mask, j, inst)
+    for idx, j, row, col in kp_cand:  # keep keypoints where their object is visible
+        vis = inst[idx, row, col] == j
+        kp[idx[vis], row[vis], col[vis]] = True
+    visible = np.stack([(inst == j).sum((1, 2)) for j in range(m)], 1)
+    return {"img": img, "seg": seg, "depth": depth, "inst": inst, "area": area, "visible": visible, "kp": kp}
+
+
+def _edges(depth: np.ndarray) -> np.ndarray:
+    """Pixels with a farther 4-neighbour (the occluding side of every depth discontinuity)."""
+    e = np.zeros(depth.shape, dtype=bool)
+    e[:, 1:, :] |= depth[:, :-1, :] > depth[:, 1:, :]
+    e[:, :-1, :] |= depth[:, 1:, :] > depth[:, :-1, :]
+    e[:, :, 1:] |= depth[:, :, :-1] > depth[:, :, 1:]
+    e[:, :, :-1] |= depth[:, :, 1:] > depth[:, :, :-1]
+    return e
+
+
+def _bad_scenes(p: dict, out: dict) -> np.ndarray:
+    """Scenes where some key object is hidden below _MIN_VISIBLE of its area (or too small to see)."""
+    key = p["key"]
+    frac = out["visible"] / np.maximum(out["area"], 1)
+    too_hidden = key & ((frac < _MIN_VISIBLE) | (out["visible"] < 4))
+    return too_hidden.any(1)
+
+
+def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes: int) -> dict:
+    rng = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk])
+    sets = np.array(class_sets(num_classes), dtype=np.int64)
+    n_key_shapes = int(sets.max()) + 1
+    labels = rng.permutation(np.arange(_CHUNK) % num_classes)
+    p = _sample_scenes(rng, labels, sets, n_key_shapes)
+    out = _render(p, size)
+    for _ in range(30):  # resample the scenes whose key objects are too occluded
+        bad = np.nonzero(_bad_scenes(p, out))[0]
+        if len(bad) == 0:
+            break
+        q = _sample_scenes(rng, labels[bad], sets, n_key_shapes)
+        _merge(p, q, bad)
+        o = _render(q, size)
+        for key in out:
+            out[key][bad] = o[key]
+    img = out["img"] + rng.normal(0, _NOISE, out["img"].shape).astype(np.float32)
+    images = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    return {
+        "images": images,
+        "labels": labels.astype(np.int64),
+        "segment": out["seg"],
+        "depth": out["depth"].astype(np.float32),
+        "edges": _edges(out["depth"]).astype(np.uint8),
+        "keypoints": out["kp"].astype(np.uint8),
+    }
+
+
+def generate(n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split_id: int = 0) -> dict[str, np.ndarray]:
+    """numpy arrays of n scenes: images (n,3,H,W) uint8, labels (n,), segment, depth, edges, keypoints (n,H,W)."""
+    if n < 0:
+        raise UserError(f"scenes: number of images must be >= 0, got {n}")
+    if size < 16:
+        raise UserError(f"scenes: size must be at least 16, got {size}")
+    class_sets(num_classes)  # validates
+    chunks = [_generate_chunk(seed, split_id, c, size, num_classes) for c in range(-(-n // _CHUNK))]
+    keys = ("images", "labels", "segment", "depth", "edges", "keypoints")
+    if not chunks:
+        empty = {"images": np.zeros((0, 3, size, size), np.uint8), "labels": np.zeros(0, np.int64)}
+        for k, dt in (("segment", np.int64), ("depth", np.float32), ("edges", np.uint8), ("keypoints", np.uint8)):
+            empty[k] = np.zeros((0, size, size), dt)
+        return empty
+    return {k: np.concatenate([c[k] for c in chunks])[:n] for k in keys}
+
+
+@register_dataset(
+    "scenes",
+    "procedural multi-task scenes (class = set of key shapes; segment/depth/edges/keypoints targets), no files needed",
+    needs_files=False,
+)
+def load_scenes(
+    root: Path | None = None, split: str = "train", *, size: int = 32, n_train: int = 5000, n_test: int = 1000,
+    num_classes: int = 10, seed: int = 0,
+) -> ImageDataset:
+    if split not in ("train", "test"):
+        raise UserError(f"scenes: unknown split '{split}'; valid: train, test")
+    size, n_train, n_test, num_classes, seed = int(size), int(n_train), int(n_test), int(num_classes), int(seed)
+    split_id = 0 if split == "train" else 1
+    d = generate(n_train if split == "train" else n_test, size, num_classes, seed, split_id)
+    return ImageDataset(
+        "scenes", split, torch.from_numpy(d["images"]), torch.from_numpy(d["labels"]), class_names(num_classes),
+        targets={k: torch.from_numpy(d[k]) for k in ("segment", "depth", "edges", "keypoints")},
+        meta={"size": size, "seed": seed, "num_classes": num_classes, "generator": "scenes-v1"},
+    )

@@ -1,0 +1,162 @@
+"""The Poison artifact: baked uint8 images, the dataset positions they replace, and what made them.
+
+One safetensors file: tensors `images` (N, C, H, W) uint8, `labels` (N,) int64, `indices` (N,) int64,
+and the JSON metadata under the header key "uebench_poison". A perturbation is baked into uint8 before any
+augmentation, exactly what a victim downloads; every budget is checked on these baked bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data.base import ImageDataset
+from .errors import UserError
+from .io import atomic_write_bytes
+
+NORMS = ("linf", "l2", "l0", "none")
+_KEY = "uebench_poison"
+
+
+@dataclass
+class PoisonMeta:
+    attack: str
+    dataset: str
+    dataset_size: int  # size of the full split the indices point into
+    norm: str  # linf | l2 | l0 | none
+    budget: float  # linf/l2: in [0,1] pixel units; l0: number of pixel positions
+    split: str = "train"
+    params: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # e.g. "paper" vs "public-code" where the two differ
+    seed: int = 0
+    craft_seconds: float = 0.0
+    epoch_equivalents: float = 0.0  # crafting compute in passes over the crafting set
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise UserError(f"unknown norm '{self.norm}'; valid: {', '.join(NORMS)}")
+        if not self.versions:
+            from . import __version__
+
+            self.versions = {"uebench": __version__, "torch": torch.__version__, "python": platform.python_version()}
+        if not self.created:
+            self.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class Poison:
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    meta: PoisonMeta
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise UserError(f"poison images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        self.labels = self.labels.to(torch.int64)
+        self.indices = self.indices.to(torch.int64)
+        if not (len(self.images) == len(self.labels) == len(self.indices)):
+            raise UserError(f"poison has {len(self.images)} images, {len(self.labels)} labels, {len(self.indices)} indices")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    # ---- checks -------------------------------------------------------------------------------------------
+    def measure(self, clean: ImageDataset) -> dict[str, float]:
+        """Largest per-image perturbation norms of the baked images, in [0,1] pixel units (l0: pixel positions)."""
+        d = self.images.float() - clean.images[self.indices].float()
+        d = d.flatten(1) / 255.0
+        changed = (self.images != clean.images[self.indices]).any(dim=1).flatten(1)
+        return {
+            "linf": float(d.abs().max()) if len(d) else 0.0,
+            "l2": float(d.norm(dim=1).max()) if len(d) else 0.0,
+            "l0": float(changed.sum(dim=1).max()) if len(d) else 0.0,
+        }
+
+    def check(self, clean: ImageDataset) -> None:
+        """Refuse a poison that does not belong to `clean` or breaks its budget (one clear line)."""
+        m = self.meta
+        where = f"poison '{m.attack}' for {m.dataset}/{m.split}"
+        if m.dataset != clean.name or m.split != clean.split:
+            raise UserError(f"{where} does not match dataset {clean.name}/{clean.split}")
+        if m.dataset_size != len(clean):
+            raise UserError(f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}")
+        if self.images.shape[1:] != clean.images.shape[1:]:
+            raise UserError(f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}")
+        if len(self) and (int(self.indices.min()) < 0 or int(self.indices.max()) >= len(clean)):
+            raise UserError(f"{where} has indices outside [0, {len(clean)})")
+        if len(torch.unique(self.indices)) != len(self.indices):
+            raise UserError(f"{where} has repeated indices")
+        if not torch.equal(self.labels, clean.labels[self.indices]):
+            bad = int((self.labels != clean.labels[self.indices]).sum())
+            raise UserError(f"{where}: {bad} labels differ from the dataset's at the same indices")
+        flat = self.images.flatten(1)
+        clean_flat = clean.images[self.indices].flatten(1)
+        constant = (flat == flat[:, :1]).all(dim=1) & ~(clean_flat == clean_flat[:, :1]).all(dim=1)
+        if constant.any():
+            raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant (degenerate perturbation)")
+        if m.norm != "none":
+            got = self.measure(clean)[m.norm]
+            # linf/l2 are compared on the uint8 grid: budget*255 with a hair of float slack
+            slack = 0.0 if m.norm == "l0" else 1e-5
+            if got > m.budget + slack:
+                raise UserError(
+                    f"{where} breaks its {m.norm} budget: {got:.6g} > {m.budget:.6g} "
+                    f"(a mismatched index mapping shows up here too: poison i must perturb image indices[i])"
+                )
+
+    def apply(self, clean: ImageDataset) -> ImageDataset:
+        """The training set a victim would see: clean images with the poisoned ones swapped in."""
+        self.check(clean)
+        images = clean.images.clone()
+        images[self.indices] = self.images
+        return clean.with_images(images, poison=self.meta.attack, poison_fraction=len(self) / max(len(clean), 1))
+
+    # ---- file ---------------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save
+
+        tensors = {"images": self.images.contiguous(), "labels": self.labels.contiguous(), "indices": self.indices.contiguous()}
+        atomic_write_bytes(path, save(tensors, metadata={_KEY: json.dumps(asdict(self.meta), sort_keys=True)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Poison":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"poison file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in ("images", "labels", "indices")}
+        except Exception as e:
+            raise UserError(f"not a uebench poison file: {path} ({type(e).__name__}: {str(e)[:120]})") from None
+        if _KEY not in header:
+            raise UserError(f"not a uebench poison file: {path} (no '{_KEY}' metadata)")
+        try:
+            meta = PoisonMeta(**json.loads(header[_KEY]))
+        except TypeError as e:
+            raise UserError(f"poison metadata in {path} is malformed: {e}") from None
+        return cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
+
+
+def bake(clean_u8: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Add a float perturbation in [0,1] pixel units to uint8 images and quantise.
+
+    Truncation toward zero (then clipping to [0, 255]) can only shrink every element of the perturbation,
+    so any Linf, L2 or L0 budget the float delta met still holds on the baked bytes.
+    """
+    d = delta.float() * 255.0
+    # nudge by 1e-3 of a grey level so that 8/255 * 255 = 7.9999995 still lands on 8
+    step = torch.trunc(d + torch.sign(d) * 1e-3)
+    return (clean_u8.float() + step).clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,54 @@
+"""Named victim-training recipes. `paper` is the recipe of "How Far Are We from True Unlearnability?"."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "constant"  # constant | cosine | multistep
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    augment: str = "crop_flip"  # crop_flip | none
+    description: str = ""
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of epoch `epoch` (0-based); set once per epoch."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.schedule == "multistep":
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        raise ValueError(f"unknown schedule {self.schedule}")
+
+    def with_overrides(self, **kw) -> "Recipe":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def _add(r: Recipe) -> None:
+    RECIPES.register(r.name)(r)
+
+
+_add(Recipe("paper", 50, 256, 0.1, description="the SAL/UD paper: SGD 0.1, m 0.9, wd 5e-4, batch 256, 50 epochs, constant lr, crop+flip"))
+_add(Recipe("apbench", 200, 128, 0.1, schedule="multistep", milestones=(100, 150), description="APBench: 200 epochs, lr x0.1 at 100 and 150"))
+_add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))
+_add(Recipe("ar", 100, 128, 0.1, schedule="cosine", description="AR / LSP papers' victim: 100 epochs, cosine"))
+_add(Recipe("quick", 10, 128, 0.1, schedule="cosine", description="CPU-sized: 10 epochs, batch 128, cosine"))

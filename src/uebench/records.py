@@ -1,0 +1,117 @@
+"""Run folders: config.json, manifest.json, metrics.jsonl, checkpoint.pt, summary.json.
+
+Every file is written atomically. The checkpoint holds the full epoch history, and metrics.jsonl is
+rewritten from it after each checkpoint, so the two can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+
+CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = "config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
+RUN_FILES = (CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY)
+
+
+class RunFolder:
+    def __init__(self, path: Path, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        self.config = json.loads(json.dumps(config, default=str))  # normalise tuples etc. to JSON types
+        existing = [f for f in RUN_FILES if (self.path / f).exists()]
+        if existing and overwrite:
+            for f in RUN_FILES:
+                (self.path / f).unlink(missing_ok=True)
+        elif existing and not resume:
+            state = "a finished run" if (self.path / SUMMARY).exists() else "an unfinished run"
+            raise UserError(f"{self.path} already holds {state}; pass --resume to continue it or --overwrite to replace it")
+        elif existing:
+            saved = read_json(self.path / CONFIG) if (self.path / CONFIG).exists() else None
+            if saved is not None and saved != self.config:
+                diff = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+                raise UserError(f"{self.path} holds a run of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write to output folder {self.path}: {e.strerror or e}") from None
+
+    def finished(self) -> bool:
+        return (self.path / SUMMARY).exists()
+
+    def start(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.path / CONFIG, self.config)
+        if not (self.path / MANIFEST).exists():
+            atomic_write_json(self.path / MANIFEST, manifest)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise UserError(f"corrupt checkpoint {path} ({type(e).__name__}); remove it or pass --overwrite") from None
+
+    def save_epoch(self, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict[str, Any]]) -> None:
+        atomic_torch_save(self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history})
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY, summary)
+
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.path / SUMMARY)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a run folder (no {METRICS})")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def manifest(seed: int, device: torch.device, precision: str, train_set, test_set) -> dict[str, Any]:
+    from . import __version__
+    import numpy
+
+    return {
+        "uebench": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "git_revision": git_revision(),
+        "seed": seed,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train_set": train_set.describe(),
+        "test_set": test_set.describe(),
+    }

@@ -1,0 +1,321 @@
+"""The victim trainer: tensor-resident data, batch augmentation, per-epoch probes, atomic checkpoints, resume.
+
+Read it top to bottom: `train()` resolves data and model, then loops over epochs; each epoch shuffles and
+augments with a generator seeded by (seed, epoch), so a resumed run replays exactly the batches an
+uninterrupted one would have seen and ends with the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import ImageDataset, load, stratified_subset
+from .data.augment import crop_flip, to_float
+from .errors import UserError
+from .models import create_model
+from .poison import Poison
+from .recipes import RECIPES, Recipe
+from .records import RunFolder, manifest
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. Saved as config.json; a resume must match it exactly."""
+
+    dataset: str = "scenes"
+    data_dir: str | None = None
+    poison: str | None = None
+    model: str = "resnet18"
+    width: float = 1.0
+    recipe: str = "paper"
+    epochs: int | None = None  # overrides the recipe
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16), else fp32
+    channels_last: bool = True
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_recipe(self) -> Recipe:
+        return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "resolved_recipe": self.resolved_recipe().to_dict()}
+
+
+@dataclass
+class EpochContext:
+    """What a probe sees after each epoch. The model is in eval mode; probes must leave it as they found it."""
+
+    epoch: int  # 1-based: the number of finished epochs
+    model: nn.Module
+    train_set: ImageDataset  # what the model trained on (poisoned, if a poison was given)
+    test_set: ImageDataset
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    record: dict[str, Any]  # this epoch's record so far (train_loss, train_acc, ...)
+    seed: int
+
+
+class Probe(Protocol):
+    """A per-epoch measurement. Returns flat JSON-able values merged into the epoch's record."""
+
+    name: str
+
+    def __call__(self, ctx: EpochContext) -> dict[str, Any]: ...
+
+
+@dataclass
+class TestAccuracy:
+    name: str = "test"
+    batch_size: int = 1024
+
+    def __call__(self, ctx: EpochContext) -> dict[str, Any]:
+        loss, acc = evaluate(ctx.model, ctx.test_set, ctx.device, ctx.autocast, self.batch_size)
+        return {"test_loss": loss, "test_acc": acc}
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    model: nn.Module
+    out: Path | None = None
+
+
+# ---- device and precision ----------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but no CUDA device is available")
+    return dev
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """bf16 autocast pays off only with hardware bf16; on an AVX2-only CPU it is ~10x slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+# ---- the pieces of an epoch ---------------------------------------------------------------------------------
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling/augmentation stream of one epoch: a pure function of (seed, epoch), for exact resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def prepare(images_u8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = to_float(images_u8.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: ImageDataset, device: torch.device, autocast=contextlib.nullcontext, batch_size: int = 1024, channels_last: bool = True) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (in %) of `model` on `ds`, without augmentation."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(ds), batch_size):
+        x = prepare(ds.images[i : i + batch_size], device, channels_last)
+        y = ds.labels[i : i + batch_size].to(device)
+        with autocast():
+            out = model(x)
+        total_loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    model.train(was_training)
+    n = max(len(ds), 1)
+    return total_loss / n, 100.0 * correct / n
+
+
+def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None) -> dict[str, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in batches(len(ds), recipe.batch_size, generator):
+        x = prepare(ds.images[idx], device, channels_last)
+        y = ds.labels[idx].to(device)
+        if recipe.augment == "crop_flip":
+            x = crop_flip(x, generator)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        seen += len(y)
+        if on_step is not None:
+            on_step()
+    if seen and not torch.isfinite(torch.tensor(total_loss)):
+        raise UserError("training diverged: the loss is NaN or infinite (lower --lr?)")
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1)}
+
+
+# ---- data and model -------------------------------------------------------------------------------------
+def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Train (poisoned if asked) and test splits for a config."""
+    train_set = load(config.dataset, config.data_dir, "train", **config.dataset_options)
+    test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
+    if config.poison:
+        train_set = Poison.load(config.poison).apply(train_set)
+    if config.train_subset is not None:
+        train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
+    return train_set, test_set
+
+
+def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
+    c, h, _ = ds.shape
+    torch.manual_seed(config.seed)
+    return create_model(config.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=config.width)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+def train(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    train_set: ImageDataset | None = None,
+    test_set: ImageDataset | None = None,
+    probes: Sequence[Probe] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> RunResult:
+    """Train one victim model. With `out`, every epoch is checkpointed and recorded there.
+
+    `stop_after` ends the run after that many epochs in total without marking it finished (simulates
+    an interruption; `resume=True` continues it).
+    """
+    from .models import MODELS
+
+    MODELS.get(config.model)  # unknown names fail before any data is loaded
+    recipe = config.resolved_recipe()
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+        raise UserError(f"epochs and batch size must be >= 1 and lr > 0 (got {recipe.epochs}, {recipe.batch_size}, {recipe.lr})")
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    autocast = autocast_factory(device, precision)
+    channels_last = config.channels_last and config.model not in ("linear",)
+    run = RunFolder(Path(out), config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
+    if train_set is None or test_set is None:
+        loaded_train, loaded_test = load_data(config)
+        train_set = loaded_train if train_set is None else train_set
+        test_set = loaded_test if test_set is None else test_set
+    model = build_model(config, train_set)
+    if run is not None and run.finished():  # nothing to do: hand back the finished run
+        state = run.load_checkpoint()
+        model.load_state_dict(state["model"])
+        return RunResult(config, state["history"], run.summary(), model, run.path)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    history: list[dict[str, Any]] = []
+    if run is not None:
+        run.start(manifest(config.seed, device, precision, train_set, test_set))
+        state = run.load_checkpoint()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            history = state["history"]
+    all_probes: list[Probe] = [TestAccuracy(), *probes]
+
+    steps_per_epoch = -(-len(train_set) // recipe.batch_size)
+    bar = _progress(progress, recipe.epochs * steps_per_epoch, len(history) * steps_per_epoch, config)
+    last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
+    for epoch in range(len(history), last):
+        start = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = recipe.lr_at(epoch)
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
+        record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None))
+        record["train_seconds"] = time.perf_counter() - start
+        model.eval()
+        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed)
+        for probe in all_probes:
+            t0 = time.perf_counter()
+            record.update(probe(ctx))
+            record[f"{probe.name}_seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if bar:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}", test=f"{record['test_acc']:.1f}%")
+        if run is not None:
+            run.save_epoch(model, opt, history)
+    if bar:
+        bar.close()
+
+    summary = summarize(history, recipe.epochs, precision, str(device))
+    if run is not None and len(history) == recipe.epochs:
+        run.finish(summary)
+    return RunResult(config, history, summary, model, run.path if run else None)
+
+
+def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device: str) -> dict[str, Any]:
+    if not history:
+        return {"epochs_done": 0, "epochs": epochs}
+    accs = [h["test_acc"] for h in history]
+    peak = max(range(len(accs)), key=accs.__getitem__)
+    return {
+        "epochs": epochs,
+        "epochs_done": len(history),
+        "final_test_acc": accs[-1],
+        "peak_test_acc": accs[peak],
+        "peak_epoch": peak + 1,
+        "final_train_acc": history[-1]["train_acc"],
+        "final_train_loss": history[-1]["train_loss"],
+        "train_seconds": sum(h["train_seconds"] for h in history),
+        "precision": precision,
+        "device": device,
+    }
+
+
+def _progress(enabled: bool, total: int, initial: int, config: TrainConfig):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"train {config.model} on {config.dataset}", unit="step", dynamic_ncols=True)

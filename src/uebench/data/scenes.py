@@ -58,6 +58,9 @@ MAX_CLASSES = 21 + 35  # pairs then triples of the 7 key shapes
 
 _CHUNK = 256  # images generated per seed sub-stream (prefix stability)
 _MAX_DISTRACTORS = 2
+_KEY_R = (0.2, 0.34)  # radius range of shapes, in half-widths of the image
+_SHAPE_DISTRACTORS = True  # non-key shapes of the vocabulary may appear as distractors (besides bars)
+_BG_CONTRAST = 0.35
 _MIN_VISIBLE = 0.6  # fraction of each key object's area that must stay visible
 _NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
@@ -100,7 +103,7 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     # background: type 0 gradient, 1 stripes, 2 checker, 3 blotches
     p["bg_type"] = rng.integers(0, 4, n)
     c1 = rng.random((n, 3), dtype=np.float32)
-    c2 = np.clip(c1 + rng.uniform(-0.35, 0.35, (n, 3)).astype(np.float32), 0, 1)
+    c2 = np.clip(c1 + rng.uniform(-_BG_CONTRAST, _BG_CONTRAST, (n, 3)).astype(np.float32), 0, 1)
     p["bg_c1"], p["bg_c2"] = c1, c2
     p["bg_angle"] = rng.uniform(0, np.pi, n).astype(np.float32)
     p["bg_freq"] = rng.uniform(3, 10, n).astype(np.float32)
@@ -111,7 +114,8 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     shape[:, :k] = sets[labels] + 1
     dup = rng.random(n) < 0.35
     shape[:, k] = np.where(dup, shape[np.arange(n), rng.integers(0, k, n)], -1)
-    pool = np.array([i + 1 for i in range(n_key_shapes, len(KEY_SHAPES))] + [BAR] * 2, dtype=np.int64)
+    extra = [i + 1 for i in range(n_key_shapes, len(KEY_SHAPES))] if _SHAPE_DISTRACTORS else []
+    pool = np.array(extra + [BAR] * max(2, len(extra)), dtype=np.int64)
     n_dis = rng.integers(0, _MAX_DISTRACTORS + 1, n)
     dis = pool[rng.integers(0, len(pool), (n, _MAX_DISTRACTORS))]
     shape[:, k + 1 :] = np.where(np.arange(_MAX_DISTRACTORS)[None] < n_dis[:, None], dis, -1)
@@ -120,7 +124,7 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     p["key"][:, : k + 1] = shape[:, : k + 1] > 0
     p["cx"] = rng.uniform(-0.68, 0.68, (n, m)).astype(np.float32)
     p["cy"] = rng.uniform(-0.68, 0.68, (n, m)).astype(np.float32)
-    p["r"] = rng.uniform(0.2, 0.34, (n, m)).astype(np.float32)
+    p["r"] = rng.uniform(*_KEY_R, (n, m)).astype(np.float32)
     p["bar_len"] = rng.uniform(0.45, 1.0, (n, m)).astype(np.float32)
     p["bar_w"] = rng.uniform(0.06, 0.11, (n, m)).astype(np.float32)
     p["angle"] = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)

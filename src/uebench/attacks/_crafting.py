@@ -1,0 +1,279 @@
+"""Shared pieces of the model-based attacks (EM, REM, TAP): the crafting model, signed PGD steps with projection,
+training steps on perturbed data, seeded batches and augmentation, and compute accounting.
+
+Everything works on whole batches of tensors that live on the device for the whole run (no DataLoader, no
+per-sample Python): the crafting set is converted to float [0,1] once, in channels_last, and a perturbation is a
+tensor of the same shape, updated a batch at a time. All randomness comes from seeded `torch.Generator`s, so a
+seed gives the same perturbation bytes twice on CPU.
+
+Compute is counted in *epoch-equivalents*: image passes with a backward (a training step, or one PGD step on
+the input) over the crafting set, so one PGD step over every sample = 1.0. Forward-only passes (the EM
+stopping-rule check) count as 1/3 of a forward+backward, since a backward costs about two forwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.augment import crop_flip
+from ..data.base import ImageDataset
+from ..errors import UserError
+from ..models import MODELS, create_model
+from ..train import prepare, resolve_device
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ModelConfig:
+    """The crafting model shared by the model-based attacks (paper: a CIFAR ResNet-18 at full width)."""
+
+    model: str = "resnet18"
+    width: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda[:N]; fp32 everywhere (bf16 is ~10x slower on AVX2-only CPUs)
+    pgd_batch: int = 256  # images per PGD batch: the model is frozen in eval mode there, so only speed depends on it
+
+
+def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
+    """Refusals every model-based attack shares (one clear line each)."""
+    MODELS.get(cfg.model)  # unknown model -> UserError listing the valid ones
+    if cfg.width <= 0:
+        raise UserError(f"{name}: width must be positive, got {cfg.width}")
+    if cfg.pgd_batch < 1:
+        raise UserError(f"{name}: pgd_batch must be >= 1, got {cfg.pgd_batch}")
+    if len(ds) == 0:
+        raise UserError(f"{name}: the crafting set is empty")
+    if ds.num_classes < 2:
+        raise UserError(f"{name}: needs at least 2 classes to craft against a classifier, {ds.name} has {ds.num_classes}")
+    resolve_device(cfg.device)
+
+
+def positive(name: str, **values: float) -> None:
+    for key, v in values.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise UserError(f"{name}: {key} must be a positive number, got {v!r}")
+
+
+def at_least(name: str, minimum: int, **values: int) -> None:
+    for key, v in values.items():
+        if not isinstance(v, int) or v < minimum:
+            raise UserError(f"{name}: {key} must be an integer >= {minimum}, got {v!r}")
+
+
+# ---- compute accounting -------------------------------------------------------------------------------------
+class Compute:
+    """Counts image passes; `epochs` is the crafting cost in passes over the crafting set."""
+
+    def __init__(self, n: int):
+        self.n = max(n, 1)
+        self.backward = 0  # images through a forward+backward (training step or input-gradient step)
+        self.forward = 0  # images through a forward only
+
+    def fb(self, k: int) -> None:
+        self.backward += k
+
+    def fwd(self, k: int) -> None:
+        self.forward += k
+
+    @property
+    def epochs(self) -> float:
+        return (self.backward + self.forward / 3) / self.n
+
+
+# ---- data, model, generators --------------------------------------------------------------------------------
+def tensors(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crafting set as float [0,1] channels_last images and int64 labels, on the device once."""
+    return prepare(ds.images, device, channels_last=True), ds.labels.to(device)
+
+
+def build_model(cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module:
+    """A freshly initialised crafting model; its init depends on `seed` only (the global RNG is left alone)."""
+    c, h, _ = ds.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=cfg.width)
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """An independent CPU random stream per (seed, purpose), so adding one use of randomness shifts no other."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * stream + 17)
+
+
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def chunks(n: int, size: int, device: torch.device) -> list[torch.Tensor]:
+    """Index batches 0..n-1 in order (every sample exactly once, the last batch may be short)."""
+    return list(torch.arange(n, device=device).split(size))
+
+
+def shuffled_batches(n: int, size: int, gen: torch.Generator, device: torch.device, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """An endless stream of index batches: a fresh seeded permutation per pass over the data."""
+    while True:
+        perm = torch.randperm(n, generator=gen).to(device)
+        parts = perm.split(size)
+        if drop_last and len(parts) > 1 and len(parts[-1]) < size:
+            parts = parts[:-1]
+        yield from parts
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no parameter gradients: a PGD step then costs an input-gradient pass, not a full backward."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+# ---- augmentation ----------------------------------------------------------------------------------------------
+def crop_flip_transform(gen: torch.Generator, pad: int = 4) -> Transform:
+    """Random crop (zero padding `pad`) + horizontal flip per image; differentiable (it only gathers pixels)."""
+    return lambda x: channels_last(crop_flip(x, gen, pad))
+
+
+def shift_flip_transform(gen: torch.Generator, max_shift: float = 4.0) -> Transform:
+    """Differentiable translation by a continuous offset in [-max_shift, max_shift] pixels (bilinear, zero fill)
+    plus a horizontal flip with probability 1/2, per image: the differentiable augmentation TAP's code uses."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        r = torch.rand(n, 3, generator=gen).to(x.device, x.dtype)
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        flip = torch.where(r[:, 2] < 0.5, -1.0, 1.0).to(x.dtype)
+        theta[:, 0, 0] = flip
+        theta[:, 1, 1] = 1.0
+        # align_corners=True: a grid unit is (size-1)/2 pixels
+        theta[:, 0, 2] = (r[:, 0] * 2 - 1) * max_shift * 2 / (w - 1)
+        theta[:, 1, 2] = (r[:, 1] * 2 - 1) * max_shift * 2 / (h - 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        return channels_last(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True))
+
+    return apply
+
+
+# ---- PGD on the input ----------------------------------------------------------------------------------------
+def project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Onto the Linf ball of radius eps and onto valid images (x + delta in [0, 1])."""
+    return (x + delta.clamp(-eps, eps)).clamp_(0.0, 1.0) - x
+
+
+def signed_step(delta: torch.Tensor, grad: torch.Tensor, step: float, eps: float, x: torch.Tensor, descend: bool) -> torch.Tensor:
+    """One signed-gradient step on delta (down the loss when `descend`), then the projection."""
+    with torch.no_grad():
+        direction = -grad.sign() if descend else grad.sign()
+        return project(delta + step * direction, x, eps)
+
+
+def uniform_start(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    """A random start uniform in the Linf ball (projected onto valid images)."""
+    u = torch.rand(x.shape, generator=gen).to(x.device)
+    return project(channels_last((u * 2 - 1) * eps), x, eps)
+
+
+def loss_sum(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # summed, not averaged: the same signs, without gradients shrinking by 1/batch
+    return F.cross_entropy(model(inputs), labels, reduction="sum")
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    delta: torch.Tensor,
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    descend: bool,
+    compute: Compute,
+    transform: Transform | None = None,
+) -> torch.Tensor:
+    """`steps` signed steps on a batch's delta against the frozen model: descend the loss of `labels` (EM's
+    error-minimising noise, TAP's targeted attack with target labels) or ascend it (an adversarial example)."""
+    for _ in range(steps):
+        d = delta.detach().requires_grad_(True)
+        inputs = x + d
+        if transform is not None:
+            inputs = transform(inputs)
+        (grad,) = torch.autograd.grad(loss_sum(model, inputs, labels), d)
+        delta = signed_step(d.detach(), grad, step, eps, x, descend)
+        compute.fb(len(x))
+    return delta.detach()
+
+
+# ---- training and evaluation ------------------------------------------------------------------------------------
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor, compute: Compute, grad_clip: float | None = None) -> tuple[float, int]:
+    """One SGD step on a batch in train mode; returns (loss, number correct)."""
+    model.train()
+    out = model(inputs)
+    loss = F.cross_entropy(out, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    compute.fb(len(labels))
+    if not torch.isfinite(loss):
+        raise UserError("the crafting model diverged (loss is NaN or infinite); lower its lr")
+    return float(loss.detach()), int((out.detach().argmax(1) == labels).sum())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int, compute: Compute, delta: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy (%) of the model in eval mode on x (+ delta), no augmentation."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    for idx in chunks(len(x), batch, x.device):
+        inputs = x[idx] if delta is None else (x[idx] + delta[idx]).clamp_(0, 1)
+        out = model(inputs)
+        total += float(F.cross_entropy(out, labels[idx], reduction="sum"))
+        correct += int((out.argmax(1) == labels[idx]).sum())
+        compute.fwd(len(idx))
+    model.train(was_training)
+    n = max(len(x), 1)
+    return total / n, 100.0 * correct / n
+
+
+def to_cpu(delta: torch.Tensor) -> torch.Tensor:
+    """The perturbation as craft() wants it: float32 NCHW on the CPU."""
+    return delta.detach().float().cpu().contiguous()
+
+
+def progress_bar(enabled: bool, total: int | None, desc: str, unit: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def config_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

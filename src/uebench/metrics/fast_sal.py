@@ -1,0 +1,238 @@
+"""Fast SAL: the faithful search's answer at a small fraction of its cost.
+
+The faithful procedure (sal.py) costs, per layer, 10 rounds x (2 training passes + 1 evaluation pass of two
+models) over the whole augmented training set: about 600 epoch-equivalents per training epoch for ResNet-18.
+This mode changes four things, each a pure saving or a first-order equivalent:
+
+1. A fixed probe subset (default 1,024 images, seeded, the same every epoch), augmented once with a fixed draw
+   (`augment="once"`, so its loss level matches the faithful probe's augmented data) or not at all.
+2. The frozen prefix is computed once. In eval mode BatchNorm is a fixed affine map, so everything that does
+   not depend on the probed weight is a pure function of the (fixed) inputs: the model is traced with torch.fx,
+   split at the probed layer into a prefix (cached: the probed layer's input and every other tensor the rest of
+   the graph reads, e.g. a residual branch) and a suffix, and each step runs only the suffix.
+3. Full-batch projected gradient steps on the subset. One step per round with lr x (SGD steps one faithful pass
+   makes over the full set) reproduces a faithful pass's displacement to first order; the projection onto the
+   ball follows as in the public code. The forward pass that computes a round's gradient is also the previous
+   round's evaluation pass, so evaluation is free, and the descending and ascending copies share round 0.
+4. Fewer rounds (default 5) and an early stop once a projected step no longer moves the weights (a fixed point
+   of projected gradient descent on the sphere): the loss there is already known.
+
+Best-of tracking starts at L0 exactly as in the faithful mode, so SAL >= 0 and a layer that does not reach the
+loss has SAL 0 without any computation. Models torch.fx cannot trace, or layers called more than once, fall
+back to running the whole model on the cached subset (points 1, 3 and 4 still hold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.func import functional_call
+
+from ..errors import UserError
+from .sal import LossFn, ModelSAL, ProbeData, SALResult, project_to_ball, sal_value
+
+AUGMENT = ("once", "none")
+
+
+@dataclass(frozen=True)
+class FastSALConfig:
+    """Options of the fast mode. `subset`: probe images; `augment`: "once" (one fixed crop+flip draw) or "none";
+    `rounds`: projected-gradient rounds per branch; `step_scale`: the lr multiplier per round, None = the number
+    of SGD steps one faithful pass over the full training set makes (source size // batch size); `tol`: stop a
+    branch when a projected step moves the weights by less than tol x the ball radius; `chunk`: samples per
+    forward/backward (memory only, the result is the same); `cache_prefix`: split the model at the layer."""
+
+    subset: int = 1024
+    augment: str = "once"
+    rounds: int = 5
+    step_scale: float | None = None
+    tol: float = 1e-3
+    chunk: int = 512
+    cache_prefix: bool = True
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENT:
+            raise UserError(f"unknown fast-SAL augment '{self.augment}'; valid: {', '.join(AUGMENT)}")
+        if self.subset < 1 or self.rounds < 1 or self.chunk < 1:
+            raise UserError(f"fast SAL needs subset, rounds and chunk >= 1 (got {self.subset}, {self.rounds}, {self.chunk})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- splitting the model at a layer ---------------------------------------------------------------------
+@dataclass
+class Split:
+    """prefix(x) -> the frontier tensors; suffix(*frontier) -> the model's output. Both share the model's modules."""
+
+    prefix: nn.Module
+    suffix: nn.Module
+
+
+DISCONNECTED = "disconnected"
+
+
+def trace(model: nn.Module) -> fx.GraphModule | None:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception:  # data-dependent control flow etc.: the caller falls back to the whole model
+        return None
+
+
+def split_at(model: nn.Module, traced: fx.GraphModule, layer: str) -> Split | str | None:
+    """Split the traced graph at the (single) call of module `layer`.
+
+    Returns a Split, DISCONNECTED when the layer never reaches the output, or None when it cannot split
+    (the layer is called more than once)."""
+    nodes = list(traced.graph.nodes)
+    calls = [n for n in nodes if n.op == "call_module" and n.target == layer]
+    if not calls:
+        return DISCONNECTED
+    if len(calls) > 1:
+        return None
+    downstream: set[fx.Node] = set()
+    for n in nodes:  # nodes are in topological order
+        if n is calls[0] or any(a in downstream for a in n.all_input_nodes):
+            downstream.add(n)
+    output = next(n for n in nodes if n.op == "output")
+    if output not in downstream:
+        return DISCONNECTED
+    frontier: list[fx.Node] = []
+    for n in nodes:
+        if n in downstream:
+            for a in n.all_input_nodes:
+                if a not in downstream and a.op != "get_attr" and a not in frontier:
+                    frontier.append(a)
+
+    suffix = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {f: suffix.placeholder(f"frontier_{i}") for i, f in enumerate(frontier)}
+    for n in nodes:
+        wanted = n in downstream or (n.op == "get_attr" and any(u in downstream for u in n.users))
+        if wanted and n.op != "output":
+            env[n] = suffix.node_copy(n, lambda a: env[a])
+    suffix.output(fx.node.map_arg(output.args[0], lambda a: env[a]))
+
+    prefix = fx.Graph()
+    penv: dict[fx.Node, fx.Node] = {}
+    for n in nodes:
+        if n not in downstream and n.op != "output":
+            penv[n] = prefix.node_copy(n, lambda a: penv[a])
+    prefix.output(tuple(penv[f] for f in frontier))
+    prefix_module = fx.GraphModule(model, prefix)
+    prefix_module.graph.eliminate_dead_code()  # only what the frontier needs runs
+    prefix_module.recompile()
+    return Split(prefix_module, fx.GraphModule(model, suffix))
+
+
+@torch.no_grad()
+def cache_frontier(prefix: nn.Module, x: torch.Tensor, chunk: int) -> list[torch.Tensor] | None:
+    """The prefix's outputs for every sample, or None if one is not a per-sample tensor (then: no cache)."""
+    parts: list[list[torch.Tensor]] = []
+    for i in range(0, len(x), chunk):
+        xb = x[i : i + chunk]
+        outs = prefix(xb)
+        if not all(isinstance(o, torch.Tensor) and o.ndim >= 1 and o.shape[0] == len(xb) for o in outs):
+            return None
+        parts.append(list(outs))
+    return [torch.cat(cols) for cols in zip(*parts)]
+
+
+# ---- the search -----------------------------------------------------------------------------------------
+class _Objective:
+    """Mean loss over the fixed subset (and its gradient) as a function of the probed weight only."""
+
+    def __init__(self, module: nn.Module, layer: str, inputs: list[torch.Tensor], targets: torch.Tensor, loss_fn: LossFn, chunk: int):
+        self.module, self.key, self.inputs, self.targets, self.loss_fn, self.chunk = module, f"{layer}.weight", inputs, targets, loss_fn, chunk
+
+    def __call__(self, w: torch.Tensor, need_grad: bool) -> tuple[float, torch.Tensor | None]:
+        n = len(self.targets)
+        total, grad = 0.0, (torch.zeros_like(w) if need_grad else None)
+        for i in range(0, n, self.chunk):
+            args = tuple(t[i : i + self.chunk] for t in self.inputs)
+            y = self.targets[i : i + self.chunk]
+            if need_grad:
+                wr = w.detach().requires_grad_(True)
+                loss = self.loss_fn(functional_call(self.module, {self.key: wr}, args), y) * len(y)
+                (g,) = torch.autograd.grad(loss, wr, allow_unused=True)
+                if g is not None:
+                    grad += g
+            else:
+                with torch.no_grad():
+                    loss = self.loss_fn(functional_call(self.module, {self.key: w}, args), y) * len(y)
+            total += float(loss)
+        return total / n, (grad / n if grad is not None else None)
+
+
+def fast_layer_search(objective: _Objective, w0: torch.Tensor, loss0: float, *, eps: float, rounds: int, step: float, tol: float) -> tuple[float, float, int]:
+    """Projected full-batch gradient descent and ascent on the ball; returns (L_max, L_min, rounds run)."""
+    radius = float(torch.linalg.vector_norm(w0)) * eps
+    _, g0 = objective(w0, need_grad=True)
+    best = {+1.0: loss0, -1.0: loss0}  # +1 descends (L_min), -1 ascends (L_max)
+    ran = 0
+    for sign in (+1.0, -1.0):
+        w, g = w0, g0
+        for r in range(rounds):
+            if g is None:  # the layer does not reach the loss
+                break
+            w_new = project_to_ball(w - sign * step * g, w0, eps)
+            if float(torch.linalg.vector_norm(w_new - w)) <= tol * radius:
+                break  # a fixed point: its loss is the one already seen
+            last = r == rounds - 1
+            loss, g = objective(w_new, need_grad=not last)
+            w = w_new
+            ran = max(ran, r + 1)
+            if sign > 0 and loss < best[sign] or sign < 0 and loss > best[sign]:  # NaN compares false
+                best[sign] = loss
+    return best[-1.0], best[+1.0], ran
+
+
+def fast_model_sal(
+    model: nn.Module,
+    names: Sequence[str],
+    data: ProbeData,
+    *,
+    eps: float,
+    rounds: int,
+    lr: float,
+    origin: str,
+    running_loss: float | None,
+    seed: int,
+    loss_fn: LossFn,
+    config: FastSALConfig,
+    progress: Callable[[str], None] | None = None,
+) -> ModelSAL:
+    """Fast SAL of `names` (the model is already in eval mode with its parameters frozen: see sal.probing)."""
+    fixed = data if not (data.shuffle or data.augment) and len(data) <= config.subset else data.subset(config.subset, seed, augment_once=config.augment == "once")
+    x, y = fixed.prepare(fixed.inputs), fixed.targets
+    step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
+    if origin == "running":
+        loss0 = float(running_loss)
+    else:
+        loss0, _ = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(dict(model.named_parameters())[f"{names[0]}.weight"], need_grad=False)
+    traced = trace(model) if config.cache_prefix else None
+    params = dict(model.named_parameters())
+    out: dict[str, SALResult] = {}
+    for name in names:
+        w0 = params[f"{name}.weight"].detach()
+        split = split_at(model, traced, name) if traced is not None else None
+        if split == DISCONNECTED:
+            out[name] = SALResult(name, 0.0, loss0, loss0, loss0, 0)
+            continue
+        module, inputs = model, [x]
+        if isinstance(split, Split):
+            cached = cache_frontier(split.prefix, x, config.chunk)
+            if cached is not None:
+                module, inputs = split.suffix, cached
+        objective = _Objective(module, name, inputs, y, loss_fn, config.chunk)
+        loss_max, loss_min, ran = fast_layer_search(objective, w0, loss0, eps=eps, rounds=rounds, step=step, tol=config.tol)
+        out[name] = SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, ran)
+        del inputs, objective
+        if progress:
+            progress(name)
+    settings = {"eps": eps, "rounds": rounds, "lr": lr, "step": step, "batch_size": data.batch_size, "source_size": data.source_size,
+                "probe_size": len(fixed), **{k: v for k, v in config.to_dict().items() if k != "rounds"}}
+    return ModelSAL(out, loss0, "fast", origin, settings)

@@ -1,0 +1,376 @@
+"""Sharpness-Aware Learnability (SAL) of one layer, as "How Far Are We from True Unlearnability?" computes it.
+
+Definition (the paper, Sec. 4): for one parameter tensor W (a whole Conv2d/Linear weight) with every other
+parameter frozen, search the ball ||W - W0||_2 <= eps * ||W0||_2 for the lowest and the highest training loss;
+SAL = max(L_max - L0, L0 - L_min).
+
+The faithful procedure (`layer_sal`) follows the public code (MLsecurityLab/HowFarAreFromTrueUnlearnability,
+`layer_sharpness` in poison_train_sharp.py) step by step:
+- the model is in eval mode (BatchNorm uses its running statistics and is not updated);
+- two copies of W: one descends the loss, one ascends it, each with plain SGD (no momentum, no weight decay),
+  lr 0.1, batch 256;
+- a round is: one pass of the descending copy over the probe data, projection onto the ball, one pass of the
+  ascending copy, projection, then one evaluation pass of both copies on the same batches; 10 rounds;
+- the projection is applied once per pass, not per step (inside a pass the weights may leave the ball);
+- best-of tracking starts at L0: L_min = min(L0, evaluations), L_max = max(L0, evaluations), so both branch
+  differences are >= 0 and the public code's "the one of larger magnitude" equals the max;
+- probe data = the training set the model learnt from, with fresh random crop + flip for every pass
+  (a shuffled DataLoader, drop_last=True).
+
+Where the public code and the formula differ, `origin` chooses L0: "running" = the epoch's running training
+loss (public code: train mode, averaged while the weights moved, so it is not the loss of W0 at all), "eval" =
+the loss of W0 on the probe data in eval mode (what the formula says; the public code's fall-back when no
+running loss is given). Non-finite losses compare false, as in the public code: a diverged ascent is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..data.augment import crop_flip, to_float
+from ..errors import UserError
+
+ORIGINS = ("running", "eval")
+MODES = ("faithful", "fast")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.float(), y)
+
+
+# ---- results and the small pure pieces ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SALResult:
+    """One layer's SAL and both branches: L_max from the ascending copy, L_min from the descending one."""
+
+    layer: str
+    sal: float
+    loss_max: float
+    loss_min: float
+    loss0: float
+    rounds: int  # rounds actually run (fast mode may stop early)
+
+    @property
+    def rise(self) -> float:
+        return self.loss_max - self.loss0
+
+    @property
+    def drop(self) -> float:
+        return self.loss0 - self.loss_min
+
+
+@dataclass
+class ModelSAL:
+    """SAL of several layers of one model at one moment, in the order probed."""
+
+    layers: dict[str, SALResult]
+    loss0: float
+    mode: str
+    origin: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def values(self) -> list[float]:
+        return [r.sal for r in self.layers.values()]
+
+    def to_record(self) -> dict[str, Any]:
+        """The keys a training epoch's record stores (see SALProbe)."""
+        return {
+            "sal": {k: r.sal for k, r in self.layers.items()},
+            "sal_max": {k: r.loss_max for k, r in self.layers.items()},
+            "sal_min": {k: r.loss_min for k, r in self.layers.items()},
+            "sal_l0": self.loss0,
+            "sal_mode": self.mode,
+            "sal_origin": self.origin,
+            "sal_settings": self.settings,
+        }
+
+
+def sal_value(loss0: float, loss_max: float, loss_min: float) -> float:
+    """SAL = max(L_max - L0, L0 - L_min) (the paper's Eq.; the public code's signed pick equals it here)."""
+    return max(loss_max - loss0, loss0 - loss_min)
+
+
+def project_to_ball(w: torch.Tensor, w0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Pull w back onto the ball ||w - w0|| <= eps ||w0|| along w - w0 (the public code's rescaling).
+
+    A non-finite distance compares false and leaves w as it is, as the public code does."""
+    diff = w - w0
+    ratio = torch.linalg.vector_norm(diff) / torch.linalg.vector_norm(w0)
+    if bool(ratio > eps):
+        return w0 + diff * (eps / ratio)
+    return w
+
+
+def layer_seed(seed: int, layer: str) -> int:
+    """A layer's own random stream: its result does not depend on which other layers are probed."""
+    return (seed * 1_000_003 + zlib.crc32(layer.encode())) % (2**63)
+
+
+# ---- probe data -----------------------------------------------------------------------------------------
+@dataclass
+class ProbeData:
+    """The data SAL passes over: inputs (uint8 images or float tensors), targets, and how a pass is drawn.
+
+    `augment`: fresh random crop (pad 4) + flip on every pass, as the public code's training loader does.
+    `source_size`: the size of the training set this was drawn from (a fixed subset remembers the full size:
+    the fast mode scales its step by the number of SGD steps one faithful pass over the full set makes).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    batch_size: int = 256
+    augment: bool = False
+    shuffle: bool = True
+    drop_last: bool = True
+    source_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.targets):
+            raise UserError(f"probe data has {len(self.inputs)} inputs but {len(self.targets)} targets")
+        if len(self.inputs) == 0:
+            raise UserError("probe data is empty")
+        if self.batch_size < 1:
+            raise UserError(f"SAL batch size must be >= 1, got {self.batch_size}")
+        if self.source_size is None:
+            self.source_size = len(self.inputs)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @classmethod
+    def from_dataset(cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256) -> "ProbeData":
+        """The faithful probe data: the whole training set, augmented afresh on every pass."""
+        return cls(ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment)
+
+    @classmethod
+    def coerce(cls, data, device: torch.device | str = "cpu", *, batch_size: int = 256) -> "ProbeData":
+        if isinstance(data, ProbeData):
+            return data
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            x, y = data
+            return cls(x.to(device), y.to(device), batch_size=batch_size, augment=False)
+        if hasattr(data, "images") and hasattr(data, "labels"):
+            return cls.from_dataset(data, device, batch_size=batch_size)
+        raise UserError(f"SAL data must be an ImageDataset, a ProbeData or an (inputs, targets) pair, got {type(data).__name__}")
+
+    def subset(self, n: int, seed: int, *, augment_once: bool) -> "ProbeData":
+        """A fixed subset of n samples (seeded, sorted indices), optionally augmented once with a fixed draw.
+
+        Fixed inputs make every pass the same function of W, so the frozen prefix can be cached."""
+        g = torch.Generator().manual_seed(seed)
+        n = min(n, len(self))
+        idx = torch.randperm(len(self), generator=g)[:n].sort().values.to(self.inputs.device)
+        x = self.prepare(self.inputs[idx])
+        if augment_once and x.ndim == 4:
+            x = _contiguous_like(crop_flip(x, g))
+        return ProbeData(x, self.targets[idx], self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size)
+
+    @staticmethod
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x) if x.dtype == torch.uint8 else x
+        return _contiguous_like(x)
+
+    def passes(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass: shuffled batches (drop_last where a full batch exists), augmented afresh if asked."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.inputs.device)
+        stop = n - n % self.batch_size if self.drop_last and n >= self.batch_size else n
+        for i in range(0, stop, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            x = self.prepare(self.inputs[idx])
+            if self.augment and x.ndim == 4:
+                x = _contiguous_like(crop_flip(x, generator))
+            yield x, self.targets[idx]
+
+    def steps_per_pass(self) -> int:
+        """SGD steps one pass over the full source set makes (drop_last)."""
+        return max(1, self.source_size // self.batch_size)
+
+
+def _contiguous_like(x: torch.Tensor) -> torch.Tensor:
+    # the trainer keeps images channels_last; matching it keeps the conv kernels the model was timed with
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+# ---- model handling -------------------------------------------------------------------------------------
+def probed_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Layer name -> weight of every Conv2d/Linear layer, in definition order (what SAL probes)."""
+    return {name: m.weight for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    valid = list(probed_weights(model))
+    if layers is None:
+        return valid
+    unknown = [name for name in layers if name not in valid]
+    if unknown:
+        shown = ", ".join(valid[:30]) + (", ..." if len(valid) > 30 else "")
+        raise UserError(f"unknown layer '{unknown[0]}' for SAL; valid: {shown}")
+    if not layers:
+        raise UserError("no layers to probe")
+    return list(layers)
+
+
+@contextlib.contextmanager
+def probing(model: nn.Module):
+    """Eval mode and every parameter frozen while probing; both restored after, whatever happens."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def forward_with(model: nn.Module, layer: str, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The model's output with `layer`'s weight replaced by w; the model's own parameter is never written."""
+    return functional_call(model, {f"{layer}.weight": w}, (x,))
+
+
+def _check_options(eps: float, rounds: int, lr: float, origin: str, running_loss: float | None) -> None:
+    if origin not in ORIGINS:
+        raise UserError(f"unknown SAL origin '{origin}'; valid: {', '.join(ORIGINS)}")
+    if not eps > 0 or rounds < 1 or not lr > 0:
+        raise UserError(f"SAL needs eps > 0, rounds >= 1 and lr > 0 (got eps={eps}, rounds={rounds}, lr={lr})")
+    if origin == "running" and (running_loss is None or not math.isfinite(running_loss)):
+        raise UserError("origin 'running' needs the epoch's running training loss (running_loss=...); use origin='eval' without one")
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, data: ProbeData, generator: torch.Generator, loss_fn: LossFn = cross_entropy) -> float:
+    """Mean loss of the model as it is over one pass of the probe data (eval mode is the caller's)."""
+    total, n = 0.0, 0
+    for x, y in data.passes(generator):
+        total += float(loss_fn(model(x), y)) * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+# ---- the faithful procedure -----------------------------------------------------------------------------
+def layer_sal(
+    model: nn.Module,
+    layer: str,
+    data,
+    *,
+    eps: float = 0.05,
+    rounds: int = 10,
+    lr: float = 0.1,
+    origin: str = "eval",
+    running_loss: float | None = None,
+    mode: str = "faithful",
+    seed: int = 0,
+    batch_size: int = 256,
+    loss_fn: LossFn = cross_entropy,
+    fast=None,
+) -> SALResult:
+    """SAL of one layer (see the module docstring). `data`: an ImageDataset (faithful: the whole set,
+    augmented afresh every pass), a ProbeData, or an (inputs, targets) pair (no augmentation).
+
+    `origin="running"` needs `running_loss` (the epoch's running training loss, the public code's L0).
+    `mode="fast"` runs the fast approximation (uebench.metrics.fast_sal) with the options in `fast`.
+    The model's weights, requires_grad flags and train/eval mode are as they were afterwards."""
+    return model_sal(model, data, layers=[layer], eps=eps, rounds=rounds, lr=lr, origin=origin, running_loss=running_loss,
+                     mode=mode, seed=seed, batch_size=batch_size, loss_fn=loss_fn, fast=fast).layers[layer]
+
+
+def model_sal(
+    model: nn.Module,
+    data,
+    *,
+    layers: Sequence[str] | None = None,
+    eps: float = 0.05,
+    rounds: int | None = None,
+    lr: float = 0.1,
+    origin: str = "eval",
+    running_loss: float | None = None,
+    mode: str = "faithful",
+    seed: int = 0,
+    batch_size: int = 256,
+    loss_fn: LossFn = cross_entropy,
+    fast=None,
+    device: torch.device | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelSAL:
+    """SAL of every probed layer (or of `layers`), each computed independently from the same W0.
+
+    `rounds` defaults to 10 (faithful) or the fast config's rounds (fast)."""
+    from .fast_sal import FastSALConfig, fast_model_sal
+
+    if mode not in MODES:
+        raise UserError(f"unknown SAL mode '{mode}'; valid: {', '.join(MODES)}")
+    fast = fast or FastSALConfig()
+    rounds = rounds if rounds is not None else (10 if mode == "faithful" else fast.rounds)
+    _check_options(eps, rounds, lr, origin, running_loss)
+    names = resolve_layers(model, layers)
+    if device is None:
+        device = next(model.parameters()).device
+    probe = ProbeData.coerce(data, device, batch_size=batch_size)
+    start = time.perf_counter()
+    with probing(model):
+        if mode == "fast":
+            result = fast_model_sal(model, names, probe, eps=eps, rounds=rounds, lr=lr, origin=origin, running_loss=running_loss,
+                                    seed=seed, loss_fn=loss_fn, config=fast, progress=progress)
+        else:
+            result = _faithful_model_sal(model, names, probe, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress) -> ModelSAL:
+    if origin == "running":
+        loss0 = float(running_loss)
+    else:  # the public code's fall-back: one evaluation pass of the unperturbed model over the probe data
+        loss0 = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn)
+    out = {}
+    for name in names:
+        out[name] = _faithful_layer(model, name, data, loss0, eps, rounds, lr, torch.Generator().manual_seed(layer_seed(seed, name)), loss_fn)
+        if progress:
+            progress(name)
+    settings = {"eps": eps, "rounds": rounds, "lr": lr, "batch_size": data.batch_size, "augment": data.augment, "probe_size": len(data)}
+    return ModelSAL(out, loss0, "faithful", origin, settings)
+
+
+def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, loss_fn) -> SALResult:
+    w0 = dict(model.named_parameters())[f"{name}.weight"].detach()
+    copies = {+1.0: w0.clone(), -1.0: w0.clone()}  # +1 descends the loss, -1 ascends it
+    loss_min = loss_max = loss0
+    for _ in range(rounds):
+        for sign in (+1.0, -1.0):  # the public code: min pass + projection, then max pass + projection
+            w = copies[sign].requires_grad_(True)
+            for x, y in data.passes(gen):
+                loss = loss_fn(forward_with(model, name, w, x), y)
+                (g,) = torch.autograd.grad(sign * loss, w, allow_unused=True)
+                if g is not None:  # None: the layer does not reach the loss
+                    with torch.no_grad():
+                        w.sub_(g, alpha=lr)
+            copies[sign] = project_to_ball(w.detach(), w0, eps)
+        totals, n = {+1.0: 0.0, -1.0: 0.0}, 0
+        with torch.no_grad():  # evaluation pass: both copies on the same batches
+            for x, y in data.passes(gen):
+                for sign in totals:
+                    totals[sign] += float(loss_fn(forward_with(model, name, copies[sign], x), y)) * len(y)
+                n += len(y)
+        low, high = totals[+1.0] / n, totals[-1.0] / n
+        if low < loss_min:  # NaN compares false: ignored, as in the public code
+            loss_min = low
+        if high > loss_max:
+            loss_max = high
+    return SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, rounds)

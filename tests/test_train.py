@@ -1,0 +1,190 @@
+"""The trainer: it learns, it resumes bit-exactly, it records, and it refuses bad input with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from uebench.cli import main as cli_main
+from uebench.data import ImageDataset, load
+from uebench.data.augment import crop_flip, random_crop
+from uebench.poison import Poison, PoisonMeta
+from uebench.recipes import RECIPES
+from uebench.train import TrainConfig, epoch_generator, resolve_precision, train
+
+TINY = dict(model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128})
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "epochs": 2, **kw})
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_short_run_learns_above_chance():
+    # an easy, real signal: class = which colour channel is bright, on scenes-sized images
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    labels = torch.randint(0, 3, (n,), generator=g)
+    images = (torch.rand(n, 3, 32, 32, generator=g) * 80).to(torch.uint8)
+    images[torch.arange(n), labels] += 120
+    ds = ImageDataset("toy", "train", images, labels, ["r", "g", "b"])
+    test = ImageDataset("toy", "test", images[:200], labels[:200], ["r", "g", "b"])
+    result = train(TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=2, batch_size=64), train_set=ds, test_set=test, progress=False)
+    assert result.summary["final_test_acc"] > 33.3 + 30  # chance is 33.3%
+    assert result.summary["peak_test_acc"] >= result.summary["final_test_acc"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    whole = train(tiny_config(epochs=3), tmp_path / "whole", progress=False)
+    train(tiny_config(epochs=3), tmp_path / "cut", progress=False, stop_after=1)
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = train(tiny_config(epochs=3), tmp_path / "cut", resume=True, progress=False)
+    assert same_weights(whole.model, resumed.model)
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
+    assert strip(whole.history) == strip(resumed.history)
+
+
+def test_run_folder_records(tmp_path):
+    result = train(tiny_config(), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"):
+        assert (run / name).exists(), name
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    assert {"train_loss", "train_acc", "test_acc", "test_loss", "lr"} <= set(lines[0])
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {"torch", "uebench", "seed", "git_revision", "device", "precision", "train_set"} <= set(manifest)
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved_recipe"]["epochs"] == 2 and config["model"] == "resnet18"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_test_acc"] == lines[-1]["test_acc"]
+    assert summary["peak_test_acc"] == max(l["test_acc"] for l in lines)
+    # rerunning a finished run with resume trains nothing and returns the same result
+    again = train(tiny_config(), run, resume=True, progress=False)
+    assert same_weights(result.model, again.model)
+
+
+def test_same_seed_same_weights_different_seed_differs():
+    a = train(tiny_config(epochs=1), progress=False)
+    b = train(tiny_config(epochs=1), progress=False)
+    c = train(tiny_config(epochs=1, seed=1), progress=False)
+    assert same_weights(a.model, b.model)
+    assert not same_weights(a.model, c.model)
+
+
+def test_poisoned_run_trains_on_poison(tmp_path):
+    clean = load("scenes", split="train", n_train=256, n_test=128)
+    images = clean.images.clone()
+    images[:, :, 0, 0] = 255 - images[:, :, 0, 0]  # a big, visible change: must be on the training images
+    poison = Poison(images, clean.labels, torch.arange(len(clean)), PoisonMeta("test", "scenes", len(clean), "none", 0.0))
+    poison.save(tmp_path / "p.safetensors")
+    config = tiny_config(epochs=1, poison=str(tmp_path / "p.safetensors"))
+    from uebench.train import load_data
+
+    train_set, _ = load_data(config)
+    assert torch.equal(train_set.images, images)
+
+
+# ---- batch augmentation ----------------------------------------------------------------------------------
+def test_crop_is_a_shifted_window_with_zero_padding():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1
+    out = random_crop(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_augmentation_is_seeded():
+    x = torch.rand(16, 3, 32, 32)
+    assert torch.equal(crop_flip(x, epoch_generator(0, 3)), crop_flip(x, epoch_generator(0, 3)))
+    assert not torch.equal(crop_flip(x, epoch_generator(0, 3)), crop_flip(x, epoch_generator(0, 4)))
+
+
+def test_recipes():
+    paper = RECIPES.get("paper")
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.momentum, paper.weight_decay) == (50, 256, 0.1, 0.9, 5e-4)
+    assert paper.lr_at(0) == paper.lr_at(49) == 0.1 and paper.augment == "crop_flip"
+    cos = RECIPES.get("em")
+    assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(30) == pytest.approx(0.05)
+    ap = RECIPES.get("apbench")
+    assert ap.lr_at(99) == pytest.approx(0.1) and ap.lr_at(100) == pytest.approx(0.01) and ap.lr_at(150) == pytest.approx(0.001)
+
+
+def test_precision_auto_never_picks_slow_bf16():
+    from uebench.train import fast_bf16
+
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+# ---- bad input: one line, exit status 2, nothing overwritten ---------------------------------------------
+def run_cli(args, capsys):
+    code = cli_main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--dataset", "nope"], "unknown dataset 'nope'; valid:"),
+        (["--model", "nope"], "unknown model 'nope'; valid:"),
+        (["--recipe", "nope"], "unknown recipe 'nope'; valid:"),
+        (["--precision", "fp8"], "unknown precision"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "data_batch_1"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
+def test_bad_names_one_line_exit_2(args, needle, capsys, tmp_path):
+    code, err = run_cli(["train", *args, "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_finished_run_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "resnet18", "--width", "0.125", "--recipe", "quick", "--epochs", "1", "--batch-size", "64",
+            "--set", "n_train=128", "--set", "n_test=64", "--out", str(out), "--quiet"]
+    assert cli_main(args) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "already holds a finished run" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    code, err = run_cli([*args[:-3], "--epochs", "2", "--out", str(out), "--resume", "--quiet"], capsys)
+    assert code == 2 and "another configuration" in err and "epochs" in err
+    assert cli_main([*args, "--overwrite"]) == 0
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, err = run_cli(["train", "--epochs", "1", "--set", "n_train=64", "--set", "n_test=32", "--out", str(blocker / "run"), "--quiet"], capsys)
+    assert code == 2 and "cannot write to output folder" in err
+
+
+def test_poison_for_another_dataset_is_refused(tmp_path, capsys):
+    other = load("scenes", split="train", n_train=64, n_test=32)
+    Poison(other.images, other.labels, torch.arange(64), PoisonMeta("x", "cifar10", 64, "none", 0.0)).save(tmp_path / "p.safetensors")
+    code, err = run_cli(["train", "--set", "n_train=64", "--set", "n_test=32", "--poison", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2 and "does not match dataset scenes/train" in err
+    (tmp_path / "bad.safetensors").write_bytes(b"not a poison")
+    code, err = run_cli(["train", "--set", "n_train=64", "--poison", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "r2"), "--quiet"], capsys)
+    assert code == 2 and "not a uebench poison file" in err
+
+
+def test_version_and_no_traceback_from_subprocess():
+    out = subprocess.run([sys.executable, "-m", "uebench.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("uebench ")
+    out = subprocess.run([sys.executable, "-m", "uebench.cli", "train", "--model", "nope", "--out", "/tmp/never"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

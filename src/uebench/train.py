@@ -47,6 +47,8 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16), else fp32
     channels_last: bool = True
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    defense: str | None = None  # a training-time defense from uebench.defenses (jpeg, gray, mixup, at, ...)
+    defense_params: dict[str, Any] = field(default_factory=dict)
 
     def resolved_recipe(self) -> Recipe:
         return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
@@ -164,7 +166,15 @@ def evaluate(model: nn.Module, ds: ImageDataset, device: torch.device, autocast=
     return total_loss / n, 100.0 * correct / n
 
 
-def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None) -> dict[str, float]:
+def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for hard labels (N,) or label distributions (N, C) (mixup, cutmix)."""
+    if y.ndim == 1:
+        return F.cross_entropy(logits, y)
+    return -(y * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None) -> dict[str, float]:
+    """One pass over ds. A `defense` (uebench.defenses.Defense) may rewrite each augmented batch and its labels."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for idx in batches(len(ds), recipe.batch_size, generator):
@@ -172,16 +182,18 @@ def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device,
         y = ds.labels[idx].to(device)
         if recipe.augment == "crop_flip":
             x = crop_flip(x, generator)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        if defense is not None:
+            x, y = defense.batch(x, y, model=model, generator=generator, autocast=autocast)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             out = model(x)
-            loss = F.cross_entropy(out.float(), y)
+            loss = soft_cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         total_loss += float(loss.detach()) * len(y)
-        correct += int((out.argmax(1) == y).sum())
+        correct += int((out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
         seen += len(y)
         if on_step is not None:
             on_step()
@@ -200,6 +212,15 @@ def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     if config.train_subset is not None:
         train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
     return train_set, test_set
+
+
+def build_defense(config: TrainConfig):
+    """The configured defense, or None. Imported lazily: uebench.defenses is optional for the trainer."""
+    if config.defense in (None, "", "none"):
+        return None
+    from .defenses import create_defense
+
+    return create_defense(config.defense, **config.defense_params)
 
 
 def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
@@ -245,6 +266,10 @@ def train(
         loaded_train, loaded_test = load_data(config)
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
+    defense = build_defense(config)
+    if defense is not None:
+        train_set = defense.prepare(train_set)  # dataset-level filters (ISS's JPEG, grayscale, BDR) run once
+        test_set = defense.prepare_test(test_set)  # identity unless the defense also filters what it classifies
     model = build_model(config, train_set)
     if run is not None and run.finished():  # nothing to do: hand back the finished run
         state = run.load_checkpoint()
@@ -272,7 +297,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
-        record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None))
+        record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None, defense))
         record["train_seconds"] = time.perf_counter() - start
         model.eval()
         ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed)

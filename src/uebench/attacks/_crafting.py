@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,9 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..models import MODELS, create_model
 from ..train import prepare, resolve_device
+
+if TYPE_CHECKING:
+    from .base import Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,6 +92,21 @@ class Compute:
 
 
 # ---- data, model, generators --------------------------------------------------------------------------------
+def in_index_order(ds: ImageDataset, craft_fn: Callable[[ImageDataset], "Perturbation"]) -> "Perturbation":
+    """Run `craft_fn` on the images sorted by their dataset index, and hand back delta in ds's own order.
+
+    Every batch, shuffle and random draw then depends on which images there are, not on the order they came in:
+    crafting a permuted dataset gives exactly the permuted perturbation, and row i of delta is image i's.
+    """
+    order = torch.argsort(ds.indices)
+    if torch.equal(order, torch.arange(len(ds))):
+        return craft_fn(ds)
+    pert = craft_fn(ds.subset(order))
+    delta = torch.empty_like(pert.delta)
+    delta[order] = pert.delta
+    return dataclasses.replace(pert, delta=delta)
+
+
 def tensors(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The crafting set as float [0,1] channels_last images and int64 labels, on the device once."""
     return prepare(ds.images, device, channels_last=True), ds.labels.to(device)

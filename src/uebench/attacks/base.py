@@ -51,6 +51,8 @@ class Attack(ABC):
             raise UserError(f"{self.name}: budget {b} outside (0, 1] (Linf in [0,1] pixel units; 8/255 = 0.0314)")
         if self.norm == "l2" and not (0 < b):
             raise UserError(f"{self.name}: L2 budget must be positive, got {b}")
+        if self.norm == "l0" and not (b >= 1 and float(b).is_integer()):
+            raise UserError(f"{self.name}: L0 budget must be a whole number of pixels >= 1, got {b}")
 
     @abstractmethod
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:

@@ -86,6 +86,9 @@ class EM(Attack):
             raise UserError(f"em: stop_acc is a training accuracy in percent, in (0, 100]; got {c.stop_acc}")
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
+        return C.in_index_order(ds, lambda d: self._perturb(d, seed, progress))
+
+    def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
         device = C.resolve_device(c.device)
         x, y = C.tensors(ds, device)
@@ -111,7 +114,7 @@ class EM(Attack):
                     noise = self._classwise_round(model, x, y, noise, compute)
                 else:
                     noise = self._samplewise_round(model, x, y, noise, compute)
-                _, acc = C.evaluate(model, x, y, c.pgd_batch, compute, delta=_full(noise, y, classwise))
+                loss, acc = C.evaluate(model, x, y, c.pgd_batch, compute, delta=_full(noise, y, classwise))
             history.append(round(acc, 3))
             if bar:
                 bar.update(1)
@@ -122,12 +125,17 @@ class EM(Attack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
+        clean_loss, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
         extra = {
             "mode": c.mode,
             "rounds": len(history),
             "stopped_by": stopped,  # "accuracy": the paper's rule; "max_rounds": the safety cap
             "final_crafting_acc": history[-1],
             "crafting_acc_history": history,
+            # the crafting model's loss on x + delta against its loss on the clean images: error minimised
+            "final_crafting_loss": round(loss, 5),
+            "clean_loss": round(clean_loss, 5),
+            "clean_acc": round(clean_acc, 3),
         }
         return Perturbation(C.to_cpu(delta), compute.epochs, extra)
 

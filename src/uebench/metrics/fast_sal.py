@@ -163,7 +163,7 @@ class _Objective:
             else:
                 with torch.no_grad():
                     loss = self.loss_fn(functional_call(self.module, {self.key: w}, args), y) * len(y)
-            total += float(loss)
+            total += float(loss.detach())
         return total / n, (grad / n if grad is not None else None)
 
 

@@ -1,0 +1,180 @@
+"""Fast SAL against faithful SAL: cost ratio and agreement, measured in the same run.
+
+What it does:
+1. trains a clean run and poisoned runs (class-wise random noise, a known shortcut poison, and sample-wise random
+   noise, a known learnable one; both Linf 8/255, baked into uint8) on a stratified subset of real CIFAR-10,
+   snapshotting the model (and the epoch's running training loss) every --every epochs;
+2. on every snapshot, computes faithful SAL (the public code's procedure: whole augmented training subset,
+   10 rounds, lr 0.1) and fast SAL (each --variant), timing both;
+3. prints the cost ratio (wall time, and epoch-equivalents = SAL seconds / one training epoch's seconds) and the
+   agreement: per-snapshot Spearman rank correlation of the 21 layer SALs, and beta, #LP and UD of each
+   poisoned run computed from faithful and from fast SAL.
+
+Faithful results are cached in --out (JSON, with the seconds they took) so an interrupted benchmark resumes; the
+fast variants are always recomputed. A projection to full CIFAR-10 (N = 50,000) is printed separately and
+labelled as such: faithful cost grows with N, fast cost depends only on the subset size.
+
+    .venv/bin/python benchmarks/sal_cost.py --out /tmp/sal_bench            # the settings of the note
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from uebench.data import ImageDataset, load, stratified_subset
+from uebench.metrics import FastSALConfig, learnable_count, learnable_threshold, model_sal
+from uebench.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-py-subset"
+
+
+def random_noise_poison(ds: ImageDataset, classwise: bool, seed: int, eps: int = 8) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    if classwise:
+        noise = torch.randint(-eps, eps + 1, (ds.num_classes, *ds.shape), generator=g)[ds.labels]
+    else:
+        noise = torch.randint(-eps, eps + 1, (len(ds), *ds.shape), generator=g)
+    return ds.with_images((ds.images.int() + noise).clamp(0, 255).to(torch.uint8), poison="classwise" if classwise else "samplewise")
+
+
+class Snapshot:
+    """A probe that keeps a copy of the weights and the running training loss at due epochs."""
+
+    name = "snapshot"
+
+    def __init__(self, every: int):
+        self.every, self.snaps = every, {}
+
+    def __call__(self, ctx):
+        if ctx.epoch % self.every == 0:
+            self.snaps[ctx.epoch] = (copy.deepcopy(ctx.model.state_dict()), ctx.record["train_loss"])
+        return {}
+
+
+def parse_variant(text: str) -> FastSALConfig:
+    """'subset=128,rounds=5,augment=once' -> FastSALConfig."""
+    kw = {}
+    for part in filter(None, text.split(",")):
+        k, v = part.split("=")
+        kw[k] = v if k == "augment" else (float(v) if k in ("tol", "step_scale") else int(v))
+    return FastSALConfig(**kw)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--out", default="/tmp/sal_bench")
+    p.add_argument("--n-train", type=int, default=512)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--every", type=int, default=3)
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--sal-batch", type=int, default=128, help="SAL minibatch (paper: 256; smaller = more SGD steps per pass on a small set)")
+    p.add_argument("--origin", default="running", choices=["running", "eval"])
+    p.add_argument("--runs", default="clean,classwise,samplewise")
+    p.add_argument("--variant", action="append", help="fast settings, e.g. subset=128,rounds=5 (repeatable)")
+    p.add_argument("--layers", default=None, help="comma-separated layers (smoke tests only; the figures use all 21)")
+    p.add_argument("--faithful-rounds", type=int, default=10, help="smoke tests only; the figures use 10")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-n", type=int, default=50_000, help="N for the labelled projection (CIFAR-10)")
+    p.add_argument("--full-subset", type=int, default=1024, help="fast subset assumed at full scale for the projection")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    variants = [parse_variant(v) for v in (args.variant or ["subset=128,rounds=5"])]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "faithful.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
+    full = load("cifar10", args.data_dir, "train")
+    test = load("cifar10", args.data_dir, "test")
+    clean = stratified_subset(full, args.n_train, seed=args.seed)
+    sets = {"clean": clean, "classwise": random_noise_poison(clean, True, args.seed + 1), "samplewise": random_noise_poison(clean, False, args.seed + 2)}
+    runs = args.runs.split(",")
+    config = TrainConfig(dataset="cifar10", model="resnet18", width=args.width, epochs=args.epochs, batch_size=args.train_batch,
+                         seed=args.seed, precision="fp32")
+    print(f"settings: resnet18 width {args.width}, CIFAR-10 real subset N={args.n_train}, {args.epochs} epochs (batch {args.train_batch}), "
+          f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, eps 0.05, lr 0.1, threads {args.threads}", flush=True)
+
+    records: dict[str, dict] = {}
+    train_epoch_seconds = []
+    for run in runs:
+        snap = Snapshot(args.every)
+        result = train(config, train_set=sets[run], test_set=test, probes=[snap], progress=False)
+        train_epoch_seconds += [h["train_seconds"] for h in result.history]
+        accs = [h["test_acc"] for h in result.history]
+        records[run] = {"final_acc": accs[-1], "peak_acc": max(accs), "epochs": {}}
+        model = result.model
+        for epoch, (state, running) in sorted(snap.snaps.items()):
+            model.load_state_dict(state)
+            key = f"{run}/{epoch}"
+            kw = dict(origin=args.origin, running_loss=running, batch_size=args.sal_batch, layers=args.layers.split(",") if args.layers else None)
+            if key not in cache:
+                faithful = model_sal(model, sets[run], mode="faithful", rounds=args.faithful_rounds, seed=args.seed * 1_000_003 + epoch, **kw)
+                cache[key] = {"sal": faithful.values(), "layers": list(faithful.layers), "seconds": faithful.seconds,
+                              "max": [r.loss_max for r in faithful.layers.values()], "min": [r.loss_min for r in faithful.layers.values()], "l0": faithful.loss0}
+                cache_path.write_text(json.dumps(cache))
+            entry = {"faithful": cache[key], "fast": []}
+            for cfg in variants:
+                fast = model_sal(model, sets[run], mode="fast", seed=args.seed, fast=cfg, **kw)
+                rounds = [r.rounds for r in fast.layers.values()]
+                entry["fast"].append({"sal": fast.values(), "seconds": fast.seconds, "mean_rounds": float(np.mean(rounds)),
+                                      "max": [r.loss_max for r in fast.layers.values()], "min": [r.loss_min for r in fast.layers.values()]})
+            records[run]["epochs"][epoch] = entry
+            rho = [spearmanr(entry["faithful"]["sal"], f["sal"]).statistic for f in entry["fast"]]
+            print(f"  {run} epoch {epoch}: faithful {entry['faithful']['seconds']:.0f}s; fast " +
+                  ", ".join(f"{f['seconds']:.1f}s rho {r:.3f}" for f, r in zip(entry["fast"], rho)), flush=True)
+
+    report(args, variants, records, float(np.mean(train_epoch_seconds)))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "records": records, "train_epoch_seconds": float(np.mean(train_epoch_seconds))}, default=str))
+    return 0
+
+
+def report(args, variants, records, epoch_seconds: float) -> None:
+    runs = list(records)
+    faithful_s = sum(e["faithful"]["seconds"] for r in runs for e in records[r]["epochs"].values())
+    n_snaps = sum(len(records[r]["epochs"]) for r in runs)
+    mat = lambda run, get: np.array([get(e) for _, e in sorted(records[run]["epochs"].items())])  # noqa: E731
+    print(f"\none training epoch on N={args.n_train}: {epoch_seconds:.2f}s; faithful SAL: {faithful_s / n_snaps:.0f}s per probed epoch "
+          f"= {faithful_s / n_snaps / epoch_seconds:.0f} epoch-equivalents")
+    for i, cfg in enumerate(variants):
+        fast_s = sum(e["fast"][i]["seconds"] for r in runs for e in records[r]["epochs"].values())
+        ratio = faithful_s / fast_s
+        rhos = [spearmanr(e["faithful"]["sal"], e["fast"][i]["sal"]).statistic for r in runs for e in records[r]["epochs"].values()]
+        rounds = np.mean([e["fast"][i]["mean_rounds"] for r in runs for e in records[r]["epochs"].values()])
+        print(f"\nfast {cfg}")
+        print(f"  cost: {fast_s / n_snaps:.1f}s per probed epoch = {fast_s / n_snaps / epoch_seconds:.1f} epoch-equivalents; "
+              f"measured ratio faithful/fast = {ratio:.1f}x (mean rounds run {rounds:.2f})")
+        scale = (args.full_n / args.n_train) / (args.full_subset / cfg.subset)
+        print(f"  projection (not measured): at N={args.full_n} with a {args.full_subset}-image subset, faithful cost x{args.full_n / args.n_train:.0f}, "
+              f"fast x{args.full_subset / cfg.subset:.0f}: ratio ~{ratio * scale:.0f}x")
+        print(f"  Spearman rho per probed epoch: mean {np.mean(rhos):.3f}, min {np.min(rhos):.3f}  ({', '.join(f'{r:.2f}' for r in rhos)})")
+        if "clean" in records:
+            f_clean, s_clean = mat("clean", lambda e: e["faithful"]["sal"]), mat("clean", lambda e: e["fast"][i]["sal"])
+            bf, bs = learnable_threshold(f_clean), learnable_threshold(s_clean)
+            lpf, lps = learnable_count(f_clean, bf), learnable_count(s_clean, bs)
+            print(f"  beta faithful {bf:.4f} fast {bs:.4f}; #LP clean faithful {lpf:.2f} fast {lps:.2f}")
+            for run in runs:
+                if run == "clean":
+                    continue
+                fp, sp = mat(run, lambda e: e["faithful"]["sal"]), mat(run, lambda e: e["fast"][i]["sal"])
+                udf = learnable_count(fp, bf) / lpf if lpf else float("nan")
+                uds = learnable_count(sp, bs) / lps if lps else float("nan")
+                print(f"  {run:10s} acc {records[run]['final_acc']:.1f}/{records[run]['peak_acc']:.1f}: #LP faithful {learnable_count(fp, bf):.2f} "
+                      f"fast {learnable_count(sp, bs):.2f}; UD faithful {udf:.3f} fast {uds:.3f} (|diff| {abs(udf - uds):.3f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""`uebench craft | attacks | import | export`: make a poison, list the attacks, bring your own, hand one out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+from . import add_common, parse_sets
+
+
+def register(sub) -> None:
+    p = sub.add_parser("craft", help="craft a poison (unlearnable examples) for a dataset's training split")
+    add_common(p)
+    p.add_argument("--attack", required=True, help="attack name (uebench attacks lists them)")
+    p.add_argument("--preset", default="paper", help="paper (the original settings) or fast")
+    p.add_argument("--subset", type=int, default=None, help="poison a seeded, class-stratified subset of N images")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="attack parameter, e.g. eps=0.5")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
+    p.add_argument("--out", required=True, help="poison file to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=craft_cmd)
+
+    a = sub.add_parser("attacks", help="list the attacks with their norms, budgets and presets")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=attacks_cmd)
+
+    i = sub.add_parser("import", help="make a poison file from poisoned images made elsewhere (PNG folder or .npz)")
+    add_common(i)
+    i.add_argument("--from", dest="source", required=True, help="folder of <index>.png files (APBench layout) or an .npz")
+    i.add_argument("--attack-name", default=None, help="name to record (default: from the folder's uebench_poison.json)")
+    i.add_argument("--norm", default=None, help="linf | l2 | l0 | none: the budget checked on the images")
+    i.add_argument("--budget", type=float, default=None, help="the norm bound, [0,1] pixel units (l0: pixels)")
+    i.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
+    i.add_argument("--out", required=True, help="poison file to write (.safetensors)")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    i.set_defaults(func=import_cmd)
+
+    e = sub.add_parser("export", help="write a poison's images as <index>.png files (the layout import reads)")
+    e.add_argument("--poison", required=True, help="poison file")
+    e.add_argument("--out", required=True, help="folder to write")
+    e.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    e.set_defaults(func=export_cmd)
+
+
+def _refuse_existing(path: str, overwrite: bool) -> None:
+    if Path(path).exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+
+
+def craft_cmd(args) -> int:
+    from ..attacks import craft
+    from ..data import load
+
+    _refuse_existing(args.out, args.overwrite)
+    params = parse_sets(args.set)
+    if args.subset is not None and args.subset < 1:
+        raise UserError(f"--subset must be >= 1, got {args.subset}")
+    ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
+    poison = craft(args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params)
+    poison.save(args.out)
+    m = poison.meta
+    measured = poison.measure(ds)
+    print(json.dumps({
+        "attack": m.attack, "dataset": m.dataset, "images": len(poison), "norm": m.norm, "budget": m.budget,
+        "measured": measured.get(m.norm), "craft_seconds": round(m.craft_seconds, 2), "epoch_equivalents": m.epoch_equivalents,
+    }))
+    print(f"poison written to {args.out}")
+    return 0
+
+
+def attacks_cmd(args) -> int:
+    from ..attacks import ATTACKS, make_config
+
+    rows = []
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        budget = cls(make_config(cls, "paper")).budget()
+        rows.append({
+            "name": name, "norm": cls.norm, "budget": budget, "budget_note": getattr(cls, "budget_note", ""),
+            "presets": ["paper", *cls.presets], "description": cls.description,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        b = f"{r['budget']:.4g}" + (f" ({r['budget_note']})" if r["budget_note"] else "")
+        if r["norm"] == "linf":
+            b += f" (= {r['budget'] * 255:.3g}/255)"
+        print(f"{r['name']:6s} {r['norm']:4s} budget {b}  presets: {', '.join(r['presets'])}")
+        print(f"       {r['description']}")
+    return 0
+
+
+def import_cmd(args) -> int:
+    from ..data import load
+    from ..exchange import import_poison
+
+    _refuse_existing(args.out, args.overwrite)
+    ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
+    poison = import_poison(ds, args.source, attack=args.attack_name, norm=args.norm, budget=args.budget, progress=not args.quiet)
+    poison.save(args.out)
+    m = poison.meta
+    print(json.dumps({"attack": m.attack, "dataset": m.dataset, "images": len(poison), "norm": m.norm, "budget": m.budget, "measured": poison.measure(ds)}))
+    print(f"poison written to {args.out}")
+    return 0
+
+
+def export_cmd(args) -> int:
+    from ..exchange import export_png
+    from ..poison import Poison
+
+    poison = Poison.load(args.poison)
+    folder = export_png(poison, args.out, overwrite=args.overwrite)
+    print(f"{len(poison)} images written to {folder}")
+    return 0

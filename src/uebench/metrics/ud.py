@@ -1,0 +1,111 @@
+"""#LP and the Unlearnable Distance (the paper, Sec. 5), and reading SAL matrices back from run folders.
+
+#LP of a run = (number of (epoch, layer) cells with SAL strictly above beta) / (number of probed epochs).
+UD = #LP(poisoned) / #LP(clean), beta taken from the clean run. Lower = more unlearnable; Table 1 of the paper
+satisfies UD = #LP ratio on every row (EM on CIFAR-10: 0.62 / 3.32 = 0.187).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from .threshold import as_sal_matrix, learnable_threshold
+
+
+def learnable_count(sal, beta: float) -> float:
+    """#LP: cells strictly greater than beta, per epoch (rows = epochs, columns = layers)."""
+    a = as_sal_matrix(sal)
+    return float(np.count_nonzero(a > beta) / a.shape[0])
+
+
+def unlearnable_distance(sal_poisoned, sal_clean, beta: float | None = None) -> float:
+    """UD = #LP(poisoned) / #LP(clean), with beta = learnable_threshold(sal_clean) unless given."""
+    p, c = as_sal_matrix(sal_poisoned, "poisoned SAL"), as_sal_matrix(sal_clean, "clean SAL")
+    if p.shape[1] != c.shape[1]:
+        raise UserError(f"SAL arrays have different layer counts: poisoned {p.shape[1]}, clean {c.shape[1]}")
+    beta = learnable_threshold(c) if beta is None else beta
+    lp_clean = learnable_count(c, beta)
+    if lp_clean == 0:
+        raise UserError("the clean run has no layer with SAL above beta (#LP = 0): UD is undefined")
+    return learnable_count(p, beta) / lp_clean
+
+
+# ---- run folders ----------------------------------------------------------------------------------------
+@dataclass
+class RunSAL:
+    """The SAL records of one run: matrix (probed epochs, layers), the layer names, and accuracy figures."""
+
+    path: str
+    epochs: list[int]
+    layers: list[str]
+    sal: np.ndarray
+    mode: str | None
+    origin: str | None
+    final_test_acc: float | None
+    peak_test_acc: float | None
+
+
+def sal_matrix(records: Sequence[dict[str, Any]], layers: Sequence[str] | None = None, where: str = "run") -> tuple[np.ndarray, list[str], list[int]]:
+    """(epochs, layers) SAL matrix from per-epoch records carrying a "sal" dict; columns in `layers` order
+    (default: the first record's order)."""
+    rows = [r for r in records if isinstance(r.get("sal"), dict) and r["sal"]]
+    if not rows:
+        raise UserError(f"{where} has no SAL records (train it with --sal)")
+    names = list(layers) if layers is not None else list(rows[0]["sal"])
+    for r in rows:
+        got = set(r["sal"])
+        if got != set(names):
+            missing, extra = sorted(set(names) - got), sorted(got - set(names))
+            detail = f"missing {', '.join(missing[:3])}" if missing else f"extra {', '.join(extra[:3])}"
+            raise UserError(f"{where} epoch {r.get('epoch')}: SAL layers do not match ({detail})")
+    try:
+        a = np.array([[float(r["sal"][n]) for n in names] for r in rows])
+    except (TypeError, ValueError):
+        raise UserError(f"{where} holds SAL values that are not numbers") from None
+    return a, names, [int(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+
+
+def load_run_sal(run_dir: str | Path, layers: Sequence[str] | None = None) -> RunSAL:
+    from ..records import read_metrics
+
+    records = read_metrics(run_dir)
+    if not records:
+        raise UserError(f"{run_dir} has no finished epochs")
+    a, names, epochs = sal_matrix(records, layers, where=str(run_dir))
+    accs = [float(r["test_acc"]) for r in records if "test_acc" in r]
+    modes = {r.get("sal_mode") for r in records if "sal" in r}
+    origins = {r.get("sal_origin") for r in records if "sal" in r}
+    if len(modes) > 1 or len(origins) > 1:
+        raise UserError(f"{run_dir} mixes SAL modes/origins across epochs ({sorted(map(str, modes | origins))})")
+    return RunSAL(str(run_dir), epochs, names, a, modes.pop(), origins.pop(), accs[-1] if accs else None, max(accs) if accs else None)
+
+
+@dataclass
+class UDRow:
+    run: str
+    final_test_acc: float | None
+    peak_test_acc: float | None
+    lp: float
+    ud: float
+    epochs: int
+
+
+def ud_table(clean: RunSAL, poisoned: Sequence[RunSAL]) -> tuple[float, list[UDRow]]:
+    """beta from the clean run, then one row per run (the clean run first, UD 1 by definition)."""
+    for p in poisoned:
+        if (p.mode, p.origin) != (clean.mode, clean.origin):
+            raise UserError(f"{p.path} was probed with SAL {p.mode}/{p.origin}, the clean run with {clean.mode}/{clean.origin}: not comparable")
+    beta = learnable_threshold(clean.sal)
+    lp_clean = learnable_count(clean.sal, beta)
+    if lp_clean == 0:
+        raise UserError(f"the clean run {clean.path} has no layer with SAL above beta (#LP = 0): UD is undefined")
+    rows = [UDRow(clean.path, clean.final_test_acc, clean.peak_test_acc, lp_clean, 1.0, len(clean.epochs))]
+    for p in poisoned:
+        lp = learnable_count(p.sal, beta)
+        rows.append(UDRow(p.path, p.final_test_acc, p.peak_test_acc, lp, lp / lp_clean, len(p.epochs)))
+    return beta, rows

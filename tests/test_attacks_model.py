@@ -1,0 +1,187 @@
+"""Model-based attacks (EM, REM, TAP): budgets on the baked bytes, index mapping, determinism, efficacy signals
+and refusals. Everything runs on 160 tiny `scenes` images with LeNet-5 or an eighth-width ResNet-18, so the
+whole file stays well under two minutes on two CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uebench.attacks import ATTACKS, craft, make_config
+from uebench.data import load
+from uebench.errors import UserError
+
+EPS = 8 / 255
+TINY = {"model": "lenet5", "width": 1.0, "pgd_batch": 64}
+EM_TINY = {**TINY, "train_steps": 4, "batch_size": 64, "steps": 5, "step": 2 / 255, "max_rounds": 3}
+REM_TINY = {**TINY, "train_steps": 3, "batch_size": 64, "steps": 2, "step": 4 / 255, "adv_steps": 1, "adv_step": 4 / 255, "eot_samples": 2}
+TAP_TINY = {**TINY, "clean_epochs": 3, "clean_batch_size": 32, "iterations": 4, "restarts": 2, "step": 2 / 255}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threads only add overhead, and results stay comparable
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return load("scenes", None, "train", n_train=160, n_test=40)
+
+
+def perturb(name: str, ds, seed: int = 0, **params):
+    """The float perturbation, straight from the attack (before baking)."""
+    attack = ATTACKS.get(name)(make_config(ATTACKS.get(name), "paper", **params))
+    attack.validate(ds)
+    return attack.perturb(ds, seed=seed, progress=False)
+
+
+def baked_delta(poison, ds) -> torch.Tensor:
+    return poison.images.float() - ds.images[poison.indices].float()
+
+
+# ---- EM -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def em_poison(scenes):
+    return craft("em", scenes, seed=0, progress=False, **EM_TINY)
+
+
+def test_em_budget_held_and_used(em_poison, scenes):
+    d = baked_delta(em_poison, scenes)
+    assert d.abs().max() <= 8  # Linf 8/255 on the baked uint8 images
+    # signed steps push most elements to the edge of the ball; pixels that clipping at 0/255 left alone count
+    clean = scenes.images[em_poison.indices].float()
+    free = (clean >= 8) & (clean <= 247)
+    assert (d[free].abs() >= 7).float().mean() > 0.5
+    meta = em_poison.meta
+    assert meta.epoch_equivalents > 0 and meta.extra["rounds"] >= 1
+    assert meta.extra["stopped_by"] in ("accuracy", "max_rounds")
+
+
+def test_em_minimises_error(em_poison):
+    extra = em_poison.meta.extra
+    # the crafting model fits the noise, not the images: its loss on x + delta is far below its loss on x
+    assert extra["final_crafting_loss"] < 0.5 * extra["clean_loss"]
+
+
+def test_em_samplewise_delta_belongs_to_image(scenes):
+    perm = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(1))
+    base = perturb("em", scenes, **EM_TINY).delta
+    permuted = perturb("em", scenes.subset(perm), **EM_TINY).delta
+    assert torch.equal(permuted, base[perm])  # crafting a permuted set gives the permuted perturbation
+
+
+def test_em_classwise_identical_within_class(scenes):
+    pert = perturb("em", scenes, mode="classwise", **EM_TINY)
+    for c in scenes.labels.unique():
+        rows = pert.delta[scenes.labels == c]
+        assert torch.equal(rows, rows[:1].expand_as(rows))
+    assert pert.delta.abs().max() <= EPS + 1e-6
+    assert not torch.equal(pert.delta[scenes.labels == 0][0], pert.delta[scenes.labels == 1][0])
+
+
+def test_em_deterministic(scenes, em_poison):
+    again = craft("em", scenes, seed=0, progress=False, **EM_TINY)
+    assert torch.equal(again.images, em_poison.images)
+    other = craft("em", scenes, seed=1, progress=False, **EM_TINY)
+    assert not torch.equal(other.images, em_poison.images)
+
+
+def test_em_stops_at_accuracy(scenes):
+    pert = perturb("em", scenes, **{**EM_TINY, "stop_acc": 1.0, "max_rounds": 50})
+    assert pert.extra["stopped_by"] == "accuracy" and pert.extra["rounds"] == 1
+
+
+# ---- REM ------------------------------------------------------------------------------------------------------
+def test_rem_budget_and_determinism(scenes):
+    a = craft("rem", scenes, seed=0, progress=False, **REM_TINY)
+    b = craft("rem", scenes, seed=0, progress=False, **REM_TINY)
+    assert torch.equal(a.images, b.images)
+    assert baked_delta(a, scenes).abs().max() <= 8
+    # cost: per training step, steps * eot * (adv_steps + 1) noise passes + (adv_steps + 1) for adversarial
+    # training, on 64 of 160 images; then the same noise cost once over every image
+    per_noise = 2 * 2 * (1 + 1)
+    expected = 3 * 64 * (per_noise + 2) / 160 + per_noise
+    assert a.meta.epoch_equivalents == pytest.approx(expected)
+
+
+def test_rem_refuses_adversarial_radius_above_budget(scenes):
+    with pytest.raises(UserError, match="adv_eps"):
+        craft("rem", scenes, progress=False, **{**REM_TINY, "adv_eps": 12 / 255})
+    with pytest.raises(UserError, match="adv_eps"):
+        craft("rem", scenes, progress=False, **{**REM_TINY, "adv_eps": -1 / 255})
+
+
+def test_rem_zero_adversary_allowed(scenes):
+    pert = perturb("rem", scenes, **{**REM_TINY, "adv_eps": 0.0})
+    assert pert.delta.abs().max() <= EPS + 1e-6
+
+
+# ---- TAP ------------------------------------------------------------------------------------------------------
+def test_tap_moves_predictions_to_next_class(scenes):
+    poison = craft("tap", scenes, seed=0, progress=False, **{**TAP_TINY, "iterations": 10})
+    assert baked_delta(poison, scenes).abs().max() <= 8
+    extra = poison.meta.extra
+    # the clean crafting model now puts most poisoned images in class (y+1) mod C (chance: 10%)
+    assert extra["crafting_model_target_acc"] > 50
+
+
+def test_tap_restart_selection_per_sample(scenes):
+    one = perturb("tap", scenes, **{**TAP_TINY, "restarts": 1})
+    two = perturb("tap", scenes, **TAP_TINY)
+    best = two.extra["restart_mean_target_loss"]
+    # per-sample selection can only lower the mean target loss below every single restart's
+    assert two.extra["selected_mean_target_loss"] <= min(best) + 1e-6
+    assert one.delta.shape == two.delta.shape
+
+
+def test_tap_deterministic_and_permutation(scenes):
+    a = perturb("tap", scenes, **TAP_TINY)
+    b = perturb("tap", scenes, **TAP_TINY)
+    assert torch.equal(a.delta, b.delta)
+    perm = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(2))
+    c = perturb("tap", scenes.subset(perm), **TAP_TINY)
+    assert torch.equal(c.delta, a.delta[perm])
+
+
+# ---- refusals --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("em", {"eps": -0.1}, "budget"),
+        ("em", {"eps": 2.0}, "budget"),
+        ("em", {"mode": "pixelwise"}, "mode"),
+        ("em", {"steps": 0}, "steps"),
+        ("em", {"stop_acc": 150}, "stop_acc"),
+        ("em", {"model": "nonet"}, "nonet"),
+        ("em", {"no_such_param": 1}, "no_such_param"),
+        ("rem", {"eot_samples": 0}, "eot_samples"),
+        ("rem", {"augment": "mixup"}, "augment"),
+        ("tap", {"restart_select": "best"}, "restart_select"),
+        ("tap", {"init": "ones"}, "init"),
+        ("tap", {"step": 0.0}, "step"),
+        ("tap", {"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_params_refused(scenes, name, params, match):
+    with pytest.raises(UserError, match=match):
+        craft(name, scenes, progress=False, **params)
+
+
+def test_unknown_preset_refused(scenes):
+    with pytest.raises(UserError, match="preset"):
+        craft("em", scenes, preset="turbo", progress=False)
+
+
+def test_presets_are_paper_defaults_plus_fast():
+    for name in ("em", "rem", "tap"):
+        cls = ATTACKS.get(name)
+        paper = make_config(cls, "paper")
+        fast = make_config(cls, "fast")
+        assert paper.eps == pytest.approx(EPS) and fast.eps == pytest.approx(EPS)
+        assert paper.width == 1.0 and paper.model == "resnet18"
+    assert make_config(ATTACKS.get("em"), "paper").steps == 20
+    assert make_config(ATTACKS.get("tap"), "paper").restarts == 8
+    assert make_config(ATTACKS.get("rem"), "paper").adv_eps == pytest.approx(4 / 255)

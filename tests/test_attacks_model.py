@@ -1,5 +1,5 @@
 """Model-based attacks (EM, REM, TAP): budgets on the baked bytes, index mapping, determinism, efficacy signals
-and refusals. Everything runs on 160 tiny `scenes` images with LeNet-5 or an eighth-width ResNet-18, so the
+and refusals. Everything runs on 128 tiny `scenes` images with an eighth-width ResNet-18, so the
 whole file stays well under two minutes on two CPU cores."""
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from uebench.data import load
 from uebench.errors import UserError
 
 EPS = 8 / 255
-TINY = {"model": "lenet5", "width": 1.0, "pgd_batch": 64}
-EM_TINY = {**TINY, "train_steps": 4, "batch_size": 64, "steps": 5, "step": 2 / 255, "max_rounds": 3}
-REM_TINY = {**TINY, "train_steps": 3, "batch_size": 64, "steps": 2, "step": 4 / 255, "adv_steps": 1, "adv_step": 4 / 255, "eot_samples": 2}
-TAP_TINY = {**TINY, "clean_epochs": 3, "clean_batch_size": 32, "iterations": 4, "restarts": 2, "step": 2 / 255}
+TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
+# long enough for the min-min game to converge on 128 images (stops by the 99% rule in round 2)
+EM_RUN = {**TINY, "train_steps": 15, "batch_size": 64, "lr": 0.02, "steps": 5, "step": 2 / 255, "max_rounds": 4}
+EM_TINY = {**EM_RUN, "train_steps": 3, "steps": 2, "max_rounds": 1}  # one cheap round: mapping, determinism
+REM_TINY = {**TINY, "train_steps": 2, "batch_size": 64, "steps": 2, "step": 4 / 255, "adv_steps": 1, "adv_step": 4 / 255, "eot_samples": 2}
+TAP_TINY = {**TINY, "clean_epochs": 4, "clean_batch_size": 32, "clean_lr": 0.05, "iterations": 4, "restarts": 2, "step": 2 / 255}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,7 +30,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return load("scenes", None, "train", n_train=160, n_test=40)
+    return load("scenes", None, "train", n_train=128, n_test=32)
 
 
 def perturb(name: str, ds, seed: int = 0, **params):
@@ -45,19 +47,19 @@ def baked_delta(poison, ds) -> torch.Tensor:
 # ---- EM -------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def em_poison(scenes):
-    return craft("em", scenes, seed=0, progress=False, **EM_TINY)
+    return craft("em", scenes, seed=0, progress=False, **EM_RUN)
 
 
 def test_em_budget_held_and_used(em_poison, scenes):
     d = baked_delta(em_poison, scenes)
     assert d.abs().max() <= 8  # Linf 8/255 on the baked uint8 images
-    # signed steps push most elements to the edge of the ball; pixels that clipping at 0/255 left alone count
+    # signed steps push most elements towards the edge of the ball (pixels clipped at 0/255 left out)
     clean = scenes.images[em_poison.indices].float()
     free = (clean >= 8) & (clean <= 247)
-    assert (d[free].abs() >= 7).float().mean() > 0.5
+    assert (d[free].abs() >= 6).float().mean() > 0.5
     meta = em_poison.meta
     assert meta.epoch_equivalents > 0 and meta.extra["rounds"] >= 1
-    assert meta.extra["stopped_by"] in ("accuracy", "max_rounds")
+    assert meta.extra["stopped_by"] == "accuracy" and meta.extra["final_crafting_acc"] >= 99
 
 
 def test_em_minimises_error(em_poison):
@@ -82,11 +84,12 @@ def test_em_classwise_identical_within_class(scenes):
     assert not torch.equal(pert.delta[scenes.labels == 0][0], pert.delta[scenes.labels == 1][0])
 
 
-def test_em_deterministic(scenes, em_poison):
+def test_em_deterministic(scenes):
+    first = craft("em", scenes, seed=0, progress=False, **EM_TINY)
     again = craft("em", scenes, seed=0, progress=False, **EM_TINY)
-    assert torch.equal(again.images, em_poison.images)
+    assert torch.equal(again.images, first.images)
     other = craft("em", scenes, seed=1, progress=False, **EM_TINY)
-    assert not torch.equal(other.images, em_poison.images)
+    assert not torch.equal(other.images, first.images)
 
 
 def test_em_stops_at_accuracy(scenes):
@@ -103,7 +106,7 @@ def test_rem_budget_and_determinism(scenes):
     # cost: per training step, steps * eot * (adv_steps + 1) noise passes + (adv_steps + 1) for adversarial
     # training, on 64 of 160 images; then the same noise cost once over every image
     per_noise = 2 * 2 * (1 + 1)
-    expected = 3 * 64 * (per_noise + 2) / 160 + per_noise
+    expected = 2 * 64 * (per_noise + 2) / 128 + per_noise
     assert a.meta.epoch_equivalents == pytest.approx(expected)
 
 
@@ -133,7 +136,7 @@ def test_tap_restart_selection_per_sample(scenes):
     two = perturb("tap", scenes, **TAP_TINY)
     best = two.extra["restart_mean_target_loss"]
     # per-sample selection can only lower the mean target loss below every single restart's
-    assert two.extra["selected_mean_target_loss"] <= min(best) + 1e-6
+    assert two.extra["selected_mean_target_loss"] <= min(best) + 1e-4
     assert one.delta.shape == two.delta.shape
 
 

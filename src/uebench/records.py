@@ -94,7 +94,7 @@ def git_revision() -> str | None:
         return None
 
 
-def manifest(seed: int, device: torch.device, precision: str, train_set, test_set) -> dict[str, Any]:
+def manifest(seed: int, device: torch.device, precision: str, train_set, test_set, defense: dict | None = None) -> dict[str, Any]:
     from . import __version__
     import numpy
 
@@ -114,4 +114,5 @@ def manifest(seed: int, device: torch.device, precision: str, train_set, test_se
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "train_set": train_set.describe(),
         "test_set": test_set.describe(),
+        "defense": defense,  # the resolved settings, defaults included
     }

@@ -281,7 +281,7 @@ def train(
     opt = make_optimizer(model, recipe)
     history: list[dict[str, Any]] = []
     if run is not None:
-        run.start(manifest(config.seed, device, precision, train_set, test_set))
+        run.start(manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None))
         state = run.load_checkpoint()
         if state is not None:
             model.load_state_dict(state["model"])

@@ -13,7 +13,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `uebench --help` lists them. A module not written yet is skipped.
-COMMAND_MODULES = ["train", "data", "craft", "metrics", "bench", "crosstask", "landscape"]
+COMMAND_MODULES = ["train", "data", "craft", "defenses", "metrics", "bench", "crosstask", "landscape"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,14 +62,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def parse_sets(items: list[str] | None) -> dict:
-    """--set key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings."""
+def parse_sets(items: list[str] | None, option: str = "--set") -> dict:
+    """key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings."""
     import json
 
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise UserError(f"--set expects key=value, got '{item}'")
+            raise UserError(f"{option} expects key=value, got '{item}'")
         key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)

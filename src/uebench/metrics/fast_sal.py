@@ -33,7 +33,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import UserError
-from .sal import LossFn, ModelSAL, ProbeData, SALResult, project_to_ball, sal_value
+from .sal import LossFn, ModelSAL, ProbeData, SALResult, project_to_ball, sal_value, weight_key
 
 AUGMENT = ("once", "none")
 
@@ -146,7 +146,7 @@ class _Objective:
     """Mean loss over the fixed subset (and its gradient) as a function of the probed weight only."""
 
     def __init__(self, module: nn.Module, layer: str, inputs: list[torch.Tensor], targets: torch.Tensor, loss_fn: LossFn, chunk: int):
-        self.module, self.key, self.inputs, self.targets, self.loss_fn, self.chunk = module, f"{layer}.weight", inputs, targets, loss_fn, chunk
+        self.module, self.key, self.inputs, self.targets, self.loss_fn, self.chunk = module, weight_key(layer), inputs, targets, loss_fn, chunk
 
     def __call__(self, w: torch.Tensor, need_grad: bool) -> tuple[float, torch.Tensor | None]:
         n = len(self.targets)
@@ -157,7 +157,7 @@ class _Objective:
             if need_grad:
                 wr = w.detach().requires_grad_(True)
                 loss = self.loss_fn(functional_call(self.module, {self.key: wr}, args), y) * len(y)
-                (g,) = torch.autograd.grad(loss, wr, allow_unused=True)
+                g = torch.autograd.grad(loss, wr, allow_unused=True)[0] if loss.requires_grad else None
                 if g is not None:
                     grad += g
             else:
@@ -212,13 +212,13 @@ def fast_model_sal(
     if origin == "running":
         loss0 = float(running_loss)
     else:
-        loss0, _ = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(dict(model.named_parameters())[f"{names[0]}.weight"], need_grad=False)
+        loss0, _ = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(dict(model.named_parameters())[weight_key(names[0])], need_grad=False)
     traced = trace(model) if config.cache_prefix else None
     params = dict(model.named_parameters())
     out: dict[str, SALResult] = {}
     for name in names:
-        w0 = params[f"{name}.weight"].detach()
-        split = split_at(model, traced, name) if traced is not None else None
+        w0 = params[weight_key(name)].detach()
+        split = split_at(model, traced, name) if traced is not None and name else None  # "": the model is the layer
         if split == DISCONNECTED:
             out[name] = SALResult(name, 0.0, loss0, loss0, loss0, 0)
             continue

@@ -240,9 +240,14 @@ def probing(model: nn.Module):
         model.train(was_training)
 
 
+def weight_key(layer: str) -> str:
+    """The parameter name of a layer's weight ("" = the model itself is the layer)."""
+    return f"{layer}.weight" if layer else "weight"
+
+
 def forward_with(model: nn.Module, layer: str, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The model's output with `layer`'s weight replaced by w; the model's own parameter is never written."""
-    return functional_call(model, {f"{layer}.weight": w}, (x,))
+    return functional_call(model, {weight_key(layer): w}, (x,))
 
 
 def _check_options(eps: float, rounds: int, lr: float, origin: str, running_loss: float | None) -> None:
@@ -349,7 +354,7 @@ def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, 
 
 
 def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, loss_fn) -> SALResult:
-    w0 = dict(model.named_parameters())[f"{name}.weight"].detach()
+    w0 = dict(model.named_parameters())[weight_key(name)].detach()
     copies = {+1.0: w0.clone(), -1.0: w0.clone()}  # +1 descends the loss, -1 ascends it
     loss_min = loss_max = loss0
     for _ in range(rounds):
@@ -357,7 +362,7 @@ def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, l
             w = copies[sign].requires_grad_(True)
             for x, y in data.passes(gen):
                 loss = loss_fn(forward_with(model, name, w, x), y)
-                (g,) = torch.autograd.grad(sign * loss, w, allow_unused=True)
+                g = torch.autograd.grad(sign * loss, w, allow_unused=True)[0] if loss.requires_grad else None
                 if g is not None:  # None: the layer does not reach the loss
                     with torch.no_grad():
                         w.sub_(g, alpha=lr)

@@ -1,0 +1,378 @@
+"""DC: DeepConfuse (Feng, Cai, Zhou. "Learning to Confuse: Generating Training Time Adversarial Data with
+Auto-Encoder", NeurIPS 2019; code: github.com/kingfengji/DeepConfuse).
+
+A noise generator g_xi (an auto-encoder: a U-Net with a tanh output) maps every image to its poison
+x' = clip(x + eps * g_xi(x), 0, 1). It is trained against an imaginary victim f_theta so that training on the
+poison *confuses* the victim on clean data:
+
+    max_xi  E_(x,y) L(f_theta*(xi)(x), y)   s.t.  theta*(xi) = argmin_theta E L(f_theta(x + g_xi(x)), y).
+
+The paper solves this bi-level problem by following the victim's training trajectory and, at every step,
+differentiating through one *pseudo-update* of the victim (the memory-efficient Algorithm 2, which the public
+code runs). Per trial t = 1..T the victim restarts from a random init and trains for `cls_epochs` epochs; per
+mini-batch (x, y):
+
+  1. pseudo-update:  theta' = theta - unroll_lr * grad_theta L(f_theta(x + eps g'(x)), y)   (create_graph)
+  2. generator step: xi' <- xi' + Adam(grad_xi' L(f_theta'(x), y))     (ascend the clean loss, through step 1)
+  3. victim step:    theta <- theta - cls_lr * grad_theta L(f_theta(x + eps g(x)), y)   (plain SGD)
+
+g' is a copy of the generator that learns during the trial while the victim trains on the poison of the frozen
+g (eval mode); g <- g' at the end of every trial (the paper's target-network trick for stability). The poison
+is made with the final generator in eval mode.
+
+Settings (`paper` preset = the paper's text, CIFAR-10):
+  victim   a CNN of 5 conv layers (32, 64, 128, 128, 128 channels, 3x3, ReLU, each followed by 2x2 pooling),
+           SGD lr 0.01, batch 64; T = 500 trials.  generator  the U-Net (64-128-256-512, BatchNorm, average
+           pooling, bilinear upsampling, a 1x1 conv + BatchNorm + tanh head), Adam lr 1e-4.
+  maxiter  the paper does not state it for CIFAR-10; the public code trains the victim 20 epochs per trial.
+
+Where the public code differs from the paper (`classifier="vgg11", batch_size=256, trials=1000` for its run):
+  - victim: the code's `create_net` is kuangliu's VGG-11 with BatchNorm (and a 2-unit bottleneck before the
+    linear head), not the 5-conv CNN; batch 256, 1000 trials, SGD without momentum;
+  - the code keeps, after each trial, the generator whose poison gives the lowest *test* accuracy to a scratch
+    model trained 20 epochs: model selection on the test set. Here the last generator is returned, as in the
+    paper's Algorithm 2 (no test data is touched while crafting);
+  - the paper and the code train at eps = 0.032 (8.16/255); the benchmark budget, and the default here, is 8/255.
+    APBench applies the authors' released eps=0.032 CIFAR-10 generator at 8/255, also to CIFAR-100 and SVHN.
+The generator's parameter names match the public UNet(3), so its released CIFAR-10 checkpoint
+(`pretrained/atk.0.032.best.pth`, a torch state dict) loads with `generator=PATH` at gen_width=64, gen_depth=3.
+
+Compute (`epoch_equivalents`, in forward+backward passes over the crafting set of any of the two networks; a
+forward alone counts 1/3): per image and training step, the pseudo-update is 1 pass of the victim (forward, and
+a backward kept as a graph), the clean loss of theta' is 1 more, the backward through the pseudo-update (a
+Hessian-vector product) about 1 more, the generator g' 1, the victim step 1 and the frozen generator's forward
+1/3: 5 1/3 passes per image per victim epoch. The U-Net costs far more FLOPs per pass than the 5-conv victim;
+`extra` gives the passes of each network separately.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..data.base import ImageDataset
+from ..errors import UserError
+from ..io import atomic_write_bytes
+from ..models import MODELS, create_model
+from ..models.registry import scaled
+from ..train import prepare, resolve_device
+from .base import Attack, Perturbation, register_attack
+
+CLASSIFIERS = ("cnn5",)  # the paper's victim; any registered model name (vgg11, resnet18, lenet5...) also works
+_CKPT_KEY = "uebench_dc_generator"
+
+
+@dataclass
+class DCConfig:
+    eps: float = 8 / 255  # the paper and code: 0.032
+    trials: int = 500  # T: the victim restarts from a random init this many times
+    cls_epochs: int = 20  # victim epochs per trial (maxiter; the public code's clsepochs)
+    batch_size: int = 64
+    cls_lr: float = 0.01  # victim SGD learning rate (no momentum)
+    unroll_lr: float | None = None  # step of the pseudo-update; None: cls_lr, as in the paper
+    gen_lr: float = 1e-4  # Adam
+    gen_width: int = 64  # U-Net channels at full resolution, doubled at every level
+    gen_depth: int = 3  # U-Net down-samplings
+    classifier: str = "cnn5"  # the paper's 5-conv CNN, or any registered model
+    cls_width: float = 1.0
+    generator: str | None = None  # a trained generator to apply as is (this attack's .safetensors, or the authors' .pth)
+    save_generator: str | None = None  # write the trained generator here (safetensors)
+    device: str = "auto"
+    gen_batch: int = 256  # images per batch when applying the generator (eval mode: only speed depends on it)
+
+
+# ---- networks -------------------------------------------------------------------------------------------------
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )  # fmt: skip
+
+
+class UNet(nn.Module):
+    """The noise generator g: a U-Net with outputs in (-1, 1). Layer names follow the public code's UNet so
+    that its checkpoints load; width and depth are free (the public one is width 64, depth 3)."""
+
+    def __init__(self, channels: int = 3, width: int = 64, depth: int = 3):
+        super().__init__()
+        self.depth = depth
+        widths = [width * 2**i for i in range(depth + 1)]
+        cin = channels
+        for i, w in enumerate(widths):
+            setattr(self, f"dconv_down{i + 1}", _double_conv(cin, w))
+            cin = w
+        for i in range(depth, 0, -1):
+            setattr(self, f"dconv_up{i}", _double_conv(widths[i] + widths[i - 1], widths[i - 1]))
+        # BatchNorm before tanh keeps the output spread out, so the noise cannot collapse to zero
+        self.conv_last = nn.Sequential(nn.Conv2d(width, channels, 1), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2**self.depth
+        x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="replicate")  # any size, e.g. 28x28 MNIST
+        skips = []
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"dconv_down{i}")(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        x = getattr(self, f"dconv_down{self.depth + 1}")(x)
+        for i in range(self.depth, 0, -1):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            x = getattr(self, f"dconv_up{i}")(torch.cat([x, skips[i - 1]], dim=1))
+        return torch.tanh(self.conv_last(x))[..., :h, :w]
+
+
+class ConfuseCNN(nn.Module):
+    """The paper's victim for CIFAR-10 and ImageNet: 5 conv layers (32, 64, 128, 128, 128), 3x3, ReLU, each
+    followed by 2x2 max pooling, then a linear layer (global average over what is left, 1x1 at 32x32)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        layers, c = [], in_channels
+        for ch in (32, 64, 128, 128, 128):
+            layers += [nn.Conv2d(c, scaled(ch, width), 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            c = scaled(ch, width)
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def seeded(seed: int, build):
+    """Build a module with its init drawn from `seed` only (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _stream(seed: int, purpose: int, t: int = 0) -> int:
+    return (seed * 1_000_003 + 7_919 * purpose + 104_729 * t + 17) % (2**63)
+
+
+def make_generator(cfg: DCConfig, channels: int, seed: int) -> UNet:
+    return seeded(_stream(seed, 1), lambda: UNet(channels, cfg.gen_width, cfg.gen_depth))
+
+
+def make_classifier(cfg: DCConfig, ds: ImageDataset, seed: int, trial: int) -> nn.Module:
+    c, h, _ = ds.shape
+    if cfg.classifier == "cnn5":
+        return seeded(_stream(seed, 2, trial), lambda: ConfuseCNN(ds.num_classes, c, cfg.cls_width))
+    return seeded(_stream(seed, 2, trial), lambda: create_model(cfg.classifier, num_classes=ds.num_classes, in_channels=c, image_size=h, width=cfg.cls_width))
+
+
+# ---- the bi-level step --------------------------------------------------------------------------------------------
+def poison(gen: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return (x + eps * gen(x)).clamp(0.0, 1.0)
+
+
+def unrolled_clean_loss(gen: nn.Module, clf: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, lr: float) -> torch.Tensor:
+    """L(f_theta'(x), y) with theta' = theta - lr * grad L(f_theta(x + eps g(x)), y): the generator's objective,
+    differentiable in g's parameters (the victim's own parameters are left untouched)."""
+    params = dict(clf.named_parameters())
+    loss = F.cross_entropy(functional_call(clf, params, (poison(gen, x, eps),)), y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    updated = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+    return F.cross_entropy(functional_call(clf, updated, (x,)), y)
+
+
+def generator_step(gen: nn.Module, opt: torch.optim.Optimizer, clf: nn.Module, x, y, eps: float, lr: float) -> float:
+    """One Adam step of g' that ascends the clean loss of the pseudo-updated victim."""
+    objective = unrolled_clean_loss(gen, clf, x, y, eps, lr)
+    gen_params = [p for p in gen.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(-objective, gen_params)  # only g' gets gradients, never the victim
+    for p, g in zip(gen_params, grads):
+        p.grad = g
+    opt.step()
+    return float(objective.detach())
+
+
+def victim_step(clf: nn.Module, opt: torch.optim.Optimizer, x_poison: torch.Tensor, y: torch.Tensor) -> float:
+    loss = F.cross_entropy(clf(x_poison), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if not torch.isfinite(loss):
+        raise UserError("dc: the victim diverged while crafting (loss is NaN or infinite); lower cls_lr")
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def apply_generator(gen: nn.Module, x: torch.Tensor, eps: float, batch: int) -> torch.Tensor:
+    """delta = clip(x + eps g(x)) - x for every image, with g in eval mode (its BatchNorm running statistics)."""
+    was_training = gen.training
+    gen.eval()
+    delta = torch.cat([poison(gen, xb, eps) - xb for xb in x.split(batch)])
+    gen.train(was_training)
+    # tanh < 1 keeps |delta| < eps in exact arithmetic; the clamp guards float rounding of x + eps*g - x
+    return delta.clamp_(-eps, eps)
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+def save_generator(gen: UNet, path: str | Path, channels: int, cfg: DCConfig) -> None:
+    from safetensors.torch import save
+
+    arch = {"channels": channels, "gen_width": cfg.gen_width, "gen_depth": cfg.gen_depth, "eps": cfg.eps}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in gen.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={_CKPT_KEY: json.dumps(arch, sort_keys=True)}))
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, architecture metadata) from this attack's safetensors file or a plain torch state dict."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(_CKPT_KEY, "{}"))
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except Exception:
+        pass
+    try:  # the public code's torch.save(state_dict); weights_only never runs pickled code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"dc: generator checkpoint {path} is neither a uebench safetensors file nor a torch state dict ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"dc: generator checkpoint {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}, {}
+
+
+def load_generator(path: str | Path, channels: int, cfg: DCConfig) -> UNet:
+    """A generator from a checkpoint, checked against the configured architecture (one clear line if not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"dc: generator checkpoint not found: {path}")
+    state, meta = _read_checkpoint(path)
+    gen = UNet(channels, cfg.gen_width, cfg.gen_depth)
+    expected = gen.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if expected[k].shape != state[k].shape]
+    if wrong:
+        saved = f" (it was saved for {meta['channels']}-channel images with gen_width={meta['gen_width']}, gen_depth={meta['gen_depth']})" if meta else ""
+        raise UserError(
+            f"dc: generator checkpoint {path} does not fit a U-Net with gen_width={cfg.gen_width}, gen_depth={cfg.gen_depth} "
+            f"for {channels}-channel images{saved}; first mismatch: {wrong[0]}"
+        )
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise UserError(f"dc: generator checkpoint {path} holds NaN or infinite weights")
+    gen.load_state_dict(state)
+    return gen
+
+
+# ---- the attack -------------------------------------------------------------------------------------------------------
+@register_attack
+class DC(Attack):
+    name: ClassVar[str] = "dc"
+    norm: ClassVar[str] = "linf"
+    description: ClassVar[str] = "DeepConfuse: a U-Net noise generator trained through the victim's one-step-unrolled update"
+    Config: ClassVar[type] = DCConfig
+    presets: ClassVar[dict] = {
+        # CPU-sized: a 16-channel, 2-level U-Net against a half-width victim, short trials, Adam 10x faster
+        "fast": {"trials": 6, "cls_epochs": 2, "batch_size": 128, "gen_width": 16, "gen_depth": 2, "gen_lr": 1e-3, "cls_width": 0.5},
+    }
+
+    def budget(self) -> float:
+        return self.config.eps
+
+    def validate(self, ds: ImageDataset) -> None:
+        c = self.config
+        super().validate(ds)
+        if c.classifier not in CLASSIFIERS:
+            MODELS.get(c.classifier)  # unknown -> UserError listing the registered models
+        for key in ("cls_lr", "gen_lr", "cls_width", *(("unroll_lr",) if c.unroll_lr is not None else ())):
+            v = getattr(c, key)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise UserError(f"dc: {key} must be a positive number, got {v!r}")
+        for key, least in (("trials", 0), ("cls_epochs", 1), ("batch_size", 1), ("gen_width", 1), ("gen_depth", 0), ("gen_batch", 1)):
+            v = getattr(c, key)
+            if not isinstance(v, int) or v < least:
+                raise UserError(f"dc: {key} must be an integer >= {least}, got {v!r}")
+        if len(ds) == 0:
+            raise UserError("dc: the crafting set is empty")
+        if ds.num_classes < 2:
+            raise UserError(f"dc: needs at least 2 classes to confuse a classifier, {ds.name} has {ds.num_classes}")
+        resolve_device(c.device)
+        if c.generator is not None:
+            load_generator(c.generator, ds.shape[0], c)  # refuse a bad checkpoint before any work
+
+    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
+        # craft in dataset-index order: batches, and so the generator, then do not depend on the order given
+        order = torch.argsort(ds.indices)
+        pert = self._perturb(ds.subset(order), seed, progress)
+        delta = torch.empty_like(pert.delta)
+        delta[order] = pert.delta
+        return Perturbation(delta, pert.epoch_equivalents, pert.extra)
+
+    def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
+        c = self.config
+        device = resolve_device(c.device)
+        x = prepare(ds.images, device, channels_last=False)
+        y = ds.labels.to(device)
+        n = max(len(x), 1)
+        if c.generator is not None:
+            gen = load_generator(c.generator, ds.shape[0], c).to(device)
+            extra = {"generator": str(c.generator), "trained": False, "victim_passes": 0.0, "generator_passes": 1 / 3}
+        else:
+            gen, extra = self._train(x, y, ds, seed, device, progress)
+            extra["trained"] = True
+        if c.save_generator:
+            save_generator(gen, c.save_generator, ds.shape[0], c)
+        delta = apply_generator(gen, x, c.eps, c.gen_batch).cpu().contiguous()
+        return Perturbation(delta, extra["victim_passes"] + extra["generator_passes"], extra)
+
+    def _train(self, x, y, ds: ImageDataset, seed: int, device, progress: bool) -> tuple[UNet, dict]:
+        c = self.config
+        unroll_lr = c.cls_lr if c.unroll_lr is None else c.unroll_lr
+        learner = make_generator(c, ds.shape[0], seed).to(device).train()  # g': learns during a trial
+        frozen = make_generator(c, ds.shape[0], seed).to(device).eval()  # g: makes the victim's training data
+        gen_opt = torch.optim.Adam(learner.parameters(), lr=c.gen_lr)
+        shuffle = torch.Generator().manual_seed(_stream(seed, 3))
+        steps_per_epoch = -(-len(x) // c.batch_size)
+        bar = _progress(progress, c.trials * c.cls_epochs * steps_per_epoch)
+        objective, victim_loss = [], []
+        for t in range(c.trials):
+            frozen.load_state_dict(learner.state_dict())
+            clf = make_classifier(c, ds, seed, t).to(device).train()
+            clf_opt = torch.optim.SGD(clf.parameters(), lr=c.cls_lr)
+            trial_obj, trial_loss = [], []
+            for _ in range(c.cls_epochs):
+                for idx in torch.randperm(len(x), generator=shuffle).to(device).split(c.batch_size):
+                    xb, yb = x[idx], y[idx]
+                    trial_obj.append(generator_step(learner, gen_opt, clf, xb, yb, c.eps, unroll_lr))
+                    with torch.no_grad():
+                        xp = poison(frozen, xb, c.eps)
+                    trial_loss.append(victim_step(clf, clf_opt, xp, yb))
+                    if bar:
+                        bar.update(1)
+            objective.append(round(sum(trial_obj) / len(trial_obj), 5))
+            victim_loss.append(round(sum(trial_loss) / len(trial_loss), 5))
+            if bar:
+                bar.set_postfix(trial=t + 1, objective=f"{objective[-1]:.3f}", victim=f"{victim_loss[-1]:.3f}")
+        if bar:
+            bar.close()
+        epochs = c.trials * c.cls_epochs
+        extra = {
+            "unroll_lr": unroll_lr,
+            # mean clean loss of the pseudo-updated victim per trial: what the generator ascends
+            "objective_history": objective,
+            "victim_poison_loss_history": victim_loss,
+            "victim_passes": 4.0 * epochs,  # pseudo-update, clean loss of theta', the HVP back through it, victim step
+            "generator_passes": epochs * (1 + 1 / 3) + 1 / 3,  # g' forward+backward, g forward; final application
+        }
+        return learner, extra
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="dc (generator)", unit="step", dynamic_ncols=True)

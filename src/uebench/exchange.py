@@ -1,0 +1,291 @@
+"""Bring your own poison: read poisoned images made elsewhere, write ours for other tools.
+
+Layouts read (`import_poison`):
+- a folder of PNGs named by the index of the clean training image they replace (`0.png` ... `N-1.png`), found
+  at any depth. This is what APBench writes: `<root>/data/<idx>.png` for CIFAR/SVHN, and
+  `<root>/<label>/<idx>.png` for ImageNet-100 (one folder per class); the autoregressive-poisoning code writes
+  `<root>/data/<idx>.png` too. An index may appear only once. A folder may hold fewer images than the dataset
+  (a partial poison).
+- an .npz with a uint8 array `images` (N, H, W, C) or (N, C, H, W) (or (N, H, W) for one channel; when both
+  readings fit, (N, C, H, W) wins), optional `indices` (N,) (required unless N is the dataset's size: then image
+  i replaces clean image i) and optional `labels` (N,), checked against the dataset's.
+
+Layout written (`export_png`): `<out>/data/<idx>.png`, one lossless 8-bit PNG per poisoned image, plus
+`<out>/uebench_poison.json` with the poison's metadata. Import reads it back to the same bytes and, given that
+file, needs no --attack-name/--norm/--budget.
+
+Every imported poison goes through Poison.check (budget on the baked bytes, labels, indices, no constant images)
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.base import ImageDataset
+from .errors import UserError
+from .poison import NORMS, Poison, PoisonMeta
+
+SIDECAR = "uebench_poison.json"
+_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+# ---- budgets --------------------------------------------------------------------------------------------
+def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, int]) -> float:
+    """A budget that makes sense for its norm on images of `shape` (C, H, W); returns it as a float."""
+    if norm not in NORMS:
+        raise UserError(f"unknown norm '{norm}'; valid: {', '.join(NORMS)}")
+    if norm == "none":
+        return 0.0 if budget is None else float(budget)
+    if budget is None:
+        raise UserError(f"--budget is required with norm {norm}")
+    c, h, w = shape
+    b = float(budget)
+    if not math.isfinite(b) or b <= 0:
+        raise UserError(f"budget must be positive, got {budget}")
+    if norm == "linf" and b > 1:
+        raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
+    if norm == "l2" and b > math.sqrt(c * h * w):
+        raise UserError(f"L2 budget {b} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}")
+    if norm == "l0" and (not b.is_integer() or b > h * w):
+        raise UserError(f"L0 budget must be a whole number of pixels in [1, {h * w}], got {b}")
+    return b
+
+
+# ---- reading --------------------------------------------------------------------------------------------
+def _pixels(img, path: Path, channels: int) -> np.ndarray:
+    """The image as (H, W, channels) uint8, converting only where no information is lost."""
+    target = _MODES.get(channels)
+    if target is None:
+        raise UserError(f"cannot read {channels}-channel images from PNG files")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "1"):
+        raise UserError(f"{path} is a mode-{img.mode} PNG (not 8 bits per channel); poisons must be 8-bit images")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    arr = np.asarray(img)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    have = arr.shape[-1]
+    if have in (2, 4) and channels in (1, 3):  # drop an alpha channel only when every pixel is opaque
+        if (arr[..., -1] != 255).any():
+            raise UserError(f"{path} has transparent pixels; poisons must be opaque {target} images")
+        arr, have = arr[..., :-1], have - 1
+    if have == channels:
+        return arr
+    if have == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=-1)
+    if have == 3 and channels == 1:
+        if not ((arr[..., 0] == arr[..., 1]) & (arr[..., 1] == arr[..., 2])).all():
+            raise UserError(f"{path} is a colour image; the dataset is grayscale")
+        return arr[..., :1]
+    raise UserError(f"{path} has {have} channels; the dataset's images have {channels}")
+
+
+def find_pngs(folder: Path) -> dict[int, Path]:
+    """{index: path} of every <index>.png under folder (any depth); refuses unnamed or repeated indices."""
+    found: dict[int, Path] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(".png"):
+                continue
+            m = _PNG.match(name)
+            path = Path(root) / name
+            if not m:
+                raise UserError(f"cannot tell which training image {path} replaces: files must be named by its index, e.g. 0.png")
+            idx = int(m.group(1))
+            if idx in found:
+                raise UserError(f"index {idx} appears twice: {found[idx]} and {path}")
+            found[idx] = path
+    if not found:
+        raise UserError(f"no <index>.png files found under {folder}")
+    return found
+
+
+def read_png_folder(folder: Path, shape: tuple[int, int, int], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, C, H, W) uint8, indices (N,)) sorted by index."""
+    from PIL import Image
+
+    c, h, w = shape
+    found = find_pngs(folder)
+    indices = np.array(sorted(found), dtype=np.int64)
+    images = np.empty((len(indices), c, h, w), dtype=np.uint8)
+    it = indices
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(indices, desc=f"read {folder}", unit="img", dynamic_ncols=True)
+    for k, idx in enumerate(it):
+        path = found[int(idx)]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                arr = _pixels(img, path, c)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e)[:120]}") from None
+        if arr.shape[:2] != (h, w):
+            raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}; the dataset's images are {w}x{h}")
+        images[k] = arr.reshape(h, w, c).transpose(2, 0, 1)
+    return images, indices
+
+
+def _npz_images(arr: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
+    c, h, w = shape
+    if arr.dtype != np.uint8:
+        raise UserError(
+            f"{path}: images must be uint8 (0..255), got {arr.dtype}; "
+            "if they are floats in [0,1], save np.round(x * 255).astype(np.uint8)"
+        )
+    if arr.ndim == 3 and c == 1 and arr.shape[1:] == (h, w):
+        return arr[:, None]
+    if arr.ndim == 4 and arr.shape[1:] == (c, h, w):
+        return arr
+    if arr.ndim == 4 and arr.shape[1:] == (h, w, c):
+        return arr.transpose(0, 3, 1, 2)
+    raise UserError(f"{path}: images of shape {arr.shape} fit neither (N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
+
+
+def read_npz(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images (N, C, H, W) uint8, indices or None, labels or None)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise UserError(f"cannot read {path} as .npz: {type(e).__name__}: {str(e)[:120]}") from None
+    key = next((k for k in ("images", "x", "data") if k in arrays), None)
+    if key is None:
+        rest = [k for k in arrays if k not in ("indices", "labels")]
+        if len(rest) != 1:
+            raise UserError(f"{path}: no 'images' array (found {', '.join(sorted(arrays)) or 'nothing'})")
+        key = rest[0]
+    images = np.ascontiguousarray(_npz_images(arrays[key], shape, path))
+    indices = arrays.get("indices")
+    labels = arrays.get("labels")
+    for name, a in (("indices", indices), ("labels", labels)):
+        if a is not None and (a.ndim != 1 or len(a) != len(images) or not np.issubdtype(a.dtype, np.integer)):
+            raise UserError(f"{path}: '{name}' must be {len(images)} integers, got {a.dtype} {a.shape}")
+    return images, indices, labels
+
+
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    p = folder / SIDECAR
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{p} is not valid JSON: {e}") from None
+
+
+def import_poison(
+    clean: ImageDataset,
+    source: str | Path,
+    *,
+    attack: str | None = None,
+    norm: str | None = None,
+    budget: float | None = None,
+    progress: bool = False,
+) -> Poison:
+    """A checked Poison for `clean` (a training split) from a PNG folder or an .npz."""
+    source = Path(source)
+    side: dict[str, Any] = {}
+    labels = None
+    if source.is_dir():
+        side = read_sidecar(source)
+        images, indices = read_png_folder(source, clean.shape, progress)
+        fmt = "png"
+    elif source.is_file():
+        images, indices, labels = read_npz(source, clean.shape)
+        fmt = "npz"
+        if indices is None:
+            if len(images) != len(clean):
+                raise UserError(
+                    f"{source} holds {len(images)} images and no 'indices' for {clean.name}/{clean.split} of {len(clean)}: "
+                    "add an 'indices' array saying which training image each one replaces"
+                )
+            indices = np.arange(len(images))
+    else:
+        raise UserError(f"poison source not found: {source}")
+    attack = attack or side.get("attack")
+    norm = norm or side.get("norm")
+    if budget is None and norm == side.get("norm"):
+        budget = side.get("budget")
+    if not attack:
+        raise UserError("--attack-name is required (no uebench_poison.json beside the images)")
+    if norm is None:
+        raise UserError(f"--norm is required; valid: {', '.join(NORMS)}")
+    budget = check_budget(norm, budget, clean.shape)
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(clean)):
+        raise UserError(f"{source} has indices outside [0, {len(clean)}) of {clean.name}/{clean.split}")
+    idx = torch.from_numpy(indices.astype(np.int64))
+    lab = clean.labels[idx].clone() if labels is None else torch.from_numpy(labels.astype(np.int64))
+    keep = {k: side[k] for k in ("params", "variant", "seed", "craft_seconds", "epoch_equivalents") if k in side}
+    meta = PoisonMeta(
+        attack=str(attack), dataset=clean.name, split=clean.split, dataset_size=len(clean), norm=norm, budget=budget,
+        **{"variant": "imported", **keep},
+        extra={**side.get("extra", {}), "imported_from": str(source), "format": fmt},
+    )
+    poison = Poison(torch.from_numpy(images), lab, idx, meta)
+    poison.check(clean)
+    return poison
+
+
+# ---- writing --------------------------------------------------------------------------------------------
+def _is_export(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return names <= {"data", SIDECAR}
+
+
+def export_png(poison: Poison, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `<out>/data/<idx>.png` for every poisoned image and `<out>/uebench_poison.json`; returns out.
+
+    Written into a temporary folder beside `out` and renamed into place, so `out` is never half-written.
+    """
+    from PIL import Image
+
+    out = Path(out)
+    c = poison.images.shape[1]
+    if c not in _MODES:
+        raise UserError(f"cannot write {c}-channel images as PNG")
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"{out} exists and is not a folder")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise UserError(f"{out} is not empty; pass --overwrite to replace an earlier export there")
+            if not _is_export(out):
+                raise UserError(f"{out} holds files other than an export (data/, {SIDECAR}); refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        data = tmp / "data"
+        data.mkdir()
+        arr = poison.images.permute(0, 2, 3, 1).contiguous().numpy()
+        for k, idx in enumerate(poison.indices.tolist()):
+            img = arr[k, :, :, 0] if c == 1 else arr[k]
+            Image.fromarray(img).save(data / f"{idx}.png")
+        (tmp / SIDECAR).write_text(json.dumps(asdict(poison.meta), indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

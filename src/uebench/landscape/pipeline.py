@@ -1,0 +1,368 @@
+"""The landscape experiment end to end: data, poison, three recorded runs, planes, grids, statistics, files.
+
+Runs (same initial weights; plain SGD, no augmentation, fp32):
+  clean     the clean training images, batch order from the seed
+  poisoned  the same images with the poison baked in, the same batch order: only the pixels differ
+  control   clean again with another batch order (`control=True`): how far two *clean* runs end apart, the yardstick
+            for "the poisoned run ends near / far from the clean end point"
+
+Files in `out`: config.json, poison.safetensors (when crafted here), traj/<run>/ (trajectories), landscape.json
+(the numbers), landscape-data.json (the arrays behind the figures), *.png, report.html. Finished trajectories and a
+crafted poison are reused when the same command runs again (same training settings); the analysis is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, load, stratified_subset
+from ..errors import UserError, unknown_name
+from ..io import atomic_write_json, read_json
+from ..models import create_model
+from ..poison import Poison
+from ..train import evaluate, resolve_device
+from . import analysis as A
+from .trajectory import SGDSettings, Trajectory, TrajectoryWriter, coordinate_name, flat_weights, layout, set_flat_weights, train_recorded
+
+MODELS = ("linear", "lenet5")
+DATASETS = ("mnist", "scenes")
+RUNS = ("clean", "poisoned", "control")
+TRAINING_KEYS = (
+    "dataset", "data_dir", "model", "attack", "poison", "preset", "attack_params", "n_train", "image_size",
+    "epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "record_every", "control",
+)
+
+
+@dataclass
+class LandscapeConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    model: str = "linear"
+    attack: str = "em"
+    poison: str | None = None  # a poison file; overrides `attack`
+    preset: str = "fast"
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    n_train: int | None = 5000  # training images (a seeded stratified subset); None = all the poison covers
+    image_size: int = 28  # scenes only (generated at this size, in grey)
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    record_every: int | None = None  # None: about `max_records` rows per run
+    max_records: int = 250
+    control: bool = True
+    grid: int = 25
+    coords: tuple[str, ...] = A.COORDINATES
+    pad: float = 0.15
+    eval_size: int = 1000
+    line_points: int = 29
+    tol: float = 0.1
+    tol_mode: str = "relative"
+    device: str = "auto"
+    test_size: int | None = None  # test images for the accuracy line (None = the whole split)
+
+    def validate(self) -> None:
+        from ..attacks import ATTACKS, PRESETS
+
+        if self.dataset not in DATASETS:
+            raise unknown_name("dataset for landscape", self.dataset, DATASETS)
+        if self.model not in MODELS:
+            raise unknown_name("model for landscape", self.model, MODELS)
+        if self.poison is None:
+            ATTACKS.get(self.attack)
+            if self.preset not in PRESETS:
+                raise unknown_name("preset", self.preset, PRESETS)
+        for c in self.coords:
+            if c not in A.COORDINATES:
+                raise unknown_name("coordinate choice", c, A.COORDINATES)
+        if not self.coords:
+            raise UserError("no coordinate choice given; valid: " + ", ".join(A.COORDINATES))
+        ints = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_size": self.eval_size, "max_records": self.max_records}
+        for k, v in ints.items():
+            if v < 1:
+                raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+        if self.grid < 3:
+            raise UserError(f"--grid must be >= 3, got {self.grid}")
+        if self.record_every is not None and self.record_every < 1:
+            raise UserError(f"--record-every must be >= 1, got {self.record_every}")
+        if self.n_train is not None and self.n_train < 10:
+            raise UserError(f"--n-train must be >= 10, got {self.n_train}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise UserError("--momentum and --weight-decay must be >= 0")
+        if self.image_size not in (28, 32):
+            raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
+        A.Tolerance(self.tol, self.tol_mode)
+        resolve_device(self.device)
+
+    def sgd(self) -> SGDSettings:
+        return SGDSettings(self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
+
+    def training_key(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: d[k] for k in TRAINING_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["coords"] = list(self.coords)
+        return d
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+def to_grey(ds: ImageDataset) -> ImageDataset:
+    """RGB uint8 -> one channel (ITU-R 601 luma), rounded."""
+    if ds.images.shape[1] == 1:
+        return ds
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    grey = (ds.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return dataclasses.replace(ds, images=grey, meta={**ds.meta, "grey": True})
+
+
+def load_data(cfg: LandscapeConfig) -> tuple[ImageDataset, ImageDataset]:
+    """The full training split and the test split (scenes: generated at the asked size and made grey)."""
+    if cfg.dataset == "mnist":
+        try:
+            return load("mnist", cfg.data_dir, "train"), load("mnist", cfg.data_dir, "test")
+        except UserError as e:
+            raise UserError(f"{e} (or use --dataset scenes: generated, no files needed)") from None
+    n = cfg.n_train or 5000
+    opts = {"size": cfg.image_size, "n_train": n, "n_test": max(1000, cfg.test_size or 0)}
+    return to_grey(load("scenes", split="train", **opts)), to_grey(load("scenes", split="test", **opts))
+
+
+def make_poison(cfg: LandscapeConfig, full: ImageDataset, out: Path, progress: bool) -> tuple[Poison, str]:
+    """The poison: loaded from cfg.poison, reused from out/poison.safetensors, or crafted (and saved there)."""
+    if cfg.poison:
+        return Poison.load(cfg.poison), f"file {cfg.poison}"
+    cached = out / "poison.safetensors"
+    subset = cfg.n_train if cfg.n_train is not None and cfg.n_train < len(full) else None
+    if cached.is_file():
+        p = Poison.load(cached)
+        if p.meta.attack == cfg.attack and p.meta.seed == cfg.seed and p.meta.params.get("preset") == cfg.preset and len(p) == (subset or len(full)):
+            return p, f"crafted earlier ({cached})"
+    from ..attacks import craft
+
+    poison = craft(cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params)
+    poison.save(cached)
+    return poison, f"crafted here ({cfg.attack}, preset {cfg.preset})"
+
+
+def training_sets(cfg: LandscapeConfig, full: ImageDataset, poison: Poison) -> tuple[ImageDataset, ImageDataset]:
+    """(clean, poisoned) training sets: the same images, in the same order, clean and with the poison baked in.
+
+    The images are those the poison covers (sorted by position), sub-sampled to n_train (seeded, stratified) if
+    it covers more."""
+    poisoned_full = poison.apply(full)  # checks the poison belongs to this dataset
+    idx = poison.indices.sort().values
+    if cfg.n_train is not None and cfg.n_train < len(idx):
+        idx = stratified_subset(full.subset(idx), cfg.n_train, seed=cfg.seed).indices
+    return full.subset(idx), poisoned_full.subset(idx)
+
+
+def eval_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    """A fixed subset of n images (the same positions for the clean and the poisoned set)."""
+    if n >= len(ds):
+        return ds
+    g = torch.Generator().manual_seed(seed + 7)
+    return ds.subset(torch.randperm(len(ds), generator=g)[:n].sort().values)
+
+
+# ---- the experiment -----------------------------------------------------------------------------------------
+def _prepare_out(out: Path, cfg: LandscapeConfig, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    config_path = out / "config.json"
+    if out.is_dir() and overwrite:
+        for name in ("traj",):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / "poison.safetensors").unlink(missing_ok=True)
+    elif config_path.is_file():
+        try:
+            old = read_json(config_path)
+        except (OSError, json.JSONDecodeError):
+            old = None
+        old_key = (old or {}).get("training")
+        if old_key != json.loads(json.dumps(cfg.training_key())):
+            diff = sorted(k for k in TRAINING_KEYS if (old_key or {}).get(k) != cfg.training_key().get(k))
+            raise UserError(f"{out} holds a landscape run with other training settings ({', '.join(diff) or 'unreadable config'}); use another --out or pass --overwrite")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty and holds no landscape run; use another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, {"training": cfg.training_key(), "analysis": cfg.to_dict()})
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False, log=print) -> dict[str, Any]:
+    """Do the whole experiment; returns the summary also written to out/landscape.json."""
+    t_start = time.perf_counter()
+    cfg.validate()
+    out = Path(out)
+    full, test = load_data(cfg)
+    _prepare_out(out, cfg, overwrite)
+    device = resolve_device(cfg.device)
+    poison, poison_source = make_poison(cfg, full, out, progress)
+    clean_set, poison_set = training_sets(cfg, full, poison)
+    if cfg.test_size is not None and cfg.test_size < len(test):
+        test = stratified_subset(test, cfg.test_size, seed=cfg.seed)
+    c, h, _ = clean_set.shape
+    sgd = cfg.sgd()
+    total_steps = sgd.epochs * sgd.steps_per_epoch(len(clean_set))
+    every = cfg.record_every or max(1, math.ceil(total_steps / cfg.max_records))
+
+    def fresh_model():
+        torch.manual_seed(cfg.seed)  # every run starts from the same weights
+        return create_model(cfg.model, num_classes=clean_set.num_classes, in_channels=c, image_size=h)
+
+    runs = {"clean": (clean_set, cfg.seed), "poisoned": (poison_set, cfg.seed)}
+    if cfg.control:
+        runs["control"] = (clean_set, cfg.seed + 1_000_003)  # same init, another batch order
+    key = json.loads(json.dumps(cfg.training_key()))
+    trajs: dict[str, Trajectory] = {}
+    models: dict[str, torch.nn.Module] = {}
+    summaries: dict[str, Any] = {}
+    for name, (ds, order_seed) in runs.items():
+        folder = out / "traj" / name
+        model = fresh_model()
+        reuse = None
+        if (folder / "index.json").is_file():
+            try:
+                t = Trajectory.open(folder)
+                reuse = t if t.finished and t.meta.get("training") == key else None
+            except UserError:
+                reuse = None
+        if reuse is None:
+            writer = TrajectoryWriter(folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed})
+            bar = _bar(progress, total_steps, f"train {name}")
+            t0 = time.perf_counter()
+            info = train_recorded(model, ds, sgd, writer, order_seed=order_seed, record_every=every, device=device, progress=bar.update if bar else None)
+            if bar:
+                bar.close()
+            info["train_seconds"] = time.perf_counter() - t0
+            trajs[name] = Trajectory.open(folder)
+        else:
+            trajs[name] = reuse
+            set_flat_weights(model, reuse.end)
+            info = {"total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])), "recorded": len(reuse), "reused": True}
+        model = model.to(device).eval()
+        models[name] = model
+        tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
+        te_loss, te_acc = evaluate(model, test, device, channels_last=False)
+        summaries[name] = {**info, "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}
+        if name == "poisoned":
+            cl_loss, cl_acc = evaluate(model, clean_set, device, channels_last=False)
+            summaries[name].update(clean_train_loss=cl_loss, clean_train_acc=cl_acc)
+        summaries[name].update(path_length=trajs[name].path_length(), displacement_l2=float(np.linalg.norm(trajs[name].end.astype(np.float64) - trajs[name].start)))
+        summaries[name]["detour_ratio"] = summaries[name]["path_length"] / max(summaries[name]["displacement_l2"], 1e-30)
+        log(f"{name:9s} train acc {tr_acc:5.1f}%  test acc {te_acc:5.1f}%  path {summaries[name]['path_length']:.3g}  |end-start| {summaries[name]['displacement_l2']:.3g}")
+
+    clean_t, poison_t = trajs["clean"], trajs["poisoned"]
+    if not np.array_equal(clean_t.start, poison_t.start):
+        raise RuntimeError("clean and poisoned runs do not share their initial weights")
+    start = clean_t.start.astype(np.float64)
+    ends = {n: t.end.astype(np.float64) for n, t in trajs.items()}
+    slots = clean_t.slots
+    P = clean_t.num_params
+
+    # evaluation sets: a fixed subset of each run's own training data (same positions)
+    eval_idx = eval_subset(clean_set, cfg.eval_size, cfg.seed).indices
+    pos = {int(v): i for i, v in enumerate(clean_set.indices.tolist())}
+    sel = torch.tensor([pos[int(v)] for v in eval_idx])
+    probe_model = fresh_model().to(device)
+    evaluators = {
+        "clean": A.LossEvaluator(probe_model, clean_set.subset(sel), device),
+        "poisoned": A.LossEvaluator(probe_model, poison_set.subset(sel), device),
+    }
+
+    # planes and grids
+    data: dict[str, Any] = {"planes": {}, "line": {}, "distance": {}}
+    planes: dict[str, Any] = {}
+    for kind in cfg.coords:
+        if kind == "movers":
+            idx = A.select_movers(start, ends["clean"])
+            dirs, info = A.unit_directions(idx, P), {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"}
+        elif kind == "divergent":
+            idx = A.select_divergent(ends["clean"], ends["poisoned"])
+            dirs, info = A.unit_directions(idx, P), {"indices": idx, "names": [coordinate_name(slots, j) for j in idx]}
+        else:
+            dirs, ratio = A.pca_directions([clean_t, poison_t])
+            info = {"explained_variance_ratio": ratio.tolist()}
+        if kind != "pca":
+            info["displacement"] = {r: [float(ends[r][j] - start[j]) for j in idx] for r in ends}
+        panels = {}
+        for run in ("clean", "poisoned"):
+            center = ends[run]
+            proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
+            clean_end = ((ends["clean"] - center) @ dirs.T)
+            alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
+            bar = _bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})")
+            grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
+            if bar:
+                bar.close()
+            panels[run] = {
+                "alphas": alphas.tolist(), "betas": betas.tolist(), "loss": grid.tolist(),
+                "center_loss": float(grid[int(np.argmin(np.abs(betas))), int(np.argmin(np.abs(alphas)))]),
+                "origin": [float(center @ d) for d in dirs] if kind != "pca" else [0.0, 0.0],
+                "trajectory": {r: proj[r].tolist() for r in proj},
+                "clean_end": clean_end.tolist(),
+            }
+        planes[kind] = info
+        data["planes"][kind] = {"info": info, "panels": panels, "scalar": kind != "pca"}
+
+    # 1-D view: start -> end of each run, on its own training data (and the poisoned line on clean data too)
+    alphas = A.line_alphas(cfg.line_points)
+    data["line"] = {
+        "alphas": alphas.tolist(),
+        "clean": A.line_losses(evaluators["clean"], start, ends["clean"], alphas).tolist(),
+        "poisoned": A.line_losses(evaluators["poisoned"], start, ends["poisoned"], alphas).tolist(),
+        "poisoned_on_clean_data": A.line_losses(evaluators["clean"], start, ends["poisoned"], alphas).tolist(),
+    }
+    # distance to the clean end point along each run
+    data["distance"] = {r: {"steps": trajs[r].steps.tolist(), "to_clean_end": trajs[r].distances_to(ends["clean"]).tolist()} for r in trajs}
+
+    stats = A.parameter_stats(start, ends, A.Tolerance(cfg.tol, cfg.tol_mode), slots)
+    data["stats"] = {"edges": stats["histogram_edges"], **{r: {k: stats["runs"][r].get(k) for k in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")} for r in stats["runs"]}}
+    slim_stats = {**stats, "runs": {r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")} for r, s in stats["runs"].items()}}
+    slim_stats.pop("histogram_edges")
+
+    summary = {
+        "config": cfg.to_dict(),
+        "data": {
+            "dataset": cfg.dataset, "train_images": len(clean_set), "test_images": len(test), "eval_images": len(eval_idx),
+            "image_shape": list(clean_set.shape), "poison": poison_source, "poison_meta": {"attack": poison.meta.attack, "norm": poison.meta.norm, "budget": poison.meta.budget, "params": poison.meta.params},
+        },
+        "training": {"optimizer": "SGD", **dataclasses.asdict(sgd), "augmentation": "none", "precision": "fp32", "total_steps": total_steps, "record_every": every, "device": str(device)},
+        "num_params": P,
+        "runs": summaries,
+        "planes": planes,
+        "line_end_loss": {r: data["line"][r][int(np.argmin(np.abs(alphas - 1)))] for r in ("clean", "poisoned")},
+        "stats": slim_stats,
+        "seconds": time.perf_counter() - t_start,
+    }
+    atomic_write_json(out / "landscape-data.json", data)
+    from ..report.landscape_figures import write_figures, write_report
+
+    figures = write_figures(summary, data, out)
+    summary["figures"] = [p.name for p in figures]
+    atomic_write_json(out / "landscape.json", summary)
+    write_report(summary, figures, out / "report.html")
+    return summary

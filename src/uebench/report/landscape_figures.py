@@ -1,0 +1,219 @@
+"""Figures and the report page of `uebench landscape` (matplotlib, Agg backend).
+
+Everything is drawn from the two JSON-able objects the experiment writes (landscape.json, landscape-data.json),
+so the figures can be redrawn from those files alone: `write_figures(read_json(a), read_json(b), folder)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import atomic_write_bytes, atomic_write_text
+
+COLORS = {"clean": "#1f77b4", "poisoned": "#d62728", "control": "#2ca02c"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)  # constrained layout everywhere: no extra tight-bbox draw
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _attack_label(summary: dict[str, Any]) -> str:
+    m = summary["data"]["poison_meta"]
+    return f"{m['attack']} ({m['norm']} {m['budget']:.4g})"
+
+
+def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    """Two panels (clean, poisoned): training-loss contours over the plane, both trajectories overlaid."""
+    from matplotlib.colors import LogNorm
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.2), layout="constrained")
+    info = plane["info"]
+    if plane["scalar"]:
+        xlabel, ylabel = (f"w{i} = {n}" for i, n in zip(info["indices"], info["names"]))
+    else:
+        r = info["explained_variance_ratio"]
+        xlabel, ylabel = f"PC1 ({100 * r[0]:.1f}% of variance)", f"PC2 ({100 * r[1]:.1f}%)"
+    for ax, run in zip(axes, ("clean", "poisoned")):
+        p = plane["panels"][run]
+        ox, oy = p["origin"]
+        X = ox + np.asarray(p["alphas"])
+        Y = oy + np.asarray(p["betas"])
+        Z = np.asarray(p["loss"], dtype=float)
+        lo, hi = max(float(np.nanmin(Z)), 1e-6), max(float(np.nanmax(Z)), 1e-6)
+        if hi > lo:
+            log = hi / lo > 3  # a wide range reads best on a log scale, a narrow one on a linear scale
+            levels = np.geomspace(lo, hi, 24) if log else np.linspace(lo, hi, 24)
+            cs = ax.contourf(X, Y, Z, levels=levels, norm=LogNorm(lo, hi) if log else None, cmap="viridis")
+            ax.contour(X, Y, Z, levels=levels[::3], colors="k", linewidths=0.4, alpha=0.5)
+            cb = fig.colorbar(cs, ax=ax, shrink=0.9)
+            cb.set_label("training loss" + (" (log scale)" if log else ""))
+        for other in ("clean", "poisoned"):
+            t = np.asarray(p["trajectory"][other]).reshape(-1, 2) + [ox, oy]
+            own = other == run
+            ax.plot(t[:, 0], t[:, 1], "-" if own else "--", color=COLORS[other], lw=1.8 if own else 1.0, alpha=1.0 if own else 0.7,
+                    label=f"{other} trajectory" + ("" if own else " (other run)"))
+            ax.plot(t[0, 0], t[0, 1], "o", color="white", mec="k", ms=7, zorder=5)
+            ax.plot(t[-1, 0], t[-1, 1], "*", color=COLORS[other], mec="k", ms=13, zorder=6)
+        ax.plot([], [], "o", color="white", mec="k", label="start (shared)")
+        ax.plot([], [], "*", color="grey", mec="k", ms=11, label="end points")
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        data_name = "clean" if run == "clean" else "poisoned"
+        ax.set_title(f"{run} run: loss on {data_name} training data\n(other weights at the {run} end point)", fontsize=10)
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
+    cfg = summary["config"]
+    what = {"movers": "the two weights that move most (clean run)", "divergent": "the two weights whose clean and poisoned end points differ most", "pca": "top two PCA directions of the joint trajectory"}[kind]
+    fig.suptitle(f"{cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}: {what}", fontsize=11)
+    return _save(fig, path)
+
+
+def line_figure(data: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    line = data["line"]
+    a = np.asarray(line["alphas"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    ax.plot(a, line["clean"], color=COLORS["clean"], label="clean run, clean data")
+    ax.plot(a, line["poisoned"], color=COLORS["poisoned"], label="poisoned run, poisoned data")
+    ax.plot(a, line["poisoned_on_clean_data"], "--", color=COLORS["poisoned"], alpha=0.7, label="poisoned run, clean data")
+    for x in (0, 1):
+        ax.axvline(x, color="grey", lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("alpha: weights = start + alpha (end - start)")
+    ax.set_ylabel("training loss")
+    ax.set_title("1-D view: straight line from the initial to the final weights", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def displacement_figure(data: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    st = data["stats"]
+    edges = np.asarray(st["edges"])
+    fig, (h, c) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    for run in ("clean", "poisoned", "control"):
+        if run in st:
+            h.stairs(st[run]["histogram"], edges, color=COLORS[run], lw=1.5, label=run)
+    h.set_xscale("log")
+    h.set_yscale("log")
+    h.set_xlabel("|end - start| of one weight")
+    h.set_ylabel("number of weights")
+    h.set_title("displacement of every weight", fontsize=10)
+    h.legend(fontsize=8)
+    for run in ("poisoned", "control"):
+        if run not in st or st[run]["relative_gap_cdf"] is None:
+            continue
+        cdf = st[run]["relative_gap_cdf"]
+        c.plot(np.asarray(cdf["t"][1:]), cdf["frac"][1:], color=COLORS[run], label=f"{run}: all weights")
+        crit = st[run].get("relative_gap_cdf_critical")
+        if crit:
+            c.plot(np.asarray(crit["t"][1:]), crit["frac"][1:], "--", color=COLORS[run], label=f"{run}: top 1% clean movers")
+    tol = summary["stats"]["tolerance"]
+    if tol["mode"] == "relative":
+        c.axvline(tol["value"], color="grey", ls=":", lw=1, label=f"tolerance {tol['value']:g}")
+    c.set_xscale("log")
+    c.set_ylim(0, 1)
+    c.set_xlabel("|end - clean end| / |clean end - start|")
+    c.set_ylabel("fraction of weights at most this far")
+    c.set_title("how close each weight ends to the clean end point", fontsize=10)
+    c.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def distance_figure(data: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for run, d in data["distance"].items():
+        ax.plot(d["steps"], d["to_clean_end"], color=COLORS.get(run, "k"), label=run)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("||w_t - w_end(clean)||")
+    ax.set_title("distance of each run to the clean end point", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_figures(summary: dict[str, Any], data: dict[str, Any], folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    paths = [plane_figure(kind, plane, summary, folder / f"plane-{kind}.png") for kind, plane in data["planes"].items()]
+    paths.append(line_figure(data, summary, folder / "line.png"))
+    paths.append(displacement_figure(data, summary, folder / "displacements.png"))
+    paths.append(distance_figure(data, summary, folder / "distance.png"))
+    return paths
+
+
+# ---- the report page ------------------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path) -> Path:
+    """A self-contained HTML page (figures embedded as base64 PNG)."""
+    cfg, tr, stats = summary["config"], summary["training"], summary["stats"]
+    rows = []
+    for run, s in summary["runs"].items():
+        st = stats["runs"].get(run, {})
+        rows.append(
+            f"<tr><td>{run}</td><td>{_fmt(s['train_acc'])}</td><td>{_fmt(s['test_acc'])}</td><td>{_fmt(s['train_loss'])}</td>"
+            f"<td>{_fmt(s['displacement_l2'])}</td><td>{_fmt(s['path_length'])}</td><td>{_fmt(s['detour_ratio'])}</td>"
+            f"<td>{_fmt(st.get('gap_to_clean_l2', 0.0))}</td>"
+            f"<td>{_fmt(st.get('within_tol', {}).get('all', '')) if run != 'clean' else '-'}</td>"
+            f"<td>{_fmt(st.get('within_tol', {}).get('top1%', '')) if run != 'clean' else '-'}</td></tr>"
+        )
+    planes = []
+    for kind, info in summary["planes"].items():
+        if "names" in info:
+            moves = "; ".join(f"{r}: " + ", ".join(f"{v:+.3g}" for v in vals) for r, vals in info["displacement"].items())
+            planes.append(f"<li><b>{kind}</b>: {', '.join(html.escape(n) for n in info['names'])} (end - start: {moves})</li>")
+        else:
+            planes.append(f"<li><b>{kind}</b>: explained variance {', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>")
+    tol = stats["tolerance"]
+    tol_txt = (f"|end - clean end| &le; {tol['value']:g} &times; |clean end - start| (per weight)" if tol["mode"] == "relative"
+               else f"|end - clean end| &le; {tol['value']:g}")
+    imgs = "\n".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{p.name}"><figcaption>{p.name}</figcaption></figure>'
+        for p in figures
+    )
+    d = summary["data"]
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>uebench landscape: {html.escape(cfg['model'])} on {html.escape(cfg['dataset'])}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
+<body>
+<h1>Loss-landscape trajectories: {html.escape(cfg['model'])} on {html.escape(cfg['dataset'])}, clean vs {html.escape(_attack_label(summary))}</h1>
+<p>{d['train_images']} training images {tuple(d['image_shape'])}, poison: {html.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, momentum {tr['momentum']:g},
+weight decay {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['epochs']} epochs ({tr['total_steps']} steps), no augmentation, fp32; all runs start from
+the same weights and the clean and poisoned runs see the same batches. Weights recorded every {tr['record_every']} step(s);
+{summary['num_params']} parameters. Losses on the planes and lines: a fixed subset of {d['eval_images']} training images (each run its own data).
+The control run is clean training with another batch order: the yardstick for how far two clean runs end apart.</p>
+<table><tr><th>run</th><th>train acc %</th><th>test acc %</th><th>train loss</th><th>||end - start||</th><th>path length</th>
+<th>path / displacement</th><th>||end - clean end||</th><th>weights near clean end</th><th>top-1% clean movers near clean end</th></tr>
+{''.join(rows)}</table>
+<p>"Near": {tol_txt}. Path lengths are measured between recorded steps.</p>
+<h2>Coordinates</h2><ul>{''.join(planes)}</ul>
+<h2>Figures</h2>
+{imgs}
+</body></html>
+"""
+    atomic_write_text(path, page)
+    return Path(path)

@@ -1,0 +1,288 @@
+"""SAL, beta, #LP and UD against cases worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from uebench.errors import UserError
+from uebench.metrics import (
+    FastSALConfig, ProbeData, SALProbe, epoch_thresholds, layer_sal, learnable_count, learnable_threshold, model_sal,
+    two_means_1d, unlearnable_distance,
+)
+from uebench.models import create_model, probed_layers
+
+torch.set_num_threads(1)
+
+
+def mse(out, y):
+    return ((out.squeeze(-1) - y) ** 2).mean()
+
+
+def one_weight(w0: float = 1.0) -> nn.Module:
+    m = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(w0)
+    return m
+
+
+def scalar_data(target: float, n: int = 4) -> ProbeData:
+    # the loss is (w - target)^2 whatever the batch: one batch per pass, so one SGD step per pass
+    return ProbeData(torch.ones(n, 1), torch.full((n,), target), batch_size=n)
+
+
+# ---- SAL: closed forms ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["faithful", "fast"])
+def test_one_weight_quadratic_optimum_outside_the_ball(mode):
+    # L(w) = (w - 2)^2, w0 = 1, ball [0.95, 1.05]. Descent: 1 - 0.1 * 2(1 - 2) = 1.2 -> projected to 1.05, stays
+    # there; ascent: 1 + 0.1 * 2(1 - 2) = 0.8 -> projected to 0.95. L0 = 1, L_min = 0.9025, L_max = 1.1025.
+    fast = FastSALConfig(step_scale=1.0, tol=0.0, augment="none")
+    r = layer_sal(one_weight(), "", scalar_data(2.0), loss_fn=mse, mode=mode, fast=fast, rounds=10)
+    assert r.loss0 == pytest.approx(1.0)
+    assert r.loss_min == pytest.approx((1.05 - 2) ** 2, rel=1e-5)
+    assert r.loss_max == pytest.approx((0.95 - 2) ** 2, rel=1e-5)
+    assert r.sal == pytest.approx(0.1025, rel=1e-4) and r.rise == pytest.approx(0.1025, rel=1e-4) and r.drop == pytest.approx(0.0975, rel=1e-4)
+
+
+@pytest.mark.parametrize("rounds", [3, 10])
+def test_one_weight_quadratic_optimum_inside_the_ball_counts_rounds(rounds):
+    # L(w) = (w - 1.02)^2, w0 = 1: descent contracts w - 1.02 by 0.8 per round (never reaching 1.02), so after
+    # R rounds L_min = 4e-4 * 0.64^R; ascent grows it by 1.2 per round until the boundary 0.95 (round 7), then
+    # L_max = 0.07^2.
+    r = layer_sal(one_weight(), "", scalar_data(1.02), loss_fn=mse, rounds=rounds)
+    assert r.loss0 == pytest.approx(4e-4, rel=1e-4)
+    assert r.loss_min == pytest.approx(4e-4 * 0.64**rounds, rel=1e-3)
+    expected_max = (0.02 * 1.2**rounds) ** 2 if rounds < 7 else 0.07**2
+    assert r.loss_max == pytest.approx(expected_max, rel=1e-3)
+    assert r.sal == pytest.approx(max(expected_max - 4e-4, 4e-4 * (1 - 0.64**rounds)), rel=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "fast"])
+def test_linear_loss_reaches_the_exact_extremes_of_the_ball(mode):
+    # L(W) = W . v is linear: its min and max over ||W - W0|| <= eps ||W0|| are L0 -/+ eps ||W0|| ||v||, reached
+    # at W0 -/+ eps ||W0|| v / ||v||. SGD leaves the ball along -v (+v) in the first pass and projection puts it
+    # exactly there; every later round comes back to the same point. Two batches per pass, shuffled.
+    torch.manual_seed(0)
+    d = 12
+    model = nn.Linear(d, 1, bias=False)
+    v = torch.randn(d) * 3
+    data = ProbeData(v.repeat(10, 1), torch.zeros(10), batch_size=4)
+    r = layer_sal(model, "", data, loss_fn=lambda out, y: out.mean(), mode=mode)
+    w0 = model.weight.detach().flatten()
+    reach = 0.05 * float(w0.norm() * v.norm())
+    assert r.loss0 == pytest.approx(float(w0 @ v), abs=1e-5)
+    assert r.loss_min == pytest.approx(r.loss0 - reach, abs=1e-4)
+    assert r.loss_max == pytest.approx(r.loss0 + reach, abs=1e-4)
+    assert r.sal == pytest.approx(reach, abs=1e-4)
+
+
+def test_running_origin_tracks_best_from_the_given_loss():
+    # with L0 above every loss of the ball, the ascending branch never beats it: L_max = L0, SAL = L0 - L_min
+    r = layer_sal(one_weight(), "", scalar_data(2.0), loss_fn=mse, origin="running", running_loss=5.0)
+    assert r.loss0 == 5.0 and r.loss_max == 5.0
+    assert r.loss_min == pytest.approx(0.9025, rel=1e-5) and r.sal == pytest.approx(5.0 - 0.9025, rel=1e-5)
+    with pytest.raises(UserError, match="running"):
+        layer_sal(one_weight(), "", scalar_data(2.0), loss_fn=mse, origin="running")
+
+
+class WithIdleLayers(nn.Module):
+    """`unused` never runs (disconnected); `muted` runs but reaches the loss times zero (a zero gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 3)
+        self.muted = nn.Linear(4, 3)
+        self.unused = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(x) + 0.0 * self.muted(x)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "fast"])
+def test_disconnected_and_zero_gradient_layers_have_sal_zero(mode):
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    result = model_sal(WithIdleLayers(), (x, y), mode=mode, batch_size=8, rounds=3)
+    assert list(result.layers) == ["head", "muted", "unused"]
+    assert result.layers["head"].sal > 1e-3
+    assert result.layers["muted"].sal == pytest.approx(0.0, abs=1e-6)
+    assert result.layers["unused"].sal == pytest.approx(0.0, abs=1e-6)
+
+
+# ---- SAL on a ResNet-18: names, restoration, determinism, fast vs faithful ---------------------------------
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("resnet18", width=0.125).to(memory_format=torch.channels_last)
+
+
+def toy_images(n: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    images = (torch.rand(n, 3, 32, 32, generator=g) * 80).to(torch.uint8)
+    images[torch.arange(n), labels] += 120
+    return images, labels
+
+
+def test_resnet18_every_layer_probed_and_the_model_left_as_found():
+    model = tiny_resnet().train()
+    model.layer1[0].conv1.weight.requires_grad_(False)  # a flag SAL must put back
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = toy_images()
+    data = ProbeData(images, labels, batch_size=16, augment=True)
+    for mode in ("faithful", "fast"):
+        result = model_sal(model, data, mode=mode, rounds=1, origin="eval", fast=FastSALConfig(subset=16))
+        assert list(result.layers) == probed_layers(model) and len(result.layers) == 21
+        assert all(r.sal >= 0 and r.loss_min <= r.loss0 <= r.loss_max for r in result.layers.values())
+        record = result.to_record()
+        assert set(record["sal"]) == set(record["sal_max"]) == set(record["sal_min"]) == set(probed_layers(model))
+        assert record["sal_mode"] == mode and record["sal_origin"] == "eval"
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN buffers untouched
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()].count(False) == 1
+
+
+def test_sal_is_deterministic_for_a_seed_and_the_stream_follows_the_seed():
+    model = tiny_resnet().eval()
+    images, labels = toy_images()
+    data = ProbeData(images, labels, batch_size=16, augment=True)
+    run = lambda seed: model_sal(model, data, layers=["conv1", "linear"], rounds=2, seed=seed).values()  # noqa: E731
+    assert run(0) == run(0)
+    assert run(0) != run(1)  # other augmentation draws
+    # a layer's value does not depend on which other layers are probed
+    alone = model_sal(model, data, layers=["linear"], rounds=2, seed=0).values()
+    assert alone[0] == run(0)[1]
+
+
+def test_fast_agrees_with_faithful_on_a_tiny_model():
+    # a briefly trained tiny ResNet, so that layers differ; faithful: 64 augmented images, 4 SGD steps per pass,
+    # 10 rounds; fast: a fixed half of them augmented once, 5 projected full-batch steps, cached prefix.
+    from uebench.data import ImageDataset
+    from uebench.train import TrainConfig, train
+
+    images, labels = toy_images(64, seed=1)
+    ds = ImageDataset("toy", "train", images, labels, ["r", "g", "b"])
+    model = train(TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=1, batch_size=16), train_set=ds, test_set=ds, progress=False).model
+    data = ProbeData(images, labels, batch_size=16, augment=True)
+    faithful = model_sal(model, data, origin="eval").values()
+    fast = model_sal(model, data, origin="eval", mode="fast", fast=FastSALConfig(subset=32)).values()
+    from scipy.stats import spearmanr
+
+    assert spearmanr(faithful, fast).statistic >= 0.8
+
+
+def test_unknown_layer_and_bad_options_are_user_errors():
+    model = tiny_resnet()
+    data = (torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(UserError, match="unknown layer 'layer9.conv'; valid: conv1, layer1.0.conv1"):
+        layer_sal(model, "layer9.conv", data)
+    with pytest.raises(UserError, match="unknown SAL mode"):
+        model_sal(model, data, mode="quick")
+    with pytest.raises(UserError, match="origin"):
+        model_sal(model, data, origin="test")
+    with pytest.raises(UserError, match="eps > 0"):
+        model_sal(model, data, eps=0)
+    with pytest.raises(UserError, match="--sal-every"):
+        SALProbe(every=0)
+
+
+def test_sal_probe_during_training_records_every_k_epochs():
+    from uebench.train import TrainConfig, train
+
+    config = TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=2, batch_size=64, dataset_options={"n_train": 64, "n_test": 32})
+    probe = SALProbe(mode="fast", every=2, layers=("conv1", "linear"), fast=FastSALConfig(subset=16, rounds=2))
+    history = train(config, probes=[probe], progress=False).history
+    assert "sal" not in history[0]
+    rec = history[1]
+    assert set(rec["sal"]) == {"conv1", "linear"} and rec["sal_mode"] == "fast" and rec["sal_origin"] == "running"
+    assert rec["sal_l0"] == rec["train_loss"]
+    for name, value in rec["sal"].items():
+        assert value == pytest.approx(max(rec["sal_max"][name] - rec["sal_l0"], rec["sal_l0"] - rec["sal_min"][name]))
+
+
+# ---- beta, #LP, UD ----------------------------------------------------------------------------------------
+def test_beta_of_two_clear_clusters_is_the_midpoint_of_their_centres():
+    rows = np.array([[0.1, 0.2, 0.15, 2.0, 2.2], [0.0, 0.05, 1.0, 1.1, 1.2]])
+    # row 0: centres 0.15 and 2.1 -> 1.125; row 1: 0.025 and 1.1 -> 0.5625
+    assert epoch_thresholds(rows) == pytest.approx([1.125, 0.5625])
+    assert learnable_threshold(rows) == pytest.approx((1.125 + 0.5625) / 2)
+
+
+def test_two_means_edge_cases():
+    assert two_means_1d([3.0, 3.0, 3.0]) == (3.0, 3.0)  # a constant row: beta_t is the constant
+    assert two_means_1d([5.0]) == (5.0, 5.0)
+    assert two_means_1d([0.0, 1.0]) == (0.0, 1.0)
+    assert two_means_1d([0.0, 1.0, 2.0]) == (0.0, 1.5)  # an exact tie of the splits keeps the first
+    assert learnable_threshold([[1.0, 1.0], [0.0, 2.0]]) == pytest.approx(1.0)
+    with pytest.raises(UserError):
+        learnable_threshold(np.zeros((0, 21)))
+    with pytest.raises(UserError, match="NaN"):
+        learnable_threshold([[0.0, float("nan")]])
+
+
+def test_two_means_is_the_global_optimum():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        v = np.concatenate([rng.exponential(1.0, rng.integers(1, 15)), rng.normal(3, 1, rng.integers(1, 8))])
+        lo, hi = two_means_1d(v)
+        # any threshold split of the sorted values: none has a lower within-cluster sum of squares
+        sse = lambda a, b: ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()  # noqa: E731
+        s = np.sort(v)
+        best = min(sse(s[:k], s[k:]) for k in range(1, len(s)))
+        mine = ((s[s <= (lo + hi) / 2] - lo) ** 2).sum() + ((s[s > (lo + hi) / 2] - hi) ** 2).sum()
+        assert mine == pytest.approx(best, abs=1e-9)
+
+
+def test_learnable_count_is_strictly_greater_cells_per_epoch():
+    sal = np.array([[0.5, 0.6, 0.4], [0.5, 0.5, 0.9], [0.1, 0.2, 0.3], [0.7, 0.8, 0.9]])
+    assert learnable_count(sal, 0.5) == pytest.approx((1 + 1 + 0 + 3) / 4)  # cells equal to beta do not count
+    assert learnable_count(sal, 1.0) == 0.0
+
+
+def table1_matrix(lp: float, epochs: int = 50, layers: int = 21) -> np.ndarray:
+    """A SAL matrix whose every epoch has low (0) and high (1) layers, lp*epochs high cells in all (beta = 0.5)."""
+    cells = round(lp * epochs)
+    per, extra = divmod(cells, epochs)
+    a = np.zeros((epochs, layers))
+    for t in range(epochs):
+        a[t, : per + (t < extra)] = 1.0
+    return a
+
+
+# Table 1 of the paper: (#LP, UD) per dataset, the clean #LP first
+TABLE1 = {
+    "C10": (3.32, {"EM": (0.62, 0.187), "REM": (1.54, 0.464), "DC": (1.00, 0.301), "TAP": (5.44, 1.639), "LSP": (1.14, 0.343), "OPS": (0.52, 0.157)}),
+    "C100": (2.25, {"EM": (0.25, 0.111), "REM": (2.25, 1.000), "DC": (2.24, 0.996), "TAP": (2.73, 1.213), "LSP": (0.84, 0.373), "OPS": (0.02, 0.009)}),
+    "IN100": (1.86, {"EM": (0.02, 0.011), "REM": (2.38, 1.280), "DC": (3.40, 1.828), "TAP": (4.22, 2.269), "LSP": (3.34, 1.796), "OPS": (2.66, 1.430)}),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(TABLE1))
+def test_table1_ud_follows_from_lp(dataset):
+    lp_clean, rows = TABLE1[dataset]
+    clean = table1_matrix(lp_clean)
+    assert learnable_threshold(clean) == pytest.approx(0.5)
+    for method, (lp, ud) in rows.items():
+        poisoned = table1_matrix(lp)
+        assert learnable_count(poisoned, 0.5) == pytest.approx(lp)
+        # the published #LP are rounded to 0.01: UD from the matrices matches the published UD within that rounding
+        lo, hi = (lp - 0.005) / (lp_clean + 0.005), (lp + 0.005) / (lp_clean - 0.005)
+        assert lo - 0.0005 <= unlearnable_distance(poisoned, clean) <= hi + 0.0005, method
+        assert lo - 0.0005 <= ud <= hi + 0.0005, method
+    assert unlearnable_distance(table1_matrix(0.62), table1_matrix(3.32)) == pytest.approx(31 / 166)
+    assert round(31 / 166, 3) == 0.187
+
+
+def test_ud_bad_inputs():
+    clean = table1_matrix(3.32)
+    with pytest.raises(UserError, match="layer counts"):
+        unlearnable_distance(np.zeros((50, 20)), clean)
+    with pytest.raises(UserError, match="non-empty"):
+        unlearnable_distance(np.zeros((0, 21)), clean)
+    with pytest.raises(UserError, match="#LP = 0"):
+        unlearnable_distance(clean, np.ones((5, 21)))
+    assert not math.isnan(unlearnable_distance(np.zeros((3, 21)), clean))

@@ -1,6 +1,6 @@
 """Models behind one registry: `create_model("resnet18", num_classes=10, width=0.25)`."""
 
-from . import resnet, small, vgg  # noqa: F401  (register)
+from . import resnet, small, vgg, vit  # noqa: F401  (register)
 from .registry import MODELS, create_model, probed_layers, register_model
 
 __all__ = ["create_model", "probed_layers", "register_model", "MODELS"]

@@ -210,6 +210,11 @@ def test_parameter_stats_constructed():
     assert sum(st["runs"]["clean"]["histogram"]) == 100
     absolute = parameter_stats(start, {"clean": clean, "poisoned": poisoned}, Tolerance(0.5, "absolute"))
     assert absolute["runs"]["poisoned"]["within_tol_count"] == 50
+    # weights that never move (MNIST's always-black border pixels on a linear model) are counted, not histogrammed
+    clean[:7] = 0.0
+    st = parameter_stats(start, {"clean": clean, "poisoned": poisoned}, Tolerance(0.1))
+    assert st["runs"]["clean"]["unmoved"] == 7 and sum(st["runs"]["clean"]["histogram"]) == 93
+    assert st["runs"]["poisoned"]["unmoved"] == 0
 
 
 def test_to_grey():

@@ -240,7 +240,8 @@ def parameter_stats(
         run: dict[str, Any] = {
             "displacement": quantiles(d),
             "displacement_l2": float(np.linalg.norm(end - start)),
-            "histogram": np.histogram(np.clip(d, edges[0], edges[-1]), bins=edges)[0].tolist(),
+            "histogram": np.histogram(np.clip(d[d > 0], edges[0], edges[-1]), bins=edges)[0].tolist(),
+            "unmoved": int((d == 0).sum()),  # e.g. weights on pixels that are 0 in every training image (MNIST's border)
         }
         if name != "clean":
             near = tol.within(end, clean, start)

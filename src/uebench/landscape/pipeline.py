@@ -32,7 +32,7 @@ from ..models import create_model
 from ..poison import Poison
 from ..train import evaluate, resolve_device
 from . import analysis as A
-from .trajectory import SGDSettings, Trajectory, TrajectoryWriter, coordinate_name, flat_weights, layout, set_flat_weights, train_recorded
+from .trajectory import SGDSettings, Trajectory, TrajectoryWriter, coordinate_name, layout, set_flat_weights, train_recorded
 
 MODELS = ("linear", "lenet5")
 DATASETS = ("mnist", "scenes")
@@ -238,7 +238,6 @@ def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = Tru
         runs["control"] = (clean_set, cfg.seed + 1_000_003)  # same init, another batch order
     key = json.loads(json.dumps(cfg.training_key()))
     trajs: dict[str, Trajectory] = {}
-    models: dict[str, torch.nn.Module] = {}
     summaries: dict[str, Any] = {}
     for name, (ds, order_seed) in runs.items():
         folder = out / "traj" / name
@@ -264,7 +263,6 @@ def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = Tru
             set_flat_weights(model, reuse.end)
             info = {"total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])), "recorded": len(reuse), "reused": True}
         model = model.to(device).eval()
-        models[name] = model
         tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
         te_loss, te_acc = evaluate(model, test, device, channels_last=False)
         summaries[name] = {**info, "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}
@@ -340,7 +338,7 @@ def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = Tru
     data["distance"] = {r: {"steps": trajs[r].steps.tolist(), "to_clean_end": trajs[r].distances_to(ends["clean"]).tolist()} for r in trajs}
 
     stats = A.parameter_stats(start, ends, A.Tolerance(cfg.tol, cfg.tol_mode), slots)
-    data["stats"] = {"edges": stats["histogram_edges"], **{r: {k: stats["runs"][r].get(k) for k in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")} for r in stats["runs"]}}
+    data["stats"] = {"edges": stats["histogram_edges"], **{r: {k: stats["runs"][r].get(k) for k in ("histogram", "unmoved", "relative_gap_cdf", "relative_gap_cdf_critical")} for r in stats["runs"]}}
     slim_stats = {**stats, "runs": {r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")} for r, s in stats["runs"].items()}}
     slim_stats.pop("histogram_edges")
 

@@ -44,6 +44,7 @@ def _attack_label(summary: dict[str, Any]) -> str:
 def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
     """Two panels (clean, poisoned): training-loss contours over the plane, both trajectories overlaid."""
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.2), layout="constrained")
@@ -65,7 +66,9 @@ def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path
             levels = np.geomspace(lo, hi, 24) if log else np.linspace(lo, hi, 24)
             cs = ax.contourf(X, Y, Z, levels=levels, norm=LogNorm(lo, hi) if log else None, cmap="viridis")
             ax.contour(X, Y, Z, levels=levels[::3], colors="k", linewidths=0.4, alpha=0.5)
-            cb = fig.colorbar(cs, ax=ax, shrink=0.9)
+            cb = fig.colorbar(cs, ax=ax, shrink=0.9, ticks=levels[::3])
+            cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.6g" if hi / lo < 1.01 else "%.4g"))
+            cb.ax.yaxis.set_minor_formatter(NullFormatter())
             cb.set_label("training loss" + (" (log scale)" if log else ""))
         for other in ("clean", "poisoned"):
             t = np.asarray(p["trajectory"][other]).reshape(-1, 2) + [ox, oy]
@@ -76,6 +79,7 @@ def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path
             ax.plot(t[-1, 0], t[-1, 1], "*", color=COLORS[other], mec="k", ms=13, zorder=6)
         ax.plot([], [], "o", color="white", mec="k", label="start (shared)")
         ax.plot([], [], "*", color="grey", mec="k", ms=11, label="end points")
+        ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
         data_name = "clean" if run == "clean" else "poisoned"
@@ -112,7 +116,8 @@ def displacement_figure(data: dict[str, Any], summary: dict[str, Any], path: Pat
     fig, (h, c) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     for run in ("clean", "poisoned", "control"):
         if run in st:
-            h.stairs(st[run]["histogram"], edges, color=COLORS[run], lw=1.5, label=run)
+            unmoved = st[run].get("unmoved")
+            h.stairs(st[run]["histogram"], edges, color=COLORS[run], lw=1.5, label=run + (f" ({unmoved} weights never move)" if unmoved else ""))
     h.set_xscale("log")
     h.set_yscale("log")
     h.set_xlabel("|end - start| of one weight")

@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 
 from uebench.data import ImageDataset, load, stratified_subset
 from uebench.metrics import FastSALConfig, learnable_count, learnable_threshold, model_sal
-from uebench.train import TrainConfig, train
+from uebench.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-py-subset"
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", default=None, help="comma-separated layers (smoke tests only; the figures use all 21)")
     p.add_argument("--faithful-rounds", type=int, default=10, help="smoke tests only; the figures use 10")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (on a GPU, use CIFAR-scale settings: --n-train 50000 --width 1 ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-n", type=int, default=50_000, help="N for the labelled projection (CIFAR-10)")
     p.add_argument("--full-subset", type=int, default=1024, help="fast subset assumed at full scale for the projection")
@@ -104,9 +105,9 @@ def main(argv=None) -> int:
     sets = {"clean": clean, "classwise": random_noise_poison(clean, True, args.seed + 1), "samplewise": random_noise_poison(clean, False, args.seed + 2)}
     runs = args.runs.split(",")
     config = TrainConfig(dataset="cifar10", model="resnet18", width=args.width, epochs=args.epochs, batch_size=args.train_batch,
-                         seed=args.seed, precision="fp32")
+                         seed=args.seed, precision="fp32", device=args.device)
     print(f"settings: resnet18 width {args.width}, CIFAR-10 real subset N={args.n_train}, {args.epochs} epochs (batch {args.train_batch}), "
-          f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, eps 0.05, lr 0.1, threads {args.threads}", flush=True)
+          f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, eps 0.05, lr 0.1, {args.device}, threads {args.threads}", flush=True)
 
     records: dict[str, dict] = {}
     train_epoch_seconds = []
@@ -134,7 +135,9 @@ def main(argv=None) -> int:
                                       "max": [r.loss_max for r in fast.layers.values()], "min": [r.loss_min for r in fast.layers.values()]})
             records[run]["epochs"][epoch] = entry
             rho = [spearmanr(entry["faithful"]["sal"], f["sal"]).statistic for f in entry["fast"]]
-            print(f"  {run} epoch {epoch}: faithful {entry['faithful']['seconds']:.0f}s; fast " +
+            entry["eval_loss"], entry["train_acc_eval"] = evaluate(model, sets[run], torch.device(args.device))
+            print(f"  {run} epoch {epoch}: running loss {running:.3f}, eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "
+                  f"on its training set; faithful {entry['faithful']['seconds']:.0f}s; fast " +
                   ", ".join(f"{f['seconds']:.1f}s rho {r:.3f}" for f, r in zip(entry["fast"], rho)), flush=True)
 
     report(args, variants, records, float(np.mean(train_epoch_seconds)))

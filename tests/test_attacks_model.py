@@ -17,7 +17,7 @@ TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
 EM_RUN = {**TINY, "train_steps": 15, "batch_size": 64, "lr": 0.02, "steps": 5, "step": 2 / 255, "max_rounds": 4}
 EM_TINY = {**EM_RUN, "train_steps": 3, "steps": 2, "max_rounds": 1}  # one cheap round: mapping, determinism
 REM_TINY = {**TINY, "train_steps": 2, "batch_size": 64, "steps": 2, "step": 4 / 255, "adv_steps": 1, "adv_step": 4 / 255, "eot_samples": 2}
-TAP_TINY = {**TINY, "clean_epochs": 4, "clean_batch_size": 32, "clean_lr": 0.05, "iterations": 4, "restarts": 2, "step": 2 / 255}
+TAP_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "iterations": 2, "restarts": 2, "step": 2 / 255}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -123,38 +123,44 @@ def test_rem_zero_adversary_allowed(scenes):
 
 
 # ---- TAP ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tap_pert(scenes):
+    return perturb("tap", scenes, **TAP_TINY)
+
+
 def test_tap_moves_predictions_to_next_class(scenes):
-    poison = craft("tap", scenes, seed=0, progress=False, **{**TAP_TINY, "iterations": 10})
+    # tiny models are smooth; without augmentation 6 passes already move most images to the target class
+    params = {**TAP_TINY, "clean_epochs": 8, "clean_lr": 0.02, "iterations": 6, "restarts": 1, "augment": False}
+    poison = craft("tap", scenes, seed=0, progress=False, **params)
     assert baked_delta(poison, scenes).abs().max() <= 8
     extra = poison.meta.extra
-    # the clean crafting model now puts most poisoned images in class (y+1) mod C (chance: 10%)
-    assert extra["crafting_model_target_acc"] > 50
+    # the clean crafting model puts far more poisoned than clean images in class (y+1) mod C
+    assert extra["crafting_model_target_acc"] > extra["crafting_model_clean_target_acc"] + 30
 
 
-def test_tap_restart_selection_per_sample(scenes):
-    one = perturb("tap", scenes, **{**TAP_TINY, "restarts": 1})
-    two = perturb("tap", scenes, **TAP_TINY)
-    best = two.extra["restart_mean_target_loss"]
-    # per-sample selection can only lower the mean target loss below every single restart's
-    assert two.extra["selected_mean_target_loss"] <= min(best) + 1e-4
-    assert one.delta.shape == two.delta.shape
+def test_tap_restart_selection_per_sample(tap_pert):
+    losses = tap_pert.extra["restart_mean_target_loss"]
+    assert len(losses) == 2
+    # each sample keeps its best restart: the mean can only be at or below every single restart's
+    assert tap_pert.extra["selected_mean_target_loss"] <= min(losses) + 1e-4
+    assert tap_pert.delta.abs().max() <= EPS + 1e-6
 
 
-def test_tap_deterministic_and_permutation(scenes):
-    a = perturb("tap", scenes, **TAP_TINY)
-    b = perturb("tap", scenes, **TAP_TINY)
-    assert torch.equal(a.delta, b.delta)
+def test_tap_deterministic_and_permutation(scenes, tap_pert):
+    assert torch.equal(perturb("tap", scenes, **TAP_TINY).delta, tap_pert.delta)
     perm = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(2))
-    c = perturb("tap", scenes.subset(perm), **TAP_TINY)
-    assert torch.equal(c.delta, a.delta[perm])
+    assert torch.equal(perturb("tap", scenes.subset(perm), **TAP_TINY).delta, tap_pert.delta[perm])
 
 
 # ---- refusals --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name, params, match",
     [
-        ("em", {"eps": -0.1}, "budget"),
+        ("em", {"eps": -0.1}, "eps"),
         ("em", {"eps": 2.0}, "budget"),
+        ("em", {"eps": "abc"}, "eps"),
+        ("em", {"steps": 2.5}, "steps"),
+        ("em", {"width": 0}, "width"),
         ("em", {"mode": "pixelwise"}, "mode"),
         ("em", {"steps": 0}, "steps"),
         ("em", {"stop_acc": 150}, "stop_acc"),

@@ -13,9 +13,10 @@ stopping-rule check) count as 1/3 of a forward+backward, since a backward costs 
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -42,18 +43,16 @@ class ModelConfig:
     model: str = "resnet18"
     width: float = 1.0
     device: str = "auto"  # auto | cpu | cuda[:N]; fp32 everywhere (bf16 is ~10x slower on AVX2-only CPUs)
-    pgd_batch: int = 256  # images per PGD batch: the model is frozen in eval mode there, so only speed depends on it
+    pgd_batch: int = 256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
 
 
 def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
     """Refusals every model-based attack shares (one clear line each)."""
-    MODELS.get(cfg.model)  # unknown model -> UserError listing the valid ones
-    if cfg.width <= 0:
-        raise UserError(f"{name}: width must be positive, got {cfg.width}")
-    if cfg.pgd_batch < 1:
-        raise UserError(f"{name}: pgd_batch must be >= 1, got {cfg.pgd_batch}")
-    if len(ds) == 0:
-        raise UserError(f"{name}: the crafting set is empty")
+    MODELS.get(str(cfg.model))  # unknown model -> UserError listing the valid ones
+    positive(name, width=cfg.width)
+    at_least(name, 1, pgd_batch=cfg.pgd_batch)
+    if len(ds) < 2:
+        raise UserError(f"{name}: the crafting set needs at least 2 images (BatchNorm trains on batches), got {len(ds)}")
     if ds.num_classes < 2:
         raise UserError(f"{name}: needs at least 2 classes to craft against a classifier, {ds.name} has {ds.num_classes}")
     resolve_device(cfg.device)
@@ -61,13 +60,13 @@ def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
 
 def positive(name: str, **values: float) -> None:
     for key, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise UserError(f"{name}: {key} must be a positive number, got {v!r}")
 
 
 def at_least(name: str, minimum: int, **values: int) -> None:
     for key, v in values.items():
-        if not isinstance(v, int) or v < minimum:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise UserError(f"{name}: {key} must be an integer >= {minimum}, got {v!r}")
 
 
@@ -150,20 +149,26 @@ def shuffled_batches(n: int, size: int, gen: torch.Generator, device: torch.devi
         yield from parts
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module):
-    """Eval mode and no parameter gradients: a PGD step then costs an input-gradient pass, not a full backward."""
+def eval_copy(model: nn.Module) -> nn.Module:
+    """A frozen eval-mode copy of the model for the PGD passes: no parameter gradients (a step then costs an
+    input-gradient pass, not a full backward), and BatchNorm folded into the preceding convolutions where
+    torch.fx can trace the model (the same function, ~15% faster on CPU); a plain copy otherwise."""
     was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     try:
-        yield model
+        with warnings.catch_warnings():  # the module imports a deprecated torch.jit helper on first use
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.fx.experimental.optimization import fuse
+
+        fast = fuse(model)
+    except Exception:  # a model fx cannot trace: the same computation, unfused
+        fast = copy.deepcopy(model)
     finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
         model.train(was_training)
+    fast.eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast.to(memory_format=torch.channels_last)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ Each image gets its own sample of its class's process: a Gaussian start of (C, H
 run over it in raster order, the top-left `crop` rows and columns (the random start and the transient) dropped,
 and the result scaled to L2 = eps (1.0 in the paper, [0, 1] pixel units). A matching filter (the coefficients
 with -1 at the output position) gives exactly zero response on its own process and a large one on the others':
-a shortcut a CNN finds at once, although no pixel moves by more than a few grey levels.
+a shortcut one convolution filter can read, although no pixel moves by more than a few grey levels.
 
 Coefficients are sampled as the paper's public parameter finder does (Gaussian, zero at the output position,
 each channel normalised to sum to 1), keeping a process only when its generated patterns stay finite and bounded
@@ -21,10 +21,18 @@ every earlier process's matching filter responds to the new process's pattern wi
 Where the public code differs
 - APBench generates AR poisons with `--eps 8/255` by default, a budget read as L2, about 32x smaller than the
   paper's L2 = 1.0. Here eps is 1.0 and the budget is checked on the baked uint8 images.
-- Public 3-channel processes are accepted or rejected as a whole (most random 3-channel draws explode, and the
-  shipped 100-class parameters produce NaN or overflow for some classes); here channels are sampled and
-  stability-tested one by one (same distribution, conditioned on every channel being stable), then the
-  class-separation test runs on the 3-channel process, from a seeded RNG, for any number of classes.
+- The 100-class coefficients APBench ships (attack/data/params-classes-100-mr-3.pt, the authors' file before
+  their 2024 fix "fix process at index 9 for cifar-100") contain an exploding process: class 9's patterns reach
+  an RMS of ~1e124 before scaling, so its poisons are inf/NaN. Here processes are sampled from a seeded RNG for
+  any number of classes and every one is stability-tested.
+- The public finder draws a 3-channel process at once and rejects it when any channel explodes (about three
+  in four random channels do, so ~1.4% of draws survive); here channels are drawn and stability-tested one by
+  one (the same distribution: independent channels, conditioned on each being stable), then the
+  class-separation test runs on the 3-channel process.
+- The public stability bound (`gen_norm_upper_bound` 5, on the L2 norm of a 3x32x32 pattern) rejects the shipped
+  CIFAR-10 processes we tried (their patterns have L2 norms of 17-47); here the bound is on the RMS relative to the
+  unit-variance start (`rms_bound` 3), which separates the bounded processes from the exploding ones (norms of
+  1e7 and beyond) with a wide gap.
 - The float perturbation is placed on the uint8 grid so that its L2 norm is as close to eps as possible without
   exceeding it (poison.quantize_l2); the public export rounds after clipping, so its norm drifts either way.
 """
@@ -43,6 +51,7 @@ from ..poison import quantize_l2
 from .base import Attack, Perturbation, register_attack
 
 KERNEL = 3  # the paper's 3x3 processes
+CHUNK = 2048  # images generated at once
 
 
 @dataclass
@@ -60,24 +69,33 @@ class ARConfig:
 
 
 def ar_generate(coef: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """Run 3x3 causal AR processes over `field` in place and return it.
+    """Run 3x3 causal AR processes over `field` and return the result (a new array).
 
     coef: (M, 3, 3), one process per row (coef[:, 2, 2] is ignored: the output position);
     field: (M, S, T) float64 starts. Rows and columns 0 and 1 keep their start values, as in the paper.
-    Vectorised over the M fields; within a row only the two left neighbours are sequential.
     """
-    m, s, t = field.shape
+    x = np.ascontiguousarray(field.transpose(1, 2, 0), dtype=np.float64)
+    return np.ascontiguousarray(_run(coef, x).transpose(2, 0, 1))
+
+
+def _run(coef: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """ar_generate on an (S, T, M) field, in place: the M fields last in memory, so every step reads contiguous
+    memory. Vectorised over the fields; within a row only the two left neighbours are sequential."""
+    s, t, m = x.shape
     if s < KERNEL or t < KERNEL:
-        return field
+        return x
     c = coef.astype(np.float64)
-    left2, left1 = c[:, 2, 0, None], c[:, 2, 1, None]
+    left2, left1 = c[:, 2, 0], c[:, 2, 1]
     for i in range(2, s):
         # contribution of the two rows above, for every output column j = 2..T-1 at once
-        up = sum(c[:, a, b, None] * field[:, i - 2 + a, b : t - 2 + b] for a in range(2) for b in range(KERNEL))
-        row = field[:, i]
+        up = sum(c[:, a, b] * x[i - 2 + a, b : t - 2 + b] for a in range(2) for b in range(KERNEL))
+        row = x[i]
         for j in range(2, t):
-            row[:, j] = up[:, j - 2] + left2[:, 0] * row[:, j - 2] + left1[:, 0] * row[:, j - 1]
-    return field
+            v = up[j - 2]
+            v += left2 * row[j - 2]
+            v += left1 * row[j - 1]
+            row[j] = v
+    return x
 
 
 def sample_channels(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -87,16 +105,21 @@ def sample_channels(rng: np.random.Generator, n: int) -> np.ndarray:
     return c / c.sum(axis=(1, 2), keepdims=True)
 
 
-def stable(coef: np.ndarray, rng: np.random.Generator, size: tuple[int, int], crop: int, trials: int, rms_bound: float) -> np.ndarray:
-    """Which candidate channels stay finite, bounded and non-constant on `trials` random starts."""
-    k = len(coef)
-    starts = rng.standard_normal((k * trials, size[0] + crop, size[1] + crop))
-    with np.errstate(all="ignore"):
-        out = ar_generate(np.repeat(coef, trials, axis=0), starts)[:, crop:, crop:]
-        rms = np.sqrt(np.mean(out**2, axis=(1, 2)))
-        spread = out.std(axis=(1, 2))  # a constant pattern is a colour shift, not an AR texture
-    ok = np.isfinite(rms) & (rms <= rms_bound) & (spread > 1e-3 * np.maximum(rms, 1e-12)) & (rms > 1e-6)
-    return ok.reshape(k, trials).all(axis=1)
+def stable(coef: np.ndarray, rng: np.random.Generator, size: tuple[int, int], crop: int, trials: int, rms_bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidate channels stay finite, bounded and non-constant on `trials` random starts each, and
+    each candidate's last pattern, (size[0], size[1], K) (meaningful where stable)."""
+    ok = np.ones(len(coef), dtype=bool)
+    last = np.zeros((size[0], size[1], len(coef)))
+    for _ in range(trials):  # most candidates fail the first trial: go on with the survivors only
+        live = np.flatnonzero(ok)
+        x = rng.standard_normal((size[0] + crop, size[1] + crop, len(live)))
+        with np.errstate(all="ignore"):
+            out = _run(coef[live], x)[crop:, crop:]
+            rms = np.sqrt(np.mean(out**2, axis=(0, 1)))
+            spread = out.std(axis=(0, 1))  # a constant pattern is a colour shift, not an AR texture
+        ok[live] = np.isfinite(rms) & (rms <= rms_bound) & (rms > 1e-6) & (spread > 1e-3 * np.maximum(rms, 1e-12))
+        last[:, :, live] = np.nan_to_num(out)
+    return ok, last
 
 
 def matching_filter(coef: np.ndarray) -> torch.Tensor:
@@ -106,10 +129,11 @@ def matching_filter(coef: np.ndarray) -> torch.Tensor:
     return f.unsqueeze(0)
 
 
-def response(filters: torch.Tensor, pattern: np.ndarray) -> torch.Tensor:
-    """Sum of ReLU of each filter's response to one (C, H, W) pattern (the public finder's test), shape (K,)."""
-    out = torch.nn.functional.conv2d(torch.from_numpy(pattern)[None], filters)
-    return out.clamp_min(0).sum(dim=(0, 2, 3))
+def response(patterns: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """Sum of ReLU of each filter's response to each (C, H, W) pattern (the public finder's test): (B, K)."""
+    if not len(filters):
+        return torch.zeros(len(patterns), 0, dtype=patterns.dtype)
+    return torch.nn.functional.conv2d(patterns, filters).clamp_min(0).sum(dim=(2, 3))
 
 
 def sample_processes(num_classes: int, channels: int, size: tuple[int, int], cfg: ARConfig, rng: np.random.Generator) -> np.ndarray:
@@ -134,19 +158,23 @@ def sample_processes(num_classes: int, channels: int, size: tuple[int, int], cfg
             )
         cand = sample_channels(rng, batch)
         drawn += batch
-        good = cand[stable(cand, rng, size, cfg.crop, cfg.trials, cfg.rms_bound)]
-        triples = good[: len(good) // channels * channels].reshape(-1, channels, KERNEL, KERNEL)
-        if not len(triples):
+        ok, last = stable(cand, rng, size, cfg.crop, cfg.trials, cfg.rms_bound)
+        good = np.flatnonzero(ok)
+        good = good[: len(good) // channels * channels]
+        if not len(good):
             continue
-        start = rng.standard_normal((len(triples) * channels, size[0] + cfg.crop, size[1] + cfg.crop))
-        patterns = ar_generate(triples.reshape(-1, KERNEL, KERNEL), start)[:, cfg.crop :, cfg.crop :]
-        patterns = patterns.reshape(len(triples), channels, *size)
-        for coef, pattern in zip(triples, patterns):
-            pattern = pattern / np.linalg.norm(pattern)  # tested at L2 = 1, as the public finder does
-            if len(kept) and float(response(filters, pattern).min()) < min_response:
+        # consecutive stable channels make a process; its test pattern is their last stability pattern
+        triples = cand[good].reshape(-1, channels, KERNEL, KERNEL)
+        patterns = last[:, :, good].transpose(2, 0, 1).reshape(len(triples), channels, *size)
+        unit = torch.from_numpy(patterns / np.linalg.norm(patterns.reshape(len(patterns), -1), axis=1)[:, None, None, None])
+        resp = response(unit, filters)  # tested at L2 = 1, as the public finder does
+        for b in range(len(triples)):
+            if len(kept) and float(resp[b].min()) < min_response:
                 continue
-            kept.append(coef)
-            filters = torch.cat([filters, matching_filter(coef)])
+            kept.append(triples[b])
+            new = matching_filter(triples[b])
+            filters = torch.cat([filters, new])
+            resp = torch.cat([resp, response(unit, new)], dim=1)
             if len(kept) == num_classes:
                 break
     return np.stack(kept)
@@ -157,8 +185,9 @@ def ar_noise(coefs: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int],
     c, h, w = shape
     n = len(labels)
     per_image = coefs[labels].reshape(n * c, KERNEL, KERNEL)  # image i, channel k -> its class's channel-k process
-    start = rng.standard_normal((n * c, h + crop, w + crop))
-    return ar_generate(per_image, start)[:, crop:, crop:].reshape(n, c, h, w)
+    start = rng.standard_normal((n * c, h + crop, w + crop))  # image-major draws: the same for any chunking
+    x = _run(per_image, np.ascontiguousarray(start.transpose(1, 2, 0)))[crop:, crop:]
+    return np.ascontiguousarray(x.transpose(2, 0, 1)).reshape(n, c, h, w)
 
 
 @register_attack
@@ -185,13 +214,13 @@ class AR(Attack):
         c, h, w = ds.shape
         rng = np.random.default_rng([seed, 0xA2])
         coefs = sample_processes(ds.num_classes, c, (h, w), cfg, rng)
-        noise = ar_noise(coefs, ds.labels.numpy(), (c, h, w), cfg.crop, rng)
-        norms = np.linalg.norm(noise.reshape(len(noise), -1), axis=1)
-        if not np.isfinite(noise).all() or (norms <= 0).any():
-            raise UserError("ar: a generated pattern is not finite or is zero; try another --seed")
-        delta = torch.from_numpy(noise / norms[:, None, None, None] * cfg.eps).float()
-        return Perturbation(
-            quantize_l2(delta, cfg.eps),
-            epoch_equivalents=0.0,
-            extra={"ar_coefficients": np.round(coefs, 6).tolist()},
-        )
+        labels = ds.labels.numpy()
+        delta = torch.empty(ds.images.shape, dtype=torch.float32)
+        for s in range(0, len(ds), CHUNK):  # in chunks: the float64 fields of a whole dataset can be large
+            noise = ar_noise(coefs, labels[s : s + CHUNK], (c, h, w), cfg.crop, rng)
+            norms = np.linalg.norm(noise.reshape(len(noise), -1), axis=1)
+            if not np.isfinite(noise).all() or (norms <= 0).any():
+                raise UserError("ar: a generated pattern is not finite or is zero; try another --seed")
+            scaled = torch.from_numpy(noise / norms[:, None, None, None] * cfg.eps).float()
+            delta[s : s + CHUNK] = quantize_l2(scaled, cfg.eps)
+        return Perturbation(delta, epoch_equivalents=0.0, extra={"ar_coefficients": np.round(coefs, 6).tolist()})

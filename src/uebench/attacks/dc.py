@@ -8,7 +8,7 @@ poison *confuses* the victim on clean data:
     max_xi  E_(x,y) L(f_theta*(xi)(x), y)   s.t.  theta*(xi) = argmin_theta E L(f_theta(x + g_xi(x)), y).
 
 The paper solves this bi-level problem by following the victim's training trajectory and, at every step,
-differentiating through one *pseudo-update* of the victim (the memory-efficient Algorithm 2, which the public
+differentiating through one *pseudo-update* of the victim (its memory-efficient Algorithm 2, which the public
 code runs). Per trial t = 1..T the victim restarts from a random init and trains for `cls_epochs` epochs; per
 mini-batch (x, y):
 
@@ -25,6 +25,10 @@ Settings (`paper` preset = the paper's text, CIFAR-10):
            SGD lr 0.01, batch 64; T = 500 trials.  generator  the U-Net (64-128-256-512, BatchNorm, average
            pooling, bilinear upsampling, a 1x1 conv + BatchNorm + tanh head), Adam lr 1e-4.
   maxiter  the paper does not state it for CIFAR-10; the public code trains the victim 20 epochs per trial.
+The 5-conv victim has no BatchNorm: with PyTorch's default init and plain SGD at lr 0.01 it stays at chance for
+the first epochs (measured on 5,085 CIFAR-10 images: loss 2.30 after 3 epochs, even at lr 0.05), so in a short
+run the generator gets no signal. The `fast` preset therefore uses the public code's victim family (VGG-11 with
+BatchNorm, at 1/8 width) and lr 0.05, with a small U-Net (8 channels) and 3 trials of 3 epochs.
 
 Where the public code differs from the paper (`classifier="vgg11", batch_size=256, trials=1000` for its run):
   - victim: the code's `create_net` is kuangliu's VGG-11 with BatchNorm (and a 2-unit bottleneck before the
@@ -37,12 +41,13 @@ Where the public code differs from the paper (`classifier="vgg11", batch_size=25
 The generator's parameter names match the public UNet(3), so its released CIFAR-10 checkpoint
 (`pretrained/atk.0.032.best.pth`, a torch state dict) loads with `generator=PATH` at gen_width=64, gen_depth=3.
 
-Compute (`epoch_equivalents`, in forward+backward passes over the crafting set of any of the two networks; a
-forward alone counts 1/3): per image and training step, the pseudo-update is 1 pass of the victim (forward, and
-a backward kept as a graph), the clean loss of theta' is 1 more, the backward through the pseudo-update (a
-Hessian-vector product) about 1 more, the generator g' 1, the victim step 1 and the frozen generator's forward
-1/3: 5 1/3 passes per image per victim epoch. The U-Net costs far more FLOPs per pass than the 5-conv victim;
-`extra` gives the passes of each network separately.
+Compute (`epoch_equivalents`, in forward+backward passes over the crafting set, of either network; a forward
+alone counts 1/3): one generator step is 4 victim passes, the pseudo-update's forward and graph-keeping backward
+(1), the clean loss of theta' (1) and the backward through both (reverse-over-reverse, about twice a pass: 2),
+which is what it costs for the 5-conv victim (measured 4.0x a plain training step); with BatchNorm victims the
+double backward is slower in wall-clock (7.4x for VGG-11 at 1/8 width on CPU). Add the victim's own step (1),
+the generator g' (1) and the frozen generator's forward (1/3): 6 1/3 passes per image per victim epoch. The
+U-Net costs more FLOPs per pass than a small victim; `extra` gives each network's passes separately.
 """
 
 from __future__ import annotations
@@ -314,11 +319,11 @@ class DC(Attack):
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
         device = resolve_device(c.device)
-        x = prepare(ds.images, device, channels_last=False)
+        x = prepare(ds.images, device, channels_last=True)  # mkldnn/cudnn convolutions run faster channels-last
         y = ds.labels.to(device)
         n = max(len(x), 1)
         if c.generator is not None:
-            gen = load_generator(c.generator, ds.shape[0], c).to(device)
+            gen = _to(load_generator(c.generator, ds.shape[0], c), device)
             extra = {"generator": str(c.generator), "trained": False, "victim_passes": 0.0, "generator_passes": 1 / 3}
         else:
             gen, extra = self._train(x, y, ds, seed, device, progress)
@@ -331,8 +336,8 @@ class DC(Attack):
     def _train(self, x, y, ds: ImageDataset, seed: int, device, progress: bool) -> tuple[UNet, dict]:
         c = self.config
         unroll_lr = c.cls_lr if c.unroll_lr is None else c.unroll_lr
-        learner = make_generator(c, ds.shape[0], seed).to(device).train()  # g': learns during a trial
-        frozen = make_generator(c, ds.shape[0], seed).to(device).eval()  # g: makes the victim's training data
+        learner = _to(make_generator(c, ds.shape[0], seed), device).train()  # g': learns during a trial
+        frozen = _to(make_generator(c, ds.shape[0], seed), device).eval()  # g: makes the victim's training data
         gen_opt = torch.optim.Adam(learner.parameters(), lr=c.gen_lr)
         shuffle = torch.Generator().manual_seed(_stream(seed, 3))
         steps_per_epoch = -(-len(x) // c.batch_size)
@@ -340,7 +345,7 @@ class DC(Attack):
         objective, victim_loss = [], []
         for t in range(c.trials):
             frozen.load_state_dict(learner.state_dict())
-            clf = make_classifier(c, ds, seed, t).to(device).train()
+            clf = _to(make_classifier(c, ds, seed, t), device).train()
             clf_opt = torch.optim.SGD(clf.parameters(), lr=c.cls_lr)
             trial_obj, trial_loss = [], []
             for _ in range(c.cls_epochs):
@@ -364,10 +369,14 @@ class DC(Attack):
             # mean clean loss of the pseudo-updated victim per trial: what the generator ascends
             "objective_history": objective,
             "victim_poison_loss_history": victim_loss,
-            "victim_passes": 4.0 * epochs,  # pseudo-update, clean loss of theta', the HVP back through it, victim step
+            "victim_passes": 5.0 * epochs,  # pseudo-update 1, clean loss of theta' 1, the backward through both 2, victim step 1
             "generator_passes": epochs * (1 + 1 / 3) + 1 / 3,  # g' forward+backward, g forward; final application
         }
         return learner, extra
+
+
+def _to(module: nn.Module, device: torch.device) -> nn.Module:
+    return module.to(device).to(memory_format=torch.channels_last)
 
 
 def _progress(enabled: bool, total: int):

@@ -21,8 +21,8 @@ Variants (`mode`):
               gradient summed (equivalently averaged) over the class's images in the batch.
 
 Deviations from the public code, none of which changes the method: model-update batches come from a seeded
-shuffle (the public code walks the data in file order, which would put one class per batch on class-sorted
-folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a step);
+shuffle, full batches only (the public code walks the data in file order, which would put one class per batch
+on class-sorted folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a step);
 the public class-wise command averages 1-step per-sample updates on a 20% subset and stops at 90% accuracy,
 whereas here the class-wise variant takes the sign of the class's mean gradient on the whole crafting set and
 uses the same stopping rule as sample-wise (set `stop_acc=90, steps=1` for the public command's settings).
@@ -76,13 +76,14 @@ class EM(Attack):
 
     def validate(self, ds: ImageDataset) -> None:
         c = self.config
+        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
         super().validate(ds)
         C.validate_common(self.name, c, ds)
         if c.mode not in MODES:
             raise UserError(f"em: unknown mode '{c.mode}'; valid: {', '.join(MODES)}")
         C.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
         C.at_least(self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds)
-        if not 0 < c.stop_acc <= 100:
+        if isinstance(c.stop_acc, bool) or not isinstance(c.stop_acc, (int, float)) or not 0 < c.stop_acc <= 100:
             raise UserError(f"em: stop_acc is a training accuracy in percent, in (0, 100]; got {c.stop_acc}")
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
@@ -94,7 +95,8 @@ class EM(Attack):
         x, y = C.tensors(ds, device)
         model = C.build_model(c, ds, seed, device)
         opt = C.sgd(model, c.lr, c.momentum, c.weight_decay)
-        batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device)
+        # full batches only: a trailing batch of one image would break BatchNorm, and each pass reshuffles
+        batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device, drop_last=True)
         compute = C.Compute(len(x))
         classwise = c.mode == "classwise"
         # zero start, as the public code: sample-wise (N, C, H, W) or class-wise (classes, C, H, W)
@@ -109,12 +111,12 @@ class EM(Attack):
                 idx = next(batches)
                 delta_b = noise[y[idx]] if classwise else noise[idx]
                 C.train_step(model, opt, (x[idx] + delta_b).clamp(0, 1), y[idx], compute, c.grad_clip)
-            with C.frozen(model):
-                if classwise:
-                    noise = self._classwise_round(model, x, y, noise, compute)
-                else:
-                    noise = self._samplewise_round(model, x, y, noise, compute)
-                loss, acc = C.evaluate(model, x, y, c.pgd_batch, compute, delta=_full(noise, y, classwise))
+            frozen = C.eval_copy(model)
+            if classwise:
+                noise = self._classwise_round(frozen, x, y, noise, compute)
+            else:
+                noise = self._samplewise_round(frozen, x, y, noise, compute)
+            loss, acc = C.evaluate(frozen, x, y, c.pgd_batch, compute, delta=_full(noise, y, classwise))
             history.append(round(acc, 3))
             if bar:
                 bar.update(1)
@@ -125,7 +127,7 @@ class EM(Attack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
-        clean_loss, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
+        clean_loss, clean_acc = C.evaluate(frozen, x, y, c.pgd_batch, compute)
         extra = {
             "mode": c.mode,
             "rounds": len(history),

@@ -99,6 +99,7 @@ class REM(Attack):
 
     def validate(self, ds: ImageDataset) -> None:
         c = self.config
+        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
         super().validate(ds)
         C.validate_common(self.name, c, ds)
         C.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
@@ -106,7 +107,7 @@ class REM(Attack):
         C.at_least(self.name, 0, train_steps=c.train_steps, adv_steps=c.adv_steps)
         if c.augment not in AUGMENTS:
             raise UserError(f"rem: unknown augment '{c.augment}'; valid: {', '.join(AUGMENTS)}")
-        if not (0 <= c.adv_eps <= c.eps):
+        if isinstance(c.adv_eps, bool) or not isinstance(c.adv_eps, (int, float)) or not (0 <= c.adv_eps <= c.eps):
             raise UserError(
                 f"rem: adv_eps (the adversarial radius rho_a) must be in [0, eps = {c.eps:.4g}], got {c.adv_eps:.4g}: "
                 "REM protects against adversarial training with a radius below the noise budget; a larger one can cancel the noise"
@@ -128,16 +129,17 @@ class REM(Attack):
         augment = C.crop_flip_transform(gen) if c.augment == "crop_flip" else (lambda t: t)
         compute = C.Compute(len(x))
 
-        bar = C.progress_bar(progress, c.train_steps + len(x), "rem", "step")
+        final_batches = C.chunks(len(x), c.pgd_batch, device)
+        bar = C.progress_bar(progress, c.train_steps + len(final_batches), "rem", "batch")
         robust_acc = []
         for it in range(c.train_steps):
             C.set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))
             idx = next(batches)
             xb, yb = x[idx], y[idx]
-            delta = self._noise(model, xb, yb, augment, gen, compute)
-            with C.frozen(model):
-                defended = augment(xb + delta)
-                adv = defended + self._adversary(model, defended, yb, gen, compute)
+            frozen = C.eval_copy(model)  # the noise and the adversary see the model as it is now
+            delta = self._noise(frozen, xb, yb, augment, gen, compute)
+            defended = augment(xb + delta)
+            adv = defended + self._adversary(frozen, defended, yb, gen, compute)
             _, correct = C.train_step(model, opt, adv, yb, compute)
             robust_acc.append(100.0 * correct / len(idx))
             if bar:
@@ -147,10 +149,11 @@ class REM(Attack):
 
         # the final noise of every image, from the trained model (the public code's regenerate_def_noise)
         noise = torch.empty_like(x)
-        for idx in C.chunks(len(x), c.pgd_batch, device):
-            noise[idx] = self._noise(model, x[idx], y[idx], augment, gen, compute)
+        frozen = C.eval_copy(model)
+        for idx in final_batches:
+            noise[idx] = self._noise(frozen, x[idx], y[idx], augment, gen, compute)
             if bar:
-                bar.update(len(idx))
+                bar.update(1)
         if bar:
             bar.close()
         tail = robust_acc[-max(1, len(robust_acc) // 10):]
@@ -162,7 +165,7 @@ class REM(Attack):
         return Perturbation(C.to_cpu(noise), compute.epochs, extra)
 
     def _adversary(self, model, inputs, labels, gen, compute) -> torch.Tensor:
-        """delta_a: PGD ascent of radius adv_eps around `inputs` (detached), model frozen by the caller."""
+        """delta_a: PGD ascent of radius adv_eps around `inputs` (detached), against the frozen model."""
         c = self.config
         base = inputs.detach()
         if c.adv_eps == 0 or c.adv_steps == 0:
@@ -173,17 +176,16 @@ class REM(Attack):
     def _noise(self, model, x, y, augment, gen, compute) -> torch.Tensor:
         """delta_u for one batch: signed descent of E_t max_{delta_a} L(t(x + delta_u) + delta_a)."""
         c = self.config
-        with C.frozen(model):
-            delta = C.uniform_start(x, c.eps, gen) if c.random_start else C.channels_last(torch.zeros_like(x))
-            for _ in range(c.steps):
-                grad = torch.zeros_like(delta)
-                for _ in range(c.eot_samples):
-                    d = delta.detach().requires_grad_(True)
-                    defended = augment(x + d)
-                    # delta_a found at the detached point and held fixed: the gradient reaches delta_u through t
-                    adv = defended + self._adversary(model, defended, y, gen, compute)
-                    (g,) = torch.autograd.grad(C.loss_sum(model, adv, y), d)
-                    grad += g
-                    compute.fb(len(x))
-                delta = C.signed_step(delta, grad, c.step, c.eps, x, descend=True)
+        delta = C.uniform_start(x, c.eps, gen) if c.random_start else C.channels_last(torch.zeros_like(x))
+        for _ in range(c.steps):
+            grad = torch.zeros_like(delta)
+            for _ in range(c.eot_samples):
+                d = delta.detach().requires_grad_(True)
+                defended = augment(x + d)
+                # delta_a found at the detached point and held fixed: the gradient reaches delta_u through t
+                adv = defended + self._adversary(model, defended, y, gen, compute)
+                (g,) = torch.autograd.grad(C.loss_sum(model, adv, y), d)
+                grad += g
+                compute.fb(len(x))
+            delta = C.signed_step(delta, grad, c.step, c.eps, x, descend=True)
         return delta.detach()

@@ -77,6 +77,7 @@ class TAP(Attack):
 
     def validate(self, ds: ImageDataset) -> None:
         c = self.config
+        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
         super().validate(ds)
         C.validate_common(self.name, c, ds)
         C.positive(self.name, step=c.step, clean_lr=c.clean_lr)
@@ -104,23 +105,25 @@ class TAP(Attack):
         best_loss = torch.full((len(x),), float("inf"), device=device)
         restart_losses: list[float] = []
         bar = C.progress_bar(progress, c.restarts * c.iterations, "tap", "pass")
-        with C.frozen(model):
-            for _ in range(c.restarts):
-                delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
-                restart_losses.append(float(losses.mean()))
-                if c.restart_select == "sample":
-                    keep = losses < best_loss
-                else:  # the whole restart, if its mean target loss is the lowest so far
-                    keep = torch.full_like(losses, restart_losses[-1] <= min(restart_losses), dtype=torch.bool)
-                best[keep] = delta[keep]
-                best_loss = torch.where(keep, losses, best_loss)
-            _, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
-            _, target_acc = C.evaluate(model, x, target, c.pgd_batch, compute, delta=best)
+        model = C.eval_copy(model)  # fixed from here on: frozen, BatchNorm folded
+        for _ in range(c.restarts):
+            delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
+            restart_losses.append(float(losses.mean()))
+            if c.restart_select == "sample":
+                keep = losses < best_loss
+            else:  # the whole restart, if its mean target loss is the lowest so far
+                keep = torch.full_like(losses, restart_losses[-1] <= min(restart_losses), dtype=torch.bool)
+            best[keep] = delta[keep]
+            best_loss = torch.where(keep, losses, best_loss)
+        _, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
+        _, clean_target_acc = C.evaluate(model, x, target, c.pgd_batch, compute)
+        _, target_acc = C.evaluate(model, x, target, c.pgd_batch, compute, delta=best)
         if bar:
             bar.close()
         extra = {
             "crafting_model_clean_train_acc": round(clean_acc, 3),
-            # fraction of poisoned training images the crafting model puts in class (y+1) mod C
+            # how often the crafting model puts an image in class (y+1) mod C: clean, then poisoned
+            "crafting_model_clean_target_acc": round(clean_target_acc, 3),
             "crafting_model_target_acc": round(target_acc, 3),
             "restart_mean_target_loss": [round(v, 5) for v in restart_losses],
             "selected_mean_target_loss": round(float(best_loss.mean()), 5),

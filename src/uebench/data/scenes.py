@@ -61,6 +61,8 @@ _MAX_DISTRACTORS = 2
 _KEY_R = (0.2, 0.34)  # radius range of shapes, in half-widths of the image
 _SHAPE_DISTRACTORS = True  # non-key shapes of the vocabulary may appear as distractors (besides bars)
 _BG_CONTRAST = 0.35
+_TEX_AMP = (0.15, 0.45)
+_POLARITY = False  # dark backgrounds, bright objects
 _MIN_VISIBLE = 0.6  # fraction of each key object's area that must stay visible
 _NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
@@ -103,6 +105,8 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     # background: type 0 gradient, 1 stripes, 2 checker, 3 blotches
     p["bg_type"] = rng.integers(0, 4, n)
     c1 = rng.random((n, 3), dtype=np.float32)
+    if _POLARITY:
+        c1 = c1 * 0.4
     c2 = np.clip(c1 + rng.uniform(-_BG_CONTRAST, _BG_CONTRAST, (n, 3)).astype(np.float32), 0, 1)
     p["bg_c1"], p["bg_c2"] = c1, c2
     p["bg_angle"] = rng.uniform(0, np.pi, n).astype(np.float32)
@@ -131,8 +135,11 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     p["depth"] = rng.uniform(0.05, 0.95, (n, m)).astype(np.float32)
     bg_mean = (c1 + c2) / 2
     p["colour"] = np.stack([_sample_colours(rng, n, bg_mean) for _ in range(m)], 1)
+    if _POLARITY:
+        col = p["colour"]
+        p["colour"] = 0.55 + 0.45 * col / np.maximum(col.max(-1, keepdims=True), 1e-3)
     p["tex_type"] = rng.integers(0, 3, (n, m))  # 0 flat, 1 stripes, 2 shading
-    p["tex_amp"] = rng.uniform(0.15, 0.45, (n, m)).astype(np.float32)
+    p["tex_amp"] = rng.uniform(*_TEX_AMP, (n, m)).astype(np.float32)
     p["tex_freq"] = rng.uniform(8, 16, (n, m)).astype(np.float32)
     p["tex_dir"] = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
     # draw order: back to front (decreasing depth); empty slots go last and are skipped

@@ -1,6 +1,6 @@
 """Sharpness-Aware Learnability (SAL) of one layer, as "How Far Are We from True Unlearnability?" computes it.
 
-Definition (the paper, Sec. 4): for one parameter tensor W (a whole Conv2d/Linear weight) with every other
+The paper's definition: for one parameter tensor W (a whole Conv2d/Linear weight) with every other
 parameter frozen, search the ball ||W - W0||_2 <= eps * ||W0||_2 for the lowest and the highest training loss;
 SAL = max(L_max - L0, L0 - L_min).
 
@@ -30,7 +30,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,6 +39,9 @@ from torch.func import functional_call
 
 from ..data.augment import crop_flip, to_float
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .fast_sal import FastSALConfig
 
 ORIGINS = ("running", "eval")
 MODES = ("faithful", "fast")
@@ -284,7 +287,7 @@ def layer_sal(
     seed: int = 0,
     batch_size: int = 256,
     loss_fn: LossFn = cross_entropy,
-    fast=None,
+    fast: FastSALConfig | None = None,
 ) -> SALResult:
     """SAL of one layer (see the module docstring). `data`: an ImageDataset (faithful: the whole set,
     augmented afresh every pass), a ProbeData, or an (inputs, targets) pair (no augmentation).
@@ -310,7 +313,7 @@ def model_sal(
     seed: int = 0,
     batch_size: int = 256,
     loss_fn: LossFn = cross_entropy,
-    fast=None,
+    fast: FastSALConfig | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ModelSAL:

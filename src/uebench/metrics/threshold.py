@@ -1,4 +1,4 @@
-"""The learnable threshold beta (the paper, Sec. 5): from the clean run's SAL only.
+"""The paper's learnable threshold beta, computed from the clean run's SAL only.
 
 For each probed epoch t, split that epoch's per-layer SAL values into two clusters with 2-means; beta_t is the
 midpoint of the two centres; beta is the mean of beta_t over the epochs.

@@ -1,4 +1,4 @@
-"""#LP and the Unlearnable Distance (the paper, Sec. 5), and reading SAL matrices back from run folders.
+"""The paper's #LP and Unlearnable Distance (UD), and reading SAL matrices back from run folders.
 
 #LP of a run = (number of (epoch, layer) cells with SAL strictly above beta) / (number of probed epochs).
 UD = #LP(poisoned) / #LP(clean), beta taken from the clean run. Lower = more unlearnable; Table 1 of the paper

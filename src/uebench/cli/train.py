@@ -55,8 +55,11 @@ def sal_probes(args) -> list:
         for name in layers:
             if name not in valid:
                 raise UserError(f"unknown layer '{name}' for --sal-layers; valid: {', '.join(valid)}")
+    from ..recipes import RECIPES
+
+    augment = RECIPES.get(args.recipe).augment == "crop_flip"  # probe with the transforms the model trains with
     return [SALProbe(mode=args.sal_mode, every=args.sal_every, origin=args.sal_origin, eps=args.sal_eps, rounds=args.sal_rounds,
-                     lr=args.sal_lr, layers=layers, fast=FastSALConfig(subset=args.sal_subset))]
+                     lr=args.sal_lr, layers=layers, augment=augment, fast=FastSALConfig(subset=args.sal_subset))]
 
 
 def run(args) -> int:

@@ -63,6 +63,7 @@ _SHAPE_DISTRACTORS = True  # non-key shapes of the vocabulary may appear as dist
 _BG_CONTRAST = 0.35
 _TEX_AMP = (0.15, 0.45)
 _POLARITY = False  # dark backgrounds, bright objects
+_POLARITY_FLIP = 0.0  # fraction of scenes with the reverse: light background, dark objects
 _MIN_VISIBLE = 0.6  # fraction of each key object's area that must stay visible
 _NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
@@ -105,8 +106,9 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     # background: type 0 gradient, 1 stripes, 2 checker, 3 blotches
     p["bg_type"] = rng.integers(0, 4, n)
     c1 = rng.random((n, 3), dtype=np.float32)
+    flip = rng.random(n) < _POLARITY_FLIP
     if _POLARITY:
-        c1 = c1 * 0.4
+        c1 = np.where(flip[:, None], 1 - 0.4 * c1, 0.4 * c1)
     c2 = np.clip(c1 + rng.uniform(-_BG_CONTRAST, _BG_CONTRAST, (n, 3)).astype(np.float32), 0, 1)
     p["bg_c1"], p["bg_c2"] = c1, c2
     p["bg_angle"] = rng.uniform(0, np.pi, n).astype(np.float32)
@@ -136,8 +138,8 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     bg_mean = (c1 + c2) / 2
     p["colour"] = np.stack([_sample_colours(rng, n, bg_mean) for _ in range(m)], 1)
     if _POLARITY:
-        col = p["colour"]
-        p["colour"] = 0.55 + 0.45 * col / np.maximum(col.max(-1, keepdims=True), 1e-3)
+        col = p["colour"] / np.maximum(p["colour"].max(-1, keepdims=True), 1e-3)
+        p["colour"] = np.where(flip[:, None, None], 0.45 * col, 0.55 + 0.45 * col).astype(np.float32)
     p["tex_type"] = rng.integers(0, 3, (n, m))  # 0 flat, 1 stripes, 2 shading
     p["tex_amp"] = rng.uniform(*_TEX_AMP, (n, m)).astype(np.float32)
     p["tex_freq"] = rng.uniform(8, 16, (n, m)).astype(np.float32)
@@ -318,7 +320,10 @@ def _bad_scenes(p: dict, out: dict) -> np.ndarray:
 
 def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes: int) -> dict:
     rng = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk])
-    sets = np.array(class_sets(num_classes), dtype=np.int64)
+    raw = class_sets(num_classes)
+    width = max(len(c) for c in raw)
+    # pairs and triples mixed (more than 21 classes): pad pairs with -2, which becomes the empty slot id -1
+    sets = np.array([c + (-2,) * (width - len(c)) for c in raw], dtype=np.int64)
     n_key_shapes = int(sets.max()) + 1
     labels = rng.permutation(np.arange(_CHUNK) % num_classes)
     p = _sample_scenes(rng, labels, sets, n_key_shapes)

@@ -17,9 +17,10 @@ from .sal import MODES, ORIGINS, ProbeData, model_sal
 
 @dataclass
 class SALProbe:
-    """Faithful: the whole training set, augmented afresh every pass, a new random stream every epoch.
-    Fast: a fixed subset of the training set (the same images every epoch; see fast_sal.py).
-    L0 defaults to the epoch's running training loss (origin "running", as the public code)."""
+    """Faithful: the whole training set, augmented afresh every pass (`augment`: as the recipe trained), a new
+    random stream every epoch. Fast: a fixed subset of the training set (the same images every epoch; see
+    fast_sal.py). L0 defaults to the epoch's running training loss (origin "running", as the public code).
+    SAL always runs in fp32, whatever the trainer's autocast: it measures loss differences of ~1e-3."""
 
     mode: str = "faithful"
     every: int = 1
@@ -29,6 +30,7 @@ class SALProbe:
     lr: float = 0.1
     layers: tuple[str, ...] | None = None
     batch_size: int = 256
+    augment: bool = True  # as the training recipe: the public code probes with its training loader's transforms
     fast: FastSALConfig = field(default_factory=FastSALConfig)
     name: str = "sal"
 
@@ -50,7 +52,7 @@ class SALProbe:
     def __call__(self, ctx) -> dict[str, Any]:
         if not self.due(ctx.epoch):
             return {}
-        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=True, batch_size=self.batch_size)
+        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=self.batch_size)
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else ctx.seed * 1_000_003 + ctx.epoch
         result = model_sal(

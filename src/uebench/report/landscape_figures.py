@@ -6,8 +6,6 @@ so the figures can be redrawn from those files alone: `write_figures(read_json(a
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from pathlib import Path
 from typing import Any
@@ -166,59 +164,49 @@ def write_figures(summary: dict[str, Any], data: dict[str, Any], folder: str | P
 
 
 # ---- the report page ------------------------------------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
 def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path) -> Path:
     """A self-contained HTML page (figures embedded as base64 PNG)."""
+    from . import html as H
+
     cfg, tr, stats = summary["config"], summary["training"], summary["stats"]
     rows = []
     for run, s in summary["runs"].items():
         st = stats["runs"].get(run, {})
-        rows.append(
-            f"<tr><td>{run}</td><td>{_fmt(s['train_acc'])}</td><td>{_fmt(s['test_acc'])}</td><td>{_fmt(s['train_loss'])}</td>"
-            f"<td>{_fmt(s['displacement_l2'])}</td><td>{_fmt(s['path_length'])}</td><td>{_fmt(s['detour_ratio'])}</td>"
-            f"<td>{_fmt(st.get('gap_to_clean_l2', 0.0))}</td>"
-            f"<td>{_fmt(st.get('within_tol', {}).get('all', '')) if run != 'clean' else '-'}</td>"
-            f"<td>{_fmt(st.get('within_tol', {}).get('top1%', '')) if run != 'clean' else '-'}</td></tr>"
-        )
+        poisoned = run != "clean"
+        rows.append([
+            run, s["train_acc"], s["test_acc"], s["train_loss"], s["displacement_l2"], s["path_length"], s["detour_ratio"],
+            st.get("gap_to_clean_l2", 0.0),
+            st.get("within_tol", {}).get("all", "") if poisoned else "-",
+            st.get("within_tol", {}).get("top1%", "") if poisoned else "-",
+        ])
+    header = ["run", "train acc %", "test acc %", "train loss", "||end - start||", "path length", "path / displacement",
+              "||end - clean end||", "weights near clean end", "top-1% clean movers near clean end"]
     planes = []
     for kind, info in summary["planes"].items():
         if "names" in info:
             moves = "; ".join(f"{r}: " + ", ".join(f"{v:+.3g}" for v in vals) for r, vals in info["displacement"].items())
-            planes.append(f"<li><b>{kind}</b>: {', '.join(html.escape(n) for n in info['names'])} (end - start: {moves})</li>")
+            planes.append(f"<li><b>{kind}</b>: {', '.join(H.escape(n) for n in info['names'])} (end - start: {moves})</li>")
         else:
             planes.append(f"<li><b>{kind}</b>: explained variance {', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>")
     tol = stats["tolerance"]
     tol_txt = (f"|end - clean end| &le; {tol['value']:g} &times; |clean end - start| (per weight)" if tol["mode"] == "relative"
                else f"|end - clean end| &le; {tol['value']:g}")
-    imgs = "\n".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{p.name}"><figcaption>{p.name}</figcaption></figure>'
-        for p in figures
-    )
     d = summary["data"]
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>uebench landscape: {html.escape(cfg['model'])} on {html.escape(cfg['dataset'])}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
-<body>
-<h1>Loss-landscape trajectories: {html.escape(cfg['model'])} on {html.escape(cfg['dataset'])}, clean vs {html.escape(_attack_label(summary))}</h1>
-<p>{d['train_images']} training images {tuple(d['image_shape'])}, poison: {html.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, momentum {tr['momentum']:g},
-weight decay {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['epochs']} epochs ({tr['total_steps']} steps), no augmentation, fp32; all runs start from
-the same weights and the clean and poisoned runs see the same batches. Weights recorded every {tr['record_every']} step(s);
-{summary['num_params']} parameters. Losses on the planes and lines: a fixed subset of {d['eval_images']} training images (each run its own data).
-The control run is clean training with another batch order: the yardstick for how far two clean runs end apart.</p>
-<table><tr><th>run</th><th>train acc %</th><th>test acc %</th><th>train loss</th><th>||end - start||</th><th>path length</th>
-<th>path / displacement</th><th>||end - clean end||</th><th>weights near clean end</th><th>top-1% clean movers near clean end</th></tr>
-{''.join(rows)}</table>
-<p>"Near": {tol_txt}. Path lengths are measured between recorded steps.</p>
-<h2>Coordinates</h2><ul>{''.join(planes)}</ul>
-<h2>Figures</h2>
-{imgs}
-</body></html>
-"""
-    atomic_write_text(path, page)
+    title = f"uebench landscape: {cfg['model']} on {cfg['dataset']}"
+    heading = f"Loss-landscape trajectories: {cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}"
+    intro = (
+        f"{d['train_images']} training images {tuple(d['image_shape'])}, poison: {H.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, "
+        f"momentum {tr['momentum']:g}, weight decay {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['epochs']} epochs "
+        f"({tr['total_steps']} steps), no augmentation, fp32; all runs start from the same weights and the clean and poisoned runs "
+        f"see the same batches. Weights recorded every {tr['record_every']} step(s); {summary['num_params']} parameters. Losses on "
+        f"the planes and lines: a fixed subset of {d['eval_images']} training images (each run its own data). The control run is "
+        "clean training with another batch order: the yardstick for how far two clean runs end apart."
+    )
+    body = (
+        f"<h1>{H.escape(heading)}</h1>\n{H.paragraph(intro)}\n{H.table(header, rows)}\n"
+        f"{H.paragraph(f'&quot;Near&quot;: {tol_txt}. Path lengths are measured between recorded steps.')}\n"
+        + H.section("Coordinates", f"<ul>{''.join(planes)}</ul>")
+        + H.section("Figures", "\n".join(H.figure(p, p.name) for p in figures))
+    )
+    atomic_write_text(path, H.page(title, body))
     return Path(path)

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -88,6 +88,21 @@ class Compute:
     @property
     def epochs(self) -> float:
         return (self.backward + self.forward / 3) / self.n
+
+
+# ---- what the crafting model learns -----------------------------------------------------------------------------
+class Objective(Protocol):
+    """The crafting model and its loss, where an attack should not assume a classifier (default: None = a
+    registry classifier and the cross-entropy of the labels, the papers' setting). uebench.crosstask passes a
+    multi-task network and the weighted sum of its task losses. `targets` must support `t[idx]` and `len(t)`."""
+
+    def build_model(self, cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module: ...
+
+    def targets(self, ds: ImageDataset, device: torch.device): ...
+
+    def loss(self, out, targets) -> torch.Tensor: ...  # mean over the batch
+
+    def correct(self, out, targets) -> int: ...  # for accuracy-based stopping rules (0 if there is no class)
 
 
 # ---- data, model, generators --------------------------------------------------------------------------------
@@ -220,8 +235,10 @@ def uniform_start(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Te
     return project(channels_last((u * 2 - 1) * eps), x, eps)
 
 
-def loss_sum(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_sum(model: nn.Module, inputs: torch.Tensor, labels, objective: "Objective | None" = None) -> torch.Tensor:
     # summed, not averaged: the same signs, without gradients shrinking by 1/batch
+    if objective is not None:
+        return objective.loss(model(inputs), labels) * len(inputs)
     return F.cross_entropy(model(inputs), labels, reduction="sum")
 
 
@@ -237,6 +254,7 @@ def pgd(
     descend: bool,
     compute: Compute,
     transform: Transform | None = None,
+    objective: Objective | None = None,
 ) -> torch.Tensor:
     """`steps` signed steps on a batch's delta against the frozen model: descend the loss of `labels` (EM's
     error-minimising noise, TAP's targeted attack with target labels) or ascend it (an adversarial example)."""
@@ -245,18 +263,19 @@ def pgd(
         inputs = x + d
         if transform is not None:
             inputs = transform(inputs)
-        (grad,) = torch.autograd.grad(loss_sum(model, inputs, labels), d)
+        (grad,) = torch.autograd.grad(loss_sum(model, inputs, labels, objective), d)
         delta = signed_step(d.detach(), grad, step, eps, x, descend)
         compute.fb(len(x))
     return delta.detach()
 
 
 # ---- training and evaluation ------------------------------------------------------------------------------------
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor, compute: Compute, grad_clip: float | None = None) -> tuple[float, int]:
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, labels, compute: Compute, grad_clip: float | None = None,
+               objective: Objective | None = None) -> tuple[float, int]:
     """One SGD step on a batch in train mode; returns (loss, number correct)."""
     model.train()
     out = model(inputs)
-    loss = F.cross_entropy(out, labels)
+    loss = F.cross_entropy(out, labels) if objective is None else objective.loss(out, labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip is not None:
@@ -265,11 +284,14 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tenso
     compute.fb(len(labels))
     if not torch.isfinite(loss):
         raise UserError("the crafting model diverged (loss is NaN or infinite); lower its lr")
+    if objective is not None:
+        return float(loss.detach()), int(objective.correct(out, labels))
     return float(loss.detach()), int((out.detach().argmax(1) == labels).sum())
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int, compute: Compute, delta: torch.Tensor | None = None) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, labels, batch: int, compute: Compute, delta: torch.Tensor | None = None,
+             objective: Objective | None = None) -> tuple[float, float]:
     """Mean loss and accuracy (%) of the model in eval mode on x (+ delta), no augmentation."""
     was_training = model.training
     model.eval()
@@ -277,8 +299,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int
     for idx in chunks(len(x), batch, x.device):
         inputs = x[idx] if delta is None else (x[idx] + delta[idx]).clamp_(0, 1)
         out = model(inputs)
-        total += float(F.cross_entropy(out, labels[idx], reduction="sum"))
-        correct += int((out.argmax(1) == labels[idx]).sum())
+        if objective is not None:
+            total += float(objective.loss(out, labels[idx])) * len(idx)
+            correct += int(objective.correct(out, labels[idx]))
+        else:
+            total += float(F.cross_entropy(out, labels[idx], reduction="sum"))
+            correct += int((out.argmax(1) == labels[idx]).sum())
         compute.fwd(len(idx))
     model.train(was_training)
     n = max(len(x), 1)

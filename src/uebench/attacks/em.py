@@ -71,6 +71,10 @@ class EM(Attack):
         "fast": {"width": 0.125, "steps": 10, "step": 1.6 / 255, "batch_size": 256, "max_rounds": 8},
     }
 
+    # None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.crosstask) makes the noise
+    # minimise the sum of task losses instead; everything else (rounds, steps, budget, stopping rule) is unchanged.
+    objective: "C.Objective | None" = None
+
     def budget(self) -> float:
         return self.config.eps
 
@@ -93,7 +97,9 @@ class EM(Attack):
         c = self.config
         device = C.resolve_device(c.device)
         x, y = C.tensors(ds, device)
-        model = C.build_model(c, ds, seed, device)
+        obj = self.objective
+        t = y if obj is None else obj.targets(ds, device)  # what the loss compares the output with
+        model = C.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
         opt = C.sgd(model, c.lr, c.momentum, c.weight_decay)
         # full batches only: a trailing batch of one image would break BatchNorm, and each pass reshuffles
         batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device, drop_last=True)
@@ -110,13 +116,13 @@ class EM(Attack):
             for _ in range(c.train_steps):
                 idx = next(batches)
                 delta_b = noise[y[idx]] if classwise else noise[idx]
-                C.train_step(model, opt, (x[idx] + delta_b).clamp(0, 1), y[idx], compute, c.grad_clip)
+                C.train_step(model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj)
             frozen = C.eval_copy(model)
             if classwise:
-                noise = self._classwise_round(frozen, x, y, noise, compute)
+                noise = self._classwise_round(frozen, x, y, noise, compute, t)
             else:
-                noise = self._samplewise_round(frozen, x, y, noise, compute)
-            loss, acc = C.evaluate(frozen, x, y, c.pgd_batch, compute, delta=_full(noise, y, classwise))
+                noise = self._samplewise_round(frozen, x, t, noise, compute)
+            loss, acc = C.evaluate(frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj)
             history.append(round(acc, 3))
             if bar:
                 bar.update(1)
@@ -127,7 +133,7 @@ class EM(Attack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
-        clean_loss, clean_acc = C.evaluate(frozen, x, y, c.pgd_batch, compute)
+        clean_loss, clean_acc = C.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj)
         extra = {
             "mode": c.mode,
             "rounds": len(history),
@@ -145,19 +151,21 @@ class EM(Attack):
         """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned)."""
         c = self.config
         for idx in C.chunks(len(x), c.pgd_batch, x.device):
-            noise[idx] = C.pgd(model, x[idx], y[idx], noise[idx], eps=c.eps, step=c.step, steps=c.steps, descend=True, compute=compute)
+            noise[idx] = C.pgd(model, x[idx], y[idx], noise[idx], eps=c.eps, step=c.step, steps=c.steps, descend=True, compute=compute,
+                               objective=self.objective)
         return noise
 
-    def _classwise_round(self, model, x, y, noise, compute):
+    def _classwise_round(self, model, x, y, noise, compute, t=None):
         """`steps` signed-descent steps per batch on the class deltas; the gradient of delta_c sums over the
         batch's images of class c (autograd does it through the gather noise[y])."""
         c = self.config
         for idx in C.chunks(len(x), c.pgd_batch, x.device):
             xb, yb = x[idx], y[idx]
+            tb = yb if t is None else t[idx]
             for _ in range(c.steps):
                 d = noise.detach().requires_grad_(True)
                 inputs = (xb + d[yb]).clamp(0, 1)
-                (grad,) = torch.autograd.grad(C.loss_sum(model, inputs, yb), d)
+                (grad,) = torch.autograd.grad(C.loss_sum(model, inputs, tb, self.objective), d)
                 with torch.no_grad():
                     # classes absent from this batch have a zero gradient, and sign(0) = 0 leaves them alone
                     noise = (d.detach() - c.step * grad.sign()).clamp_(-c.eps, c.eps)

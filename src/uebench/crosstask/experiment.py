@@ -1,0 +1,439 @@
+"""The cross-task experiment: classification UEs, then every task trained on the poisoned images with clean targets.
+
+    config = CrossTaskConfig(dataset="scenes", attacks=("em", "ops", "ar"), tasks=("class", "segment", "depth", "edges"))
+    results = run_experiment(config, "out/crosstask")
+
+1. Load the clean train/test splits (a seeded stratified subset if asked) and every task's targets from the
+   CLEAN images (dataset ground truth, or derived from RGB).
+2. Make the poisons: each attack crafted against the class labels only (or a poison file given by path); with
+   `multitask_attacks`, each model-based attack also crafted against the multi-task loss (label "<attack>+mt").
+3. For every data version (clean, then each poison): train one multi-task model (`multitask=True`) or one
+   single-task model per task, on the (poisoned) images with the clean targets; test on clean test images.
+   After the probed epochs, the SAL of each task's loss on every layer of the shared encoder (fast mode by default).
+4. Per task: the metric clean vs poisoned, the relative drop and the retained margin over the trivial predictor;
+   per data version, the cosine similarity of the tasks' SAL vectors; per task and attack, UD (beta from the
+   task's clean run).
+
+Everything lands in the out folder: experiment.json, poisons/<label>.safetensors, runs/<version>/<model>/ (run
+folders, checkpointed every epoch), results.json, table.md/.csv, figures/, report.html. A rerun with the same
+configuration reuses every finished poison and run and continues unfinished ones; another configuration in the
+same folder is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..attacks import ATTACKS, PRESETS
+from ..data import load, stratified_subset
+from ..data.base import ImageDataset
+from ..errors import UserError
+from ..io import atomic_write_json, atomic_write_text, read_json
+from ..metrics import learnable_count, learnable_threshold
+from ..metrics.fast_sal import FastSALConfig
+from ..poison import Poison
+from ..recipes import RECIPES
+from ..records import RunFolder
+from ..registry import Registry
+from ..train import resolve_device, resolve_precision
+from . import attack as A
+from .task import Task, check_derive, get_tasks
+from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
+
+DEFAULT_ATTACKS = ("em", "ops", "ar")
+DEFAULT_TASKS = ("class", "segment", "depth", "edges")
+MT_SUFFIX = "+mt"
+
+
+@dataclass
+class CrossTaskConfig:
+    dataset: str = "scenes"
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS  # attack names or poison files (.safetensors)
+    attack_preset: str = "fast"
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack -> parameter overrides
+    multitask: bool = False  # one multi-task model per data version (else one single-task model per task)
+    multitask_attacks: bool = False  # also craft the model-based attacks against the multi-task loss
+    targets: str = "missing"  # missing: the dataset's own targets where it has them; always: derive from RGB
+    encoder: str = "resnet18"
+    width: float = 0.25
+    recipe: str = "quick"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    train_subset: int | None = None
+    test_subset: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    sal: bool = True
+    sal_mode: str = "fast"
+    sal_every: int = 0  # 0: the last epoch only
+    sal_subset: int = 256
+    sal_rounds: int | None = None
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(self.tasks)
+        self.attacks = tuple(self.attacks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Named presets: overrides of the defaults above (the user's explicit options override a preset).
+PRESETS_CT: Registry[dict[str, Any]] = Registry("crosstask preset")
+PRESETS_CT.register("quick")({
+    "width": 0.125, "recipe": "quick", "epochs": 8, "batch_size": 64, "train_subset": None, "test_subset": 500, "sal_every": 4,
+    "sal_subset": 128, "sal_rounds": 3, "attack_preset": "fast",
+})
+PRESETS_CT.register("standard")({"width": 0.25, "recipe": "quick", "epochs": 20, "batch_size": 128, "sal_every": 5, "sal_subset": 512, "attack_preset": "fast"})
+PRESETS_CT.register("paper")({"width": 1.0, "recipe": "paper", "sal_every": 1, "sal_mode": "faithful", "attack_preset": "paper"})
+# `scenes` is generated: a preset may size it (only applied when the dataset is scenes and the user did not)
+SCENES_SIZE = {"quick": {"n_train": 2000, "n_test": 500}, "standard": {"n_train": 5000, "n_test": 1000}, "paper": {}}
+
+
+def with_preset(preset: str, **explicit: Any) -> CrossTaskConfig:
+    """A config from a named preset plus the options given explicitly (None = not given)."""
+    values = dict(PRESETS_CT.get(preset))
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    if values.get("dataset", "scenes") == "scenes":
+        values["dataset_options"] = {**SCENES_SIZE.get(preset, {}), **(values.get("dataset_options") or {})}
+    try:
+        return CrossTaskConfig(**values)
+    except TypeError as e:
+        raise UserError(f"crosstask: bad option: {e}") from None
+
+
+# ---- validation -------------------------------------------------------------------------------------------
+def is_poison_file(entry: str) -> bool:
+    return entry.endswith(".safetensors") or Path(entry).is_file()
+
+
+def poison_label(entry: str) -> str:
+    """The name a poison goes by in tables and folders: the attack name, or the file's stem."""
+    label = Path(entry).stem if is_poison_file(entry) else entry
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
+
+
+def validate(config: CrossTaskConfig) -> list[Task]:
+    """Every name checked before any data is loaded or anything is crafted (one clear line each)."""
+    tasks = get_tasks(config.tasks)
+    check_derive(config.targets)
+    for entry in config.attacks:
+        if is_poison_file(entry):
+            if not Path(entry).is_file():
+                raise UserError(f"poison file not found: {entry}")
+        else:
+            ATTACKS.get(entry)
+    labels = [poison_label(a) for a in config.attacks]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"two poisons share a name: {', '.join(labels)}")
+    if config.attack_preset not in PRESETS:
+        raise UserError(f"unknown attack preset '{config.attack_preset}'; valid: {', '.join(PRESETS)}")
+    unknown = sorted(set(config.attack_params) - {a for a in config.attacks if not is_poison_file(a)})
+    if unknown:
+        raise UserError(f"attack parameters given for {', '.join(unknown)}, which is not among the attacks")
+    if config.multitask_attacks:
+        usable = A.objective_attacks()
+        if not any(a in usable for a in config.attacks):
+            raise UserError(f"multi-task crafting needs a model-based attack among --attacks; available: {', '.join(usable)}")
+    bad_w = sorted(set(config.weights) - {t.name for t in tasks})
+    if bad_w:
+        raise UserError(f"loss weights given for {', '.join(bad_w)}, which is not among the tasks")
+    RECIPES.get(config.recipe)
+    if config.width <= 0:
+        raise UserError(f"width must be positive, got {config.width}")
+    for key in ("epochs", "batch_size", "train_subset", "test_subset"):
+        v = getattr(config, key)
+        if v is not None and v < 1:
+            raise UserError(f"{key.replace('_', '-')} must be >= 1, got {v}")
+    if config.lr is not None and not config.lr > 0:
+        raise UserError(f"lr must be positive, got {config.lr}")
+    if config.sal_mode not in ("fast", "faithful"):
+        raise UserError(f"unknown SAL mode '{config.sal_mode}'; valid: fast, faithful")
+    FastSALConfig(subset=config.sal_subset, rounds=config.sal_rounds or 5)
+    resolve_device(config.device)
+    resolve_precision(config.precision, torch.device("cpu"))
+    return tasks
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+@dataclass
+class Splits:
+    full: ImageDataset  # the whole clean training split (poisons index into it)
+    train: ImageDataset  # what is trained on (a stratified subset of full, or full)
+    test: ImageDataset
+    train_data: TaskData  # clean images + targets
+    test_data: TaskData
+    channels: dict[str, int]
+
+
+def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
+    opts = dict(config.dataset_options)
+    full = load(config.dataset, config.data_dir, "train", **opts)
+    test = load(config.dataset, config.data_dir, "test", **opts)
+    train = stratified_subset(full, config.train_subset, seed=config.seed) if config.train_subset else full
+    if config.test_subset and config.test_subset < len(test):
+        test = stratified_subset(test, config.test_subset, seed=config.seed)
+    if full.shape[1] % 8 or full.shape[2] % 8:
+        raise UserError(f"crosstask needs image sides divisible by 8 (the encoder's stride), {full.name} has {full.shape[1:]}")
+    train_data = task_data(train, tasks, config.targets)
+    test_data = task_data(test, tasks, config.targets)
+    channels = {t.name: t.channels(train) for t in tasks}
+    for t in tasks:  # a label the head cannot output (a class only the test split has) is ignored, not a crash
+        if t.name == "segment":
+            tt = test_data.targets[t.name]
+            test_data.targets[t.name] = torch.where(tt >= channels[t.name], torch.full_like(tt, -1), tt)
+    return Splits(full, train, test, train_data, test_data, channels)
+
+
+# ---- poisons ----------------------------------------------------------------------------------------------
+def make_poisons(config: CrossTaskConfig, tasks: list[Task], splits: Splits, out: Path, progress: bool, log: Callable[[str], None]) -> dict[str, Poison]:
+    """label -> Poison; each written to out/poisons/<label>.safetensors once and reused on reruns."""
+    folder = out / "poisons"
+    poisons: dict[str, Poison] = {}
+    jobs: list[tuple[str, Callable[[], Poison], bool]] = []  # (label, make, save: crafted here, not a user's file)
+    for entry in config.attacks:
+        label = poison_label(entry)
+        if is_poison_file(entry):
+            jobs.append((label, lambda e=entry: A.load_poison_file(e, splits.full), False))
+            continue
+        params = config.attack_params.get(entry, {})
+        jobs.append((label, lambda e=entry, p=params: A.craft_classification(
+            e, splits.full, subset=config.train_subset, preset=config.attack_preset, seed=config.seed, params=p, progress=progress), True))
+        if config.multitask_attacks and entry in A.objective_attacks():
+            jobs.append((label + MT_SUFFIX, lambda e=entry, p=params: A.craft_multitask(
+                e, splits.full, splits.train, splits.train_data.targets, tasks, splits.channels, preset=config.attack_preset,
+                seed=config.seed, params=p, weights=config.weights, encoder=config.encoder, progress=progress), True))
+    for label, make, save in jobs:
+        path = folder / f"{label}.safetensors"
+        if save and path.exists():
+            poisons[label] = Poison.load(path)
+            poisons[label].check(splits.full)
+            continue
+        log(f"crafting {label}")
+        poisons[label] = make()
+        if save:
+            poisons[label].save(path)
+    return poisons
+
+
+def poisoned_train(splits: Splits, poison: Poison) -> TaskData:
+    """The training images a victim would download (poison applied to the full split, then the same subset)."""
+    images = poison.apply(splits.full).images[splits.train.indices]
+    return splits.train_data.with_images(images)
+
+
+# ---- runs -------------------------------------------------------------------------------------------------
+def settings_for(config: CrossTaskConfig) -> Settings:
+    recipe = RECIPES.get(config.recipe).with_overrides(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr)
+    device = resolve_device(config.device)
+    return Settings(
+        encoder=config.encoder, width=config.width, recipe=recipe, weights=dict(config.weights), seed=config.seed, device=str(device),
+        precision=resolve_precision(config.precision, device), sal=config.sal, sal_mode=config.sal_mode, sal_every=config.sal_every,
+        sal_subset=config.sal_subset, sal_rounds=config.sal_rounds,
+    )
+
+
+def model_groups(config: CrossTaskConfig, tasks: list[Task]) -> dict[str, list[Task]]:
+    """Model name -> the tasks it learns: one multi-task model, or one single-task model per task."""
+    return {"multitask": tasks} if config.multitask else {f"single-{t.name}": [t] for t in tasks}
+
+
+def run_one(config: CrossTaskConfig, settings: Settings, version: str, model: str, tasks: list[Task], splits: Splits, train: TaskData,
+            out: Path, progress: bool, poison_meta: dict | None) -> list[dict[str, Any]]:
+    path = out / "runs" / version / model
+    run_config = {
+        "version": version, "model": model, "tasks": [t.name for t in tasks], "settings": settings.to_dict(),
+        "dataset": config.dataset, "dataset_options": config.dataset_options, "train_subset": config.train_subset,
+        "test_subset": config.test_subset, "targets": config.targets, "poison": poison_meta,
+    }
+    run = RunFolder(path, run_config, resume=True)
+    if run.finished():
+        return run.load_checkpoint()["history"]
+    run.start({"train_size": len(train), "test_size": len(splits.test_data), "sources": splits.train_data.sources})
+    net = build_net(tasks, {t.name: splits.channels[t.name] for t in tasks}, settings, splits.full.shape[0])
+    history = fit(net, train, splits.test_data, tasks, settings, run=run, progress=progress, desc=f"{version}/{model}")
+    run.finish(summarize(history, tasks))
+    return history
+
+
+# ---- results ----------------------------------------------------------------------------------------------
+def sal_matrix(history: list[dict[str, Any]], task: str) -> tuple[np.ndarray, list[str]] | None:
+    rows = [h["task_sal"][task]["sal"] for h in history if "task_sal" in h and task in h["task_sal"]]
+    if not rows:
+        return None
+    layers = list(rows[0])
+    return np.array([[r[k] for k in layers] for r in rows]), layers
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def finite(v: float) -> float | None:
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def assemble(config: CrossTaskConfig, tasks: list[Task], splits: Splits, histories: dict[str, dict[str, list]], poisons: dict[str, Poison]) -> dict[str, Any]:
+    """results.json: per task and version the metrics; drops; UD; SAL similarity per version."""
+    versions = list(histories)
+    trivial = trivial_scores(splits.train_data, splits.test_data, tasks)
+
+    def history_of(version: str, task: str) -> list[dict[str, Any]]:
+        runs = histories[version]
+        return runs["multitask"] if "multitask" in runs else runs[f"single-{task}"]
+
+    per_task: dict[str, Any] = {}
+    for t in tasks:
+        row: dict[str, Any] = {"metric": t.metric, "higher_is_better": t.higher_is_better, "trivial": trivial[t.name][t.metric],
+                               "source": splits.train_data.sources[t.name], "versions": {}}
+        clean_h = history_of("clean", t.name)
+        clean_final = clean_h[-1]["test"][t.name][t.metric]
+        clean_sal = sal_matrix(clean_h, t.name)
+        beta = learnable_threshold(clean_sal[0]) if clean_sal is not None else None
+        lp_clean = learnable_count(clean_sal[0], beta) if clean_sal is not None else None
+        for v in versions:
+            h = history_of(v, t.name)
+            final = h[-1]["test"][t.name][t.metric]
+            vals = [r["test"][t.name][t.metric] for r in h]
+            best = max(vals) if t.higher_is_better else min(vals)
+            cell: dict[str, Any] = {"final": final, "best": best, "all": h[-1]["test"][t.name], "curve": vals}
+            if v != "clean":
+                cell["drop"] = finite(t.drop(clean_final, final))
+                cell["retained"] = finite(t.retained(clean_final, final, row["trivial"]))
+            m = sal_matrix(h, t.name)
+            if m is not None and beta is not None:
+                cell["lp"] = learnable_count(m[0], beta)
+                cell["ud"] = finite(cell["lp"] / lp_clean) if lp_clean else None
+                cell["sal_mean"] = float(m[0].mean())
+            row["versions"][v] = cell
+        row["beta"] = beta
+        per_task[t.name] = row
+
+    similarity: dict[str, Any] = {}
+    for v in versions:
+        vecs = {}
+        for t in tasks:
+            m = sal_matrix(history_of(v, t.name), t.name)
+            if m is not None:
+                vecs[t.name] = m[0].mean(0)
+        names = list(vecs)
+        similarity[v] = {"tasks": names, "matrix": [[finite(cosine(vecs[a], vecs[b])) for b in names] for a in names]}
+    layers = None
+    for v in versions:
+        for t in tasks:
+            m = sal_matrix(history_of(v, t.name), t.name)
+            if m is not None:
+                layers = m[1]
+                break
+        if layers:
+            break
+    return {
+        "config": config.to_dict(),
+        "dataset": {"name": splits.full.name, "train": len(splits.train), "test": len(splits.test), "classes": splits.full.num_classes},
+        "tasks": [t.name for t in tasks],
+        "versions": versions,
+        "poisons": {k: {"attack": p.meta.attack, "variant": p.meta.variant, "norm": p.meta.norm, "budget": p.meta.budget,
+                        "craft_seconds": p.meta.craft_seconds, "epoch_equivalents": p.meta.epoch_equivalents,
+                        "measured": p.measure(splits.full).get(p.meta.norm)} for k, p in poisons.items()},
+        "per_task": per_task,
+        "sal_similarity": similarity,
+        "sal_layers": layers,
+        "sal_mode": config.sal_mode if config.sal else None,
+    }
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per task: trivial, clean, then each poison's final metric with its relative drop."""
+    versions = results["versions"]
+    head = ["task", "metric", "trivial", *[v if v == "clean" else f"{v} (drop, UD)" for v in versions]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in results["per_task"].items():
+        cells = [name, row["metric"] + (" (lower better)" if not row["higher_is_better"] else ""), f"{row['trivial']:.4g}"]
+        for v in versions:
+            c = row["versions"][v]
+            if v == "clean":
+                cells.append(f"{c['final']:.4g}")
+            else:
+                drop = "-" if c.get("drop") is None else f"{100 * c['drop']:+.0f}%"
+                ud = "" if c.get("ud") is None else f", UD {c['ud']:.2f}"
+                cells.append(f"{c['final']:.4g} ({drop}{ud})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(results: dict[str, Any]) -> str:
+    rows = ["task,metric,version,final,best,trivial,drop,retained,lp,ud"]
+    for name, row in results["per_task"].items():
+        for v, c in row["versions"].items():
+            vals = [name, row["metric"], v, c["final"], c["best"], row["trivial"], c.get("drop"), c.get("retained"), c.get("lp"), c.get("ud")]
+            rows.append(",".join("" if x is None else (f"{x:.6g}" if isinstance(x, float) else str(x)) for x in vals))
+    return "\n".join(rows) + "\n"
+
+
+# ---- the experiment ---------------------------------------------------------------------------------------
+def prepare_out(out: Path, config: CrossTaskConfig, overwrite: bool) -> None:
+    saved_path = out / "experiment.json"
+    mine = read_json_normalised(config.to_dict())
+    if saved_path.exists():
+        saved = read_json(saved_path)
+        if saved != mine and not overwrite:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise UserError(f"{out} holds a crosstask experiment of another configuration (differs in: {', '.join(diff)}); "
+                            "use another --out or --overwrite")
+        if saved != mine:
+            import shutil
+
+            for sub in ("runs", "poisons", "figures"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+    try:
+        atomic_write_json(saved_path, mine)
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+
+
+def read_json_normalised(d: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+def run_experiment(config: CrossTaskConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False,
+                   log: Callable[[str], None] = lambda s: None, figures: bool = True) -> dict[str, Any]:
+    tasks = validate(config)
+    out = Path(out)
+    prepare_out(out, config, overwrite)
+    splits = load_splits(config, tasks)
+    poisons = make_poisons(config, tasks, splits, out, progress, log)
+    settings = settings_for(config)
+    histories: dict[str, dict[str, list]] = {}
+    versions: list[tuple[str, TaskData, dict | None]] = [("clean", splits.train_data, None)]
+    versions += [(label, poisoned_train(splits, p), dataclasses.asdict(p.meta) | {"label": label}) for label, p in poisons.items()]
+    for version, train, meta in versions:
+        histories[version] = {}
+        for model, group in model_groups(config, tasks).items():
+            log(f"training {version}/{model}")
+            meta_key = None if meta is None else {k: meta[k] for k in ("label", "attack", "variant", "seed", "params")}
+            histories[version][model] = run_one(config, settings, version, model, group, splits, train, out, progress, meta_key)
+    results = assemble(config, tasks, splits, histories, poisons)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "table.md", markdown_table(results))
+    atomic_write_text(out / "table.csv", csv_table(results))
+    if figures:
+        from ..report.crosstask_figures import write_report
+
+        write_report(results, out)
+    return results

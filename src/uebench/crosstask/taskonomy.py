@@ -11,7 +11,8 @@
 A sample is identified by its path below the domain folder with the `_domain_<task>` suffix removed, so the
 same point/view is matched across folders. Only images present in rgb/ and class_scene/ count; every other
 domain is optional but, once present, must cover every sample (a partial folder is refused, naming one missing
-file). Images are resized to `size` x `size` (RGB bilinear, label and depth maps nearest). Train and test are a
+file). Images are resized to `size` x `size` (RGB bilinear, label and depth maps nearest, edge and keypoint maps
+thresholded first, then a block is positive if any of its pixels is, so one-pixel lines survive). Train and test are a
 deterministic split by a hash of the sample id (`test_fraction`, stable when files are added or removed).
 Registered as the dataset "taskonomy" when uebench.crosstask is imported.
 """
@@ -76,17 +77,27 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def read_map(path: Path, size: int) -> tuple[np.ndarray, int]:
-    """A single-channel map resized with nearest neighbours, as integers, and its full-scale value (255 or 65535)."""
-    from PIL import Image
-
+def read_map(path: Path) -> tuple[np.ndarray, int]:
+    """A single-channel map at full resolution, as integers, and its full-scale value (255 or 65535)."""
     img = _open(path)
     arr = np.asarray(img)
     full = 65535 if arr.dtype == np.uint16 or img.mode.startswith("I") else 255
     if arr.ndim == 3:
         arr = arr[..., 0]
-    resized = Image.fromarray(arr.astype(np.int32 if full == 65535 else np.uint8)).resize((size, size), Image.NEAREST)
-    return np.asarray(resized).astype(np.int64), full
+    return arr.astype(np.int64), full
+
+
+def resize_nearest(m: np.ndarray, size: int) -> np.ndarray:
+    rows = ((np.arange(size) + 0.5) * m.shape[0] / size).astype(int)
+    cols = ((np.arange(size) + 0.5) * m.shape[1] / size).astype(int)
+    return m[rows][:, cols]
+
+
+def resize_any(b: np.ndarray, size: int) -> np.ndarray:
+    """A binary map downsampled so that a block holding any positive pixel stays positive (thin edges survive)."""
+    from PIL import Image
+
+    return (np.asarray(Image.fromarray((b > 0).astype(np.uint8) * 255).resize((size, size), Image.BOX)) > 0).astype(np.uint8)
 
 
 def read_label(path: Path) -> int:
@@ -98,15 +109,17 @@ def read_label(path: Path) -> int:
     return int(a.argmax()) if a.size > 1 else int(a.reshape(()))
 
 
-def convert(key: str, m: np.ndarray, full: int, edge_threshold: float, keypoint_threshold: float) -> np.ndarray:
+def convert(key: str, m: np.ndarray, full: int, size: int, edge_threshold: float, keypoint_threshold: float) -> np.ndarray:
+    """A full-resolution Taskonomy map as a `size` x `size` target (binary maps thresholded before resizing)."""
+    if key == "edges":
+        return resize_any(m > edge_threshold * full, size)
+    if key == "keypoints":
+        return resize_any(m > keypoint_threshold * full, size)
+    m = resize_nearest(m, size)
     if key == "depth":
         d = m.astype(np.float32) / DEPTH_UNIT
         d[m >= DEPTH_INVALID] = np.nan
         return d
-    if key == "edges":
-        return (m > edge_threshold * full).astype(np.uint8)
-    if key == "keypoints":
-        return (m > keypoint_threshold * full).astype(np.uint8)
     return m.astype(np.int64)
 
 
@@ -145,8 +158,8 @@ def load_taskonomy(root: Path | None, split: str = "train", *, size: int = 32, t
             raise UserError(f"taskonomy: {domain}/ lacks sample '{missing[0]}' ({len(missing)} of {len(ids)} missing); complete it or remove the folder")
         maps = []
         for i in chosen:
-            m, full = read_map(files[i], size)
-            maps.append(convert(key, m, full, edge_threshold, keypoint_threshold))
+            m, full = read_map(files[i])
+            maps.append(convert(key, m, full, size, edge_threshold, keypoint_threshold))
         targets[key] = torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, size, size))
     labels = torch.tensor([labels_all[i] for i in chosen], dtype=torch.int64)
     return ImageDataset("taskonomy", split, torch.from_numpy(images), labels, [f"scene_{k}" for k in range(num_classes)],

@@ -18,7 +18,8 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+from abc import abstractmethod
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -29,9 +30,7 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..models import MODELS, create_model
 from ..train import prepare, resolve_device
-
-if TYPE_CHECKING:
-    from .base import Perturbation
+from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -106,7 +105,7 @@ class Objective(Protocol):
 
 
 # ---- data, model, generators --------------------------------------------------------------------------------
-def in_index_order(ds: ImageDataset, craft_fn: Callable[[ImageDataset], "Perturbation"]) -> "Perturbation":
+def in_index_order(ds: ImageDataset, craft_fn: Callable[[ImageDataset], Perturbation]) -> Perturbation:
     """Run `craft_fn` on the images sorted by their dataset index, and hand back delta in ds's own order.
 
     Every batch, shuffle and random draw then depends on which images there are, not on the order they came in:
@@ -326,3 +325,30 @@ def progress_bar(enabled: bool, total: int | None, desc: str, unit: str):
 
 def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# ---- the skeleton EM, REM and TAP share ------------------------------------------------------------------------
+class ModelAttack(Attack):
+    """An Linf ball of radius `config.eps` crafted against a model: the shared refusals, and crafting in dataset
+    index order (so a permuted dataset gives the permuted perturbation). Subclasses add `check()` and `_perturb()`."""
+
+    norm = "linf"
+
+    def budget(self) -> float:
+        return self.config.eps
+
+    def validate(self, ds: ImageDataset) -> None:
+        positive(self.name, eps=self.config.eps)  # a number before the base class compares it
+        super().validate(ds)
+        validate_common(self.name, self.config, ds)
+        self.check(self.config)
+
+    def check(self, c) -> None:
+        """The method's own refusals (raise UserError)."""
+
+    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
+        return in_index_order(ds, lambda d: self._perturb(d, seed, progress))
+
+    @abstractmethod
+    def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
+        """The perturbation of ds, whose images come sorted by dataset index."""

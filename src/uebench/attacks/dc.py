@@ -324,7 +324,6 @@ class DC(Attack):
         device = resolve_device(c.device)
         x = prepare(ds.images, device, channels_last=True)  # mkldnn/cudnn convolutions run faster channels-last
         y = ds.labels.to(device)
-        n = max(len(x), 1)
         if c.generator is not None:
             gen = _to(load_generator(c.generator, ds.shape[0], c), device)
             extra = {"generator": str(c.generator), "trained": False, "victim_passes": 0.0, "generator_passes": 1 / 3}

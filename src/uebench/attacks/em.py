@@ -39,7 +39,7 @@ import torch
 from ..data.base import ImageDataset
 from ..errors import UserError
 from . import _crafting as C
-from .base import Attack, Perturbation, register_attack
+from .base import Perturbation, register_attack
 
 MODES = ("samplewise", "classwise")
 
@@ -61,9 +61,8 @@ class EMConfig(C.ModelConfig):
 
 
 @register_attack
-class EM(Attack):
+class EM(C.ModelAttack):
     name: ClassVar[str] = "em"
-    norm: ClassVar[str] = "linf"
     description: ClassVar[str] = "error-minimising noise (min-min bi-level), sample-wise or class-wise, stops at 99% train acc"
     Config: ClassVar[type] = EMConfig
     presets: ClassVar[dict] = {
@@ -75,23 +74,13 @@ class EM(Attack):
     # minimise the sum of task losses instead; everything else (rounds, steps, budget, stopping rule) is unchanged.
     objective: "C.Objective | None" = None
 
-    def budget(self) -> float:
-        return self.config.eps
-
-    def validate(self, ds: ImageDataset) -> None:
-        c = self.config
-        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
-        super().validate(ds)
-        C.validate_common(self.name, c, ds)
+    def check(self, c: EMConfig) -> None:
         if c.mode not in MODES:
             raise UserError(f"em: unknown mode '{c.mode}'; valid: {', '.join(MODES)}")
         C.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
         C.at_least(self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds)
         if isinstance(c.stop_acc, bool) or not isinstance(c.stop_acc, (int, float)) or not 0 < c.stop_acc <= 100:
             raise UserError(f"em: stop_acc is a training accuracy in percent, in (0, 100]; got {c.stop_acc}")
-
-    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
-        return C.in_index_order(ds, lambda d: self._perturb(d, seed, progress))
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config

@@ -46,7 +46,7 @@ import torch
 from ..data.base import ImageDataset
 from ..errors import UserError
 from . import _crafting as C
-from .base import Attack, Perturbation, register_attack
+from .base import Perturbation, register_attack
 
 
 @dataclass
@@ -74,9 +74,8 @@ AUGMENTS = ("crop_flip", "none")
 
 
 @register_attack
-class REM(Attack):
+class REM(C.ModelAttack):
     name: ClassVar[str] = "rem"
-    norm: ClassVar[str] = "linf"
     description: ClassVar[str] = "robust error-minimising noise: adversarially trained crafting model, EOT over augmentations"
     Config: ClassVar[type] = REMConfig
     presets: ClassVar[dict] = {
@@ -94,14 +93,7 @@ class REM(Attack):
         },
     }
 
-    def budget(self) -> float:
-        return self.config.eps
-
-    def validate(self, ds: ImageDataset) -> None:
-        c = self.config
-        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
-        super().validate(ds)
-        C.validate_common(self.name, c, ds)
+    def check(self, c: REMConfig) -> None:
         C.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
         C.at_least(self.name, 1, steps=c.steps, eot_samples=c.eot_samples, batch_size=c.batch_size, lr_decay_every=c.lr_decay_every)
         C.at_least(self.name, 0, train_steps=c.train_steps, adv_steps=c.adv_steps)
@@ -114,9 +106,6 @@ class REM(Attack):
             )
         if c.adv_eps > 0 and c.adv_steps > 0:
             C.positive(self.name, adv_step=c.adv_step)
-
-    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
-        return C.in_index_order(ds, lambda d: self._perturb(d, seed, progress))
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config

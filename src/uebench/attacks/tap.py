@@ -39,7 +39,7 @@ from ..errors import UserError
 from ..recipes import Recipe
 from ..train import make_optimizer, train_epoch
 from . import _crafting as C
-from .base import Attack, Perturbation, register_attack
+from .base import Perturbation, register_attack
 
 INITS = ("randn", "rand", "zero")
 SELECTS = ("sample", "global")
@@ -62,9 +62,8 @@ class TAPConfig(C.ModelConfig):
 
 
 @register_attack
-class TAP(Attack):
+class TAP(C.ModelAttack):
     name: ClassVar[str] = "tap"
-    norm: ClassVar[str] = "linf"
     description: ClassVar[str] = "targeted adversarial poisoning towards (y+1) mod C against a clean-trained model, with restarts"
     Config: ClassVar[type] = TAPConfig
     presets: ClassVar[dict] = {
@@ -72,14 +71,7 @@ class TAP(Attack):
         "fast": {"width": 0.125, "clean_epochs": 8, "iterations": 30, "restarts": 1, "step": 1 / 255, "pgd_batch": 256},
     }
 
-    def budget(self) -> float:
-        return self.config.eps
-
-    def validate(self, ds: ImageDataset) -> None:
-        c = self.config
-        C.positive(self.name, eps=c.eps)  # a number before the base class compares it
-        super().validate(ds)
-        C.validate_common(self.name, c, ds)
+    def check(self, c: TAPConfig) -> None:
         C.positive(self.name, step=c.step, clean_lr=c.clean_lr)
         C.at_least(self.name, 1, iterations=c.iterations, restarts=c.restarts, clean_batch_size=c.clean_batch_size)
         C.at_least(self.name, 0, clean_epochs=c.clean_epochs)
@@ -87,9 +79,6 @@ class TAP(Attack):
             raise UserError(f"tap: unknown init '{c.init}'; valid: {', '.join(INITS)}")
         if c.restart_select not in SELECTS:
             raise UserError(f"tap: unknown restart_select '{c.restart_select}'; valid: {', '.join(SELECTS)}")
-
-    def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
-        return C.in_index_order(ds, lambda d: self._perturb(d, seed, progress))
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config

@@ -319,7 +319,7 @@ def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
     (["--attacks", "ops", "--multitask-attacks"], "multi-task crafting needs a model-based attack"),
     (["--attacks", "missing.safetensors"], "poison file not found"),
     (["--preset", "huge"], "unknown crosstask preset 'huge'"),
-    (["--attack-set", "ar.eps=1"], "not among the attacks"),
+    (["--attacks", "ops", "--attack-set", "ar.eps=1"], "not among the attacks"),
 ])
 def test_cli_bad_inputs_exit_2(tmp_path, capsys, extra, message):
     assert main(["crosstask", "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2

@@ -128,6 +128,9 @@ def poison_label(entry: str) -> str:
 
 def validate(config: CrossTaskConfig) -> list[Task]:
     """Every name checked before any data is loaded or anything is crafted (one clear line each)."""
+    from ..data import DATASETS
+
+    DATASETS.get(config.dataset)
     tasks = get_tasks(config.tasks)
     check_derive(config.targets)
     for entry in config.attacks:

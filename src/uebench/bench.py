@@ -1,0 +1,544 @@
+"""`uebench bench`: the clean run plus one run per attack (x defense x seed), SAL-probed; then beta, #LP, UD and
+the report. Resumable and cached.
+
+    config = PRESETS["quick"]                      # a BenchConfig value
+    result = run_bench(config, "runs/quick")       # crafts, trains, probes, writes the report
+    run_bench(replace(config, attacks=(*config.attacks, "rem")), "runs/quick")   # computes only what is new
+
+A bench folder:
+
+    bench.json                                     identity (the settings every run shares) + the matrix asked last
+    poisons/<attack>-s<seed>-<key>.safetensors     crafted (or copied user) poisons, key = hash of what made them
+    runs/<attack>-<defense>-s<seed>-<key>/         run folders (records.RunFolder), key = hash of the run's settings
+    samples.safetensors                            a few clean training images, for the sample grid of the report
+    results.json results.csv table.md *.png report.html   the report (uebench.report.bench_report)
+
+Every file is written atomically, a poison only once it is complete and checked, a run after every epoch. Killed
+at any moment, the same call continues: finished poisons and runs are read back, an unfinished run resumes from its
+last finished epoch (train(..., resume=True)), and on CPU the result equals that of an uninterrupted bench.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError, unknown_name
+from .io import atomic_write_json, read_json
+
+ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
+CLEAN = "clean"
+NO_DEFENSE = "none"
+BENCH_FILE = "bench.json"
+SAMPLES_FILE = "samples.safetensors"
+POISONS_DIR, RUNS_DIR = "poisons", "runs"
+SCHEMA = 1
+
+
+# ---- configuration ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SALSettings:
+    """The SAL probe every run of a bench carries (the same for all, or UD would compare unlike things)."""
+
+    mode: str = "fast"  # fast | faithful
+    every: int = 1
+    origin: str = "running"  # running (the public code's L0) | eval
+    eps: float = 0.05
+    rounds: int | None = None  # None: 10 (faithful) or 5 (fast)
+    lr: float = 0.1
+    subset: int = 1024  # fast mode: probe images
+    augment: str = "once"  # fast mode: once | none
+
+    def probe(self, crop_flip: bool):
+        from .metrics import FastSALConfig, SALProbe
+
+        return SALProbe(mode=self.mode, every=self.every, origin=self.origin, eps=self.eps, rounds=self.rounds, lr=self.lr,
+                        augment=crop_flip, fast=FastSALConfig(subset=self.subset, augment=self.augment))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that determines a bench. Presets (PRESETS) are values of this type."""
+
+    preset: str = "custom"
+    dataset: str = "scenes"
+    data_dir: str | None = None  # where the data is read from; not part of any key (moving the data changes nothing)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = None  # poison and train on a seeded stratified subset of the training split
+    attacks: tuple[str, ...] = ALL_ATTACKS
+    attack_preset: str = "fast"
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack, over the preset
+    poisons: tuple[str, ...] = ()  # user poison files, benched beside the crafted ones
+    model: str = "resnet18"
+    width: float = 0.25
+    recipe: str = "quick"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    defenses: tuple[str, ...] = (NO_DEFENSE,)
+    defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    sal: SALSettings = field(default_factory=SALSettings)
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    description: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """The settings every run shares: a folder holding a bench with other values here is another bench.
+        The matrix (attacks, poisons, defenses, seeds) and per-attack/defense parameters may grow between calls:
+        they only add cached entries."""
+        return _jsonable({
+            "dataset": self.dataset, "dataset_options": self.dataset_options, "subset": self.subset,
+            "attack_preset": self.attack_preset, "model": self.model, "width": self.width,
+            "recipe": self.resolved_recipe().to_dict(), "sal": dataclasses.asdict(self.sal),
+            "device": self.device, "precision": self.precision, "channels_last": self.channels_last,
+        })
+
+    def resolved_recipe(self):
+        from .recipes import RECIPES
+
+        return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+
+    def with_dataset(self, name: str) -> "BenchConfig":
+        """The preset on another dataset: its dataset options belong to its own dataset, so they are dropped, and a
+        generated training-set size becomes a subset of the same size (a CPU preset stays CPU-sized)."""
+        if name == self.dataset:
+            return self
+        size = self.subset if self.subset is not None else self.dataset_options.get("n_train")
+        return replace(self, dataset=name, dataset_options={}, subset=size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+
+# The README's main job: a few minutes on 2 CPU cores (sized and measured, see README "Benchmark").
+QUICK = BenchConfig(
+    preset="quick",
+    dataset="scenes",
+    dataset_options={"n_train": 2000, "n_test": 500},
+    model="resnet18",
+    width=0.125,
+    recipe="quick",
+    epochs=8,
+    attack_preset="fast",
+    # the fast presets, shortened further so that seven attacks fit the 10-minute budget on a laptop CPU
+    attack_params={
+        "em": {"max_rounds": 4},
+        "rem": {"train_steps": 48, "lr_decay_every": 40, "steps": 3},
+        "tap": {"clean_epochs": 4, "iterations": 8},
+        "dc": {"trials": 1, "cls_epochs": 2},
+    },
+    sal=SALSettings(mode="fast", every=1, rounds=3, subset=256),
+    description="CPU, minutes: scenes (2,000 train / 500 test), ResNet-18 width 0.125, 8 epochs, fast attacks, fast SAL",
+)
+
+# The paper's configuration: CIFAR-10, ResNet-18 (width 1), the paper's recipe (50 epochs, constant lr), the
+# attacks' paper settings and the faithful SAL probe. A GPU job (README "Benchmark" gives its cost).
+PAPER = BenchConfig(
+    preset="paper",
+    dataset="cifar10",
+    model="resnet18",
+    width=1.0,
+    recipe="paper",
+    attack_preset="paper",
+    sal=SALSettings(mode="faithful", every=1, rounds=10, origin="running"),
+    description="GPU: CIFAR-10, ResNet-18, the paper's 50-epoch recipe, paper attack settings, faithful SAL",
+)
+
+# Between the two: real CIFAR-10 on a CPU overnight (a 5,000-image subset, width 0.25, 30 epochs, fast SAL).
+CPU_OVERNIGHT = BenchConfig(
+    preset="cpu-overnight",
+    dataset="cifar10",
+    subset=5000,
+    model="resnet18",
+    width=0.25,
+    recipe="paper",
+    epochs=30,
+    batch_size=128,
+    attack_preset="fast",
+    sal=SALSettings(mode="fast", every=1, rounds=5, subset=1024),
+    description="CPU, hours: CIFAR-10 5,000-image subset, ResNet-18 width 0.25, 30 epochs, fast attacks, fast SAL",
+)
+
+PRESETS: dict[str, BenchConfig] = {c.preset: c for c in (QUICK, CPU_OVERNIGHT, PAPER)}
+
+
+def preset(name: str) -> BenchConfig:
+    if name not in PRESETS:
+        raise unknown_name("bench preset", name, PRESETS)
+    return PRESETS[name]
+
+
+# ---- the plan: poisons and runs, keyed by what makes them ------------------------------------------------------
+@dataclass(frozen=True)
+class PoisonSpec:
+    label: str  # attack name, or the user file's attack name
+    seed: int
+    file: str  # relative to the bench folder
+    attack: str | None = None  # crafted: the attack; None: a user file copied to `file`
+    params: dict[str, Any] = field(default_factory=dict)  # crafted: the resolved attack config
+    source: str | None = None  # user file: where it came from
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    attack: str  # "clean", an attack name, or a user poison's label
+    defense: str  # "none" or a defense name
+    seed: int
+    dir: str  # relative to the bench folder
+    poison: str | None  # relative poison file, None for the clean run
+    train: dict[str, Any]  # TrainConfig as a dict
+
+    def train_config(self):
+        from .train import TrainConfig
+
+        return TrainConfig(**self.train)
+
+
+def digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:n]
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "poison"
+
+
+def validate(config: BenchConfig) -> None:
+    """Every name and parameter checked before anything is computed (one UserError line each)."""
+    from .attacks import ATTACKS, make_config
+    from .data import DATASETS
+    from .defenses import create_defense
+    from .models import MODELS
+
+    DATASETS.get(config.dataset)
+    MODELS.get(config.model)
+    recipe = config.resolved_recipe()
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+        raise UserError(f"epochs and batch size must be >= 1 and lr > 0 (got {recipe.epochs}, {recipe.batch_size}, {recipe.lr})")
+    if not config.attacks and not config.poisons:
+        raise UserError("nothing to bench: give at least one attack or poison file")
+    if len(set(config.attacks)) != len(config.attacks):
+        raise UserError(f"attack listed twice: {', '.join(config.attacks)}")
+    for name in config.attacks:
+        make_config(ATTACKS.get(name), config.attack_preset, **config.attack_params.get(name, {}))
+    for name in config.attack_params:
+        if name not in ATTACKS:
+            raise unknown_name("attack", name, ATTACKS.names())
+    if not config.defenses:
+        raise UserError("--defenses is empty; use 'none' for standard training")
+    if len(set(config.defenses)) != len(config.defenses):
+        raise UserError(f"defense listed twice: {', '.join(config.defenses)}")
+    for name in config.defenses:
+        if name != NO_DEFENSE:
+            create_defense(name, **config.defense_params.get(name, {}))
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds) or min(config.seeds) < 0:
+        raise UserError(f"seeds must be distinct and >= 0, got {list(config.seeds)}")
+    if config.subset is not None and config.subset < 1:
+        raise UserError(f"subset must be >= 1, got {config.subset}")
+    config.sal.probe(True)  # SALProbe checks mode, origin, eps, rounds, lr
+    if config.sal.subset < 1:
+        raise UserError(f"SAL subset must be >= 1, got {config.sal.subset}")
+
+
+def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
+    from .attacks import ATTACKS, make_config
+
+    params = dataclasses.asdict(make_config(ATTACKS.get(attack), config.attack_preset, **config.attack_params.get(attack, {})))
+    key = digest({"attack": attack, "preset": config.attack_preset, "params": params, "seed": seed, "dataset": config.dataset,
+                  "dataset_options": config.dataset_options, "subset": config.subset})
+    return PoisonSpec(attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params))
+
+
+def user_poison_spec(path: str | Path) -> PoisonSpec:
+    """A user's poison file, keyed by its bytes (the same file under another name is the same poison)."""
+    from .poison import Poison
+
+    path = Path(path)
+    poison = Poison.load(path)  # UserError if missing or not a poison file
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    label = _slug(poison.meta.attack or path.stem)
+    return PoisonSpec(label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path))
+
+
+def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None) -> RunSpec:
+    from .train import TrainConfig
+
+    tc = TrainConfig(
+        dataset=config.dataset, data_dir=None, poison=poison.file if poison else None, model=config.model, width=config.width,
+        recipe=config.recipe, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
+        train_subset=config.subset, device=config.device, precision=config.precision, channels_last=config.channels_last,
+        dataset_options=dict(config.dataset_options), defense=None if defense == NO_DEFENSE else defense,
+        defense_params=dict(config.defense_params.get(defense, {})) if defense != NO_DEFENSE else {},
+    )
+    # the poison file name carries the poison's own key, so the run key covers what made the poison too
+    key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
+    name = f"{_slug(attack)}-{_slug(defense)}-s{seed}-{key}"
+    return RunSpec(attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(dataclasses.asdict(tc)))
+
+
+@dataclass
+class Plan:
+    poisons: list[PoisonSpec]
+    runs: list[RunSpec]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons], "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        return cls([PoisonSpec(**p) for p in d["poisons"]], [RunSpec(**r) for r in d["runs"]])
+
+
+def make_plan(config: BenchConfig) -> Plan:
+    """Per seed: the clean run under every defense, then each attack's poison and its runs under every defense."""
+    user = [user_poison_spec(p) for p in config.poisons]
+    labels = [*config.attacks, *(u.label for u in user)]
+    dupes = sorted({x for x in labels if labels.count(x) > 1} | ({CLEAN} & set(labels)))
+    if dupes:
+        raise UserError(f"two poisons would share the label {', '.join(dupes)} (rename one; 'clean' is reserved)")
+    poisons: list[PoisonSpec] = []
+    runs: list[RunSpec] = []
+    for seed in config.seeds:
+        for defense in config.defenses:
+            runs.append(run_spec(config, CLEAN, defense, seed, None))
+        for p in [*(poison_spec(config, a, seed) for a in config.attacks), *user]:
+            if p not in poisons:
+                poisons.append(p)
+            for defense in config.defenses:
+                runs.append(run_spec(config, p.label, defense, seed, p))
+    return Plan(poisons, runs)
+
+
+# ---- the bench folder -------------------------------------------------------------------------------------------
+def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> None:
+    """Refuse a folder holding another bench (or other files) unless overwrite; then record this bench."""
+    path = out / BENCH_FILE
+    if path.exists():
+        try:
+            saved = read_json(path)
+            old = saved["identity"]
+        except (OSError, ValueError, KeyError, TypeError):
+            if not overwrite:
+                raise UserError(f"{path} is unreadable; pass --overwrite to start a new bench in {out}") from None
+            old = None
+        new = config.identity()
+        if old is not None and old != new:
+            if not overwrite:
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise UserError(f"{out} holds a bench of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite")
+            clear_bench(out)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} is not empty and holds no bench; use another --out or --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
+    atomic_write_json(path, {"schema": SCHEMA, "identity": config.identity(), "config": config.to_dict(), "plan": plan.to_dict(),
+                             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def clear_bench(out: Path) -> None:
+    """Remove what a bench wrote (poisons, runs, report); other files in the folder are left alone."""
+    from .report.bench_report import REPORT_FILES
+
+    for d in (POISONS_DIR, RUNS_DIR):
+        shutil.rmtree(out / d, ignore_errors=True)
+    for name in (BENCH_FILE, SAMPLES_FILE, *REPORT_FILES):
+        (out / name).unlink(missing_ok=True)
+    for png in out.glob("*.png"):
+        png.unlink()
+
+
+def read_bench(out: str | Path) -> tuple[dict[str, Any], Plan]:
+    path = Path(out) / BENCH_FILE
+    if not path.is_file():
+        raise UserError(f"{out} holds no bench (no {BENCH_FILE}); run uebench bench --out {out} first")
+    try:
+        saved = read_json(path)
+        return saved, Plan.from_dict(saved["plan"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is malformed ({type(e).__name__}: {e})") from None
+
+
+# ---- running it -------------------------------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    out: Path
+    complete: bool  # every run finished and the report written
+    crafted: list[str] = field(default_factory=list)  # poison files crafted (or copied) by this call
+    trained: list[str] = field(default_factory=list)  # run folders that trained at least one epoch in this call
+    epochs_trained: int = 0
+    report: list[Path] = field(default_factory=list)
+
+
+class _Data:
+    """The clean splits, loaded once; poisoned training sets made on demand (poison checked against the data)."""
+
+    def __init__(self, config: BenchConfig):
+        from .data import load
+
+        self.config = config
+        self.train = load(config.dataset, config.data_dir, "train", **config.dataset_options)
+        self.test = load(config.dataset, config.data_dir, "test", **config.dataset_options)
+
+    def subset_for(self, ds, seed: int):
+        from .data import stratified_subset
+
+        # exactly as train.load_data: poison the full split, then take the run's seeded subset
+        return ds if self.config.subset is None else stratified_subset(ds, self.config.subset, seed=seed)
+
+    def crafting_set(self):
+        return self.train
+
+    def train_set(self, poison_file: Path | None, seed: int):
+        from .poison import Poison
+
+        ds = self.train if poison_file is None else Poison.load(poison_file).apply(self.train)
+        return self.subset_for(ds, seed)
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    max_epochs: int | None = None,
+    report: bool = True,
+) -> BenchResult:
+    """Craft, train and probe everything the config asks that is not already in `out`, then write the report.
+
+    `max_epochs` stops after training that many epochs in this call (an interruption on purpose: the same call
+    again continues). The result says what was computed, so a caller can tell a cached rerun from a fresh one.
+    """
+    validate(config)
+    out = Path(out)
+    plan = make_plan(config)
+    data = _Data(config)  # missing data fails here, before the folder is touched
+    for p in plan.poisons:
+        if p.source is not None:  # a user's poison must belong to this data (one clear line if not)
+            from .poison import Poison
+
+            Poison.load(p.source).check(data.train)
+    open_bench(out, config, plan, overwrite)
+    say = log or (lambda _m: None)
+    result = BenchResult(out, complete=False)
+    _write_samples(out, data)
+    by_file = {p.file: p for p in plan.poisons}
+    budget = max_epochs
+    t_start = time.perf_counter()
+    n_runs = len(plan.runs)
+    for i, run in enumerate(plan.runs, 1):
+        where = f"[{i}/{n_runs}] {run.attack} / {run.defense} / seed {run.seed}"
+        folder = out / run.dir
+        if (folder / "summary.json").exists():
+            say(f"{where}: finished earlier ({run.dir})")
+            continue
+        if budget is not None and budget <= 0:
+            say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
+            return result
+        if run.poison is not None:
+            _ensure_poison(out, by_file[run.poison], data, config, progress, say, result)
+        done = _epochs_done(folder)
+        say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
+        done_after = _train_one(out, run, data, config, progress, None if budget is None else done + budget)
+        result.trained.append(run.dir)
+        result.epochs_trained += done_after - done
+        if budget is not None:
+            budget -= done_after - done
+        if not (folder / "summary.json").exists():
+            say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
+            return result
+    result.complete = True
+    if report:
+        from .report.bench_report import write_bench_report
+
+        result.report = write_bench_report(out)
+        say(f"report written to {out / 'report.html'} ({time.perf_counter() - t_start:.0f} s in this call)")
+    return result
+
+
+def _epochs_done(folder: Path) -> int:
+    from .records import METRICS
+
+    path = folder / METRICS
+    if not path.exists():
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _ensure_poison(out: Path, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult) -> None:
+    from .poison import Poison
+
+    path = out / spec.file
+    if path.exists():
+        return
+    if spec.attack is None:  # a user file: check it belongs to this dataset, then keep a copy beside the runs
+        Poison.load(spec.source).check(data.train)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from .io import atomic_write_bytes
+
+        atomic_write_bytes(path, Path(spec.source).read_bytes())
+        result.crafted.append(spec.file)
+        say(f"poison {spec.label}: copied from {spec.source}")
+        return
+    from .attacks import craft
+
+    say(f"crafting {spec.label} (preset {config.attack_preset}, seed {spec.seed}) -> {spec.file}")
+    poison = craft(spec.attack, data.crafting_set(), preset=config.attack_preset, seed=spec.seed, subset=config.subset,
+                   progress=progress, **config.attack_params.get(spec.attack, {}))
+    poison.save(path)  # atomic: a killed craft leaves no file and is redone
+    result.crafted.append(spec.file)
+    say(f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)")
+
+
+def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None) -> int:
+    from .train import train
+
+    tc = run.train_config()
+    folder = out / run.dir
+    train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
+    probe = config.sal.probe(tc.resolved_recipe().augment == "crop_flip")
+    resume = folder.exists() and any(folder.iterdir())
+    res = train(tc, folder, train_set=train_set, test_set=data.test, probes=[probe], resume=resume, progress=progress, stop_after=stop_after)
+    return len(res.history)
+
+
+def _write_samples(out: Path, data: _Data, n: int = 4) -> None:
+    """A few clean training images (one per class where possible) for the report's sample grid: the report is
+    rebuilt from the folder alone, without the dataset."""
+    path = out / SAMPLES_FILE
+    if path.exists():
+        return
+    import torch
+    from safetensors.torch import save
+
+    from .io import atomic_write_bytes
+
+    ds = data.subset_for(data.train, data.config.seeds[0])
+    picks: list[int] = []
+    for c in range(ds.num_classes):
+        hit = (ds.labels == c).nonzero().flatten()
+        if len(hit):
+            picks.append(int(hit[0]))
+        if len(picks) == n:
+            break
+    idx = torch.tensor(picks, dtype=torch.int64)
+    atomic_write_bytes(path, save({"images": ds.images[idx].contiguous(), "labels": ds.labels[idx].contiguous(),
+                                   "indices": ds.indices[idx].contiguous()}, metadata={"classes": json.dumps(ds.classes)}))

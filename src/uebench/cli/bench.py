@@ -1,0 +1,134 @@
+"""`uebench bench` (craft, train, probe, report; resumable and cached) and `uebench report DIR` (rebuild the report)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import UserError
+from . import parse_sets
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="the clean run plus one run per attack (x defense x seed) with SAL, then #LP, UD and a report")
+    p.add_argument("--preset", default="quick", help="quick (CPU, minutes; default) | cpu-overnight | paper (GPU)")
+    p.add_argument("--dataset", default=None, help="dataset (default: the preset's; quick uses the embedded scenes)")
+    p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
+    p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none")
+    p.add_argument("--attack-set", action="append", metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. em.max_rounds=4")
+    p.add_argument("--poison", action="append", metavar="FILE", help="bench a poison file of your own (repeatable)")
+    p.add_argument("--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)")
+    p.add_argument("--defense-set", action="append", metavar="DEFENSE.KEY=VALUE", help="defense parameter, e.g. jpeg.quality=20")
+    p.add_argument("--model", default=None)
+    p.add_argument("--width", type=float, default=None, help="channel width multiplier")
+    p.add_argument("--recipe", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds 0..N-1; tables show mean and std (default 1)")
+    p.add_argument("--sal-mode", default=None, help="fast | faithful (default: the preset's)")
+    p.add_argument("--sal-every", type=int, default=None, metavar="K", help="probe SAL every K epochs (default: the preset's)")
+    p.add_argument("--sal-rounds", type=int, default=None, help="SAL search rounds (default: the preset's)")
+    p.add_argument("--sal-subset", type=int, default=None, metavar="N", help="fast SAL: probe images (default: the preset's)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--precision", default=None, help="auto | fp32 | bf16")
+    p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
+    p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.set_defaults(func=bench_cmd)
+
+    r = sub.add_parser("report", help="rebuild a bench's report (tables, figures, report.html) from its folder alone")
+    r.add_argument("dir", metavar="DIR", help="a bench folder (uebench bench --out DIR)")
+    r.set_defaults(func=report_cmd)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
+    """'name.key=value' pairs -> {name: {key: value}}."""
+    out: dict[str, dict] = {}
+    for key, value in parse_sets(items, option).items():
+        if "." not in key:
+            raise UserError(f"{option} expects NAME.KEY=VALUE, got '{key}={value}'")
+        name, k = key.split(".", 1)
+        out.setdefault(name, {})[k] = value
+    return out
+
+
+def config_from_args(args):
+    from ..bench import SALSettings, preset
+
+    c = preset(args.preset)
+    if args.dataset:
+        c = c.with_dataset(args.dataset)
+    changes = {}
+    if args.data_dir is not None:
+        changes["data_dir"] = args.data_dir
+    if args.data_option:
+        changes["dataset_options"] = {**c.dataset_options, **parse_sets(args.data_option, "--data-option")}
+    if args.subset is not None:
+        changes["subset"] = args.subset
+    if args.attacks is not None:
+        changes["attacks"] = _names(args.attacks)
+    elif args.poison:
+        changes["attacks"] = ()  # --poison alone benches the given files only
+    if args.attack_set:
+        merged = {k: dict(v) for k, v in c.attack_params.items()}
+        for name, kv in _nested_sets(args.attack_set, "--attack-set").items():
+            merged.setdefault(name, {}).update(kv)
+        changes["attack_params"] = merged
+    if args.poison:
+        changes["poisons"] = tuple(args.poison)
+    if args.defenses is not None:
+        changes["defenses"] = _names(args.defenses)
+    if args.defense_set:
+        changes["defense_params"] = _nested_sets(args.defense_set, "--defense-set")
+    for name in ("model", "width", "recipe", "epochs", "device", "precision"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+        changes["seeds"] = tuple(range(args.seeds))
+    sal = c.sal
+    if args.sal_mode is not None and args.sal_mode != sal.mode:
+        sal = SALSettings(mode=args.sal_mode)  # the other mode's defaults, not this preset's tuning of its own mode
+    for name in ("every", "rounds", "subset"):
+        if getattr(args, f"sal_{name}") is not None:
+            sal = replace(sal, **{name: getattr(args, f"sal_{name}")})
+    if sal != c.sal:
+        changes["sal"] = sal
+    return replace(c, **changes)
+
+
+def bench_cmd(args) -> int:
+    from ..bench import PRESETS, run_bench
+
+    if args.list_presets:
+        for name, c in PRESETS.items():
+            print(f"{name:14s} {c.description}")
+        return 0
+    if not args.out:
+        raise UserError("bench: --out DIR is required (the bench folder)")
+    config = config_from_args(args)
+    try:
+        result = run_bench(config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=None if args.quiet else print)
+    except KeyboardInterrupt:
+        import sys
+
+        print("interrupted: finished poisons and epochs are saved; rerun the same command to continue", file=sys.stderr)
+        return 130
+    if result.complete:
+        print((result.out / "table.md").read_text())
+        print(f"report: {result.out / 'report.html'}")
+    return 0
+
+
+def report_cmd(args) -> int:
+    from ..report.bench_report import write_bench_report
+
+    paths = write_bench_report(args.dir)
+    print(f"{len(paths)} files written to {args.dir}: " + ", ".join(p.name for p in paths))
+    return 0

@@ -1,0 +1,300 @@
+"""Figures of the bench report (matplotlib, Agg), drawn from the bench folder's records:
+
+- sal-heatmaps[-DEFENSE].png: SAL per layer (rows) and epoch (columns) of every run, one shared logarithmic colour
+  scale across the panels (the paper's Figure 4); dots mark the learnable cells (SAL > beta) that #LP counts.
+- beta[-DEFENSE].png: the clean run's SAL per layer per epoch, beta_t per epoch and beta (Figure 5).
+- accuracy.png: test accuracy per epoch of every run (one panel per defense; mean and range over seeds).
+- samples.png: clean / poisoned / perturbation (magnified) for a few training images per poison.
+- matrix.png: final test accuracy and UD, attacks x defenses (with more than one defense).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import atomic_write_bytes
+
+RUN_COLORS = {"clean": "#222222", "em": "#d62728", "rem": "#ff7f0e", "dc": "#8c564b", "tap": "#9467bd", "lsp": "#2ca02c",
+              "ops": "#17becf", "ar": "#e377c2"}
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+    section: str  # where the page shows it
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _color(label: str, i: int) -> str:
+    if label in RUN_COLORS:
+        return RUN_COLORS[label]
+    return _plt().get_cmap("tab10")(i % 10)
+
+
+def _name(label: str) -> str:
+    return label if label == "clean" else label.upper()
+
+
+def _suffix(defense: str, defenses: list[str]) -> str:
+    return "" if defenses == ["none"] else f"-{defense}"
+
+
+def short_layer(name: str) -> str:
+    """layer3.1.conv2 -> l3.1.c2, shortcut.0 -> sc: short enough for 21 axis labels."""
+    return (name.replace("layer", "l").replace("conv", "c").replace("shortcut", "sc").replace(".weight", "")
+            .replace("linear", "fc"))
+
+
+# ---- SAL heatmaps (Figure 4) ---------------------------------------------------------------------------------------
+def sal_heatmaps(panels: list[tuple[str, Any, float | None]], title: str, path: Path) -> Path:
+    """panels: (label, RunSAL, beta). One log colour scale for all panels; cells above beta get a dot."""
+    from matplotlib.colors import LogNorm
+
+    plt = _plt()
+    n = len(panels)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    layers = panels[0][1].layers
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 1.2, 0.17 * len(layers) * rows + 1.4 * rows + 0.6),
+                             layout="constrained", squeeze=False)
+    values = np.concatenate([p[1].sal.ravel() for p in panels])
+    pos = values[values > 0]
+    vmax = float(pos.max()) if pos.size else 1.0
+    vmin = max(float(pos.min()) if pos.size else vmax * 1e-3, vmax * 1e-4)  # a floor: exact zeros would stretch the scale
+    norm = LogNorm(vmin=vmin, vmax=vmax, clip=True)
+    cmap = plt.get_cmap("magma").copy()
+    im = None
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        label, run, beta = panels[k]
+        a = np.clip(run.sal.T, vmin, None)  # layers x epochs
+        im = ax.imshow(a, aspect="auto", norm=norm, cmap=cmap, interpolation="nearest",
+                       extent=(run.epochs[0] - 0.5, run.epochs[-1] + 0.5, len(layers) - 0.5, -0.5))
+        if beta is not None:
+            yy, xx = np.nonzero(run.sal.T > beta)
+            ax.scatter(np.asarray(run.epochs)[xx], yy, s=6, c="#00e5ff", marker="o", linewidths=0)
+            lp = np.count_nonzero(run.sal > beta) / run.sal.shape[0]
+            ax.set_title(f"{_name(label)}  (#LP {lp:.2f})", fontsize=9)
+        else:
+            ax.set_title(_name(label), fontsize=9)
+        ax.set_yticks(range(len(layers)))
+        ax.set_yticklabels([short_layer(x) for x in layers] if k % cols == 0 else [], fontsize=6)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    cb = fig.colorbar(im, ax=axes, shrink=0.8, pad=0.01)
+    cb.set_label("SAL (log scale, shared by all panels)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+# ---- beta (Figure 5) ------------------------------------------------------------------------------------------------
+def beta_figure(clean, title: str, path: Path) -> Path:
+    from ..metrics import epoch_thresholds
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    ep = np.asarray(clean.epochs)
+    cmap = plt.get_cmap("viridis")
+    for j, name in enumerate(clean.layers):
+        ax.plot(ep, np.maximum(clean.sal[:, j], 1e-8), color=cmap(j / max(len(clean.layers) - 1, 1)), lw=0.9, alpha=0.75,
+                marker=".", ms=3, label=short_layer(name) if j in (0, len(clean.layers) - 1) else None)
+    bt = epoch_thresholds(clean.sal)
+    ax.plot(ep, bt, color="red", lw=2.2, label="beta_t (2-means midpoint per epoch)")
+    ax.axhline(float(bt.mean()), color="red", ls="--", lw=1.2, label=f"beta = mean beta_t = {bt.mean():.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("SAL of each layer (clean run)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, loc="best", ncol=2, title="layers: first (dark) to last (yellow)", title_fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+# ---- accuracy curves ----------------------------------------------------------------------------------------------
+def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    config = results["bench"]["config"]
+    defenses = list(config["defenses"])
+    n = len(defenses)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), layout="constrained", squeeze=False, sharey=True)
+    attacks: list[str] = []
+    for r in results["rows"]:
+        if r["attack"] not in attacks:
+            attacks.append(r["attack"])
+    chance = None
+    for ax, d in zip(axes.flat, defenses):
+        for i, a in enumerate(attacks):
+            curves = [results["curves"][r["run"]] for r in results["rows"] if r["attack"] == a and r["defense"] == d]
+            curves = [c for c in curves if c["epoch"]]
+            if not curves:
+                continue
+            m = min(len(c["epoch"]) for c in curves)
+            acc = np.array([c["test_acc"][:m] for c in curves], dtype=float)
+            ep = np.asarray(curves[0]["epoch"][:m])
+            ax.plot(ep, acc.mean(0), color=_color(a, i), lw=2.2 if a == "clean" else 1.5, marker="o", ms=3, label=_name(a))
+            if len(curves) > 1:
+                ax.fill_between(ep, acc.min(0), acc.max(0), color=_color(a, i), alpha=0.15, lw=0)
+        ax.set_title("standard training" if d == "none" else f"defense: {d}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        chance = chance or _chance(results)
+        if chance:
+            ax.axhline(chance, color="grey", ls=":", lw=1)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    seeds = len(config["seeds"])
+    fig.suptitle("test accuracy per epoch" + (f" (mean over {seeds} seeds, band = min..max)" if seeds > 1 else "")
+                 + ("; dotted: chance" if chance else ""), fontsize=10)
+    return _save(fig, path)
+
+
+def _chance(results: dict[str, Any]) -> float | None:
+    n = results["bench"].get("num_classes")
+    return 100.0 / n if n else None
+
+
+# ---- samples ------------------------------------------------------------------------------------------------------
+def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Path) -> Path:
+    """Rows: one per poison. Per sample image: clean | poisoned | perturbation magnified (grey = no change)."""
+    plt = _plt()
+    imgs, idx = clean["images"], clean["indices"]
+    k = len(idx)
+    fig, axes = plt.subplots(len(poisons), 3 * k, figsize=(1.15 * 3 * k + 0.4, 1.3 * len(poisons) + 0.6),
+                             layout="constrained", squeeze=False)
+    for row, (label, poison) in enumerate(poisons):
+        pos = {int(i): j for j, i in enumerate(poison.indices.tolist())}
+        deltas, pairs = [], []
+        for s in range(k):
+            c = imgs[s].float() / 255
+            j = pos.get(int(idx[s]))
+            p = poison.images[j].float() / 255 if j is not None else c
+            pairs.append((c, p))
+            deltas.append(p - c)
+        mag = max(float(max(d.abs().max() for d in deltas)), 1e-8)
+        for s, ((c, p), d) in enumerate(zip(pairs, deltas)):
+            for t, (im, what) in enumerate(((c, "clean"), (p, "poisoned"), (0.5 + d / (2 * mag), "perturbation"))):
+                ax = axes[row, 3 * s + t]
+                im = im.clamp(0, 1)
+                ax.imshow(im.permute(1, 2, 0).numpy() if im.shape[0] == 3 else im[0].numpy(), cmap=None if im.shape[0] == 3 else "gray",
+                          vmin=0, vmax=1, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(what, fontsize=7)
+        axes[row, 0].set_ylabel(f"{_name(label)}\nx{1 / (2 * mag):.0f}" if mag > 0 else _name(label), fontsize=8, rotation=0,
+                                ha="right", va="center")
+    fig.suptitle("samples: clean | poisoned | perturbation (magnified: grey = 0, xN = the magnification of that row)", fontsize=9)
+    return _save(fig, path)
+
+
+# ---- attack x defense matrix -----------------------------------------------------------------------------------------
+def matrix_figure(results: dict[str, Any], path: Path) -> Path:
+    from .tables import attacks_and_defenses, lookup
+
+    plt = _plt()
+    attacks, defenses = attacks_and_defenses(results)
+    look = lookup(results)
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.5 * len(defenses) * 2, 1.2 + 0.45 * len(attacks)), layout="constrained")
+    for ax, (metric, label, cmap, vmax) in zip(axes, (("final_test_acc", "final test accuracy (%)", "viridis", 100.0),
+                                                     ("ud", "UD (vs the clean run under the same defense)", "coolwarm", None))):
+        a = np.array([[np.nan if (v := (look.get((x, d)) or {}).get(f"{metric}_mean")) is None else v for d in defenses] for x in attacks])
+        if metric == "ud":
+            top = float(np.nanmax(a)) if np.isfinite(a).any() else 2.0
+            im = ax.imshow(a, cmap=cmap, vmin=0, vmax=max(2.0, top), aspect="auto")
+        else:
+            im = ax.imshow(a, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+        for i in range(len(attacks)):
+            for j in range(len(defenses)):
+                if np.isfinite(a[i, j]):
+                    ax.text(j, i, f"{a[i, j]:.1f}" if metric != "ud" else f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if (metric != "ud" and a[i, j] < 60) else "black")
+        ax.set_xticks(range(len(defenses)))
+        ax.set_xticklabels(["standard" if d == "none" else d for d in defenses], rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(attacks)))
+        ax.set_yticklabels([_name(x) for x in attacks], fontsize=8)
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+# ---- all of them ----------------------------------------------------------------------------------------------------
+def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
+    from ..metrics import load_run_sal
+    from ..poison import Poison
+
+    out = Path(out)
+    config = results["bench"]["config"]
+    defenses = list(config["defenses"])
+    seed0 = config["seeds"][0]
+    betas = {(b["defense"], b["seed"]): b for b in results["betas"]}
+    figs: list[Figure] = []
+    for d in defenses:
+        rows = [r for r in results["rows"] if r["defense"] == d and r["seed"] == seed0 and r["epochs_done"] > 0]
+        clean = next((r for r in rows if r["attack"] == "clean"), None)
+        b = betas.get((d, seed0))
+        panels = []
+        layers = None
+        for r in rows:
+            try:
+                run = load_run_sal(out / r["run"], layers=layers)
+            except Exception:  # an unfinished run may have no SAL yet; the page lists it as unfinished
+                continue
+            layers = layers or run.layers
+            panels.append((r["attack"], run, b["beta"] if b else None))
+        sfx = _suffix(d, defenses)
+        where = "standard training" if d == "none" else f"defense {d}"
+        if panels:
+            p = sal_heatmaps(panels, f"SAL per layer and epoch, {where}, seed {seed0}" + (f" (dots: SAL > beta = {b['beta']:.3g})" if b else ""),
+                             out / f"sal-heatmaps{sfx}.png")
+            figs.append(Figure(p, f"SAL of every probed layer (rows, first layer on top) per epoch (columns), {where}; one shared "
+                                  "log colour scale; dots mark the cells above beta that #LP counts (the paper's Figure 4).", "sal"))
+        if clean is not None and panels and panels[0][0] == "clean":
+            p = beta_figure(panels[0][1], f"clean run, {where}: layers' SAL and the learnable threshold", out / f"beta{sfx}.png")
+            figs.append(Figure(p, f"beta per epoch from the clean run's SAL ({where}), with each layer's SAL (the paper's Figure 5).", "beta"))
+    if any(c["epoch"] for c in results["curves"].values()):
+        figs.append(Figure(accuracy_figure(results, out / "accuracy.png"), "Test accuracy per epoch of every run.", "accuracy"))
+    samples = out / "samples.safetensors"
+    poisons = []
+    for p in results["poisons"]:
+        # one row per poison label: the first seed's file (the plan lists seeds in order)
+        if (out / p["file"]).is_file() and not any(lbl == p["label"] for lbl, _ in poisons):
+            poisons.append((p["label"], Poison.load(out / p["file"])))
+    if samples.is_file() and poisons:
+        from safetensors.torch import load_file
+
+        figs.append(Figure(sample_grid(load_file(str(samples)), poisons, out / "samples.png"),
+                           "A few training images: clean, poisoned (what a victim downloads), and the perturbation magnified.", "samples"))
+    if len(defenses) > 1:
+        figs.append(Figure(matrix_figure(results, out / "matrix.png"),
+                           "Attacks x defenses: final test accuracy and UD (the APBench leaderboard layout).", "matrix"))
+    return figs

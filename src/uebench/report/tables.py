@@ -1,0 +1,133 @@
+"""Tables of the bench report: results.csv (one row per run), results-mean.csv, and table.md (the paper's Table 1
+layout, then the APBench leaderboard layout: attacks x defenses)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..io import atomic_write_text
+
+RUN_COLUMNS = (
+    "attack", "defense", "seed", "status", "epochs_done", "epochs", "final_test_acc", "peak_test_acc", "peak_epoch",
+    "final_train_acc", "lp", "ud", "beta", "craft_seconds", "craft_epoch_equivalents", "train_seconds", "sal_seconds",
+    "model", "width", "recipe", "recipe_settings", "precision", "device", "poison_norm", "poison_budget", "run", "poison",
+)
+MEAN_COLUMNS = (
+    "attack", "defense", "n", "seeds",
+    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "craft_seconds", "train_seconds") for s in ("mean", "std")),
+)
+DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3}  # as the paper prints them
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True)
+    return v  # numbers at full precision: the CSV must equal the run records
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+# ---- formatted cells ---------------------------------------------------------------------------------------------
+def cell(agg: dict[str, Any] | None, metric: str, seeds: int) -> str:
+    """'12.34' for one seed, '12.34 ± 0.56' for several; '-' where there is no value."""
+    if agg is None or agg.get(f"{metric}_mean") is None:
+        return "-"
+    d = DIGITS.get(metric, 3)
+    m = f"{agg[f'{metric}_mean']:.{d}f}"
+    if seeds > 1 and agg["n"] > 1:
+        m += f" ± {agg[f'{metric}_std']:.{d}f}"
+    return m
+
+
+def lookup(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(a["attack"], a["defense"]): a for a in results["aggregate"]}
+
+
+def attacks_and_defenses(results: dict[str, Any]) -> tuple[list[str], list[str]]:
+    attacks: list[str] = []
+    for a in results["aggregate"]:
+        if a["attack"] not in attacks:
+            attacks.append(a["attack"])
+    defenses = list(results["bench"]["config"]["defenses"])
+    return attacks, defenses
+
+
+def table1(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 1: rows = methods (clean first), one (acc, #LP, UD) column group per defense (the paper
+    has one per dataset). The clean row's UD is '-' as in the paper."""
+    attacks, defenses = attacks_and_defenses(results)
+    seeds = len(results["bench"]["config"]["seeds"])
+    look = lookup(results)
+    multi = len(defenses) > 1
+    header = ["method"]
+    for d in defenses:
+        sfx = f" ({d})" if multi else ""
+        header += [f"acc{sfx}", f"#LP{sfx}", f"UD{sfx}"]
+    rows = []
+    for a in attacks:
+        row = [a.upper() if a != "clean" else "clean"]
+        for d in defenses:
+            agg = look.get((a, d))
+            row += [cell(agg, "final_test_acc", seeds), cell(agg, "lp", seeds), "-" if a == "clean" else cell(agg, "ud", seeds)]
+        rows.append(row)
+    return header, rows
+
+
+def matrix(results: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
+    """APBench leaderboard layout: rows = attacks, columns = defenses ('none' = standard training)."""
+    attacks, defenses = attacks_and_defenses(results)
+    seeds = len(results["bench"]["config"]["seeds"])
+    look = lookup(results)
+    header = ["attack", *("standard" if d == "none" else d for d in defenses)]
+    return header, [[a.upper() if a != "clean" else "clean", *(cell(look.get((a, d)), metric, seeds) for d in defenses)] for a in attacks]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def setting_line(results: dict[str, Any]) -> str:
+    c = results["bench"]["config"]
+    r = results["rows"][0]["recipe_settings"] if results["rows"] else {}
+    data = c["dataset"] + (f" {c['dataset_options']}" if c["dataset_options"] else "") + (f", subset {c['subset']}" if c["subset"] else "")
+    sal = c["sal"]
+    seeds = c["seeds"]
+    return (f"{data}; {c['model']} width {c['width']:g}; recipe {r.get('name')} ({r.get('epochs')} epochs, batch {r.get('batch_size')}, "
+            f"lr {r.get('lr')}, {r.get('schedule')}); attacks preset {c['attack_preset']}; SAL {sal['mode']} "
+            f"(origin {sal['origin']}, eps {sal['eps']}, rounds {sal['rounds'] or 'default'}"
+            + (f", {sal['subset']} probe images" if sal["mode"] == "fast" else "") + f", every {sal['every']} epoch(s)); "
+            f"seeds {', '.join(map(str, seeds))}" + (" (mean ± sample std)" if len(seeds) > 1 else ""))
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    attacks, defenses = attacks_and_defenses(results)
+    out = [f"# uebench bench ({results['bench']['preset']})\n", setting_line(results) + "\n",
+           "## Table 1: accuracy (final, %), #LP and UD\n",
+           "acc = final test accuracy; #LP = (epoch, layer) cells with SAL > beta, per epoch; UD = #LP / #LP(clean). "
+           "beta comes from the clean run" + (" trained under the same defense (UD under a defense compares with a clean run under that defense)" if len(defenses) > 1 else "") + ".\n",
+           markdown_table(*table1(results))]
+    if len(defenses) > 1:
+        out += ["## Attack x defense (APBench leaderboard layout)\n", "### Final test accuracy (%)\n", markdown_table(*matrix(results, "final_test_acc")),
+                "### Peak test accuracy (%)\n", markdown_table(*matrix(results, "peak_test_acc")),
+                "### UD (reference: the clean run under the same defense)\n", markdown_table(*matrix(results, "ud"))]
+    else:
+        out += ["## Peak test accuracy (%)\n", markdown_table(*matrix(results, "peak_test_acc"))]
+    if results["notes"]:
+        out += ["## Notes\n", "".join(f"- {n}\n" for n in results["notes"])]
+    return "\n".join(s.strip("\n") + "\n" for s in out)

@@ -338,3 +338,10 @@ def test_cli_lists_tasks(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ALL_TASKS)
+
+
+def test_unsup_trivial_scores_zero_even_when_offsets_differ():
+    """A constant per offset ("near pixels: same segment; far ones: different") knows nothing of the image."""
+    unsup = TASKS.get("unsup")
+    ids = (torch.arange(32)[None, None, :] // 6).expand(4, 32, 32).clone()  # vertical stripes 6 px wide
+    assert unsup.score(unsup.trivial(ids, ids), ids)["ARI"] == pytest.approx(0.0, abs=1e-9)

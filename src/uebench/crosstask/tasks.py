@@ -128,15 +128,18 @@ def _image_loss(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 # ---- scores ------------------------------------------------------------------------------------------------
 def _affinity_score(prob: torch.Tensor, ids: torch.Tensor) -> dict[str, float]:
-    tp = fp = fn = tn = 0.0
+    """The ARI of each offset's pairs, averaged over offsets. Pooling the pairs of all offsets first would
+    reward knowing only that near pixels share a segment more often than far ones (a constant per offset
+    scored 0.38 pooled on CIFAR); per offset, every constant answer scores 0."""
+    aris, correct, total = [], 0.0, 0.0
     h, w = ids.shape[-2:]
     for k, (dy, dx) in enumerate(AFFINITY_OFFSETS):
         same, valid = _affinity(ids, dy, dx)
         pred = prob[:, k, : h - dy, : w - dx] >= 0.5
-        c = M.pair_confusion(pred[valid], same[valid])
-        tp, fp, fn, tn = tp + c[0], fp + c[1], fn + c[2], tn + c[3]
-    total = max(tp + fp + fn + tn, 1.0)
-    return {"ARI": M.adjusted_rand_from_pairs(tp, fp, fn, tn), "pair_acc": 100.0 * (tp + tn) / total}
+        tp, fp, fn, tn = M.pair_confusion(pred[valid], same[valid])
+        aris.append(M.adjusted_rand_from_pairs(tp, fp, fn, tn))
+        correct, total = correct + tp + tn, total + tp + fp + fn + tn
+    return {"ARI": sum(aris) / len(aris), "pair_acc": 100.0 * correct / max(total, 1.0)}
 
 
 def _segment_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:

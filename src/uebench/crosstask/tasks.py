@@ -137,9 +137,10 @@ def _affinity_score(prob: torch.Tensor, ids: torch.Tensor) -> dict[str, float]:
         same, valid = _affinity(ids, dy, dx)
         pred = prob[:, k, : h - dy, : w - dx] >= 0.5
         tp, fp, fn, tn = M.pair_confusion(pred[valid], same[valid])
-        aris.append(M.adjusted_rand_from_pairs(tp, fp, fn, tn))
+        if tp + fn > 0 and fp + tn > 0:  # an offset whose pairs are all alike has no chance-corrected score
+            aris.append(M.adjusted_rand_from_pairs(tp, fp, fn, tn))
         correct, total = correct + tp + tn, total + tp + fp + fn + tn
-    return {"ARI": sum(aris) / len(aris), "pair_acc": 100.0 * correct / max(total, 1.0)}
+    return {"ARI": sum(aris) / len(aris) if aris else 0.0, "pair_acc": 100.0 * correct / max(total, 1.0)}
 
 
 def _segment_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:

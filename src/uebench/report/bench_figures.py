@@ -164,6 +164,7 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
         ax.set_title("standard training" if d == "none" else f"defense: {d}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)

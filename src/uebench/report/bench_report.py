@@ -68,6 +68,7 @@ def collect(out: str | Path) -> dict[str, Any]:
         from ..train import TrainConfig
 
         recipe = TrainConfig(**spec.train).resolved_recipe().to_dict()
+        recipe.pop("description", None)  # prose, not a setting
         rows.append({
             "attack": spec.attack, "defense": spec.defense, "seed": spec.seed,
             "status": "finished" if s else ("unfinished" if hist else "not started"),

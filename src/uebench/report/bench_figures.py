@@ -92,20 +92,22 @@ def sal_heatmaps(panels: list[tuple[str, Any, float | None]], title: str, path: 
             continue
         label, run, beta = panels[k]
         a = np.clip(run.sal.T, vmin, None)  # layers x epochs
-        im = ax.imshow(a, aspect="auto", norm=norm, cmap=cmap, interpolation="nearest",
-                       extent=(run.epochs[0] - 0.5, run.epochs[-1] + 0.5, len(layers) - 0.5, -0.5))
+        # one column per probed epoch (SAL may be probed every k epochs), labelled with its epoch number
+        im = ax.imshow(a, aspect="auto", norm=norm, cmap=cmap, interpolation="nearest")
         if beta is not None:
             yy, xx = np.nonzero(run.sal.T > beta)
-            ax.scatter(np.asarray(run.epochs)[xx], yy, s=6, c="#00e5ff", marker="o", linewidths=0)
+            ax.scatter(xx, yy, s=6, c="#00e5ff", marker="o", linewidths=0)
             lp = np.count_nonzero(run.sal > beta) / run.sal.shape[0]
             ax.set_title(f"{_name(label)}  (#LP {lp:.2f})", fontsize=9)
         else:
             ax.set_title(_name(label), fontsize=9)
         ax.set_yticks(range(len(layers)))
         ax.set_yticklabels([short_layer(x) for x in layers] if k % cols == 0 else [], fontsize=6)
+        step = max(1, len(run.epochs) // 10)
+        ax.set_xticks(range(0, len(run.epochs), step))
+        ax.set_xticklabels([str(e) for e in run.epochs[::step]])
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     cb = fig.colorbar(im, ax=axes, shrink=0.8, pad=0.01)
     cb.set_label("SAL (log scale, shared by all panels)", fontsize=8)
     fig.suptitle(title, fontsize=10)

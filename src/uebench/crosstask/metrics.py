@@ -49,24 +49,33 @@ def adjusted_rand_from_pairs(tp: float, fp: float, fn: float, tn: float) -> floa
     return 2.0 * (tp * tn - fn * fp) / denom
 
 
+def _ranked(score: torch.Tensor, target: torch.Tensor):
+    """Valid pixels sorted by descending score: cumulative true positives, the last position of every run of tied
+    scores (one threshold each), and the number of positives; None when there is no positive."""
+    valid = target != IGNORE
+    s, t = score[valid].double().flatten(), target[valid].double().flatten()
+    n_pos = float(t.sum())
+    if n_pos == 0:
+        return None
+    order = torch.argsort(s, descending=True)
+    s, t = s[order], t[order]
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]
+    return torch.cumsum(t, 0), last, n_pos
+
+
 def average_precision(score: torch.Tensor, target: torch.Tensor) -> float:
     """Average precision (%) of per-pixel scores against a {0,1} map (ignored pixels: target -1).
 
     The area under the precision-recall curve as a step function (scikit-learn's definition); tied scores
     form one threshold, so a constant score gets AP = the positive rate."""
-    valid = target != IGNORE
-    s, t = score[valid].double().flatten(), target[valid].double().flatten()
-    n_pos = float(t.sum())
-    if n_pos == 0:
+    ranked = _ranked(score, target)
+    if ranked is None:
         return float("nan")
-    order = torch.argsort(s, descending=True)
-    s, t = s[order], t[order]
-    tp = torch.cumsum(t, 0)
-    fp = torch.cumsum(1 - t, 0)
-    last = torch.ones_like(s, dtype=torch.bool)  # the last position of every run of tied scores
-    last[:-1] = s[1:] != s[:-1]
-    tp, fp = tp[last], fp[last]
-    precision = tp / (tp + fp)
+    tp, last, n_pos = ranked
+    k = torch.arange(1, len(tp) + 1, dtype=tp.dtype)  # pixels predicted positive at each threshold
+    tp, k = tp[last], k[last]
+    precision = tp / k
     recall = tp / n_pos
     prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
     return 100.0 * float(((recall - prev) * precision).sum())
@@ -74,17 +83,11 @@ def average_precision(score: torch.Tensor, target: torch.Tensor) -> float:
 
 def best_f1(score: torch.Tensor, target: torch.Tensor) -> float:
     """The best F1 (%) over all thresholds (the dataset-scale "ODS" F1 of edge detection, without tolerance)."""
-    valid = target != IGNORE
-    s, t = score[valid].double().flatten(), target[valid].double().flatten()
-    n_pos = float(t.sum())
-    if n_pos == 0:
+    ranked = _ranked(score, target)
+    if ranked is None:
         return float("nan")
-    order = torch.argsort(s, descending=True)
-    s, t = s[order], t[order]
-    tp = torch.cumsum(t, 0)
-    k = torch.arange(1, len(t) + 1, dtype=tp.dtype)
-    last = torch.ones_like(s, dtype=torch.bool)
-    last[:-1] = s[1:] != s[:-1]
+    tp, last, n_pos = ranked
+    k = torch.arange(1, len(tp) + 1, dtype=tp.dtype)
     f1 = 2 * tp[last] / (k[last] + n_pos)
     return 100.0 * float(f1.max())
 

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_bytes
+from .plotting import pyplot as _plt
+from .plotting import save_png as _save
 
 RUN_COLORS = {"clean": "#222222", "em": "#d62728", "rem": "#ff7f0e", "dc": "#8c564b", "tap": "#9467bd", "lsp": "#2ca02c",
               "ops": "#17becf", "ar": "#e377c2"}
@@ -28,23 +28,6 @@ class Figure:
     path: Path
     caption: str
     section: str  # where the page shows it
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def _color(label: str, i: int) -> str:

@@ -10,32 +10,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_text
+from .plotting import pyplot as _plt
+from .plotting import save_png as _save
 
 PALETTE = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def metrics_figure(results: dict[str, Any], path: Path) -> Path:

@@ -6,32 +6,21 @@ so the figures can be redrawn from those files alone: `write_figures(read_json(a
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text
-
-COLORS = {"clean": "#1f77b4", "poisoned": "#d62728", "control": "#2ca02c"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..io import atomic_write_text
+from .plotting import pyplot as _plt
+from .plotting import save_png
 
 
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)  # constrained layout everywhere: no extra tight-bbox draw
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=110)
+
+
+COLORS = {"clean": "#1f77b4", "poisoned": "#d62728", "control": "#2ca02c"}
 
 
 def _attack_label(summary: dict[str, Any]) -> str:

@@ -20,10 +20,15 @@ def small() -> data.ImageDataset:
     return data.load("scenes", split="train", n_train=N_SMALL)
 
 
+def _pair(difficulty: str) -> tuple[data.ImageDataset, data.ImageDataset]:
+    """2,000 train and 1,000 test images for the cheap difficulty checks."""
+    return (data.load("scenes", split="train", n_train=2000, difficulty=difficulty),
+            data.load("scenes", split="test", n_test=1000, difficulty=difficulty))
+
+
 @pytest.fixture(scope="module")
 def pair() -> tuple[data.ImageDataset, data.ImageDataset]:
-    """2,000 train and 1,000 test images for the cheap difficulty checks."""
-    return data.load("scenes", split="train", n_train=2000), data.load("scenes", split="test", n_test=1000)
+    return _pair("hard")
 
 
 def _same(a: data.ImageDataset, b: data.ImageDataset) -> bool:
@@ -152,14 +157,14 @@ def test_layers_occlude(small):
     """Scenes have several objects, and some overlap: a real layer order, not a flat arrangement."""
     depth = small.targets["depth"]
     layers = torch.tensor([len(d.unique()) - 1 for d in depth])  # distinct object depths visible
-    assert layers.min() >= 2 and layers.float().mean() >= 2.5
+    assert layers.min() >= 2 and layers.float().mean() >= 2.2  # two key objects, a duplicate in about a third
     # overlap: some object boundary pixel has a nearer neighbour that is also an object (object-object edge)
     seg = small.targets["segment"]
     inner = (seg[:, 1:, :] > 0) & (seg[:, :-1, :] > 0) & (depth[:, 1:, :] != depth[:, :-1, :])
     assert inner.flatten(1).any(1).float().mean() > 0.2
 
 
-# ---------- difficulty: pixels alone do not give the class ----------
+# ---------- difficulty: pixels alone do not give the class (hard); colour gives only part of it (standard) ----------
 
 
 def _pixels(ds: data.ImageDataset) -> torch.Tensor:
@@ -194,10 +199,7 @@ def test_nearest_class_mean_is_near_chance(pair):
     assert acc < 0.25
 
 
-def test_colour_statistics_are_weak(pair):
-    """Per-channel means and std of an image (global colour) do not give the class either."""
-    train, test = pair
-
+def _colour_mlp_accuracy(train: data.ImageDataset, test: data.ImageDataset) -> float:
     def feats(ds):
         x = ds.images.float() / 255
         return torch.cat([x.mean((2, 3)), x.std((2, 3)), x.amax((2, 3)), x.amin((2, 3))], 1)
@@ -214,8 +216,24 @@ def test_colour_statistics_are_weak(pair):
         loss.backward()
         opt.step()
     with torch.no_grad():
-        acc = (mlp(ft).argmax(1) == test.labels).float().mean().item()
-    assert acc < 0.3
+        return (mlp(ft).argmax(1) == test.labels).float().mean().item()
+
+
+def test_colour_statistics_are_weak(pair):
+    """Per-channel means, std, max and min of an image (global colour) do not give the hard class either."""
+    assert _colour_mlp_accuracy(*pair) < 0.3
+
+
+def test_standard_colour_is_a_partial_cue():
+    """In `standard` each key shape wears its own hue: global colour gets part of the way (0.69 measured), but the
+    80% a CNN must reach needs the shapes and where the colours are."""
+    acc = _colour_mlp_accuracy(*_pair("standard"))
+    assert 0.3 < acc < 0.8
+
+
+def test_unknown_difficulty_refused():
+    with pytest.raises(UserError, match="difficulty"):
+        data.load("scenes", split="train", n_train=8, difficulty="extreme")
 
 
 # ---------- the calibration a CNN must meet (slow) ----------

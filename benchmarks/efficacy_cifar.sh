@@ -8,7 +8,7 @@ OUT=${1:-runs/efficacy-cifar}
 EPOCHS=${2:-10}
 DATA=(--dataset cifar10 --data-dir ../shared/data)
 TRAIN=(--model resnet18 --width ${WIDTH:-0.125} --recipe quick --epochs "$EPOCHS" --quiet)
-[ "${SAL:-0}" = 1 ] && TRAIN+=(--sal --sal-mode fast --sal-every 3)
+if [ "${SAL:-0}" = 1 ]; then TRAIN+=(--sal --sal-mode fast --sal-every 3); fi
 UE=${UE:-.venv/bin/uebench}
 mkdir -p "$OUT"
 run() {  # run NAME [train args...]: train, or resume an unfinished run, or skip a finished one
@@ -28,4 +28,6 @@ for attack in ${ATTACKS:-lsp ops ar em rem tap dc}; do
   fi
   run "$attack" --poison "$OUT/$attack.safetensors"
 done
-[ "${SAL:-0}" = 1 ] && "$UE" ud --clean "$OUT/clean" --poisoned $(for a in ${ATTACKS:-lsp ops ar em rem tap dc}; do echo "$OUT/$a"; done) --out "$OUT/ud"
+if [ "${SAL:-0}" = 1 ]; then
+  "$UE" ud --clean "$OUT/clean" --poisoned $(for a in ${ATTACKS:-lsp ops ar em rem tap dc}; do echo "$OUT/$a"; done) --out "$OUT/ud"
+fi

@@ -173,6 +173,25 @@ def test_fast_split_computes_the_same_output_for_every_layer():
                 assert torch.allclose(split.suffix(*cache_frontier(split.prefix, x, 3)), ref, atol=1e-5), name
 
 
+def test_fast_splits_are_made_once_per_model_and_follow_its_weights():
+    # probing every epoch reuses the model's splits; the weights change in place between probes
+    import copy
+
+    from uebench.metrics.fast_sal import cached_split
+
+    model, images, labels = trained_tiny(steps=2)
+    data = ProbeData(images[:32], labels[:32], batch_size=16)
+    fast = FastSALConfig(subset=32, rounds=2)
+    model_sal(model, data, mode="fast", fast=fast)
+    assert cached_split(model, "linear") is cached_split(model, "linear")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)
+    again = model_sal(model, data, mode="fast", fast=fast).values()
+    fresh = model_sal(copy.deepcopy(model), data, mode="fast", fast=fast).values()
+    assert again == fresh
+
+
 def test_every_layer_probed_and_the_model_left_as_found():
     model = create_model("resnet18", width=0.125).train()
     model.layer1[0].conv1.weight.requires_grad_(False)  # a flag SAL must put back

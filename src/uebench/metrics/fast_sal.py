@@ -24,6 +24,7 @@ back to running the whole model on the cached subset (points 1, 3 and 4 still ho
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -81,6 +82,23 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         return fx.symbolic_trace(model)
     except Exception:  # data-dependent control flow etc.: the caller falls back to the whole model
         return None
+
+
+_TRACED: "weakref.WeakKeyDictionary[nn.Module, tuple[fx.GraphModule | None, dict[str, Split | str | None]]]" = weakref.WeakKeyDictionary()
+
+
+def cached_split(model: nn.Module, layer: str) -> Split | str | None:
+    """split_at, with the trace and the splits made once per model object: probing every epoch reuses them (the
+    weights change in place, the graph does not). The cache holds only graph modules, which share the model's
+    submodules but not the model itself, so it goes when the model goes."""
+    if model not in _TRACED:
+        _TRACED[model] = (trace(model), {})
+    traced, splits = _TRACED[model]
+    if traced is None:
+        return None
+    if layer not in splits:
+        splits[layer] = split_at(model, traced, layer)
+    return splits[layer]
 
 
 def split_at(model: nn.Module, traced: fx.GraphModule, layer: str) -> Split | str | None:
@@ -213,12 +231,11 @@ def fast_model_sal(
         loss0 = float(running_loss)
     else:
         loss0, _ = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(dict(model.named_parameters())[weight_key(names[0])], need_grad=False)
-    traced = trace(model) if config.cache_prefix else None
     params = dict(model.named_parameters())
     out: dict[str, SALResult] = {}
     for name in names:
         w0 = params[weight_key(name)].detach()
-        split = split_at(model, traced, name) if traced is not None and name else None  # "": the model is the layer
+        split = cached_split(model, name) if config.cache_prefix and name else None  # "": the model is the layer
         if split == DISCONNECTED:
             out[name] = SALResult(name, 0.0, loss0, loss0, loss0, 0)
             continue

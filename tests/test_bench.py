@@ -106,8 +106,11 @@ def test_end_to_end_records_table_and_figures_agree(tiny_bench):
         assert float(r["train_seconds"]) == pytest.approx(sum(h["train_seconds"] for h in history))
         assert all("sal" in h and len(h["sal"]) == 21 for h in history)
         assert json.loads((run / "config.json").read_text())["width"] == 0.125
-        if r["poison"]:
+        if r["poison"]:  # poisoned runs carry the shortcut probe's final numbers; clean runs do not
             assert (out / r["poison"]).is_file()
+            assert float(r["shortcut_acc"]) == summary["final_shortcut_acc"] == history[-1]["shortcut_acc"]
+        else:
+            assert r["shortcut_acc"] == "" and "shortcut_acc" not in history[-1]
     # UD under each defense is measured against the clean run under the same defense
     for defense in ("none", "gray"):
         group = [r for r in rows if r["defense"] == defense]
@@ -121,6 +124,7 @@ def test_end_to_end_records_table_and_figures_agree(tiny_bench):
     line = next(ln for ln in table.splitlines() if ln.startswith("| OPS |"))
     assert f"{float(ops_none['final_test_acc']):.2f}" in line and f"{float(ops_none['ud']):.3f}" in line
     assert "| attack | standard | gray |" in table and "same defense" in table
+    assert "## Is the poison learned? (shortcut probe" in table
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(list(out.glob("*.png"))) and "<table>" in page
     results = json.loads((out / "results.json").read_text())

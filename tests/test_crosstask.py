@@ -15,7 +15,7 @@ from uebench.crosstask import TASKS, get_tasks
 from uebench.crosstask import metrics as M
 from uebench.crosstask.augment import crop_flip_joint
 from uebench.crosstask.derived import canny_edges, derive, felzenszwalb_segments, harris_keypoints
-from uebench.crosstask.training import Settings, build_net, fit, task_data, task_sal, trivial_scores
+from uebench.crosstask.training import Settings, build_net, fit, task_data, trivial_scores
 from uebench.data.base import ImageDataset
 from uebench.errors import UserError
 from uebench.recipes import RECIPES

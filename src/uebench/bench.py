@@ -516,9 +516,13 @@ def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progre
     tc = run.train_config()
     folder = out / run.dir
     train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
-    probe = config.sal.probe(tc.resolved_recipe().augment == "crop_flip")
+    probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip")]
+    if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
+        from .metrics.shortcut import shortcut_probes
+
+        probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
     resume = folder.exists() and any(folder.iterdir())
-    res = train(tc, folder, train_set=train_set, test_set=data.test, probes=[probe], resume=resume, progress=progress, stop_after=stop_after)
+    res = train(tc, folder, train_set=train_set, test_set=data.test, probes=probes, resume=resume, progress=progress, stop_after=stop_after)
     return len(res.history)
 
 

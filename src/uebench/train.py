@@ -203,11 +203,11 @@ def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device,
 
 
 # ---- data and model -------------------------------------------------------------------------------------
-def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Train (poisoned if asked) and test splits for a config."""
+def load_data(config: TrainConfig, poisoned: bool = True) -> tuple[ImageDataset, ImageDataset]:
+    """Train (poisoned if asked, and `poisoned`) and test splits for a config."""
     train_set = load(config.dataset, config.data_dir, "train", **config.dataset_options)
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
-    if config.poison:
+    if config.poison and poisoned:
         train_set = Poison.load(config.poison).apply(train_set)
     if config.train_subset is not None:
         train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
@@ -262,8 +262,13 @@ def train(
     autocast = autocast_factory(device, precision)
     channels_last = config.channels_last and config.model not in ("linear",)
     run = RunFolder(Path(out), config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
+    probes = list(probes)
     if train_set is None or test_set is None:
         loaded_train, loaded_test = load_data(config)
+        if train_set is None and config.poison:  # is the model reading the poison, or the content? (every epoch)
+            from .metrics.shortcut import shortcut_probes
+
+            probes += shortcut_probes(loaded_train, load_data(config, poisoned=False)[0], seed=config.seed)
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
     defense = build_defense(config)
@@ -331,6 +336,7 @@ def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device
         "peak_test_acc": accs[peak],
         "peak_epoch": peak + 1,
         "final_train_acc": history[-1]["train_acc"],
+        **{f"final_{k}": history[-1][k] for k in ("shortcut_acc", "clean_train_acc") if k in history[-1]},
         "final_train_loss": history[-1]["train_loss"],
         "train_seconds": sum(h["train_seconds"] for h in history),
         "precision": precision,

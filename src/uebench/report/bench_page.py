@@ -7,7 +7,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from . import html as H
-from .tables import matrix, setting_line, table1
+from .tables import SHORTCUT_NOTE, matrix, setting_line, table1
 
 
 def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -23,13 +23,14 @@ def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["attack", "defense", "seed", "status", "epochs", "final acc %", "peak acc % (epoch)", "#LP", "UD", "beta",
+    header = ["attack", "defense", "seed", "status", "epochs", "final acc %", "peak acc % (epoch)", "shortcut %", "clean-train %", "#LP", "UD", "beta",
               "training s", "SAL s", "run folder"]
     rows = []
     for r in results["rows"]:
         peak = "-" if r["peak_test_acc"] is None else f"{r['peak_test_acc']:.2f} ({r['peak_epoch']})"
         rows.append([r["attack"], r["defense"], r["seed"], r["status"], f"{r['epochs_done']}/{r['epochs']}",
                      None if r["final_test_acc"] is None else round(r["final_test_acc"], 2), peak,
+                     *(None if r.get(k) is None else round(r[k], 1) for k in ("shortcut_acc", "clean_train_acc")),
                      None if r["lp"] is None else round(r["lp"], 3), None if r["ud"] is None else round(r["ud"], 3),
                      r["beta"], round(r["train_seconds"], 1), round(r["sal_seconds"], 1), H.raw(f"<code>{H.escape(r['run'])}</code>")])
     return header, rows
@@ -63,6 +64,12 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
             + H.paragraph("Peak test accuracy (%):") + H.table(*matrix(results, "peak_test_acc"))
             + H.paragraph("UD (reference: the clean run under the same defense):") + H.table(*matrix(results, "ud"))
             + figs("matrix")))
+    if any(a.get("shortcut_acc_mean") is not None for a in results["aggregate"]):
+        body.append(H.section(
+            "Is the poison learned? (shortcut probe)",
+            H.paragraph(H.escape(SHORTCUT_NOTE))
+            + H.paragraph("Shortcut accuracy (%, final epoch):") + H.table(*matrix(results, "shortcut_acc"))
+            + H.paragraph("Clean-train accuracy (%, final epoch):") + H.table(*matrix(results, "clean_train_acc"))))
     if results["notes"]:
         body.append(H.section("Notes", "<ul>" + "".join(f"<li>{H.escape(n)}</li>" for n in results["notes"]) + "</ul>"))
     body.append(H.section("SAL per layer and epoch (Figure 4)", figs("sal")))

@@ -13,14 +13,15 @@ from ..io import atomic_write_text
 
 RUN_COLUMNS = (
     "attack", "defense", "seed", "status", "epochs_done", "epochs", "final_test_acc", "peak_test_acc", "peak_epoch",
-    "final_train_acc", "lp", "ud", "beta", "craft_seconds", "craft_epoch_equivalents", "train_seconds", "sal_seconds",
+    "final_train_acc", "shortcut_acc", "clean_train_acc", "lp", "ud", "beta", "craft_seconds", "craft_epoch_equivalents", "train_seconds", "sal_seconds",
     "model", "width", "recipe", "recipe_settings", "precision", "device", "poison_norm", "poison_budget", "run", "poison",
 )
 MEAN_COLUMNS = (
     "attack", "defense", "n", "seeds",
-    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "craft_seconds", "train_seconds") for s in ("mean", "std")),
+    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "shortcut_acc", "clean_train_acc", "craft_seconds", "train_seconds")
+      for s in ("mean", "std")),
 )
-DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3}  # as the paper prints them
+DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, "shortcut_acc": 1, "clean_train_acc": 1}  # as the paper prints them
 
 
 def _cell(v: Any) -> Any:
@@ -115,6 +116,12 @@ def setting_line(results: dict[str, Any]) -> str:
             f"seeds {', '.join(map(str, seeds))}" + (" (mean ± sample std)" if len(seeds) > 1 else ""))
 
 
+SHORTCUT_NOTE = ("shortcut = accuracy, against the poison's labels, on clean images of other classes carrying the poisoned "
+                 "images' perturbations; clean-train = accuracy on the clean originals of the poisoned training images. "
+                 "A working poison: shortcut high, clean-train near chance. Shortcut near chance: the model never picked the "
+                 "poison up (uebench.metrics.shortcut).")
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     attacks, defenses = attacks_and_defenses(results)
     out = [f"# uebench bench ({results['bench']['preset']})\n", setting_line(results) + "\n",
@@ -128,6 +135,10 @@ def markdown_report(results: dict[str, Any]) -> str:
                 "### UD (reference: the clean run under the same defense)\n", markdown_table(*matrix(results, "ud"))]
     else:
         out += ["## Peak test accuracy (%)\n", markdown_table(*matrix(results, "peak_test_acc"))]
+    if any(a.get("shortcut_acc_mean") is not None for a in results["aggregate"]):
+        out += ["## Is the poison learned? (shortcut probe, final epoch, %)\n", SHORTCUT_NOTE + "\n",
+                "### Shortcut accuracy\n", markdown_table(*matrix(results, "shortcut_acc")),
+                "### Clean-train accuracy\n", markdown_table(*matrix(results, "clean_train_acc"))]
     if results["notes"]:
         out += ["## Notes\n", "".join(f"- {n}\n" for n in results["notes"])]
     return "\n".join(s.strip("\n") + "\n" for s in out)

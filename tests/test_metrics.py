@@ -192,6 +192,26 @@ def test_fast_splits_are_made_once_per_model_and_follow_its_weights():
     assert again == fresh
 
 
+def test_fast_splits_follow_a_models_trace_key():
+    # a forward pass that depends on state (which heads run) is traced once per value of the model's trace_key
+    from uebench.metrics.fast_sal import cached_split
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+            self.trace_key = "a"
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.a(h) if self.trace_key == "a" else self.b(h)
+
+    net = TwoHeads()
+    assert cached_split(net, "b") == "disconnected"  # head a runs: b never reaches the output
+    net.trace_key = "b"
+    assert cached_split(net, "b") != "disconnected" and cached_split(net, "a") == "disconnected"
+
+
 def test_every_layer_probed_and_the_model_left_as_found():
     model = create_model("resnet18", width=0.125).train()
     model.layer1[0].conv1.weight.requires_grad_(False)  # a flag SAL must put back

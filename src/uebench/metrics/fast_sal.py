@@ -84,16 +84,19 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
         return None
 
 
-_TRACED: "weakref.WeakKeyDictionary[nn.Module, tuple[fx.GraphModule | None, dict[str, Split | str | None]]]" = weakref.WeakKeyDictionary()
+_TRACED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def cached_split(model: nn.Module, layer: str) -> Split | str | None:
     """split_at, with the trace and the splits made once per model object: probing every epoch reuses them (the
-    weights change in place, the graph does not). The cache holds only graph modules, which share the model's
-    submodules but not the model itself, so it goes when the model goes."""
-    if model not in _TRACED:
-        _TRACED[model] = (trace(model), {})
-    traced, splits = _TRACED[model]
+    weights change in place, the graph does not). A model whose forward pass follows mutable state (which heads
+    run, say) names that state in a `trace_key` attribute, and gets one trace per value of it. The cache holds
+    only graph modules, which share the model's submodules but not the model itself, so it goes with the model."""
+    per_key = _TRACED.setdefault(model, {})
+    key = getattr(model, "trace_key", None)
+    if key not in per_key:
+        per_key[key] = (trace(model), {})
+    traced, splits = per_key[key]
     if traced is None:
         return None
     if layer not in splits:

@@ -99,6 +99,11 @@ class MultiTaskNet(nn.Module):
             maps.append(out)
         return maps
 
+    @property
+    def trace_key(self) -> tuple[str, ...]:
+        """What the forward graph depends on besides the weights (fast SAL traces once per value)."""
+        return self.active
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         maps = self.stages(x)
         return {name: self.heads[name](maps) for name in self.active}

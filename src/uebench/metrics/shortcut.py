@@ -5,7 +5,8 @@ probe measures both sides on the poisoned training images, after every epoch:
 
 - `shortcut_acc`: the perturbation of image i moved onto the clean image of another class, j
   (clip(x_j + poisoned_i - clean_i)), scored against i's label. High means the model follows the poison over the
-  content it sees: a working unlearnable example. Near chance means the poison does not steer it. (On a plain
+  content it sees: a working unlearnable example. Near 0 means it reads j's content and ignores the perturbation
+  (it predicts j's class, which is never i's): the poison was not picked up. (On a plain
   grey canvas instead of a real image the perturbation is out of distribution, and a model that does use it can
   still score near chance there: moving it onto real images keeps the test in distribution.)
 - `clean_train_acc`: accuracy on the clean originals of the same images. High means the model learned their

@@ -118,8 +118,8 @@ def setting_line(results: dict[str, Any]) -> str:
 
 SHORTCUT_NOTE = ("shortcut = accuracy, against the poison's labels, on clean images of other classes carrying the poisoned "
                  "images' perturbations; clean-train = accuracy on the clean originals of the poisoned training images. "
-                 "A working poison: shortcut high, clean-train near chance. Shortcut near chance: the model never picked the "
-                 "poison up (uebench.metrics.shortcut).")
+                 "A working poison: shortcut high, clean-train near chance. Shortcut near 0: the model reads the host image's "
+                 "content and ignores the perturbation, i.e. it never picked the poison up (uebench.metrics.shortcut).")
 
 
 def markdown_report(results: dict[str, Any]) -> str:

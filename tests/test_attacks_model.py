@@ -128,15 +128,17 @@ def tap_pert(scenes):
     return perturb("tap", scenes, **TAP_TINY)
 
 
-def test_tap_moves_predictions_to_next_class(scenes):
-    # tiny models are smooth; without augmentation 6 passes already move most images to the target class
-    params = {**TAP_TINY, "clean_epochs": 8, "clean_lr": 0.02, "iterations": 6, "restarts": 1, "augment": False}
-    # seed 0's 8-epoch crafting model is a weak one (26% vs 7%); seed 1's is typical (53% vs 10%)
-    poison = craft("tap", scenes, seed=1, progress=False, **params)
-    assert baked_delta(poison, scenes).abs().max() <= 8
+def test_tap_moves_predictions_to_next_class():
+    # 512 images, so that the 8-epoch crafting model is a real classifier (44-58% train accuracy on seeds 0-2);
+    # 6 passes without augmentation then move 32-36% of the images to the target class (9-13% before)
+    scenes512 = load("scenes", None, "train", n_train=512, n_test=32)
+    params = {**TAP_TINY, "clean_epochs": 8, "clean_lr": 0.05, "iterations": 6, "restarts": 1, "augment": False}
+    poison = craft("tap", scenes512, seed=1, progress=False, **params)
+    assert baked_delta(poison, scenes512).abs().max() <= 8
     extra = poison.meta.extra
+    assert extra["crafting_model_clean_train_acc"] > 30
     # the clean crafting model puts far more poisoned than clean images in class (y+1) mod C
-    assert extra["crafting_model_target_acc"] > extra["crafting_model_clean_target_acc"] + 25
+    assert extra["crafting_model_target_acc"] > extra["crafting_model_clean_target_acc"] + 15
 
 
 def test_tap_restart_selection_per_sample(tap_pert):

@@ -13,6 +13,7 @@ and shortcut near 0 lost the race: the content was learned first.
 
     python benchmarks/shortcut_race.py --data-dir ../shared/data --width 0.125 --epochs 10 \\
         runs/efficacy-cifar/ar.safetensors runs/efficacy-cifar/ops.safetensors
+    python benchmarks/shortcut_race.py --data-dir ../shared/data --recipe quick-noaug runs/efficacy-cifar/lsp.safetensors
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def race(poison_file: str, args) -> dict:
     test = load(meta.dataset, args.data_dir, "test")
     poisoned = poison.apply(clean)
     alone = clean.with_images((poisoned.images.to(torch.int16) - clean.images.to(torch.int16) + 128).clamp(0, 255).to(torch.uint8))
-    config = TrainConfig(dataset=meta.dataset, model="resnet18", width=args.width, recipe="quick", epochs=args.epochs,
+    config = TrainConfig(dataset=meta.dataset, model="resnet18", width=args.width, recipe=args.recipe, epochs=args.epochs,
                          seed=args.seed, precision="fp32")
     out = {}
     for name, train_set in (("poisoned", poisoned), ("perturbation alone", alone)):
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--recipe", default="quick", help="quick (crop+flip) or quick-noaug (is it the augmentation?)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the curves as JSON here")

@@ -116,6 +116,8 @@ def test_recipes():
     assert paper.lr_at(0) == paper.lr_at(49) == 0.1 and paper.augment == "crop_flip"
     cos = RECIPES.get("em")
     assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(30) == pytest.approx(0.05)
+    quick, bare = RECIPES.get("quick"), RECIPES.get("quick-noaug")
+    assert bare.augment == "none" and bare.to_dict() | {"name": "quick", "augment": "crop_flip", "description": ""} == quick.to_dict() | {"description": ""}
     ap = RECIPES.get("apbench")
     assert ap.lr_at(99) == pytest.approx(0.1) and ap.lr_at(100) == pytest.approx(0.01) and ap.lr_at(150) == pytest.approx(0.001)
 

@@ -52,3 +52,5 @@ _add(Recipe("apbench", 200, 128, 0.1, schedule="multistep", milestones=(100, 150
 _add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))
 _add(Recipe("ar", 100, 128, 0.1, schedule="cosine", description="AR / LSP papers' victim: 100 epochs, cosine"))
 _add(Recipe("quick", 10, 128, 0.1, schedule="cosine", description="CPU-sized: 10 epochs, batch 128, cosine"))
+# a diagnostic, not a victim recipe: is it the augmentation that keeps a shortcut from being learned?
+_add(Recipe("quick-noaug", 10, 128, 0.1, schedule="cosine", augment="none", description="quick without crop+flip (diagnosis)"))

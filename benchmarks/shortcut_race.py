@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from uebench.data import load
-from uebench.metrics.shortcut import ShortcutProbe, shortcut_probes
+from uebench.metrics.shortcut import shortcut_probes, transplant
 from uebench.poison import Poison
 from uebench.train import TrainConfig, train
 
@@ -36,12 +36,12 @@ def race(poison_file: str, args) -> dict:
     clean = load(meta.dataset, args.data_dir, "train")
     test = load(meta.dataset, args.data_dir, "test")
     poisoned = poison.apply(clean)
-    alone = clean.with_images((poisoned.images.to(torch.int16) - clean.images.to(torch.int16) + 128).clamp(0, 255).to(torch.uint8))
+    alone = clean.with_images(transplant(poisoned.images, clean.images, onto=torch.full_like(clean.images, 128)))
     config = TrainConfig(dataset=meta.dataset, model="resnet18", width=args.width, recipe=args.recipe, epochs=args.epochs,
                          seed=args.seed, precision="fp32")
+    probes = shortcut_probes(poisoned, clean, seed=args.seed)  # the same probe images for both runs
     out = {}
     for name, train_set in (("poisoned", poisoned), ("perturbation alone", alone)):
-        probes: list[ShortcutProbe] = shortcut_probes(poisoned, clean, seed=args.seed)
         history = train(config, train_set=train_set, test_set=test, probes=probes, progress=False).history
         out[name] = [{k: round(h[k], 1) for k in ("epoch", "train_acc", "test_acc", "clean_train_acc", "shortcut_acc")} for h in history]
         for h in out[name]:

@@ -194,7 +194,7 @@ def test_fast_splits_are_made_once_per_model_and_follow_its_weights():
 
 def test_fast_splits_follow_a_models_trace_key():
     # a forward pass that depends on state (which heads run) is traced once per value of the model's trace_key
-    from uebench.metrics.fast_sal import cached_split
+    from uebench.metrics.fast_sal import DISCONNECTED, cached_split
 
     class TwoHeads(nn.Module):
         def __init__(self):
@@ -207,9 +207,9 @@ def test_fast_splits_follow_a_models_trace_key():
             return self.a(h) if self.trace_key == "a" else self.b(h)
 
     net = TwoHeads()
-    assert cached_split(net, "b") == "disconnected"  # head a runs: b never reaches the output
+    assert cached_split(net, "b") == DISCONNECTED  # head a runs: b never reaches the output
     net.trace_key = "b"
-    assert cached_split(net, "b") != "disconnected" and cached_split(net, "a") == "disconnected"
+    assert cached_split(net, "b") != DISCONNECTED and cached_split(net, "a") == DISCONNECTED
 
 
 def test_every_layer_probed_and_the_model_left_as_found():

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from .errors import UserError, unknown_name
 from .io import atomic_write_json, read_json
+from .metrics.shortcut import shortcut_probes
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
 CLEAN = "clean"
@@ -518,8 +519,6 @@ def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progre
     train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
     probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip")]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
-        from .metrics.shortcut import shortcut_probes
-
         probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
     resume = folder.exists() and any(folder.iterdir())
     res = train(tc, folder, train_set=train_set, test_set=data.test, probes=probes, resume=resume, progress=progress, stop_after=stop_after)

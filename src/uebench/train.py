@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .data import ImageDataset, load, stratified_subset
 from .data.augment import crop_flip, to_float
 from .errors import UserError
+from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
 from .poison import Poison
 from .recipes import RECIPES, Recipe
@@ -203,14 +204,21 @@ def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device,
 
 
 # ---- data and model -------------------------------------------------------------------------------------
-def load_data(config: TrainConfig, poisoned: bool = True) -> tuple[ImageDataset, ImageDataset]:
-    """Train (poisoned if asked, and `poisoned`) and test splits for a config."""
-    train_set = load(config.dataset, config.data_dir, "train", **config.dataset_options)
+def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """Train (poisoned if asked), test, and the clean train split with the same subset (the poisoned images'
+    originals; the train split itself when there is no poison). Each split is read once."""
+    clean = load(config.dataset, config.data_dir, "train", **config.dataset_options)
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
-    if config.poison and poisoned:
-        train_set = Poison.load(config.poison).apply(train_set)
+    train_set = Poison.load(config.poison).apply(clean) if config.poison else clean
     if config.train_subset is not None:
         train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
+        clean = stratified_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
+    return train_set, test_set, clean
+
+
+def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Train (poisoned if asked) and test splits for a config."""
+    train_set, test_set, _ = load_splits(config)
     return train_set, test_set
 
 
@@ -264,11 +272,9 @@ def train(
     run = RunFolder(Path(out), config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
     probes = list(probes)
     if train_set is None or test_set is None:
-        loaded_train, loaded_test = load_data(config)
+        loaded_train, loaded_test, clean_train = load_splits(config)
         if train_set is None and config.poison:  # is the model reading the poison, or the content? (every epoch)
-            from .metrics.shortcut import shortcut_probes
-
-            probes += shortcut_probes(loaded_train, load_data(config, poisoned=False)[0], seed=config.seed)
+            probes += shortcut_probes(loaded_train, clean_train, seed=config.seed)
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
     defense = build_defense(config)
@@ -336,7 +342,7 @@ def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device
         "peak_test_acc": accs[peak],
         "peak_epoch": peak + 1,
         "final_train_acc": history[-1]["train_acc"],
-        **{f"final_{k}": history[-1][k] for k in ("shortcut_acc", "clean_train_acc") if k in history[-1]},
+        **{f"final_{k}": history[-1][k] for k in SHORTCUT_KEYS if k in history[-1]},
         "final_train_loss": history[-1]["train_loss"],
         "train_seconds": sum(h["train_seconds"] for h in history),
         "precision": precision,

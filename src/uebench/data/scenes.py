@@ -66,7 +66,6 @@ MAX_CLASSES = 21 + 35  # pairs then triples of the 7 key shapes
 
 _CHUNK = 256  # images generated per seed sub-stream (prefix stability)
 _TEX_AMP = (0.15, 0.45)
-_POLARITY_FLIP = 0.0  # with dark_background: fraction of scenes with the reverse (light background, dark objects)
 _MIN_VISIBLE = 0.6  # fraction of each key object's area that must stay visible
 
 
@@ -86,13 +85,14 @@ class Style:
     tex_types: int = 3  # object textures drawn from the first tex_types of: flat, stripes, shading
     dark_background: bool = False  # dark backgrounds and bright objects (figure stands out from ground)
     bg_contrast: float = 0.35  # largest per-channel difference between the background's two colours
+    generator: str = "scenes-v1"  # recorded in the dataset's meta
 
 
 STYLES = {
-    "standard": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, angle=0.0, tex_types=1, dark_background=True),
+    "standard": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, angle=0.0, tex_types=1, dark_background=True,
+                      generator="scenes-v2"),
     "hard": Style(),
 }
-GENERATOR = {"standard": "scenes-v2", "hard": "scenes-v1"}  # recorded in the dataset's meta: v2 = the dark-ground standard
 _NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
 
@@ -134,9 +134,9 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     # background: type 0 gradient, 1 stripes, 2 checker, 3 blotches
     p["bg_type"] = rng.integers(0, 4, n)
     c1 = rng.random((n, 3), dtype=np.float32)
-    flip = rng.random(n) < _POLARITY_FLIP
+    rng.random(n)  # drawn and unused: keeps every later draw, and so scenes-v1 (hard), byte for byte
     if st.dark_background:
-        c1 = np.where(flip[:, None], 1 - 0.4 * c1, 0.4 * c1)
+        c1 = 0.4 * c1
     c2 = np.clip(c1 + rng.uniform(-st.bg_contrast, st.bg_contrast, (n, 3)).astype(np.float32), 0, 1)
     p["bg_c1"], p["bg_c2"] = c1, c2
     p["bg_angle"] = rng.uniform(0, np.pi, n).astype(np.float32)
@@ -167,7 +167,7 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     p["colour"] = np.stack([_sample_colours(rng, n, bg_mean) for _ in range(m)], 1)
     if st.dark_background:
         col = p["colour"] / np.maximum(p["colour"].max(-1, keepdims=True), 1e-3)
-        p["colour"] = np.where(flip[:, None, None], 0.45 * col, 0.55 + 0.45 * col).astype(np.float32)
+        p["colour"] = (0.55 + 0.45 * col).astype(np.float32)
     p["tex_type"] = rng.integers(0, st.tex_types, (n, m))  # 0 flat, 1 stripes, 2 shading
     p["tex_amp"] = rng.uniform(*_TEX_AMP, (n, m)).astype(np.float32)
     p["tex_freq"] = rng.uniform(8, 16, (n, m)).astype(np.float32)
@@ -413,5 +413,5 @@ def load_scenes(
     return ImageDataset(
         "scenes", split, torch.from_numpy(d["images"]), torch.from_numpy(d["labels"]), class_names(num_classes),
         targets={k: torch.from_numpy(d[k]) for k in ("segment", "depth", "edges", "keypoints")},
-        meta={"size": size, "seed": seed, "num_classes": num_classes, "difficulty": difficulty, "generator": GENERATOR[difficulty]},
+        meta={"size": size, "seed": seed, "num_classes": num_classes, "difficulty": difficulty, "generator": STYLES[difficulty].generator},
     )

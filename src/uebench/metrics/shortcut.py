@@ -25,6 +25,8 @@ import torch
 
 from ..data.base import ImageDataset
 
+SHORTCUT_KEYS = ("shortcut_acc", "clean_train_acc")  # what the probe adds to each epoch's record
+
 
 def transplant(poisoned: torch.Tensor, clean: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
     """The perturbations (poisoned - clean) added to the images `onto`, uint8."""
@@ -56,7 +58,7 @@ class ShortcutProbe:
 
         _, shortcut = evaluate(ctx.model, self.transplanted, ctx.device, ctx.autocast, self.batch_size)
         _, content = evaluate(ctx.model, self.originals, ctx.device, ctx.autocast, self.batch_size)
-        return {"shortcut_acc": shortcut, "clean_train_acc": content}
+        return dict(zip(SHORTCUT_KEYS, (shortcut, content)))
 
 
 def shortcut_probes(poisoned: ImageDataset, clean: ImageDataset, size: int = 512, seed: int = 0) -> list[ShortcutProbe]:

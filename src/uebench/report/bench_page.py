@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
+from ..metrics.shortcut import SHORTCUT_KEYS
 from . import html as H
 from .tables import SHORTCUT_NOTE, matrix, setting_line, table1
 
@@ -30,7 +31,7 @@ def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         peak = "-" if r["peak_test_acc"] is None else f"{r['peak_test_acc']:.2f} ({r['peak_epoch']})"
         rows.append([r["attack"], r["defense"], r["seed"], r["status"], f"{r['epochs_done']}/{r['epochs']}",
                      None if r["final_test_acc"] is None else round(r["final_test_acc"], 2), peak,
-                     *(None if r.get(k) is None else round(r[k], 1) for k in ("shortcut_acc", "clean_train_acc")),
+                     *(None if r.get(k) is None else round(r[k], 1) for k in SHORTCUT_KEYS),
                      None if r["lp"] is None else round(r["lp"], 3), None if r["ud"] is None else round(r["ud"], 3),
                      r["beta"], round(r["train_seconds"], 1), round(r["sal_seconds"], 1), H.raw(f"<code>{H.escape(r['run'])}</code>")])
     return header, rows

@@ -16,10 +16,11 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
+from ..metrics.shortcut import SHORTCUT_KEYS
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
 REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML)
-METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "shortcut_acc", "clean_train_acc")
+METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", *SHORTCUT_KEYS)
 
 
 def poison_meta(path: Path) -> dict[str, Any] | None:
@@ -76,7 +77,7 @@ def collect(out: str | Path) -> dict[str, Any]:
             "final_test_acc": s["final_test_acc"] if s else None, "peak_test_acc": s["peak_test_acc"] if s else None,
             "peak_epoch": s["peak_epoch"] if s else None, "final_train_acc": s["final_train_acc"] if s else None,
             # the shortcut probe (poisoned runs only): does the model follow the poison or the content?
-            "shortcut_acc": (s or {}).get("final_shortcut_acc"), "clean_train_acc": (s or {}).get("final_clean_train_acc"),
+            **{k: (s or {}).get(f"final_{k}") for k in SHORTCUT_KEYS},
             "lp": None, "ud": None, "beta": None,
             "craft_seconds": meta["craft_seconds"] if meta else (0.0 if spec.poison is None else None),
             "craft_epoch_equivalents": meta["epoch_equivalents"] if meta else (0.0 if spec.poison is None else None),

@@ -21,7 +21,7 @@ MEAN_COLUMNS = (
     *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "shortcut_acc", "clean_train_acc", "craft_seconds", "train_seconds")
       for s in ("mean", "std")),
 )
-DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, "shortcut_acc": 1, "clean_train_acc": 1}  # as the paper prints them
+DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, "shortcut_acc": 1, "clean_train_acc": 1}  # the first four as the paper prints them
 
 
 def _cell(v: Any) -> Any:

@@ -102,10 +102,50 @@ class WithIdleLayers(nn.Module):
         return self.head(x) + 0.0 * self.muted(x)
 
 
+def two_targets(a: float, b: float) -> ProbeData:
+    # sample 0 (target a) falls in cross-fitting half A, sample 1 (target b) in half B
+    return ProbeData(torch.ones(2, 1), torch.tensor([a, b]), batch_size=2, shuffle=False, drop_last=False)
+
+
+def test_crossfit_agrees_with_in_sample_when_the_halves_agree():
+    # L_A = (w - 2)^2, L_B = (w - 1.5)^2, w0 = 1, L0 = 0.625; every gradient points the same way, so every search
+    # ends on the same boundary: descent at 1.05 (L = (0.9025 + 0.2025) / 2 = 0.5525), ascent at 0.95
+    # (L = (1.1025 + 0.3025) / 2 = 0.7025); SAL = 0.0775 either way.
+    for crossfit in (False, True):
+        fast = FastSALConfig(step_scale=1.0, tol=0.0, crossfit=crossfit)
+        r = layer_sal(one_weight(), "", two_targets(2.0, 1.5), loss_fn=mse, mode="fast", fast=fast, rounds=3)
+        assert (r.loss0, r.loss_min, r.loss_max) == pytest.approx((0.625, 0.5525, 0.7025), rel=1e-5)
+
+
+def test_crossfit_scores_a_direction_only_where_the_other_half_agrees():
+    # L_A = (w - 2)^2, L_B = (w - 0.2)^2, w0 = 1, L0 = 0.82, one round, step 0.1.
+    # In-sample: gradient -0.2, descent to 1.02 (L = (0.9604 + 0.6724) / 2 = 0.8164), ascent to 0.98 (0.8244).
+    # Cross-fitted: the halves pull apart. Descending A goes to 1.05 and scores L_B(1.05) = 0.7225; descending B
+    # goes to 0.95 and scores L_A(0.95) = 1.1025: mean 0.9125 > L0. Ascending: 0.5625 and 0.9025, mean 0.7325 < L0.
+    # Neither branch beats L0: what the in-sample search found was the two samples' disagreement, not the layer.
+    plain = layer_sal(one_weight(), "", two_targets(2.0, 0.2), loss_fn=mse, mode="fast", rounds=1, fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=False))
+    assert (plain.loss_min, plain.loss_max) == pytest.approx((0.8164, 0.8244), rel=1e-5)
+    cross = layer_sal(one_weight(), "", two_targets(2.0, 0.2), loss_fn=mse, mode="fast", rounds=1, fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=True))
+    assert cross.loss0 == pytest.approx(0.82) and cross.loss_min == cross.loss_max == cross.loss0 and cross.sal == 0.0
+
+
+def test_anchor_levels_the_subset_at_the_whole_sets_loss():
+    # 8 samples, loss (w - t)^2 at w0 = 1: the whole set's L0 is the mean of (1 - t)^2 = 1.375; a 3-sample subset
+    # has its own level. Anchored, L0 is the whole set's and the changes inside the ball are the subset's.
+    t = torch.tensor([2.0, 1.5, 0.5, 3.0, 2.0, 1.5, 0.5, 3.0])
+    data = ProbeData(torch.ones(8, 1), t, batch_size=8)
+    plain = layer_sal(one_weight(), "", data, loss_fn=mse, mode="fast", rounds=2, fast=FastSALConfig(subset=3, step_scale=1.0, anchor=False))
+    anchored = layer_sal(one_weight(), "", data, loss_fn=mse, mode="fast", rounds=2, fast=FastSALConfig(subset=3, step_scale=1.0, anchor=True))
+    assert anchored.loss0 == pytest.approx(1.375)
+    assert plain.loss0 != pytest.approx(1.375)  # the subset's own level differs (else the test shows nothing)
+    assert (anchored.rise, anchored.drop, anchored.sal) == pytest.approx((plain.rise, plain.drop, plain.sal), rel=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["faithful", "fast"])
 def test_disconnected_and_zero_gradient_layers_have_sal_zero(mode):
     torch.manual_seed(0)
-    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    x = torch.randn(32, 4)
+    y = (x @ torch.randn(4, 3)).argmax(1)  # labels that follow the inputs: a direction both cross-fitting halves share
     result = model_sal(WithIdleLayers(), (x, y), mode=mode, batch_size=8, rounds=3)
     assert list(result.layers) == ["head", "muted", "unused"]
     assert result.layers["head"].sal > 1e-3

@@ -17,6 +17,17 @@ This mode changes four things, each a pure saving or a first-order equivalent:
 4. Fewer rounds (default 5) and an early stop once a projected step no longer moves the weights (a fixed point
    of projected gradient descent on the sphere): the loss there is already known.
 
+Two corrections for what a small fixed subset gets wrong (both optional, see FastSALConfig):
+- `crossfit`: a search that follows the gradient of n images and is scored on the same n images finds
+  directions that fit those images' noise, so its L_max and L_min overshoot by an amount that shrinks with n
+  (the faithful search ascends on the whole set and scores on a fresh augmentation of it). Cross-fitting splits
+  the subset into halves A and B, runs one search on each, and scores each on the other half: in-sample fitting no
+  longer counts. Cost per round: one forward more over the subset.
+- `anchor`: the subset's loss level differs from the whole set's by a sampling error that is the same for every
+  layer of a snapshot but not across snapshots, and #LP compares every epoch with one threshold. The anchor
+  measures the loss of W0 once over the whole probe set (one forward pass) and shifts the subset's losses by the
+  difference, so only the changes inside the ball come from the subset.
+
 Best-of tracking starts at L0 exactly as in the faithful mode, so SAL >= 0 and a layer that does not reach the
 loss has SAL 0 without any computation. Models torch.fx cannot trace, or layers called more than once, fall
 back to running the whole model on the cached subset (points 1, 3 and 4 still hold).
@@ -34,7 +45,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import UserError
-from .sal import LossFn, ModelSAL, ProbeData, SALResult, project_to_ball, sal_value, weight_key
+from .sal import LossFn, ModelSAL, ProbeData, SALResult, eval_loss, layer_seed, project_to_ball, sal_value, weight_key
 
 AUGMENT = ("once", "none")
 
@@ -45,7 +56,9 @@ class FastSALConfig:
     `rounds`: projected-gradient rounds per branch; `step_scale`: the lr multiplier per round, None = the number
     of SGD steps one faithful pass over the full training set makes (source size // batch size); `tol`: stop a
     branch when a projected step moves the weights by less than tol x the ball radius; `chunk`: samples per
-    forward/backward (memory only, the result is the same); `cache_prefix`: split the model at the layer."""
+    forward/backward (memory only, the result is the same); `cache_prefix`: split the model at the layer;
+    `crossfit`: search on one half of the subset, score on the other (both ways); `anchor`: level the subset's
+    losses at W0's loss over the whole probe set."""
 
     subset: int = 1024
     augment: str = "once"
@@ -54,6 +67,8 @@ class FastSALConfig:
     tol: float = 1e-3
     chunk: int = 512
     cache_prefix: bool = True
+    crossfit: bool = True
+    anchor: bool = True
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT:
@@ -164,10 +179,17 @@ def cache_frontier(prefix: nn.Module, x: torch.Tensor, chunk: int) -> list[torch
 
 # ---- the search -----------------------------------------------------------------------------------------
 class _Objective:
-    """Mean loss over the fixed subset (and its gradient) as a function of the probed weight only."""
+    """Mean loss over fixed samples (and its gradient) as a function of the probed weight only."""
 
     def __init__(self, module: nn.Module, layer: str, inputs: list[torch.Tensor], targets: torch.Tensor, loss_fn: LossFn, chunk: int):
-        self.module, self.key, self.inputs, self.targets, self.loss_fn, self.chunk = module, weight_key(layer), inputs, targets, loss_fn, chunk
+        self.module, self.layer, self.inputs, self.targets, self.loss_fn, self.chunk = module, layer, inputs, targets, loss_fn, chunk
+        self.key = weight_key(layer)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def part(self, index: torch.Tensor) -> "_Objective":
+        return _Objective(self.module, self.layer, [t[index] for t in self.inputs], self.targets[index], self.loss_fn, self.chunk)
 
     def __call__(self, w: torch.Tensor, need_grad: bool) -> tuple[float, torch.Tensor | None]:
         n = len(self.targets)
@@ -188,23 +210,54 @@ class _Objective:
         return total / n, (grad / n if grad is not None else None)
 
 
-def fast_layer_search(objective: _Objective, w0: torch.Tensor, loss0: float, *, eps: float, rounds: int, step: float, tol: float) -> tuple[float, float, int]:
-    """Projected full-batch gradient descent and ascent on the ball; returns (L_max, L_min, rounds run)."""
+@dataclass
+class _Search:
+    """One projected-gradient trajectory: it follows `fit`'s gradient and is scored on `score` (None: on `fit`
+    itself, which costs nothing more: the forward pass that gives the gradient gives the loss)."""
+
+    fit: _Objective
+    score: _Objective | None
+    weight: float  # share of the samples it is scored on
+
+
+def searches(objective: _Objective, crossfit: bool) -> list[_Search]:
+    """In-sample: one search on the whole subset. Cross-fitted: halves A and B (alternate samples, so both keep
+    the subset's class mix), each searched on one half and scored on the other. One sample cannot be split."""
+    if not crossfit or len(objective) < 2:
+        return [_Search(objective, None, 1.0)]
+    n = len(objective)
+    a, b = objective.part(torch.arange(0, n, 2)), objective.part(torch.arange(1, n, 2))
+    return [_Search(a, b, len(b) / n), _Search(b, a, len(a) / n)]
+
+
+def fast_layer_search(parts: list[_Search], w0: torch.Tensor, loss0: float, *, eps: float, rounds: int, step: float, tol: float,
+                      shift: float = 0.0) -> tuple[float, float, int]:
+    """Projected full-batch gradient descent and ascent on the ball; returns (L_max, L_min, rounds run).
+
+    A round's loss is the sample-weighted mean of the searches' scores, plus `shift` (the anchor)."""
     radius = float(torch.linalg.vector_norm(w0)) * eps
-    _, g0 = objective(w0, need_grad=True)
+    g0 = [s.fit(w0, need_grad=True)[1] for s in parts]
     best = {+1.0: loss0, -1.0: loss0}  # +1 descends (L_min), -1 ascends (L_max)
     ran = 0
     for sign in (+1.0, -1.0):
-        w, g = w0, g0
+        ws, gs = [w0] * len(parts), list(g0)
         for r in range(rounds):
-            if g is None:  # the layer does not reach the loss
+            if any(g is None for g in gs):  # the layer does not reach the loss
                 break
-            w_new = project_to_ball(w - sign * step * g, w0, eps)
-            if float(torch.linalg.vector_norm(w_new - w)) <= tol * radius:
+            new = [project_to_ball(w - sign * step * g, w0, eps) for w, g in zip(ws, gs)]
+            if all(float(torch.linalg.vector_norm(wn - w)) <= tol * radius for wn, w in zip(new, ws)):
                 break  # a fixed point: its loss is the one already seen
             last = r == rounds - 1
-            loss, g = objective(w_new, need_grad=not last)
-            w = w_new
+            loss = shift
+            for i, (s, wn) in enumerate(zip(parts, new)):
+                if s.score is None:
+                    fit_loss, gs[i] = s.fit(wn, need_grad=not last)
+                    loss += s.weight * fit_loss
+                else:
+                    if not last:
+                        gs[i] = s.fit(wn, need_grad=True)[1]
+                    loss += s.weight * s.score(wn, need_grad=False)[0]
+            ws = new
             ran = max(ran, r + 1)
             if sign > 0 and loss < best[sign] or sign < 0 and loss > best[sign]:  # NaN compares false
                 best[sign] = loss
@@ -230,10 +283,12 @@ def fast_model_sal(
     fixed = data if not (data.shuffle or data.augment) and len(data) <= config.subset else data.subset(config.subset, seed, augment_once=config.augment == "once")
     x, y = fixed.prepare(fixed.inputs), fixed.targets
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
-    if origin == "running":
-        loss0 = float(running_loss)
-    else:
-        loss0, _ = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(dict(model.named_parameters())[weight_key(names[0])], need_grad=False)
+    params = dict(model.named_parameters())
+    level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]  # W0 on the subset
+    shift = 0.0
+    if config.anchor and fixed is not data:  # one forward pass over the whole probe set (one augmentation draw)
+        shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
+    loss0 = float(running_loss) if origin == "running" else level + shift
     params = dict(model.named_parameters())
     out: dict[str, SALResult] = {}
     for name in names:
@@ -247,12 +302,12 @@ def fast_model_sal(
             cached = cache_frontier(split.prefix, x, config.chunk)
             if cached is not None:
                 module, inputs = split.suffix, cached
-        objective = _Objective(module, name, inputs, y, loss_fn, config.chunk)
-        loss_max, loss_min, ran = fast_layer_search(objective, w0, loss0, eps=eps, rounds=rounds, step=step, tol=config.tol)
+        parts = searches(_Objective(module, name, inputs, y, loss_fn, config.chunk), config.crossfit)
+        loss_max, loss_min, ran = fast_layer_search(parts, w0, loss0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift)
         out[name] = SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, ran)
-        del inputs, objective
+        del inputs, parts
         if progress:
             progress(name)
     settings = {"eps": eps, "rounds": rounds, "lr": lr, "step": step, "batch_size": data.batch_size, "source_size": data.source_size,
-                "probe_size": len(fixed), **{k: v for k, v in config.to_dict().items() if k != "rounds"}}
+                "probe_size": len(fixed), "anchor_shift": shift, **{k: v for k, v in config.to_dict().items() if k != "rounds"}}
     return ModelSAL(out, loss0, "fast", origin, settings)

@@ -55,12 +55,15 @@ class SALSettings:
     lr: float = 0.1
     subset: int = 1024  # fast mode: probe images
     augment: str = "once"  # fast mode: once | none
+    crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
+    anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
 
     def probe(self, crop_flip: bool):
         from .metrics import FastSALConfig, SALProbe
 
+        fast = FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
         return SALProbe(mode=self.mode, every=self.every, origin=self.origin, eps=self.eps, rounds=self.rounds, lr=self.lr,
-                        augment=crop_flip, fast=FastSALConfig(subset=self.subset, augment=self.augment))
+                        augment=crop_flip, fast=fast)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ This mode changes four things, each a pure saving or a first-order equivalent:
 4. Fewer rounds (default 5) and an early stop once a projected step no longer moves the weights (a fixed point
    of projected gradient descent on the sphere): the loss there is already known.
 
-Two corrections for what a small fixed subset gets wrong (both optional, see FastSALConfig):
+Two corrections for what a small fixed subset gets wrong (both on by default; FastSALConfig turns them off):
 - `crossfit`: a search that follows the gradient of n images and is scored on the same n images finds
   directions that fit those images' noise, so its L_max and L_min overshoot by an amount that shrinks with n
   (the faithful search ascends on the whole set and scores on a fresh augmentation of it). Cross-fitting splits
@@ -289,7 +289,6 @@ def fast_model_sal(
     if config.anchor and fixed is not data:  # one forward pass over the whole probe set (one augmentation draw)
         shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
     loss0 = float(running_loss) if origin == "running" else level + shift
-    params = dict(model.named_parameters())
     out: dict[str, SALResult] = {}
     for name in names:
         w0 = params[weight_key(name)].detach()

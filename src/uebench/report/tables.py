@@ -112,8 +112,14 @@ def setting_line(results: dict[str, Any]) -> str:
     return (f"{data}; {c['model']} width {c['width']:g}; recipe {r.get('name')} ({r.get('epochs')} epochs, batch {r.get('batch_size')}, "
             f"lr {r.get('lr')}, {r.get('schedule')}); attacks preset {c['attack_preset']}; SAL {sal['mode']} "
             f"(origin {sal['origin']}, eps {sal['eps']}, rounds {sal['rounds'] or 'default'}"
-            + (f", {sal['subset']} probe images" if sal["mode"] == "fast" else "") + f", every {sal['every']} epoch(s)); "
+            + (f", {sal['subset']} probe images{_corrections(sal)}" if sal["mode"] == "fast" else "") + f", every {sal['every']} epoch(s)); "
             f"seeds {', '.join(map(str, seeds))}" + (" (mean ± sample std)" if len(seeds) > 1 else ""))
+
+
+def _corrections(sal: dict) -> str:
+    """The fast mode's corrections, as the bench ran them (a folder from before they existed ran without them)."""
+    on = [name for name, key in (("cross-fitted", "crossfit"), ("anchored", "anchor")) if sal.get(key, False)]
+    return f", {' and '.join(on)}" if on else ", no corrections"
 
 
 SHORTCUT_NOTE = ("shortcut = accuracy, against the poison's labels, on clean images of other classes carrying the poisoned "

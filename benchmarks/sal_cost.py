@@ -211,7 +211,7 @@ def report(args, variants, records, epoch_seconds: float) -> None:
         print("  against the first faithful pass:")
         agreement(records, fast, first)
         if repeats:
-            print(f"  against the mean of the {repeats + 1} faithful passes (half the reference's noise):")
+            print(f"  against the mean of the {repeats + 1} faithful passes (1/{repeats + 1} of one pass's noise variance):")
             agreement(records, fast, pooled)
 
 

@@ -284,11 +284,14 @@ def fast_model_sal(
     x, y = fixed.prepare(fixed.inputs), fixed.targets
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
     params = dict(model.named_parameters())
-    level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]  # W0 on the subset
-    shift = 0.0
-    if config.anchor and fixed is not data:  # one forward pass over the whole probe set (one augmentation draw)
-        shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
-    loss0 = float(running_loss) if origin == "running" else level + shift
+    anchored = config.anchor and fixed is not data
+    shift, loss0 = 0.0, float(running_loss) if origin == "running" else 0.0
+    if anchored or origin == "eval":  # W0's loss on the subset: the eval origin, and the level the anchor moves
+        level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
+        if anchored:  # one forward pass over the whole probe set (one augmentation draw)
+            shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
+        if origin == "eval":
+            loss0 = level + shift
     out: dict[str, SALResult] = {}
     for name in names:
         w0 = params[weight_key(name)].detach()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..io import atomic_write_text
+from ..metrics.shortcut import SHORTCUT_KEYS
 
 RUN_COLUMNS = (
     "attack", "defense", "seed", "status", "epochs_done", "epochs", "final_test_acc", "peak_test_acc", "peak_epoch",
@@ -18,10 +19,10 @@ RUN_COLUMNS = (
 )
 MEAN_COLUMNS = (
     "attack", "defense", "n", "seeds",
-    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "shortcut_acc", "clean_train_acc", "craft_seconds", "train_seconds")
+    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", *SHORTCUT_KEYS, "craft_seconds", "train_seconds")
       for s in ("mean", "std")),
 )
-DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, "shortcut_acc": 1, "clean_train_acc": 1}  # the first four as the paper prints them
+DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, **dict.fromkeys(SHORTCUT_KEYS, 1)}  # the first four as the paper prints them
 
 
 def _cell(v: Any) -> Any:

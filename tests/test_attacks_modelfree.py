@@ -4,7 +4,9 @@ faithfulness of the vectorised searches and recursions, and efficacy on a small 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+from fractions import Fraction
 
 from pathlib import Path
 
@@ -18,9 +20,18 @@ from uebench.attacks.ops import corner_colours, scores, search
 from uebench.data.base import ImageDataset
 from uebench.errors import UserError
 
-torch.set_num_threads(1)
 MODEL_FREE = ["lsp", "ops", "ar"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # as in conftest.py
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a training test (its thresholds were measured so), restored afterwards: torch's thread
+    count is process-wide, so setting it at import would change every test that runs after this module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def toy(n: int = 120, classes: int = 10, shape=(3, 32, 32), seed: int = 0, lo: int = 40, hi: int = 216) -> ImageDataset:
@@ -222,10 +233,138 @@ def test_ar_100_classes_finite_distinct_nondegenerate():
 def test_ar_processes_are_stable_for_any_seed():
     """APBench's 100-class parameters include a process that overflows (class 9); sampled ones never do."""
     for seed in range(3):
-        coefs = sample_processes(20, 3, (32, 32), ARConfig(), np.random.default_rng(seed))
+        coefs, _ = sample_processes(20, 3, (32, 32), ARConfig(), np.random.default_rng(seed))
         noise = ar_noise(coefs, np.arange(20), (3, 32, 32), 4, np.random.default_rng(seed))
         rms = np.sqrt((noise**2).mean(axis=(1, 2, 3)))
         assert np.isfinite(rms).all() and (rms < 50).all()
+
+
+# ---- AR: the authors' stability test and published coefficient files ----------------------------------------
+def test_ar_authors_stability_rejects_a_process_the_rms_rule_accepts():
+    """x[i, j] = x[i - 2, j] in every channel (coefficients summing to 1, as the finder's): the pattern repeats two
+    rows of the unit-variance start, so its per-channel RMS is ~1 (under the RMS rule's 3) and its joint L2 norm
+    over 3x32x32 is ~sqrt(3072) = 55 (over the authors' 50)."""
+    from uebench.attacks.ar import stable_processes
+
+    coef = np.zeros((1, 3, 3, 3))
+    coef[:, :, 0, 2] = 1.0
+    patterns = ar_noise(coef, np.zeros(30, dtype=int), (3, 32, 32), 4, np.random.default_rng(0))
+    norms = np.linalg.norm(patterns.reshape(30, -1), axis=1)
+    assert 50 < np.median(norms) < 60
+    for seed in range(5):
+        assert stable_processes(coef, np.random.default_rng(seed), (32, 32), ARConfig(stability="rms")).all()
+        assert not stable_processes(coef, np.random.default_rng(seed), (32, 32), ARConfig()).any()  # the default
+        assert stable_processes(coef, np.random.default_rng(seed), (32, 32), ARConfig(l2_bound=70.0)).all()
+
+
+def test_ar_default_processes_pass_the_authors_test():
+    """Every kept process's test patterns (3 starts, 3x32x32) have joint L2 <= 50; the RMS rule keeps some that do
+    not, on the very starts it tested them on. Re-tested on fresh starts, nearly all default processes pass again."""
+    from uebench.attacks.ar import stable_processes
+
+    coefs, norms = sample_processes(20, 3, (32, 32), ARConfig(), np.random.default_rng(0))
+    assert norms.shape == (20, 3) and (norms <= 50).all()
+    _, rms_norms = sample_processes(20, 3, (32, 32), ARConfig(stability="rms"), np.random.default_rng(0))
+    assert (rms_norms.max(axis=1) > 50).any()
+    retest = np.mean([stable_processes(coefs, np.random.default_rng(100 + s), (32, 32), ARConfig()) for s in range(10)])
+    assert retest >= 0.85, retest
+    p = craft("ar", toy(n=40, classes=4), progress=False)  # which rule ran is recorded in the poison
+    assert p.meta.params["stability"] == "authors" and p.meta.params["l2_bound"] == 50.0
+    source = p.meta.extra["ar_processes"]
+    assert source["source"] == "sampled" and source["stability"] == "authors" and source["l2_bound"] == 50.0
+    assert max(source["pattern_l2_max"]) <= 50
+
+
+def file_coefficients(classes: int = 4, seed: int = 7) -> np.ndarray:
+    """Stable, separable processes as float32, the dtype of the authors' files."""
+    coefs, _ = sample_processes(classes, 3, (32, 32), ARConfig(), np.random.default_rng(seed))
+    return coefs.astype(np.float32)
+
+
+def own_process_found(p, ds, coefs: np.ndarray) -> float:
+    """Fraction of poisoned images whose smallest matching-filter response is their own class's process's."""
+    d = delta_of(p, ds).double()
+    r = response(d / d.flatten(1).norm(dim=1)[:, None, None, None], torch.cat([matching_filter(c) for c in coefs]))
+    return float((r.argmin(dim=1) == p.labels).double().mean())
+
+
+@pytest.mark.parametrize("layout", ["npy", "pt-tensor", "pt-list"])
+def test_ar_coefficient_file_is_used_exactly(tmp_path, layout):
+    """A published file's processes are the poison's, whatever the seed: .npy, a torch.save'd (K, 3, 3, 3) tensor
+    (the authors' 100-class layout) or a list of (3, 3, 3) tensors (their 10-class layout)."""
+    coefs = file_coefficients()
+    path = tmp_path / ("coefs.npy" if layout == "npy" else "coefs.pt")
+    if layout == "npy":
+        np.save(path, coefs)
+    elif layout == "pt-tensor":
+        torch.save(torch.from_numpy(coefs), path)
+    else:
+        torch.save([torch.from_numpy(c) for c in coefs], path)
+    ds = toy(n=40, classes=4, lo=100, hi=156)  # no clipping
+    a = craft("ar", ds, seed=0, coefficients=str(path), progress=False)
+    b = craft("ar", ds, seed=1, coefficients=str(path), progress=False)
+    for p in (a, b):
+        np.testing.assert_allclose(np.array(p.meta.extra["ar_coefficients"]), coefs, rtol=0, atol=5e-7)
+        assert p.meta.extra["ar_processes"]["source"] == "file"
+        assert p.meta.extra["ar_processes"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert own_process_found(p, ds, coefs.astype(np.float64)) == 1.0  # the noise is the file's processes'
+        assert p.measure(ds)["l2"] <= 1.0 + 1e-5
+    assert not torch.equal(a.images, b.images)  # fresh noise samples per seed, the same processes
+    sampled = craft("ar", ds, seed=0, progress=False)
+    assert own_process_found(sampled, ds, coefs.astype(np.float64)) < 0.9  # a different set of processes
+
+
+def test_ar_coefficient_file_refusals(tmp_path):
+    ds = toy(n=20, classes=4)
+    good = file_coefficients()
+
+    def refused(name: str, arr, match: str) -> None:
+        path = tmp_path / name
+        if name.endswith(".npy"):
+            np.save(path, arr, allow_pickle=True)
+        else:
+            torch.save(arr, path)
+        with pytest.raises(UserError, match=match):
+            craft("ar", ds, coefficients=str(path), progress=False)
+
+    with pytest.raises(UserError, match="not found"):
+        craft("ar", ds, coefficients=str(tmp_path / "missing.pt"), progress=False)
+    (tmp_path / "c.txt").write_text("0.1 0.2")
+    with pytest.raises(UserError, match="unknown extension"):
+        craft("ar", ds, coefficients=str(tmp_path / "c.txt"), progress=False)
+    refused("classes.npy", file_coefficients(classes=5), "5 processes; the dataset has 4 classes")
+    refused("channels.npy", good[:, :1], "1-channel processes; the dataset's images have 3 channels")
+    refused("kernel.npy", np.zeros((4, 3, 5, 5)), "5x5 kernels")
+    refused("flat.npy", good.reshape(4, 3, 9), "expected \\(classes, channels, 3, 3\\)")
+    nan = good.copy()
+    nan[1, 2, 0, 0] = np.nan
+    refused("nan.npy", nan, "1 non-finite")
+    refused("inf.pt", torch.from_numpy(np.where(np.arange(108).reshape(4, 3, 3, 3) == 5, np.inf, good)), "non-finite")
+    centre = good.copy()
+    centre[0, 0, 2, 2] = 0.5
+    refused("centre.npy", centre, "output position")
+    refused("object.npy", np.array([good, None], dtype=object), "not a plain .npy")
+    refused("ragged.pt", [torch.zeros(3, 3, 3), torch.zeros(2, 3, 3)], "different shapes")
+    refused("dict.pt", {"coefficients": torch.from_numpy(good)}, "holds a dict; expected a tensor")
+    refused("pickled.pt", Fraction(1, 2), "weights_only")  # arbitrary objects are never unpickled
+    explodes = good.copy()
+    explodes[2] = 0.0
+    explodes[2, :, 2, 1] = 2.0  # x[i, j] = 2 x[i, j - 1]: doubles along every row
+    refused("explodes.pt", torch.from_numpy(explodes), r"classes \[2\] explode")
+    with pytest.raises(UserError, match="bad parameters"):
+        craft("ar", ds, coefficients=3, progress=False)
+
+
+def test_ar_refuses_budgets_and_bounds_outside_sense():
+    ds = toy(n=20, classes=4)
+    for eps in (0.0, -1.0, float("nan"), float("inf"), "1.0", True):
+        with pytest.raises(UserError, match="eps must be positive and finite"):
+            craft("ar", ds, eps=eps, progress=False)
+    with pytest.raises(UserError, match="whole image range"):
+        craft("ar", ds, eps=math.sqrt(3 * 32 * 32) + 1, progress=False)
+    for bad in ({"stability": "loose"}, {"l2_bound": 0.0}, {"l2_bound": float("nan")}, {"rms_bound": -1.0}):
+        with pytest.raises(UserError, match="bad parameters"):
+            craft("ar", ds, progress=False, **bad)
 
 
 def test_ops_100_classes():
@@ -323,6 +462,7 @@ def cifar():
     return load("cifar10", SHARED_DATA, "train"), load("cifar10", SHARED_DATA, "test")
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_lsp_collapses_a_small_victim(cifar):
     """LSP, 5,085 CIFAR images, 3 epochs of a one-layer patch CNN: clean ~40%, poisoned near chance."""
     train, test = cifar
@@ -335,6 +475,7 @@ def test_lsp_collapses_a_small_victim(cifar):
     assert poisoned < clean - 12 and poisoned < 28, (clean, poisoned)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_ops_collapses_a_small_resnet(cifar):
     """OPS, 1,000 CIFAR images, 10 epochs of a 1/8-width ResNet-18 without augmentation: poisoned near chance."""
     from uebench.models import create_model
@@ -353,6 +494,7 @@ def test_ops_collapses_a_small_resnet(cifar):
     assert poisoned < clean - 8 and poisoned < 18, (clean, poisoned)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_ar_noise_alone_is_a_learnable_class_signal():
     """AR's mechanism, cheaply: on grey images, a one-layer CNN learns the classes from the AR noise alone and
     recognises fresh samples of the same processes (a ResNet's collapse on real images needs more epochs than
@@ -366,6 +508,7 @@ def test_ar_noise_alone_is_a_learnable_class_signal():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name,params", [("lsp", {"eps": 12 / 255}), ("ar", {"eps": 4.0})], ids=["lsp-2x", "ar-4x"])
 def test_stronger_model_free_poisons_collapse_on_cifar(name, params, cifar):
     """benchmarks/budget_sweep.sh in miniature (ResNet-18 width 0.125, recipe quick, 10 epochs, crop + flip).

@@ -18,8 +18,16 @@ from uebench.cli import main
 from uebench.data import load
 from uebench.poison import Poison
 
-torch.set_num_threads(1)
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny tensors: threads only add overhead; set per test and restored, never at import (it would leak)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

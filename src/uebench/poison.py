@@ -8,6 +8,7 @@ augmentation, exactly what a victim downloads; every budget is checked on these 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -150,26 +151,51 @@ class Poison:
         return cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
 
 
-def bake(clean_u8: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Add a float perturbation in [0,1] pixel units to uint8 images and quantise.
+def bake(
+    clean_u8: torch.Tensor, delta: torch.Tensor, *, norm: str | None = None, budget: float | None = None
+) -> torch.Tensor:
+    """Add a float perturbation in [0,1] pixel units to uint8 images and quantise, keeping the budget.
 
-    Truncation toward zero (then clipping to [0, 255]) can only shrink every element of the perturbation,
-    so any Linf, L2 or L0 budget the float delta met still holds on the baked bytes.
+    Given the poison's norm and budget, every element of the perturbation is rounded to the nearest grey level, as
+    the authors' exports do (TAP, REM, AR; AR's create_ar_poisons_3channel.py writes x.mul(255).add_(0.5) as uint8).
+    Truncation toward zero would take up to a grey level from every unsaturated element: -12.5% of mean |delta| on a
+    delta uniform in [-8, 8]/255, and EM's 0.8/255 steps would bake to 0. Rounding keeps the budget the float delta
+    met:
+    - linf: the rounded delta is clamped to +-floor(255 budget) grey levels; a no-op when the budget is on the grid
+      (8/255), and the bound when it is not (0.03 -> 7 grey levels, where rounding could reach 8);
+    - l2: an image whose rounded delta's norm exceeds the budget is truncated instead (quantize_l2's output is on
+      the grid already, so rounding reproduces it exactly);
+    - l0 (and none): rounding never makes a zero element nonzero, so no new pixel position changes.
+    Without a norm and budget (norm=None), bake truncates, which can only shrink every element, so any budget holds.
+    Clipping to [0, 255] afterwards can only shrink an element further.
     """
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"unknown norm '{norm}'; valid: {', '.join(NORMS)}")
     d = delta.float() * 255.0
     # nudge by 1e-3 of a grey level so that 8/255 * 255 = 7.9999995 still lands on 8
-    step = torch.trunc(d + torch.sign(d) * 1e-3)
+    trunc = torch.trunc(d + torch.sign(d) * 1e-3)
+    if norm is None or (norm in ("linf", "l2") and budget is None):
+        step = trunc
+    else:
+        step = torch.round(d)
+        if norm == "linf":
+            k = math.floor(float(budget) * 255.0 + 1e-3)
+            step = step.clamp_(-k, k)
+        elif norm == "l2":
+            over = step.flatten(1).norm(dim=1) > float(budget) * 255.0 + 1e-3  # the 1e-3 grey level of float slack
+            step[over] = trunc[over]
     return (clean_u8.float() + step).clamp_(0, 255).to(torch.uint8)
 
 
 def quantize_l2(delta: torch.Tensor, eps: float, chunk: int = 256) -> torch.Tensor:
     """Put an L2-bounded float perturbation on the uint8 grid with each image's norm as close to eps as it gets.
 
-    bake() truncates toward zero, which keeps any budget but shrinks an L2 perturbation of a few grey levels per
-    pixel by 10% or more. Here each image's delta is scaled by (nearly) the largest factor whose rounded grey
-    levels still have L2 norm <= eps: a few fixed-point steps s <- s * eps / ||round(s d)||, then bisection in a
-    narrow bracket (within 1e-6 of the best factor). The result holds whole grey levels (k / 255), which bake()
-    reproduces exactly; clipping to [0, 255] in bake() can only shrink it further.
+    Truncating toward zero keeps any budget but shrinks an L2 perturbation of a few grey levels per pixel by 10%
+    or more; rounding each element can push its norm over the budget. Here each image's delta is scaled by (nearly)
+    the largest factor whose rounded grey levels still have L2 norm <= eps: a few fixed-point steps
+    s <- s * eps / ||round(s d)||, then bisection in a narrow bracket (within 1e-6 of the best factor). The result
+    holds whole grey levels (k / 255), which bake() reproduces exactly; clipping to [0, 255] in bake() can only
+    shrink it further.
     """
     out = torch.empty(delta.shape, dtype=torch.float32)
     flat_out = out.view(len(delta), -1)

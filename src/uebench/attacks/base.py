@@ -125,6 +125,7 @@ def craft(
         epoch_equivalents=pert.epoch_equivalents,
         extra={"dataset_options": dataset.meta.get("options", {}), **pert.extra},
     )
-    poison = Poison(bake(target.images, pert.delta), target.labels.clone(), target.indices.clone(), meta)
+    baked = bake(target.images, pert.delta, norm=cls.norm, budget=attack.budget())  # rounds, within the budget
+    poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)
     poison.check(dataset)  # a poison that fails a check is never returned, so never written
     return poison

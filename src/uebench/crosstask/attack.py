@@ -106,7 +106,8 @@ def craft_multitask(
         epoch_equivalents=pert.epoch_equivalents,
         extra={"objective": "multitask", "tasks": [t.name for t in tasks], "weights": weights, **pert.extra},
     )
-    poison = Poison(bake(train.images, pert.delta), train.labels.clone(), train.indices.clone(), meta)
+    baked = bake(train.images, pert.delta, norm=cls.norm, budget=attack.budget())  # rounds, within the budget
+    poison = Poison(baked, train.labels.clone(), train.indices.clone(), meta)
     poison.check(full)
     return poison
 

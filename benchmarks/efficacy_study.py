@@ -1,0 +1,195 @@
+"""Which CPU victim regime lets the seven attacks win the race against the images' content?
+
+For every (regime, attack, seed) it crafts the attack's poison on a dataset (once per attack, crafting settings and
+seed: the poison does not depend on the victim), trains the regime's victim on it with the shortcut probe on, and
+records final and peak test accuracy, the final shortcut accuracy and clean-train accuracy. Then it prints one table
+row per regime: clean and the seven attacks, mean and spread (sample std) over seeds, with the shortcut accuracy.
+
+Every finished (regime, attack, seed) is a JSON file under OUT/runs/ and every poison a file under OUT/poisons/,
+both written atomically: a killed study resumes where it stopped, and a rerun with one more regime or seed only
+computes what is new. `--shard I/N` runs a deterministic part of the jobs (one process per core with
+`--threads 1` is the fastest use of a small CPU); the shards of one study never craft the same poison.
+
+    python benchmarks/efficacy_study.py --data-dir ../shared/data --regimes quick,cpu --seeds 0,1,2 --out runs/study
+    python benchmarks/efficacy_study.py --data-dir ../shared/data --out runs/study --table   # the table only
+
+A regime is a victim (model, width, recipe, epochs, batch size, lr) plus the crafting settings of each attack
+(`ATTACK_SETTINGS`: a preset and overrides); see REGIMES below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uebench.attacks import craft
+from uebench.data import load
+from uebench.io import atomic_write_text
+from uebench.metrics.shortcut import shortcut_probes
+from uebench.poison import Poison
+from uebench.train import TrainConfig, train
+
+ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")
+
+
+@dataclass(frozen=True)
+class Regime:
+    model: str = "resnet18"
+    width: float = 0.125
+    recipe: str = "quick"
+    epochs: int | None = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    crafting: str = "fast"  # key of CRAFTING: how hard each attack works
+    description: str = ""
+
+
+# How each attack is crafted: a preset and per-attack overrides.
+CRAFTING: dict[str, dict[str, Any]] = {
+    "fast": {a: {"preset": "fast"} for a in ATTACKS},
+}
+
+REGIMES: dict[str, Regime] = {
+    "quick": Regime(description="the old efficacy victim: width 0.125, recipe quick (10 epochs cosine, crop+flip)"),
+    "quick-noaug": Regime(recipe="quick-noaug", description="as quick, without crop+flip"),
+    "quick-b32": Regime(batch_size=32, lr=0.05, description="as quick, batch 32 (4x the steps), lr 0.05"),
+    "quick-w25": Regime(width=0.25, description="as quick, width 0.25"),
+    "noaug-w25": Regime(width=0.25, recipe="quick-noaug", description="no crop+flip, width 0.25"),
+    "noaug-w50": Regime(width=0.5, recipe="quick-noaug", description="no crop+flip, width 0.5"),
+}
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def poison_file(out: Path, dataset: str, attack: str, crafting: str, seed: int) -> Path:
+    settings = CRAFTING[crafting][attack]
+    return out / "poisons" / f"{attack}-{_key({'d': dataset, 'a': attack, 's': settings, 'seed': seed})}-s{seed}.safetensors"
+
+
+def get_poison(out: Path, train_set, attack: str, crafting: str, seed: int) -> Poison:
+    path = poison_file(out, train_set.name, attack, crafting, seed)
+    if not path.is_file():
+        settings = dict(CRAFTING[crafting][attack])
+        preset = settings.pop("preset", "fast")
+        t0 = time.perf_counter()
+        p = craft(attack, train_set, preset=preset, seed=seed, progress=False, **settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        p.save(path)
+        print(f"  crafted {attack} seed {seed} ({crafting}) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return Poison.load(path)
+
+
+def run_one(out: Path, regime_name: str, attack: str, seed: int, data: dict) -> dict:
+    r = REGIMES[regime_name]
+    clean, test = data["train"], data["test"]
+    config = TrainConfig(dataset=clean.name, model=r.model, width=r.width, recipe=r.recipe, epochs=r.epochs,
+                         batch_size=r.batch_size, lr=r.lr, seed=seed)
+    t0 = time.perf_counter()
+    craft_s = 0.0
+    if attack == "clean":
+        train_set, probes, meta = clean, [], {}
+    else:
+        p = get_poison(out, clean, attack, r.crafting, seed)
+        craft_s = p.meta.craft_seconds
+        train_set = p.apply(clean)
+        probes = shortcut_probes(train_set, clean, seed=seed)
+        meta = {"variant": p.meta.variant, "epoch_equivalents": p.meta.epoch_equivalents}
+    t1 = time.perf_counter()
+    result = train(config, train_set=train_set, test_set=test, probes=probes, progress=False)
+    last = result.history[-1]
+    return {
+        "regime": regime_name, "attack": attack, "seed": seed, "regime_settings": asdict(r),
+        "crafting": CRAFTING[r.crafting].get(attack, {}), "craft_seconds": craft_s, "poison": meta,
+        "final_acc": result.summary["final_test_acc"], "peak_acc": result.summary["peak_test_acc"],
+        "shortcut_acc": last.get("shortcut_acc"), "clean_train_acc": last.get("clean_train_acc"),
+        "train_acc": last.get("train_acc"), "train_seconds": time.perf_counter() - t1,
+        "curve": [{k: round(h[k], 1) for k in ("test_acc", "shortcut_acc", "clean_train_acc") if k in h}
+                  for h in result.history],
+        "precision": result.summary.get("precision"), "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+
+
+def result_file(out: Path, regime: str, attack: str, seed: int) -> Path:
+    return out / "runs" / regime / f"{attack}-s{seed}.json"
+
+
+def table(out: Path, regimes: list[str], attacks: list[str]) -> str:
+    cols = ["clean", *attacks]
+    lines = ["| regime | " + " | ".join(cols) + " | attacks at most half of clean |",
+             "|---" * (len(cols) + 2) + "|"]
+    for name in regimes:
+        cells, clean_mean, wins = [], None, 0
+        for a in cols:
+            rows = [json.loads(f.read_text()) for f in sorted((out / "runs" / name).glob(f"{a}-s*.json"))]
+            if not rows:
+                cells.append("-")
+                continue
+            accs = [r["final_acc"] for r in rows]
+            m = statistics.mean(accs)
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cell = f"{m:.1f} ± {sd:.1f}" if len(accs) > 1 else f"{m:.1f}"
+            if a == "clean":
+                clean_mean = m
+            else:
+                sc = [r["shortcut_acc"] for r in rows if r["shortcut_acc"] is not None]
+                cell += f" (sc {statistics.mean(sc):.0f})" if sc else ""
+                wins += clean_mean is not None and m <= clean_mean / 2
+            cells.append(cell + ("" if len(accs) > 1 else " n=1"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {wins} of {len(attacks)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--regimes", default="quick")
+    ap.add_argument("--attacks", default="clean," + ",".join(ATTACKS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--out", default="runs/efficacy-study")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shard", default="0/1", help="I/N: run the I-th of N deterministic parts")
+    ap.add_argument("--table", action="store_true", help="print the table of what has finished and exit")
+    args = ap.parse_args()
+    regimes = args.regimes.split(",")
+    attacks = args.attacks.split(",")
+    for r in regimes:
+        if r not in REGIMES:
+            sys.exit(f"unknown regime '{r}'; valid: {', '.join(REGIMES)}")
+    out = Path(args.out)
+    if args.table:
+        print(table(out, regimes, [a for a in attacks if a != "clean"]))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    i, n = (int(v) for v in args.shard.split("/"))
+    data = {s: load(args.dataset, args.data_dir, s) for s in ("train", "test")}
+    jobs = [(r, a, int(s)) for s in args.seeds.split(",") for r in regimes for a in attacks]
+    # a poison (attack, crafting, seed) belongs to one shard, so that no two shards craft it
+    mine = [j for j in jobs if int(_key([j[1], REGIMES[j[0]].crafting if j[1] != "clean" else j[0], j[2]]), 16) % n == i]
+    for regime, attack, seed in mine:
+        f = result_file(out, regime, attack, seed)
+        if f.is_file():
+            continue
+        row = run_one(out, regime, attack, seed, data)
+        atomic_write_text(f, json.dumps(row, indent=1))
+        print(f"{regime:>14} {attack:>5} s{seed}: final {row['final_acc']:.1f}  peak {row['peak_acc']:.1f}  "
+              f"shortcut {row['shortcut_acc']}  clean-train {row['clean_train_acc']}  ({row['wall_seconds']:.0f} s)",
+              flush=True)
+    print(table(out, regimes, [a for a in attacks if a != "clean"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from uebench.attacks import ATTACKS, craft, make_config
-from uebench.attacks.dc import DCConfig, UNet, generator_step, load_generator, make_classifier, make_generator, unrolled_clean_loss, victim_step
+from uebench.attacks.dc import (
+    ConfuseCNN, ConfuseVGG, DCConfig, UNet, generator_step, load_generator, make_classifier, make_generator,
+    unrolled_clean_loss, victim_step,
+)
 from uebench.data import load
 from uebench.errors import UserError
 
@@ -84,7 +87,7 @@ def test_checkpoint_round_trip_gives_the_same_poison(trained, scenes):
 def test_objective_goes_up(scenes):
     """Generator steps ascend the clean loss of the pseudo-updated victim (through the unrolled SGD step):
     against a victim that has started learning, that loss rises well above the untrained generator's."""
-    cfg = DCConfig(gen_width=4, gen_depth=2, classifier="vgg11", cls_width=0.125)
+    cfg = DCConfig(gen_width=4, gen_depth=2, victim="vgg11", vgg_bottleneck=None, cls_width=0.125)
     x, y = scenes.images[:48].float() / 255, scenes.labels[:48]
     victim = make_classifier(cfg, scenes, 0, 0).train()
     opt = torch.optim.SGD(victim.parameters(), lr=0.05)
@@ -143,7 +146,10 @@ def test_public_unet_names_and_any_image_size():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"classifier": "nope"}, "unknown model 'nope'"),
+        ({"victim": "nope"}, "unknown victim 'nope'; valid: cnn5 .*vgg11 .*resnet18"),
+        ({"victim": None}, "unknown victim None"),
+        ({"vgg_bottleneck": 0}, "vgg_bottleneck must be an integer >= 1"),
+        ({"classifier": "cnn5"}, "no parameter classifier"),  # the victim's old name
         ({"trials": -1}, "trials must be an integer >= 0"),
         ({"gen_lr": 0.0}, "gen_lr must be a positive number"),
         ({"eps": 2.0}, "outside"),
@@ -158,6 +164,43 @@ def test_bad_params_refused(scenes, params, match):
 def test_paper_preset_is_the_paper():
     c = make_config(ATTACKS.get("dc"), "paper")
     assert (c.trials, c.cls_epochs, c.batch_size, c.cls_lr, c.gen_lr) == (500, 20, 64, 0.01, 1e-4)
-    assert (c.gen_width, c.gen_depth, c.classifier, c.eps) == (64, 3, "cnn5", 8 / 255)
+    assert (c.gen_width, c.gen_depth, c.victim, c.eps) == (64, 3, "cnn5", 8 / 255)
     fast = make_config(ATTACKS.get("dc"), "fast")
     assert fast.gen_width < c.gen_width and fast.trials < c.trials
+    # fast: the public code's VGG-11 without its 2-unit bottleneck, which learns too slowly in a few epochs
+    assert (fast.victim, fast.vgg_bottleneck) == ("vgg11", None)
+
+
+@pytest.mark.parametrize(
+    "victim, variant, named",
+    [("cnn5", "paper (cnn5 victim)", "cnn5 (the paper's 5-conv CNN)"),
+     ("vgg11", "public-code (vgg11 victim)", "vgg11 (the public code's), 2-unit bottleneck")],
+)
+def test_each_victim_crafts_and_is_named(scenes, victim, variant, named):
+    """Both victims build and train a generator, and the poison's metadata says which one ran."""
+    poison = craft("dc", scenes, seed=0, progress=False, **{**TINY, "trials": 1, "cls_epochs": 1, "victim": victim})
+    assert baked_delta(poison, scenes).abs().max() <= 8
+    meta = poison.meta
+    assert meta.params["victim"] == victim and meta.extra["victim"] == named and meta.variant == variant
+    assert meta.extra["trained"] and len(meta.extra["objective_history"]) == 1
+    net = make_classifier(make_config(ATTACKS.get("dc"), "paper", victim=victim), scenes, 0, 0)
+    assert isinstance(net, ConfuseCNN if victim == "cnn5" else ConfuseVGG)
+
+
+def test_vgg11_victim_is_the_public_codes():
+    """The public code's create_net(): VGG-11 with BatchNorm and biased convs, a 1x1 conv to 2 units, Linear(2, 10)."""
+    net = ConfuseVGG(10, 3, 1.0)
+    assert sum(p.numel() for p in net.parameters()) == 9_227_040  # the public VGG('VGG11')'s size
+    bottleneck = net.features[-1]
+    assert isinstance(bottleneck, torch.nn.Conv2d) and (bottleneck.in_channels, bottleneck.out_channels) == (512, 2)
+    assert (net.classifier.in_features, net.classifier.out_features) == (2, 10)
+    assert all(m.bias is not None for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    plain = ConfuseVGG(7, 1, 0.25, bottleneck=None)
+    assert plain.classifier.in_features == 128 and plain(torch.rand(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_loaded_generator_names_no_victim(trained, scenes):
+    _, path = trained
+    poison = craft("dc", scenes, seed=0, progress=False, generator=str(path), **TINY)
+    assert poison.meta.extra["victim"] is None and poison.meta.variant == "pretrained generator"

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 
 from uebench.attacks import ATTACKS, craft, make_config
+from uebench.attacks import _crafting as C
+from uebench.attacks.em import EM
+from uebench.attacks.tap import TAP
 from uebench.data import load
 from uebench.errors import UserError
 
@@ -75,8 +79,9 @@ def test_em_samplewise_delta_belongs_to_image(scenes):
     assert torch.equal(permuted, base[perm])  # crafting a permuted set gives the permuted perturbation
 
 
-def test_em_classwise_identical_within_class(scenes):
-    pert = perturb("em", scenes, mode="classwise", **EM_TINY)
+@pytest.mark.parametrize("update", ["mean", "sign"])
+def test_em_classwise_identical_within_class(scenes, update):
+    pert = perturb("em", scenes, mode="classwise", classwise_update=update, **EM_TINY)
     for c in scenes.labels.unique():
         rows = pert.delta[scenes.labels == c]
         assert torch.equal(rows, rows[:1].expand_as(rows))
@@ -90,6 +95,51 @@ def test_em_deterministic(scenes):
     assert torch.equal(again.images, first.images)
     other = craft("em", scenes, seed=1, progress=False, **EM_TINY)
     assert not torch.equal(other.images, first.images)
+
+
+def test_em_classwise_default_is_the_public_rule():
+    cls = ATTACKS.get("em")
+    c = make_config(cls, "paper", mode="classwise")
+    assert (c.classwise_update, c.classwise_portion, c.steps) == ("mean", 0.2, 1)  # their --num_steps 1, 20% subset
+    assert make_config(cls, "paper", mode="classwise", classwise_update="sign").steps == 20
+    assert make_config(cls, "paper").steps == 20  # sample-wise: the paper's 20 steps
+
+
+class _Quadratic(nn.Module):
+    """Logits (0, sum (x - 1/2)^2): for label 0 the input gradient is sigmoid(z) * 2 (x - 1/2), so its sign says
+    on which side of 1/2 a pixel is, and its size grows with the distance."""
+
+    def forward(self, x):
+        z = ((x - 0.5) ** 2).flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def test_em_classwise_mean_rule_averages_per_sample_signs():
+    """The public rule moves a class's delta by the mean of its samples' own signed steps (the majority wins);
+    the sign of the summed gradient follows the one image with the largest gradient instead."""
+    step = 0.8 / 255
+    # class 0: two pixels just above 1/2 (small gradients, +), one far below (a large gradient, -); class 1 agrees
+    x = torch.tensor([0.6, 0.6, 0.1, 0.9, 0.8]).view(5, 1, 1, 1)
+    y = torch.tensor([0, 0, 0, 1, 1])
+    zero = C.channels_last(torch.zeros(2, 1, 1, 1))
+    params = {"mode": "classwise", "step": step, "steps": 1, "batch_size": 8, "pgd_batch": 8}
+    mean_em = EM(make_config(EM, "paper", classwise_update="mean", **params))
+    sign_em = EM(make_config(EM, "paper", classwise_update="sign", **params))
+    gen = torch.Generator().manual_seed(0)
+    mean = mean_em._classwise_mean_round(_Quadratic(), x, y, zero.clone(), C.Compute(5), None, torch.arange(5), gen)
+    summed = sign_em._classwise_round(_Quadratic(), x, y, zero.clone(), C.Compute(5))
+    # descent: -step * sign(grad) per sample is (-, -, +) for class 0, whose mean is -step/3; the summed
+    # gradient is dominated by the third image, so one signed step on it gives +step
+    assert mean[0].item() == pytest.approx(-step / 3, rel=1e-5)
+    assert summed[0].item() == pytest.approx(step, rel=1e-5)
+    assert mean[1].item() == pytest.approx(step, rel=1e-5) and summed[1].item() == pytest.approx(step, rel=1e-5)
+
+
+def test_em_classwise_mean_rule_uses_a_stratified_subset(scenes):
+    pert = perturb("em", scenes, mode="classwise", **EM_TINY)
+    counts = torch.bincount(scenes.labels, minlength=scenes.num_classes)
+    assert pert.extra["classwise_update"] == "mean"
+    assert pert.extra["classwise_subset"] == sum(max(1, round(0.2 * int(n))) for n in counts if n > 0)
 
 
 def test_em_stops_at_accuracy(scenes):
@@ -141,12 +191,75 @@ def test_tap_moves_predictions_to_next_class():
     assert extra["crafting_model_target_acc"] > extra["crafting_model_clean_target_acc"] + 15
 
 
-def test_tap_restart_selection_per_sample(tap_pert):
+def test_tap_restart_selection(scenes, tap_pert):
     losses = tap_pert.extra["restart_mean_target_loss"]
     assert len(losses) == 2
-    # each sample keeps its best restart: the mean can only be at or below every single restart's
-    assert tap_pert.extra["selected_mean_target_loss"] <= min(losses) + 1e-4
+    # the default keeps the whole restart with the lowest mean target loss
+    assert tap_pert.extra["selected_mean_target_loss"] == pytest.approx(min(losses), abs=1e-5)
+    assert tap_pert.extra["selected_restart"] == losses.index(min(losses))
     assert tap_pert.delta.abs().max() <= EPS + 1e-6
+    per_sample = perturb("tap", scenes, **{**TAP_TINY, "restart_select": "sample"})
+    # each sample keeps its best restart: the mean can only be at or below every single restart's
+    assert per_sample.extra["selected_mean_target_loss"] <= min(per_sample.extra["restart_mean_target_loss"]) + 1e-4
+    assert per_sample.extra["selected_restart"] is None
+
+
+def test_tap_defaults_are_the_public_codes(scenes):
+    c = make_config(ATTACKS.get("tap"), "paper")
+    assert (c.restart_select, c.pad) == ("set", "mean")
+    with pytest.raises(UserError, match="unknown restart_select 'global'; valid: set, sample"):  # the old name of "set"
+        TAP(make_config(TAP, "paper", restart_select="global")).validate(scenes)  # validate only: no crafting
+
+
+def _fake_restarts(x_eps):
+    """A stand-in for TAP._restart: restart 0 pushes every pixel up and is the better one for the first half of
+    the samples only; restart 1 pushes down and has the lower mean target loss over the set."""
+    calls = []
+
+    def fake(self, model, x, target, gen, augment, compute, bar):
+        r = len(calls)
+        calls.append(r)
+        half = len(x) // 2
+        delta = C.project(torch.full_like(x, x_eps if r == 0 else -x_eps), x, x_eps)
+        losses = torch.full((len(x),), 1.0)
+        if r == 0:
+            losses[:half], losses[half:] = 0.1, 3.0  # mean 1.55 against restart 1's 1.0
+        return delta, losses
+
+    return fake
+
+
+@pytest.mark.parametrize("rule", ["set", "sample"])
+def test_tap_set_selection_keeps_one_whole_restart(scenes, monkeypatch, rule):
+    ds = scenes.subset(torch.arange(16))
+    monkeypatch.setattr(TAP, "_restart", _fake_restarts(EPS / 2))
+    params = {**TAP_TINY, "clean_epochs": 0, "restarts": 2, "restart_select": rule}
+    poison = craft("tap", ds, seed=0, progress=False, **params)
+    d = baked_delta(poison, ds)
+    x = ds.images[poison.indices].float()
+    up, down = d > 0, d < 0
+    free = (x >= 8) & (x <= 247)  # pixels the projection leaves alone
+    half = len(ds) // 2
+    if rule == "set":  # restart 1, the lower mean, for every sample; though restart 0 is better for half of them
+        assert down[free].all() and poison.meta.extra["selected_restart"] == 1
+    else:  # per sample: restart 0 for the first half, restart 1 for the rest
+        assert up[:half][free[:half]].all() and down[half:][free[half:]].all()
+    assert poison.meta.params["restart_select"] == rule and poison.meta.params["pad"] == "mean"
+
+
+@pytest.mark.parametrize("pad", ["mean", "black"])
+def test_tap_augmentation_pads_with_the_mean_colour(pad):
+    """Pixels shifted in take the crafting set's mean colour ("mean", the public code's zero of normalised
+    inputs), or 0 ("black"). An image of the mean colour is then unchanged by any shift under "mean"."""
+    colour = torch.tensor([0.2, 0.5, 0.8])
+    x = C.channels_last(colour.view(1, 3, 1, 1).expand(8, 3, 16, 16).clone())
+    attack = TAP(make_config(TAP, "paper", pad=pad))
+    out = attack.augmentation(x, torch.Generator().manual_seed(0))(x)
+    assert out.shape == x.shape
+    if pad == "mean":
+        assert torch.allclose(out, x, atol=1e-5)
+    else:  # the shifted-in border is darker than the image
+        assert (out < x - 0.05).any() and (out <= x + 1e-5).all()
 
 
 def test_tap_deterministic_and_permutation(scenes, tap_pert):
@@ -172,6 +285,10 @@ def test_tap_deterministic_and_permutation(scenes, tap_pert):
         ("rem", {"eot_samples": 0}, "eot_samples"),
         ("rem", {"augment": "mixup"}, "augment"),
         ("tap", {"restart_select": "best"}, "restart_select"),
+        ("tap", {"pad": "white"}, "unknown pad 'white'; valid: mean, black"),
+        ("em", {"classwise_update": "median"}, "unknown classwise_update 'median'; valid: mean, sign"),
+        ("em", {"classwise_portion": 0.0}, "classwise_portion is a share"),
+        ("em", {"classwise_portion": 1.5}, "classwise_portion is a share"),
         ("tap", {"init": "ones"}, "init"),
         ("tap", {"step": 0.0}, "step"),
         ("tap", {"device": "tpu"}, "device"),

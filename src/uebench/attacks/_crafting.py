@@ -195,11 +195,20 @@ def crop_flip_transform(gen: torch.Generator, pad: int = 4) -> Transform:
     return lambda x: channels_last(crop_flip(x, gen, pad))
 
 
-def shift_flip_transform(gen: torch.Generator, max_shift: float = 4.0) -> Transform:
-    """Differentiable translation by a continuous offset in [-max_shift, max_shift] pixels (bilinear, zero fill)
-    plus a horizontal flip with probability 1/2, per image: the differentiable augmentation TAP's code uses."""
+def shift_flip_transform(gen: torch.Generator, max_shift: float = 4.0, fill: torch.Tensor | None = None) -> Transform:
+    """Differentiable translation by a continuous offset in [-max_shift, max_shift] pixels (bilinear) plus a
+    horizontal flip with probability 1/2, per image: the differentiable augmentation TAP's code uses. Pixels
+    shifted in from outside take the per-channel colour `fill` (C values, [0,1] pixel units), or 0 (black) if None:
+    sampling x - fill with zero fill and adding fill back is what the public code's zero fill of normalised
+    inputs does when fill is the normalisation mean."""
 
     def apply(x: torch.Tensor) -> torch.Tensor:
+        if fill is not None:
+            f = fill.to(x.device, x.dtype).view(1, -1, 1, 1)
+            return channels_last(shift(x - f) + f)
+        return shift(x)
+
+    def shift(x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         r = torch.rand(n, 3, generator=gen).to(x.device, x.dtype)
         theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)

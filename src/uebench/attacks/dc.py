@@ -25,14 +25,24 @@ Settings (`paper` preset = the paper's text, CIFAR-10):
            SGD lr 0.01, batch 64; T = 500 trials.  generator  the U-Net (64-128-256-512, BatchNorm, average
            pooling, bilinear upsampling, a 1x1 conv + BatchNorm + tanh head), Adam lr 1e-4.
   maxiter  the paper does not state it for CIFAR-10; the public code trains the victim 20 epochs per trial.
+
+The victim (`victim`; `extra["victim"]` and the poison's variant name the one that ran):
+  "cnn5"   the paper's text (the `paper` preset's default): ConfuseCNN below.
+  "vgg11"  the public code's `create_net` (CIFAR/models/vgg.py), against which its released generator was
+           trained: kuangliu's VGG-11 with BatchNorm and biased convs, then a 1x1 conv to 2 units and a
+           Linear(2, classes) head (`vgg_bottleneck=2`; None puts the linear head straight on the last conv).
+  any other registered model (resnet18, vgg16, lenet5...), built by uebench.models. (The registry's own vgg11
+           is not reachable by that name here; `victim="vgg11", vgg_bottleneck=None` is it up to the conv biases.)
 The 5-conv victim has no BatchNorm: with PyTorch's default init and plain SGD at lr 0.01 it stays at chance for
 the first epochs (measured on 5,085 CIFAR-10 images: loss 2.30 after 3 epochs, even at lr 0.05), so in a short
-run the generator gets no signal. The `fast` preset therefore uses the public code's victim family (VGG-11 with
-BatchNorm, at 1/8 width) and lr 0.05, with a small U-Net (8 channels) and 3 trials of 3 epochs.
+run the generator gets no signal. The `fast` preset therefore uses the public code's victim, VGG-11 with
+BatchNorm at 1/8 width, without its 2-unit bottleneck (which learns too slowly for a few epochs: 21% against 53%
+train accuracy after 3 epochs on 2,000 `scenes` images at lr 0.05), and lr 0.05, with a small U-Net (8 channels)
+and 3 trials of 3 epochs.
 
-Where the public code differs from the paper (`classifier="vgg11", batch_size=256, trials=1000` for its run):
-  - victim: the code's `create_net` is kuangliu's VGG-11 with BatchNorm (and a 2-unit bottleneck before the
-    linear head), not the 5-conv CNN; batch 256, 1000 trials, SGD without momentum;
+Where the public code differs from the paper (`victim="vgg11", batch_size=256, trials=1000` for its run):
+  - victim: the code's `create_net` is the VGG-11 above, not the 5-conv CNN; batch 256, 1000 trials, SGD
+    without momentum;
   - the code keeps, after each trial, the generator whose poison gives the lowest *test* accuracy to a scratch
     model trained 20 epochs: model selection on the test set. Here the last generator is returned, as in the
     paper's Algorithm 2 (no test data is touched while crafting);
@@ -71,7 +81,8 @@ from ..models.registry import scaled
 from ..train import prepare, resolve_device
 from .base import Attack, Perturbation, register_attack
 
-CLASSIFIERS = ("cnn5",)  # the paper's victim; any registered model name (vgg11, resnet18, lenet5...) also works
+# the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works
+VICTIMS = ("cnn5", "vgg11")
 _CKPT_KEY = "uebench_dc_generator"
 
 
@@ -86,8 +97,9 @@ class DCConfig:
     gen_lr: float = 1e-4  # Adam
     gen_width: int = 64  # U-Net channels at full resolution, doubled at every level
     gen_depth: int = 3  # U-Net down-samplings
-    classifier: str = "cnn5"  # the paper's 5-conv CNN, or any registered model
-    cls_width: float = 1.0
+    victim: str = "cnn5"  # cnn5 (the paper's text) | vgg11 (the public code's) | any registered model
+    cls_width: float = 1.0  # victim width multiplier
+    vgg_bottleneck: int | None = 2  # vgg11 only: the public code's 2-unit layer before the head; None: no such layer
     generator: str | None = None  # a trained generator to apply as is (this attack's .safetensors, or the authors' .pth)
     save_generator: str | None = None  # write the trained generator here (safetensors)
     device: str = "auto"
@@ -152,6 +164,34 @@ class ConfuseCNN(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
+class ConfuseVGG(nn.Module):
+    """The public code's victim (CIFAR/models/vgg.py, VGG('VGG11')): 3x3 convs with bias, BatchNorm and ReLU
+    (64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M), then a 1x1 conv to `bottleneck` (2) units and a linear
+    head on them. Its flatten assumes 1x1 maps (32x32 inputs); here a global average does the same there and lets
+    other sizes through (ceil-mode pooling, as ConfuseCNN). bottleneck=None: the linear head on the last conv."""
+
+    CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, bottleneck: int | None = 2):
+        super().__init__()
+        layers, c = [], in_channels
+        for v in self.CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            else:
+                out = scaled(v, width)
+                layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                c = out
+        if bottleneck is not None:  # their nn.Conv2d(512, 2, kernel_size=1), at the end of `features`
+            layers.append(nn.Conv2d(c, bottleneck, 1))
+            c = bottleneck
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
 def seeded(seed: int, build):
     """Build a module with its init drawn from `seed` only (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
@@ -168,10 +208,27 @@ def make_generator(cfg: DCConfig, channels: int, seed: int) -> UNet:
 
 
 def make_classifier(cfg: DCConfig, ds: ImageDataset, seed: int, trial: int) -> nn.Module:
+    """The victim of trial `trial`, freshly initialised from (seed, trial)."""
     c, h, _ = ds.shape
-    if cfg.classifier == "cnn5":
-        return seeded(_stream(seed, 2, trial), lambda: ConfuseCNN(ds.num_classes, c, cfg.cls_width))
-    return seeded(_stream(seed, 2, trial), lambda: create_model(cfg.classifier, num_classes=ds.num_classes, in_channels=c, image_size=h, width=cfg.cls_width))
+    k, w = ds.num_classes, cfg.cls_width
+    if cfg.victim == "cnn5":
+        build = lambda: ConfuseCNN(k, c, w)  # noqa: E731
+    elif cfg.victim == "vgg11":
+        build = lambda: ConfuseVGG(k, c, w, cfg.vgg_bottleneck)  # noqa: E731
+    else:
+        build = lambda: create_model(cfg.victim, num_classes=k, in_channels=c, image_size=h, width=w)  # noqa: E731
+    return seeded(_stream(seed, 2, trial), build)
+
+
+def describe_victim(cfg: DCConfig) -> str:
+    """Which victim the generator was trained against, in words (the poison's variant and extra say it)."""
+    if cfg.victim == "cnn5":
+        return "cnn5 (the paper's 5-conv CNN)"
+    if cfg.victim == "vgg11":
+        head = "no bottleneck" if cfg.vgg_bottleneck is None else f"{cfg.vgg_bottleneck}-unit bottleneck"
+        public = " (the public code's)" if cfg.vgg_bottleneck == 2 else ""
+        return f"vgg11{public}, {head}"
+    return f"{cfg.victim} (registry model)"
 
 
 # ---- the bi-level step --------------------------------------------------------------------------------------------
@@ -280,21 +337,36 @@ class DC(Attack):
     description: ClassVar[str] = "DeepConfuse: a U-Net noise generator trained through the victim's one-step-unrolled update"
     Config: ClassVar[type] = DCConfig
     presets: ClassVar[dict] = {
-        # CPU-sized: an 8-channel, 2-level U-Net against the public code's victim family (VGG-11-BN, 1/8 width:
-        # the paper's BatchNorm-free CNN does not learn in a few epochs, so it would give the generator no signal),
-        # 3 trials of 3 epochs, victim lr 0.05 and Adam 10x the paper's so that something is learnt in minutes
+        # CPU-sized: an 8-channel, 2-level U-Net against the public code's VGG-11-BN at 1/8 width, without its
+        # 2-unit bottleneck (the paper's BatchNorm-free CNN and the bottleneck both learn too slowly in a few
+        # epochs, giving the generator no signal), 3 trials of 3 epochs, victim lr 0.05 and Adam 10x the paper's
         "fast": {"trials": 3, "cls_epochs": 3, "batch_size": 128, "cls_lr": 0.05, "gen_lr": 1e-3,
-                 "gen_width": 8, "gen_depth": 2, "classifier": "vgg11", "cls_width": 0.125},
+                 "gen_width": 8, "gen_depth": 2, "victim": "vgg11", "cls_width": 0.125, "vgg_bottleneck": None},
     }
 
     def budget(self) -> float:
         return self.config.eps
 
+    def describe_variant(self) -> str:
+        c = self.config
+        if c.generator is not None:
+            return "pretrained generator"  # no victim ran here
+        if c.victim == "cnn5":
+            return "paper (cnn5 victim)"
+        if c.victim == "vgg11" and c.vgg_bottleneck == 2:
+            return "public-code (vgg11 victim)"
+        return f"victim {describe_victim(c)}"
+
     def validate(self, ds: ImageDataset) -> None:
         c = self.config
         super().validate(ds)
-        if c.classifier not in CLASSIFIERS:
-            MODELS.get(c.classifier)  # unknown -> UserError listing the registered models
+        if not isinstance(c.victim, str) or (c.victim not in VICTIMS and c.victim not in MODELS.names()):
+            others = ", ".join(n for n in MODELS.names() if n not in VICTIMS)
+            valid = f"cnn5 (the paper), vgg11 (the public code), or a model: {others}"
+            raise UserError(f"dc: unknown victim {c.victim!r}; valid: {valid}")
+        b = c.vgg_bottleneck
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise UserError(f"dc: vgg_bottleneck must be an integer >= 1 (units before the head) or None, got {b!r}")
         for key in ("cls_lr", "gen_lr", "cls_width", *(("unroll_lr",) if c.unroll_lr is not None else ())):
             v = getattr(c, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -326,10 +398,13 @@ class DC(Attack):
         y = ds.labels.to(device)
         if c.generator is not None:
             gen = _to(load_generator(c.generator, ds.shape[0], c), device)
-            extra = {"generator": str(c.generator), "trained": False, "victim_passes": 0.0, "generator_passes": 1 / 3}
+            # no victim here: a checkpoint does not say what it was trained against
+            extra = {"generator": str(c.generator), "trained": False, "victim": None, "victim_passes": 0.0,
+                     "generator_passes": 1 / 3}
         else:
             gen, extra = self._train(x, y, ds, seed, device, progress)
             extra["trained"] = True
+            extra["victim"] = describe_victim(c)
         if c.save_generator:
             save_generator(gen, c.save_generator, ds.shape[0], c)
         delta = apply_generator(gen, x, c.eps, c.gen_batch).cpu().contiguous()

@@ -8,7 +8,7 @@ model can fit instead of the images. It alternates
   1. `train_steps` (10) SGD steps of the crafting model (ResNet-18, lr 0.1, momentum 0.9, wd 5e-4, gradient
      clipping at norm 5, batch 512, no augmentation) on x + delta;
   2. `steps` (20) signed-descent steps of `step` (0.8/255) on the noise of every sample, projected onto the
-     Linf ball of `eps` (8/255) and onto valid images, with the model frozen in eval mode;
+     Linf ball of `eps` (8/255) and onto valid images, with the model frozen in eval mode (class-wise: below);
 
 and stops once the crafting model's accuracy on the perturbed data reaches `stop_acc` (99%: the paper's
 stopping rule, error below 0.01). The noise starts at zero, as in the public code (no --random_start).
@@ -17,15 +17,27 @@ Variants (`mode`):
   samplewise  one delta per image; delta[i] is only ever computed from and applied to image i (the public code's
               bug class, class-wise noise indexed where sample-wise was meant, cannot happen: the noise tensor is
               aligned with the crafting set, and batches index both with the same indices).
-  classwise   one delta per class, applied to every image of that class; each step moves it by the sign of the
-              gradient summed (equivalently averaged) over the class's images in the batch.
+  classwise   one delta per class, applied to every image of that class. Its noise step (`classwise_update`):
+              "mean"  (the default: the public code's perturbation.py, universal_perturbation with --use_subset,
+                      and toolbox.min_min_attack) once per round, one pass over a fixed, stratified
+                      `classwise_portion` (20%) of the crafting set, drawn once per seed, in shuffled batches of
+                      `batch_size` (512; the last partial batch dropped, as their loader): every sample of the
+                      batch starts from its class's delta, takes `steps` (1, their --num_steps) signed steps of
+                      its own (the input x + delta clipped to valid images, the delta to the ball), and then each
+                      class's delta becomes the mean of its samples' results, clipped to the ball, before the next
+                      batch. The class delta moves by `step` times the mean of the per-sample gradient signs.
+              "sign"  `steps` (20) signed steps per batch on the sign of the gradient summed over the batch's
+                      images of the class, over the whole crafting set (a uebench variant; the summed
+                      gradient follows the images with the largest gradients, the mean of signs the majority).
+              `steps` left at None means 20 (sample-wise, and class-wise "sign") or 1 (class-wise "mean").
 
 Deviations from the public code, none of which changes the method: model-update batches come from a seeded
 shuffle, full batches only (the public code walks the data in file order, which would put one class per batch
 on class-sorted folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a step);
-the public class-wise command averages 1-step per-sample updates on a 20% subset and stops at 90% accuracy,
-whereas here the class-wise variant takes the sign of the class's mean gradient on the whole crafting set and
-uses the same stopping rule as sample-wise (set `stop_acc=90, steps=1` for the public command's settings).
+the public class-wise command stops at 90% accuracy measured on its 20% subset (--universal_stop_error 0.1),
+whereas here every variant uses the paper's rule, `stop_acc` (99%) on the whole crafting set (set `stop_acc=90`
+for the public command's threshold); its stratified subset comes from sklearn's train_test_split, here from
+round(portion * class size) images of each class (at least 1), drawn with the seed.
 `max_rounds` is a safety cap the paper does not have; `extra` records whether the rule or the cap stopped it.
 """
 
@@ -42,6 +54,8 @@ from . import _crafting as C
 from .base import Perturbation, register_attack
 
 MODES = ("samplewise", "classwise")
+# class-wise noise steps: the mean of per-sample signed steps (public code), or a step on the summed gradient
+CLASSWISE_UPDATES = ("mean", "sign")
 
 
 @dataclass
@@ -49,7 +63,7 @@ class EMConfig(C.ModelConfig):
     mode: str = "samplewise"
     eps: float = 8 / 255
     step: float = 0.8 / 255
-    steps: int = 20  # noise steps per sample per round
+    steps: int | None = None  # noise steps per sample per round; None: 20 (the paper), 1 for class-wise "mean"
     train_steps: int = 10  # model SGD steps per round
     batch_size: int = 512  # model-update batch (the public code's default)
     lr: float = 0.1
@@ -58,6 +72,12 @@ class EMConfig(C.ModelConfig):
     grad_clip: float = 5.0
     stop_acc: float = 99.0  # stop once the crafting model's accuracy on x + delta reaches this (%)
     max_rounds: int = 1000  # safety cap on rounds (train_steps model steps + one noise pass each)
+    classwise_update: str = "mean"  # class-wise only: mean (public code) | sign (of the summed gradient)
+    classwise_portion: float = 0.2  # class-wise "mean" only: the stratified share of the set it updates on
+
+    def __post_init__(self) -> None:
+        if self.steps is None:  # the paper's 20; the public class-wise command takes one step per sample
+            self.steps = 1 if (self.mode, self.classwise_update) == ("classwise", "mean") else 20
 
 
 @register_attack
@@ -77,6 +97,12 @@ class EM(C.ModelAttack):
     def check(self, c: EMConfig) -> None:
         if c.mode not in MODES:
             raise UserError(f"em: unknown mode '{c.mode}'; valid: {', '.join(MODES)}")
+        if c.classwise_update not in CLASSWISE_UPDATES:
+            valid = ", ".join(CLASSWISE_UPDATES)
+            raise UserError(f"em: unknown classwise_update '{c.classwise_update}'; valid: {valid}")
+        p = c.classwise_portion
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise UserError(f"em: classwise_portion is a share of the crafting set, in (0, 1]; got {p!r}")
         C.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
         C.at_least(self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds)
         if isinstance(c.stop_acc, bool) or not isinstance(c.stop_acc, (int, float)) or not 0 < c.stop_acc <= 100:
@@ -94,6 +120,9 @@ class EM(C.ModelAttack):
         batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device, drop_last=True)
         compute = C.Compute(len(x))
         classwise = c.mode == "classwise"
+        mean_rule = classwise and c.classwise_update == "mean"
+        subset = stratified_indices(y, c.classwise_portion, C.generator(seed, 2)) if mean_rule else None
+        subset_gen = C.generator(seed, 3)  # the per-round shuffle of the subset
         # zero start, as the public code: sample-wise (N, C, H, W) or class-wise (classes, C, H, W)
         noise = torch.zeros((ds.num_classes, *x.shape[1:]) if classwise else x.shape, device=device)
         noise = C.channels_last(noise)
@@ -107,7 +136,9 @@ class EM(C.ModelAttack):
                 delta_b = noise[y[idx]] if classwise else noise[idx]
                 C.train_step(model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj)
             frozen = C.eval_copy(model)
-            if classwise:
+            if mean_rule:
+                noise = self._classwise_mean_round(frozen, x, y, noise, compute, t, subset, subset_gen)
+            elif classwise:
                 noise = self._classwise_round(frozen, x, y, noise, compute, t)
             else:
                 noise = self._samplewise_round(frozen, x, t, noise, compute)
@@ -125,6 +156,8 @@ class EM(C.ModelAttack):
         clean_loss, clean_acc = C.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj)
         extra = {
             "mode": c.mode,
+            **({"classwise_update": c.classwise_update} if classwise else {}),
+            **({"classwise_subset": len(subset)} if mean_rule else {}),
             "rounds": len(history),
             "stopped_by": stopped,  # "accuracy": the paper's rule; "max_rounds": the safety cap
             "final_crafting_acc": history[-1],
@@ -144,9 +177,31 @@ class EM(C.ModelAttack):
                                objective=self.objective)
         return noise
 
+    def _classwise_mean_round(self, model, x, y, noise, compute, t, subset, gen):
+        """The public code's class-wise step: one shuffled pass over `subset`; per batch, every sample takes
+        `steps` signed steps from its class's delta, and each class present takes the mean of its samples'
+        deltas (clipped to the ball) before the next batch."""
+        c = self.config
+        t = y if t is None else t
+        perm = subset[torch.randperm(len(subset), generator=gen).to(subset.device)]
+        parts = perm.split(c.batch_size)
+        if len(parts) > 1 and len(parts[-1]) < c.batch_size:
+            parts = parts[:-1]  # their loader's drop_last; each pass reshuffles, so every image takes part
+        for idx in parts:
+            xb, yb = x[idx], y[idx]
+            eta = noise[yb]  # each sample's own copy of its class's delta
+            for _ in range(c.steps):
+                d = ((xb + eta).clamp(0, 1) - xb).detach().requires_grad_(True)  # the input the model sees
+                (grad,) = torch.autograd.grad(C.loss_sum(model, xb + d, t[idx], self.objective), d)
+                with torch.no_grad():
+                    eta = (d - c.step * grad.sign()).clamp_(-c.eps, c.eps)  # the ball, not the image range, as theirs
+                compute.fb(len(idx))
+            noise = class_mean(noise, eta.detach(), yb, c.eps)
+        return noise
+
     def _classwise_round(self, model, x, y, noise, compute, t=None):
-        """`steps` signed-descent steps per batch on the class deltas; the gradient of delta_c sums over the
-        batch's images of class c (autograd does it through the gather noise[y])."""
+        """The "sign" rule: `steps` signed-descent steps per batch on the class deltas; the gradient of delta_c
+        sums over the batch's images of class c (autograd does it through the gather noise[y])."""
         c = self.config
         for idx in C.chunks(len(x), c.pgd_batch, x.device):
             xb, yb = x[idx], y[idx]
@@ -160,6 +215,27 @@ class EM(C.ModelAttack):
                     noise = (d.detach() - c.step * grad.sign()).clamp_(-c.eps, c.eps)
                 compute.fb(len(idx))
         return noise
+
+
+def class_mean(noise: torch.Tensor, eta: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """`noise` with each class present in `y` replaced by the mean of its rows of `eta`, clipped to the ball;
+    classes absent from the batch keep their delta."""
+    sums = torch.zeros_like(noise).index_add_(0, y, eta)
+    counts = torch.bincount(y, minlength=len(noise))
+    present = counts > 0
+    out = noise.clone()
+    out[present] = (sums[present] / counts[present].view(-1, 1, 1, 1).to(sums.dtype)).clamp_(-eps, eps)
+    return C.channels_last(out)
+
+
+def stratified_indices(y: torch.Tensor, portion: float, gen: torch.Generator) -> torch.Tensor:
+    """A seeded share of each class's images: round(portion * class size), at least 1, in index order."""
+    picks = []
+    for cls in torch.unique(y).tolist():
+        rows = torch.nonzero(y == cls).flatten()
+        k = max(1, round(portion * len(rows)))
+        picks.append(rows[torch.randperm(len(rows), generator=gen)[:k].to(rows.device)])
+    return torch.cat(picks).sort().values
 
 
 def _full(noise: torch.Tensor, y: torch.Tensor, classwise: bool) -> torch.Tensor:

@@ -12,17 +12,25 @@ forgemaster_base.py, optimization_strategy.py, furnace.py):
                  towards (y+1) mod C, step eps * tau = 0.05 * 8/255 = 0.4/255 (their PGD rule, no decay),
                  projected onto the ball and onto valid images; batches of 512; start: Gaussian noise scaled
                  by eps and clipped ("randn"); every step through a fresh differentiable augmentation (a
-                 continuous shift of up to 4 pixels with bilinear sampling, and a horizontal flip);
-  restarts       `restarts` (8) independent runs, keeping the best.
+                 continuous shift of up to 4 pixels with bilinear sampling, the pixels shifted in taking the
+                 dataset's mean colour, and a horizontal flip);
+  restarts       `restarts` (8) independent runs, keeping the one with the lowest mean target loss.
 
 Crafting cost: 40 + 8 * 250 = 2,040 epoch-equivalents.
 
-Restart selection: the public code keeps the one restart whose mean target loss (over its last pass) is
-lowest, for the whole set; here each sample keeps its own best restart (`restart_select="sample"`, the
-default), by its target loss in the last pass. Samples are independent given the fixed crafting model, so this
-minimises the same objective at least as well; `restart_select="global"` gives the public behaviour.
-The clean model's training augmentation is the trainer's integer crop + flip rather than the bilinear shift
-(the same distribution up to sub-pixel offsets).
+Restart selection (`restart_select`): "set" (the default, the public code's forgemaster_base._forge) keeps the
+one restart whose mean target loss over its last pass is lowest, for the whole set (the first, on a tie, as
+their argmin); "sample" lets each sample keep its own best restart by its target loss in the last pass, which
+mixes restarts. Samples are independent given the fixed crafting model, so "sample" minimises the same objective
+at least as well, but it is not what the published poisons are. The score is the mean over images (the public
+code averages batch means: the same when the batches are equal).
+
+Padding (`pad`): the public code augments *normalised* inputs, and grid_sample fills the pixels shifted in with
+zeros, which in pixel space is the dataset's mean colour (their furnace.dm). "mean" (the default) fills with the
+per-channel mean of the clean crafting set; "black" fills with 0 in pixel space.
+
+Deviation: the clean model's training augmentation is the trainer's integer crop + flip rather than the bilinear
+shift (the same distribution up to sub-pixel offsets).
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ from . import _crafting as C
 from .base import Perturbation, register_attack
 
 INITS = ("randn", "rand", "zero")
-SELECTS = ("sample", "global")
+SELECTS = ("set", "sample")  # set: the public code's; sample: per-sample best
+PADS = ("mean", "black")  # what the shifted-in pixels are: the mean colour (public code) or 0
 
 
 @dataclass
@@ -51,9 +60,10 @@ class TAPConfig(C.ModelConfig):
     step: float = 0.05 * 8 / 255  # tau * eps
     iterations: int = 250  # passes over the crafting set per restart
     restarts: int = 8
-    restart_select: str = "sample"  # sample | global (public code)
+    restart_select: str = "set"  # set (public code: the restart with the lowest mean target loss) | sample
     init: str = "randn"
     augment: bool = True  # differentiable shift + flip at every attack step
+    pad: str = "mean"  # mean (public code: zero in normalised space) | black (0 in pixel space)
     pgd_batch: int = 512
     clean_epochs: int = 40
     clean_batch_size: int = 128
@@ -79,6 +89,8 @@ class TAP(C.ModelAttack):
             raise UserError(f"tap: unknown init '{c.init}'; valid: {', '.join(INITS)}")
         if c.restart_select not in SELECTS:
             raise UserError(f"tap: unknown restart_select '{c.restart_select}'; valid: {', '.join(SELECTS)}")
+        if c.pad not in PADS:
+            raise UserError(f"tap: unknown pad '{c.pad}'; valid: {', '.join(PADS)}")
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
@@ -88,7 +100,7 @@ class TAP(C.ModelAttack):
         x, y = C.tensors(ds, device)
         target = (y + 1) % ds.num_classes
         gen = C.generator(seed, 3)
-        augment = C.shift_flip_transform(gen) if c.augment else None
+        augment = self.augmentation(x, gen) if c.augment else None
 
         best = torch.empty_like(x)
         best_loss = torch.full((len(x),), float("inf"), device=device)
@@ -98,10 +110,7 @@ class TAP(C.ModelAttack):
         for _ in range(c.restarts):
             delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
             restart_losses.append(float(losses.mean()))
-            if c.restart_select == "sample":
-                keep = losses < best_loss
-            else:  # the whole restart, if its mean target loss is the lowest so far
-                keep = torch.full_like(losses, restart_losses[-1] <= min(restart_losses), dtype=torch.bool)
+            keep = select_restart(c.restart_select, losses, best_loss)
             best[keep] = delta[keep]
             best_loss = torch.where(keep, losses, best_loss)
         _, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
@@ -116,8 +125,15 @@ class TAP(C.ModelAttack):
             "crafting_model_target_acc": round(target_acc, 3),
             "restart_mean_target_loss": [round(v, 5) for v in restart_losses],
             "selected_mean_target_loss": round(float(best_loss.mean()), 5),
+            # under "set": the index of the restart every sample took (None under "sample", which mixes them)
+            "selected_restart": _selected(c.restart_select, restart_losses),
         }
         return Perturbation(C.to_cpu(best), compute.epochs, extra)
+
+    def augmentation(self, x: torch.Tensor, gen: torch.Generator) -> C.Transform:
+        """The differentiable shift + flip of every attack step; shifted-in pixels take the `pad` colour."""
+        fill = x.mean(dim=(0, 2, 3)) if self.config.pad == "mean" else None  # per channel, clean crafting set
+        return C.shift_flip_transform(gen, fill=fill)
 
     def _clean_model(self, ds, seed, device, compute, progress):
         """The crafting model trained on clean data with the public code's recipe (the trainer's epoch loop)."""
@@ -170,3 +186,18 @@ class TAP(C.ModelAttack):
             if bar:
                 bar.update(1)
         return delta, losses
+
+
+def select_restart(rule: str, losses: torch.Tensor, best_loss: torch.Tensor) -> torch.Tensor:
+    """Which samples take the new restart's delta: under "set" all of them, if its mean target loss is below the
+    best mean so far (a strict <, so a tie keeps the earlier one, as the public code's argmin), else none; under
+    "sample" each sample whose own loss is below its best so far. `best_loss` holds the kept losses (inf at first)."""
+    if rule == "sample":
+        return losses < best_loss
+    return torch.full_like(losses, bool(losses.mean() < best_loss.mean()), dtype=torch.bool)
+
+
+def _selected(rule: str, restart_losses: list[float]) -> int | None:
+    if rule != "set":
+        return None
+    return min(range(len(restart_losses)), key=lambda i: (restart_losses[i], i))

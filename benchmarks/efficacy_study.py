@@ -59,12 +59,10 @@ CRAFTING: dict[str, dict[str, Any]] = {
 }
 
 REGIMES: dict[str, Regime] = {
-    "quick": Regime(description="the old efficacy victim: width 0.125, recipe quick (10 epochs cosine, crop+flip)"),
-    "quick-noaug": Regime(recipe="quick-noaug", description="as quick, without crop+flip"),
-    "quick-b32": Regime(batch_size=32, lr=0.05, description="as quick, batch 32 (4x the steps), lr 0.05"),
-    "quick-w25": Regime(width=0.25, description="as quick, width 0.25"),
-    "noaug-w25": Regime(width=0.25, recipe="quick-noaug", description="no crop+flip, width 0.25"),
-    "noaug-w50": Regime(width=0.5, recipe="quick-noaug", description="no crop+flip, width 0.5"),
+    "quick": Regime(description="width 0.125, recipe quick: 10 epochs cosine, crop+flip (the paper's augmentation)"),
+    "cpu": Regime(recipe="cpu", description="width 0.125, recipe cpu: 10 epochs cosine, no augmentation"),
+    "cpu-w25": Regime(width=0.25, recipe="cpu", description="as cpu, width 0.25"),
+    "crop-e20": Regime(recipe="quick-crop", epochs=20, description="crops only (no flips), 20 epochs"),
 }
 
 

@@ -13,7 +13,7 @@ and shortcut near 0 lost the race: the content was learned first.
 
     python benchmarks/shortcut_race.py --data-dir ../shared/data --width 0.125 --epochs 10 \\
         runs/efficacy-cifar/ar.safetensors runs/efficacy-cifar/ops.safetensors
-    python benchmarks/shortcut_race.py --data-dir ../shared/data --recipe quick-noaug runs/efficacy-cifar/lsp.safetensors
+    python benchmarks/shortcut_race.py --data-dir ../shared/data --recipe cpu runs/efficacy-cifar/lsp.safetensors
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--recipe", default="quick", help="quick (crop+flip) or quick-noaug (is it the augmentation?)")
+    ap.add_argument("--recipe", default="quick", help="quick (crop+flip) or cpu (no augmentation: is it the augmentation?)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the curves as JSON here")

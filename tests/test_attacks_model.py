@@ -24,12 +24,7 @@ REM_TINY = {**TINY, "train_steps": 2, "batch_size": 64, "steps": 2, "step": 4 / 
 TAP_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "iterations": 2, "restarts": 2, "step": 2 / 255}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add overhead, and results stay comparable
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 @pytest.fixture(scope="module")

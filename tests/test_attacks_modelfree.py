@@ -24,16 +24,6 @@ MODEL_FREE = ["lsp", "ops", "ar"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # as in conftest.py
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread for a training test (its thresholds were measured so), restored afterwards: torch's thread
-    count is process-wide, so setting it at import would change every test that runs after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy(n: int = 120, classes: int = 10, shape=(3, 32, 32), seed: int = 0, lo: int = 40, hi: int = 216) -> ImageDataset:
     """Random images away from 0 and 255 (no clipping), every class present, labels in a shuffled order."""
     g = torch.Generator().manual_seed(seed)

@@ -61,7 +61,7 @@ def tiny_bench(tmp_path_factory):
 
 # ---- presets and plan --------------------------------------------------------------------------------------------
 def test_presets_are_valid_bench_configs():
-    assert set(PRESETS) >= {"quick", "paper", "cpu-overnight"}
+    assert set(PRESETS) >= {"quick", "paper", "cpu"}
     for config in PRESETS.values():
         assert isinstance(config, BenchConfig)
         validate(config)  # every attack parameter override names a real parameter

@@ -23,13 +23,7 @@ from uebench.recipes import RECIPES
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads thrash on a shared 2-core machine (10x slower measured); one is plenty for these sizes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def scenes(n: int, split: str = "train", size: int = 32, **kw) -> ImageDataset:

@@ -23,12 +23,7 @@ PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
 C = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -25,7 +25,7 @@ def _pair(difficulty: str) -> tuple[data.ImageDataset, data.ImageDataset]:
             data.load("scenes", split="test", n_test=1000, difficulty=difficulty))
 
 
-@pytest.fixture(scope="module", params=["standard", "hard"])
+@pytest.fixture(scope="module", params=["standard", "hard", "natural"])
 def pair(request) -> tuple[data.ImageDataset, data.ImageDataset]:
     return _pair(request.param)
 
@@ -217,6 +217,24 @@ def _colour_mlp_accuracy(train: data.ImageDataset, test: data.ImageDataset) -> f
 def test_colour_statistics_are_weak(pair):
     """Per-channel means, std, max and min of an image (global colour) do not give the class: only shapes do."""
     assert _colour_mlp_accuracy(*pair) < 0.3
+
+
+def test_natural_is_a_seeded_per_image_mixture():
+    """`natural` takes each image, with its label and every dense target, from `textured` (70%) or `hard` (30%) at
+    the same position; the choice is seeded, and so prefix-stable and deterministic."""
+    kw = dict(split="train", n_train=600)
+    mixed, easy, hard = (data.load("scenes", difficulty=d, **kw) for d in ("natural", "textured", "hard"))
+    assert torch.equal(mixed.labels, easy.labels) and torch.equal(mixed.labels, hard.labels)
+    from_easy = (mixed.images == easy.images).flatten(1).all(1)
+    from_hard = (mixed.images == hard.images).flatten(1).all(1)
+    assert bool((from_easy ^ from_hard).all())  # every image is exactly one part's
+    assert 0.62 < from_easy.float().mean().item() < 0.78
+    for k in mixed.targets:
+        assert torch.equal(mixed.targets[k][from_easy], easy.targets[k][from_easy])
+        assert torch.equal(mixed.targets[k][from_hard], hard.targets[k][from_hard])
+    assert _same(mixed, data.load("scenes", difficulty="natural", **kw))
+    assert _same(mixed.subset(torch.arange(300)), data.load("scenes", split="train", n_train=300, difficulty="natural"))
+    assert mixed.meta["generator"] == "scenes-v3-natural"
 
 
 def test_unknown_difficulty_refused():

@@ -130,10 +130,26 @@ def test_recipes():
     assert paper.lr_at(0) == paper.lr_at(49) == 0.1 and paper.augment == "crop_flip"
     cos = RECIPES.get("em")
     assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(30) == pytest.approx(0.05)
-    quick, bare = RECIPES.get("quick"), RECIPES.get("quick-noaug")
+    quick, bare = RECIPES.get("quick"), RECIPES.get("cpu")
     assert bare.augment == "none" and bare.to_dict() | {"name": "quick", "augment": "crop_flip", "description": ""} == quick.to_dict() | {"description": ""}
     ap = RECIPES.get("apbench")
     assert ap.lr_at(99) == pytest.approx(0.1) and ap.lr_at(100) == pytest.approx(0.01) and ap.lr_at(150) == pytest.approx(0.001)
+
+
+def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
+    from uebench.data.augment import AUGMENTATIONS
+    from uebench.errors import UserError
+    from uebench.recipes import Recipe
+
+    # a left-right ramp: a crop keeps it increasing along the width, a flip would reverse it
+    x = torch.arange(32.0).expand(64, 3, 32, 32).clone() + 1
+    out = AUGMENTATIONS[RECIPES.get("quick-crop").augment](x, torch.Generator().manual_seed(0))
+    inner = out[:, :, 4:-4, 4:-4]
+    assert (inner.diff(dim=3) > 0).all()  # never mirrored
+    assert not torch.equal(out, x)  # but shifted
+    assert AUGMENTATIONS[RECIPES.get("cpu").augment] is None
+    with pytest.raises(UserError, match="unknown augment 'rotate'"):
+        Recipe("bad", 1, 8, 0.1, augment="rotate")
 
 
 def test_precision_auto_never_picks_slow_bf16():

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import ImageDataset, load, stratified_subset
-from .data.augment import crop_flip, to_float
+from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
@@ -177,12 +177,13 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None) -> dict[str, float]:
     """One pass over ds. A `defense` (uebench.defenses.Defense) may rewrite each augmented batch and its labels."""
     model.train()
+    augment = AUGMENTATIONS[recipe.augment]
     total_loss, correct, seen = 0.0, 0, 0
     for idx in batches(len(ds), recipe.batch_size, generator):
         x = prepare(ds.images[idx], device, channels_last)
         y = ds.labels[idx].to(device)
-        if recipe.augment == "crop_flip":
-            x = crop_flip(x, generator)
+        if augment is not None:
+            x = augment(x, generator)
         if defense is not None:
             x, y = defense.batch(x, y, model=model, generator=generator, autocast=autocast)
         if channels_last:

@@ -47,8 +47,9 @@ class Attack(ABC):
     def validate(self, ds: ImageDataset) -> None:
         """Refuse configurations or datasets the method cannot handle (raise UserError saying why)."""
         b = self.budget()
-        if self.norm in ("linf",) and not (0 < b <= 1):
-            raise UserError(f"{self.name}: budget {b} outside (0, 1] (Linf in [0,1] pixel units; 8/255 = 0.0314)")
+        if self.norm in ("linf",) and not (0 < b <= MAX_LINF):
+            # past a quarter of the pixel range a perturbation is no longer imperceptible: not an unlearnable example
+            raise UserError(f"{self.name}: Linf budget {b:.6g} outside (0, 64/255] ([0,1] pixel units; the papers' 8/255 = 0.0314)")
         if self.norm == "l2" and not (0 < b):
             raise UserError(f"{self.name}: L2 budget must be positive, got {b}")
         if self.norm == "l0" and not (b >= 1 and float(b).is_integer()):
@@ -71,6 +72,7 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 
 PRESETS = ("paper", "fast")
+MAX_LINF = 64 / 255  # the largest Linf budget an attack accepts
 
 
 def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:

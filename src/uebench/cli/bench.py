@@ -10,7 +10,7 @@ from . import parse_sets
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="the clean run plus one run per attack (x defense x seed) with SAL, then #LP, UD and a report")
-    p.add_argument("--preset", default="quick", help="quick (CPU, minutes; default) | cpu-overnight | paper (GPU)")
+    p.add_argument("--preset", default="quick", help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about an hour) | paper (GPU)")
     p.add_argument("--dataset", default=None, help="dataset (default: the preset's; quick uses the embedded scenes)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")

@@ -29,6 +29,15 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     return random_flip(random_crop(x, pad, generator), generator)
 
 
+def crop_only(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    return random_crop(x, pad, generator)
+
+
+# A recipe's `augment` names one of these. Flips matter to class-wise shortcuts: a mirrored AR process is another
+# process, so crop+flip makes a victim learn two per class, while a crop leaves a stationary pattern a pattern.
+AUGMENTATIONS = {"crop_flip": crop_flip, "crop": crop_only, "none": None}
+
+
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [0, 1]. No mean/std normalisation (the paper's recipe has none)."""
     return images_u8.float().div_(255.0)

@@ -85,6 +85,7 @@ class Style:
     tex_types: int = 3  # object textures drawn from the first tex_types of: flat, stripes, shading
     dark_background: bool = False  # dark backgrounds and bright objects (figure stands out from ground)
     bg_contrast: float = 0.35  # largest per-channel difference between the background's two colours
+    noise: float = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
     generator: str = "scenes-v1"  # recorded in the dataset's meta
 
 
@@ -92,6 +93,26 @@ STYLES = {
     "standard": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, angle=0.0, tex_types=1, dark_background=True,
                       generator="scenes-v2"),
     "hard": Style(),
+    # standard's large shapes, rotated and textured: the easy part of `natural`
+    "textured": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, tex_types=3, dark_background=True,
+                      generator="scenes-v3-textured"),
+}
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Each image drawn at one of several difficulties, with these probabilities (per image, from its own seed
+    stream). Natural images are a mixture too: some are read at a glance, some are hard for any small model, and
+    a victim's accuracy climbs gradually instead of in one step."""
+
+    parts: tuple[tuple[str, float], ...]
+    generator: str
+
+
+MIXTURES = {
+    # calibrated against CIFAR-10 (benchmarks/scenes_calibration.py): the quick victim's clean test accuracy follows
+    # its curve on the same number of CIFAR-10 images, where standard is learned to 95% and hard stays at chance
+    "natural": Mixture((("textured", 0.7), ("hard", 0.3)), "scenes-v3-natural"),
 }
 _NOISE = 0.03  # std of the Gaussian pixel noise, in [0, 1] units
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
@@ -346,6 +367,14 @@ def _bad_scenes(p: dict, out: dict) -> np.ndarray:
     return too_hidden.any(1)
 
 
+def _generate_mixed(seed: int, split_id: int, chunk: int, size: int, num_classes: int, mix: Mixture) -> dict:
+    # every part draws the same labels first (same seed stream), so images can be taken per position from any part
+    parts = [_generate_chunk(seed, split_id, chunk, size, num_classes, STYLES[name]) for name, _ in mix.parts]
+    weights = np.array([w for _, w in mix.parts], dtype=np.float64)
+    pick = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk, 1]).choice(len(parts), _CHUNK, p=weights / weights.sum())
+    return {k: np.choose(pick.reshape((-1,) + (1,) * (parts[0][k].ndim - 1)), [q[k] for q in parts]) for k in parts[0]}
+
+
 def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes: int, st: Style) -> dict:
     rng = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk])
     raw = class_sets(num_classes)
@@ -365,7 +394,7 @@ def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes
         o = _render(q, size)
         for key in out:
             out[key][bad] = o[key]
-    img = out["img"] + rng.normal(0, _NOISE, out["img"].shape).astype(np.float32)
+    img = out["img"] + rng.normal(0, st.noise, out["img"].shape).astype(np.float32)
     images = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
     return {
         "images": images,
@@ -384,9 +413,12 @@ def generate(n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split
     if size < 16:
         raise UserError(f"scenes: size must be at least 16, got {size}")
     class_sets(num_classes)  # validates
-    if difficulty not in STYLES:
-        raise UserError(f"scenes: unknown difficulty '{difficulty}'; valid: {', '.join(STYLES)}")
-    chunks = [_generate_chunk(seed, split_id, c, size, num_classes, STYLES[difficulty]) for c in range(-(-n // _CHUNK))]
+    if difficulty not in STYLES and difficulty not in MIXTURES:
+        raise UserError(f"scenes: unknown difficulty '{difficulty}'; valid: {', '.join([*STYLES, *MIXTURES])}")
+    if difficulty in MIXTURES:
+        chunks = [_generate_mixed(seed, split_id, c, size, num_classes, MIXTURES[difficulty]) for c in range(-(-n // _CHUNK))]
+    else:
+        chunks = [_generate_chunk(seed, split_id, c, size, num_classes, STYLES[difficulty]) for c in range(-(-n // _CHUNK))]
     keys = ("images", "labels", "segment", "depth", "edges", "keypoints")
     if not chunks:
         empty = {"images": np.zeros((0, 3, size, size), np.uint8), "labels": np.zeros(0, np.int64)}
@@ -413,5 +445,5 @@ def load_scenes(
     return ImageDataset(
         "scenes", split, torch.from_numpy(d["images"]), torch.from_numpy(d["labels"]), class_names(num_classes),
         targets={k: torch.from_numpy(d[k]) for k in ("segment", "depth", "edges", "keypoints")},
-        meta={"size": size, "seed": seed, "num_classes": num_classes, "difficulty": difficulty, "generator": STYLES[difficulty].generator},
+        meta={"size": size, "seed": seed, "num_classes": num_classes, "difficulty": difficulty, "generator": (STYLES.get(difficulty) or MIXTURES[difficulty]).generator},
     )

@@ -67,6 +67,10 @@ def test_presets_are_valid_bench_configs():
         validate(config)  # every attack parameter override names a real parameter
     assert QUICK.dataset == "scenes" and QUICK.attack_preset == "fast" and QUICK.sal.mode == "fast"
     assert set(QUICK.attacks) == {"em", "rem", "tap", "dc", "lsp", "ops", "ar"} and QUICK.width <= 0.25
+    # the regime where the poisons are learned at CPU scale (README "Attack efficacy"): no crop+flip
+    cpu = PRESETS["cpu"]
+    assert cpu.dataset == "cifar10" and cpu.resolved_recipe().augment == "none" and QUICK.resolved_recipe().augment == "none"
+    assert QUICK.dataset_options["difficulty"] == "natural"  # calibrated against CIFAR-10, unlike `standard`
     assert PRESETS["paper"].width == 1.0 and PRESETS["paper"].resolved_recipe().epochs == 50 and PRESETS["paper"].sal.mode == "faithful"
     plan = make_plan(QUICK)
     assert len(plan.runs) == 8 and len(plan.poisons) == 7 and plan.runs[0].attack == "clean"

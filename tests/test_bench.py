@@ -200,7 +200,7 @@ def test_cli_bench_with_a_user_poison(tmp_path, capsys):
     from uebench.attacks import craft
     from uebench.data import load
 
-    ds = load("scenes", None, "train", n_train=120, n_test=60)
+    ds = load("scenes", None, "train", n_train=120, n_test=60, difficulty=QUICK.dataset_options["difficulty"])
     craft("ops", ds, preset="fast", seed=3, progress=False).save(tmp_path / "mine.safetensors")
     args = ["bench", "--data-option", "n_train=120", "--data-option", "n_test=60", "--poison", str(tmp_path / "mine.safetensors"),
             "--width", "0.125", "--epochs", "1", "--sal-subset", "16", "--sal-rounds", "1", "--out", str(tmp_path / "b"), "--quiet"]

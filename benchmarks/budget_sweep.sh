@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does a model-free poison win the race against the images' content once it is stronger? Crafts each attack at
 # 2x and 4x its budget (fast preset) on the real CIFAR-10 subset (../shared/data) and trains the efficacy victim
-# on it (ResNet-18 width 0.125, recipe quick, 10 epochs, as benchmarks/efficacy_cifar.sh). Resumable.
+# on it (ResNet-18 width 0.125, recipe quick, 10 epochs: the quick regime of benchmarks/efficacy_study.py). Resumable.
 # Usage: bash benchmarks/budget_sweep.sh [OUT]      (about 5 minutes per row on one core; compare with OUT/../clean)
 set -euo pipefail
 OUT=${1:-runs/budget-sweep}

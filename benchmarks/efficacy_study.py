@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from uebench.attacks import craft
+from uebench.bench import QUICK
 from uebench.data import load
 from uebench.io import atomic_write_text
 from uebench.metrics.shortcut import shortcut_probes
@@ -58,6 +59,8 @@ CRAFTING: dict[str, dict[str, Any]] = {
     "fast": {a: {"preset": "fast"} for a in ATTACKS},
     # REM with the smaller adversarial radius of its paper's ablation (rho_a = 2/255) and twice the crafting-model
     # training: at CPU scale the 4/255 crafting model learns too little for its noise to be picked up
+    # the quick bench's crafting (EM at its fast preset, the others shortened), for its spread over seeds
+    "quick-bench": {a: {"preset": "fast", **QUICK.attack_params.get(a, {})} for a in ATTACKS},
     "rem-a2": {**{a: {"preset": "fast"} for a in ATTACKS},
                "rem": {"preset": "fast", "adv_eps": 2 / 255, "adv_step": 1 / 255, "train_steps": 320, "lr_decay_every": 240}},
 }
@@ -67,6 +70,8 @@ REGIMES: dict[str, Regime] = {
     "cpu": Regime(recipe="cpu", description="width 0.125, recipe cpu: 10 epochs cosine, no augmentation"),
     "cpu-w25": Regime(width=0.25, recipe="cpu", description="as cpu, width 0.25"),
     "crop-e20": Regime(recipe="quick-crop", epochs=20, description="crops only (no flips), 20 epochs"),
+    "quick-bench": Regime(recipe="cpu", crafting="quick-bench",
+                          description="the quick bench's victim and crafting, without its SAL probes (run on scenes natural)"),
     "cpu-rem-a2": Regime(recipe="cpu", crafting="rem-a2", description="as cpu, REM at rho_a 2/255 with 2x its training"),
 }
 
@@ -128,14 +133,16 @@ def result_file(out: Path, regime: str, attack: str, seed: int) -> Path:
     return out / "runs" / regime / f"{attack}-s{seed}.json"
 
 
-def table(out: Path, regimes: list[str], attacks: list[str]) -> str:
+def table(out: Path, regimes: list[str], attacks: list[str], seeds: list[int]) -> str:
+    """Markdown: one row per regime; a cell finished for fewer than `seeds` says how many ran (n=...)."""
     cols = ["clean", *attacks]
     lines = ["| regime | " + " | ".join(cols) + " | attacks at most half of clean |",
              "|---" * (len(cols) + 2) + "|"]
     for name in regimes:
         cells, clean_mean, wins = [], None, 0
         for a in cols:
-            rows = [json.loads(f.read_text()) for f in sorted((out / "runs" / name).glob(f"{a}-s*.json"))]
+            files = [result_file(out, name, a, s) for s in seeds]
+            rows = [json.loads(f.read_text()) for f in files if f.is_file()]
             if not rows:
                 cells.append("-")
                 continue
@@ -149,7 +156,7 @@ def table(out: Path, regimes: list[str], attacks: list[str]) -> str:
                 sc = [r["shortcut_acc"] for r in rows if r["shortcut_acc"] is not None]
                 cell += f" (sc {statistics.mean(sc):.0f})" if sc else ""
                 wins += clean_mean is not None and m <= clean_mean / 2
-            cells.append(cell + ("" if len(accs) > 1 else " n=1"))
+            cells.append(cell + ("" if len(accs) == len(seeds) else f" n={len(accs)}"))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {wins} of {len(attacks)} |")
     return "\n".join(lines)
 
@@ -174,15 +181,16 @@ def main() -> None:
         if r not in REGIMES:
             sys.exit(f"unknown regime '{r}'; valid: {', '.join(REGIMES)}")
     out = Path(args.out)
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.table:
-        print(table(out, regimes, [a for a in attacks if a != "clean"]))
+        print(table(out, regimes, [a for a in attacks if a != "clean"], seeds))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     i, n = (int(v) for v in args.shard.split("/"))
     options = {k: (int(v) if v.isdigit() else v) for k, v in (o.split("=", 1) for o in args.data_option)}
     data = {s: load(args.dataset, args.data_dir, s, **options) for s in ("train", "test")}
-    jobs = [(r, a, int(s)) for s in args.seeds.split(",") for r in regimes for a in attacks]
+    jobs = [(r, a, s) for s in seeds for r in regimes for a in attacks]
     # a poison (attack, crafting, seed) belongs to one shard, so that no two shards craft it
     mine = [j for j in jobs if int(_key([j[1], REGIMES[j[0]].crafting if j[1] != "clean" else j[0], j[2]]), 16) % n == i]
     for regime, attack, seed in mine:
@@ -194,7 +202,7 @@ def main() -> None:
         print(f"{regime:>14} {attack:>5} s{seed}: final {row['final_acc']:.1f}  peak {row['peak_acc']:.1f}  "
               f"shortcut {row['shortcut_acc']}  clean-train {row['clean_train_acc']}  ({row['wall_seconds']:.0f} s)",
               flush=True)
-    print(table(out, regimes, [a for a in attacks if a != "clean"]))
+    print(table(out, regimes, [a for a in attacks if a != "clean"], seeds))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ computes what is new. `--shard I/N` runs a deterministic part of the jobs (one p
     python benchmarks/efficacy_study.py --data-dir ../shared/data --out runs/study --table   # the table only
 
 A regime is a victim (model, width, recipe, epochs, batch size, lr) plus the crafting settings of each attack
-(`ATTACK_SETTINGS`: a preset and overrides); see REGIMES below.
+(`CRAFTING`: a preset and overrides per attack); see REGIMES below. One study folder per dataset (and dataset
+options): poisons are keyed by the dataset's name.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from uebench.metrics import (
 )
 from uebench.models import create_model, probed_layers
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def mse(out, y):

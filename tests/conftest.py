@@ -18,11 +18,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One torch thread for tests on tiny tensors (more only add overhead on a shared 2-core machine), restored
-    afterwards: torch's thread count is process-wide, so a module that set it at import would change every test
-    that runs after it."""
+    """One torch thread for the whole run, restored afterwards. Session-wide and autouse, so that module-scoped
+    fixtures (a poison crafted once per module) run at the same thread count as the tests that compare against
+    them: CPU kernels reduce in a thread-dependent order, so 'same seed, same bytes' holds per thread count. Tiny
+    tensors gain nothing from more threads on a shared 2-core machine. Tests about thread counts set their own."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -18,7 +18,6 @@ from uebench.errors import UserError
 TINY = {"trials": 2, "cls_epochs": 2, "batch_size": 32, "gen_width": 4, "gen_depth": 2, "cls_width": 0.25, "gen_lr": 1e-2}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 @pytest.fixture(scope="module")

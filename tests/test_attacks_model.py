@@ -24,7 +24,6 @@ REM_TINY = {**TINY, "train_steps": 2, "batch_size": 64, "steps": 2, "step": 4 / 
 TAP_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "iterations": 2, "restarts": 2, "step": 2 / 255}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 @pytest.fixture(scope="module")

@@ -452,7 +452,6 @@ def cifar():
     return load("cifar10", SHARED_DATA, "train"), load("cifar10", SHARED_DATA, "test")
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_lsp_collapses_a_small_victim(cifar):
     """LSP, 5,085 CIFAR images, 3 epochs of a one-layer patch CNN: clean ~40%, poisoned near chance."""
     train, test = cifar
@@ -465,7 +464,6 @@ def test_lsp_collapses_a_small_victim(cifar):
     assert poisoned < clean - 12 and poisoned < 28, (clean, poisoned)
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_ops_collapses_a_small_resnet(cifar):
     """OPS, 1,000 CIFAR images, 10 epochs of a 1/8-width ResNet-18 without augmentation: poisoned near chance."""
     from uebench.models import create_model
@@ -484,7 +482,6 @@ def test_ops_collapses_a_small_resnet(cifar):
     assert poisoned < clean - 8 and poisoned < 18, (clean, poisoned)
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_ar_noise_alone_is_a_learnable_class_signal():
     """AR's mechanism, cheaply: on grey images, a one-layer CNN learns the classes from the AR noise alone and
     recognises fresh samples of the same processes (a ResNet's collapse on real images needs more epochs than
@@ -498,7 +495,6 @@ def test_ar_noise_alone_is_a_learnable_class_signal():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name,params", [("lsp", {"eps": 12 / 255}), ("ar", {"eps": 4.0})], ids=["lsp-2x", "ar-4x"])
 def test_stronger_model_free_poisons_collapse_on_cifar(name, params, cifar):
     """benchmarks/budget_sweep.sh in miniature (ResNet-18 width 0.125, recipe quick, 10 epochs, crop + flip).

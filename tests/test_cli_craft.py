@@ -21,7 +21,6 @@ from uebench.poison import Poison
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -23,7 +23,6 @@ from uebench.recipes import RECIPES
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def scenes(n: int, split: str = "train", size: int = 32, **kw) -> ImageDataset:

@@ -23,7 +23,6 @@ PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
 C = 10
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -16,7 +16,6 @@ from uebench.metrics import (
 )
 from uebench.models import create_model, probed_layers
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def mse(out, y):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from uebench import data
@@ -10,7 +9,6 @@ from uebench.metrics.shortcut import other_class_partners, shortcut_probes, tran
 from uebench.poison import Poison, PoisonMeta
 from uebench.train import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 OPTIONS = {"n_train": 512, "n_test": 128}
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError, unknown_name
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, is_scratch, read_json, remove_stale_temps
+from .lock import FolderLock
+from .records import safe_label
 from .metrics.shortcut import shortcut_probes
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
@@ -217,10 +219,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "poison"
-
-
 def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
     from .attacks import ATTACKS, make_config
@@ -277,7 +275,7 @@ def user_poison_spec(path: str | Path) -> PoisonSpec:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    label = _slug(poison.meta.attack or path.stem)
+    label = safe_label(poison.meta.attack or path.stem)
     return PoisonSpec(label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path))
 
 
@@ -293,7 +291,7 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
     )
     # the poison file name carries the poison's own key, so the run key covers what made the poison too
     key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
-    name = f"{_slug(attack)}-{_slug(defense)}-s{seed}-{key}"
+    name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
     return RunSpec(attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(dataclasses.asdict(tc)))
 
 
@@ -338,7 +336,7 @@ def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> N
         try:
             saved = read_json(path)
             old = saved["identity"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UserError):
             if not overwrite:
                 raise UserError(f"{path} is unreadable; pass --overwrite to start a new bench in {out}") from None
             old = None
@@ -348,7 +346,7 @@ def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> N
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise UserError(f"{out} holds a bench of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite")
             clear_bench(out)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif out.exists() and any(not is_scratch(f) for f in out.iterdir()) and not overwrite:
         raise UserError(f"{out} is not empty and holds no bench; use another --out or --overwrite")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -442,7 +440,14 @@ def run_bench(
             from .poison import Poison
 
             Poison.load(p.source).check(data.train)
+    with FolderLock(out):  # one bench process per folder: bench.json, samples and the report are shared files
+        return _run_locked(config, out, plan, data, overwrite, progress, log, max_epochs, report)
+
+
+def _run_locked(config: BenchConfig, out: Path, plan: Plan, data: "_Data", overwrite: bool, progress: bool,
+                log: Callable[[str], None] | None, max_epochs: int | None, report: bool) -> BenchResult:
     open_bench(out, config, plan, overwrite)
+    remove_stale_temps(out / POISONS_DIR)
     say = log or (lambda _m: None)
     result = BenchResult(out, complete=False)
     _write_samples(out, data)
@@ -524,7 +529,7 @@ def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progre
     probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip")]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
         probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
-    resume = folder.exists() and any(folder.iterdir())
+    resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())
     res = train(tc, folder, train_set=train_set, test_set=data.test, probes=probes, resume=resume, progress=progress, stop_after=stop_after)
     return len(res.history)
 

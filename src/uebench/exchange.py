@@ -35,33 +35,11 @@ import torch
 
 from .data.base import ImageDataset
 from .errors import UserError
-from .poison import NORMS, Poison, PoisonMeta
+from .poison import NORMS, Poison, PoisonMeta, check_budget
 
 SIDECAR = "uebench_poison.json"
 _PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-
-
-# ---- budgets --------------------------------------------------------------------------------------------
-def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, int]) -> float:
-    """A budget that makes sense for its norm on images of `shape` (C, H, W); returns it as a float."""
-    if norm not in NORMS:
-        raise UserError(f"unknown norm '{norm}'; valid: {', '.join(NORMS)}")
-    if norm == "none":
-        return 0.0 if budget is None else float(budget)
-    if budget is None:
-        raise UserError(f"--budget is required with norm {norm}")
-    c, h, w = shape
-    b = float(budget)
-    if not math.isfinite(b) or b <= 0:
-        raise UserError(f"budget must be positive, got {budget}")
-    if norm == "linf" and b > 1:
-        raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
-    if norm == "l2" and b > math.sqrt(c * h * w):
-        raise UserError(f"L2 budget {b} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}")
-    if norm == "l0" and (not b.is_integer() or b > h * w):
-        raise UserError(f"L0 budget must be a whole number of pixels in [1, {h * w}], got {b}")
-    return b
 
 
 # ---- reading --------------------------------------------------------------------------------------------

@@ -26,6 +26,21 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         raise
 
 
+def is_scratch(path: Path) -> bool:
+    """A temporary file of atomic_write (left behind only by a kill) or a folder lock: not the folder's content."""
+    from .lock import LOCK_NAME
+
+    return path.name == LOCK_NAME or (path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file())
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temporary files a killed writer left in `folder` (call while holding the folder's lock)."""
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file():
+                f.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
@@ -45,8 +60,16 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file uebench wrote, or a UserError naming it: a damaged or hand-edited file is one line, not a trace."""
+    from .errors import UserError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is damaged: not valid JSON ({type(e).__name__})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a JSON file") from None
 
 
 def _jsonable(x: Any) -> Any:

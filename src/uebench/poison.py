@@ -22,7 +22,31 @@ from .errors import UserError
 from .io import atomic_write_bytes
 
 NORMS = ("linf", "l2", "l0", "none")
+_META_TYPES = {"attack": (str,), "dataset": (str,), "dataset_size": (int,), "norm": (str,), "budget": (int, float),
+               "split": (str,), "params": (dict,), "variant": (str,), "seed": (int,), "craft_seconds": (int, float),
+               "epoch_equivalents": (int, float), "versions": (dict,), "created": (str,), "extra": (dict,)}
 _KEY = "uebench_poison"
+
+
+def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, int]) -> float:
+    """A budget that makes sense for its norm on images of `shape` (C, H, W); returns it as a float."""
+    if norm not in NORMS:
+        raise UserError(f"unknown norm '{norm}'; valid: {', '.join(NORMS)}")
+    if norm == "none":
+        return 0.0 if budget is None else float(budget)
+    if budget is None:
+        raise UserError(f"--budget is required with norm {norm}")
+    c, h, w = shape
+    b = float(budget)
+    if not math.isfinite(b) or b <= 0:
+        raise UserError(f"budget must be positive, got {budget}")
+    if norm == "linf" and b > 1:
+        raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
+    if norm == "l2" and b > math.sqrt(c * h * w):
+        raise UserError(f"L2 budget {b} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}")
+    if norm == "l0" and (not b.is_integer() or b > h * w):
+        raise UserError(f"L0 budget must be a whole number of pixels in [1, {h * w}], got {b}")
+    return b
 
 
 @dataclass
@@ -43,8 +67,15 @@ class PoisonMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # a poison file is untrusted: every field read back from its JSON must have the type it is used as
+        for name, types in _META_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise UserError(f"poison metadata: '{name}' must be {' or '.join(t.__name__ for t in types)}, got {value!r:.60}")
         if self.norm not in NORMS:
             raise UserError(f"unknown norm '{self.norm}'; valid: {', '.join(NORMS)}")
+        if not math.isfinite(self.budget) or self.budget < 0:
+            raise UserError(f"poison metadata: budget must be a finite number >= 0, got {self.budget!r}")
         if not self.versions:
             from . import __version__
 
@@ -106,6 +137,12 @@ class Poison:
         if constant.any():
             raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant (degenerate perturbation)")
         if m.norm != "none":
+            check_budget(m.norm, m.budget, tuple(clean.images.shape[1:]))  # finite, positive, in range for the norm
+            from .attacks import method_budget
+
+            allowed = method_budget(m)
+            if allowed is not None and m.budget > allowed * (1 + 1e-6):
+                raise UserError(f"{where} claims a {m.norm} budget of {m.budget:.6g}, more than its settings allow ({allowed:.6g})")
             got = self.measure(clean)[m.norm]
             # linf/l2 are compared on the uint8 grid: budget*255 with a hair of float slack
             slack = 0.0 if m.norm == "l0" else 1e-5
@@ -145,9 +182,14 @@ class Poison:
         if _KEY not in header:
             raise UserError(f"not a uebench poison file: {path} (no '{_KEY}' metadata)")
         try:
-            meta = PoisonMeta(**json.loads(header[_KEY]))
-        except TypeError as e:
+            fields = json.loads(header[_KEY])
+            if not isinstance(fields, dict):
+                raise TypeError("not a JSON object")
+            meta = PoisonMeta(**fields)
+        except (TypeError, json.JSONDecodeError) as e:
             raise UserError(f"poison metadata in {path} is malformed: {e}") from None
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
         return cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
 
 

@@ -1,7 +1,9 @@
 """Run folders: config.json, manifest.json, metrics.jsonl, checkpoint.pt, summary.json.
 
-Every file is written atomically. The checkpoint holds the full epoch history, and metrics.jsonl is
-rewritten from it after each checkpoint, so the two can never disagree after a crash.
+Every file is written atomically. The checkpoint is the commit point of an epoch: it holds the model, the optimizer
+and the full epoch history, and metrics.jsonl is a readable copy of that history. A kill between the two renames
+leaves metrics.jsonl one epoch behind; every open of the folder (`sync_metrics`) rewrites it from the checkpoint,
+so it never stays behind. Checkpoints are read with weights_only=True: tensors and plain types only, no code.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -22,6 +25,14 @@ from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_js
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = "config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
 RUN_FILES = (CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY)
+
+
+def safe_label(name: str, limit: int = 40) -> str:
+    """A name (a user's file stem, an attack name) made safe as one folder name: letters, digits and _ + - . only,
+    never starting with '.' (so never '.', '..' or a hidden file), at most `limit` characters."""
+    label = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))[:limit]
+    label = re.sub(r"^\.", "_", label)
+    return label or "poison"
 
 
 class RunFolder:
@@ -57,17 +68,15 @@ class RunFolder:
             atomic_write_json(self.path / MANIFEST, manifest)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.path / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise UserError(f"corrupt checkpoint {path} ({type(e).__name__}); remove it or pass --overwrite") from None
+        """The last committed epoch, or None; metrics.jsonl is brought in line with it."""
+        state = load_checkpoint(self.path / CHECKPOINT)
+        if state is not None:
+            sync_metrics(self.path, state["history"])
+        return state
 
     def save_epoch(self, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict[str, Any]]) -> None:
         atomic_torch_save(self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history})
-        atomic_write_text(self.path / METRICS, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+        sync_metrics(self.path, history)
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
@@ -76,12 +85,49 @@ class RunFolder:
         return read_json(self.path / SUMMARY)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A run checkpoint, read without unpickling code (weights_only=True), or None when there is none."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged, or holds objects that weights_only refuses (code a crafted file would run)
+        raise UserError(f"{path} cannot be read as a run checkpoint ({type(e).__name__}: tensors and plain types "
+                        "only); remove it or pass --overwrite") from None
+    if not (isinstance(state, dict) and isinstance(state.get("history"), list) and "model" in state):
+        raise UserError(f"{path} is not a run checkpoint (no model and history); remove it or pass --overwrite")
+    return state
+
+
+def sync_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl from the checkpoint's history when the two differ (a kill between their renames)."""
+    text = "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
     path = Path(run_dir) / METRICS
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run's epoch records. The checkpoint, when there is one, is the commit point and wins over metrics.jsonl."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
     if not path.exists():
         raise UserError(f"{run_dir} is not a run folder (no {METRICS})")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    if state is not None:
+        return state["history"]
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}): not one JSON record per line") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path} is damaged: every line must be a JSON object")
+    return records
 
 
 def git_revision() -> str | None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .data import ImageDataset, load, stratified_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
+from .lock import FolderLock
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
 from .poison import Poison
@@ -260,6 +261,13 @@ def train(
     `stop_after` ends the run after that many epochs in total without marking it finished (simulates
     an interruption; `resume=True` continues it).
     """
+    if out is None:
+        return _train(config, None, train_set, test_set, probes, resume, overwrite, progress, stop_after)
+    with FolderLock(out):  # one process per run folder: a second one is refused before it reads or deletes anything
+        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, progress, stop_after)
+
+
+def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after) -> RunResult:
     from .models import MODELS
 
     MODELS.get(config.model)  # unknown names fail before any data is loaded
@@ -270,7 +278,7 @@ def train(
     precision = resolve_precision(config.precision, device)
     autocast = autocast_factory(device, precision)
     channels_last = config.channels_last and config.model not in ("linear",)
-    run = RunFolder(Path(out), config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
+    run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
     probes = list(probes)
     if train_set is None or test_set is None:
         loaded_train, loaded_test, clean_train = load_splits(config)

@@ -90,6 +90,20 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
         raise UserError(f"attack '{cls.name}': bad parameters: {e}") from None
 
 
+def method_budget(meta: PoisonMeta) -> float | None:
+    """The budget a uebench-crafted poison's own settings give (params hold its preset and full config), or None
+    for anything else (a user's import): a file cannot claim more room than the method it names allows."""
+    params = dict(meta.params)
+    if meta.attack not in ATTACKS or "preset" not in params or ATTACKS.get(meta.attack).norm != meta.norm:
+        return None
+    cls = ATTACKS.get(meta.attack)
+    params.pop("preset")
+    try:
+        return float(cls(make_config(cls, "paper", **params)).budget())
+    except (UserError, TypeError, ValueError):
+        return None
+
+
 def craft(
     name: str,
     dataset: ImageDataset,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,12 +35,13 @@ from ..attacks import ATTACKS, PRESETS
 from ..data import load, stratified_subset
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text, read_json
+from ..io import atomic_write_json, atomic_write_text, is_scratch, read_json
+from ..lock import FolderLock
 from ..metrics import learnable_count, learnable_threshold
 from ..metrics.fast_sal import FastSALConfig
 from ..poison import Poison
 from ..recipes import RECIPES
-from ..records import RunFolder
+from ..records import RunFolder, safe_label
 from ..registry import Registry
 from ..train import resolve_device, resolve_precision
 from . import attack as A
@@ -121,9 +121,9 @@ def is_poison_file(entry: str) -> bool:
 
 
 def poison_label(entry: str) -> str:
-    """The name a poison goes by in tables and folders: the attack name, or the file's stem."""
-    label = Path(entry).stem if is_poison_file(entry) else entry
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
+    """The name a poison goes by in tables and folders: the attack name, or the file's stem, made safe as a folder
+    name (never '.', '..' or a path)."""
+    return safe_label(Path(entry).stem if is_poison_file(entry) else entry)
 
 
 def validate(config: CrossTaskConfig) -> list[Task]:
@@ -140,8 +140,8 @@ def validate(config: CrossTaskConfig) -> list[Task]:
         else:
             ATTACKS.get(entry)
     labels = [poison_label(a) for a in config.attacks]
-    if len(set(labels)) != len(labels):
-        raise UserError(f"two poisons share a name: {', '.join(labels)}")
+    if len(set(labels)) != len(labels) or "clean" in labels:
+        raise UserError(f"two poisons would share a name, or one is named 'clean' (reserved): {', '.join(labels)}; rename the file")
     if config.attack_preset not in PRESETS:
         raise UserError(f"unknown attack preset '{config.attack_preset}'; valid: {', '.join(PRESETS)}")
     unknown = sorted(set(config.attack_params) - {a for a in config.attacks if not is_poison_file(a)})
@@ -391,6 +391,8 @@ def csv_table(results: dict[str, Any]) -> str:
 def prepare_out(out: Path, config: CrossTaskConfig, overwrite: bool) -> None:
     saved_path = out / "experiment.json"
     mine = read_json_normalised(config.to_dict())
+    if not saved_path.exists() and out.is_dir() and any(not is_scratch(f) for f in out.iterdir()) and not overwrite:
+        raise UserError(f"{out} is not empty and holds no crosstask experiment; use another --out or --overwrite")
     if saved_path.exists():
         saved = read_json(saved_path)
         if saved != mine and not overwrite:
@@ -418,6 +420,12 @@ def run_experiment(config: CrossTaskConfig, out: str | Path, *, progress: bool =
                    log: Callable[[str], None] = lambda s: None, figures: bool = True) -> dict[str, Any]:
     tasks = validate(config)
     out = Path(out)
+    with FolderLock(out):  # one process per experiment folder
+        return _run_locked(config, tasks, out, progress, overwrite, log, figures)
+
+
+def _run_locked(config: CrossTaskConfig, tasks: list[Task], out: Path, progress: bool, overwrite: bool,
+                log: Callable[[str], None], figures: bool) -> dict[str, Any]:
     prepare_out(out, config, overwrite)
     splits = load_splits(config, tasks)
     poisons = make_poisons(config, tasks, splits, out, progress, log)

@@ -27,7 +27,8 @@ import torch
 
 from ..data import ImageDataset, load, stratified_subset
 from ..errors import UserError, unknown_name
-from ..io import atomic_write_json, read_json
+from ..io import atomic_write_json, is_scratch, read_json
+from ..lock import FolderLock
 from ..models import create_model
 from ..poison import Poison
 from ..train import evaluate, resolve_device
@@ -192,13 +193,13 @@ def _prepare_out(out: Path, cfg: LandscapeConfig, overwrite: bool) -> None:
     elif config_path.is_file():
         try:
             old = read_json(config_path)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UserError):
             old = None
         old_key = (old or {}).get("training")
         if old_key != json.loads(json.dumps(cfg.training_key())):
             diff = sorted(k for k in TRAINING_KEYS if (old_key or {}).get(k) != cfg.training_key().get(k))
             raise UserError(f"{out} holds a landscape run with other training settings ({', '.join(diff) or 'unreadable config'}); use another --out or pass --overwrite")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(not is_scratch(f) for f in out.iterdir()):
         raise UserError(f"{out} is not empty and holds no landscape run; use another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_path, {"training": cfg.training_key(), "analysis": cfg.to_dict()})
@@ -217,7 +218,15 @@ def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = Tru
     t_start = time.perf_counter()
     cfg.validate()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
     full, test = load_data(cfg)
+    with FolderLock(out):  # one process per landscape folder
+        return _run_locked(cfg, out, full, test, progress, overwrite, log, t_start)
+
+
+def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: ImageDataset, progress: bool, overwrite: bool,
+                log, t_start: float) -> dict[str, Any]:
     _prepare_out(out, cfg, overwrite)
     device = resolve_device(cfg.device)
     poison, poison_source = make_poison(cfg, full, out, progress)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, read_json
 from ..metrics.shortcut import SHORTCUT_KEYS
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
@@ -38,13 +38,10 @@ def poison_meta(path: Path) -> dict[str, Any] | None:
 
 def _read_run(folder: Path) -> dict[str, Any]:
     """What a run folder holds: status, per-epoch records, summary (None until finished)."""
-    from ..records import METRICS as METRICS_FILE, SUMMARY
+    from ..records import METRICS as METRICS_FILE, SUMMARY, read_metrics
 
-    history: list[dict[str, Any]] = []
-    if (folder / METRICS_FILE).exists():
-        with open(folder / METRICS_FILE) as f:
-            history = [json.loads(line) for line in f if line.strip()]
-    summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else None
+    history = read_metrics(folder) if (folder / METRICS_FILE).exists() else []
+    summary = read_json(folder / SUMMARY) if (folder / SUMMARY).exists() else None
     return {"history": history, "summary": summary}
 
 
@@ -118,7 +115,7 @@ def collect(out: str | Path) -> dict[str, Any]:
     for spec in plan.runs:  # the data as the runs saw it (manifest.json of any started run)
         m = out / spec.dir / "manifest.json"
         if m.is_file():
-            num_classes = json.loads(m.read_text()).get("train_set", {}).get("num_classes")
+            num_classes = (read_json(m) or {}).get("train_set", {}).get("num_classes")
             break
     return {
         "bench": {"preset": config["preset"], "config": config, "identity": saved["identity"], "updated": saved.get("updated"),

@@ -236,7 +236,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         (["--model", "resnet99"], "unknown model for landscape 'resnet99'; valid: lenet5, linear"),
         (["--attack", "nope"], "unknown attack 'nope'"),
         (["--coords", "movers,zigzag"], "unknown coordinate choice 'zigzag'"),
-        (["--grid", "1"], "--grid must be >= 3"),
+        (["--grid", "1"], "--grid must be in [3, 401]"),
         (["--dataset", "cifar10"], "unknown dataset for landscape 'cifar10'"),
         (["--tol-mode", "fuzzy"], "unknown tolerance mode 'fuzzy'"),
     ],

@@ -130,3 +130,62 @@ def test_claimed_budget_above_the_methods_is_refused(tmp_path):
         Poison.load(tmp_path / "p.safetensors").apply(ds)
     _toy_poison_file(tmp_path / "q.safetensors", 8 / 255, levels=8, attack="tap", params=params)
     Poison.load(tmp_path / "q.safetensors").apply(ds)  # the same file within the method's budget is accepted
+
+
+# ---------- 3. one process per run folder ----------
+
+
+def _lock_file(folder, pid):
+    import socket
+
+    from uebench.lock import LOCK_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "then"}))
+
+
+def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from uebench.lock import FolderLock; "
+                               f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"in use by another uebench process \\(pid {holder.pid}"):
+            train(tiny(epochs=1), out, progress=False)
+        assert not (out / "config.json").exists()  # refused before it wrote anything
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny(epochs=1), out, progress=False)  # the holder is gone (kill -9): its lock is stale and taken over
+    assert (out / SUMMARY).exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
+    import subprocess
+    import sys
+
+    from uebench.lock import LOCK_NAME
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lock_file(tmp_path / "run", dead.pid)
+    train(tiny(epochs=1), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_refused_run_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(UserError):
+        train(tiny(epochs=1, model="no-such-model"), tmp_path / "new" / "run", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_stale_temp_files_are_removed_on_the_next_start(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(), out, progress=False, stop_after=1)
+    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    train(tiny(), out, resume=True, progress=False)
+    assert not list(out.glob(".*.tmp"))

@@ -106,7 +106,9 @@ def test_other_options():
         data.load("scenes", num_classes=scenes.MAX_CLASSES + 1)
     with pytest.raises(UserError):
         data.load("scenes", size=8)
-    assert len(data.load("scenes", split="test", n_test=0)) == 0
+    for bad in ({"n_test": 0}, {"n_train": 0}, {"size": "abc"}, {"n_train": 2.5}, {"nope": 1}, {"seed": -1}):
+        with pytest.raises(UserError):
+            data.load("scenes", split="test", **bad)
 
 
 # ---------- dense targets agree with each other and with the label ----------

@@ -226,11 +226,15 @@ def validate(config: BenchConfig) -> None:
     from .defenses import create_defense
     from .models import MODELS
 
+    from .train import check_run_numbers, resolve_device, resolve_precision
+
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
-    recipe = config.resolved_recipe()
-    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-        raise UserError(f"epochs and batch size must be >= 1 and lr > 0 (got {recipe.epochs}, {recipe.batch_size}, {recipe.lr})")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise UserError(f"seeds must be distinct, got {list(config.seeds)}")
+    check_run_numbers(width=config.width, seeds=config.seeds, subset=config.subset)
+    resolve_precision(config.precision, resolve_device(config.device))
+    config.resolved_recipe()  # a Recipe validates its epochs, batch size and lr
     if not config.attacks and not config.poisons:
         raise UserError("nothing to bench: give at least one attack or poison file")
     if len(set(config.attacks)) != len(config.attacks):
@@ -247,13 +251,20 @@ def validate(config: BenchConfig) -> None:
     for name in config.defenses:
         if name != NO_DEFENSE:
             create_defense(name, **config.defense_params.get(name, {}))
-    if not config.seeds or len(set(config.seeds)) != len(config.seeds) or min(config.seeds) < 0:
-        raise UserError(f"seeds must be distinct and >= 0, got {list(config.seeds)}")
-    if config.subset is not None and config.subset < 1:
-        raise UserError(f"subset must be >= 1, got {config.subset}")
     config.sal.probe(True)  # SALProbe checks mode, origin, eps, rounds, lr
     if config.sal.subset < 1:
         raise UserError(f"SAL subset must be >= 1, got {config.sal.subset}")
+
+
+def validate_on(config: BenchConfig, train_set) -> None:
+    """The checks that need the data: each attack's budget and fit to these images, the subset's size."""
+    from .attacks import ATTACKS, make_config
+
+    for name in config.attacks:
+        cls = ATTACKS.get(name)
+        cls(make_config(cls, config.attack_preset, **config.attack_params.get(name, {}))).validate(train_set)
+    if config.subset is not None and config.subset > len(train_set):
+        raise UserError(f"subset of {config.subset} asked, but {train_set.name}/train has only {len(train_set)} images")
 
 
 def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
@@ -358,14 +369,12 @@ def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> N
 
 def clear_bench(out: Path) -> None:
     """Remove what a bench wrote (poisons, runs, report); other files in the folder are left alone."""
-    from .report.bench_report import REPORT_FILES
+    from .report.bench_report import REPORT_FILES, written_figures
 
     for d in (POISONS_DIR, RUNS_DIR):
         shutil.rmtree(out / d, ignore_errors=True)
-    for name in (BENCH_FILE, SAMPLES_FILE, *REPORT_FILES):
+    for name in (*written_figures(out), BENCH_FILE, SAMPLES_FILE, *REPORT_FILES):  # the index is read before it goes
         (out / name).unlink(missing_ok=True)
-    for png in out.glob("*.png"):
-        png.unlink()
 
 
 def read_bench(out: str | Path) -> tuple[dict[str, Any], Plan]:
@@ -435,6 +444,7 @@ def run_bench(
     out = Path(out)
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
+    validate_on(config, data.train)
     for p in plan.poisons:
         if p.source is not None:  # a user's poison must belong to this data (one clear line if not)
             from .poison import Poison

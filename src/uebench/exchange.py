@@ -163,9 +163,12 @@ def read_sidecar(folder: Path) -> dict[str, Any]:
     if not p.is_file():
         return {}
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        side = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{p} is not valid JSON: {e}") from None
+    if not isinstance(side, dict) or not isinstance(side.get("extra", {}), dict):
+        raise UserError(f"{p} must hold a JSON object (attack, norm, budget, ...), with 'extra' an object if given")
+    return side
 
 
 def import_poison(

@@ -37,7 +37,13 @@ def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, 
     if budget is None:
         raise UserError(f"--budget is required with norm {norm}")
     c, h, w = shape
-    b = float(budget)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        try:
+            b = float(budget)  # a number given as text (--budget 0.03, a sidecar's "0.03")
+        except (TypeError, ValueError):
+            raise UserError(f"budget must be a number, got {budget!r:.40}") from None
+    else:
+        b = float(budget)
     if not math.isfinite(b) or b <= 0:
         raise UserError(f"budget must be positive, got {budget}")
     if norm == "linf" and b > 1:

@@ -29,6 +29,15 @@ class Recipe:
 
         if self.augment not in AUGMENTATIONS:
             raise UserError(f"recipe '{self.name}': unknown augment '{self.augment}'; valid: {', '.join(AUGMENTATIONS)}")
+        for key in ("epochs", "batch_size"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"{key.replace('_', ' ')} must be a whole number >= 1, got {v}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would otherwise surface only after an epoch
+            raise UserError(f"lr must be a positive number, got {self.lr}")
+        for key in ("momentum", "weight_decay", "gamma"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise UserError(f"{key.replace('_', ' ')} must be a finite number >= 0, got {getattr(self, key)}")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of epoch `epoch` (0-based); set once per epoch."""

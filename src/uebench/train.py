@@ -8,6 +8,7 @@ uninterrupted one would have seen and ends with the same weights on CPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,20 @@ from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
+def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int | None = None) -> None:
+    """The numbers every training command takes, refused with one line (NaN, inf, 0, a seed torch cannot take)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not (math.isfinite(width) and width > 0):
+        raise UserError(f"width must be a positive number, got {width}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise UserError(f"seed must be a whole number in [0, 2**63 - 1], got {seed}")
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise UserError(f"train subset must be a whole number >= 1, got {subset}")
 
 
 @dataclass
@@ -106,8 +121,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for, but no CUDA device is available")
     return dev
@@ -271,9 +288,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     from .models import MODELS
 
     MODELS.get(config.model)  # unknown names fail before any data is loaded
+    check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
     recipe = config.resolved_recipe()
-    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-        raise UserError(f"epochs and batch size must be >= 1 and lr > 0 (got {recipe.epochs}, {recipe.batch_size}, {recipe.lr})")
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     autocast = autocast_factory(device, precision)

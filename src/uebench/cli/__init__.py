@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What Ctrl-C leaves, per command (set_defaults(interrupted=...)); every file is written atomically, so nothing is
+# half-written in any case.
+INTERRUPTED = "interrupted: every file is written atomically, nothing half-written was kept; rerun the same command"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -49,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine said no (full disk, read-only folder, a file where a folder goes): one line
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; nothing half-written was kept", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: finished epochs are saved; rerun the same command with --resume to continue", file=sys.stderr)
+        print(getattr(args, "interrupted", INTERRUPTED), file=sys.stderr)
         return 130
 
 

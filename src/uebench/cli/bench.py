@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(func=bench_cmd)
+    p.set_defaults(func=bench_cmd, interrupted="interrupted: finished poisons and epochs are saved; rerun the same command to continue")
 
     r = sub.add_parser("report", help="rebuild a bench's report (tables, figures, report.html) from its folder alone")
     r.add_argument("dir", metavar="DIR", help="a bench folder (uebench bench --out DIR)")

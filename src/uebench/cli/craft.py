@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -19,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--out", required=True, help="poison file to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(func=craft_cmd)
+    p.set_defaults(func=craft_cmd, interrupted="interrupted: nothing was written (a poison is written once, whole); rerun the command to craft it")
 
     a = sub.add_parser("attacks", help="list the attacks with their norms, budgets and presets")
     a.add_argument("--json", action="store_true", help="machine-readable output")
@@ -44,8 +45,20 @@ def register(sub) -> None:
 
 
 def _refuse_existing(path: str, overwrite: bool) -> None:
-    if Path(path).exists() and not overwrite:
+    """A poison goes to a file: refused before any work if one is there (without --overwrite), if a folder is there,
+    or if its folder cannot be made."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path} is a folder; --out names the poison file to write (e.g. {p / 'poison.safetensors'})")
+    if p.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot write {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"cannot write {path}: {parent} is not writable")
+            break
 
 
 def craft_cmd(args) -> int:

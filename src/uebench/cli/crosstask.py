@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an experiment of another configuration in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="interrupted: finished poisons and runs are kept; rerun the same command to continue from them")
 
     t = sub.add_parser("tasks", help="list the cross-task tasks with their metrics")
     t.add_argument("--json", action="store_true")

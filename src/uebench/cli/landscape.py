@@ -41,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds from another configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
-    p.set_defaults(func=landscape_cmd)
+    p.set_defaults(func=landscape_cmd, interrupted="interrupted: recorded trajectories are kept; rerun the same command to continue")
 
 
 def landscape_cmd(args) -> int:

@@ -12,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("--clean", required=True, metavar="RUN", help="run folder of the clean model (gives beta)")
     p.add_argument("--poisoned", required=True, nargs="+", metavar="RUN", help="run folders of poisoned models")
     p.add_argument("--out", default="ud", metavar="FILE_PREFIX", help="writes FILE_PREFIX.json and FILE_PREFIX.csv (default: ud)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE_PREFIX.json/.csv if they exist")
     p.set_defaults(func=ud_cmd)
 
 
@@ -23,6 +24,11 @@ def ud_cmd(args) -> int:
     from ..io import atomic_write_json, atomic_write_text
     from ..metrics import load_run_sal, ud_table
 
+    from pathlib import Path
+
+    existing = [f for f in (Path(f"{args.out}.json"), Path(f"{args.out}.csv")) if f.exists()]
+    if existing and not args.overwrite:  # checked before any work: a user's file is never replaced silently
+        raise UserError(f"{', '.join(map(str, existing))} already exist(s); pass --overwrite or another --out")
     clean = load_run_sal(args.clean)
     poisoned = [load_run_sal(run, layers=clean.layers) for run in args.poisoned]
     beta, rows = ud_table(clean, poisoned)

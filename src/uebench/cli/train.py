@@ -37,7 +37,8 @@ def register(sub) -> None:
     s.add_argument("--sal-lr", type=float, default=0.1)
     s.add_argument("--sal-layers", default=None, help="comma-separated layer names (default: all)")
     s.add_argument("--sal-subset", type=int, default=1024, help="fast mode: probe images (default 1024)")
-    p.set_defaults(func=run)
+    p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
+    p.set_defaults(func=run, interrupted="interrupted: finished epochs are saved; rerun the same command with --resume to continue")
 
 
 def sal_probes(args) -> list:
@@ -62,8 +63,24 @@ def sal_probes(args) -> list:
                      lr=args.sal_lr, layers=layers, augment=augment, fast=FastSALConfig(subset=args.sal_subset))]
 
 
+SAL_OPTIONS = ("sal_mode", "sal_every", "sal_origin", "sal_eps", "sal_rounds", "sal_lr", "sal_layers", "sal_subset")
+
+
+def check_flags(args, parser_defaults: dict) -> None:
+    """Options that contradict each other or do nothing are refused, not silently ignored."""
+    from ..errors import UserError
+
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+    given = [f"--{k.replace('_', '-')}" for k in SAL_OPTIONS if getattr(args, k) != parser_defaults[k]]
+    if given and not args.sal:
+        raise UserError(f"{', '.join(given)} given without --sal, which would ignore them; add --sal")
+
+
 def run(args) -> int:
     from ..train import TrainConfig, train
+
+    check_flags(args, args.parser_defaults)
 
     config = TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, poison=args.poison, model=args.model, width=args.width,

@@ -43,7 +43,7 @@ from ..poison import Poison
 from ..recipes import RECIPES
 from ..records import RunFolder, safe_label
 from ..registry import Registry
-from ..train import resolve_device, resolve_precision
+from ..train import check_run_numbers, resolve_device, resolve_precision
 from . import attack as A
 from .task import Task, check_derive, get_tasks
 from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
@@ -155,8 +155,7 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     if bad_w:
         raise UserError(f"loss weights given for {', '.join(bad_w)}, which is not among the tasks")
     RECIPES.get(config.recipe)
-    if config.width <= 0:
-        raise UserError(f"width must be positive, got {config.width}")
+    check_run_numbers(width=config.width, seeds=(config.seed,))
     for key in ("epochs", "batch_size", "train_subset", "test_subset"):
         v = getattr(config, key)
         if v is not None and v < 1:

@@ -17,12 +17,29 @@ _C10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _C100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 
+# What the official batch files hold: a dict of bytes, ints, lists and numpy arrays. Nothing else is ever built, so
+# a crafted batch file cannot run code (a plain pickle.load calls whatever the file names).
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: not a type the official CIFAR files use")
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-    except Exception as e:  # truncated or foreign file
-        raise UserError(f"corrupt CIFAR file {path}: {type(e).__name__}: {e}") from None
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # truncated, foreign, or asking for code
+        raise UserError(f"corrupt CIFAR file {path}: {type(e).__name__}: {str(e)[:160]}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"corrupt CIFAR file {path}: holds a {type(d).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 

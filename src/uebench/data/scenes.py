@@ -443,6 +443,9 @@ def load_scenes(
     if split not in ("train", "test"):
         raise UserError(f"scenes: unknown split '{split}'; valid: train, test")
     size, n_train, n_test, num_classes, seed = int(size), int(n_train), int(n_test), int(num_classes), int(seed)
+    if n_train < 1 or n_test < 1 or size > 512 or not 0 <= seed < 2**32:  # 0 images would give a "finished" empty run
+        raise UserError(f"scenes: n_train and n_test must be >= 1, size at most 512, seed in [0, 2**32) (got n_train={n_train}, "
+                        f"n_test={n_test}, size={size}, seed={seed})")
     split_id = 0 if split == "train" else 1
     d = generate(n_train if split == "train" else n_test, size, num_classes, seed, split_id, str(difficulty))
     return ImageDataset(

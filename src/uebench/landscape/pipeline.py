@@ -44,6 +44,9 @@ TRAINING_KEYS = (
 )
 
 
+MAX_GRID = 401  # the largest loss-surface side --grid accepts
+
+
 @dataclass
 class LandscapeConfig:
     dataset: str = "mnist"
@@ -94,16 +97,19 @@ class LandscapeConfig:
         for k, v in ints.items():
             if v < 1:
                 raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-        if self.grid < 3:
-            raise UserError(f"--grid must be >= 3, got {self.grid}")
+        if not 3 <= self.grid <= MAX_GRID:  # the surface is grid x grid points, each a full loss evaluation, held in memory
+            raise UserError(f"--grid must be in [3, {MAX_GRID}] (a {MAX_GRID}x{MAX_GRID} surface is already "
+                            f"{MAX_GRID ** 2:,} loss evaluations), got {self.grid}")
         if self.record_every is not None and self.record_every < 1:
             raise UserError(f"--record-every must be >= 1, got {self.record_every}")
         if self.n_train is not None and self.n_train < 10:
             raise UserError(f"--n-train must be >= 10, got {self.n_train}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise UserError("--momentum and --weight-decay must be >= 0")
+        if not (self.momentum >= 0 and self.weight_decay >= 0 and math.isfinite(self.momentum + self.weight_decay)):
+            raise UserError(f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}")
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise UserError(f"--seed must be in [0, 2**63 - 1], got {self.seed}")
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
         A.Tolerance(self.tol, self.tol_mode)

@@ -19,7 +19,8 @@ from ..io import atomic_write_json, atomic_write_text, read_json
 from ..metrics.shortcut import SHORTCUT_KEYS
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
-REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML)
+FIGURES_INDEX = "figures.json"  # the names of the figures the report wrote
+REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML, FIGURES_INDEX)
 METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", *SHORTCUT_KEYS)
 
 
@@ -151,6 +152,18 @@ def aggregate(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[s
     return out
 
 
+def written_figures(out: Path) -> set[str]:
+    """The figure files an earlier report wrote (FIGURES_INDEX), as plain file names inside `out`; a user's own
+    files in the folder are never on it. The index is read as untrusted: anything but a bare .png name is ignored."""
+    try:
+        names = read_json(out / FIGURES_INDEX) if (out / FIGURES_INDEX).is_file() else []
+    except UserError:
+        return set()
+    if not isinstance(names, list):
+        return set()
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n and not n.startswith(".")}
+
+
 def write_bench_report(out: str | Path) -> list[Path]:
     """Write results.json, results.csv (results-mean.csv with several seeds), table.md, the figures and report.html."""
     from . import bench_figures, bench_page, tables
@@ -166,9 +179,11 @@ def write_bench_report(out: str | Path) -> list[Path]:
         (out / RESULTS_MEAN_CSV).unlink(missing_ok=True)
     atomic_write_text(out / TABLE_MD, tables.markdown_report(results))
     paths.append(out / TABLE_MD)
-    for old in out.glob("*.png"):  # figures of an earlier matrix (a defense no longer asked) must not linger
-        old.unlink()
     figures = bench_figures.write_figures(results, out)
     paths.extend(f.path for f in figures)
+    written = {Path(f.path).name for f in figures}
+    for old in written_figures(out) - written:  # figures of an earlier matrix (a defense no longer asked)
+        (out / old).unlink(missing_ok=True)
+    atomic_write_json(out / FIGURES_INDEX, sorted(written))  # what the bench may delete later: its own figures only
     paths.append(bench_page.write_page(results, figures, out / REPORT_HTML))
     return paths

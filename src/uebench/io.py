@@ -18,12 +18,43 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
             os.fsync(f.fileno())
+        _fault_point(path, "before")
         os.replace(tmp, path)
+        _fault_point(path, "after")
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# Fault injection for the kill tests (tests/test_kill.py): UEBENCH_KILL_AT_WRITE="N:before" or "N:after" kills this
+# process with SIGKILL at its N-th atomic write (1-based), just before or just after the rename; UEBENCH_WRITE_LOG
+# names a file that gets one line per write. Unset (always, outside those tests), this costs one dict lookup.
+_writes = 0
+
+
+def _fault_point(path: Path, phase: str) -> None:
+    global _writes
+    kill, log = os.environ.get("UEBENCH_KILL_AT_WRITE"), os.environ.get("UEBENCH_WRITE_LOG")
+    if not (kill or log):
+        return
+    if phase == "before":
+        _writes += 1
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{_writes}\t{path}\n")
+    if kill and kill == f"{_writes}:{phase}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def is_scratch(path: Path) -> bool:

@@ -7,6 +7,7 @@ augmentation, exactly what a victim downloads; every budget is checked on these 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -26,6 +27,8 @@ _META_TYPES = {"attack": (str,), "dataset": (str,), "dataset_size": (int,), "nor
                "split": (str,), "params": (dict,), "variant": (str,), "seed": (int,), "craft_seconds": (int, float),
                "epoch_equivalents": (int, float), "versions": (dict,), "created": (str,), "extra": (dict,)}
 _KEY = "uebench_poison"
+_HASH_KEY = "uebench_content_sha256"
+VOLATILE_META = ("craft_seconds", "created")  # differ between two identical crafts; outside the content hash
 
 
 def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, int]) -> float:
@@ -166,11 +169,24 @@ class Poison:
         return clean.with_images(images, poison=self.meta.attack, poison_fraction=len(self) / max(len(clean), 1))
 
     # ---- file ---------------------------------------------------------------------------------------------
+    def content_hash(self) -> str:
+        """sha256 of what makes the poison: its tensors and its metadata without the fields that change between two
+        identical crafts (craft_seconds, created). Two crafts with the same settings and seed have the same content
+        hash, though their files' bytes differ; compare this one (it is in the file and in `uebench craft`'s output)."""
+        h = hashlib.sha256()
+        for t in (self.images, self.labels, self.indices):
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        stable = {k: v for k, v in asdict(self.meta).items() if k not in VOLATILE_META}
+        h.update(json.dumps(stable, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save
 
         tensors = {"images": self.images.contiguous(), "labels": self.labels.contiguous(), "indices": self.indices.contiguous()}
-        atomic_write_bytes(path, save(tensors, metadata={_KEY: json.dumps(asdict(self.meta), sort_keys=True)}))
+        metadata = {_KEY: json.dumps(asdict(self.meta), sort_keys=True), _HASH_KEY: self.content_hash()}
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path) -> "Poison":
@@ -196,7 +212,10 @@ class Poison:
             raise UserError(f"poison metadata in {path} is malformed: {e}") from None
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
-        return cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
+        poison = cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
+        if _HASH_KEY in header and header[_HASH_KEY] != poison.content_hash():  # files of older versions have none
+            raise UserError(f"{path} does not match its own content hash: the file was altered after it was written")
+        return poison
 
 
 def bake(

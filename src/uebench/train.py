@@ -22,6 +22,7 @@ from .data import ImageDataset, load, stratified_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
 from .lock import FolderLock
+from .options import check_seed
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
 from .poison import Poison
@@ -31,16 +32,12 @@ from .records import RunFolder, manifest
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-MAX_SEED = 2**63 - 1  # torch.manual_seed's range
-
-
 def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int | None = None) -> None:
     """The numbers every training command takes, refused with one line (NaN, inf, 0, a seed torch cannot take)."""
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not (math.isfinite(width) and width > 0):
         raise UserError(f"width must be a positive number, got {width}")
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise UserError(f"seed must be a whole number in [0, 2**63 - 1], got {seed}")
+        check_seed(seed)
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
         raise UserError(f"train subset must be a whole number >= 1, got {subset}")
 

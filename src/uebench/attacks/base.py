@@ -17,6 +17,7 @@ import torch
 from ..data.base import ImageDataset, stratified_subset
 from ..errors import UserError
 from ..poison import Poison, PoisonMeta, bake
+from ..options import check_seed, coerce, type_hints
 from ..registry import Registry
 
 
@@ -83,6 +84,8 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
     unknown = sorted(set(params) - set(fields))
     if unknown:
         raise UserError(f"attack '{cls.name}' has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    hints = type_hints(cls.Config)
+    params = {k: coerce(v, hints.get(k, Any), f"attack '{cls.name}': parameter {k}") for k, v in params.items()}
     values = {**cls.presets.get(preset, {}), **params}
     try:
         return cls.Config(**values)
@@ -116,6 +119,7 @@ def craft(
 ) -> Poison:
     """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset`."""
     cls = ATTACKS.get(name)
+    check_seed(seed)
     attack = cls(make_config(cls, preset, **params))
     attack.validate(dataset)
     target = dataset if subset is None else stratified_subset(dataset, subset, seed=seed)

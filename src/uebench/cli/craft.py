@@ -77,6 +77,7 @@ def craft_cmd(args) -> int:
     print(json.dumps({
         "attack": m.attack, "dataset": m.dataset, "images": len(poison), "norm": m.norm, "budget": m.budget,
         "measured": measured.get(m.norm), "craft_seconds": round(m.craft_seconds, 2), "epoch_equivalents": m.epoch_equivalents,
+        "content_sha256": poison.content_hash(),
     }))
     print(f"poison written to {args.out}")
     return 0

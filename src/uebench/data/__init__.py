@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +37,17 @@ def load(name: str = DEFAULT_DATASET, root: str | Path | None = None, split: str
 
 
 def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
-    """The loader's keyword options, each checked against the type of its default: an unknown name, a word where a
-    number goes, NaN, inf or a fraction where a count goes is one UserError line, never a loader's traceback."""
+    """The loader's keyword options, each checked against its declared type (uebench.options): an unknown name or a
+    bad value is one UserError line, never a loader's traceback."""
     from ..errors import UserError
+    from ..options import coerce, type_hints
 
-    params = {n: q for n, q in inspect.signature(info.loader).parameters.items() if q.default is not inspect.Parameter.empty}
-    out: dict[str, Any] = {}
-    for key, value in options.items():
+    params = [n for n, q in inspect.signature(info.loader).parameters.items() if q.default is not inspect.Parameter.empty]
+    hints = type_hints(info.loader)
+    for key in options:
         if key not in params:
-            valid = ", ".join(params) or "none"
-            raise UserError(f"dataset {info.name} has no option '{key}'; valid: {valid}")
-        default = params[key].default
-        kind = type(default)
-        ok = True
-        if kind is bool:
-            ok = isinstance(value, bool)
-        elif kind is int:
-            ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
-            value = int(value) if ok else value
-        elif kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            value = float(value) if ok else value
-        elif kind is str:
-            ok = isinstance(value, str)
-        if not ok:
-            raise UserError(f"dataset {info.name}: option {key} must be {'a whole number' if kind is int else 'a finite number' if kind is float else kind.__name__}, got {value!r:.40}")
-        out[key] = value
-    return out
+            raise UserError(f"dataset {info.name} has no option '{key}'; valid: {', '.join(params) or 'none'}")
+    return {k: coerce(v, hints.get(k, Any), f"dataset {info.name}: option {k}") for k, v in options.items()}
 
 
 def list_datasets() -> list[DatasetInfo]:

@@ -29,6 +29,7 @@ from ..data import ImageDataset, load, stratified_subset
 from ..errors import UserError, unknown_name
 from ..io import atomic_write_json, is_scratch, read_json
 from ..lock import FolderLock
+from ..options import check_seed
 from ..models import create_model
 from ..poison import Poison
 from ..train import evaluate, resolve_device
@@ -108,8 +109,7 @@ class LandscapeConfig:
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not (self.momentum >= 0 and self.weight_decay >= 0 and math.isfinite(self.momentum + self.weight_decay)):
             raise UserError(f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}")
-        if not 0 <= self.seed <= 2**63 - 1:
-            raise UserError(f"--seed must be in [0, 2**63 - 1], got {self.seed}")
+        check_seed(self.seed, "--seed")
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
         A.Tolerance(self.tol, self.tol_mode)

@@ -189,3 +189,116 @@ def test_stale_temp_files_are_removed_on_the_next_start(tmp_path):
     (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     train(tiny(), out, resume=True, progress=False)
     assert not list(out.glob(".*.tmp"))
+
+
+# ---------- 7-10. users' files are never overwritten or deleted without --overwrite ----------
+
+
+def _cli(args, capsys) -> tuple[int, str]:
+    from uebench.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_crosstask_refuses_a_folder_of_other_files(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("my report")
+    code, err = _cli(["crosstask", "--attacks", "ops", "--out", out, "--quiet"], capsys)
+    assert code == 2 and "not empty and holds no crosstask experiment" in err
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"] and (out / "report.html").read_text() == "my report"
+
+
+@pytest.mark.parametrize("name, message", [("clean.safetensors", "named 'clean'"), ("...safetensors", None)])
+def test_crosstask_poison_names_are_checked_and_made_safe(name, message, tmp_path, capsys):
+    from uebench.crosstask.experiment import poison_label
+
+    (tmp_path / name).write_bytes(b"")
+    if message:  # refused before any training
+        code, err = _cli(["crosstask", "--attacks", tmp_path / name, "--out", tmp_path / "ct", "--quiet"], capsys)
+        assert code == 2 and message in err and not (tmp_path / "ct").exists()
+    else:
+        label = poison_label(str(tmp_path / name))
+        assert label not in (".", "..") and "/" not in label and not label.startswith(".")
+
+
+def test_bench_report_deletes_only_its_own_figures(tmp_path):
+    from dataclasses import replace
+
+    from uebench.bench import BenchConfig, SALSettings, run_bench
+    from uebench.report.bench_report import write_bench_report
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "my-figure.png").write_bytes(b"mine")
+    config = BenchConfig(preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear",
+                         epochs=1, defenses=("none",), sal=SALSettings(mode="fast", rounds=1, subset=8), precision="fp32")
+    run_bench(config, out, overwrite=True, progress=False, log=None)  # a folder that held no bench, with --overwrite
+    ours = json.loads((out / "figures.json").read_text())
+    assert ours and all((out / f).is_file() for f in ours) and "my-figure.png" not in ours
+    write_bench_report(out)  # `uebench report`
+    run_bench(replace(config, epochs=2), out, overwrite=True, progress=False, log=None)  # another bench replaces it
+    assert (out / "my-figure.png").read_bytes() == b"mine"
+
+
+def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):
+    import os
+
+    from uebench.bench import BenchConfig, run_bench
+
+    _lock_file(tmp_path / "b", os.getppid())  # a live process of this host: the pytest runner's parent
+    config = BenchConfig(preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear", epochs=1)
+    with pytest.raises(UserError, match="in use by another uebench process"):
+        run_bench(config, tmp_path / "b", progress=False, log=None)
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [".uebench.lock"]
+
+
+# ---------- 13. umask, Ctrl-C, stable content hash ----------
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+
+    from uebench.io import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("command, needle", [("train", "--resume"), ("craft", "nothing was written"), ("crosstask", "rerun the same command")])
+def test_ctrl_c_says_what_the_command_can_do(command, needle, tmp_path, capsys, monkeypatch):
+    import uebench.cli
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    args = {"train": ["train", "--out", tmp_path / "r"], "craft": ["craft", "--attack", "ops", "--out", tmp_path / "p"],
+            "crosstask": ["crosstask", "--out", tmp_path / "c"]}[command]
+    parser = uebench.cli.build_parser()
+    ns = parser.parse_args([str(a) for a in args])
+    monkeypatch.setattr(uebench.cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, argv: ns})())
+    monkeypatch.setattr(ns, "func", interrupt)
+    code, err = _cli(args, capsys)
+    assert code == 130 and needle in err
+    if command != "train":
+        assert "--resume" not in err  # neither craft nor crosstask has one
+
+
+def test_identical_crafts_have_the_same_content_hash(tmp_path):
+    from uebench.attacks import craft
+    from uebench.data import load
+    from uebench.poison import Poison
+
+    ds = load("scenes", n_train=32, n_test=16)
+    a, b = craft("ops", ds, seed=0, progress=False), craft("ops", ds, seed=0, progress=False)
+    a.save(tmp_path / "a.safetensors")
+    b.meta.created, b.meta.craft_seconds = "another time", b.meta.craft_seconds + 1.0
+    b.save(tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "b.safetensors").read_bytes()
+    assert Poison.load(tmp_path / "a.safetensors").content_hash() == Poison.load(tmp_path / "b.safetensors").content_hash()
+    assert craft("ops", ds, seed=1, progress=False).content_hash() != a.content_hash()

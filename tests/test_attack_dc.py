@@ -141,7 +141,7 @@ def test_public_unet_names_and_any_image_size():
     "params, match",
     [
         ({"victim": "nope"}, "unknown victim 'nope'; valid: cnn5 .*vgg11 .*resnet18"),
-        ({"victim": None}, "unknown victim None"),
+        ({"victim": None}, "parameter victim must be a string"),
         ({"vgg_bottleneck": 0}, "vgg_bottleneck must be an integer >= 1"),
         ({"classifier": "cnn5"}, "no parameter classifier"),  # the victim's old name
         ({"trials": -1}, "trials must be an integer >= 0"),

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..errors import UserError
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
 
@@ -234,6 +236,20 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
 
 
 # ---- all of them ----------------------------------------------------------------------------------------------------
+def read_samples(path: Path) -> dict:
+    """The bench's few clean sample images (samples.safetensors), checked: a damaged file is one line, not a trace."""
+    from safetensors.torch import load_file
+
+    try:
+        t = load_file(str(path))
+        ok = {"images", "labels", "indices"} <= set(t) and t["images"].dtype == torch.uint8 and t["images"].ndim == 4
+    except Exception:
+        ok = False
+    if not ok:
+        raise UserError(f"{path} is damaged; delete it and rerun the bench command, which writes it again")
+    return t
+
+
 def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
     from ..metrics import load_run_sal
     from ..poison import Poison
@@ -276,9 +292,7 @@ def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
         if (out / p["file"]).is_file() and not any(lbl == p["label"] for lbl, _ in poisons):
             poisons.append((p["label"], Poison.load(out / p["file"])))
     if samples.is_file() and poisons:
-        from safetensors.torch import load_file
-
-        figs.append(Figure(sample_grid(load_file(str(samples)), poisons, out / "samples.png"),
+        figs.append(Figure(sample_grid(read_samples(samples), poisons, out / "samples.png"),
                            "A few training images: clean, poisoned (what a victim downloads), and the perturbation magnified.", "samples"))
     if len(defenses) > 1:
         figs.append(Figure(matrix_figure(results, out / "matrix.png"),

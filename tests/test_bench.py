@@ -122,6 +122,14 @@ def test_end_to_end_records_table_and_figures_agree(tiny_bench):
         beta, ud_rows = ud_table(clean, [load_run_sal(out / r["run"], layers=clean.layers) for r in group[1:]])
         for r, u in zip(group, ud_rows):
             assert float(r["beta"]) == beta and float(r["lp"]) == u.lp and float(r["ud"]) == u.ud
+        # the eval origin: the same search read with L0 = the final weights' loss on the probe data
+        clean_eval = load_run_sal(out / group[0]["run"], origin="eval")
+        beta_eval, eval_rows = ud_table(clean_eval, [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval")
+                                                     for r in group[1:]], bootstrap=0)
+        for r, u in zip(group, eval_rows):
+            assert float(r["beta_eval"]) == beta_eval and float(r["ud_eval"]) == u.ud and r["sal_offset"] != ""
+        for r in group[1:]:  # the bootstrap interval of UD holds the point estimate
+            assert float(r["ud_ci_low"]) <= float(r["ud"]) <= float(r["ud_ci_high"])
     # table.md: the Table 1 rows carry the same numbers, and the attack x defense matrix is there
     table = (out / "table.md").read_text()
     ops_none = next(r for r in rows if r["attack"] == "ops" and r["defense"] == "none")

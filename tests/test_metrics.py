@@ -402,3 +402,85 @@ def test_ud_bad_inputs():
     with pytest.raises(UserError, match="#LP = 0"):
         unlearnable_distance(clean, np.ones((5, 21)))
     assert not math.isnan(unlearnable_distance(np.zeros((3, 21)), clean))
+
+
+# ---- both origins from one search, UD's interval (issue 14, items 1-2) ------------------------------------
+def test_sal_at_worked_by_hand():
+    from uebench.metrics.sal import sal_at
+
+    # the search reached 1.0 (descending) and 2.5 (ascending)
+    assert sal_at(2.0, 2.5, 1.0) == pytest.approx(1.0)  # max(0.5, 1.0)
+    assert sal_at(3.0, 2.5, 1.0) == pytest.approx(2.0)  # L0 above every loss found: only the drop counts
+    assert sal_at(0.5, 2.5, 1.0) == pytest.approx(2.0)  # below every loss found: only the rise
+    assert sal_at(1.0, -math.inf, math.inf) == 0.0  # no evaluation ran: SAL 0, as best-of tracking from L0 gives
+
+
+class BNNet(nn.Module):
+    """Conv -> BatchNorm -> linear: eval-mode loss depends on the running statistics, so it differs from any L0
+    measured in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("mode", ["faithful", "fast"])
+def test_both_origins_come_from_one_search_and_differ_by_the_offset(mode):
+    torch.manual_seed(0)
+    model = BNNet()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.3)
+        model.bn.running_var.fill_(2.0)
+    data = ProbeData(torch.rand(32, 3, 8, 8), torch.randint(0, 3, (32,)), batch_size=16, augment=False)
+    kw = dict(eps=0.05, rounds=3, lr=0.1, mode=mode, seed=0, fast=FastSALConfig(subset=32, anchor=False))
+    by_eval = model_sal(model, data, origin="eval", **kw)
+    l0_eval = by_eval.origins["eval"]
+    for running in (l0_eval + 0.4, l0_eval - 0.4, l0_eval):  # above, below, equal: a known offset
+        rec = model_sal(model, data, origin="running", running_loss=running, **kw).to_record()
+        assert rec["sal_offset"] == pytest.approx(l0_eval - running, abs=1e-9)
+        assert rec["sal_l0_running"] == running and rec["sal_l0_eval"] == pytest.approx(l0_eval, abs=1e-9)
+        for layer, r in by_eval.layers.items():
+            assert rec["sal_eval"][layer] == pytest.approx(r.sal, abs=1e-9)  # the same search, read at L0(eval)
+            assert rec["sal_running"][layer] == pytest.approx(rec["sal"][layer], abs=1e-9)
+            # a layer's two SALs differ by at most the offset (|max(a, b) - max(a', b')| <= the shift of L0)
+            assert abs(rec["sal_running"][layer] - rec["sal_eval"][layer]) <= abs(rec["sal_offset"]) + 1e-9
+    far = model_sal(model, data, origin="running", running_loss=l0_eval + 5.0, **kw).to_record()
+    for layer in far["sal"]:  # L0 far above every loss the ball reaches: SAL = L0 - L_min, the offset enters whole
+        assert far["sal_running"][layer] - (l0_eval - by_eval.layers[layer].eval_min) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_bootstrap_interval_covers_ud_and_narrows_with_more_epochs():
+    from uebench.metrics import bootstrap_ud
+
+    rng = np.random.default_rng(0)
+
+    def runs(epochs: int, high_clean: int, high_poison: int, layers: int = 8):
+        def one(high):
+            a = rng.normal(0.2, 0.05, (epochs, layers))
+            a[:, :high] += 1.0 + rng.normal(0, 0.05, (epochs, high))
+            a[rng.random((epochs, layers)) < 0.15] += 1.0  # cells that flip above beta now and then
+            return a
+        return one(high_poison), one(high_clean)
+
+    widths = []
+    for epochs in (4, 64):
+        p, c = runs(epochs, high_clean=4, high_poison=2)
+        ud = unlearnable_distance(p, c)
+        lo, hi = bootstrap_ud(p, c, n=400, seed=1)
+        assert lo <= ud <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+    for bad in (0, -1, 2.5):
+        with pytest.raises(UserError, match="bootstrap size"):
+            bootstrap_ud(p, c, n=bad)
+
+
+def test_sal_probe_refuses_non_finite_settings():
+    for kw in ({"eps": float("inf")}, {"eps": float("nan")}, {"eps": 0.0}, {"rounds": 0}, {"origin": "nope"}, {"lr": float("inf")}):
+        with pytest.raises(UserError):
+            SALProbe(**kw)

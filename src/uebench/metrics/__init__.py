@@ -10,11 +10,11 @@ from .fast_sal import FastSALConfig
 from .probe import SALProbe, sal_probe
 from .sal import ModelSAL, ProbeData, SALResult, layer_sal, model_sal, sal_value
 from .threshold import epoch_thresholds, learnable_threshold, two_means_1d
-from .ud import learnable_count, load_run_sal, sal_matrix, ud_table, unlearnable_distance
+from .ud import bootstrap_ud, learnable_count, load_run_sal, sal_matrix, ud_table, unlearnable_distance
 
 __all__ = [
     "layer_sal", "model_sal", "sal_value", "SALResult", "ModelSAL", "ProbeData", "FastSALConfig",
     "SALProbe", "sal_probe",
     "learnable_threshold", "epoch_thresholds", "two_means_1d",
-    "learnable_count", "unlearnable_distance", "sal_matrix", "load_run_sal", "ud_table",
+    "learnable_count", "unlearnable_distance", "sal_matrix", "load_run_sal", "ud_table", "bootstrap_ud",
 ]

@@ -35,6 +35,7 @@ back to running the whole model on the cached subset (points 1, 3 and 4 still ho
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -230,14 +231,15 @@ def searches(objective: _Objective, crossfit: bool) -> list[_Search]:
     return [_Search(a, b, len(b) / n), _Search(b, a, len(a) / n)]
 
 
-def fast_layer_search(parts: list[_Search], w0: torch.Tensor, loss0: float, *, eps: float, rounds: int, step: float, tol: float,
+def fast_layer_search(parts: list[_Search], w0: torch.Tensor, *, eps: float, rounds: int, step: float, tol: float,
                       shift: float = 0.0) -> tuple[float, float, int]:
-    """Projected full-batch gradient descent and ascent on the ball; returns (L_max, L_min, rounds run).
+    """Projected full-batch gradient descent and ascent on the ball; returns the highest and the lowest loss the
+    rounds reached (-inf/+inf where none ran: best-of tracking from L0 is applied by the caller) and rounds run.
 
     A round's loss is the sample-weighted mean of the searches' scores, plus `shift` (the anchor)."""
     radius = float(torch.linalg.vector_norm(w0)) * eps
     g0 = [s.fit(w0, need_grad=True)[1] for s in parts]
-    best = {+1.0: loss0, -1.0: loss0}  # +1 descends (L_min), -1 ascends (L_max)
+    best = {+1.0: math.inf, -1.0: -math.inf}  # +1 descends (L_min), -1 ascends (L_max): raw extremes, no L0
     ran = 0
     for sign in (+1.0, -1.0):
         ws, gs = [w0] * len(parts), list(g0)
@@ -285,13 +287,15 @@ def fast_model_sal(
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
     params = dict(model.named_parameters())
     anchored = config.anchor and fixed is not data
-    shift, loss0 = 0.0, float(running_loss) if origin == "running" else 0.0
-    if anchored or origin == "eval":  # W0's loss on the subset: the eval origin, and the level the anchor moves
-        level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
-        if anchored:  # one forward pass over the whole probe set (one augmentation draw)
-            shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
-        if origin == "eval":
-            loss0 = level + shift
+    shift = 0.0
+    # W0's loss on the subset: the eval origin (always recorded), and the level the anchor moves
+    level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
+    if anchored:  # one forward pass over the whole probe set (one augmentation draw)
+        shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
+    origins = {"eval": level + shift}
+    if running_loss is not None and math.isfinite(running_loss):
+        origins["running"] = float(running_loss)
+    loss0 = origins[origin]
     out: dict[str, SALResult] = {}
     for name in names:
         w0 = params[weight_key(name)].detach()
@@ -305,11 +309,12 @@ def fast_model_sal(
             if cached is not None:
                 module, inputs = split.suffix, cached
         parts = searches(_Objective(module, name, inputs, y, loss_fn, config.chunk), config.crossfit)
-        loss_max, loss_min, ran = fast_layer_search(parts, w0, loss0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift)
-        out[name] = SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, ran)
+        eval_max, eval_min, ran = fast_layer_search(parts, w0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift)
+        loss_max, loss_min = max(loss0, eval_max), min(loss0, eval_min)
+        out[name] = SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, ran, eval_max, eval_min)
         del inputs, parts
         if progress:
             progress(name)
     settings = {"eps": eps, "rounds": rounds, "lr": lr, "step": step, "batch_size": data.batch_size, "source_size": data.source_size,
                 "probe_size": len(fixed), "anchor_shift": shift, **{k: v for k, v in config.to_dict().items() if k != "rounds"}}
-    return ModelSAL(out, loss0, "fast", origin, settings)
+    return ModelSAL(out, loss0, "fast", origin, settings, origins=origins)

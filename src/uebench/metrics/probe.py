@@ -7,6 +7,7 @@ ascending branch's highest loss), "sal_min" {layer: L_min} (the descending branc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class SALProbe:
             raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
         if self.every < 1:
             raise UserError(f"--sal-every must be >= 1, got {self.every}")
-        if not self.eps > 0 or (self.rounds is not None and self.rounds < 1) or not self.lr > 0 or self.batch_size < 1:
+        if not (self.eps > 0 and math.isfinite(self.eps) and math.isfinite(self.lr)) or (self.rounds is not None and self.rounds < 1) or not self.lr > 0 or self.batch_size < 1:
             raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0, batch size >= 1 (got {self.eps}, {self.rounds}, {self.lr}, {self.batch_size})")
         if self.layers is not None:
             self.layers = tuple(self.layers)

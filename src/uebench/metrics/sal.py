@@ -63,6 +63,13 @@ class SALResult:
     loss_min: float
     loss0: float
     rounds: int  # rounds actually run (fast mode may stop early)
+    # the branches' extremes over the search's own evaluations, before best-of tracking meets L0 (-inf/+inf when
+    # none ran): the search does not depend on L0, so these give the SAL of any origin (sal_at) at no extra cost
+    eval_max: float = -math.inf
+    eval_min: float = math.inf
+
+    def sal_at(self, loss0: float) -> float:
+        return sal_at(loss0, self.eval_max, self.eval_min)
 
     @property
     def rise(self) -> float:
@@ -83,6 +90,7 @@ class ModelSAL:
     origin: str
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    origins: dict[str, float] = field(default_factory=dict)  # L0 of every origin known here: "eval", "running"
 
     def values(self) -> list[float]:
         return [r.sal for r in self.layers.values()]
@@ -97,12 +105,26 @@ class ModelSAL:
             "sal_mode": self.mode,
             "sal_origin": self.origin,
             "sal_settings": self.settings,
+            # both origins from the one search (the same branches, only L0 differs), and the gap between them:
+            # the same for every layer of an epoch, so #LP compares it with beta wherever it dominates
+            **{f"sal_{o}": {k: r.sal_at(l0) for k, r in self.layers.items()} for o, l0 in self.origins.items()},
+            **{f"sal_l0_{o}": l0 for o, l0 in self.origins.items()},
+            **({"sal_offset": self.origins["eval"] - self.origins["running"]} if len(self.origins) == 2 else {}),
         }
 
 
 def sal_value(loss0: float, loss_max: float, loss_min: float) -> float:
     """SAL = max(L_max - L0, L0 - L_min) (the paper's Eq.; the public code's signed pick equals it here)."""
     return max(loss_max - loss0, loss0 - loss_min)
+
+
+def sal_at(loss0: float, eval_max: float, eval_min: float) -> float:
+    """SAL for origin L0 from the search's raw extremes: best-of tracking from L0 gives L_max = max(L0, eval_max)
+    and L_min = min(L0, eval_min), so SAL = max(0, eval_max - L0, L0 - eval_min). The sentinels -inf (no ascending
+    evaluation) and +inf (no descending one) count as not found, as NaN losses do in the search itself."""
+    rise = eval_max - loss0 if eval_max != -math.inf else 0.0
+    drop = loss0 - eval_min if eval_min != math.inf else 0.0
+    return max(0.0, rise, drop)
 
 
 def project_to_ball(w: torch.Tensor, w0: torch.Tensor, eps: float) -> torch.Tensor:
@@ -343,23 +365,26 @@ def model_sal(
 
 
 def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress) -> ModelSAL:
-    if origin == "running":
-        loss0 = float(running_loss)
-    else:  # the public code's fall-back: one evaluation pass of the unperturbed model over the probe data
-        loss0 = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn)
+    # the eval origin is one evaluation pass of the unperturbed model over the probe data (the public code's
+    # fall-back); it is always measured, so every run records both origins
+    origins = {"eval": eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn)}
+    if running_loss is not None and math.isfinite(running_loss):
+        origins["running"] = float(running_loss)
+    loss0 = origins[origin]
     out = {}
     for name in names:
         out[name] = _faithful_layer(model, name, data, loss0, eps, rounds, lr, torch.Generator().manual_seed(layer_seed(seed, name)), loss_fn)
         if progress:
             progress(name)
     settings = {"eps": eps, "rounds": rounds, "lr": lr, "batch_size": data.batch_size, "augment": data.augment, "probe_size": len(data)}
-    return ModelSAL(out, loss0, "faithful", origin, settings)
+    return ModelSAL(out, loss0, "faithful", origin, settings, origins=origins)
 
 
 def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, loss_fn) -> SALResult:
     w0 = dict(model.named_parameters())[weight_key(name)].detach()
     copies = {+1.0: w0.clone(), -1.0: w0.clone()}  # +1 descends the loss, -1 ascends it
     loss_min = loss_max = loss0
+    eval_min, eval_max = math.inf, -math.inf
     for _ in range(rounds):
         for sign in (+1.0, -1.0):  # the public code: min pass + projection, then max pass + projection
             w = copies[sign].requires_grad_(True)
@@ -377,8 +402,9 @@ def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, l
                     totals[sign] += float(loss_fn(forward_with(model, name, copies[sign], x), y)) * len(y)
                 n += len(y)
         low, high = totals[+1.0] / n, totals[-1.0] / n
+        eval_min, eval_max = min(eval_min, low) if low == low else eval_min, max(eval_max, high) if high == high else eval_max
         if low < loss_min:  # NaN compares false: ignored, as in the public code
             loss_min = low
         if high > loss_max:
             loss_max = high
-    return SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, rounds)
+    return SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, rounds, eval_max, eval_min)

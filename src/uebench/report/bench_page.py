@@ -24,8 +24,8 @@ def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["attack", "defense", "seed", "status", "epochs", "final acc %", "peak acc % (epoch)", "shortcut %", "clean-train %", "#LP", "UD", "beta",
-              "training s", "SAL s", "run folder"]
+    header = ["attack", "defense", "seed", "status", "epochs", "final acc %", "peak acc % (epoch)", "shortcut %", "clean-train %", "#LP", "UD", "UD 90% interval",
+              "beta", "UD (eval origin)", "L0 offset", "training s", "SAL s", "run folder"]
     rows = []
     for r in results["rows"]:
         peak = "-" if r["peak_test_acc"] is None else f"{r['peak_test_acc']:.2f} ({r['peak_epoch']})"
@@ -33,7 +33,9 @@ def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                      None if r["final_test_acc"] is None else round(r["final_test_acc"], 2), peak,
                      *(None if r.get(k) is None else round(r[k], 1) for k in SHORTCUT_KEYS),
                      None if r["lp"] is None else round(r["lp"], 3), None if r["ud"] is None else round(r["ud"], 3),
-                     r["beta"], round(r["train_seconds"], 1), round(r["sal_seconds"], 1), H.raw(f"<code>{H.escape(r['run'])}</code>")])
+                     None if r.get("ud_ci_low") is None else f"{r['ud_ci_low']:.2f} - {r['ud_ci_high']:.2f}",
+                     r["beta"], None if r.get("ud_eval") is None else round(r["ud_eval"], 3),
+                     None if r.get("sal_offset") is None else round(r["sal_offset"], 3), round(r["train_seconds"], 1), round(r["sal_seconds"], 1), H.raw(f"<code>{H.escape(r['run'])}</code>")])
     return header, rows
 
 
@@ -53,7 +55,12 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
     intro = H.paragraph(
         f"Preset <b>{H.escape(c['preset'])}</b>: {H.escape(setting_line(results))}. "
         "acc = final test accuracy (%); #LP = number of (epoch, layer) cells whose SAL exceeds the learnable threshold "
-        f"beta, per epoch; UD = #LP / #LP(clean), lower = more unlearnable (the paper's Table 1). {ref}")
+        f"beta, per epoch; UD = #LP / #LP(clean), lower = more unlearnable (the paper's Table 1). {ref} "
+        "UD is read with the origin the runs were probed with (the public code's: L0 = the epoch's running training "
+        "loss); <i>UD (eval origin)</i> reads the same search with L0 = the loss of the final weights on the probe "
+        "data, as the paper's formula says. Their gap, <i>L0 offset</i> = L0(eval) - L0(running), is the same for "
+        "every layer of an epoch: where it is large, running-origin #LP compares that offset with beta more than it "
+        "compares layers. The UD interval resamples the probed epochs (bootstrap, 1,000 replicates).")
     body = [f"<h1>uebench bench: how unlearnable is {H.escape(c['dataset'])} under these attacks?</h1>", intro]
     if c.get("description"):
         body.append(H.paragraph(H.escape(c["description"]), cls="note"))

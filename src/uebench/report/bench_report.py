@@ -21,7 +21,7 @@ from ..metrics.shortcut import SHORTCUT_KEYS
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
 FIGURES_INDEX = "figures.json"  # the names of the figures the report wrote
 REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML, FIGURES_INDEX)
-METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", *SHORTCUT_KEYS)
+METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
 
 
 def poison_meta(path: Path) -> dict[str, Any] | None:
@@ -44,6 +44,13 @@ def _read_run(folder: Path) -> dict[str, Any]:
     history = read_metrics(folder) if (folder / METRICS_FILE).exists() else []
     summary = read_json(folder / SUMMARY) if (folder / SUMMARY).exists() else None
     return {"history": history, "summary": summary}
+
+
+def _mean_offset(history: list[dict[str, Any]]) -> float | None:
+    """Mean over probed epochs of L0(eval) - L0(running): the part of every layer's running-origin SAL that is the
+    same for all layers of an epoch (BatchNorm's train/eval gap, augmentation, weights moving during the epoch)."""
+    offsets = [h["sal_offset"] for h in history if isinstance(h.get("sal_offset"), (int, float))]
+    return sum(offsets) / len(offsets) if offsets else None
 
 
 def collect(out: str | Path) -> dict[str, Any]:
@@ -76,7 +83,8 @@ def collect(out: str | Path) -> dict[str, Any]:
             "peak_epoch": s["peak_epoch"] if s else None, "final_train_acc": s["final_train_acc"] if s else None,
             # the shortcut probe (poisoned runs only): does the model follow the poison or the content?
             **{k: (s or {}).get(f"final_{k}") for k in SHORTCUT_KEYS},
-            "lp": None, "ud": None, "beta": None,
+            "lp": None, "ud": None, "beta": None, "ud_ci_low": None, "ud_ci_high": None,
+            "lp_eval": None, "ud_eval": None, "beta_eval": None, "sal_offset": _mean_offset(hist),
             "craft_seconds": meta["craft_seconds"] if meta else (0.0 if spec.poison is None else None),
             "craft_epoch_equivalents": meta["epoch_equivalents"] if meta else (0.0 if spec.poison is None else None),
             "train_seconds": sum(h.get("train_seconds", 0.0) for h in hist),
@@ -106,7 +114,15 @@ def collect(out: str | Path) -> dict[str, Any]:
             notes.append(f"defense {key[0]}, seed {key[1]}: {e}")
             continue
         for r, u in zip([clean, *others], ud_rows):
-            r["lp"], r["ud"], r["beta"] = u.lp, u.ud, beta
+            r["lp"], r["ud"], r["beta"], r["ud_ci_low"], r["ud_ci_high"] = u.lp, u.ud, beta, u.ud_ci_low, u.ud_ci_high
+        try:  # the same search read with the other origin's L0 (the eval loss of W0 on the probe data)
+            clean_eval = load_run_sal(out / clean["run"], origin="eval")
+            beta_eval, eval_rows = ud_table(clean_eval, [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval")
+                                                         for r in others], bootstrap=0)
+            for r, u in zip([clean, *others], eval_rows):
+                r["lp_eval"], r["ud_eval"], r["beta_eval"] = u.lp, u.ud, beta_eval
+        except UserError as e:
+            notes.append(f"defense {key[0]}, seed {key[1]}, eval origin: {e}")
         betas.append({"defense": key[0], "seed": key[1], "beta": beta, "clean_lp": ud_rows[0].lp, "clean_run": clean["run"],
                       "sal_mode": clean_sal.mode, "sal_origin": clean_sal.origin, "layers": clean_sal.layers})
     unfinished = [r["run"] for r in rows if r["status"] != "finished"]

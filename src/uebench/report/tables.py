@@ -14,12 +14,13 @@ from ..metrics.shortcut import SHORTCUT_KEYS
 
 RUN_COLUMNS = (
     "attack", "defense", "seed", "status", "epochs_done", "epochs", "final_test_acc", "peak_test_acc", "peak_epoch",
-    "final_train_acc", "shortcut_acc", "clean_train_acc", "lp", "ud", "beta", "craft_seconds", "craft_epoch_equivalents", "train_seconds", "sal_seconds",
+    "final_train_acc", "shortcut_acc", "clean_train_acc", "lp", "ud", "ud_ci_low", "ud_ci_high", "beta",
+    "lp_eval", "ud_eval", "beta_eval", "sal_offset", "craft_seconds", "craft_epoch_equivalents", "train_seconds", "sal_seconds",
     "model", "width", "recipe", "recipe_settings", "precision", "device", "poison_norm", "poison_budget", "run", "poison",
 )
 MEAN_COLUMNS = (
     "attack", "defense", "n", "seeds",
-    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", *SHORTCUT_KEYS, "craft_seconds", "train_seconds")
+    *(f"{m}_{s}" for m in ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS, "craft_seconds", "train_seconds")
       for s in ("mean", "std")),
 )
 DIGITS = {"final_test_acc": 2, "peak_test_acc": 2, "lp": 2, "ud": 3, **dict.fromkeys(SHORTCUT_KEYS, 1)}  # the first four as the paper prints them

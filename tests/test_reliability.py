@@ -240,6 +240,14 @@ def test_bench_report_deletes_only_its_own_figures(tmp_path):
     write_bench_report(out)  # `uebench report`
     run_bench(replace(config, epochs=2), out, overwrite=True, progress=False, log=None)  # another bench replaces it
     assert (out / "my-figure.png").read_bytes() == b"mine"
+    from uebench.cli import main
+
+    (out / "samples.safetensors").write_bytes(b"damaged")  # `uebench report` on a damaged file: one line, exit 2
+    assert main(["report", str(out)]) == 2
+    summary = next(out.glob("runs/*/summary.json"))
+    (out / "samples.safetensors").unlink()
+    summary.write_text("{damaged")
+    assert main(["report", str(out)]) == 2
 
 
 def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):

@@ -95,7 +95,7 @@ def test_end_to_end_records_table_and_figures_agree(tiny_bench):
     out, result = tiny_bench
     assert result.complete and result.epochs_trained == 6 * 2 and len(result.crafted) == 2
     for name in ("bench.json", "results.json", "results.csv", "table.md", "report.html", "sal-heatmaps-none.png",
-                 "sal-heatmaps-gray.png", "beta-none.png", "beta-gray.png", "accuracy.png", "samples.png", "matrix.png"):
+                 "sal-heatmaps-gray.png", "beta-none.png", "beta-gray.png", "accuracy.png", "samples.png", "matrix.png", "ud.png"):
         assert (out / name).is_file(), name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -235,6 +235,39 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+# ---- UD with its interval, both origins ------------------------------------------------------------------------------
+def ud_figure(results: dict[str, Any], path: Path) -> Path | None:
+    """UD per attack (first seed), one panel per defense: bars with the bootstrap interval (running origin) and a
+    marker for the eval origin; the line at 1 is the clean run. None when no run has a UD."""
+    config = results["bench"]["config"]
+    seed0, defenses = config["seeds"][0], list(config["defenses"])
+    groups = {d: [r for r in results["rows"] if r["defense"] == d and r["seed"] == seed0 and r["attack"] != "clean"
+                  and r.get("ud") is not None] for d in defenses}
+    groups = {d: rows for d, rows in groups.items() if rows}
+    if not groups:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(groups), figsize=(1.6 + 0.55 * max(len(r) for r in groups.values()) * len(groups), 3.0),
+                             layout="constrained", squeeze=False)
+    for ax, (d, rows) in zip(axes[0], groups.items()):
+        x = np.arange(len(rows))
+        ud = np.array([r["ud"] for r in rows])
+        lo = np.array([r["ud"] if r.get("ud_ci_low") is None else r["ud_ci_low"] for r in rows])
+        hi = np.array([r["ud"] if r.get("ud_ci_high") is None else r["ud_ci_high"] for r in rows])
+        ax.bar(x, ud, color=[RUN_COLORS.get(r["attack"], "#777777") for r in rows], alpha=0.8, label="UD (running origin)")
+        ax.errorbar(x, ud, yerr=[ud - lo, hi - ud], fmt="none", ecolor="black", capsize=3, lw=1, label="90% bootstrap interval")
+        ev = [(i, r["ud_eval"]) for i, r in enumerate(rows) if r.get("ud_eval") is not None]
+        if ev:
+            ax.plot(*zip(*ev), "kD", ms=4, label="UD (eval origin)")
+        ax.axhline(1.0, color="#444444", lw=0.8, ls="--")
+        ax.set_xticks(x)
+        ax.set_xticklabels([_name(r["attack"]) for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_title("standard training" if d == "none" else f"defense {d}", fontsize=9)
+        ax.set_ylabel("UD (1 = the clean run)", fontsize=8)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
 # ---- all of them ----------------------------------------------------------------------------------------------------
 def read_samples(path: Path) -> dict:
     """The bench's few clean sample images (samples.safetensors), checked: a damaged file is one line, not a trace."""
@@ -294,6 +327,10 @@ def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
     if samples.is_file() and poisons:
         figs.append(Figure(sample_grid(read_samples(samples), poisons, out / "samples.png"),
                            "A few training images: clean, poisoned (what a victim downloads), and the perturbation magnified.", "samples"))
+    udp = ud_figure(results, out / "ud.png")
+    if udp is not None:
+        figs.append(Figure(udp, f"UD per attack (seed {seed0}) with its 90% bootstrap interval over probed epochs; diamonds: the "
+                                "same search read with the eval origin; dashed: the clean run (UD 1).", "ud"))
     if len(defenses) > 1:
         figs.append(Figure(matrix_figure(results, out / "matrix.png"),
                            "Attacks x defenses: final test accuracy and UD (the APBench leaderboard layout).", "matrix"))

@@ -80,6 +80,7 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
             + H.paragraph("Clean-train accuracy (%, final epoch):") + H.table(*matrix(results, "clean_train_acc"))))
     if results["notes"]:
         body.append(H.section("Notes", "<ul>" + "".join(f"<li>{H.escape(n)}</li>" for n in results["notes"]) + "</ul>"))
+    body.append(H.section("UD and its uncertainty", figs("ud")))
     body.append(H.section("SAL per layer and epoch (Figure 4)", figs("sal")))
     body.append(H.section("Learnable threshold beta (Figure 5)", figs("beta")))
     body.append(H.section("Test accuracy per epoch", figs("accuracy")))

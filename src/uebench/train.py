@@ -83,6 +83,7 @@ class EpochContext:
     autocast: Callable[[], contextlib.AbstractContextManager]
     record: dict[str, Any]  # this epoch's record so far (train_loss, train_acc, ...)
     seed: int
+    batch_size: int = 256  # the training batch (the SAL probe's default batch, as the paper's code)
 
 
 class Probe(Protocol):
@@ -333,7 +334,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None, defense))
         record["train_seconds"] = time.perf_counter() - start
         model.eval()
-        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed)
+        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed, recipe.batch_size)
         for probe in all_probes:
             t0 = time.perf_counter()
             record.update(probe(ctx))

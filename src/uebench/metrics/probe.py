@@ -30,7 +30,7 @@ class SALProbe:
     rounds: int | None = None  # None: 10 (faithful) or fast.rounds
     lr: float = 0.1
     layers: tuple[str, ...] | None = None
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the run's training batch, as the public code probes with its training loader
     augment: bool = True  # as the training recipe: the public code probes with its training loader's transforms
     fast: FastSALConfig = field(default_factory=FastSALConfig)
     name: str = "sal"
@@ -42,7 +42,9 @@ class SALProbe:
             raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
         if self.every < 1:
             raise UserError(f"--sal-every must be >= 1, got {self.every}")
-        if not (self.eps > 0 and math.isfinite(self.eps) and math.isfinite(self.lr)) or (self.rounds is not None and self.rounds < 1) or not self.lr > 0 or self.batch_size < 1:
+        bad_batch = self.batch_size is not None and self.batch_size < 1
+        if not (self.eps > 0 and math.isfinite(self.eps) and self.lr > 0 and math.isfinite(self.lr)) or (
+                self.rounds is not None and self.rounds < 1) or bad_batch:
             raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0, batch size >= 1 (got {self.eps}, {self.rounds}, {self.lr}, {self.batch_size})")
         if self.layers is not None:
             self.layers = tuple(self.layers)
@@ -53,12 +55,13 @@ class SALProbe:
     def __call__(self, ctx) -> dict[str, Any]:
         if not self.due(ctx.epoch):
             return {}
-        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=self.batch_size)
+        batch = self.batch_size or ctx.batch_size
+        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=batch)
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else ctx.seed * 1_000_003 + ctx.epoch
         result = model_sal(
             ctx.model, data, layers=self.layers, eps=self.eps, rounds=self.rounds, lr=self.lr, origin=self.origin,
-            running_loss=ctx.record.get("train_loss"), mode=self.mode, seed=seed, batch_size=self.batch_size, fast=self.fast,
+            running_loss=ctx.record.get("train_loss"), mode=self.mode, seed=seed, batch_size=batch, fast=self.fast,
             device=ctx.device,
         )
         return result.to_record()

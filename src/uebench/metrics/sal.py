@@ -8,7 +8,7 @@ The faithful procedure (`layer_sal`) follows the public code (MLsecurityLab/HowF
 `layer_sharpness` in poison_train_sharp.py) step by step:
 - the model is in eval mode (BatchNorm uses its running statistics and is not updated);
 - two copies of W: one descends the loss, one ascends it, each with plain SGD (no momentum, no weight decay),
-  lr 0.1, batch 256;
+  lr 0.1, batches of the training loader (SALProbe: the run's training batch; 256 when called directly);
 - a round is: one pass of the descending copy over the probe data, projection onto the ball, one pass of the
   ascending copy, projection, then one evaluation pass of both copies on the same batches; 10 rounds;
 - the projection is applied once per pass, not per step (inside a pass the weights may leave the ball);

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text, read_json
+from ..lock import FolderLock
 from ..metrics.shortcut import SHORTCUT_KEYS
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
@@ -185,6 +186,11 @@ def write_bench_report(out: str | Path) -> list[Path]:
     from . import bench_figures, bench_page, tables
 
     out = Path(out)
+    with FolderLock(out):  # not while a bench writes there (re-entrant: the bench itself calls this under its lock)
+        return _write_report(out, bench_figures, bench_page, tables)
+
+
+def _write_report(out: Path, bench_figures, bench_page, tables) -> list[Path]:
     results = collect(out)
     paths = [out / RESULTS_JSON]
     atomic_write_json(out / RESULTS_JSON, results)

@@ -92,7 +92,7 @@ def _toy_poison_file(path, budget, levels=28, attack="test", params=None):
     ds = ImageDataset("toy", "train", images, torch.arange(16) % 4, ["a", "b", "c", "d"])
     meta = {"attack": attack, "dataset": "toy", "dataset_size": 16, "norm": "linf", "budget": budget,
             "params": params or {}}
-    body = json.dumps(meta).replace('"budget": "NaN"', '"budget": NaN')  # json.dumps writes float nan as NaN anyway
+    body = json.dumps(meta)  # a float NaN or inf is written as the bare NaN / Infinity a hostile file would hold
     tensors = {"images": (images.int() + levels).clamp(0, 255).to(torch.uint8), "labels": ds.labels, "indices": torch.arange(16)}
     path.write_bytes(save(tensors, metadata={"uebench_poison": body}))
     return ds

@@ -32,8 +32,8 @@ from typing import Any, Callable
 from .errors import UserError, unknown_name
 from .io import atomic_write_json, is_scratch, read_json, remove_stale_temps
 from .lock import FolderLock
-from .records import safe_label
 from .metrics.shortcut import shortcut_probes
+from .records import safe_label
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
 CLEAN = "clean"
@@ -225,7 +225,6 @@ def validate(config: BenchConfig) -> None:
     from .data import DATASETS
     from .defenses import create_defense
     from .models import MODELS
-
     from .train import check_run_numbers, resolve_device, resolve_precision
 
     DATASETS.get(config.dataset)

@@ -40,15 +40,12 @@ def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, 
     if budget is None:
         raise UserError(f"--budget is required with norm {norm}")
     c, h, w = shape
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        try:
-            b = float(budget)  # a number given as text (--budget 0.03, a sidecar's "0.03")
-        except (TypeError, ValueError):
-            raise UserError(f"budget must be a number, got {budget!r:.40}") from None
-    else:
-        b = float(budget)
+    try:  # a number, or a number given as text (--budget 0.03, a sidecar's "0.03"); never a boolean
+        b = math.nan if isinstance(budget, bool) else float(budget)
+    except (TypeError, ValueError):
+        b = math.nan
     if not math.isfinite(b) or b <= 0:
-        raise UserError(f"budget must be positive, got {budget}")
+        raise UserError(f"budget must be a positive number, got {budget!r:.40}")
     if norm == "linf" and b > 1:
         raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
     if norm == "l2" and b > math.sqrt(c * h * w):

@@ -76,7 +76,7 @@ class RunFolder:
 
     def save_epoch(self, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict[str, Any]]) -> None:
         atomic_torch_save(self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history})
-        sync_metrics(self.path, history)
+        write_metrics(self.path, history)
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
@@ -85,12 +85,13 @@ class RunFolder:
         return read_json(self.path / SUMMARY)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """A run checkpoint, read without unpickling code (weights_only=True), or None when there is none."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
+    """A run checkpoint, read without unpickling code (weights_only=True), or None when there is none. `mmap`: map
+    the tensors instead of reading them (for readers that only want the history)."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # damaged, or holds objects that weights_only refuses (code a crafted file would run)
         raise UserError(f"{path} cannot be read as a run checkpoint ({type(e).__name__}: tensors and plain types "
                         "only); remove it or pass --overwrite") from None
@@ -99,16 +100,22 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return state
 
 
+def _metrics_text(history: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(Path(run_dir) / METRICS, _metrics_text(history))
+
+
 def sync_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl from the checkpoint's history when the two differ (a kill between their renames)."""
-    text = "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
-    path = Path(run_dir) / METRICS
     try:
-        if path.read_text() == text:
+        if (Path(run_dir) / METRICS).read_text() == _metrics_text(history):
             return
     except (OSError, UnicodeDecodeError):
         pass
-    atomic_write_text(path, text)
+    write_metrics(run_dir, history)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -117,7 +124,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         raise UserError(f"{run_dir} is not a run folder (no {METRICS})")
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state = load_checkpoint(run_dir / CHECKPOINT, mmap=True)  # the history only: the weights are never read
     if state is not None:
         return state["history"]
     try:

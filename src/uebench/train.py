@@ -22,9 +22,9 @@ from .data import ImageDataset, load, stratified_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
 from .lock import FolderLock
-from .options import check_seed
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
+from .options import check_seed
 from .poison import Poison
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest

@@ -16,8 +16,8 @@ import torch
 
 from ..data.base import ImageDataset, stratified_subset
 from ..errors import UserError
-from ..poison import Poison, PoisonMeta, bake
 from ..options import check_seed, coerce, type_hints
+from ..poison import Poison, PoisonMeta, bake
 from ..registry import Registry
 
 

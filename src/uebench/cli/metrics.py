@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -25,8 +26,6 @@ def ud_cmd(args) -> int:
     from ..errors import UserError
     from ..io import atomic_write_json, atomic_write_text
     from ..metrics import load_run_sal, ud_table
-
-    from pathlib import Path
 
     existing = [f for f in (Path(f"{args.out}.json"), Path(f"{args.out}.csv")) if f.exists()]
     if existing and not args.overwrite:  # checked before any work: a user's file is never replaced silently

@@ -46,7 +46,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import UserError
-from .sal import LossFn, ModelSAL, ProbeData, SALResult, eval_loss, layer_seed, project_to_ball, sal_value, weight_key
+from .sal import LossFn, ModelSAL, ProbeData, SALResult, eval_loss, layer_seed, origin_losses, project_to_ball, weight_key
 
 AUGMENT = ("once", "none")
 
@@ -292,9 +292,7 @@ def fast_model_sal(
     level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
     if anchored:  # one forward pass over the whole probe set (one augmentation draw)
         shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
-    origins = {"eval": level + shift}
-    if running_loss is not None and math.isfinite(running_loss):
-        origins["running"] = float(running_loss)
+    origins = origin_losses(level + shift, running_loss)
     loss0 = origins[origin]
     out: dict[str, SALResult] = {}
     for name in names:
@@ -310,8 +308,7 @@ def fast_model_sal(
                 module, inputs = split.suffix, cached
         parts = searches(_Objective(module, name, inputs, y, loss_fn, config.chunk), config.crossfit)
         eval_max, eval_min, ran = fast_layer_search(parts, w0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift)
-        loss_max, loss_min = max(loss0, eval_max), min(loss0, eval_min)
-        out[name] = SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, ran, eval_max, eval_min)
+        out[name] = SALResult.from_search(name, loss0, eval_max, eval_min, ran)
         del inputs, parts
         if progress:
             progress(name)

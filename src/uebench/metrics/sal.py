@@ -68,6 +68,12 @@ class SALResult:
     eval_max: float = -math.inf
     eval_min: float = math.inf
 
+    @classmethod
+    def from_search(cls, layer: str, loss0: float, eval_max: float, eval_min: float, rounds: int) -> "SALResult":
+        """Best-of tracking from L0 over the search's extremes (NaN losses never reach eval_max/eval_min)."""
+        loss_max, loss_min = max(loss0, eval_max), min(loss0, eval_min)
+        return cls(layer, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, rounds, eval_max, eval_min)
+
     def sal_at(self, loss0: float) -> float:
         return sal_at(loss0, self.eval_max, self.eval_min)
 
@@ -125,6 +131,15 @@ def sal_at(loss0: float, eval_max: float, eval_min: float) -> float:
     rise = eval_max - loss0 if eval_max != -math.inf else 0.0
     drop = loss0 - eval_min if eval_min != math.inf else 0.0
     return max(0.0, rise, drop)
+
+
+def origin_losses(eval_loss0: float, running_loss: float | None) -> dict[str, float]:
+    """L0 of every origin known: "eval" (W0's loss on the probe data, always measured) and "running" (the epoch's
+    running training loss, when the caller has one)."""
+    origins = {"eval": float(eval_loss0)}
+    if running_loss is not None and math.isfinite(running_loss):
+        origins["running"] = float(running_loss)
+    return origins
 
 
 def project_to_ball(w: torch.Tensor, w0: torch.Tensor, eps: float) -> torch.Tensor:
@@ -367,9 +382,7 @@ def model_sal(
 def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress) -> ModelSAL:
     # the eval origin is one evaluation pass of the unperturbed model over the probe data (the public code's
     # fall-back); it is always measured, so every run records both origins
-    origins = {"eval": eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn)}
-    if running_loss is not None and math.isfinite(running_loss):
-        origins["running"] = float(running_loss)
+    origins = origin_losses(eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn), running_loss)
     loss0 = origins[origin]
     out = {}
     for name in names:
@@ -383,7 +396,6 @@ def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, 
 def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, loss_fn) -> SALResult:
     w0 = dict(model.named_parameters())[weight_key(name)].detach()
     copies = {+1.0: w0.clone(), -1.0: w0.clone()}  # +1 descends the loss, -1 ascends it
-    loss_min = loss_max = loss0
     eval_min, eval_max = math.inf, -math.inf
     for _ in range(rounds):
         for sign in (+1.0, -1.0):  # the public code: min pass + projection, then max pass + projection
@@ -402,9 +414,6 @@ def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, l
                     totals[sign] += float(loss_fn(forward_with(model, name, copies[sign], x), y)) * len(y)
                 n += len(y)
         low, high = totals[+1.0] / n, totals[-1.0] / n
-        eval_min, eval_max = min(eval_min, low) if low == low else eval_min, max(eval_max, high) if high == high else eval_max
-        if low < loss_min:  # NaN compares false: ignored, as in the public code
-            loss_min = low
-        if high > loss_max:
-            loss_max = high
-    return SALResult(name, sal_value(loss0, loss_max, loss_min), loss_max, loss_min, loss0, rounds, eval_max, eval_min)
+        # a NaN loss never wins min/max with the running value first: ignored, as in the public code
+        eval_min, eval_max = min(eval_min, low), max(eval_max, high)
+    return SALResult.from_search(name, loss0, eval_max, eval_min, rounds)

@@ -45,7 +45,7 @@ def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, 
     except (TypeError, ValueError):
         b = math.nan
     if not math.isfinite(b) or b <= 0:
-        raise UserError(f"budget must be a positive number, got {budget!r:.40}")
+        raise UserError(f"budget must be positive and finite, got {budget!r:.40}")
     if norm == "linf" and b > 1:
         raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
     if norm == "l2" and b > math.sqrt(c * h * w):

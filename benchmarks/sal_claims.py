@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from uebench.metrics import load_run_sal
+from uebench.sweep import kendall_tau
 
 PAPER_UD = {"em": 0.187, "rem": 0.464, "dc": 0.301, "tap": 1.639, "lsp": 0.343, "ops": 0.157}  # Table 1, CIFAR-10
 
 
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """tau-a over pairs: (concordant - discordant) / pairs; ties count as neither."""
-    pairs = list(itertools.combinations(range(len(a)), 2))
-    s = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i, j in pairs)
-    return float(s / len(pairs)) if pairs else float("nan")
+def tau(a: list[float], b: list[float]) -> str:
+    t = kendall_tau(a, b)
+    return "-" if t is None else f"{t:+.2f}"
 
 
 def one_bench(folder: Path, origin_key: str) -> dict:
@@ -74,11 +72,11 @@ def main() -> None:
         print(f"\nclean accuracy {statistics.mean(x[attacks[0]]['clean_acc'] for x in per):.1f}%")
         print(f"TAP UD > 1: {mean['tap']['ud'] > 1 if 'tap' in mean else 'n/a'}")
         print(f"Kendall tau, UD vs the paper's CIFAR-10 column ({', '.join(six)}): "
-              f"{kendall_tau([mean[a]['ud'] for a in six], [PAPER_UD[a] for a in six]):+.2f}")
+              f"{tau([mean[a]['ud'] for a in six], [PAPER_UD[a] for a in six])}")
         print(f"Kendall tau, UD vs final accuracy (all {len(attacks)} attacks): "
-              f"{kendall_tau([mean[a]['ud'] for a in attacks], [mean[a]['acc'] for a in attacks]):+.2f}")
+              f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['acc'] for a in attacks])}")
         print(f"Kendall tau, UD vs shortcut accuracy: "
-              f"{kendall_tau([mean[a]['ud'] for a in attacks], [mean[a]['shortcut'] for a in attacks]):+.2f}")
+              f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['shortcut'] for a in attacks])}")
 
 
 if __name__ == "__main__":

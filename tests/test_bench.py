@@ -219,6 +219,22 @@ def test_cli_bench_with_a_user_poison(tmp_path, capsys):
     assert "| OPS |" in stdout
 
 
+def test_user_poisons_of_one_attack_are_labelled_by_their_file_names(tmp_path):
+    from uebench.attacks import craft
+    from uebench.data import load
+
+    ds = load("scenes", None, "train", n_train=60, n_test=30)
+    for name, eps in (("lsp-x1", 6 / 255), ("lsp-x2", 12 / 255)):  # a budget sweep: one attack, two files
+        craft("lsp", ds, preset="fast", eps=eps, progress=False).save(tmp_path / f"{name}.safetensors")
+    craft("ops", ds, preset="fast", progress=False).save(tmp_path / "mine.safetensors")
+    config = replace(TINY, attacks=("ops",), defenses=("none",), poisons=tuple(str(tmp_path / f) for f in
+                                                                             ("lsp-x1.safetensors", "lsp-x2.safetensors", "mine.safetensors")))
+    labels = [p.label for p in make_plan(config).poisons]
+    assert labels == ["ops", "lsp-x1", "lsp-x2", "mine"]  # a lone file keeps its attack's name unless a crafted one has it
+    single = replace(config, attacks=(), poisons=(str(tmp_path / "lsp-x1.safetensors"),))
+    assert [p.label for p in make_plan(single).poisons] == ["lsp"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown bench preset 'nope'"),
     (["--attacks", "em,nope"], "unknown attack 'nope'"),
@@ -291,3 +307,13 @@ def test_bench_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
         assert done.returncode == 0, done.stderr
     a, b = read_csv(tmp_path / "k" / "results.csv"), read_csv(tmp_path / "u" / "results.csv")
     assert [{c: r[c] for c in DETERMINISTIC} for r in a] == [{c: r[c] for c in DETERMINISTIC} for r in b]
+
+
+def test_seeds_take_a_count_or_a_list():
+    from uebench.cli.bench import parse_seeds
+    from uebench.errors import UserError
+
+    assert parse_seeds("3") == (0, 1, 2) and parse_seeds("0,3,7") == (0, 3, 7) and parse_seeds("5,") == (5,)
+    for bad in ("0", "", "a,b", "1,1", "-1,2", "2.5"):
+        with pytest.raises(UserError, match="--seeds|seed must"):
+            parse_seeds(bad)

@@ -60,12 +60,12 @@ class SALSettings:
     crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
     anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
 
-    def probe(self, crop_flip: bool):
+    def probe(self, crop_flip: bool, keep_weights: bool = False):
         from .metrics import FastSALConfig, SALProbe
 
         fast = FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
         return SALProbe(mode=self.mode, every=self.every, origin=self.origin, eps=self.eps, rounds=self.rounds, lr=self.lr,
-                        augment=crop_flip, fast=fast)
+                        augment=crop_flip, fast=fast, keep_weights=keep_weights)
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,9 @@ class BenchConfig:
     defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     sal: SALSettings = field(default_factory=SALSettings)
+    # save each run's model at every SAL epoch (for `uebench sal-sweep`). Not part of any key: it changes no result,
+    # and a run cached without weights keeps none (sal-sweep names it)
+    keep_weights: bool = False
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
@@ -172,6 +175,7 @@ CPU = BenchConfig(
     recipe="cpu",
     attack_preset="fast",
     sal=SALSettings(mode="fast", every=2, rounds=3, subset=256),
+    keep_weights=True,  # 0.7 MB per probed epoch: `uebench sal-sweep` can measure SAL again with other settings
     description="CPU, about an hour: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
                 "fast attacks, fast SAL every 2nd epoch",
 )
@@ -275,8 +279,9 @@ def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
     return PoisonSpec(attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params))
 
 
-def user_poison_spec(path: str | Path) -> PoisonSpec:
-    """A user's poison file, keyed by its bytes (the same file under another name is the same poison)."""
+def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
+    """A user's poison file, keyed by its bytes (the same file under another name is the same poison), labelled by
+    its attack, or by its file name (`by_name`: several files of one attack, e.g. a budget sweep)."""
     from .poison import Poison
 
     path = Path(path)
@@ -285,7 +290,7 @@ def user_poison_spec(path: str | Path) -> PoisonSpec:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    label = safe_label(poison.meta.attack or path.stem)
+    label = safe_label(path.stem if by_name or not poison.meta.attack else poison.meta.attack)
     return PoisonSpec(label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path))
 
 
@@ -321,6 +326,10 @@ class Plan:
 def make_plan(config: BenchConfig) -> Plan:
     """Per seed: the clean run under every defense, then each attack's poison and its runs under every defense."""
     user = [user_poison_spec(p) for p in config.poisons]
+    shared = [u.label for u in user]
+    # files of one attack (a budget sweep) or of a crafted attack's name are told apart by their file names
+    user = [user_poison_spec(p, by_name=True) if shared.count(u.label) > 1 or u.label in config.attacks else u
+            for p, u in zip(config.poisons, user)]
     labels = [*config.attacks, *(u.label for u in user)]
     dupes = sorted({x for x in labels if labels.count(x) > 1} | ({CLEAN} & set(labels)))
     if dupes:
@@ -535,7 +544,7 @@ def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progre
     tc = run.train_config()
     folder = out / run.dir
     train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
-    probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip")]
+    probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip", config.keep_weights)]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
         probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
     resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())

@@ -1,4 +1,5 @@
-"""Run folders: config.json, manifest.json, metrics.jsonl, checkpoint.pt, summary.json.
+"""Run folders: config.json, manifest.json, metrics.jsonl, checkpoint.pt, summary.json, and weights/ (the model at
+each SAL epoch, kept when asked, so SAL can be measured again later with other settings: `uebench sal-sweep`).
 
 Every file is written atomically. The checkpoint is the commit point of an epoch: it holds the model, the optimizer
 and the full epoch history, and metrics.jsonl is a readable copy of that history. A kill between the two renames
@@ -12,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -21,10 +23,11 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = "config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
 RUN_FILES = (CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY)
+WEIGHTS_DIR = "weights"
 
 
 def safe_label(name: str, limit: int = 40) -> str:
@@ -43,6 +46,7 @@ class RunFolder:
         if existing and overwrite:
             for f in RUN_FILES:
                 (self.path / f).unlink(missing_ok=True)
+            shutil.rmtree(self.path / WEIGHTS_DIR, ignore_errors=True)
         elif existing and not resume:
             state = "a finished run" if (self.path / SUMMARY).exists() else "an unfinished run"
             raise UserError(f"{self.path} already holds {state}; pass --resume to continue it or --overwrite to replace it")
@@ -83,6 +87,38 @@ class RunFolder:
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / SUMMARY)
+
+
+def weights_file(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / WEIGHTS_DIR / f"epoch-{epoch:04d}.safetensors"
+
+
+def save_weights(run_dir: str | Path, epoch: int, model: torch.nn.Module) -> None:
+    """The model's parameters and buffers after `epoch` (safetensors: tensors only, nothing to unpickle)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(weights_file(run_dir, epoch), save(state))
+
+
+def kept_weights(run_dir: str | Path) -> list[int]:
+    """The epochs whose weights the run kept, in order."""
+    folder = Path(run_dir) / WEIGHTS_DIR
+    found = (re.fullmatch(r"epoch-(\d{4,})\.safetensors", f.name) for f in folder.iterdir()) if folder.is_dir() else ()
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def load_weights(run_dir: str | Path, epoch: int) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = weights_file(run_dir, epoch)
+    if not path.is_file():
+        raise UserError(f"{run_dir} kept no weights for epoch {epoch} (bench --keep-weights keeps them)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read as safetensors weights ({type(e).__name__}); remove it") from None
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:

@@ -84,6 +84,8 @@ class EpochContext:
     record: dict[str, Any]  # this epoch's record so far (train_loss, train_acc, ...)
     seed: int
     batch_size: int = 256  # the training batch (the SAL probe's default batch, as the paper's code)
+    defense: Any = None  # the run's uebench.defenses.Defense, or None
+    run_dir: Path | None = None  # the run folder, when the run has one (probes that keep files write there)
 
 
 class Probe(Protocol):
@@ -194,7 +196,7 @@ def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device,
     """One pass over ds. A `defense` (uebench.defenses.Defense) may rewrite each augmented batch and its labels."""
     model.train()
     augment = AUGMENTATIONS[recipe.augment]
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, mixed = 0.0, 0, 0, False
     for idx in batches(len(ds), recipe.batch_size, generator):
         x = prepare(ds.images[idx], device, channels_last)
         y = ds.labels[idx].to(device)
@@ -213,11 +215,15 @@ def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device,
         total_loss += float(loss.detach()) * len(y)
         correct += int((out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
         seen += len(y)
+        mixed = mixed or y.ndim == 2
         if on_step is not None:
             on_step()
     if seen and not torch.isfinite(torch.tensor(total_loss)):
         raise UserError("training diverged: the loss is NaN or infinite (lower --lr?)")
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1)}
+    record = {"train_loss": total_loss / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1)}
+    if mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know
+        record["mixed_labels"] = True
+    return record
 
 
 # ---- data and model -------------------------------------------------------------------------------------
@@ -226,11 +232,18 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
     originals; the train split itself when there is no poison). Each split is read once."""
     clean = load(config.dataset, config.data_dir, "train", **config.dataset_options)
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
+    train_set = training_set(config, clean)
+    if config.train_subset is not None:
+        clean = stratified_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
+    return train_set, test_set, clean
+
+
+def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
+    """What a run trains on, from the full clean training split: poisoned (if asked), then its seeded subset."""
     train_set = Poison.load(config.poison).apply(clean) if config.poison else clean
     if config.train_subset is not None:
         train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
-        clean = stratified_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
-    return train_set, test_set, clean
+    return train_set
 
 
 def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -334,7 +347,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None, defense))
         record["train_seconds"] = time.perf_counter() - start
         model.eval()
-        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed, recipe.batch_size)
+        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed, recipe.batch_size,
+                           defense, run.path if run is not None else None)
         for probe in all_probes:
             t0 = time.perf_counter()
             record.update(probe(ctx))

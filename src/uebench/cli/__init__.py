@@ -13,7 +13,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `uebench --help` lists them. A module not written yet is skipped.
-COMMAND_MODULES = ["train", "data", "craft", "defenses", "metrics", "bench", "crosstask", "landscape"]
+COMMAND_MODULES = ["train", "data", "craft", "defenses", "metrics", "bench", "sweep", "crosstask", "landscape"]
 
 
 class _Parser(argparse.ArgumentParser):

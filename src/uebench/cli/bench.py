@@ -24,11 +24,14 @@ def register(sub) -> None:
     p.add_argument("--width", type=float, default=None, help="channel width multiplier")
     p.add_argument("--recipe", default=None)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds 0..N-1; tables show mean and std (default 1)")
+    p.add_argument("--seeds", default=None, metavar="N|S,S,...",
+                   help="N: seeds 0..N-1; a comma list (0,3,7 or 5,) names them; tables show mean and std (default: seed 0)")
     p.add_argument("--sal-mode", default=None, help="fast | faithful (default: the preset's)")
     p.add_argument("--sal-every", type=int, default=None, metavar="K", help="probe SAL every K epochs (default: the preset's)")
     p.add_argument("--sal-rounds", type=int, default=None, help="SAL search rounds (default: the preset's)")
     p.add_argument("--sal-subset", type=int, default=None, metavar="N", help="fast SAL: probe images (default: the preset's)")
+    p.add_argument("--keep-weights", action="store_true", default=None,
+                   help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, help="auto | fp32 | bf16")
     p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
@@ -55,6 +58,28 @@ def _nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
         name, k = key.split(".", 1)
         out.setdefault(name, {})[k] = value
     return out
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'3' -> (0, 1, 2) (a count, as before); '0,3,7' or '5,' -> those seeds, in order, each once."""
+    from ..options import check_seed
+
+    items = [x.strip() for x in str(text).split(",")]
+    try:
+        numbers = [int(x) for x in items if x]
+    except ValueError:
+        raise UserError(f"--seeds expects a count N or a comma list of seeds, got '{text}'") from None
+    if not numbers:
+        raise UserError(f"--seeds expects a count N or a comma list of seeds, got '{text}'")
+    if "," not in str(text):
+        if numbers[0] < 1:
+            raise UserError(f"--seeds must be >= 1, got {numbers[0]}")
+        return tuple(range(numbers[0]))
+    if len(set(numbers)) != len(numbers):
+        raise UserError(f"--seeds lists each seed once, got '{text}'")
+    for seed in numbers:
+        check_seed(seed)
+    return tuple(numbers)
 
 
 def config_from_args(args):
@@ -85,13 +110,11 @@ def config_from_args(args):
         changes["defenses"] = _names(args.defenses)
     if args.defense_set:
         changes["defense_params"] = _nested_sets(args.defense_set, "--defense-set")
-    for name in ("model", "width", "recipe", "epochs", "device", "precision"):
+    for name in ("model", "width", "recipe", "epochs", "device", "precision", "keep_weights"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-        changes["seeds"] = tuple(range(args.seeds))
+        changes["seeds"] = parse_seeds(args.seeds)
     sal = c.sal
     if args.sal_mode is not None and args.sal_mode != sal.mode:
         sal = SALSettings(mode=args.sal_mode)  # the other mode's defaults, not this preset's tuning of its own mode

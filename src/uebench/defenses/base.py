@@ -38,6 +38,9 @@ class Defense(ABC):
     description: ClassVar[str]
     source: ClassVar[str]  # where the defaults come from (paper / public code)
     Config: ClassVar[type]  # a dataclass whose defaults are the published settings
+    # the SAL probe data carries this defense's batch transform (labels unchanged): the public code applies it in its
+    # training loader, which it also probes with (cutout); mixup, cutmix, UEraser and AT live in its training loop
+    in_probe: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config

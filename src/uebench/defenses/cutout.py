@@ -25,6 +25,7 @@ def cutout_mask(n: int, h: int, w: int, length: int, generator, device) -> torch
 class Cutout(Defense):
     name = "cutout"
     kind = "augment"
+    in_probe = True
     description = "Cutout: zero a random 16x16 square of every training image (per batch)"
     source = "Cutout (DeVries & Taylor 2017, CIFAR length 16) as APBench util.Cutout(16), after crop/flip/ToTensor"
 

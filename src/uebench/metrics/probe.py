@@ -3,6 +3,16 @@
 Every `every` epochs it stores in that epoch's record: "sal" {layer: SAL}, "sal_max" {layer: L_max} (the
 ascending branch's highest loss), "sal_min" {layer: L_min} (the descending branch's lowest loss), "sal_l0"
 (L0), "sal_mode", "sal_origin" and "sal_settings"; SAL = max(sal_max - sal_l0, sal_l0 - sal_min).
+
+Two of the public code's choices around the search, followed by default and recorded when they apply:
+- a per-batch defense its training loader applies (cutout) is applied to the probe data too (`defense_in_probe`);
+  the settings name it as "probe_transform";
+- after a mixup or cutmix epoch its running loss is 0 (those branches never add to it), so its L0 falls back to the
+  eval-mode loss; `mixed_origin="eval"` does the same and records "sal_running_source": "eval", `"running"` keeps
+  the mixed-label running loss.
+The running loss is measured in the training precision (bf16 under autocast); the search and the eval origin
+always run in fp32. With `keep_weights` the probed model is saved in the run folder (records.save_weights), so
+`uebench sal-sweep` can measure SAL again later with other settings.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..records import save_weights
 from .fast_sal import FastSALConfig
 from .sal import MODES, ORIGINS, ProbeData, model_sal
 
@@ -33,6 +44,9 @@ class SALProbe:
     batch_size: int | None = None  # None: the run's training batch, as the public code probes with its training loader
     augment: bool = True  # as the training recipe: the public code probes with its training loader's transforms
     fast: FastSALConfig = field(default_factory=FastSALConfig)
+    defense_in_probe: bool = True  # the public code's probe data carries its loader's per-batch defense (cutout)
+    mixed_origin: str = "eval"  # after mixup/cutmix epochs: "eval" (the public code's fall-back) | "running"
+    keep_weights: bool = False  # save the probed model in the run folder (weights/epoch-NNNN.safetensors)
     name: str = "sal"
 
     def __post_init__(self) -> None:
@@ -40,6 +54,8 @@ class SALProbe:
             raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
         if self.origin not in ORIGINS:
             raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
+        if self.mixed_origin not in ORIGINS:
+            raise UserError(f"unknown SAL origin '{self.mixed_origin}' for mixed-label epochs; valid: {', '.join(ORIGINS)}")
         if self.every < 1:
             raise UserError(f"--sal-every must be >= 1, got {self.every}")
         bad_batch = self.batch_size is not None and self.batch_size < 1
@@ -55,16 +71,31 @@ class SALProbe:
     def __call__(self, ctx) -> dict[str, Any]:
         if not self.due(ctx.epoch):
             return {}
+        if self.keep_weights and ctx.run_dir is not None:
+            save_weights(ctx.run_dir, ctx.epoch, ctx.model)
         batch = self.batch_size or ctx.batch_size
-        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=batch)
+        transform = self.probe_transform(ctx.defense)
+        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform)
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else ctx.seed * 1_000_003 + ctx.epoch
+        mixed = bool(ctx.record.get("mixed_labels")) and self.mixed_origin == "eval"
         result = model_sal(
-            ctx.model, data, layers=self.layers, eps=self.eps, rounds=self.rounds, lr=self.lr, origin=self.origin,
-            running_loss=ctx.record.get("train_loss"), mode=self.mode, seed=seed, batch_size=batch, fast=self.fast,
-            device=ctx.device,
+            ctx.model, data, layers=self.layers, eps=self.eps, rounds=self.rounds, lr=self.lr,
+            origin="eval" if mixed else self.origin, running_loss=None if mixed else ctx.record.get("train_loss"),
+            mode=self.mode, seed=seed, batch_size=batch, fast=self.fast, device=ctx.device,
         )
-        return result.to_record()
+        record = result.to_record()
+        if transform is not None:
+            record["sal_settings"]["probe_transform"] = ctx.defense.name
+        if mixed:  # the public code's L0 after a mixup/cutmix epoch: the eval loss stands in for the running one
+            record.update(sal_origin=self.origin, sal_running=record["sal_eval"], sal_l0_running=record["sal_l0_eval"],
+                          sal_offset=0.0, sal_running_source="eval")
+        return record
+
+    def probe_transform(self, defense):
+        if defense is None or not (self.defense_in_probe and getattr(defense, "in_probe", False)):
+            return None
+        return lambda x, y, g: defense.batch(x, y, generator=g)[0]
 
 
 def sal_probe(mode: str = "faithful", every: int = 1, **kw) -> SALProbe:

@@ -164,6 +164,8 @@ class ProbeData:
     """The data SAL passes over: inputs (uint8 images or float tensors), targets, and how a pass is drawn.
 
     `augment`: fresh random crop (pad 4) + flip on every pass, as the public code's training loader does.
+    `transform`: (x, y, generator) -> x after the crop/flip, drawn afresh on every pass: a per-batch defense that
+    the public code's loader applies (cutout), so its probe data carries it too.
     `source_size`: the size of the training set this was drawn from (a fixed subset remembers the full size:
     the fast mode scales its step by the number of SGD steps one faithful pass over the full set makes).
     """
@@ -175,6 +177,7 @@ class ProbeData:
     shuffle: bool = True
     drop_last: bool = True
     source_size: int | None = None
+    transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets):
@@ -190,9 +193,10 @@ class ProbeData:
         return len(self.inputs)
 
     @classmethod
-    def from_dataset(cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256) -> "ProbeData":
+    def from_dataset(cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256,
+                     transform=None) -> "ProbeData":
         """The faithful probe data: the whole training set, augmented afresh on every pass."""
-        return cls(ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment)
+        return cls(ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment, transform=transform)
 
     @classmethod
     def coerce(cls, data, device: torch.device | str = "cpu", *, batch_size: int = 256) -> "ProbeData":
@@ -212,10 +216,12 @@ class ProbeData:
         g = torch.Generator().manual_seed(seed)
         n = min(n, len(self))
         idx = torch.randperm(len(self), generator=g)[:n].sort().values.to(self.inputs.device)
-        x = self.prepare(self.inputs[idx])
+        x, y = self.prepare(self.inputs[idx]), self.targets[idx]
         if augment_once and x.ndim == 4:
             x = _contiguous_like(crop_flip(x, g))
-        return ProbeData(x, self.targets[idx], self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size)
+            if self.transform is not None:
+                x = _contiguous_like(self.transform(x, y, g))
+        return ProbeData(x, y, self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size)
 
     @staticmethod
     def prepare(x: torch.Tensor) -> torch.Tensor:
@@ -230,10 +236,12 @@ class ProbeData:
         stop = n - n % self.batch_size if self.drop_last and n >= self.batch_size else n
         for i in range(0, stop, self.batch_size):
             idx = order[i : i + self.batch_size]
-            x = self.prepare(self.inputs[idx])
+            x, y = self.prepare(self.inputs[idx]), self.targets[idx]
             if self.augment and x.ndim == 4:
                 x = _contiguous_like(crop_flip(x, generator))
-            yield x, self.targets[idx]
+            if self.transform is not None:
+                x = _contiguous_like(self.transform(x, y, generator))
+            yield x, y
 
     def steps_per_pass(self) -> int:
         """SGD steps one pass over the full source set makes (drop_last)."""

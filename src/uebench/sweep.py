@@ -1,0 +1,356 @@
+"""How much do SAL, #LP and UD depend on SAL's own settings? `uebench sal-sweep DIR` measures it on a finished bench.
+
+The paper fixes eps = 0.05 (the ball's radius relative to ||W0||) and 10 search rounds; its reviewers asked how the
+results move with eps in {0.01, 0.05, 0.1} and rounds in {5, 10, 20}. A bench run with `--keep-weights` (the `cpu`
+preset keeps them) saved its model at every SAL epoch, so the sweep measures SAL again on exactly those weights,
+with the run's own probe data and seed, under each setting, without training anything:
+
+    uebench bench --preset cpu --data-dir ~/data --out runs/c10
+    uebench sal-sweep runs/c10 --eps 0.01,0.05,0.1 --rounds 5,10,20 --modes fast,faithful
+
+The grid varies one axis at a time around the bench's own setting (the reference): eps at the reference's rounds,
+rounds at the reference's eps, for each mode. Each (setting, run) is cached in DIR/sweep/ as soon as it is measured,
+so an interrupted sweep continues where it stopped. The summary (sweep.json, sweep.md) gives per setting and origin:
+the cost, UD per attack (mean over seeds), Kendall tau of the attacks' UD ranking against the reference, the largest
+|UD - UD_ref|, and the mean per-snapshot Spearman rho of the layers' SAL against the reference. The reference itself
+is measured again too, and its largest difference from the SAL the bench recorded says whether the remeasurement is
+exact (on CPU at the bench's thread count it is 0).
+
+`beta_from`: benches of other datasets whose clean run's beta replaces this bench's own (the paper takes beta from
+each dataset's clean run; does it transfer?), reported as UD under the foreign beta beside UD under its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .bench import CLEAN, NO_DEFENSE, RunSpec, read_bench
+from .errors import UserError
+from .io import atomic_write_json, atomic_write_text, read_json
+from .lock import FolderLock
+from .metrics.sal import MODES, ORIGINS
+from .metrics.threshold import learnable_threshold
+from .metrics.ud import learnable_count, sal_matrix
+from .records import SUMMARY, kept_weights, load_weights, read_metrics
+
+SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
+FAITHFUL_ROUNDS = 10  # the paper's
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One SAL setting of the sweep. `subset`: fast mode's probe images (None: the bench's)."""
+
+    mode: str
+    eps: float
+    rounds: int
+    subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (math.isfinite(self.eps) and self.eps > 0):
+            raise UserError(f"SAL eps must be a finite number > 0, got {self.eps}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise UserError(f"SAL rounds must be a whole number >= 1, got {self.rounds}")
+        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
+            raise UserError(f"fast SAL subset must be a whole number >= 1, got {self.subset}")
+
+    @property
+    def label(self) -> str:
+        size = f"-n{self.subset}" if self.mode == "fast" and self.subset is not None else ""
+        return f"{self.mode}-eps{self.eps:g}-r{self.rounds}{size}"
+
+
+def reference_setting(sal: dict[str, Any]) -> Setting:
+    """The bench's own SAL setting (its `sal` entry in bench.json)."""
+    mode = sal["mode"]
+    rounds = sal.get("rounds") or (FAITHFUL_ROUNDS if mode == "faithful" else 5)
+    return Setting(mode, float(sal["eps"]), int(rounds), int(sal["subset"]) if mode == "fast" else None)
+
+
+def grid(reference: Setting, eps: Sequence[float] = (), rounds: Sequence[int] = (), modes: Sequence[str] = ()) -> list[Setting]:
+    """One axis at a time around the reference, for each mode (the reference first). In the other mode the
+    reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays."""
+    out = [reference]
+    for mode in modes or (reference.mode,):
+        base_rounds = reference.rounds if mode == reference.mode else (FAITHFUL_ROUNDS if mode == "faithful" else 5)
+        subset = reference.subset if mode == "fast" else None
+        base = Setting(mode, reference.eps, base_rounds, subset)
+        candidates = [base, *(Setting(mode, float(e), base_rounds, subset) for e in eps),
+                      *(Setting(mode, reference.eps, int(r), subset) for r in rounds)]
+        out += [c for i, c in enumerate(candidates) if c not in out and c not in candidates[:i]]
+    return out
+
+
+# ---- measuring ------------------------------------------------------------------------------------------------
+@dataclass
+class _Loaded:
+    """Clean training splits loaded once per dataset, shared by every run of the bench."""
+
+    data_dir: str | None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def clean(self, tc):
+        from .data import load
+
+        key = json.dumps([tc.dataset, tc.dataset_options], sort_keys=True, default=str)
+        if key not in self.cache:
+            self.cache[key] = load(tc.dataset, self.data_dir, "train", **tc.dataset_options)
+        return self.cache[key]
+
+
+def measure_run(bench_dir: Path, run: RunSpec, setting: Setting, sal: dict[str, Any], loaded: _Loaded, device: str = "auto",
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
+    from dataclasses import replace
+
+    import torch
+
+    from .metrics import FastSALConfig, SALProbe
+    from .train import EpochContext, build_defense, build_model, resolve_device, training_set
+
+    folder = bench_dir / run.dir
+    epochs = kept_weights(folder)
+    if not epochs:
+        raise UserError(f"{folder} kept no weights; run the bench with --keep-weights (into a new folder, or with "
+                        "--overwrite: cached runs are not trained again)")
+    history = {int(r["epoch"]): r for r in read_metrics(folder)}
+    tc = run.train_config()
+    tc = replace(tc, data_dir=loaded.data_dir, poison=str(bench_dir / run.poison) if run.poison else None)
+    train_set = training_set(tc, loaded.clean(tc))
+    defense = build_defense(tc)
+    if defense is not None:
+        train_set = defense.prepare(train_set)
+    dev = resolve_device(device)
+    model = build_model(tc, train_set)
+    recipe = tc.resolved_recipe()
+    fast = FastSALConfig(subset=setting.subset or sal.get("subset", 1024), augment=sal.get("augment", "once"),
+                         crossfit=sal.get("crossfit", True), anchor=sal.get("anchor", True))
+    probe = SALProbe(mode=setting.mode, every=1, origin=sal.get("origin", "running"), eps=setting.eps, rounds=setting.rounds,
+                     lr=sal.get("lr", 0.1), augment=recipe.augment == "crop_flip", fast=fast)
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    for epoch in epochs:
+        if epoch not in history:
+            raise UserError(f"{folder} kept weights for epoch {epoch} but has no record of it")
+        model.load_state_dict(load_weights(folder, epoch))
+        model = model.to(dev)
+        if tc.channels_last and tc.model != "linear":
+            model = model.to(memory_format=torch.channels_last)
+        model.eval()
+        ctx = EpochContext(epoch, model, train_set, train_set, dev, contextlib.nullcontext, history[epoch], tc.seed,
+                           recipe.batch_size, defense)
+        out[str(epoch)] = probe(ctx)
+        if progress:
+            progress(f"{run.dir} epoch {epoch}")
+    return {"setting": asdict(setting), "run": run.dir, "epochs": out, "seconds": time.perf_counter() - start}
+
+
+def finished_runs(bench_dir: Path, runs: Sequence[RunSpec]) -> list[RunSpec]:
+    return [r for r in runs if (bench_dir / r.dir / SUMMARY).exists()]
+
+
+def run_sweep(bench_dir: str | Path, settings: Sequence[Setting] | None = None, *, eps: Sequence[float] = (),
+              rounds: Sequence[int] = (), modes: Sequence[str] = (), beta_from: Sequence[str | Path] = (),
+              data_dir: str | None = None, device: str = "auto", log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Measure every finished run of the bench under every setting (cached), then summarise; writes sweep.json
+    and sweep.md into the bench folder and returns the summary."""
+    bench_dir = Path(bench_dir)
+    saved, plan = read_bench(bench_dir)
+    sal = saved["config"]["sal"]
+    reference = reference_setting(sal)
+    settings = list(settings) if settings is not None else grid(reference, eps, rounds, modes)
+    if reference not in settings:
+        settings.insert(0, reference)
+    foreign = [_foreign_betas(Path(b)) for b in beta_from]  # unreadable benches fail before any measuring
+    runs = finished_runs(bench_dir, plan.runs)
+    if not any(r.attack == CLEAN for r in runs):
+        raise UserError(f"{bench_dir} has no finished clean run: UD needs one")
+    say = log or (lambda _m: None)
+    loaded = _Loaded(data_dir if data_dir is not None else saved["config"].get("data_dir"))
+    measured: dict[str, dict[str, Any]] = {}
+    with FolderLock(bench_dir):
+        for s in settings:
+            measured[s.label] = {}
+            for run in runs:
+                path = bench_dir / SWEEP_DIR / s.label / f"{Path(run.dir).name}.json"
+                if path.exists():
+                    measured[s.label][run.dir] = read_json(path)
+                    continue
+                say(f"sal-sweep {s.label}: {run.dir}")
+                result = measure_run(bench_dir, run, s, sal, loaded, device)
+                atomic_write_json(path, result)
+                measured[s.label][run.dir] = result
+        summary = summarise(bench_dir, runs, settings, measured, foreign)
+        atomic_write_json(bench_dir / SWEEP_JSON, summary)
+        atomic_write_text(bench_dir / SWEEP_MD, sweep_markdown(summary))
+    return summary
+
+
+# ---- summarising ----------------------------------------------------------------------------------------------
+def _records(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"epoch": int(e), **rec} for e, rec in sorted(result["epochs"].items(), key=lambda kv: int(kv[0]))]
+
+
+def ud_of(sal_p: np.ndarray, sal_c: np.ndarray, beta: float | None = None) -> float | None:
+    """UD with beta from the clean matrix (or the one given); None where the clean run has no cell above beta."""
+    beta = learnable_threshold(sal_c) if beta is None else beta
+    lp_clean = learnable_count(sal_c, beta)
+    return learnable_count(sal_p, beta) / lp_clean if lp_clean > 0 else None
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Kendall's tau-b of two rankings; None with fewer than 2 items or a constant side."""
+    from scipy.stats import kendalltau
+
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(kendalltau(a, b).statistic)
+
+
+def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _groups(runs: Sequence[RunSpec]) -> dict[tuple[str, int], tuple[RunSpec, list[RunSpec]]]:
+    """(defense, seed) -> (its clean run, its poisoned runs)."""
+    out: dict[tuple[str, int], tuple[RunSpec, list[RunSpec]]] = {}
+    for r in runs:
+        if r.attack == CLEAN:
+            out[(r.defense, r.seed)] = (r, [p for p in runs if p.attack != CLEAN and (p.defense, p.seed) == (r.defense, r.seed)])
+    return out
+
+
+def _uds(matrices: dict[str, np.ndarray], groups, beta: dict[tuple[str, int], float] | None = None) -> dict[str, float | None]:
+    """UD of every poisoned run against its (defense, seed)'s clean run."""
+    out = {}
+    for key, (clean, poisoned) in groups.items():
+        for p in poisoned:
+            out[p.dir] = ud_of(matrices[p.dir], matrices[clean.dir], None if beta is None else beta.get(key))
+    return out
+
+
+def _attack_means(uds: dict[str, float | None], runs: Sequence[RunSpec]) -> dict[str, float]:
+    """Mean UD per attack over seeds, without defense (the rows a ranking compares)."""
+    per: dict[str, list[float]] = {}
+    for r in runs:
+        if r.attack != CLEAN and r.defense == NO_DEFENSE and uds.get(r.dir) is not None:
+            per.setdefault(r.attack, []).append(uds[r.dir])
+    return {a: float(np.mean(v)) for a, v in per.items()}
+
+
+def summarise(bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setting], measured, foreign) -> dict[str, Any]:
+    reference = settings[0]
+    groups = _groups(runs)
+    layers = None
+    table: dict[str, Any] = {"reference": reference.label, "settings": {}}
+    matrices: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for s in settings:
+        for origin in ORIGINS:
+            m = {}
+            for r in runs:
+                recs = _records(measured[s.label][r.dir])
+                a, names, _ = sal_matrix(recs, layers, where=f"sweep {s.label} {r.dir}", key=f"sal_{origin}")
+                layers = layers or names
+                m[r.dir] = a
+            matrices[(s.label, origin)] = m
+    recorded = {r.dir: read_metrics(bench_dir / r.dir) for r in runs}
+    for s in settings:
+        entry: dict[str, Any] = {"setting": asdict(s), "seconds": sum(measured[s.label][r.dir]["seconds"] for r in runs), "origins": {}}
+        for origin in ORIGINS:
+            m, ref = matrices[(s.label, origin)], matrices[(reference.label, origin)]
+            uds, ref_uds = _uds(m, groups), _uds(ref, groups)
+            means, ref_means = _attack_means(uds, runs), _attack_means(ref_uds, runs)
+            common = sorted(set(means) & set(ref_means))
+            diffs = [abs(uds[k] - ref_uds[k]) for k in uds if uds[k] is not None and ref_uds.get(k) is not None]
+            rhos = [spearman_rho(list(m[r][i]), list(ref[r][i])) for r in m for i in range(min(len(m[r]), len(ref[r])))]
+            rhos = [x for x in rhos if x is not None]
+            entry["origins"][origin] = {
+                "ud": uds, "ud_by_attack": means,
+                "tau_vs_reference": kendall_tau([means[a] for a in common], [ref_means[a] for a in common]),
+                "max_abs_ud_change": max(diffs) if diffs else None,
+                "layer_rho_vs_reference": float(np.mean(rhos)) if rhos else None,
+            }
+        table["settings"][s.label] = entry
+    # the reference measured again against what the bench recorded: is the remeasurement exact?
+    gaps = []
+    for r in runs:
+        rec = {int(h["epoch"]): h for h in recorded[r.dir] if isinstance(h.get("sal"), dict)}
+        for e, again in measured[reference.label][r.dir]["epochs"].items():
+            if int(e) in rec:
+                gaps += [abs(again["sal"][k] - rec[int(e)]["sal"][k]) for k in again["sal"] if k in rec[int(e)]["sal"]]
+    table["reference_max_abs_diff_from_recorded"] = max(gaps) if gaps else None
+    table["beta_transfer"] = _beta_transfer(runs, groups, matrices, reference, foreign)
+    return table
+
+
+def _foreign_betas(bench: Path) -> dict[str, Any]:
+    """beta of another bench's clean runs (seed by seed, no defense), from the SAL its runs recorded."""
+    saved, plan = read_bench(bench)
+    out: dict[str, Any] = {"bench": str(bench), "dataset": saved["config"].get("dataset"), "sal": saved["config"]["sal"], "beta": {}}
+    for r in finished_runs(bench, plan.runs):
+        if r.attack == CLEAN and r.defense == NO_DEFENSE:
+            recs = read_metrics(bench / r.dir)
+            out["beta"][str(r.seed)] = {o: learnable_threshold(sal_matrix(recs, key=f"sal_{o}", where=str(bench / r.dir))[0]) for o in ORIGINS}
+    if not out["beta"]:
+        raise UserError(f"{bench} has no finished clean run to take beta from")
+    return out
+
+
+def _beta_transfer(runs, groups, matrices, reference: Setting, foreign: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """UD of this bench's runs (at the reference setting) under each foreign clean run's beta (its mean over seeds)."""
+    out = []
+    for f in foreign:
+        entry = {"bench": f["bench"], "dataset": f["dataset"], "origins": {}}
+        for origin in ORIGINS:
+            beta = float(np.mean([b[origin] for b in f["beta"].values()]))
+            m = matrices[(reference.label, origin)]
+            own = _attack_means(_uds(m, groups), runs)
+            moved = _attack_means(_uds(m, groups, {k: beta for k in groups}), runs)
+            own_beta = float(np.mean([learnable_threshold(m[c.dir]) for c, _ in groups.values()]))
+            entry["origins"][origin] = {"beta": beta, "own_beta": own_beta, "ud_own": own, "ud_transferred": moved,
+                                        "tau": kendall_tau([own[a] for a in sorted(set(own) & set(moved))],
+                                                           [moved[a] for a in sorted(set(own) & set(moved))])}
+        out.append(entry)
+    return out
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    settings = summary["settings"]
+    attacks = sorted({a for s in settings.values() for o in s["origins"].values() for a in o["ud_by_attack"]})
+    lines = [f"# SAL sweep (reference {summary['reference']})", "",
+             f"Reference measured again vs recorded: largest |SAL difference| {_fmt(summary['reference_max_abs_diff_from_recorded'], 3)}", ""]
+    for origin in ORIGINS:
+        lines += [f"## origin {origin}", "",
+                  "| setting | seconds | " + " | ".join(f"UD {a}" for a in attacks) + " | tau vs ref | max abs dUD | layer rho |",
+                  "|---|---|" + "---|" * len(attacks) + "---|---|---|"]
+        for label, s in settings.items():
+            o = s["origins"][origin]
+            lines.append(f"| {label} | {s['seconds']:.0f} | " + " | ".join(_fmt(o["ud_by_attack"].get(a)) for a in attacks)
+                         + f" | {_fmt(o['tau_vs_reference'])} | {_fmt(o['max_abs_ud_change'])} | {_fmt(o['layer_rho_vs_reference'])} |")
+        lines.append("")
+    for t in summary["beta_transfer"]:
+        lines += [f"## beta from {t['bench']} ({t['dataset']})", "", "| origin | beta (own) | " + " | ".join(f"UD {a}" for a in attacks) + " | tau |",
+                  "|---|---|" + "---|" * len(attacks) + "---|"]
+        for origin, o in t["origins"].items():
+            cells = [f"{_fmt(o['ud_own'].get(a))} -> {_fmt(o['ud_transferred'].get(a))}" for a in attacks]
+            lines.append(f"| {origin} | {o['beta']:.3f} ({o['own_beta']:.3f}) | " + " | ".join(cells) + f" | {_fmt(o['tau'])} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,10 @@ CRAFTING: dict[str, dict[str, Any]] = {
     # training: at CPU scale the 4/255 crafting model learns too little for its noise to be picked up
     # the quick bench's crafting (EM at its fast preset, the others shortened), for its spread over seeds
     "quick-bench": {a: {"preset": "fast", **QUICK.attack_params.get(a, {})} for a in ATTACKS},
-    "rem-a2": {**{a: {"preset": "fast"} for a in ATTACKS},
-               "rem": {"preset": "fast", "adv_eps": 2 / 255, "adv_step": 1 / 255, "train_steps": 320, "lr_decay_every": 240}},
+    "rem-a2": {
+        **{a: {"preset": "fast"} for a in ATTACKS},
+        "rem": {"preset": "fast", "adv_eps": 2 / 255, "adv_step": 1 / 255, "train_steps": 320, "lr_decay_every": 240},
+    },
 }
 
 REGIMES: dict[str, Regime] = {
@@ -71,9 +73,14 @@ REGIMES: dict[str, Regime] = {
     "cpu": Regime(recipe="cpu", description="width 0.125, recipe cpu: 10 epochs cosine, no augmentation"),
     "cpu-w25": Regime(width=0.25, recipe="cpu", description="as cpu, width 0.25"),
     "crop-e20": Regime(recipe="quick-crop", epochs=20, description="crops only (no flips), 20 epochs"),
-    "quick-bench": Regime(recipe="cpu", crafting="quick-bench",
-                          description="the quick bench's victim and crafting, without its SAL probes (run on scenes natural)"),
-    "cpu-rem-a2": Regime(recipe="cpu", crafting="rem-a2", description="as cpu, REM at rho_a 2/255 with 2x its training"),
+    "quick-bench": Regime(
+        recipe="cpu",
+        crafting="quick-bench",
+        description="the quick bench's victim and crafting, without its SAL probes (run on scenes natural)",
+    ),
+    "cpu-rem-a2": Regime(
+        recipe="cpu", crafting="rem-a2", description="as cpu, REM at rho_a 2/255 with 2x its training"
+    ),
 }
 
 
@@ -83,7 +90,11 @@ def _key(obj: Any) -> str:
 
 def poison_file(out: Path, dataset: str, attack: str, crafting: str, seed: int) -> Path:
     settings = CRAFTING[crafting][attack]
-    return out / "poisons" / f"{attack}-{_key({'d': dataset, 'a': attack, 's': settings, 'seed': seed})}-s{seed}.safetensors"
+    return (
+        out
+        / "poisons"
+        / f"{attack}-{_key({'d': dataset, 'a': attack, 's': settings, 'seed': seed})}-s{seed}.safetensors"
+    )
 
 
 def get_poison(out: Path, train_set, attack: str, crafting: str, seed: int) -> Poison:
@@ -102,8 +113,16 @@ def get_poison(out: Path, train_set, attack: str, crafting: str, seed: int) -> P
 def run_one(out: Path, regime_name: str, attack: str, seed: int, data: dict) -> dict:
     r = REGIMES[regime_name]
     clean, test = data["train"], data["test"]
-    config = TrainConfig(dataset=clean.name, model=r.model, width=r.width, recipe=r.recipe, epochs=r.epochs,
-                         batch_size=r.batch_size, lr=r.lr, seed=seed)
+    config = TrainConfig(
+        dataset=clean.name,
+        model=r.model,
+        width=r.width,
+        recipe=r.recipe,
+        epochs=r.epochs,
+        batch_size=r.batch_size,
+        lr=r.lr,
+        seed=seed,
+    )
     t0 = time.perf_counter()
     craft_s = 0.0
     if attack == "clean":
@@ -118,14 +137,25 @@ def run_one(out: Path, regime_name: str, attack: str, seed: int, data: dict) -> 
     result = train(config, train_set=train_set, test_set=test, probes=probes, progress=False)
     last = result.history[-1]
     return {
-        "regime": regime_name, "attack": attack, "seed": seed, "regime_settings": asdict(r),
-        "crafting": CRAFTING[r.crafting].get(attack, {}), "craft_seconds": craft_s, "poison": meta,
-        "final_acc": result.summary["final_test_acc"], "peak_acc": result.summary["peak_test_acc"],
-        "shortcut_acc": last.get("shortcut_acc"), "clean_train_acc": last.get("clean_train_acc"),
-        "train_acc": last.get("train_acc"), "train_seconds": time.perf_counter() - t1,
-        "curve": [{k: round(h[k], 1) for k in ("test_acc", "shortcut_acc", "clean_train_acc") if k in h}
-                  for h in result.history],
-        "precision": result.summary.get("precision"), "threads": torch.get_num_threads(),
+        "regime": regime_name,
+        "attack": attack,
+        "seed": seed,
+        "regime_settings": asdict(r),
+        "crafting": CRAFTING[r.crafting].get(attack, {}),
+        "craft_seconds": craft_s,
+        "poison": meta,
+        "final_acc": result.summary["final_test_acc"],
+        "peak_acc": result.summary["peak_test_acc"],
+        "shortcut_acc": last.get("shortcut_acc"),
+        "clean_train_acc": last.get("clean_train_acc"),
+        "train_acc": last.get("train_acc"),
+        "train_seconds": time.perf_counter() - t1,
+        "curve": [
+            {k: round(h[k], 1) for k in ("test_acc", "shortcut_acc", "clean_train_acc") if k in h}
+            for h in result.history
+        ],
+        "precision": result.summary.get("precision"),
+        "threads": torch.get_num_threads(),
         "wall_seconds": time.perf_counter() - t0,
     }
 
@@ -137,8 +167,7 @@ def result_file(out: Path, regime: str, attack: str, seed: int) -> Path:
 def table(out: Path, regimes: list[str], attacks: list[str], seeds: list[int]) -> str:
     """Markdown: one row per regime; a cell finished for fewer than `seeds` says how many ran (n=...)."""
     cols = ["clean", *attacks]
-    lines = ["| regime | " + " | ".join(cols) + " | attacks at most half of clean |",
-             "|---" * (len(cols) + 2) + "|"]
+    lines = ["| regime | " + " | ".join(cols) + " | attacks at most half of clean |", "|---" * (len(cols) + 2) + "|"]
     for name in regimes:
         cells, clean_mean, wins = [], None, 0
         for a in cols:
@@ -166,8 +195,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="dataset option, e.g. difficulty=natural (scenes); numbers are read as numbers")
+    ap.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. difficulty=natural (scenes); numbers are read as numbers",
+    )
     ap.add_argument("--regimes", default="quick")
     ap.add_argument("--attacks", default="clean," + ",".join(ATTACKS))
     ap.add_argument("--seeds", default="0")
@@ -193,16 +227,20 @@ def main() -> None:
     data = {s: load(args.dataset, args.data_dir, s, **options) for s in ("train", "test")}
     jobs = [(r, a, s) for s in seeds for r in regimes for a in attacks]
     # a poison (attack, crafting, seed) belongs to one shard, so that no two shards craft it
-    mine = [j for j in jobs if int(_key([j[1], REGIMES[j[0]].crafting if j[1] != "clean" else j[0], j[2]]), 16) % n == i]
+    mine = [
+        j for j in jobs if int(_key([j[1], REGIMES[j[0]].crafting if j[1] != "clean" else j[0], j[2]]), 16) % n == i
+    ]
     for regime, attack, seed in mine:
         f = result_file(out, regime, attack, seed)
         if f.is_file():
             continue
         row = run_one(out, regime, attack, seed, data)
         atomic_write_text(f, json.dumps(row, indent=1))
-        print(f"{regime:>14} {attack:>5} s{seed}: final {row['final_acc']:.1f}  peak {row['peak_acc']:.1f}  "
-              f"shortcut {row['shortcut_acc']}  clean-train {row['clean_train_acc']}  ({row['wall_seconds']:.0f} s)",
-              flush=True)
+        print(
+            f"{regime:>14} {attack:>5} s{seed}: final {row['final_acc']:.1f}  peak {row['peak_acc']:.1f}  "
+            f"shortcut {row['shortcut_acc']}  clean-train {row['clean_train_acc']}  ({row['wall_seconds']:.0f} s)",
+            flush=True,
+        )
     print(table(out, regimes, [a for a in attacks if a != "clean"], seeds))
 
 

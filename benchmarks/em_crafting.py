@@ -104,7 +104,9 @@ def main() -> None:
 
     work = args.n * args.steps
     ref_rate, ours_rate = work / ref_best, work / ours_best
-    print(f"EM noise pass: {args.n} images x {args.steps} steps, resnet18 width {args.width}, {args.threads} thread(s), best of {args.repeats}")
+    print(
+        f"EM noise pass: {args.n} images x {args.steps} steps, resnet18 width {args.width}, {args.threads} thread(s), best of {args.repeats}"
+    )
     print(f"  reference (DataLoader, NCHW, per-sample loop, batch 512): {ref_rate:8.1f} image-steps/s")
     print(f"  uebench   (tensor-resident, channels_last, batch {args.pgd_batch}):   {ours_rate:8.1f} image-steps/s")
     print(f"  ratio uebench / reference: {ours_rate / ref_rate:.2f}x")

@@ -43,10 +43,14 @@ def one_bench(folder: Path, origin_key: str) -> dict:
             continue
         p = load_run_sal(folder / r["run"], layers=c.layers, origin=origin)
         lower = float(np.mean(p.sal.mean(0) < c.sal.mean(0)))
-        out[r["attack"]] = {"ud": float(r[origin_key]), "acc": float(r["final_test_acc"]),
-                            "shortcut": float(r["shortcut_acc"]) if r["shortcut_acc"] else float("nan"),
-                            "lower": lower, "ci": (r.get("ud_ci_low"), r.get("ud_ci_high")) if origin_key == "ud" else None,
-                            "clean_acc": float(clean["final_test_acc"])}
+        out[r["attack"]] = {
+            "ud": float(r[origin_key]),
+            "acc": float(r["final_test_acc"]),
+            "shortcut": float(r["shortcut_acc"]) if r["shortcut_acc"] else float("nan"),
+            "lower": lower,
+            "ci": (r.get("ud_ci_low"), r.get("ud_ci_high")) if origin_key == "ud" else None,
+            "clean_acc": float(clean["final_test_acc"]),
+        }
     return out
 
 
@@ -64,19 +68,27 @@ def main() -> None:
             ud = statistics.mean(x[a]["ud"] for x in per)
             ci = per[0][a]["ci"]
             cis = f"{float(ci[0]):.2f} - {float(ci[1]):.2f}" if ci and ci[0] else "-"
-            print(f"| {a.upper()} | {statistics.mean(x[a]['acc'] for x in per):.1f} | "
-                  f"{statistics.mean(x[a]['shortcut'] for x in per):.1f} | {ud:.3f} | {cis} | "
-                  f"{statistics.mean(x[a]['lower'] for x in per):.0%} |")
+            print(
+                f"| {a.upper()} | {statistics.mean(x[a]['acc'] for x in per):.1f} | "
+                f"{statistics.mean(x[a]['shortcut'] for x in per):.1f} | {ud:.3f} | {cis} | "
+                f"{statistics.mean(x[a]['lower'] for x in per):.0%} |"
+            )
         mean = {a: {k: statistics.mean(x[a][k] for x in per) for k in ("ud", "acc", "shortcut")} for a in attacks}
         six = [a for a in PAPER_UD if a in mean]
         print(f"\nclean accuracy {statistics.mean(x[attacks[0]]['clean_acc'] for x in per):.1f}%")
         print(f"TAP UD > 1: {mean['tap']['ud'] > 1 if 'tap' in mean else 'n/a'}")
-        print(f"Kendall tau, UD vs the paper's CIFAR-10 column ({', '.join(six)}): "
-              f"{tau([mean[a]['ud'] for a in six], [PAPER_UD[a] for a in six])}")
-        print(f"Kendall tau, UD vs final accuracy (all {len(attacks)} attacks): "
-              f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['acc'] for a in attacks])}")
-        print(f"Kendall tau, UD vs shortcut accuracy: "
-              f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['shortcut'] for a in attacks])}")
+        print(
+            f"Kendall tau, UD vs the paper's CIFAR-10 column ({', '.join(six)}): "
+            f"{tau([mean[a]['ud'] for a in six], [PAPER_UD[a] for a in six])}"
+        )
+        print(
+            f"Kendall tau, UD vs final accuracy (all {len(attacks)} attacks): "
+            f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['acc'] for a in attacks])}"
+        )
+        print(
+            f"Kendall tau, UD vs shortcut accuracy: "
+            f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['shortcut'] for a in attacks])}"
+        )
 
 
 if __name__ == "__main__":

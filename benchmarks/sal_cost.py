@@ -52,7 +52,9 @@ def random_noise_poison(ds: ImageDataset, classwise: bool, seed: int, eps: int) 
         noise = torch.randint(-eps, eps + 1, (ds.num_classes, *ds.shape), generator=g)[ds.labels]
     else:
         noise = torch.randint(-eps, eps + 1, (len(ds), *ds.shape), generator=g)
-    return ds.with_images((ds.images.int() + noise).clamp(0, 255).to(torch.uint8), poison="classwise" if classwise else "samplewise")
+    return ds.with_images(
+        (ds.images.int() + noise).clamp(0, 255).to(torch.uint8), poison="classwise" if classwise else "samplewise"
+    )
 
 
 def patch_poison(ds: ImageDataset, seed: int, eps: int, grid: int = 8) -> ImageDataset:
@@ -98,24 +100,42 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
     p.add_argument("--data-dir", default=None, help="default: the real subsets in ../shared/data")
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--eps", type=int, default=32, help="poison amplitude in pixel units (stronger than attack budgets: the benchmark needs a run that is unlearnable at this tiny scale)")
+    p.add_argument(
+        "--eps",
+        type=int,
+        default=32,
+        help="poison amplitude in pixel units (stronger than attack budgets: the benchmark needs a run that is unlearnable at this tiny scale)",
+    )
     p.add_argument("--out", default="/tmp/sal_bench")
     p.add_argument("--n-train", type=int, default=256)
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--train-batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05, help="training lr (the small batch needs less than the paper's 0.1)")
-    p.add_argument("--sal-batch", type=int, default=64, help="SAL minibatch (paper: 256; smaller = more SGD steps per pass on a small set)")
+    p.add_argument(
+        "--lr", type=float, default=0.05, help="training lr (the small batch needs less than the paper's 0.1)"
+    )
+    p.add_argument(
+        "--sal-batch",
+        type=int,
+        default=64,
+        help="SAL minibatch (paper: 256; smaller = more SGD steps per pass on a small set)",
+    )
     p.add_argument("--origin", default="running", choices=["running", "eval"])
     p.add_argument("--runs", default="clean,patch,classwise", help="clean first; of classwise, samplewise, patch")
     p.add_argument("--variant", action="append", help="fast settings, e.g. subset=128,rounds=5 (repeatable)")
     p.add_argument("--layers", default=None, help="comma-separated layers (smoke tests only; the figures use all 21)")
     p.add_argument("--faithful-rounds", type=int, default=10, help="smoke tests only; the figures use 10")
-    p.add_argument("--faithful-repeats", type=int, default=2,
-                   help="faithful SAL with this many seeds: the agreement of a repeat with the first is the reference's own noise floor")
+    p.add_argument(
+        "--faithful-repeats",
+        type=int,
+        default=2,
+        help="faithful SAL with this many seeds: the agreement of a repeat with the first is the reference's own noise floor",
+    )
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu | cuda (on a GPU, use CIFAR-scale settings: --n-train 50000 --width 1 ...)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu | cuda (on a GPU, use CIFAR-scale settings: --n-train 50000 --width 1 ...)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-n", type=int, default=50_000, help="N for the labelled projection (CIFAR-10)")
     p.add_argument("--full-subset", type=int, default=1024, help="fast subset assumed at full scale for the projection")
@@ -132,14 +152,30 @@ def main(argv=None) -> int:
     test = load(args.dataset, data_dir, "test")
     test = test.subset(torch.arange(min(args.n_test, len(test))))
     clean = stratified_subset(full, args.n_train, seed=args.seed)
-    sets = {"clean": clean, "classwise": random_noise_poison(clean, True, args.seed + 1, args.eps),
-            "samplewise": random_noise_poison(clean, False, args.seed + 2, args.eps), "patch": patch_poison(clean, args.seed + 3, args.eps)}
+    sets = {
+        "clean": clean,
+        "classwise": random_noise_poison(clean, True, args.seed + 1, args.eps),
+        "samplewise": random_noise_poison(clean, False, args.seed + 2, args.eps),
+        "patch": patch_poison(clean, args.seed + 3, args.eps),
+    }
     runs = args.runs.split(",")
-    config = TrainConfig(dataset=args.dataset, model="resnet18", width=args.width, epochs=args.epochs, batch_size=args.train_batch, lr=args.lr,
-                         seed=args.seed, precision="fp32", device=args.device)
-    print(f"settings: resnet18 width {args.width}, {args.dataset} real subset N={args.n_train}, {args.epochs} epochs (batch {args.train_batch}, lr {args.lr}), "
-          f"poisons {args.eps}/255, "
-          f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, SAL eps 0.05, SAL lr 0.1, {args.device}, threads {args.threads}", flush=True)
+    config = TrainConfig(
+        dataset=args.dataset,
+        model="resnet18",
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.train_batch,
+        lr=args.lr,
+        seed=args.seed,
+        precision="fp32",
+        device=args.device,
+    )
+    print(
+        f"settings: resnet18 width {args.width}, {args.dataset} real subset N={args.n_train}, {args.epochs} epochs (batch {args.train_batch}, lr {args.lr}), "
+        f"poisons {args.eps}/255, "
+        f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, SAL eps 0.05, SAL lr 0.1, {args.device}, threads {args.threads}",
+        flush=True,
+    )
 
     records: dict[str, dict] = {}
     train_epoch_seconds = []
@@ -153,32 +189,72 @@ def main(argv=None) -> int:
         for epoch, (state, running) in sorted(snap.snaps.items()):
             model.load_state_dict(state)
             key = f"{run}/{epoch}"
-            kw = dict(origin=args.origin, running_loss=running, batch_size=args.sal_batch, layers=args.layers.split(",") if args.layers else None)
+            kw = dict(
+                origin=args.origin,
+                running_loss=running,
+                batch_size=args.sal_batch,
+                layers=args.layers.split(",") if args.layers else None,
+            )
             for k in range(args.faithful_repeats):  # repeat k > 0 draws other shuffles and augmentations
                 kkey = key if k == 0 else f"{key}#{k}"
                 stale = kkey in cache and args.origin == "running" and abs(cache[kkey]["l0"] - running) > 1e-9
-                if stale:  # the run trained differently (code or thread count changed): its cached SAL is of other weights
-                    print(f"  {kkey}: cached faithful SAL is of another model (L0 {cache[kkey]['l0']:.6f} vs {running:.6f}); recomputing", flush=True)
+                if (
+                    stale
+                ):  # the run trained differently (code or thread count changed): its cached SAL is of other weights
+                    print(
+                        f"  {kkey}: cached faithful SAL is of another model (L0 {cache[kkey]['l0']:.6f} vs {running:.6f}); recomputing",
+                        flush=True,
+                    )
                 if kkey not in cache or stale:
-                    faithful = model_sal(model, sets[run], mode="faithful", rounds=args.faithful_rounds, seed=args.seed * 1_000_003 + epoch + 7919 * k, **kw)
-                    cache[kkey] = {"sal": faithful.values(), "layers": list(faithful.layers), "seconds": faithful.seconds,
-                                   "max": [r.loss_max for r in faithful.layers.values()], "min": [r.loss_min for r in faithful.layers.values()], "l0": faithful.loss0}
+                    faithful = model_sal(
+                        model,
+                        sets[run],
+                        mode="faithful",
+                        rounds=args.faithful_rounds,
+                        seed=args.seed * 1_000_003 + epoch + 7919 * k,
+                        **kw,
+                    )
+                    cache[kkey] = {
+                        "sal": faithful.values(),
+                        "layers": list(faithful.layers),
+                        "seconds": faithful.seconds,
+                        "max": [r.loss_max for r in faithful.layers.values()],
+                        "min": [r.loss_min for r in faithful.layers.values()],
+                        "l0": faithful.loss0,
+                    }
                     atomic_write_json(cache_path, cache)
-            entry = {"faithful": cache[key], "repeats": [cache[f"{key}#{k}"] for k in range(1, args.faithful_repeats)], "fast": []}
+            entry = {
+                "faithful": cache[key],
+                "repeats": [cache[f"{key}#{k}"] for k in range(1, args.faithful_repeats)],
+                "fast": [],
+            }
             for cfg in variants:
                 fast = model_sal(model, sets[run], mode="fast", seed=args.seed, fast=cfg, **kw)
                 rounds = [r.rounds for r in fast.layers.values()]
-                entry["fast"].append({"sal": fast.values(), "seconds": fast.seconds, "mean_rounds": float(np.mean(rounds)),
-                                      "max": [r.loss_max for r in fast.layers.values()], "min": [r.loss_min for r in fast.layers.values()]})
+                entry["fast"].append(
+                    {
+                        "sal": fast.values(),
+                        "seconds": fast.seconds,
+                        "mean_rounds": float(np.mean(rounds)),
+                        "max": [r.loss_max for r in fast.layers.values()],
+                        "min": [r.loss_min for r in fast.layers.values()],
+                    }
+                )
             records[run]["epochs"][epoch] = entry
             rho = [spearmanr(entry["faithful"]["sal"], f["sal"]).statistic for f in entry["fast"]]
             entry["eval_loss"], entry["train_acc_eval"] = evaluate(model, sets[run], torch.device(args.device))
-            print(f"  {run} epoch {epoch}: running loss {running:.3f}, eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "
-                  f"on its training set; faithful {entry['faithful']['seconds']:.0f}s; fast " +
-                  ", ".join(f"{f['seconds']:.1f}s rho {r:.3f}" for f, r in zip(entry["fast"], rho)), flush=True)
+            print(
+                f"  {run} epoch {epoch}: running loss {running:.3f}, eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "
+                f"on its training set; faithful {entry['faithful']['seconds']:.0f}s; fast "
+                + ", ".join(f"{f['seconds']:.1f}s rho {r:.3f}" for f, r in zip(entry["fast"], rho)),
+                flush=True,
+            )
 
     report(args, variants, records, float(np.mean(train_epoch_seconds)))
-    atomic_write_json(out / "results.json", {"args": vars(args), "records": records, "train_epoch_seconds": float(np.mean(train_epoch_seconds))})
+    atomic_write_json(
+        out / "results.json",
+        {"args": vars(args), "records": records, "train_epoch_seconds": float(np.mean(train_epoch_seconds))},
+    )
     return 0
 
 
@@ -190,8 +266,10 @@ def report(args, variants, records, epoch_seconds: float) -> None:
     # have been timed on a machine under another load)
     timed = [e["repeats"][-1] if repeats else e["faithful"] for e in entries]
     faithful_s = sum(t["seconds"] for t in timed)
-    print(f"\none training epoch on N={args.n_train}: {epoch_seconds:.2f}s; faithful SAL: {faithful_s / len(entries):.0f}s per probed epoch "
-          f"= {faithful_s / len(entries) / epoch_seconds:.0f} epoch-equivalents ({'repeat ' + str(repeats) if repeats else 'first pass'} timed)")
+    print(
+        f"\none training epoch on N={args.n_train}: {epoch_seconds:.2f}s; faithful SAL: {faithful_s / len(entries):.0f}s per probed epoch "
+        f"= {faithful_s / len(entries) / epoch_seconds:.0f} epoch-equivalents ({'repeat ' + str(repeats) if repeats else 'first pass'} timed)"
+    )
     first = lambda e: e["faithful"]["sal"]  # noqa: E731
     pooled = lambda e: np.mean([e["faithful"]["sal"], *(r["sal"] for r in e["repeats"][:repeats])], axis=0)  # noqa: E731
     for k in range(1, 1 + repeats):
@@ -202,16 +280,22 @@ def report(args, variants, records, epoch_seconds: float) -> None:
         ratio = faithful_s / fast_s
         rounds = np.mean([e["fast"][i]["mean_rounds"] for e in entries])
         print(f"\nfast {cfg}")
-        print(f"  cost: {fast_s / len(entries):.1f}s per probed epoch = {fast_s / len(entries) / epoch_seconds:.1f} epoch-equivalents; "
-              f"measured ratio faithful/fast = {ratio:.1f}x (mean rounds run {rounds:.2f})")
+        print(
+            f"  cost: {fast_s / len(entries):.1f}s per probed epoch = {fast_s / len(entries) / epoch_seconds:.1f} epoch-equivalents; "
+            f"measured ratio faithful/fast = {ratio:.1f}x (mean rounds run {rounds:.2f})"
+        )
         scale = (args.full_n / args.n_train) / (args.full_subset / cfg.subset)
-        print(f"  projection (not measured): at N={args.full_n} with a {args.full_subset}-image subset, faithful cost x{args.full_n / args.n_train:.0f}, "
-              f"fast x{args.full_subset / cfg.subset:.0f}: ratio ~{ratio * scale:.0f}x")
+        print(
+            f"  projection (not measured): at N={args.full_n} with a {args.full_subset}-image subset, faithful cost x{args.full_n / args.n_train:.0f}, "
+            f"fast x{args.full_subset / cfg.subset:.0f}: ratio ~{ratio * scale:.0f}x"
+        )
         fast = lambda e, i=i: e["fast"][i]["sal"]  # noqa: E731
         print("  against the first faithful pass:")
         agreement(records, fast, first)
         if repeats:
-            print(f"  against the mean of the {repeats + 1} faithful passes (1/{repeats + 1} of one pass's noise variance):")
+            print(
+                f"  against the mean of the {repeats + 1} faithful passes (1/{repeats + 1} of one pass's noise variance):"
+            )
             agreement(records, fast, pooled)
 
 
@@ -220,10 +304,15 @@ def agreement(records, candidate, reference) -> None:
     reference (functions of a snapshot's entry)."""
     runs = list(records)
     rhos = [spearmanr(reference(e), candidate(e)).statistic for r in runs for e in records[r]["epochs"].values()]
-    print(f"  Spearman rho per probed epoch: mean {np.mean(rhos):.3f}, min {np.min(rhos):.3f}  ({', '.join(f'{r:.2f}' for r in rhos)})")
+    print(
+        f"  Spearman rho per probed epoch: mean {np.mean(rhos):.3f}, min {np.min(rhos):.3f}  ({', '.join(f'{r:.2f}' for r in rhos)})"
+    )
     if "clean" not in records:
         return
-    mat = lambda run, get: np.array([get(e) for _, e in sorted(records[run]["epochs"].items(), key=lambda kv: int(kv[0]))])  # noqa: E731
+
+    def mat(run, get):
+        return np.array([get(e) for _, e in sorted(records[run]["epochs"].items(), key=lambda kv: int(kv[0]))])
+
     r_clean, c_clean = mat("clean", reference), mat("clean", candidate)
     br, bc = learnable_threshold(r_clean), learnable_threshold(c_clean)
     lpr, lpc = learnable_count(r_clean, br), learnable_count(c_clean, bc)
@@ -232,8 +321,10 @@ def agreement(records, candidate, reference) -> None:
         rp, cp = mat(run, reference), mat(run, candidate)
         udr = learnable_count(rp, br) / lpr if lpr else float("nan")
         udc = learnable_count(cp, bc) / lpc if lpc else float("nan")
-        print(f"  {run:10s} acc {records[run]['final_acc']:.1f}/{records[run]['peak_acc']:.1f}: #LP reference {learnable_count(rp, br):.2f} "
-              f"candidate {learnable_count(cp, bc):.2f}; UD reference {udr:.3f} candidate {udc:.3f} (|diff| {abs(udr - udc):.3f})")
+        print(
+            f"  {run:10s} acc {records[run]['final_acc']:.1f}/{records[run]['peak_acc']:.1f}: #LP reference {learnable_count(rp, br):.2f} "
+            f"candidate {learnable_count(cp, bc):.2f}; UD reference {udr:.3f} candidate {udc:.3f} (|diff| {abs(udr - udc):.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,16 @@ from uebench.train import TrainConfig, train
 
 
 def curve(train_set, test_set, bench, seed: int) -> list[float]:
-    config = TrainConfig(dataset=train_set.name, model=bench.model, width=bench.width, recipe=bench.recipe,
-                         epochs=bench.epochs, batch_size=bench.batch_size, lr=bench.lr, seed=seed)
+    config = TrainConfig(
+        dataset=train_set.name,
+        model=bench.model,
+        width=bench.width,
+        recipe=bench.recipe,
+        epochs=bench.epochs,
+        batch_size=bench.batch_size,
+        lr=bench.lr,
+        seed=seed,
+    )
     return [h["test_acc"] for h in train(config, train_set=train_set, test_set=test_set, progress=False).history]
 
 
@@ -38,7 +46,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     bench = preset("quick")
-    n_train, n_test = bench.dataset_options["n_train"], bench.dataset_options["n_test"]
+    n_train = bench.dataset_options["n_train"]
     seeds = [int(s) for s in args.seeds.split(",")]
     c_train = stratified_subset(load("cifar10", args.data_dir, "train"), n_train, seed=0)
     c_test = load("cifar10", args.data_dir, "test")

@@ -37,13 +37,23 @@ def race(poison_file: str, args) -> dict:
     test = load(meta.dataset, args.data_dir, "test")
     poisoned = poison.apply(clean)
     alone = clean.with_images(transplant(poisoned.images, clean.images, onto=torch.full_like(clean.images, 128)))
-    config = TrainConfig(dataset=meta.dataset, model="resnet18", width=args.width, recipe=args.recipe, epochs=args.epochs,
-                         seed=args.seed, precision="fp32")
+    config = TrainConfig(
+        dataset=meta.dataset,
+        model="resnet18",
+        width=args.width,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        seed=args.seed,
+        precision="fp32",
+    )
     probes = shortcut_probes(poisoned, clean, seed=args.seed)  # the same probe images for both runs
     out = {}
     for name, train_set in (("poisoned", poisoned), ("perturbation alone", alone)):
         history = train(config, train_set=train_set, test_set=test, probes=probes, progress=False).history
-        out[name] = [{k: round(h[k], 1) for k in ("epoch", "train_acc", "test_acc", "clean_train_acc", "shortcut_acc")} for h in history]
+        out[name] = [
+            {k: round(h[k], 1) for k in ("epoch", "train_acc", "test_acc", "clean_train_acc", "shortcut_acc")}
+            for h in history
+        ]
         for h in out[name]:
             print(f"{meta.attack:>5} {name:<18} " + "  ".join(f"{k} {v}" for k, v in h.items()), flush=True)
     return out
@@ -55,7 +65,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--recipe", default="quick", help="quick (crop+flip) or cpu (no augmentation: is it the augmentation?)")
+    ap.add_argument(
+        "--recipe", default="quick", help="quick (crop+flip) or cpu (no augmentation: is it the augmentation?)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the curves as JSON here")

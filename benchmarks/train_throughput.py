@@ -89,14 +89,16 @@ def main() -> None:
         ours = create_model("resnet18", width=width).to(memory_format=torch.channels_last)
         opt = make_optimizer(ours, recipe)
         autocast = autocast_factory(device, precision)
-        run = lambda d, e: train_epoch(ours, opt, d, recipe, epoch_generator(0, e), device, autocast, True)  # noqa: E731
+        run = lambda d, e: train_epoch(ours, opt, d, recipe, epoch_generator(0, e), device, autocast, True)  # noqa: E731, B023
         run(warm, 0)
         t_ref, t_ours = float("inf"), float("inf")
         for r in range(args.repeats):
-            t_ref = min(t_ref, time_it(lambda: reference_epoch(ref, ref_opt, ds, args.batch_size, args.workers)))
-            t_ours = min(t_ours, time_it(lambda: run(ds, r + 1)))
+            t_ref = min(t_ref, time_it(lambda: reference_epoch(ref, ref_opt, ds, args.batch_size, args.workers)))  # noqa: B023
+            t_ours = min(t_ours, time_it(lambda: run(ds, r + 1)))  # noqa: B023
 
-        print(f"resnet18 width {width}: reference {n / t_ref:7.1f} img/s | uebench {n / t_ours:7.1f} img/s | ratio {t_ref / t_ours:.2f}x  ({n} images, batch {args.batch_size}, best of {args.repeats})")
+        print(
+            f"resnet18 width {width}: reference {n / t_ref:7.1f} img/s | uebench {n / t_ours:7.1f} img/s | ratio {t_ref / t_ours:.2f}x  ({n} images, batch {args.batch_size}, best of {args.repeats})"
+        )
 
 
 if __name__ == "__main__":

@@ -9,15 +9,29 @@ import torch
 
 from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks.dc import (
-    ConfuseCNN, ConfuseVGG, DCConfig, UNet, generator_step, load_generator, make_classifier, make_generator,
-    unrolled_clean_loss, victim_step,
+    ConfuseCNN,
+    ConfuseVGG,
+    DCConfig,
+    UNet,
+    generator_step,
+    load_generator,
+    make_classifier,
+    make_generator,
+    unrolled_clean_loss,
+    victim_step,
 )
 from uebench.data import load
 from uebench.errors import UserError
 
-TINY = {"trials": 2, "cls_epochs": 2, "batch_size": 32, "gen_width": 4, "gen_depth": 2, "cls_width": 0.25, "gen_lr": 1e-2}
-
-
+TINY = {
+    "trials": 2,
+    "cls_epochs": 2,
+    "batch_size": 32,
+    "gen_width": 4,
+    "gen_depth": 2,
+    "cls_width": 0.25,
+    "gen_lr": 1e-2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +145,13 @@ def test_public_code_state_dict_loads(tmp_path):
 
 def test_public_unet_names_and_any_image_size():
     names = set(UNet(3, 64, 3).state_dict())
-    assert {"dconv_down4.3.weight", "dconv_up3.0.weight", "dconv_up1.4.running_var", "conv_last.0.weight", "conv_last.1.bias"} <= names
+    assert {
+        "dconv_down4.3.weight",
+        "dconv_up3.0.weight",
+        "dconv_up1.4.running_var",
+        "conv_last.0.weight",
+        "conv_last.1.bias",
+    } <= names
     assert sum(p.numel() for p in UNet(3, 64, 3).parameters()) == 7_788_681  # the public UNet(3)'s size
     out = UNet(1, 4, 3).eval()(torch.rand(2, 1, 28, 28))  # MNIST-sized: padded inside, cropped back
     assert out.shape == (2, 1, 28, 28) and out.abs().max() < 1
@@ -167,8 +187,10 @@ def test_paper_preset_is_the_paper():
 
 @pytest.mark.parametrize(
     "victim, variant, named",
-    [("cnn5", "paper (cnn5 victim)", "cnn5 (the paper's 5-conv CNN)"),
-     ("vgg11", "public-code (vgg11 victim)", "vgg11 (the public code's), 2-unit bottleneck")],
+    [
+        ("cnn5", "paper (cnn5 victim)", "cnn5 (the paper's 5-conv CNN)"),
+        ("vgg11", "public-code (vgg11 victim)", "vgg11 (the public code's), 2-unit bottleneck"),
+    ],
 )
 def test_each_victim_crafts_and_is_named(scenes, victim, variant, named):
     """Both victims build and train a generator, and the poison's metadata says which one ran."""

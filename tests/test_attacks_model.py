@@ -20,10 +20,17 @@ TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
 # long enough for the min-min game to converge on 128 images (stops by the 99% rule in round 2)
 EM_RUN = {**TINY, "train_steps": 15, "batch_size": 64, "lr": 0.02, "steps": 5, "step": 2 / 255, "max_rounds": 4}
 EM_TINY = {**EM_RUN, "train_steps": 3, "steps": 2, "max_rounds": 1}  # one cheap round: mapping, determinism
-REM_TINY = {**TINY, "train_steps": 2, "batch_size": 64, "steps": 2, "step": 4 / 255, "adv_steps": 1, "adv_step": 4 / 255, "eot_samples": 2}
+REM_TINY = {
+    **TINY,
+    "train_steps": 2,
+    "batch_size": 64,
+    "steps": 2,
+    "step": 4 / 255,
+    "adv_steps": 1,
+    "adv_step": 4 / 255,
+    "eot_samples": 2,
+}
 TAP_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "iterations": 2, "restarts": 2, "step": 2 / 255}
-
-
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import copy
 import hashlib
 import math
 from fractions import Fraction
-
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +170,15 @@ def test_ops_search_matches_the_papers_objective():
     # the closed-form scores agree with the naive ones everywhere
     s = scores(images[labels == 0], colours)
     x = images[labels == 0].astype(np.float64) / 255
-    naive = np.array([[np.abs(col[None] - x[:, :, p // 6, p % 6]).mean() / np.abs(col[None] - x[:, :, p // 6, p % 6]).std() for col in colours] for p in range(30)])
+    naive = np.array(
+        [
+            [
+                np.abs(col[None] - x[:, :, p // 6, p % 6]).mean() / np.abs(col[None] - x[:, :, p // 6, p % 6]).std()
+                for col in colours
+            ]
+            for p in range(30)
+        ]
+    )
     np.testing.assert_allclose(s, naive, rtol=1e-9)
 
 
@@ -414,12 +421,18 @@ def patch_net(channels: int = 32) -> torch.nn.Module:
     """One 3x3 conv layer, then 8x8 average pooling kept in place (a 4x4 map) and a linear read-out."""
     nn = torch.nn
     return nn.Sequential(
-        nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.AvgPool2d(8), nn.Flatten(),
+        nn.Conv2d(3, channels, 3, padding=1),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.AvgPool2d(8),
+        nn.Flatten(),
         nn.Linear(channels * 16, 10),
     )
 
 
-def fit_and_test(model, x: torch.Tensor, y: torch.Tensor, test: ImageDataset, epochs: int, batch: int, lr: float) -> float:
+def fit_and_test(
+    model, x: torch.Tensor, y: torch.Tensor, test: ImageDataset, epochs: int, batch: int, lr: float
+) -> float:
     """Plain SGD (momentum 0.9, cosine lr, no augmentation), then clean-test accuracy in %."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -487,7 +500,13 @@ def test_ar_noise_alone_is_a_learnable_class_signal():
     recognises fresh samples of the same processes (a ResNet's collapse on real images needs more epochs than
     a fast test can give: see the slow test)."""
     n = 1200
-    grey = ImageDataset("grey", "train", torch.full((n, 3, 32, 32), 128, dtype=torch.uint8), torch.arange(n) % 10, [str(i) for i in range(10)])
+    grey = ImageDataset(
+        "grey",
+        "train",
+        torch.full((n, 3, 32, 32), 128, dtype=torch.uint8),
+        torch.arange(n) % 10,
+        [str(i) for i in range(10)],
+    )
     p = craft("ar", grey, progress=False)
     fresh = ImageDataset("grey", "test", p.images[1000:], p.labels[1000:], grey.classes)
     acc = fit_and_test(patch_net(), p.images[:1000], p.labels[:1000], fresh, epochs=6, batch=64, lr=0.05)

@@ -33,8 +33,22 @@ TINY = BenchConfig(
     sal=SALSettings(mode="fast", rounds=1, subset=16),
     precision="fp32",
 )
-DETERMINISTIC = ("attack", "defense", "seed", "status", "epochs_done", "final_test_acc", "peak_test_acc", "peak_epoch",
-                 "final_train_acc", "lp", "ud", "beta", "run", "poison")
+DETERMINISTIC = (
+    "attack",
+    "defense",
+    "seed",
+    "status",
+    "epochs_done",
+    "final_test_acc",
+    "peak_test_acc",
+    "peak_epoch",
+    "final_train_acc",
+    "lp",
+    "ud",
+    "beta",
+    "run",
+    "poison",
+)
 
 
 def run_cli(args, capsys):
@@ -49,7 +63,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def mtimes(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and ("runs" in p.parts or "poisons" in p.parts)}
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and ("runs" in p.parts or "poisons" in p.parts)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +87,17 @@ def test_presets_are_valid_bench_configs():
     assert set(QUICK.attacks) == {"em", "rem", "tap", "dc", "lsp", "ops", "ar"} and QUICK.width <= 0.25
     # the regime where the poisons are learned at CPU scale (README "Attack efficacy"): no crop+flip
     cpu = PRESETS["cpu"]
-    assert cpu.dataset == "cifar10" and cpu.resolved_recipe().augment == "none" and QUICK.resolved_recipe().augment == "none"
+    assert (
+        cpu.dataset == "cifar10"
+        and cpu.resolved_recipe().augment == "none"
+        and QUICK.resolved_recipe().augment == "none"
+    )
     assert QUICK.dataset_options["difficulty"] == "natural"  # calibrated against CIFAR-10, unlike `standard`
-    assert PRESETS["paper"].width == 1.0 and PRESETS["paper"].resolved_recipe().epochs == 50 and PRESETS["paper"].sal.mode == "faithful"
+    assert (
+        PRESETS["paper"].width == 1.0
+        and PRESETS["paper"].resolved_recipe().epochs == 50
+        and PRESETS["paper"].sal.mode == "faithful"
+    )
     plan = make_plan(QUICK)
     assert len(plan.runs) == 8 and len(plan.poisons) == 7 and plan.runs[0].attack == "clean"
     # another dataset drops the scenes options and keeps the preset CPU-sized
@@ -94,18 +120,40 @@ def test_keys_change_with_what_makes_the_artifact():
 def test_end_to_end_records_table_and_figures_agree(tiny_bench):
     out, result = tiny_bench
     assert result.complete and result.epochs_trained == 6 * 2 and len(result.crafted) == 2
-    for name in ("bench.json", "results.json", "results.csv", "table.md", "report.html", "sal-heatmaps-none.png",
-                 "sal-heatmaps-gray.png", "beta-none.png", "beta-gray.png", "accuracy.png", "samples.png", "matrix.png", "ud.png"):
+    for name in (
+        "bench.json",
+        "results.json",
+        "results.csv",
+        "table.md",
+        "report.html",
+        "sal-heatmaps-none.png",
+        "sal-heatmaps-gray.png",
+        "beta-none.png",
+        "beta-gray.png",
+        "accuracy.png",
+        "samples.png",
+        "matrix.png",
+        "ud.png",
+    ):
         assert (out / name).is_file(), name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_csv(out / "results.csv")
-    assert [(r["attack"], r["defense"]) for r in rows] == [("clean", "none"), ("clean", "gray"), ("ops", "none"), ("ops", "gray"),
-                                                            ("lsp", "none"), ("lsp", "gray")]
+    assert [(r["attack"], r["defense"]) for r in rows] == [
+        ("clean", "none"),
+        ("clean", "gray"),
+        ("ops", "none"),
+        ("ops", "gray"),
+        ("lsp", "none"),
+        ("lsp", "gray"),
+    ]
     for r in rows:  # every number in results.csv is the run's own record
         run = out / r["run"]
         summary = json.loads((run / "summary.json").read_text())
-        assert float(r["final_test_acc"]) == summary["final_test_acc"] and float(r["peak_test_acc"]) == summary["peak_test_acc"]
+        assert (
+            float(r["final_test_acc"]) == summary["final_test_acc"]
+            and float(r["peak_test_acc"]) == summary["peak_test_acc"]
+        )
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert float(r["train_seconds"]) == pytest.approx(sum(h["train_seconds"] for h in history))
         assert all("sal" in h and len(h["sal"]) == 21 for h in history)
@@ -124,8 +172,11 @@ def test_end_to_end_records_table_and_figures_agree(tiny_bench):
             assert float(r["beta"]) == beta and float(r["lp"]) == u.lp and float(r["ud"]) == u.ud
         # the eval origin: the same search read with L0 = the final weights' loss on the probe data
         clean_eval = load_run_sal(out / group[0]["run"], origin="eval")
-        beta_eval, eval_rows = ud_table(clean_eval, [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval")
-                                                     for r in group[1:]], bootstrap=0)
+        beta_eval, eval_rows = ud_table(
+            clean_eval,
+            [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval") for r in group[1:]],
+            bootstrap=0,
+        )
         for r, u in zip(group, eval_rows):
             assert float(r["beta_eval"]) == beta_eval and float(r["ud_eval"]) == u.ud and r["sal_offset"] != ""
         for r in group[1:]:  # the bootstrap interval of UD holds the point estimate
@@ -154,7 +205,10 @@ def test_rerun_of_a_finished_bench_trains_nothing_and_a_new_attack_only_itself(t
     # one more attack: only its poison and its runs are computed
     more = run_bench(replace(TINY, attacks=("ops", "lsp", "ar")), out, progress=False, log=None)
     assert [Path(p).name.split("-")[0] for p in more.crafted] == ["ar"]
-    assert sorted(Path(r).name.split("-")[0] + "-" + Path(r).name.split("-")[1] for r in more.trained) == ["ar-gray", "ar-none"]
+    assert sorted(Path(r).name.split("-")[0] + "-" + Path(r).name.split("-")[1] for r in more.trained) == [
+        "ar-gray",
+        "ar-none",
+    ]
     assert {k: v for k, v in mtimes(out).items() if k in before} == before
     assert len(read_csv(out / "results.csv")) == 8
 
@@ -187,7 +241,7 @@ def test_seeds_give_mean_and_spread(tmp_path):
     mean = {r["attack"]: r for r in read_csv(tmp_path / "b" / "results-mean.csv")}
     accs = [float(r["final_test_acc"]) for r in rows if r["attack"] == "ops"]
     assert float(mean["ops"]["final_test_acc_mean"]) == pytest.approx(sum(accs) / 2)
-    assert float(mean["ops"]["final_test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert float(mean["ops"]["final_test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     assert mean["ops"]["n"] == "2" and "±" in (tmp_path / "b" / "table.md").read_text()
 
 
@@ -210,8 +264,26 @@ def test_cli_bench_with_a_user_poison(tmp_path, capsys):
 
     ds = load("scenes", None, "train", n_train=120, n_test=60, difficulty=QUICK.dataset_options["difficulty"])
     craft("ops", ds, preset="fast", seed=3, progress=False).save(tmp_path / "mine.safetensors")
-    args = ["bench", "--data-option", "n_train=120", "--data-option", "n_test=60", "--poison", str(tmp_path / "mine.safetensors"),
-            "--width", "0.125", "--epochs", "1", "--sal-subset", "16", "--sal-rounds", "1", "--out", str(tmp_path / "b"), "--quiet"]
+    args = [
+        "bench",
+        "--data-option",
+        "n_train=120",
+        "--data-option",
+        "n_test=60",
+        "--poison",
+        str(tmp_path / "mine.safetensors"),
+        "--width",
+        "0.125",
+        "--epochs",
+        "1",
+        "--sal-subset",
+        "16",
+        "--sal-rounds",
+        "1",
+        "--out",
+        str(tmp_path / "b"),
+        "--quiet",
+    ]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     rows = read_csv(tmp_path / "b" / "results.csv")
@@ -227,22 +299,34 @@ def test_user_poisons_of_one_attack_are_labelled_by_their_file_names(tmp_path):
     for name, eps in (("lsp-x1", 6 / 255), ("lsp-x2", 12 / 255)):  # a budget sweep: one attack, two files
         craft("lsp", ds, preset="fast", eps=eps, progress=False).save(tmp_path / f"{name}.safetensors")
     craft("ops", ds, preset="fast", progress=False).save(tmp_path / "mine.safetensors")
-    config = replace(TINY, attacks=("ops",), defenses=("none",), poisons=tuple(str(tmp_path / f) for f in
-                                                                             ("lsp-x1.safetensors", "lsp-x2.safetensors", "mine.safetensors")))
+    config = replace(
+        TINY,
+        attacks=("ops",),
+        defenses=("none",),
+        poisons=tuple(str(tmp_path / f) for f in ("lsp-x1.safetensors", "lsp-x2.safetensors", "mine.safetensors")),
+    )
     labels = [p.label for p in make_plan(config).poisons]
-    assert labels == ["ops", "lsp-x1", "lsp-x2", "mine"]  # a lone file keeps its attack's name unless a crafted one has it
+    assert labels == [
+        "ops",
+        "lsp-x1",
+        "lsp-x2",
+        "mine",
+    ]  # a lone file keeps its attack's name unless a crafted one has it
     single = replace(config, attacks=(), poisons=(str(tmp_path / "lsp-x1.safetensors"),))
     assert [p.label for p in make_plan(single).poisons] == ["lsp"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--preset", "nope"], "unknown bench preset 'nope'"),
-    (["--attacks", "em,nope"], "unknown attack 'nope'"),
-    (["--defenses", "none,nope"], "unknown defense 'nope'"),
-    (["--attack-set", "em.nope=1"], "has no parameter nope"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-    ([], "--out DIR is required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "nope"], "unknown bench preset 'nope'"),
+        (["--attacks", "em,nope"], "unknown attack 'nope'"),
+        (["--defenses", "none,nope"], "unknown defense 'nope'"),
+        (["--attack-set", "em.nope=1"], "has no parameter nope"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        ([], "--out DIR is required"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
     full = ["bench", *args] + ([] if message.startswith("--out") else ["--out", str(tmp_path / "b")])
     code, _, err = run_cli(full, capsys)
@@ -256,15 +340,53 @@ def test_cli_refuses_poison_for_another_dataset_and_another_bench(tmp_path, caps
 
     other = load("scenes", None, "train", n_train=100, n_test=60)  # another size: not this bench's data
     craft("ops", other, preset="fast", seed=0, progress=False).save(tmp_path / "other.safetensors")
-    code, _, err = run_cli(["bench", "--data-option", "n_train=120", "--data-option", "n_test=60", "--poison",
-                            str(tmp_path / "other.safetensors"), "--epochs", "1", "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "bench",
+            "--data-option",
+            "n_train=120",
+            "--data-option",
+            "n_test=60",
+            "--poison",
+            str(tmp_path / "other.safetensors"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "b"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "was made for 100 images" in err and len(err.strip().splitlines()) == 1, err
     # a folder holding a bench of another configuration is refused (no file touched), unless --overwrite
     out, _ = tiny_bench
     before = mtimes(out)
-    code, _, err = run_cli(["bench", "--data-option", "n_train=120", "--data-option", "n_test=60", "--attacks", "ops",
-                            "--width", "0.25", "--epochs", "1", "--out", str(out), "--quiet"], capsys)
-    assert code == 2 and "another configuration" in err and "width" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        [
+            "bench",
+            "--data-option",
+            "n_train=120",
+            "--data-option",
+            "n_test=60",
+            "--attacks",
+            "ops",
+            "--width",
+            "0.25",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert (
+        code == 2
+        and "another configuration" in err
+        and "width" in err
+        and "--overwrite" in err
+        and len(err.strip().splitlines()) == 1
+    )
     assert mtimes(out) == before
     code, _, err = run_cli(["bench", "--out", str(tmp_path / "x"), "report"], capsys)  # stray argument
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -290,9 +412,29 @@ def test_overwrite_replaces_a_bench_of_another_configuration(tmp_path):
 def test_bench_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     """A real interruption: the CLI is killed (SIGKILL) while it trains, then the same command finishes the bench
     with the numbers of a bench that was never interrupted."""
+
     def cli(out):
-        return [sys.executable, "-m", "uebench.cli", "bench", "--data-option", "n_train=120", "--data-option", "n_test=60",
-                "--attacks", "ops,lsp", "--defenses", "none,gray", "--width", "0.125", "--epochs", "3", "--out", str(out), "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "uebench.cli",
+            "bench",
+            "--data-option",
+            "n_train=120",
+            "--data-option",
+            "n_test=60",
+            "--attacks",
+            "ops,lsp",
+            "--defenses",
+            "none,gray",
+            "--width",
+            "0.125",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cli(tmp_path / "k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

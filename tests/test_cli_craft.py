@@ -21,8 +21,6 @@ from uebench.poison import Poison
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
 
 
-
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     rc = main(list(argv))
     out, err = capsys.readouterr()
@@ -83,14 +81,18 @@ def test_craft_writes_a_checked_poison_and_refuses_to_overwrite(ops_poison, caps
     p.check(scenes40)
     assert p.meta.attack == "ops" and p.meta.params["preset"] == "paper" and len(p) == 40
     refused(capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), match="--overwrite")
-    rc, _, err = run(capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), "--overwrite", "--preset", "fast")
+    rc, _, err = run(
+        capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), "--overwrite", "--preset", "fast"
+    )
     assert rc == 0, err
     assert Poison.load(ops_poison).meta.params["preset"] == "fast"
 
 
 def test_craft_subset(tmp_path, capsys, scenes40):
     out = tmp_path / "lsp.safetensors"
-    rc, stdout, err = run(capsys, "craft", "--attack", "lsp", *SCENES, "--subset", "12", "--seed", "2", "--out", str(out))
+    rc, stdout, err = run(
+        capsys, "craft", "--attack", "lsp", *SCENES, "--subset", "12", "--seed", "2", "--out", str(out)
+    )
     assert rc == 0, err
     p = Poison.load(out)
     assert len(p) == 12 and p.meta.seed == 2 and p.meta.dataset_size == 40
@@ -139,16 +141,38 @@ def test_craft_refuses_linf_budget_outside_sense(tmp_path, capsys, scenes40):
         checked.append(name)
     if not checked:
         pytest.skip("no Linf attack with an `eps` parameter registered")
-    refused(capsys, "craft", "--attack", checked[0], "--set", "eps=0.9", *SCENES, "--out", str(tmp_path / "x"),
-            match="outside (0, 64/255]")
+    refused(
+        capsys,
+        "craft",
+        "--attack",
+        checked[0],
+        "--set",
+        "eps=0.9",
+        *SCENES,
+        "--out",
+        str(tmp_path / "x"),
+        match="outside (0, 64/255]",
+    )
 
 
 @pytest.mark.parametrize("attack, size, match", [("ops", 1, "offer only 8"), ("ar", 2, "smaller than its 3x3 process")])
 def test_craft_refuses_datasets_the_method_cannot_handle(attack, size, match, tmp_path, capsys):
     root = image_tree(tmp_path / "tiny", size)
     refused(
-        capsys, "craft", "--attack", attack, "--dataset", "imagefolder", "--data-dir", str(root),
-        "--data-option", f"image_size={size}", "--out", str(tmp_path / "p.safetensors"), "--quiet", match=match,
+        capsys,
+        "craft",
+        "--attack",
+        attack,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(root),
+        "--data-option",
+        f"image_size={size}",
+        "--out",
+        str(tmp_path / "p.safetensors"),
+        "--quiet",
+        match=match,
     )
 
 
@@ -156,7 +180,9 @@ def test_refusal_through_the_real_entry_point(tmp_path):
     """A real process: exit status 2 and exactly one line on stderr, no traceback."""
     r = subprocess.run(
         [sys.executable, "-m", "uebench.cli", "craft", "--attack", "nope", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "unknown attack 'nope'" in r.stderr
@@ -180,7 +206,12 @@ def test_export_import_round_trip_is_exact(ops_poison, tmp_path, capsys, scenes4
     assert rc == 0, err
     q = Poison.load(back)
     assert torch.equal(q.images, p.images) and torch.equal(q.indices, p.indices) and torch.equal(q.labels, p.labels)
-    assert (q.meta.attack, q.meta.norm, q.meta.budget, q.meta.params) == (p.meta.attack, p.meta.norm, p.meta.budget, p.meta.params)
+    assert (q.meta.attack, q.meta.norm, q.meta.budget, q.meta.params) == (
+        p.meta.attack,
+        p.meta.norm,
+        p.meta.budget,
+        p.meta.params,
+    )
     q.check(scenes40)
     # export refuses a non-empty folder unless told, and then replaces the earlier export
     refused(capsys, "export", "--poison", str(ops_poison), "--out", str(folder), match="--overwrite")
@@ -199,8 +230,35 @@ def test_import_apbench_layout_with_class_folders(ops_poison, tmp_path, capsys):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / str(y) / f"{idx}.png")
     out = tmp_path / "imported.safetensors"
     refused(capsys, "import", *SCENES, "--from", str(root), "--out", str(out), match="--attack-name is required")
-    refused(capsys, "import", *SCENES, "--from", str(root), "--attack-name", "ops", "--norm", "l0", "--out", str(out), match="--budget is required")
-    rc, _, err = run(capsys, "import", *SCENES, "--from", str(root), "--attack-name", "ops-apbench", "--norm", "l0", "--budget", "1", "--out", str(out))
+    refused(
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(root),
+        "--attack-name",
+        "ops",
+        "--norm",
+        "l0",
+        "--out",
+        str(out),
+        match="--budget is required",
+    )
+    rc, _, err = run(
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(root),
+        "--attack-name",
+        "ops-apbench",
+        "--norm",
+        "l0",
+        "--budget",
+        "1",
+        "--out",
+        str(out),
+    )
     assert rc == 0, err
     q = Poison.load(out)
     assert torch.equal(q.images, p.images) and q.meta.attack == "ops-apbench" and q.meta.variant == "imported"
@@ -212,12 +270,16 @@ def test_import_npz_layouts(ops_poison, tmp_path, capsys, scenes40):
     flags = ["--attack-name", "ops", "--norm", "l0", "--budget", "1"]
     # NHWC, whole split, no indices: image i replaces clean image i
     np.savez(tmp_path / "full.npz", images=nhwc)
-    rc, _, err = run(capsys, "import", *SCENES, "--from", str(tmp_path / "full.npz"), *flags, "--out", str(tmp_path / "a.st"))
+    rc, _, err = run(
+        capsys, "import", *SCENES, "--from", str(tmp_path / "full.npz"), *flags, "--out", str(tmp_path / "a.st")
+    )
     assert rc == 0, err
     assert torch.equal(Poison.load(tmp_path / "a.st").images, p.images)
     # NCHW, a part of the split, with indices
     np.savez(tmp_path / "part.npz", images=p.images.numpy()[10:20], indices=p.indices.numpy()[10:20])
-    rc, _, err = run(capsys, "import", *SCENES, "--from", str(tmp_path / "part.npz"), *flags, "--out", str(tmp_path / "b.st"))
+    rc, _, err = run(
+        capsys, "import", *SCENES, "--from", str(tmp_path / "part.npz"), *flags, "--out", str(tmp_path / "b.st")
+    )
     assert rc == 0, err
     q = Poison.load(tmp_path / "b.st")
     assert torch.equal(q.indices, p.indices[10:20]) and torch.equal(q.images, p.images[10:20])
@@ -227,22 +289,50 @@ def test_import_npz_layouts(ops_poison, tmp_path, capsys, scenes40):
     "make, flags, match",
     [
         (lambda p: {"images": p.images.numpy()[:10]}, ["--norm", "l0", "--budget", "1"], "no 'indices'"),
-        (lambda p: {"images": p.images.numpy().astype(np.float32) / 255}, ["--norm", "l0", "--budget", "1"], "must be uint8"),
+        (
+            lambda p: {"images": p.images.numpy().astype(np.float32) / 255},
+            ["--norm", "l0", "--budget", "1"],
+            "must be uint8",
+        ),
         (lambda p: {"images": p.images.numpy()[:, :, :8]}, ["--norm", "l0", "--budget", "1"], "fit neither"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "linf", "--budget", "0.003"], "breaks its linf budget"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "linf", "--budget", "2"], "above 1"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "l2", "--budget", "-1"], "must be positive"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "l0", "--budget", "1.5"], "whole number"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "l3", "--budget", "1"], "unknown norm 'l3'"),
-        (lambda p: {"images": p.images.numpy()[::-1].copy()}, ["--norm", "l0", "--budget", "1"], "breaks its l0 budget"),
-        (lambda p: {"images": p.images.numpy(), "indices": np.roll(p.indices.numpy(), 1), "labels": p.labels.numpy()}, ["--norm", "l0", "--budget", "1"], "labels differ"),
+        (
+            lambda p: {"images": p.images.numpy()[::-1].copy()},
+            ["--norm", "l0", "--budget", "1"],
+            "breaks its l0 budget",
+        ),
+        (
+            lambda p: {
+                "images": p.images.numpy(),
+                "indices": np.roll(p.indices.numpy(), 1),
+                "labels": p.labels.numpy(),
+            },
+            ["--norm", "l0", "--budget", "1"],
+            "labels differ",
+        ),
     ],
 )
 def test_import_refusals(make, flags, match, ops_poison, tmp_path, capsys):
     p = Poison.load(ops_poison)
     np.savez(tmp_path / "bad.npz", **make(p))
     out = tmp_path / "out.safetensors"
-    refused(capsys, "import", *SCENES, "--from", str(tmp_path / "bad.npz"), "--attack-name", "x", *flags, "--out", str(out), match=match)
+    refused(
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(tmp_path / "bad.npz"),
+        "--attack-name",
+        "x",
+        *flags,
+        "--out",
+        str(out),
+        match=match,
+    )
     assert not out.exists()  # a poison that fails a check is never written
 
 
@@ -263,4 +353,14 @@ def test_import_refuses_unreadable_png_folders(ops_poison, tmp_path, capsys):
     Image.fromarray(np.zeros((5, 5, 3), dtype=np.uint8)).save(c / "0.png")
     refused(capsys, "import", *SCENES, "--from", str(c), *flags, match="5x5")
     refused(capsys, "import", *SCENES, "--from", str(tmp_path / "missing"), *flags, match="not found")
-    refused(capsys, "import", *SCENES, "--from", str(tmp_path / "missing"), *flags[:-2], "--out", str(ops_poison), match="--overwrite")
+    refused(
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(tmp_path / "missing"),
+        *flags[:-2],
+        "--out",
+        str(ops_poison),
+        match="--overwrite",
+    )

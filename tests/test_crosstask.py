@@ -23,8 +23,6 @@ from uebench.recipes import RECIPES
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
 
 
-
-
 def scenes(n: int, split: str = "train", size: int = 32, **kw) -> ImageDataset:
     key = "n_train" if split == "train" else "n_test"
     return data.load("scenes", split=split, size=size, num_classes=kw.pop("num_classes", 10), **{key: n}, **kw)
@@ -34,8 +32,13 @@ def train_tasks(names, train_ds, test_ds, *, epochs, batch=32, width=0.125, sal=
     tasks = get_tasks(names)
     tr, te = task_data(train_ds, tasks, "missing"), task_data(test_ds, tasks, "missing")
     channels = {t.name: t.channels(train_ds) for t in tasks}
-    s = Settings(width=width, recipe=RECIPES.get("quick").with_overrides(epochs=epochs, batch_size=batch, lr=lr), sal=sal,
-                 sal_subset=32, sal_rounds=2)
+    s = Settings(
+        width=width,
+        recipe=RECIPES.get("quick").with_overrides(epochs=epochs, batch_size=batch, lr=lr),
+        sal=sal,
+        sal_subset=32,
+        sal_rounds=2,
+    )
     net = build_net(tasks, channels, s)
     history = fit(net, tr, te, tasks, s, progress=False)
     return tasks, tr, te, net, history, trivial_scores(tr, te, tasks)
@@ -138,7 +141,9 @@ def test_joint_crop_flip_moves_targets_with_pixels():
     n, h = 6, 12
     pos = torch.arange(h * h, dtype=torch.float32).view(1, 1, h, h).expand(n, 1, h, h) + 1
     targets = {"seg": pos[:, 0].long(), "depth": pos[:, 0].clone(), "label": torch.arange(n)}
-    x, t = crop_flip_joint(pos.clone(), targets, {"seg": -1, "depth": float("nan"), "label": -1}, torch.Generator().manual_seed(3))
+    x, t = crop_flip_joint(
+        pos.clone(), targets, {"seg": -1, "depth": float("nan"), "label": -1}, torch.Generator().manual_seed(3)
+    )
     moved = x[:, 0]
     assert torch.equal(t["label"], torch.arange(n))
     assert torch.equal(t["seg"] == -1, moved == 0) and torch.equal(torch.isnan(t["depth"]), moved == 0)
@@ -153,13 +158,15 @@ def write_taskonomy(root: Path, n: int = 12, size: int = 40, with_depth: bool = 
     rng = np.random.default_rng(0)
     for i in range(n):
         stem = f"building{i % 2}/point_{i}_view_0_domain_"
-        def put(domain, arr, ext="png"):
+
+        def put(domain, arr, ext="png", stem=stem):
             p = root / domain / f"{stem}{domain}.{ext}"
             p.parent.mkdir(parents=True, exist_ok=True)
             if ext == "npy":
                 np.save(p, arr)
             else:
                 Image.fromarray(arr).save(p)
+
         put("rgb", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
         put("class_scene", np.eye(5)[i % 5], "npy")
         put("segment_semantic", np.full((size, size), i % 3, np.uint8))
@@ -210,7 +217,9 @@ def colour_classes(n: int, split: str) -> ImageDataset:
 
 
 def test_class_task_learns_on_clean_data():
-    tasks, *_, history, trivial = train_tasks("class", colour_classes(256, "train"), colour_classes(128, "test"), epochs=4)
+    tasks, *_, history, trivial = train_tasks(
+        "class", colour_classes(256, "train"), colour_classes(128, "test"), epochs=4
+    )
     assert history[-1]["test"]["class"]["accuracy"] > trivial["class"]["accuracy"] + 20
 
 
@@ -220,7 +229,15 @@ def dense_run():
     return train_tasks("unsup,edges,keypoints,autoencode,denoise", scenes(512), scenes(128, "test"), epochs=4, sal=True)
 
 
-MARGINS = {"unsup": 0.1, "edges": 5.0, "keypoints": 5.0, "autoencode": 1.5, "denoise": 1.5, "segment": 1.0, "depth": 0.01}
+MARGINS = {
+    "unsup": 0.1,
+    "edges": 5.0,
+    "keypoints": 5.0,
+    "autoencode": 1.5,
+    "denoise": 1.5,
+    "segment": 1.0,
+    "depth": 0.01,
+}
 
 
 def test_dense_tasks_learn_on_clean_data(dense_run):
@@ -232,7 +249,9 @@ def test_dense_tasks_learn_on_clean_data(dense_run):
 
 def test_segmentation_and_depth_learn_on_clean_data():
     """The slowest learners on `scenes` (which object is in front of what needs context): 16x16 scenes, 6 epochs."""
-    tasks, *_, history, trivial = train_tasks("segment,depth", scenes(1024, size=16, num_classes=2), scenes(256, "test", size=16, num_classes=2), epochs=6)
+    tasks, *_, history, trivial = train_tasks(
+        "segment,depth", scenes(1024, size=16, num_classes=2), scenes(256, "test", size=16, num_classes=2), epochs=6
+    )
     for t in tasks:
         got = history[-1]["test"][t.name][t.metric]
         assert margin_ok(t, got, trivial[t.name][t.metric], MARGINS[t.name]), (t.name, got, trivial[t.name][t.metric])
@@ -269,27 +288,78 @@ def test_em_crafted_against_the_multitask_loss():
     tasks = get_tasks("class,edges")
     td = task_data(ds, tasks, "missing")
     params = {"max_rounds": 1, "steps": 2, "train_steps": 2, "batch_size": 32}
-    p = craft_multitask("em", ds, ds, td.targets, tasks, {"class": 10, "edges": 1}, preset="fast", seed=0, params=params,
-                        weights={}, encoder="resnet18", progress=False)
+    p = craft_multitask(
+        "em",
+        ds,
+        ds,
+        td.targets,
+        tasks,
+        {"class": 10, "edges": 1},
+        preset="fast",
+        seed=0,
+        params=params,
+        weights={},
+        encoder="resnet18",
+        progress=False,
+    )
     assert p.meta.variant == "multitask" and p.meta.extra["tasks"] == ["class", "edges"]
     assert p.measure(ds)["linf"] <= 8 / 255 + 1e-6 and (p.images != ds.images).any()
     plain = craft("em", ds, preset="fast", seed=0, progress=False, **params)
     assert not torch.equal(plain.images, p.images)
     with pytest.raises(UserError, match="multi-task crafting is available for: em"):
-        craft_multitask("ops", ds, ds, td.targets, tasks, {"class": 10, "edges": 1}, preset="paper", seed=0, params={},
-                        weights={}, encoder="resnet18", progress=False)
+        craft_multitask(
+            "ops",
+            ds,
+            ds,
+            td.targets,
+            tasks,
+            {"class": 10, "edges": 1},
+            preset="paper",
+            seed=0,
+            params={},
+            weights={},
+            encoder="resnet18",
+            progress=False,
+        )
 
 
 # ---- the experiment and its CLI ----------------------------------------------------------------------------------
 def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
     out = tmp_path / "ct"
-    args = ["crosstask", "--data-option", "n_train=96", "--data-option", "n_test=48", "--tasks", "class,edges,unsup",
-            "--attacks", "ops", "--epochs", "1", "--batch-size", "32", "--sal-subset", "16", "--out", str(out), "--quiet"]
+    args = [
+        "crosstask",
+        "--data-option",
+        "n_train=96",
+        "--data-option",
+        "n_test=48",
+        "--tasks",
+        "class,edges,unsup",
+        "--attacks",
+        "ops",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--sal-subset",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| edges | AP |" in printed and "report written" in printed
-    for f in ("report.html", "results.json", "table.md", "table.csv", "figures/metrics.png", "figures/similarity.png",
-              "poisons/ops.safetensors", "runs/clean/single-edges/summary.json", "runs/ops/single-class/summary.json"):
+    for f in (
+        "report.html",
+        "results.json",
+        "table.md",
+        "table.csv",
+        "figures/metrics.png",
+        "figures/similarity.png",
+        "poisons/ops.safetensors",
+        "runs/clean/single-edges/summary.json",
+        "runs/ops/single-class/summary.json",
+    ):
         assert (out / f).is_file(), f
     results = json.loads((out / "results.json").read_text())
     assert results["versions"] == ["clean", "ops"] and set(results["per_task"]) == {"class", "edges", "unsup"}
@@ -305,15 +375,18 @@ def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
     assert "another configuration" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--tasks", "class,normals"], "unknown task 'normals'"),
-    (["--attacks", "em,nope"], "unknown attack 'nope'"),
-    (["--dataset", "imagenet-9000"], "unknown dataset"),
-    (["--attacks", "ops", "--multitask-attacks"], "multi-task crafting needs a model-based attack"),
-    (["--attacks", "missing.safetensors"], "poison file not found"),
-    (["--preset", "huge"], "unknown crosstask preset 'huge'"),
-    (["--attacks", "ops", "--attack-set", "ar.eps=1"], "not among the attacks"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tasks", "class,normals"], "unknown task 'normals'"),
+        (["--attacks", "em,nope"], "unknown attack 'nope'"),
+        (["--dataset", "imagenet-9000"], "unknown dataset"),
+        (["--attacks", "ops", "--multitask-attacks"], "multi-task crafting needs a model-based attack"),
+        (["--attacks", "missing.safetensors"], "poison file not found"),
+        (["--preset", "huge"], "unknown crosstask preset 'huge'"),
+        (["--attacks", "ops", "--attack-set", "ar.eps=1"], "not among the attacks"),
+    ],
+)
 def test_cli_bad_inputs_exit_2(tmp_path, capsys, extra, message):
     assert main(["crosstask", "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2
     err = capsys.readouterr().err
@@ -322,8 +395,22 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys, extra, message):
 
 def test_cli_task_the_dataset_cannot_provide_exits_2(tmp_path, capsys):
     write_taskonomy(tmp_path / "tk", n=6, with_depth=False)
-    code = main(["crosstask", "--dataset", "taskonomy", "--data-dir", str(tmp_path / "tk"), "--tasks", "class,depth", "--attacks", "ops",
-                 "--out", str(tmp_path / "o"), "--quiet"])
+    code = main(
+        [
+            "crosstask",
+            "--dataset",
+            "taskonomy",
+            "--data-dir",
+            str(tmp_path / "tk"),
+            "--tasks",
+            "class,depth",
+            "--attacks",
+            "ops",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert code == 2 and "task 'depth' cannot be had from dataset taskonomy" in capsys.readouterr().err
 
 

@@ -266,7 +266,6 @@ def test_download_verifies_extracts_and_skips(tmp_path, mirror, monkeypatch):
     assert not list(root.glob("*.part"))
 
 
-
 def test_download_wrong_md5_leaves_nothing(tmp_path, mirror):
     (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"not the official file")
     root = tmp_path / "data"

@@ -14,15 +14,12 @@ from PIL import Image
 
 from uebench.cli import main as cli_main
 from uebench.data import ImageDataset
-from uebench.defenses import DEFENSES, create_defense
-from uebench.defenses import _ops
+from uebench.defenses import DEFENSES, _ops, create_defense
 from uebench.errors import UserError
 
 BATCH_DEFENSES = ["cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "at"]
 PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
 C = 10
-
-
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -42,8 +39,11 @@ def dataset(n: int = 8, seed: int = 0) -> ImageDataset:
 
 def small_model(bn: bool = False, seed: int = 0, pool: int = 4) -> nn.Module:
     torch.manual_seed(seed)
-    layers = [nn.Conv2d(3, 8, 3, padding=1)] + ([nn.BatchNorm2d(8)] if bn else []) + [
-        nn.ReLU(), nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(8 * pool * pool, C)]
+    layers = (
+        [nn.Conv2d(3, 8, 3, padding=1)]
+        + ([nn.BatchNorm2d(8)] if bn else [])
+        + [nn.ReLU(), nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(8 * pool * pool, C)]
+    )
     return nn.Sequential(*layers)
 
 
@@ -57,7 +57,18 @@ def run_batch(name: str, x, y, seed: int = 0, model=None, **params):
 
 # ---- registry and validation ---------------------------------------------------------------------------------
 def test_registry_lists_every_defense():
-    assert set(DEFENSES.names()) == {"jpeg", "gray", "bdr", "gaussian", "cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "at"}
+    assert set(DEFENSES.names()) == {
+        "jpeg",
+        "gray",
+        "bdr",
+        "gaussian",
+        "cutout",
+        "mixup",
+        "cutmix",
+        "ueraser",
+        "ueraser-lite",
+        "at",
+    }
     for name in DEFENSES.names():
         d = create_defense(name)
         assert d.name == name and d.kind in ("preprocess", "augment", "training") and d.source and d.description
@@ -80,9 +91,17 @@ def test_unknown_defense_and_bad_params_are_user_errors():
         create_defense("nope")
     with pytest.raises(UserError, match="has no parameter qualty; valid: quality, test"):
         create_defense("jpeg", qualty=5)
-    for name, params in [("jpeg", {"quality": 0}), ("bdr", {"bits": 9}), ("cutmix", {"prob": 2}), ("at", {"start": "x"}),
-                         ("mixup", {"alpha": -1}), ("ueraser", {"repeats": 0}), ("ueraser", {"contrast_roughness": [0.7]}),
-                         ("cutout", {"length": "big"}), ("gray", {"test": "yes"})]:
+    for name, params in [
+        ("jpeg", {"quality": 0}),
+        ("bdr", {"bits": 9}),
+        ("cutmix", {"prob": 2}),
+        ("at", {"start": "x"}),
+        ("mixup", {"alpha": -1}),
+        ("ueraser", {"repeats": 0}),
+        ("ueraser", {"contrast_roughness": [0.7]}),
+        ("cutout", {"length": "big"}),
+        ("gray", {"test": "yes"}),
+    ]:
         with pytest.raises(UserError, match=f"defense '{name}'"):
             create_defense(name, **params)
 
@@ -277,9 +296,14 @@ def test_plasma_in_unit_range_and_roughness_adds_detail():
 def test_ueraser_ops_stay_in_range():
     x, _ = batch(24)
     g = gen(1)
-    for out in (_ops.plasma_brightness(x, torch.full((24,), 0.5), torch.full((24,), 1.0), g),
-                _ops.plasma_contrast(x, torch.full((24,), 0.5), g), _ops.channel_shuffle(x, g),
-                _ops.trivial_augment(x, g), _ops.equalize(x), _ops.auto_contrast(x)):
+    for out in (
+        _ops.plasma_brightness(x, torch.full((24,), 0.5), torch.full((24,), 1.0), g),
+        _ops.plasma_contrast(x, torch.full((24,), 0.5), g),
+        _ops.channel_shuffle(x, g),
+        _ops.trivial_augment(x, g),
+        _ops.equalize(x),
+        _ops.auto_contrast(x),
+    ):
         assert out.shape == x.shape and out.dtype == x.dtype and out.min() >= 0 and out.max() <= 1
     shuffled = _ops.channel_shuffle(x, g)
     assert torch.equal(shuffled.sort(1).values, x.sort(1).values)  # a permutation of the channels
@@ -341,7 +365,9 @@ def test_cli_unknown_defense_exits_2_with_one_line(tmp_path, capsys):
     assert cli_main(["train", "--defense", "nope", "--out", str(tmp_path / "r"), *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown defense 'nope'" in err[0] and "jpeg" in err[0]
-    assert cli_main(["train", "--defense", "jpeg", "--defense-set", "qualty=5", "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert (
+        cli_main(["train", "--defense", "jpeg", "--defense-set", "qualty=5", "--out", str(tmp_path / "r"), *TINY]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "qualty" in err[0]
     assert not (tmp_path / "r").exists()  # refused before anything was written
@@ -380,7 +406,9 @@ def test_trainer_runs_each_kind_of_batch_defense_deterministically(name):
     labels = torch.arange(64) % 4
     images = (torch.rand(64, 3, 16, 16, generator=g) * 255).to(torch.uint8)
     ds = ImageDataset("toy", "train", images, labels, ["a", "b", "c", "d"])
-    config = TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=1, batch_size=32, defense=name, precision="fp32")
+    config = TrainConfig(
+        model="resnet18", width=0.125, recipe="quick", epochs=1, batch_size=32, defense=name, precision="fp32"
+    )
     a = train(config, train_set=ds, test_set=ds, progress=False)
     b = train(config, train_set=ds, test_set=ds, progress=False)
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]

@@ -18,8 +18,10 @@ TRAIN = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", *SC
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under root and a hash of its bytes (what 'as it was' means)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def cli(args) -> int:
@@ -38,16 +40,48 @@ def one_line_error(args, capsys) -> str:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fuzz") / "run"
-    assert cli([*TRAIN, "--sal", "--sal-mode", "fast", "--sal-subset", "8", "--sal-rounds", "1",
-                     "--sal-layers", "fc", "--out", str(out)]) == 0
+    assert (
+        cli(
+            [
+                *TRAIN,
+                "--sal",
+                "--sal-mode",
+                "fast",
+                "--sal-subset",
+                "8",
+                "--sal-rounds",
+                "1",
+                "--sal-layers",
+                "fc",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def poison_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fuzz") / "ops.safetensors"
-    assert cli(["craft", "--attack", "ops", "--data-option", "n_train=64", "--data-option", "n_test=32",
-                     "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "craft",
+                "--attack",
+                "ops",
+                "--data-option",
+                "n_train=64",
+                "--data-option",
+                "n_test=32",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -56,7 +90,10 @@ def sal_runs(tmp_path_factory) -> Path:
     """A clean run folder as `train --sal` writes metrics.jsonl: two layers, one above beta each epoch."""
     out = tmp_path_factory.mktemp("fuzz") / "sal"
     out.mkdir()
-    recs = [{"epoch": e, "test_acc": 50.0, "sal": {"a": 1.0, "b": 0.0}, "sal_mode": "fast", "sal_origin": "running"} for e in (1, 2)]
+    recs = [
+        {"epoch": e, "test_acc": 50.0, "sal": {"a": 1.0, "b": 0.0}, "sal_mode": "fast", "sal_origin": "running"}
+        for e in (1, 2)
+    ]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return out
 
@@ -76,13 +113,34 @@ def with_meta(src: Path, dst: Path, edit) -> Path:
 # ---------- bad values on the command line ----------
 
 TRAIN_BAD = [
-    ["--set", "foo=1"], ["--set", "size=abc"], ["--set", "n_train=2.5"], ["--set", "n_train=0"],
-    ["--width", "nan"], ["--width", "inf"], ["--width", "0"], ["--seed", str(2**70)], ["--seed", "-1"],
-    ["--lr", "nan"], ["--lr", "-1"], ["--epochs", "0"], ["--batch-size", "0"], ["--train-subset", "0"],
-    ["--train-subset", "-1"], ["--train-subset", "100000"], ["--precision", "fp8"], ["--device", "tpu"],
-    ["--device", "meta"], ["--resume", "--overwrite"], ["--sal-eps", "0.1"], ["--sal-mode", "fast"],
-    ["--model", "nope"], ["--recipe", "nope"], ["--defense", "nope"], ["--defense-set", "q=1"],
-    ["--dataset", "nope"], ["--poison", "/no/such/file.safetensors"],
+    ["--set", "foo=1"],
+    ["--set", "size=abc"],
+    ["--set", "n_train=2.5"],
+    ["--set", "n_train=0"],
+    ["--width", "nan"],
+    ["--width", "inf"],
+    ["--width", "0"],
+    ["--seed", str(2**70)],
+    ["--seed", "-1"],
+    ["--lr", "nan"],
+    ["--lr", "-1"],
+    ["--epochs", "0"],
+    ["--batch-size", "0"],
+    ["--train-subset", "0"],
+    ["--train-subset", "-1"],
+    ["--train-subset", "100000"],
+    ["--precision", "fp8"],
+    ["--device", "tpu"],
+    ["--device", "meta"],
+    ["--resume", "--overwrite"],
+    ["--sal-eps", "0.1"],
+    ["--sal-mode", "fast"],
+    ["--model", "nope"],
+    ["--recipe", "nope"],
+    ["--defense", "nope"],
+    ["--defense-set", "q=1"],
+    ["--dataset", "nope"],
+    ["--poison", "/no/such/file.safetensors"],
 ]
 
 
@@ -94,33 +152,67 @@ def test_train_bad_values(extra, tmp_path, capsys):
 
 
 BENCH_BAD = [
-    ["--width", "0"], ["--width", "nan"], ["--attack-set", "lsp.eps=nan"], ["--subset", "100000"],
-    ["--precision", "fp8"], ["--device", "tpu"], ["--seeds", "0"], ["--epochs", "0"], ["--attacks", "nope"],
-    ["--data-option", "nope=1"], ["--data-option", "n_train=-3"], ["--sal-subset", "0"],
+    ["--width", "0"],
+    ["--width", "nan"],
+    ["--attack-set", "lsp.eps=nan"],
+    ["--subset", "100000"],
+    ["--precision", "fp8"],
+    ["--device", "tpu"],
+    ["--seeds", "0"],
+    ["--epochs", "0"],
+    ["--attacks", "nope"],
+    ["--data-option", "nope=1"],
+    ["--data-option", "n_train=-3"],
+    ["--sal-subset", "0"],
 ]
 
 
 @pytest.mark.parametrize("extra", BENCH_BAD, ids=lambda a: " ".join(a)[:40])
 def test_bench_bad_values_write_nothing(extra, tmp_path, capsys):
-    one_line_error(["bench", "--attacks", "lsp", "--data-option", "n_train=64", "--data-option", "n_test=32", *extra,
-                    "--out", tmp_path / "b", "--quiet"], capsys)
+    one_line_error(
+        [
+            "bench",
+            "--attacks",
+            "lsp",
+            "--data-option",
+            "n_train=64",
+            "--data-option",
+            "n_test=32",
+            *extra,
+            "--out",
+            tmp_path / "b",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert not (tmp_path / "b").exists()  # nothing written: the corrected command is not blocked by a bench.json
 
 
 CRAFT_BAD = [
-    ["--attack", "lsp", "--set", "eps=nan"], ["--attack", "ops", "--set", "nope=1"], ["--attack", "nope"],
-    ["--attack", "ops", "--subset", "0"], ["--attack", "ops", "--data-option", "size=abc"],
+    ["--attack", "lsp", "--set", "eps=nan"],
+    ["--attack", "ops", "--set", "nope=1"],
+    ["--attack", "nope"],
+    ["--attack", "ops", "--subset", "0"],
+    ["--attack", "ops", "--data-option", "size=abc"],
     ["--attack", "ops", "--seed", str(2**70)],
 ]
 
 
 @pytest.mark.parametrize("extra", CRAFT_BAD, ids=lambda a: " ".join(a)[:40])
 def test_craft_bad_values(extra, tmp_path, capsys):
-    one_line_error(["craft", *extra, "--data-option", "n_train=64", "--out", tmp_path / "p.safetensors", "--quiet"], capsys)
+    one_line_error(
+        ["craft", *extra, "--data-option", "n_train=64", "--out", tmp_path / "p.safetensors", "--quiet"], capsys
+    )
     assert snapshot(tmp_path) == {}
 
 
-LANDSCAPE_BAD = [["--momentum", "nan"], ["--grid", "100000"], ["--lr", "inf"], ["--seed", str(2**70)], ["--epochs", "0"]]
+LANDSCAPE_BAD = [
+    ["--momentum", "nan"],
+    ["--grid", "100000"],
+    ["--lr", "inf"],
+    ["--seed", str(2**70)],
+    ["--epochs", "0"],
+]
 
 
 @pytest.mark.parametrize("extra", LANDSCAPE_BAD, ids=lambda a: " ".join(a)[:40])
@@ -129,7 +221,13 @@ def test_landscape_bad_values(extra, tmp_path, capsys):
     assert not (tmp_path / "l").exists()
 
 
-CROSSTASK_BAD = [["--width", "nan"], ["--seed", str(2**70)], ["--train-subset", "0"], ["--lr", "nan"], ["--tasks", "nope"]]
+CROSSTASK_BAD = [
+    ["--width", "nan"],
+    ["--seed", str(2**70)],
+    ["--train-subset", "0"],
+    ["--lr", "nan"],
+    ["--tasks", "nope"],
+]
 
 
 @pytest.mark.parametrize("extra", CROSSTASK_BAD, ids=lambda a: " ".join(a)[:40])
@@ -148,7 +246,18 @@ def test_out_that_is_a_file_or_under_a_file(command, tmp_path, capsys, poison_fi
     args = {
         "train": [*TRAIN],
         "craft": ["craft", "--attack", "ops", "--data-option", "n_train=64", "--quiet"],
-        "bench": ["bench", "--attacks", "ops", "--data-option", "n_train=64", "--data-option", "n_test=32", "--epochs", "1", "--quiet"],
+        "bench": [
+            "bench",
+            "--attacks",
+            "ops",
+            "--data-option",
+            "n_train=64",
+            "--data-option",
+            "n_test=32",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
         "landscape": ["landscape", "--dataset", "scenes", "--quiet"],
         "crosstask": ["crosstask", "--quiet"],
         "export": ["export", "--poison", poison_file],
@@ -161,7 +270,9 @@ def test_out_that_is_a_file_or_under_a_file(command, tmp_path, capsys, poison_fi
 def test_craft_overwrite_onto_a_folder(tmp_path, capsys):
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "keep.txt").write_text("mine")
-    one_line_error(["craft", "--attack", "ops", "--data-option", "n_train=64", "--out", tmp_path / "dir", "--overwrite"], capsys)
+    one_line_error(
+        ["craft", "--attack", "ops", "--data-option", "n_train=64", "--out", tmp_path / "dir", "--overwrite"], capsys
+    )
     assert (tmp_path / "dir" / "keep.txt").read_text() == "mine"
 
 
@@ -175,7 +286,16 @@ def test_full_disk_is_one_line_and_leaves_no_temp_file(command, tmp_path, capsys
     monkeypatch.setattr(uebench.io.os, "replace", no_space)
     args = {
         "train": [*TRAIN, "--out", tmp_path / "run"],
-        "craft": ["craft", "--attack", "ops", "--data-option", "n_train=64", "--out", tmp_path / "p.safetensors", "--quiet"],
+        "craft": [
+            "craft",
+            "--attack",
+            "ops",
+            "--data-option",
+            "n_train=64",
+            "--out",
+            tmp_path / "p.safetensors",
+            "--quiet",
+        ],
         "export": ["export", "--poison", poison_file, "--out", tmp_path / "png"],
         "ud": ["ud", "--clean", sal_runs, "--poisoned", sal_runs, "--out", tmp_path / "ud"],
     }[command]
@@ -187,13 +307,17 @@ def test_full_disk_is_one_line_and_leaves_no_temp_file(command, tmp_path, capsys
 # ---------- damaged or hostile files ----------
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: "{not json",
-    lambda m: m.replace('"budget": ', '"budget": "abc", "x": '),
-    lambda m: m.replace('"attack": "ops"', '"attack": 3'),
-    lambda m: m.replace('"budget": ', '"budget": NaN, "x": '),
-    lambda m: "[1, 2]",
-], ids=["invalid-json", "string-budget", "int-attack", "nan-budget", "list"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: "{not json",
+        lambda m: m.replace('"budget": ', '"budget": "abc", "x": '),
+        lambda m: m.replace('"attack": "ops"', '"attack": 3'),
+        lambda m: m.replace('"budget": ', '"budget": NaN, "x": '),
+        lambda m: "[1, 2]",
+    ],
+    ids=["invalid-json", "string-budget", "int-attack", "nan-budget", "list"],
+)
 def test_malformed_poison_metadata(edit, tmp_path, capsys, poison_file):
     bad = with_meta(poison_file, tmp_path / "bad.safetensors", edit)
     one_line_error([*TRAIN, "--poison", bad, "--out", tmp_path / "run"], capsys)
@@ -208,9 +332,14 @@ def test_altered_poison_file_is_refused(tmp_path, capsys, poison_file):
     assert "content hash" in err
 
 
-@pytest.mark.parametrize("damage", [
-    ("metrics.jsonl", '{"epoch": 1}\n{broken'), ("summary.json", "{broken"), ("checkpoint.pt", "not a checkpoint"),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("metrics.jsonl", '{"epoch": 1}\n{broken'),
+        ("summary.json", "{broken"),
+        ("checkpoint.pt", "not a checkpoint"),
+    ],
+)
 def test_damaged_run_files_read_by_ud(damage, tmp_path, capsys, finished_run):
     import shutil
 
@@ -231,14 +360,32 @@ def test_ud_does_not_replace_existing_files(tmp_path, capsys, sal_runs):
     assert json.loads((tmp_path / "ud.json").read_text())["rows"]
 
 
-@pytest.mark.parametrize("side", ['{"attack": "x", "norm": "linf", "budget": "abc"}', "[1, 2]", "{broken",
-                                  '{"attack": "x", "norm": "linf", "budget": 0.03, "extra": [1]}'])
+@pytest.mark.parametrize(
+    "side",
+    [
+        '{"attack": "x", "norm": "linf", "budget": "abc"}',
+        "[1, 2]",
+        "{broken",
+        '{"attack": "x", "norm": "linf", "budget": 0.03, "extra": [1]}',
+    ],
+)
 def test_bad_import_sidecar(side, tmp_path, capsys, poison_file):
     assert cli(["export", "--poison", poison_file, "--out", tmp_path / "png"]) == 0
     capsys.readouterr()
     (tmp_path / "png" / "uebench_poison.json").write_text(side)
-    one_line_error(["import", "--from", tmp_path / "png", "--data-option", "n_train=64", "--out", tmp_path / "i.safetensors",
-                    "--quiet"], capsys)
+    one_line_error(
+        [
+            "import",
+            "--from",
+            tmp_path / "png",
+            "--data-option",
+            "n_train=64",
+            "--out",
+            tmp_path / "i.safetensors",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert not (tmp_path / "i.safetensors").exists()
 
 
@@ -254,8 +401,18 @@ def test_hostile_cifar_batch_does_not_run_its_payload(tmp_path, capsys):
 
     folder = tmp_path / "data" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"):
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ):
         (folder / name).write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
-    err = one_line_error(["train", "--dataset", "cifar10", "--data-dir", tmp_path / "data", "--out", tmp_path / "run"], capsys)
+    err = one_line_error(
+        ["train", "--dataset", "cifar10", "--data-dir", tmp_path / "data", "--out", tmp_path / "run"], capsys
+    )
     assert "posix.system" in err or "refused" in err
     assert not marker.exists()

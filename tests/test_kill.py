@@ -14,14 +14,66 @@ from pathlib import Path
 
 import pytest
 
-TRAIN = [sys.executable, "-m", "uebench.cli", "train", "--model", "linear", "--recipe", "quick", "--epochs", "2",
-         "--set", "n_train=64", "--set", "n_test=32", "--quiet"]
-BENCH = [sys.executable, "-m", "uebench.cli", "bench", "--attacks", "ops", "--defenses", "none", "--model", "linear",
-         "--data-option", "n_train=64", "--data-option", "n_test=32", "--epochs", "2", "--sal-every", "1", "--sal-subset", "8",
-         "--sal-rounds", "1", "--precision", "fp32", "--quiet"]
+TRAIN = [
+    sys.executable,
+    "-m",
+    "uebench.cli",
+    "train",
+    "--model",
+    "linear",
+    "--recipe",
+    "quick",
+    "--epochs",
+    "2",
+    "--set",
+    "n_train=64",
+    "--set",
+    "n_test=32",
+    "--quiet",
+]
+BENCH = [
+    sys.executable,
+    "-m",
+    "uebench.cli",
+    "bench",
+    "--attacks",
+    "ops",
+    "--defenses",
+    "none",
+    "--model",
+    "linear",
+    "--data-option",
+    "n_train=64",
+    "--data-option",
+    "n_test=32",
+    "--epochs",
+    "2",
+    "--sal-every",
+    "1",
+    "--sal-subset",
+    "8",
+    "--sal-rounds",
+    "1",
+    "--precision",
+    "fp32",
+    "--quiet",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-DETERMINISTIC = ("attack", "defense", "seed", "status", "epochs_done", "final_test_acc", "peak_test_acc", "final_train_acc",
-                 "lp", "ud", "beta", "run", "poison")
+DETERMINISTIC = (
+    "attack",
+    "defense",
+    "seed",
+    "status",
+    "epochs_done",
+    "final_test_acc",
+    "peak_test_acc",
+    "final_train_acc",
+    "lp",
+    "ud",
+    "beta",
+    "run",
+    "poison",
+)
 
 
 def run(cmd, out: Path, **env) -> subprocess.CompletedProcess:

@@ -160,7 +160,9 @@ def test_axes_hold_zero_and_line_holds_both_ends():
 
 
 # ---- coordinate choices -------------------------------------------------------------------------------------------
-def hand_made(tmp_path: Path, name: str, start: np.ndarray, moves: dict[int, float], steps: int = 6, seed: int = 0) -> Trajectory:
+def hand_made(
+    tmp_path: Path, name: str, start: np.ndarray, moves: dict[int, float], steps: int = 6, seed: int = 0
+) -> Trajectory:
     """A straight trajectory with small noise where weights `moves` travel the given amounts."""
     rng = np.random.default_rng(seed)
     end = start + rng.normal(0, 0.01, start.shape)
@@ -168,7 +170,12 @@ def hand_made(tmp_path: Path, name: str, start: np.ndarray, moves: dict[int, flo
         end[j] = start[j] + m
     w = TrajectoryWriter(tmp_path / name, layout(torch.nn.Linear(len(start) - 1, 1)))
     for s in range(steps + 1):
-        w.append(s, (start + (end - start) * s / steps + (rng.normal(0, 0.002, start.shape) if 0 < s < steps else 0)).astype(np.float32))
+        w.append(
+            s,
+            (start + (end - start) * s / steps + (rng.normal(0, 0.002, start.shape) if 0 < s < steps else 0)).astype(
+                np.float32
+            ),
+        )
     w.close()
     return Trajectory.open(tmp_path / name)
 
@@ -218,7 +225,13 @@ def test_parameter_stats_constructed():
 
 
 def test_to_grey():
-    rgb = ImageDataset("scenes", "train", torch.tensor([[[[255]], [[0]], [[0]]], [[[10]], [[10]], [[10]]]], dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    rgb = ImageDataset(
+        "scenes",
+        "train",
+        torch.tensor([[[[255]], [[0]], [[0]]], [[[10]], [[10]], [[10]]]], dtype=torch.uint8),
+        torch.tensor([0, 1]),
+        ["a", "b"],
+    )
     grey = to_grey(rgb)
     assert grey.images.shape == (2, 1, 1, 1) and grey.images.flatten().tolist() == [76, 10]
 
@@ -249,22 +262,73 @@ def test_cli_refuses_bad_input(tmp_path, capsys, extra, needle):
 
 def test_cli_missing_data_and_poison(tmp_path, capsys):
     code, _, err = run_cli(["landscape", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "mnist" in err and "--data-dir" in err and "--dataset scenes" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2
+        and "mnist" in err
+        and "--data-dir" in err
+        and "--dataset scenes" in err
+        and len(err.strip().splitlines()) == 1
+    )
     write_fake_mnist(tmp_path / "data")
-    code, _, err = run_cli(["landscape", "--data-dir", str(tmp_path / "data"), "--poison", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        [
+            "landscape",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--poison",
+            str(tmp_path / "none.safetensors"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 2 and "poison file not found" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_end_to_end_writes_figures_json_html(tmp_path, capsys):
     write_fake_mnist(tmp_path / "data")
     out = tmp_path / "out"
-    args = ["landscape", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--model", "linear", "--attack", "ops",
-            "--n-train", "0", "--epochs", "2", "--batch-size", "32", "--grid", "5", "--eval-size", "64", "--record-every", "3",
-            "--out", str(out), "--quiet"]
+    args = [
+        "landscape",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--model",
+        "linear",
+        "--attack",
+        "ops",
+        "--n-train",
+        "0",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--grid",
+        "5",
+        "--eval-size",
+        "64",
+        "--record-every",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
-    for name in ("plane-movers.png", "plane-divergent.png", "plane-pca.png", "line.png", "displacements.png", "distance.png",
-                 "landscape.json", "landscape-data.json", "report.html", "poison.safetensors", "config.json"):
+    for name in (
+        "plane-movers.png",
+        "plane-divergent.png",
+        "plane-pca.png",
+        "line.png",
+        "displacements.png",
+        "distance.png",
+        "landscape.json",
+        "landscape-data.json",
+        "report.html",
+        "poison.safetensors",
+        "config.json",
+    ):
         assert (out / name).is_file(), name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -275,7 +339,9 @@ def test_cli_end_to_end_writes_figures_json_html(tmp_path, capsys):
     assert s["data"]["poison_meta"]["attack"] == "ops"
     assert set(s["stats"]["runs"]["poisoned"]["within_tol"]) == {"all", "top1%", "top10%"}
     data = json.loads((out / "landscape-data.json").read_text())
-    assert s["line_end_loss"]["clean"] == pytest.approx(data["planes"]["movers"]["panels"]["clean"]["center_loss"], rel=1e-5)
+    assert s["line_end_loss"]["clean"] == pytest.approx(
+        data["planes"]["movers"]["panels"]["clean"]["center_loss"], rel=1e-5
+    )
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<table>" in page
 
@@ -303,9 +369,34 @@ def test_cli_with_poison_file_and_lenet(tmp_path, capsys):
     meta = PoisonMeta(attack="handmade", dataset="mnist", dataset_size=100, norm="none", budget=0.0)
     Poison(imgs, clean.labels[idx].clone(), idx, meta).save(tmp_path / "p.safetensors")
     out = tmp_path / "out"
-    code, _, err = run_cli(["landscape", "--data-dir", str(tmp_path / "data"), "--model", "lenet5", "--poison", str(tmp_path / "p.safetensors"),
-                            "--n-train", "60", "--epochs", "1", "--batch-size", "20", "--grid", "3", "--eval-size", "30", "--coords", "pca",
-                            "--no-control", "--out", str(out), "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "landscape",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--model",
+            "lenet5",
+            "--poison",
+            str(tmp_path / "p.safetensors"),
+            "--n-train",
+            "60",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--grid",
+            "3",
+            "--eval-size",
+            "30",
+            "--coords",
+            "pca",
+            "--no-control",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     s = json.loads((out / "landscape.json").read_text())
     assert s["data"]["train_images"] == 60 and s["data"]["poison"].startswith("file ")

@@ -11,11 +11,18 @@ import torch.nn as nn
 
 from uebench.errors import UserError
 from uebench.metrics import (
-    FastSALConfig, ProbeData, SALProbe, epoch_thresholds, layer_sal, learnable_count, learnable_threshold, model_sal,
-    two_means_1d, unlearnable_distance,
+    FastSALConfig,
+    ProbeData,
+    SALProbe,
+    epoch_thresholds,
+    layer_sal,
+    learnable_count,
+    learnable_threshold,
+    model_sal,
+    two_means_1d,
+    unlearnable_distance,
 )
 from uebench.models import create_model, probed_layers
-
 
 
 def mse(out, y):
@@ -44,7 +51,11 @@ def test_one_weight_quadratic_optimum_outside_the_ball(mode):
     assert r.loss0 == pytest.approx(1.0)
     assert r.loss_min == pytest.approx((1.05 - 2) ** 2, rel=1e-5)
     assert r.loss_max == pytest.approx((0.95 - 2) ** 2, rel=1e-5)
-    assert r.sal == pytest.approx(0.1025, rel=1e-4) and r.rise == pytest.approx(0.1025, rel=1e-4) and r.drop == pytest.approx(0.0975, rel=1e-4)
+    assert (
+        r.sal == pytest.approx(0.1025, rel=1e-4)
+        and r.rise == pytest.approx(0.1025, rel=1e-4)
+        and r.drop == pytest.approx(0.0975, rel=1e-4)
+    )
 
 
 @pytest.mark.parametrize("rounds", [3, 10])
@@ -122,9 +133,25 @@ def test_crossfit_scores_a_direction_only_where_the_other_half_agrees():
     # Cross-fitted: the halves pull apart. Descending A goes to 1.05 and scores L_B(1.05) = 0.7225; descending B
     # goes to 0.95 and scores L_A(0.95) = 1.1025: mean 0.9125 > L0. Ascending: 0.5625 and 0.9025, mean 0.7325 < L0.
     # Neither branch beats L0: what the in-sample search found was the two samples' disagreement, not the layer.
-    plain = layer_sal(one_weight(), "", two_targets(2.0, 0.2), loss_fn=mse, mode="fast", rounds=1, fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=False))
+    plain = layer_sal(
+        one_weight(),
+        "",
+        two_targets(2.0, 0.2),
+        loss_fn=mse,
+        mode="fast",
+        rounds=1,
+        fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=False),
+    )
     assert (plain.loss_min, plain.loss_max) == pytest.approx((0.8164, 0.8244), rel=1e-5)
-    cross = layer_sal(one_weight(), "", two_targets(2.0, 0.2), loss_fn=mse, mode="fast", rounds=1, fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=True))
+    cross = layer_sal(
+        one_weight(),
+        "",
+        two_targets(2.0, 0.2),
+        loss_fn=mse,
+        mode="fast",
+        rounds=1,
+        fast=FastSALConfig(step_scale=1.0, tol=0.0, crossfit=True),
+    )
     assert cross.loss0 == pytest.approx(0.82) and cross.loss_min == cross.loss_max == cross.loss0 and cross.sal == 0.0
 
 
@@ -133,8 +160,24 @@ def test_anchor_levels_the_subset_at_the_whole_sets_loss():
     # has its own level. Anchored, L0 is the whole set's and the changes inside the ball are the subset's.
     t = torch.tensor([2.0, 1.5, 0.5, 3.0, 2.0, 1.5, 0.5, 3.0])
     data = ProbeData(torch.ones(8, 1), t, batch_size=8)
-    plain = layer_sal(one_weight(), "", data, loss_fn=mse, mode="fast", rounds=2, fast=FastSALConfig(subset=3, step_scale=1.0, anchor=False))
-    anchored = layer_sal(one_weight(), "", data, loss_fn=mse, mode="fast", rounds=2, fast=FastSALConfig(subset=3, step_scale=1.0, anchor=True))
+    plain = layer_sal(
+        one_weight(),
+        "",
+        data,
+        loss_fn=mse,
+        mode="fast",
+        rounds=2,
+        fast=FastSALConfig(subset=3, step_scale=1.0, anchor=False),
+    )
+    anchored = layer_sal(
+        one_weight(),
+        "",
+        data,
+        loss_fn=mse,
+        mode="fast",
+        rounds=2,
+        fast=FastSALConfig(subset=3, step_scale=1.0, anchor=True),
+    )
     assert anchored.loss0 == pytest.approx(1.375)
     assert plain.loss0 != pytest.approx(1.375)  # the subset's own level differs (else the test shows nothing)
     assert (anchored.rise, anchored.drop, anchored.sal) == pytest.approx((plain.rise, plain.drop, plain.sal), rel=1e-6)
@@ -161,8 +204,18 @@ class TinyResNet(nn.Module):
         super().__init__()
         bn = nn.BatchNorm2d
         self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), bn(8)
-        self.a, self.bna, self.b, self.bnb = nn.Conv2d(8, 8, 3, padding=1, bias=False), bn(8), nn.Conv2d(8, 8, 3, padding=1, bias=False), bn(8)
-        self.c, self.bnc, self.d, self.bnd = nn.Conv2d(8, 16, 3, 2, 1, bias=False), bn(16), nn.Conv2d(16, 16, 3, padding=1, bias=False), bn(16)
+        self.a, self.bna, self.b, self.bnb = (
+            nn.Conv2d(8, 8, 3, padding=1, bias=False),
+            bn(8),
+            nn.Conv2d(8, 8, 3, padding=1, bias=False),
+            bn(8),
+        )
+        self.c, self.bnc, self.d, self.bnd = (
+            nn.Conv2d(8, 16, 3, 2, 1, bias=False),
+            bn(16),
+            nn.Conv2d(16, 16, 3, padding=1, bias=False),
+            bn(16),
+        )
         self.shortcut = nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), bn(16))
         self.e = nn.Conv2d(16, 16, 3, padding=1)
         self.linear = nn.Linear(16, classes)
@@ -202,7 +255,10 @@ def test_fast_split_computes_the_same_output_for_every_layer():
     from uebench.metrics.fast_sal import Split, cache_frontier, split_at, trace
 
     torch.manual_seed(0)
-    for model, x in [(TinyResNet().eval(), torch.rand(8, 3, 16, 16)), (create_model("resnet18", width=0.125).eval(), torch.rand(4, 3, 32, 32))]:
+    for model, x in [
+        (TinyResNet().eval(), torch.rand(8, 3, 16, 16)),
+        (create_model("resnet18", width=0.125).eval(), torch.rand(4, 3, 32, 32)),
+    ]:
         traced = trace(model)
         with torch.no_grad():
             ref = model(x)
@@ -273,7 +329,10 @@ def test_every_layer_probed_and_the_model_left_as_found():
 def test_sal_is_deterministic_for_a_seed_and_the_stream_follows_the_seed():
     model, images, labels = trained_tiny(steps=4)
     data = ProbeData(images[:32], labels[:32], batch_size=16, augment=True)
-    run = lambda seed, layers=("conv1", "linear"): model_sal(model, data, layers=list(layers), rounds=1, seed=seed).values()  # noqa: E731
+
+    def run(seed, layers=("conv1", "linear")):
+        return model_sal(model, data, layers=list(layers), rounds=1, seed=seed).values()
+
     assert run(0) == run(0)
     assert run(0) != run(1)  # other augmentation draws
     assert run(0, ["linear"])[0] == run(0)[1]  # a layer's value does not depend on the other layers probed
@@ -309,7 +368,14 @@ def test_unknown_layer_and_bad_options_are_user_errors():
 def test_sal_probe_during_training_records_every_k_epochs():
     from uebench.train import TrainConfig, train
 
-    config = TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=2, batch_size=32, dataset_options={"n_train": 32, "n_test": 16})
+    config = TrainConfig(
+        model="resnet18",
+        width=0.125,
+        recipe="quick",
+        epochs=2,
+        batch_size=32,
+        dataset_options={"n_train": 32, "n_test": 16},
+    )
     probe = SALProbe(mode="fast", every=2, layers=("conv1", "linear"), fast=FastSALConfig(subset=8, rounds=2))
     history = train(config, probes=[probe], progress=False).history
     assert "sal" not in history[0]
@@ -371,9 +437,39 @@ def table1_matrix(lp: float, epochs: int = 100, layers: int = 21) -> np.ndarray:
 
 # Table 1 of the paper: (#LP, UD) per dataset, the clean #LP first
 TABLE1 = {
-    "C10": (3.32, {"EM": (0.62, 0.187), "REM": (1.54, 0.464), "DC": (1.00, 0.301), "TAP": (5.44, 1.639), "LSP": (1.14, 0.343), "OPS": (0.52, 0.157)}),
-    "C100": (2.25, {"EM": (0.25, 0.111), "REM": (2.25, 1.000), "DC": (2.24, 0.996), "TAP": (2.73, 1.213), "LSP": (0.84, 0.373), "OPS": (0.02, 0.009)}),
-    "IN100": (1.86, {"EM": (0.02, 0.011), "REM": (2.38, 1.280), "DC": (3.40, 1.828), "TAP": (4.22, 2.269), "LSP": (3.34, 1.796), "OPS": (2.66, 1.430)}),
+    "C10": (
+        3.32,
+        {
+            "EM": (0.62, 0.187),
+            "REM": (1.54, 0.464),
+            "DC": (1.00, 0.301),
+            "TAP": (5.44, 1.639),
+            "LSP": (1.14, 0.343),
+            "OPS": (0.52, 0.157),
+        },
+    ),
+    "C100": (
+        2.25,
+        {
+            "EM": (0.25, 0.111),
+            "REM": (2.25, 1.000),
+            "DC": (2.24, 0.996),
+            "TAP": (2.73, 1.213),
+            "LSP": (0.84, 0.373),
+            "OPS": (0.02, 0.009),
+        },
+    ),
+    "IN100": (
+        1.86,
+        {
+            "EM": (0.02, 0.011),
+            "REM": (2.38, 1.280),
+            "DC": (3.40, 1.828),
+            "TAP": (4.22, 2.269),
+            "LSP": (3.34, 1.796),
+            "OPS": (2.66, 1.430),
+        },
+    ),
 }
 
 
@@ -465,6 +561,7 @@ def test_bootstrap_interval_covers_ud_and_narrows_with_more_epochs():
             a[:, :high] += 1.0 + rng.normal(0, 0.05, (epochs, high))
             a[rng.random((epochs, layers)) < 0.15] += 1.0  # cells that flip above beta now and then
             return a
+
         return one(high_poison), one(high_clean)
 
     widths = []
@@ -481,6 +578,13 @@ def test_bootstrap_interval_covers_ud_and_narrows_with_more_epochs():
 
 
 def test_sal_probe_refuses_non_finite_settings():
-    for kw in ({"eps": float("inf")}, {"eps": float("nan")}, {"eps": 0.0}, {"rounds": 0}, {"origin": "nope"}, {"lr": float("inf")}):
+    for kw in (
+        {"eps": float("inf")},
+        {"eps": float("nan")},
+        {"eps": 0.0},
+        {"rounds": 0},
+        {"origin": "nope"},
+        {"lr": float("inf")},
+    ):
         with pytest.raises(UserError):
             SALProbe(**kw)

@@ -21,7 +21,9 @@ def write_run(path, sal_rows, *, accs=None, mode="faithful", origin="running", l
     for i, row in enumerate(sal_rows):
         rec = {"epoch": i + 1, "train_loss": 1.0, "test_acc": accs[i]}
         if row is not None:
-            rec.update({"sal": dict(zip(layers, map(float, row))), "sal_mode": mode, "sal_origin": origin, "sal_l0": 1.0})
+            rec.update(
+                {"sal": dict(zip(layers, map(float, row))), "sal_mode": mode, "sal_origin": origin, "sal_l0": 1.0}
+            )
         lines.append(json.dumps(rec, sort_keys=True))
     (path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     return path
@@ -101,29 +103,64 @@ def test_ud_bad_input_is_one_line_exit_2(tmp_path, capsys, case, needle):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--sal-layers", "conv1,layer9.conv"], "unknown layer 'layer9.conv' for --sal-layers; valid: conv1, layer1.0.conv1"),
+        (
+            ["--sal-layers", "conv1,layer9.conv"],
+            "unknown layer 'layer9.conv' for --sal-layers; valid: conv1, layer1.0.conv1",
+        ),
         (["--sal-mode", "quick"], "unknown SAL mode 'quick'; valid: faithful, fast"),
         (["--sal-origin", "test"], "unknown SAL origin 'test'"),
         (["--sal-every", "0"], "--sal-every must be >= 1"),
     ],
 )
 def test_train_sal_bad_options_fail_before_training(tmp_path, capsys, extra, needle):
-    code, out, err = run_cli(["train", "--out", tmp_path / "run", "--width", "0.125", "--sal", *extra, "--quiet"], capsys)
+    code, out, err = run_cli(
+        ["train", "--out", tmp_path / "run", "--width", "0.125", "--sal", *extra, "--quiet"], capsys
+    )
     assert code == 2
     assert needle in err and "\n" not in err, err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_train_with_sal_then_ud(tmp_path, capsys):
-    args = ["train", "--width", "0.125", "--recipe", "quick", "--epochs", "1", "--batch-size", "32", "--set", "n_train=32", "--set", "n_test=16",
-            "--sal", "--sal-mode", "fast", "--sal-layers", "conv1,layer4.1.conv2,linear", "--sal-subset", "8", "--sal-rounds", "2", "--quiet", "--out"]
+    args = [
+        "train",
+        "--width",
+        "0.125",
+        "--recipe",
+        "quick",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--set",
+        "n_train=32",
+        "--set",
+        "n_test=16",
+        "--sal",
+        "--sal-mode",
+        "fast",
+        "--sal-layers",
+        "conv1,layer4.1.conv2,linear",
+        "--sal-subset",
+        "8",
+        "--sal-rounds",
+        "2",
+        "--quiet",
+        "--out",
+    ]
     code, out, err = run_cli([*args, tmp_path / "run"], capsys)
     assert code == 0, err
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rec = lines[0]
-    assert set(rec["sal"]) == {"conv1", "layer4.1.conv2", "linear"} and rec["sal_mode"] == "fast" and rec["sal_origin"] == "running"
+    assert (
+        set(rec["sal"]) == {"conv1", "layer4.1.conv2", "linear"}
+        and rec["sal_mode"] == "fast"
+        and rec["sal_origin"] == "running"
+    )
     assert rec["sal_settings"]["subset"] == 8 and all(np.isfinite(list(rec["sal"].values())))
-    code, out, err = run_cli(["ud", "--clean", tmp_path / "run", "--poisoned", tmp_path / "run", "--out", tmp_path / "ud"], capsys)
+    code, out, err = run_cli(
+        ["ud", "--clean", tmp_path / "run", "--poisoned", tmp_path / "run", "--out", tmp_path / "ud"], capsys
+    )
     assert code == 0, err
     rows = json.loads((tmp_path / "ud.json").read_text())["rows"]
     assert rows[1]["ud"] == pytest.approx(1.0)

@@ -11,7 +11,17 @@ from uebench.models import MODELS, create_model, probed_layers
 RESNET18_LAYERS = (
     ["conv1"]
     + [f"layer1.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
-    + [n for s in (2, 3, 4) for n in (f"layer{s}.0.conv1", f"layer{s}.0.conv2", f"layer{s}.0.shortcut.0", f"layer{s}.1.conv1", f"layer{s}.1.conv2")]
+    + [
+        n
+        for s in (2, 3, 4)
+        for n in (
+            f"layer{s}.0.conv1",
+            f"layer{s}.0.conv2",
+            f"layer{s}.0.shortcut.0",
+            f"layer{s}.1.conv1",
+            f"layer{s}.1.conv2",
+        )
+    ]
     + ["linear"]
 )
 

@@ -90,10 +90,20 @@ def _toy_poison_file(path, budget, levels=28, attack="test", params=None):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(40, 200, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
     ds = ImageDataset("toy", "train", images, torch.arange(16) % 4, ["a", "b", "c", "d"])
-    meta = {"attack": attack, "dataset": "toy", "dataset_size": 16, "norm": "linf", "budget": budget,
-            "params": params or {}}
+    meta = {
+        "attack": attack,
+        "dataset": "toy",
+        "dataset_size": 16,
+        "norm": "linf",
+        "budget": budget,
+        "params": params or {},
+    }
     body = json.dumps(meta)  # a float NaN or inf is written as the bare NaN / Infinity a hostile file would hold
-    tensors = {"images": (images.int() + levels).clamp(0, 255).to(torch.uint8), "labels": ds.labels, "indices": torch.arange(16)}
+    tensors = {
+        "images": (images.int() + levels).clamp(0, 255).to(torch.uint8),
+        "labels": ds.labels,
+        "indices": torch.arange(16),
+    }
     path.write_bytes(save(tensors, metadata={"uebench_poison": body}))
     return ds
 
@@ -113,8 +123,11 @@ def test_malformed_poison_metadata_is_one_line(tmp_path, meta):
 
     from uebench.poison import Poison
 
-    t = {"images": torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "labels": torch.zeros(1, dtype=torch.int64),
-         "indices": torch.zeros(1, dtype=torch.int64)}
+    t = {
+        "images": torch.zeros(1, 3, 4, 4, dtype=torch.uint8),
+        "labels": torch.zeros(1, dtype=torch.int64),
+        "indices": torch.zeros(1, dtype=torch.int64),
+    }
     (tmp_path / "p.safetensors").write_bytes(save(t, metadata={"uebench_poison": meta}))
     with pytest.raises(UserError):
         Poison.load(tmp_path / "p.safetensors")
@@ -149,9 +162,16 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
     import sys
 
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from uebench.lock import FolderLock; "
-                               f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from uebench.lock import FolderLock; "
+            f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"in use by another uebench process \\(pid {holder.pid}"):
@@ -232,8 +252,16 @@ def test_bench_report_deletes_only_its_own_figures(tmp_path):
     out = tmp_path / "b"
     out.mkdir()
     (out / "my-figure.png").write_bytes(b"mine")
-    config = BenchConfig(preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear",
-                         epochs=1, defenses=("none",), sal=SALSettings(mode="fast", rounds=1, subset=8), precision="fp32")
+    config = BenchConfig(
+        preset="test",
+        dataset_options={"n_train": 64, "n_test": 32},
+        attacks=("ops",),
+        model="linear",
+        epochs=1,
+        defenses=("none",),
+        sal=SALSettings(mode="fast", rounds=1, subset=8),
+        precision="fp32",
+    )
     run_bench(config, out, overwrite=True, progress=False, log=None)  # a folder that held no bench, with --overwrite
     ours = json.loads((out / "figures.json").read_text())
     assert ours and all((out / f).is_file() for f in ours) and "my-figure.png" not in ours
@@ -256,7 +284,9 @@ def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):
     from uebench.bench import BenchConfig, run_bench
 
     _lock_file(tmp_path / "b", os.getppid())  # a live process of this host: the pytest runner's parent
-    config = BenchConfig(preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear", epochs=1)
+    config = BenchConfig(
+        preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear", epochs=1
+    )
     with pytest.raises(UserError, match="in use by another uebench process"):
         run_bench(config, tmp_path / "b", progress=False, log=None)
     assert [p.name for p in (tmp_path / "b").iterdir()] == [".uebench.lock"]
@@ -278,15 +308,21 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
 
 
-@pytest.mark.parametrize("command, needle", [("train", "--resume"), ("craft", "nothing was written"), ("crosstask", "rerun the same command")])
+@pytest.mark.parametrize(
+    "command, needle",
+    [("train", "--resume"), ("craft", "nothing was written"), ("crosstask", "rerun the same command")],
+)
 def test_ctrl_c_says_what_the_command_can_do(command, needle, tmp_path, capsys, monkeypatch):
     import uebench.cli
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    args = {"train": ["train", "--out", tmp_path / "r"], "craft": ["craft", "--attack", "ops", "--out", tmp_path / "p"],
-            "crosstask": ["crosstask", "--out", tmp_path / "c"]}[command]
+    args = {
+        "train": ["train", "--out", tmp_path / "r"],
+        "craft": ["craft", "--attack", "ops", "--out", tmp_path / "p"],
+        "crosstask": ["crosstask", "--out", tmp_path / "c"],
+    }[command]
     parser = uebench.cli.build_parser()
     ns = parser.parse_args([str(a) for a in args])
     monkeypatch.setattr(uebench.cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, argv: ns})())
@@ -308,5 +344,7 @@ def test_identical_crafts_have_the_same_content_hash(tmp_path):
     b.meta.created, b.meta.craft_seconds = "another time", b.meta.craft_seconds + 1.0
     b.save(tmp_path / "b.safetensors")
     assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "b.safetensors").read_bytes()
-    assert Poison.load(tmp_path / "a.safetensors").content_hash() == Poison.load(tmp_path / "b.safetensors").content_hash()
+    assert (
+        Poison.load(tmp_path / "a.safetensors").content_hash() == Poison.load(tmp_path / "b.safetensors").content_hash()
+    )
     assert craft("ops", ds, seed=1, progress=False).content_hash() != a.content_hash()

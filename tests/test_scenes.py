@@ -21,8 +21,10 @@ def small() -> data.ImageDataset:
 
 def _pair(difficulty: str) -> tuple[data.ImageDataset, data.ImageDataset]:
     """2,000 train and 1,000 test images for the cheap difficulty checks."""
-    return (data.load("scenes", split="train", n_train=2000, difficulty=difficulty),
-            data.load("scenes", split="test", n_test=1000, difficulty=difficulty))
+    return (
+        data.load("scenes", split="train", n_train=2000, difficulty=difficulty),
+        data.load("scenes", split="test", n_test=1000, difficulty=difficulty),
+    )
 
 
 @pytest.fixture(scope="module", params=["standard", "hard", "natural"])
@@ -31,8 +33,10 @@ def pair(request) -> tuple[data.ImageDataset, data.ImageDataset]:
 
 
 def _same(a: data.ImageDataset, b: data.ImageDataset) -> bool:
-    return torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and all(
-        torch.equal(a.targets[k], b.targets[k]) for k in a.targets
+    return (
+        torch.equal(a.images, b.images)
+        and torch.equal(a.labels, b.labels)
+        and all(torch.equal(a.targets[k], b.targets[k]) for k in a.targets)
     )
 
 
@@ -172,8 +176,15 @@ def _pixels(ds: data.ImageDataset) -> torch.Tensor:
     return ds.images.flatten(1).float() / 255
 
 
-def _fit_and_score(make_model, x: torch.Tensor, xt: torch.Tensor, train: data.ImageDataset, test: data.ImageDataset,
-                   lr: float, weight_decay: float = 0.0) -> tuple[float, float]:
+def _fit_and_score(
+    make_model,
+    x: torch.Tensor,
+    xt: torch.Tensor,
+    train: data.ImageDataset,
+    test: data.ImageDataset,
+    lr: float,
+    weight_decay: float = 0.0,
+) -> tuple[float, float]:
     """Standardise the features, fit with 300 full-batch Adam steps (seed 0), return train and test accuracy."""
     mu, sd = x.mean(0), x.std(0) + 1e-3
     x, xt = (x - mu) / sd, (xt - mu) / sd
@@ -192,7 +203,9 @@ def _fit_and_score(make_model, x: torch.Tensor, xt: torch.Tensor, train: data.Im
 
 def test_linear_model_on_pixels_is_weak(pair):
     train, test = pair
-    fit, acc = _fit_and_score(lambda d: torch.nn.Linear(d, 10), _pixels(train), _pixels(test), train, test, lr=1e-3, weight_decay=1e-4)
+    fit, acc = _fit_and_score(
+        lambda d: torch.nn.Linear(d, 10), _pixels(train), _pixels(test), train, test, lr=1e-3, weight_decay=1e-4
+    )
     assert fit > 0.5  # it did fit the training set ...
     assert acc < 0.3  # ... but that does not transfer: chance is 0.1, a CNN passes 0.8
 

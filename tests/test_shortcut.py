@@ -55,8 +55,17 @@ def test_a_learned_shortcut_shows_and_a_clean_run_has_no_probe(tmp_path):
     clean_train = data.load("scenes", split="train", **OPTIONS)
     path = tmp_path / "patch.safetensors"
     patch_poison(clean_train).save(path)
-    config = TrainConfig(dataset="scenes", dataset_options=OPTIONS, model="resnet18", width=0.125, recipe="quick", epochs=12,
-                         batch_size=32, poison=str(path), precision="fp32")
+    config = TrainConfig(
+        dataset="scenes",
+        dataset_options=OPTIONS,
+        model="resnet18",
+        width=0.125,
+        recipe="quick",
+        epochs=12,
+        batch_size=32,
+        poison=str(path),
+        precision="fp32",
+    )
     result = train(config, progress=False)
     last = result.history[-1]
     # the patches are learned (the perturbation alone is classified) and the shapes are not yet
@@ -64,6 +73,17 @@ def test_a_learned_shortcut_shows_and_a_clean_run_has_no_probe(tmp_path):
     assert last["shortcut_acc"] >= 50.0, last
     assert last["clean_train_acc"] <= 25.0, last
     assert result.summary["final_shortcut_acc"] == last["shortcut_acc"]
-    clean = train(TrainConfig(dataset="scenes", dataset_options=OPTIONS, model="resnet18", width=0.125, recipe="quick", epochs=1,
-                              batch_size=64, precision="fp32"), progress=False)
+    clean = train(
+        TrainConfig(
+            dataset="scenes",
+            dataset_options=OPTIONS,
+            model="resnet18",
+            width=0.125,
+            recipe="quick",
+            epochs=1,
+            batch_size=64,
+            precision="fp32",
+        ),
+        progress=False,
+    )
     assert "shortcut_acc" not in clean.history[-1]

@@ -4,7 +4,6 @@ recorded, the one-axis grid, beta transfer, caching, cutout in the probe data, m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,20 @@ from uebench.bench import BenchConfig, SALSettings, run_bench
 from uebench.cli import main
 from uebench.errors import UserError
 from uebench.metrics import FastSALConfig, ProbeData, SALProbe
-from uebench.records import kept_weights, load_weights, read_metrics
+from uebench.records import kept_weights, load_weights
 from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_of
 
 SMALL = BenchConfig(
-    preset="test", dataset="scenes", dataset_options={"n_train": 96, "n_test": 48}, attacks=("ops", "lsp"), width=0.125,
-    recipe="quick", epochs=2, batch_size=32, sal=SALSettings(mode="fast", rounds=1, subset=16), precision="fp32",
+    preset="test",
+    dataset="scenes",
+    dataset_options={"n_train": 96, "n_test": 48},
+    attacks=("ops", "lsp"),
+    width=0.125,
+    recipe="quick",
+    epochs=2,
+    batch_size=32,
+    sal=SALSettings(mode="fast", rounds=1, subset=16),
+    precision="fp32",
     keep_weights=True,
 )
 
@@ -53,9 +60,17 @@ def test_grid_varies_one_axis_at_a_time_around_the_reference():
     ref = Setting("fast", 0.05, 3, 256)
     got = grid(ref, eps=[0.01, 0.05, 0.1], rounds=[5, 3], modes=["fast", "faithful"])
     assert got[0] == ref
-    assert [s.label for s in got] == ["fast-eps0.05-r3-n256", "fast-eps0.01-r3-n256", "fast-eps0.1-r3-n256",
-                                      "fast-eps0.05-r5-n256", "faithful-eps0.05-r10", "faithful-eps0.01-r10",
-                                      "faithful-eps0.1-r10", "faithful-eps0.05-r5", "faithful-eps0.05-r3"]
+    assert [s.label for s in got] == [
+        "fast-eps0.05-r3-n256",
+        "fast-eps0.01-r3-n256",
+        "fast-eps0.1-r3-n256",
+        "fast-eps0.05-r5-n256",
+        "faithful-eps0.05-r10",
+        "faithful-eps0.01-r10",
+        "faithful-eps0.1-r10",
+        "faithful-eps0.05-r5",
+        "faithful-eps0.05-r3",
+    ]
     for bad in ({"eps": 0.0}, {"eps": float("nan")}, {"eps": float("inf")}, {"rounds": 0}, {"mode": "quick"}):
         with pytest.raises(UserError):
             Setting(**{"mode": "fast", "eps": 0.05, "rounds": 3, **bad})
@@ -65,7 +80,9 @@ def test_the_bench_keeps_weights_at_every_sal_epoch(small_bench):
     run = next((small_bench / "runs").glob("ops-none-*"))
     assert kept_weights(run) == [1, 2]
     state = load_weights(run, 2)
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)["model"]  # the last epoch's weights are the checkpoint's
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)[
+        "model"
+    ]  # the last epoch's weights are the checkpoint's
     assert set(state) == set(ckpt) and all(torch.equal(state[k], ckpt[k]) for k in ckpt)
 
 
@@ -78,9 +95,27 @@ def test_the_reference_remeasured_equals_what_the_bench_recorded_and_the_sweep_r
     small = summary["settings"]["fast-eps0.01-r1-n16"]["origins"]["eval"]
     assert set(small["ud_by_attack"]) <= {"ops", "lsp"}
     # a smaller ball reaches smaller losses: every layer's SAL at eps 0.01 is at most its SAL at eps 0.05 (+ noise-free)
-    cells = json.loads((small_bench / SWEEP_DIR / "fast-eps0.01-r1-n16" / f"{next((small_bench / 'runs').glob('clean-*')).name}.json").read_text())
-    again = json.loads((small_bench / SWEEP_DIR / "fast-eps0.05-r1-n16" / f"{next((small_bench / 'runs').glob('clean-*')).name}.json").read_text())
-    lower = [cells["epochs"][e]["sal_eval"][k] <= again["epochs"][e]["sal_eval"][k] + 1e-6 for e in cells["epochs"] for k in cells["epochs"][e]["sal_eval"]]
+    cells = json.loads(
+        (
+            small_bench
+            / SWEEP_DIR
+            / "fast-eps0.01-r1-n16"
+            / f"{next((small_bench / 'runs').glob('clean-*')).name}.json"
+        ).read_text()
+    )
+    again = json.loads(
+        (
+            small_bench
+            / SWEEP_DIR
+            / "fast-eps0.05-r1-n16"
+            / f"{next((small_bench / 'runs').glob('clean-*')).name}.json"
+        ).read_text()
+    )
+    lower = [
+        cells["epochs"][e]["sal_eval"][k] <= again["epochs"][e]["sal_eval"][k] + 1e-6
+        for e in cells["epochs"]
+        for k in cells["epochs"][e]["sal_eval"]
+    ]
     assert np.mean(lower) > 0.9
     cached = {p: p.stat().st_mtime_ns for p in (small_bench / SWEEP_DIR).rglob("*.json")}
     run_sweep(small_bench, eps=[0.01], rounds=[2], log=None)  # a rerun measures nothing
@@ -91,7 +126,7 @@ def test_the_reference_remeasured_equals_what_the_bench_recorded_and_the_sweep_r
 def test_beta_from_the_same_bench_leaves_ud_where_it_was(small_bench):
     summary = run_sweep(small_bench, beta_from=[small_bench], log=None)
     t = summary["beta_transfer"][0]
-    for origin, o in t["origins"].items():
+    for o in t["origins"].values():
         assert o["beta"] == pytest.approx(o["own_beta"])
         assert o["ud_transferred"] == pytest.approx(o["ud_own"])
 
@@ -121,10 +156,12 @@ def test_sweep_bad_input_is_one_line(small_bench, tmp_path, capsys):
 def test_probe_transform_is_drawn_afresh_every_pass_and_once_for_a_fixed_subset():
     x = torch.full((8, 3, 8, 8), 0.5)
     y = torch.zeros(8, dtype=torch.int64)
+
     def zero_one_pixel(xb, yb, g):  # a transform with its own draw from the pass's generator
         out = xb.clone()
         out[:, :, int(torch.randint(0, 8, (1,), generator=g)), 0] = 0
         return out
+
     data = ProbeData(x, y, batch_size=8, augment=False, shuffle=False, transform=zero_one_pixel)
     g = torch.Generator().manual_seed(0)
     passes = [next(data.passes(g))[0] for _ in range(6)]
@@ -137,8 +174,16 @@ def test_probe_transform_is_drawn_afresh_every_pass_and_once_for_a_fixed_subset(
 def _train_with(defense: str, **probe):
     from uebench.train import TrainConfig, train
 
-    config = TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=1, batch_size=16, precision="fp32",
-                         dataset_options={"n_train": 32, "n_test": 16}, defense=defense)
+    config = TrainConfig(
+        model="resnet18",
+        width=0.125,
+        recipe="quick",
+        epochs=1,
+        batch_size=16,
+        precision="fp32",
+        dataset_options={"n_train": 32, "n_test": 16},
+        defense=defense,
+    )
     sal = SALProbe(mode="fast", layers=("conv1", "linear"), fast=FastSALConfig(subset=16, rounds=1), **probe)
     return train(config, probes=[sal], progress=False).history[0]
 

@@ -16,7 +16,9 @@ from uebench.poison import Poison, PoisonMeta
 from uebench.recipes import RECIPES
 from uebench.train import TrainConfig, epoch_generator, resolve_precision, train
 
-TINY = dict(model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128})
+TINY = dict(
+    model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128}
+)
 
 
 def tiny_config(**kw) -> TrainConfig:
@@ -50,8 +52,12 @@ def test_short_run_learns_above_chance(precision, num_threads):
     # Four epochs at lr 0.05, scored on held-out images: after two epochs at lr 0.1 the eval-mode accuracy is
     # mostly the BatchNorm running statistics, which lag the moving weights (bf16 with 1 thread scored 37% there
     # on images it had fitted), so the test would measure the statistics, not the learning.
-    config = TrainConfig(model="resnet18", width=0.125, recipe="quick", epochs=4, batch_size=64, lr=0.05, precision=precision)
-    result = train(config, train_set=_channel_toy(600, 0, "train"), test_set=_channel_toy(300, 1, "test"), progress=False)
+    config = TrainConfig(
+        model="resnet18", width=0.125, recipe="quick", epochs=4, batch_size=64, lr=0.05, precision=precision
+    )
+    result = train(
+        config, train_set=_channel_toy(600, 0, "train"), test_set=_channel_toy(300, 1, "test"), progress=False
+    )
     assert result.summary["final_test_acc"] > 33.3 + 30  # chance is 33.3%
     assert result.summary["peak_test_acc"] >= result.summary["final_test_acc"]
 
@@ -71,8 +77,8 @@ def test_run_folder_records(tmp_path):
     run = tmp_path / "run"
     for name in ("config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"):
         assert (run / name).exists(), name
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [1, 2]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in lines] == [1, 2]
     assert {"train_loss", "train_acc", "test_acc", "test_loss", "lr"} <= set(lines[0])
     manifest = json.loads((run / "manifest.json").read_text())
     assert {"torch", "uebench", "seed", "git_revision", "device", "precision", "train_set"} <= set(manifest)
@@ -80,7 +86,7 @@ def test_run_folder_records(tmp_path):
     assert config["resolved_recipe"]["epochs"] == 2 and config["model"] == "resnet18"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_test_acc"] == lines[-1]["test_acc"]
-    assert summary["peak_test_acc"] == max(l["test_acc"] for l in lines)
+    assert summary["peak_test_acc"] == max(rec["test_acc"] for rec in lines)
     # rerunning a finished run with resume trains nothing and returns the same result
     again = train(tiny_config(), run, resume=True, progress=False)
     assert same_weights(result.model, again.model)
@@ -98,7 +104,9 @@ def test_poisoned_run_trains_on_poison(tmp_path):
     clean = load("scenes", split="train", n_train=256, n_test=128)
     images = clean.images.clone()
     images[:, :, 0, 0] = 255 - images[:, :, 0, 0]  # a big, visible change: must be on the training images
-    poison = Poison(images, clean.labels, torch.arange(len(clean)), PoisonMeta("test", "scenes", len(clean), "none", 0.0))
+    poison = Poison(
+        images, clean.labels, torch.arange(len(clean)), PoisonMeta("test", "scenes", len(clean), "none", 0.0)
+    )
     poison.save(tmp_path / "p.safetensors")
     config = tiny_config(epochs=1, poison=str(tmp_path / "p.safetensors"))
     from uebench.train import load_data
@@ -131,9 +139,17 @@ def test_recipes():
     cos = RECIPES.get("em")
     assert cos.lr_at(0) == pytest.approx(0.1) and cos.lr_at(30) == pytest.approx(0.05)
     quick, bare = RECIPES.get("quick"), RECIPES.get("cpu")
-    assert bare.augment == "none" and bare.to_dict() | {"name": "quick", "augment": "crop_flip", "description": ""} == quick.to_dict() | {"description": ""}
+    assert bare.augment == "none" and bare.to_dict() | {
+        "name": "quick",
+        "augment": "crop_flip",
+        "description": "",
+    } == quick.to_dict() | {"description": ""}
     ap = RECIPES.get("apbench")
-    assert ap.lr_at(99) == pytest.approx(0.1) and ap.lr_at(100) == pytest.approx(0.01) and ap.lr_at(150) == pytest.approx(0.001)
+    assert (
+        ap.lr_at(99) == pytest.approx(0.1)
+        and ap.lr_at(100) == pytest.approx(0.01)
+        and ap.lr_at(150) == pytest.approx(0.001)
+    )
 
 
 def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
@@ -185,8 +201,26 @@ def test_bad_names_one_line_exit_2(args, needle, capsys, tmp_path):
 
 def test_finished_run_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "resnet18", "--width", "0.125", "--recipe", "quick", "--epochs", "1", "--batch-size", "64",
-            "--set", "n_train=128", "--set", "n_test=64", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--model",
+        "resnet18",
+        "--width",
+        "0.125",
+        "--recipe",
+        "quick",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--set",
+        "n_train=128",
+        "--set",
+        "n_test=64",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli_main(args) == 0
     before = (out / "checkpoint.pt").read_bytes()
     capsys.readouterr()
@@ -201,22 +235,68 @@ def test_finished_run_is_not_overwritten(tmp_path, capsys):
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    code, err = run_cli(["train", "--epochs", "1", "--set", "n_train=64", "--set", "n_test=32", "--out", str(blocker / "run"), "--quiet"], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--set",
+            "n_train=64",
+            "--set",
+            "n_test=32",
+            "--out",
+            str(blocker / "run"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "cannot write to output folder" in err
 
 
 def test_poison_for_another_dataset_is_refused(tmp_path, capsys):
     other = load("scenes", split="train", n_train=64, n_test=32)
-    Poison(other.images, other.labels, torch.arange(64), PoisonMeta("x", "cifar10", 64, "none", 0.0)).save(tmp_path / "p.safetensors")
-    code, err = run_cli(["train", "--set", "n_train=64", "--set", "n_test=32", "--poison", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    Poison(other.images, other.labels, torch.arange(64), PoisonMeta("x", "cifar10", 64, "none", 0.0)).save(
+        tmp_path / "p.safetensors"
+    )
+    code, err = run_cli(
+        [
+            "train",
+            "--set",
+            "n_train=64",
+            "--set",
+            "n_test=32",
+            "--poison",
+            str(tmp_path / "p.safetensors"),
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "does not match dataset scenes/train" in err
     (tmp_path / "bad.safetensors").write_bytes(b"not a poison")
-    code, err = run_cli(["train", "--set", "n_train=64", "--poison", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "r2"), "--quiet"], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--set",
+            "n_train=64",
+            "--poison",
+            str(tmp_path / "bad.safetensors"),
+            "--out",
+            str(tmp_path / "r2"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "not a uebench poison file" in err
 
 
 def test_version_and_no_traceback_from_subprocess():
     out = subprocess.run([sys.executable, "-m", "uebench.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("uebench ")
-    out = subprocess.run([sys.executable, "-m", "uebench.cli", "train", "--model", "nope", "--out", "/tmp/never"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "uebench.cli", "train", "--model", "nope", "--out", "/tmp/never"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -64,8 +64,17 @@ class SALSettings:
         from .metrics import FastSALConfig, SALProbe
 
         fast = FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
-        return SALProbe(mode=self.mode, every=self.every, origin=self.origin, eps=self.eps, rounds=self.rounds, lr=self.lr,
-                        augment=crop_flip, fast=fast, keep_weights=keep_weights)
+        return SALProbe(
+            mode=self.mode,
+            every=self.every,
+            origin=self.origin,
+            eps=self.eps,
+            rounds=self.rounds,
+            lr=self.lr,
+            augment=crop_flip,
+            fast=fast,
+            keep_weights=keep_weights,
+        )
 
 
 @dataclass(frozen=True)
@@ -103,12 +112,21 @@ class BenchConfig:
         """The settings every run shares: a folder holding a bench with other values here is another bench.
         The matrix (attacks, poisons, defenses, seeds) and per-attack/defense parameters may grow between calls:
         they only add cached entries."""
-        return _jsonable({
-            "dataset": self.dataset, "dataset_options": self.dataset_options, "subset": self.subset,
-            "attack_preset": self.attack_preset, "model": self.model, "width": self.width,
-            "recipe": self.resolved_recipe().to_dict(), "sal": dataclasses.asdict(self.sal),
-            "device": self.device, "precision": self.precision, "channels_last": self.channels_last,
-        })
+        return _jsonable(
+            {
+                "dataset": self.dataset,
+                "dataset_options": self.dataset_options,
+                "subset": self.subset,
+                "attack_preset": self.attack_preset,
+                "model": self.model,
+                "width": self.width,
+                "recipe": self.resolved_recipe().to_dict(),
+                "sal": dataclasses.asdict(self.sal),
+                "device": self.device,
+                "precision": self.precision,
+                "channels_last": self.channels_last,
+            }
+        )
 
     def resolved_recipe(self):
         from .recipes import RECIPES
@@ -147,7 +165,7 @@ QUICK = BenchConfig(
     },
     sal=SALSettings(mode="fast", every=3, rounds=2, subset=128),
     description="CPU, minutes: scenes 'natural' (2,000 train / 500 test), ResNet-18 width 0.125, 10 epochs without "
-                "augmentation, EM at its fast preset and the others shortened, fast SAL every 3rd epoch",
+    "augmentation, EM at its fast preset and the others shortened, fast SAL every 3rd epoch",
 )
 
 # The paper's configuration: CIFAR-10, ResNet-18 (width 1), the paper's recipe (50 epochs, constant lr), the
@@ -177,7 +195,7 @@ CPU = BenchConfig(
     sal=SALSettings(mode="fast", every=2, rounds=3, subset=256),
     keep_weights=True,  # 0.7 MB per probed epoch: `uebench sal-sweep` can measure SAL again with other settings
     description="CPU, about an hour: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
-                "fast attacks, fast SAL every 2nd epoch",
+    "fast attacks, fast SAL every 2nd epoch",
 )
 
 PRESETS: dict[str, BenchConfig] = {c.preset: c for c in (QUICK, CPU, PAPER)}
@@ -273,10 +291,23 @@ def validate_on(config: BenchConfig, train_set) -> None:
 def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
     from .attacks import ATTACKS, make_config
 
-    params = dataclasses.asdict(make_config(ATTACKS.get(attack), config.attack_preset, **config.attack_params.get(attack, {})))
-    key = digest({"attack": attack, "preset": config.attack_preset, "params": params, "seed": seed, "dataset": config.dataset,
-                  "dataset_options": config.dataset_options, "subset": config.subset})
-    return PoisonSpec(attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params))
+    params = dataclasses.asdict(
+        make_config(ATTACKS.get(attack), config.attack_preset, **config.attack_params.get(attack, {}))
+    )
+    key = digest(
+        {
+            "attack": attack,
+            "preset": config.attack_preset,
+            "params": params,
+            "seed": seed,
+            "dataset": config.dataset,
+            "dataset_options": config.dataset_options,
+            "subset": config.subset,
+        }
+    )
+    return PoisonSpec(
+        attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params)
+    )
 
 
 def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
@@ -291,23 +322,39 @@ def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     label = safe_label(path.stem if by_name or not poison.meta.attack else poison.meta.attack)
-    return PoisonSpec(label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path))
+    return PoisonSpec(
+        label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path)
+    )
 
 
 def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None) -> RunSpec:
     from .train import TrainConfig
 
     tc = TrainConfig(
-        dataset=config.dataset, data_dir=None, poison=poison.file if poison else None, model=config.model, width=config.width,
-        recipe=config.recipe, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
-        train_subset=config.subset, device=config.device, precision=config.precision, channels_last=config.channels_last,
-        dataset_options=dict(config.dataset_options), defense=None if defense == NO_DEFENSE else defense,
+        dataset=config.dataset,
+        data_dir=None,
+        poison=poison.file if poison else None,
+        model=config.model,
+        width=config.width,
+        recipe=config.recipe,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=seed,
+        train_subset=config.subset,
+        device=config.device,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        dataset_options=dict(config.dataset_options),
+        defense=None if defense == NO_DEFENSE else defense,
         defense_params=dict(config.defense_params.get(defense, {})) if defense != NO_DEFENSE else {},
     )
     # the poison file name carries the poison's own key, so the run key covers what made the poison too
     key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
     name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
-    return RunSpec(attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(dataclasses.asdict(tc)))
+    return RunSpec(
+        attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(dataclasses.asdict(tc))
+    )
 
 
 @dataclass
@@ -316,7 +363,10 @@ class Plan:
     runs: list[RunSpec]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons], "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs]}
+        return {
+            "poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons],
+            "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
@@ -328,8 +378,10 @@ def make_plan(config: BenchConfig) -> Plan:
     user = [user_poison_spec(p) for p in config.poisons]
     shared = [u.label for u in user]
     # files of one attack (a budget sweep) or of a crafted attack's name are told apart by their file names
-    user = [user_poison_spec(p, by_name=True) if shared.count(u.label) > 1 or u.label in config.attacks else u
-            for p, u in zip(config.poisons, user)]
+    user = [
+        user_poison_spec(p, by_name=True) if shared.count(u.label) > 1 or u.label in config.attacks else u
+        for p, u in zip(config.poisons, user)
+    ]
     labels = [*config.attacks, *(u.label for u in user)]
     dupes = sorted({x for x in labels if labels.count(x) > 1} | ({CLEAN} & set(labels)))
     if dupes:
@@ -363,7 +415,9 @@ def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> N
         if old is not None and old != new:
             if not overwrite:
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise UserError(f"{out} holds a bench of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite")
+                raise UserError(
+                    f"{out} holds a bench of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite"
+                )
             clear_bench(out)
     elif out.exists() and any(not is_scratch(f) for f in out.iterdir()) and not overwrite:
         raise UserError(f"{out} is not empty and holds no bench; use another --out or --overwrite")
@@ -371,8 +425,16 @@ def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> N
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
-    atomic_write_json(path, {"schema": SCHEMA, "identity": config.identity(), "config": config.to_dict(), "plan": plan.to_dict(),
-                             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic_write_json(
+        path,
+        {
+            "schema": SCHEMA,
+            "identity": config.identity(),
+            "config": config.to_dict(),
+            "plan": plan.to_dict(),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 def clear_bench(out: Path) -> None:
@@ -462,8 +524,17 @@ def run_bench(
         return _run_locked(config, out, plan, data, overwrite, progress, log, max_epochs, report)
 
 
-def _run_locked(config: BenchConfig, out: Path, plan: Plan, data: "_Data", overwrite: bool, progress: bool,
-                log: Callable[[str], None] | None, max_epochs: int | None, report: bool) -> BenchResult:
+def _run_locked(
+    config: BenchConfig,
+    out: Path,
+    plan: Plan,
+    data: "_Data",
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    max_epochs: int | None,
+    report: bool,
+) -> BenchResult:
     open_bench(out, config, plan, overwrite)
     remove_stale_temps(out / POISONS_DIR)
     say = log or (lambda _m: None)
@@ -513,7 +584,9 @@ def _epochs_done(folder: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _ensure_poison(out: Path, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult) -> None:
+def _ensure_poison(
+    out: Path, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult
+) -> None:
     from .poison import Poison
 
     path = out / spec.file
@@ -531,14 +604,25 @@ def _ensure_poison(out: Path, spec: PoisonSpec, data: _Data, config: BenchConfig
     from .attacks import craft
 
     say(f"crafting {spec.label} (preset {config.attack_preset}, seed {spec.seed}) -> {spec.file}")
-    poison = craft(spec.attack, data.crafting_set(), preset=config.attack_preset, seed=spec.seed, subset=config.subset,
-                   progress=progress, **config.attack_params.get(spec.attack, {}))
+    poison = craft(
+        spec.attack,
+        data.crafting_set(),
+        preset=config.attack_preset,
+        seed=spec.seed,
+        subset=config.subset,
+        progress=progress,
+        **config.attack_params.get(spec.attack, {}),
+    )
     poison.save(path)  # atomic: a killed craft leaves no file and is redone
     result.crafted.append(spec.file)
-    say(f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)")
+    say(
+        f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)"
+    )
 
 
-def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None) -> int:
+def _train_one(
+    out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None
+) -> int:
     from .train import train
 
     tc = run.train_config()
@@ -548,7 +632,16 @@ def _train_one(out: Path, run: RunSpec, data: _Data, config: BenchConfig, progre
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
         probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
     resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())
-    res = train(tc, folder, train_set=train_set, test_set=data.test, probes=probes, resume=resume, progress=progress, stop_after=stop_after)
+    res = train(
+        tc,
+        folder,
+        train_set=train_set,
+        test_set=data.test,
+        probes=probes,
+        resume=resume,
+        progress=progress,
+        stop_after=stop_after,
+    )
     return len(res.history)
 
 
@@ -572,5 +665,14 @@ def _write_samples(out: Path, data: _Data, n: int = 4) -> None:
         if len(picks) == n:
             break
     idx = torch.tensor(picks, dtype=torch.int64)
-    atomic_write_bytes(path, save({"images": ds.images[idx].contiguous(), "labels": ds.labels[idx].contiguous(),
-                                   "indices": ds.indices[idx].contiguous()}, metadata={"classes": json.dumps(ds.classes)}))
+    atomic_write_bytes(
+        path,
+        save(
+            {
+                "images": ds.images[idx].contiguous(),
+                "labels": ds.labels[idx].contiguous(),
+                "indices": ds.indices[idx].contiguous(),
+            },
+            metadata={"classes": json.dumps(ds.classes)},
+        ),
+    )

@@ -21,7 +21,6 @@ before anything is written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -81,7 +80,9 @@ def find_pngs(folder: Path) -> dict[int, Path]:
             m = _PNG.match(name)
             path = Path(root) / name
             if not m:
-                raise UserError(f"cannot tell which training image {path} replaces: files must be named by its index, e.g. 0.png")
+                raise UserError(
+                    f"cannot tell which training image {path} replaces: files must be named by its index, e.g. 0.png"
+                )
             idx = int(m.group(1))
             if idx in found:
                 raise UserError(f"index {idx} appears twice: {found[idx]} and {path}")
@@ -215,7 +216,12 @@ def import_poison(
     lab = clean.labels[idx].clone() if labels is None else torch.from_numpy(labels.astype(np.int64))
     keep = {k: side[k] for k in ("params", "variant", "seed", "craft_seconds", "epoch_equivalents") if k in side}
     meta = PoisonMeta(
-        attack=str(attack), dataset=clean.name, split=clean.split, dataset_size=len(clean), norm=norm, budget=budget,
+        attack=str(attack),
+        dataset=clean.name,
+        split=clean.split,
+        dataset_size=len(clean),
+        norm=norm,
+        budget=budget,
         **{"variant": "imported", **keep},
         extra={**side.get("extra", {}), "imported_from": str(source), "format": fmt},
     )

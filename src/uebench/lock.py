@@ -87,15 +87,21 @@ class FolderLock:
             if young:
                 time.sleep(0.2)
                 return
-        elif holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int) or _alive(holder["pid"]):
+        elif (
+            holder.get("host") != socket.gethostname()
+            or not isinstance(holder.get("pid"), int)
+            or _alive(holder["pid"])
+        ):
             raise UserError(self._busy_message(holder))
         self.path.unlink(missing_ok=True)
 
     def _busy_message(self, holder: dict | None = None) -> str:
         holder = holder if holder is not None else (self._read_holder() or {})
         who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"
-        return (f"{self.folder} is in use by another uebench process ({who}); wait for it, or remove {self.path} "
-                "if that process is gone")
+        return (
+            f"{self.folder} is in use by another uebench process ({who}); wait for it, or remove {self.path} "
+            "if that process is gone"
+        )
 
     def release(self) -> None:
         depth = FolderLock._held.get(self.folder, 0)

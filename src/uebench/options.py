@@ -78,8 +78,13 @@ def describe(hint: Any) -> str:
         return " or ".join(describe(a) for a in args)
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
-    return {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {
+        int: "a whole number",
+        float: "a finite number",
+        bool: "true or false",
+        str: "a string",
+        type(None): "null",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def type_hints(obj: Any) -> dict[str, Any]:

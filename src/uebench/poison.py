@@ -23,9 +23,22 @@ from .errors import UserError
 from .io import atomic_write_bytes
 
 NORMS = ("linf", "l2", "l0", "none")
-_META_TYPES = {"attack": (str,), "dataset": (str,), "dataset_size": (int,), "norm": (str,), "budget": (int, float),
-               "split": (str,), "params": (dict,), "variant": (str,), "seed": (int,), "craft_seconds": (int, float),
-               "epoch_equivalents": (int, float), "versions": (dict,), "created": (str,), "extra": (dict,)}
+_META_TYPES = {
+    "attack": (str,),
+    "dataset": (str,),
+    "dataset_size": (int,),
+    "norm": (str,),
+    "budget": (int, float),
+    "split": (str,),
+    "params": (dict,),
+    "variant": (str,),
+    "seed": (int,),
+    "craft_seconds": (int, float),
+    "epoch_equivalents": (int, float),
+    "versions": (dict,),
+    "created": (str,),
+    "extra": (dict,),
+}
 _KEY = "uebench_poison"
 _HASH_KEY = "uebench_content_sha256"
 VOLATILE_META = ("craft_seconds", "created")  # differ between two identical crafts; outside the content hash
@@ -49,7 +62,9 @@ def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, 
     if norm == "linf" and b > 1:
         raise UserError(f"Linf budget {b} is above 1: budgets are in [0,1] pixel units (8/255 = 0.0314)")
     if norm == "l2" and b > math.sqrt(c * h * w):
-        raise UserError(f"L2 budget {b} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}")
+        raise UserError(
+            f"L2 budget {b} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}"
+        )
     if norm == "l0" and (not b.is_integer() or b > h * w):
         raise UserError(f"L0 budget must be a whole number of pixels in [1, {h * w}], got {b}")
     return b
@@ -77,7 +92,9 @@ class PoisonMeta:
         for name, types in _META_TYPES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, types):
-                raise UserError(f"poison metadata: '{name}' must be {' or '.join(t.__name__ for t in types)}, got {value!r:.60}")
+                raise UserError(
+                    f"poison metadata: '{name}' must be {' or '.join(t.__name__ for t in types)}, got {value!r:.60}"
+                )
         if self.norm not in NORMS:
             raise UserError(f"unknown norm '{self.norm}'; valid: {', '.join(NORMS)}")
         if not math.isfinite(self.budget) or self.budget < 0:
@@ -99,11 +116,15 @@ class Poison:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise UserError(f"poison images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise UserError(
+                f"poison images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         self.labels = self.labels.to(torch.int64)
         self.indices = self.indices.to(torch.int64)
         if not (len(self.images) == len(self.labels) == len(self.indices)):
-            raise UserError(f"poison has {len(self.images)} images, {len(self.labels)} labels, {len(self.indices)} indices")
+            raise UserError(
+                f"poison has {len(self.images)} images, {len(self.labels)} labels, {len(self.indices)} indices"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -127,9 +148,13 @@ class Poison:
         if m.dataset != clean.name or m.split != clean.split:
             raise UserError(f"{where} does not match dataset {clean.name}/{clean.split}")
         if m.dataset_size != len(clean):
-            raise UserError(f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}")
+            raise UserError(
+                f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}"
+            )
         if self.images.shape[1:] != clean.images.shape[1:]:
-            raise UserError(f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}")
+            raise UserError(
+                f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}"
+            )
         if len(self) and (int(self.indices.min()) < 0 or int(self.indices.max()) >= len(clean)):
             raise UserError(f"{where} has indices outside [0, {len(clean)})")
         if len(torch.unique(self.indices)) != len(self.indices):
@@ -148,7 +173,9 @@ class Poison:
 
             allowed = method_budget(m)
             if allowed is not None and m.budget > allowed * (1 + 1e-6):
-                raise UserError(f"{where} claims a {m.norm} budget of {m.budget:.6g}, more than its settings allow ({allowed:.6g})")
+                raise UserError(
+                    f"{where} claims a {m.norm} budget of {m.budget:.6g}, more than its settings allow ({allowed:.6g})"
+                )
             got = self.measure(clean)[m.norm]
             # linf/l2 are compared on the uint8 grid: budget*255 with a hair of float slack
             slack = 0.0 if m.norm == "l0" else 1e-5
@@ -181,7 +208,11 @@ class Poison:
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save
 
-        tensors = {"images": self.images.contiguous(), "labels": self.labels.contiguous(), "indices": self.indices.contiguous()}
+        tensors = {
+            "images": self.images.contiguous(),
+            "labels": self.labels.contiguous(),
+            "indices": self.indices.contiguous(),
+        }
         metadata = {_KEY: json.dumps(asdict(self.meta), sort_keys=True), _HASH_KEY: self.content_hash()}
         atomic_write_bytes(path, save(tensors, metadata=metadata))
 

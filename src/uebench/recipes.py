@@ -28,7 +28,9 @@ class Recipe:
         from .data.augment import AUGMENTATIONS
 
         if self.augment not in AUGMENTATIONS:
-            raise UserError(f"recipe '{self.name}': unknown augment '{self.augment}'; valid: {', '.join(AUGMENTATIONS)}")
+            raise UserError(
+                f"recipe '{self.name}': unknown augment '{self.augment}'; valid: {', '.join(AUGMENTATIONS)}"
+            )
         for key in ("epochs", "batch_size"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -63,13 +65,50 @@ def _add(r: Recipe) -> None:
     RECIPES.register(r.name)(r)
 
 
-_add(Recipe("paper", 50, 256, 0.1, description="the SAL/UD paper: SGD 0.1, m 0.9, wd 5e-4, batch 256, 50 epochs, constant lr, crop+flip"))
-_add(Recipe("apbench", 200, 128, 0.1, schedule="multistep", milestones=(100, 150), description="APBench: 200 epochs, lr x0.1 at 100 and 150"))
+_add(
+    Recipe(
+        "paper",
+        50,
+        256,
+        0.1,
+        description="the SAL/UD paper: SGD 0.1, m 0.9, wd 5e-4, batch 256, 50 epochs, constant lr, crop+flip",
+    )
+)
+_add(
+    Recipe(
+        "apbench",
+        200,
+        128,
+        0.1,
+        schedule="multistep",
+        milestones=(100, 150),
+        description="APBench: 200 epochs, lr x0.1 at 100 and 150",
+    )
+)
 _add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))
 _add(Recipe("ar", 100, 128, 0.1, schedule="cosine", description="AR / LSP papers' victim: 100 epochs, cosine"))
 _add(Recipe("quick", 10, 128, 0.1, schedule="cosine", description="CPU-sized: 10 epochs, batch 128, cosine"))
 # The CPU regime where the published efficacy holds (README "Attack efficacy"): at a few hundred SGD steps on a
 # few thousand images, crop+flip keeps the class-wise shortcuts (LSP, OPS) from being picked up before the content.
-_add(Recipe("cpu", 10, 128, 0.1, schedule="cosine", augment="none",
-            description="CPU-sized, no augmentation: 10 epochs, batch 128, cosine (the cpu and quick bench presets)"))
-_add(Recipe("quick-crop", 10, 128, 0.1, schedule="cosine", augment="crop", description="quick with crops only, no flips (diagnosis)"))
+_add(
+    Recipe(
+        "cpu",
+        10,
+        128,
+        0.1,
+        schedule="cosine",
+        augment="none",
+        description="CPU-sized, no augmentation: 10 epochs, batch 128, cosine (the cpu and quick bench presets)",
+    )
+)
+_add(
+    Recipe(
+        "quick-crop",
+        10,
+        128,
+        0.1,
+        schedule="cosine",
+        augment="crop",
+        description="quick with crops only, no flips (diagnosis)",
+    )
+)

@@ -25,7 +25,13 @@ import torch
 from .errors import UserError
 from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
-CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = "config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
+CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
+    "config.json",
+    "manifest.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "summary.json",
+)
 RUN_FILES = (CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY)
 WEIGHTS_DIR = "weights"
 
@@ -49,12 +55,16 @@ class RunFolder:
             shutil.rmtree(self.path / WEIGHTS_DIR, ignore_errors=True)
         elif existing and not resume:
             state = "a finished run" if (self.path / SUMMARY).exists() else "an unfinished run"
-            raise UserError(f"{self.path} already holds {state}; pass --resume to continue it or --overwrite to replace it")
+            raise UserError(
+                f"{self.path} already holds {state}; pass --resume to continue it or --overwrite to replace it"
+            )
         elif existing:
             saved = read_json(self.path / CONFIG) if (self.path / CONFIG).exists() else None
             if saved is not None and saved != self.config:
                 diff = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
-                raise UserError(f"{self.path} holds a run of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite")
+                raise UserError(
+                    f"{self.path} holds a run of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite"
+                )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".write-test-{os.getpid()}"
@@ -79,7 +89,9 @@ class RunFolder:
         return state
 
     def save_epoch(self, model: torch.nn.Module, opt: torch.optim.Optimizer, history: list[dict[str, Any]]) -> None:
-        atomic_torch_save(self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history})
+        atomic_torch_save(
+            self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
+        )
         write_metrics(self.path, history)
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -129,8 +141,10 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # damaged, or holds objects that weights_only refuses (code a crafted file would run)
-        raise UserError(f"{path} cannot be read as a run checkpoint ({type(e).__name__}: tensors and plain types "
-                        "only); remove it or pass --overwrite") from None
+        raise UserError(
+            f"{path} cannot be read as a run checkpoint ({type(e).__name__}: tensors and plain types "
+            "only); remove it or pass --overwrite"
+        ) from None
     if not (isinstance(state, dict) and isinstance(state.get("history"), list) and "model" in state):
         raise UserError(f"{path} is not a run checkpoint (no model and history); remove it or pass --overwrite")
     return state
@@ -182,9 +196,12 @@ def git_revision() -> str | None:
         return None
 
 
-def manifest(seed: int, device: torch.device, precision: str, train_set, test_set, defense: dict | None = None) -> dict[str, Any]:
-    from . import __version__
+def manifest(
+    seed: int, device: torch.device, precision: str, train_set, test_set, defense: dict | None = None
+) -> dict[str, Any]:
     import numpy
+
+    from . import __version__
 
     return {
         "uebench": __version__,
@@ -194,7 +211,9 @@ def manifest(seed: int, device: torch.device, precision: str, train_set, test_se
         "git_revision": git_revision(),
         "seed": seed,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "precision": precision,
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),

@@ -57,11 +57,17 @@ class Setting:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (math.isfinite(self.eps) and self.eps > 0):
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, (int, float))
+            or not (math.isfinite(self.eps) and self.eps > 0)
+        ):
             raise UserError(f"SAL eps must be a finite number > 0, got {self.eps}")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise UserError(f"SAL rounds must be a whole number >= 1, got {self.rounds}")
-        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
+        if self.subset is not None and (
+            isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1
+        ):
             raise UserError(f"fast SAL subset must be a whole number >= 1, got {self.subset}")
 
     @property
@@ -77,7 +83,9 @@ def reference_setting(sal: dict[str, Any]) -> Setting:
     return Setting(mode, float(sal["eps"]), int(rounds), int(sal["subset"]) if mode == "fast" else None)
 
 
-def grid(reference: Setting, eps: Sequence[float] = (), rounds: Sequence[int] = (), modes: Sequence[str] = ()) -> list[Setting]:
+def grid(
+    reference: Setting, eps: Sequence[float] = (), rounds: Sequence[int] = (), modes: Sequence[str] = ()
+) -> list[Setting]:
     """One axis at a time around the reference, for each mode (the reference first). In the other mode the
     reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays."""
     out = [reference]
@@ -85,8 +93,11 @@ def grid(reference: Setting, eps: Sequence[float] = (), rounds: Sequence[int] = 
         base_rounds = reference.rounds if mode == reference.mode else (FAITHFUL_ROUNDS if mode == "faithful" else 5)
         subset = reference.subset if mode == "fast" else None
         base = Setting(mode, reference.eps, base_rounds, subset)
-        candidates = [base, *(Setting(mode, float(e), base_rounds, subset) for e in eps),
-                      *(Setting(mode, reference.eps, int(r), subset) for r in rounds)]
+        candidates = [
+            base,
+            *(Setting(mode, float(e), base_rounds, subset) for e in eps),
+            *(Setting(mode, reference.eps, int(r), subset) for r in rounds),
+        ]
         out += [c for i, c in enumerate(candidates) if c not in out and c not in candidates[:i]]
     return out
 
@@ -108,8 +119,15 @@ class _Loaded:
         return self.cache[key]
 
 
-def measure_run(bench_dir: Path, run: RunSpec, setting: Setting, sal: dict[str, Any], loaded: _Loaded, device: str = "auto",
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def measure_run(
+    bench_dir: Path,
+    run: RunSpec,
+    setting: Setting,
+    sal: dict[str, Any],
+    loaded: _Loaded,
+    device: str = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
     from dataclasses import replace
 
@@ -121,8 +139,10 @@ def measure_run(bench_dir: Path, run: RunSpec, setting: Setting, sal: dict[str, 
     folder = bench_dir / run.dir
     epochs = kept_weights(folder)
     if not epochs:
-        raise UserError(f"{folder} kept no weights; run the bench with --keep-weights (into a new folder, or with "
-                        "--overwrite: cached runs are not trained again)")
+        raise UserError(
+            f"{folder} kept no weights; run the bench with --keep-weights (into a new folder, or with "
+            "--overwrite: cached runs are not trained again)"
+        )
     history = {int(r["epoch"]): r for r in read_metrics(folder)}
     tc = run.train_config()
     tc = replace(tc, data_dir=loaded.data_dir, poison=str(bench_dir / run.poison) if run.poison else None)
@@ -133,10 +153,22 @@ def measure_run(bench_dir: Path, run: RunSpec, setting: Setting, sal: dict[str, 
     dev = resolve_device(device)
     model = build_model(tc, train_set)
     recipe = tc.resolved_recipe()
-    fast = FastSALConfig(subset=setting.subset or sal.get("subset", 1024), augment=sal.get("augment", "once"),
-                         crossfit=sal.get("crossfit", True), anchor=sal.get("anchor", True))
-    probe = SALProbe(mode=setting.mode, every=1, origin=sal.get("origin", "running"), eps=setting.eps, rounds=setting.rounds,
-                     lr=sal.get("lr", 0.1), augment=recipe.augment == "crop_flip", fast=fast)
+    fast = FastSALConfig(
+        subset=setting.subset or sal.get("subset", 1024),
+        augment=sal.get("augment", "once"),
+        crossfit=sal.get("crossfit", True),
+        anchor=sal.get("anchor", True),
+    )
+    probe = SALProbe(
+        mode=setting.mode,
+        every=1,
+        origin=sal.get("origin", "running"),
+        eps=setting.eps,
+        rounds=setting.rounds,
+        lr=sal.get("lr", 0.1),
+        augment=recipe.augment == "crop_flip",
+        fast=fast,
+    )
     out: dict[str, Any] = {}
     start = time.perf_counter()
     for epoch in epochs:
@@ -147,8 +179,18 @@ def measure_run(bench_dir: Path, run: RunSpec, setting: Setting, sal: dict[str, 
         if tc.channels_last and tc.model != "linear":
             model = model.to(memory_format=torch.channels_last)
         model.eval()
-        ctx = EpochContext(epoch, model, train_set, train_set, dev, contextlib.nullcontext, history[epoch], tc.seed,
-                           recipe.batch_size, defense)
+        ctx = EpochContext(
+            epoch,
+            model,
+            train_set,
+            train_set,
+            dev,
+            contextlib.nullcontext,
+            history[epoch],
+            tc.seed,
+            recipe.batch_size,
+            defense,
+        )
         out[str(epoch)] = probe(ctx)
         if progress:
             progress(f"{run.dir} epoch {epoch}")
@@ -159,9 +201,18 @@ def finished_runs(bench_dir: Path, runs: Sequence[RunSpec]) -> list[RunSpec]:
     return [r for r in runs if (bench_dir / r.dir / SUMMARY).exists()]
 
 
-def run_sweep(bench_dir: str | Path, settings: Sequence[Setting] | None = None, *, eps: Sequence[float] = (),
-              rounds: Sequence[int] = (), modes: Sequence[str] = (), beta_from: Sequence[str | Path] = (),
-              data_dir: str | None = None, device: str = "auto", log: Callable[[str], None] | None = print) -> dict[str, Any]:
+def run_sweep(
+    bench_dir: str | Path,
+    settings: Sequence[Setting] | None = None,
+    *,
+    eps: Sequence[float] = (),
+    rounds: Sequence[int] = (),
+    modes: Sequence[str] = (),
+    beta_from: Sequence[str | Path] = (),
+    data_dir: str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
     """Measure every finished run of the bench under every setting (cached), then summarise; writes sweep.json
     and sweep.md into the bench folder and returns the summary."""
     bench_dir = Path(bench_dir)
@@ -230,11 +281,16 @@ def _groups(runs: Sequence[RunSpec]) -> dict[tuple[str, int], tuple[RunSpec, lis
     out: dict[tuple[str, int], tuple[RunSpec, list[RunSpec]]] = {}
     for r in runs:
         if r.attack == CLEAN:
-            out[(r.defense, r.seed)] = (r, [p for p in runs if p.attack != CLEAN and (p.defense, p.seed) == (r.defense, r.seed)])
+            out[(r.defense, r.seed)] = (
+                r,
+                [p for p in runs if p.attack != CLEAN and (p.defense, p.seed) == (r.defense, r.seed)],
+            )
     return out
 
 
-def _uds(matrices: dict[str, np.ndarray], groups, beta: dict[tuple[str, int], float] | None = None) -> dict[str, float | None]:
+def _uds(
+    matrices: dict[str, np.ndarray], groups, beta: dict[tuple[str, int], float] | None = None
+) -> dict[str, float | None]:
     """UD of every poisoned run against its (defense, seed)'s clean run."""
     out = {}
     for key, (clean, poisoned) in groups.items():
@@ -252,7 +308,9 @@ def _attack_means(uds: dict[str, float | None], runs: Sequence[RunSpec]) -> dict
     return {a: float(np.mean(v)) for a, v in per.items()}
 
 
-def summarise(bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setting], measured, foreign) -> dict[str, Any]:
+def summarise(
+    bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setting], measured, foreign
+) -> dict[str, Any]:
     reference = settings[0]
     groups = _groups(runs)
     layers = None
@@ -269,7 +327,11 @@ def summarise(bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setti
             matrices[(s.label, origin)] = m
     recorded = {r.dir: read_metrics(bench_dir / r.dir) for r in runs}
     for s in settings:
-        entry: dict[str, Any] = {"setting": asdict(s), "seconds": sum(measured[s.label][r.dir]["seconds"] for r in runs), "origins": {}}
+        entry: dict[str, Any] = {
+            "setting": asdict(s),
+            "seconds": sum(measured[s.label][r.dir]["seconds"] for r in runs),
+            "origins": {},
+        }
         for origin in ORIGINS:
             m, ref = matrices[(s.label, origin)], matrices[(reference.label, origin)]
             uds, ref_uds = _uds(m, groups), _uds(ref, groups)
@@ -279,7 +341,8 @@ def summarise(bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setti
             rhos = [spearman_rho(list(m[r][i]), list(ref[r][i])) for r in m for i in range(min(len(m[r]), len(ref[r])))]
             rhos = [x for x in rhos if x is not None]
             entry["origins"][origin] = {
-                "ud": uds, "ud_by_attack": means,
+                "ud": uds,
+                "ud_by_attack": means,
                 "tau_vs_reference": kendall_tau([means[a] for a in common], [ref_means[a] for a in common]),
                 "max_abs_ud_change": max(diffs) if diffs else None,
                 "layer_rho_vs_reference": float(np.mean(rhos)) if rhos else None,
@@ -300,17 +363,26 @@ def summarise(bench_dir: Path, runs: Sequence[RunSpec], settings: Sequence[Setti
 def _foreign_betas(bench: Path) -> dict[str, Any]:
     """beta of another bench's clean runs (seed by seed, no defense), from the SAL its runs recorded."""
     saved, plan = read_bench(bench)
-    out: dict[str, Any] = {"bench": str(bench), "dataset": saved["config"].get("dataset"), "sal": saved["config"]["sal"], "beta": {}}
+    out: dict[str, Any] = {
+        "bench": str(bench),
+        "dataset": saved["config"].get("dataset"),
+        "sal": saved["config"]["sal"],
+        "beta": {},
+    }
     for r in finished_runs(bench, plan.runs):
         if r.attack == CLEAN and r.defense == NO_DEFENSE:
             recs = read_metrics(bench / r.dir)
-            out["beta"][str(r.seed)] = {o: learnable_threshold(sal_matrix(recs, key=f"sal_{o}", where=str(bench / r.dir))[0]) for o in ORIGINS}
+            out["beta"][str(r.seed)] = {
+                o: learnable_threshold(sal_matrix(recs, key=f"sal_{o}", where=str(bench / r.dir))[0]) for o in ORIGINS
+            }
     if not out["beta"]:
         raise UserError(f"{bench} has no finished clean run to take beta from")
     return out
 
 
-def _beta_transfer(runs, groups, matrices, reference: Setting, foreign: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _beta_transfer(
+    runs, groups, matrices, reference: Setting, foreign: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """UD of this bench's runs (at the reference setting) under each foreign clean run's beta (its mean over seeds)."""
     out = []
     for f in foreign:
@@ -321,9 +393,15 @@ def _beta_transfer(runs, groups, matrices, reference: Setting, foreign: Sequence
             own = _attack_means(_uds(m, groups), runs)
             moved = _attack_means(_uds(m, groups, {k: beta for k in groups}), runs)
             own_beta = float(np.mean([learnable_threshold(m[c.dir]) for c, _ in groups.values()]))
-            entry["origins"][origin] = {"beta": beta, "own_beta": own_beta, "ud_own": own, "ud_transferred": moved,
-                                        "tau": kendall_tau([own[a] for a in sorted(set(own) & set(moved))],
-                                                           [moved[a] for a in sorted(set(own) & set(moved))])}
+            entry["origins"][origin] = {
+                "beta": beta,
+                "own_beta": own_beta,
+                "ud_own": own,
+                "ud_transferred": moved,
+                "tau": kendall_tau(
+                    [own[a] for a in sorted(set(own) & set(moved))], [moved[a] for a in sorted(set(own) & set(moved))]
+                ),
+            }
         out.append(entry)
     return out
 
@@ -335,22 +413,40 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 def sweep_markdown(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
     attacks = sorted({a for s in settings.values() for o in s["origins"].values() for a in o["ud_by_attack"]})
-    lines = [f"# SAL sweep (reference {summary['reference']})", "",
-             f"Reference measured again vs recorded: largest |SAL difference| {_fmt(summary['reference_max_abs_diff_from_recorded'], 3)}", ""]
+    lines = [
+        f"# SAL sweep (reference {summary['reference']})",
+        "",
+        f"Reference measured again vs recorded: largest |SAL difference| {_fmt(summary['reference_max_abs_diff_from_recorded'], 3)}",
+        "",
+    ]
     for origin in ORIGINS:
-        lines += [f"## origin {origin}", "",
-                  "| setting | seconds | " + " | ".join(f"UD {a}" for a in attacks) + " | tau vs ref | max abs dUD | layer rho |",
-                  "|---|---|" + "---|" * len(attacks) + "---|---|---|"]
+        lines += [
+            f"## origin {origin}",
+            "",
+            "| setting | seconds | "
+            + " | ".join(f"UD {a}" for a in attacks)
+            + " | tau vs ref | max abs dUD | layer rho |",
+            "|---|---|" + "---|" * len(attacks) + "---|---|---|",
+        ]
         for label, s in settings.items():
             o = s["origins"][origin]
-            lines.append(f"| {label} | {s['seconds']:.0f} | " + " | ".join(_fmt(o["ud_by_attack"].get(a)) for a in attacks)
-                         + f" | {_fmt(o['tau_vs_reference'])} | {_fmt(o['max_abs_ud_change'])} | {_fmt(o['layer_rho_vs_reference'])} |")
+            lines.append(
+                f"| {label} | {s['seconds']:.0f} | "
+                + " | ".join(_fmt(o["ud_by_attack"].get(a)) for a in attacks)
+                + f" | {_fmt(o['tau_vs_reference'])} | {_fmt(o['max_abs_ud_change'])} | {_fmt(o['layer_rho_vs_reference'])} |"
+            )
         lines.append("")
     for t in summary["beta_transfer"]:
-        lines += [f"## beta from {t['bench']} ({t['dataset']})", "", "| origin | beta (own) | " + " | ".join(f"UD {a}" for a in attacks) + " | tau |",
-                  "|---|---|" + "---|" * len(attacks) + "---|"]
+        lines += [
+            f"## beta from {t['bench']} ({t['dataset']})",
+            "",
+            "| origin | beta (own) | " + " | ".join(f"UD {a}" for a in attacks) + " | tau |",
+            "|---|---|" + "---|" * len(attacks) + "---|",
+        ]
         for origin, o in t["origins"].items():
             cells = [f"{_fmt(o['ud_own'].get(a))} -> {_fmt(o['ud_transferred'].get(a))}" for a in attacks]
-            lines.append(f"| {origin} | {o['beta']:.3f} ({o['own_beta']:.3f}) | " + " | ".join(cells) + f" | {_fmt(o['tau'])} |")
+            lines.append(
+                f"| {origin} | {o['beta']:.3f} ({o['own_beta']:.3f}) | " + " | ".join(cells) + f" | {_fmt(o['tau'])} |"
+            )
         lines.append("")
     return "\n".join(lines)

@@ -135,7 +135,10 @@ def fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -168,7 +171,14 @@ def prepare(images_u8: torch.Tensor, device: torch.device, channels_last: bool) 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, ds: ImageDataset, device: torch.device, autocast=contextlib.nullcontext, batch_size: int = 1024, channels_last: bool = True) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    ds: ImageDataset,
+    device: torch.device,
+    autocast=contextlib.nullcontext,
+    batch_size: int = 1024,
+    channels_last: bool = True,
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (in %) of `model` on `ds`, without augmentation."""
     was_training = model.training
     model.eval()
@@ -192,7 +202,9 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(y * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def train_epoch(model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None) -> dict[str, float]:
+def train_epoch(
+    model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None
+) -> dict[str, float]:
     """One pass over ds. A `defense` (uebench.defenses.Defense) may rewrite each augmented batch and its labels."""
     model.train()
     augment = AUGMENTATIONS[recipe.augment]
@@ -268,7 +280,13 @@ def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov,
+    )
 
 
 # ---- the run --------------------------------------------------------------------------------------------
@@ -328,7 +346,9 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     opt = make_optimizer(model, recipe)
     history: list[dict[str, Any]] = []
     if run is not None:
-        run.start(manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None))
+        run.start(
+            manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
+        )
         state = run.load_checkpoint()
         if state is not None:
             model.load_state_dict(state["model"])
@@ -344,11 +364,35 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
-        record.update(train_epoch(model, opt, train_set, recipe, epoch_generator(config.seed, epoch), device, autocast, channels_last, bar.update if bar else None, defense))
+        record.update(
+            train_epoch(
+                model,
+                opt,
+                train_set,
+                recipe,
+                epoch_generator(config.seed, epoch),
+                device,
+                autocast,
+                channels_last,
+                bar.update if bar else None,
+                defense,
+            )
+        )
         record["train_seconds"] = time.perf_counter() - start
         model.eval()
-        ctx = EpochContext(epoch + 1, model, train_set, test_set, device, autocast, record, config.seed, recipe.batch_size,
-                           defense, run.path if run is not None else None)
+        ctx = EpochContext(
+            epoch + 1,
+            model,
+            train_set,
+            test_set,
+            device,
+            autocast,
+            record,
+            config.seed,
+            recipe.batch_size,
+            defense,
+            run.path if run is not None else None,
+        )
         for probe in all_probes:
             t0 = time.perf_counter()
             record.update(probe(ctx))
@@ -392,4 +436,6 @@ def _progress(enabled: bool, total: int, initial: int, config: TrainConfig):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"train {config.model} on {config.dataset}", unit="step", dynamic_ncols=True)
+    return tqdm(
+        total=total, initial=initial, desc=f"train {config.model} on {config.dataset}", unit="step", dynamic_ncols=True
+    )

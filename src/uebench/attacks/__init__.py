@@ -1,7 +1,7 @@
 """Unlearnable-example attacks: one file per method, one protocol (base.Attack), one registry.
 
-    poison = uebench.attacks.craft("em", train_set, preset="fast", seed=0)
-    poison.save("em.safetensors")
+poison = uebench.attacks.craft("em", train_set, preset="fast", seed=0)
+poison.save("em.safetensors")
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import copy
 import dataclasses
 import math
 import warnings
-from dataclasses import dataclass
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import torch
@@ -42,7 +42,9 @@ class ModelConfig:
     model: str = "resnet18"
     width: float = 1.0
     device: str = "auto"  # auto | cpu | cuda[:N]; fp32 everywhere (bf16 is ~10x slower on AVX2-only CPUs)
-    pgd_batch: int = 256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
+    pgd_batch: int = (
+        256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
+    )
 
 
 def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
@@ -51,9 +53,13 @@ def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
     positive(name, width=cfg.width)
     at_least(name, 1, pgd_batch=cfg.pgd_batch)
     if len(ds) < 2:
-        raise UserError(f"{name}: the crafting set needs at least 2 images (BatchNorm trains on batches), got {len(ds)}")
+        raise UserError(
+            f"{name}: the crafting set needs at least 2 images (BatchNorm trains on batches), got {len(ds)}"
+        )
     if ds.num_classes < 2:
-        raise UserError(f"{name}: needs at least 2 classes to craft against a classifier, {ds.name} has {ds.num_classes}")
+        raise UserError(
+            f"{name}: needs at least 2 classes to craft against a classifier, {ds.name} has {ds.num_classes}"
+        )
     resolve_device(cfg.device)
 
 
@@ -139,7 +145,9 @@ def generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * stream + 17)
 
 
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.SGD:
+def sgd(
+    model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False
+) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
@@ -153,7 +161,9 @@ def chunks(n: int, size: int, device: torch.device) -> list[torch.Tensor]:
     return list(torch.arange(n, device=device).split(size))
 
 
-def shuffled_batches(n: int, size: int, gen: torch.Generator, device: torch.device, drop_last: bool = False) -> Iterator[torch.Tensor]:
+def shuffled_batches(
+    n: int, size: int, gen: torch.Generator, device: torch.device, drop_last: bool = False
+) -> Iterator[torch.Tensor]:
     """An endless stream of index batches: a fresh seeded permutation per pass over the data."""
     while True:
         perm = torch.randperm(n, generator=gen).to(device)
@@ -230,7 +240,9 @@ def project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + delta.clamp(-eps, eps)).clamp_(0.0, 1.0) - x
 
 
-def signed_step(delta: torch.Tensor, grad: torch.Tensor, step: float, eps: float, x: torch.Tensor, descend: bool) -> torch.Tensor:
+def signed_step(
+    delta: torch.Tensor, grad: torch.Tensor, step: float, eps: float, x: torch.Tensor, descend: bool
+) -> torch.Tensor:
     """One signed-gradient step on delta (down the loss when `descend`), then the projection."""
     with torch.no_grad():
         direction = -grad.sign() if descend else grad.sign()
@@ -278,8 +290,15 @@ def pgd(
 
 
 # ---- training and evaluation ------------------------------------------------------------------------------------
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, labels, compute: Compute, grad_clip: float | None = None,
-               objective: Objective | None = None) -> tuple[float, int]:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels,
+    compute: Compute,
+    grad_clip: float | None = None,
+    objective: Objective | None = None,
+) -> tuple[float, int]:
     """One SGD step on a batch in train mode; returns (loss, number correct)."""
     model.train()
     out = model(inputs)
@@ -298,8 +317,15 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, labels, batch: int, compute: Compute, delta: torch.Tensor | None = None,
-             objective: Objective | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels,
+    batch: int,
+    compute: Compute,
+    delta: torch.Tensor | None = None,
+    objective: Objective | None = None,
+) -> tuple[float, float]:
     """Mean loss and accuracy (%) of the model in eval mode on x (+ delta), no augmentation."""
     was_training = model.training
     model.eval()

@@ -246,7 +246,9 @@ def sample_processes(
         triples = cand[good.ravel()].reshape(-1, channels, KERNEL, KERNEL)
         patterns = last[:, :, good.ravel()].transpose(2, 0, 1).reshape(len(triples), channels, *size)
         norms = np.sqrt(sumsq[:, good].sum(axis=2)).T  # (process, trial)
-        unit = torch.from_numpy(patterns / np.linalg.norm(patterns.reshape(len(patterns), -1), axis=1)[:, None, None, None])
+        unit = torch.from_numpy(
+            patterns / np.linalg.norm(patterns.reshape(len(patterns), -1), axis=1)[:, None, None, None]
+        )
         resp = response(unit, filters)  # tested at L2 = 1, as the public finder does
         for b in range(len(triples)):
             if len(kept) and float(resp[b].min()) < min_response:
@@ -261,7 +263,9 @@ def sample_processes(
     return np.stack(kept), np.stack(kept_norms)
 
 
-def ar_noise(coefs: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int], crop: int, rng: np.random.Generator) -> np.ndarray:
+def ar_noise(
+    coefs: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int], crop: int, rng: np.random.Generator
+) -> np.ndarray:
     """One fresh pattern per image from its class's process: (N, C, H, W), each image's pattern unscaled."""
     c, h, w = shape
     n = len(labels)
@@ -286,8 +290,10 @@ def load_coefficients(path: str, num_classes: int, channels: int) -> np.ndarray:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # not a torch file, or one holding objects beyond tensors and containers
-            raise UserError(f"{where} cannot be read by torch.load(weights_only=True) ({type(e).__name__}); "
-                            "only tensors are accepted, never arbitrary pickled objects") from None
+            raise UserError(
+                f"{where} cannot be read by torch.load(weights_only=True) ({type(e).__name__}); "
+                "only tensors are accepted, never arbitrary pickled objects"
+            ) from None
         if isinstance(obj, (list, tuple)) and obj and all(isinstance(t, torch.Tensor) for t in obj):
             shapes = sorted({tuple(t.shape) for t in obj})
             if len(shapes) > 1:
@@ -357,17 +363,23 @@ class AR(Attack):
         super().validate(ds)
         c, h, w = ds.shape
         if h < KERNEL or w < KERNEL:
-            raise UserError(f"ar: images of {h}x{w} are smaller than its {KERNEL}x{KERNEL} process; AR needs at least {KERNEL}x{KERNEL}")
+            raise UserError(
+                f"ar: images of {h}x{w} are smaller than its {KERNEL}x{KERNEL} process; AR needs at least {KERNEL}x{KERNEL}"
+            )
         if self.config.eps > math.sqrt(c * h * w):
-            raise UserError(f"ar: L2 budget {self.config.eps} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}")
+            raise UserError(
+                f"ar: L2 budget {self.config.eps} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}"
+            )
         self._coefs = None
         if self.config.coefficients is not None:
             coefs = load_coefficients(self.config.coefficients, ds.num_classes, c)
             bad = exploding(coefs, np.random.default_rng(0), (h, w), self.config.crop)
             if len(bad):
-                raise UserError(f"ar: coefficient file {self.config.coefficients}: the processes of classes "
-                                f"{bad.tolist()} explode (pattern RMS > {EXPLODES:g} against a unit-variance start; "
-                                "stable ones stay below ~3)")
+                raise UserError(
+                    f"ar: coefficient file {self.config.coefficients}: the processes of classes "
+                    f"{bad.tolist()} explode (pattern RMS > {EXPLODES:g} against a unit-variance start; "
+                    "stable ones stay below ~3)"
+                )
             self._coefs = coefs
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
@@ -381,8 +393,12 @@ class AR(Attack):
             coefs, norms = sample_processes(ds.num_classes, c, (h, w), cfg, rng)
             authors = cfg.stability == "authors"
             rule = {"l2_bound": joint_bound(cfg, c, (h, w))} if authors else {"rms_bound": cfg.rms_bound}
-            source = {"source": "sampled", "stability": cfg.stability, **rule,
-                      "pattern_l2_max": np.round(norms.max(axis=1), 3).tolist()}  # each process, on its test starts
+            source = {
+                "source": "sampled",
+                "stability": cfg.stability,
+                **rule,
+                "pattern_l2_max": np.round(norms.max(axis=1), 3).tolist(),
+            }  # each process, on its test starts
         labels = ds.labels.numpy()
         delta = torch.empty(ds.images.shape, dtype=torch.float32)
         for s in range(0, len(ds), CHUNK):  # in chunks: the float64 fields of a whole dataset can be large

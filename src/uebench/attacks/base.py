@@ -50,7 +50,9 @@ class Attack(ABC):
         b = self.budget()
         if self.norm in ("linf",) and not (0 < b <= MAX_LINF):
             # past a quarter of the pixel range a perturbation is no longer imperceptible: not an unlearnable example
-            raise UserError(f"{self.name}: Linf budget {b:.6g} outside (0, 64/255] ([0,1] pixel units; the papers' 8/255 = 0.0314)")
+            raise UserError(
+                f"{self.name}: Linf budget {b:.6g} outside (0, 64/255] ([0,1] pixel units; the papers' 8/255 = 0.0314)"
+            )
         if self.norm == "l2" and not (0 < b):
             raise UserError(f"{self.name}: L2 budget must be positive, got {b}")
         if self.norm == "l0" and not (b >= 1 and float(b).is_integer()):
@@ -83,7 +85,9 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise UserError(f"attack '{cls.name}' has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+        raise UserError(
+            f"attack '{cls.name}' has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
+        )
     hints = type_hints(cls.Config)
     params = {k: coerce(v, hints.get(k, Any), f"attack '{cls.name}': parameter {k}") for k, v in params.items()}
     values = {**cls.presets.get(preset, {}), **params}
@@ -128,7 +132,9 @@ def craft(
     pert = attack.perturb(target, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
     if pert.delta.shape != target.images.shape:
-        raise RuntimeError(f"{name} returned a delta of shape {tuple(pert.delta.shape)} for images {tuple(target.images.shape)}")
+        raise RuntimeError(
+            f"{name} returned a delta of shape {tuple(pert.delta.shape)} for images {tuple(target.images.shape)}"
+        )
     if not torch.isfinite(pert.delta).all():
         raise UserError(f"{name} produced a non-finite perturbation (NaN or inf); nothing was written")
     meta = PoisonMeta(

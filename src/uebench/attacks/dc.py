@@ -100,7 +100,9 @@ class DCConfig:
     victim: str = "cnn5"  # cnn5 (the paper's text) | vgg11 (the public code's) | any registered model
     cls_width: float = 1.0  # victim width multiplier
     vgg_bottleneck: int | None = 2  # vgg11 only: the public code's 2-unit layer before the head; None: no such layer
-    generator: str | None = None  # a trained generator to apply as is (this attack's .safetensors, or the authors' .pth)
+    generator: str | None = (
+        None  # a trained generator to apply as is (this attack's .safetensors, or the authors' .pth)
+    )
     save_generator: str | None = None  # write the trained generator here (safetensors)
     device: str = "auto"
     gen_batch: int = 256  # images per batch when applying the generator (eval mode: only speed depends on it)
@@ -236,7 +238,9 @@ def poison(gen: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + eps * gen(x)).clamp(0.0, 1.0)
 
 
-def unrolled_clean_loss(gen: nn.Module, clf: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, lr: float) -> torch.Tensor:
+def unrolled_clean_loss(
+    gen: nn.Module, clf: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, lr: float
+) -> torch.Tensor:
     """L(f_theta'(x), y) with theta' = theta - lr * grad L(f_theta(x + eps g(x)), y): the generator's objective,
     differentiable in g's parameters (the victim's own parameters are left untouched)."""
     params = dict(clf.named_parameters())
@@ -300,7 +304,9 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:  # the public code's torch.save(state_dict); weights_only never runs pickled code
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"dc: generator checkpoint {path} is neither a uebench safetensors file nor a torch state dict ({type(e).__name__})") from None
+        raise UserError(
+            f"dc: generator checkpoint {path} is neither a uebench safetensors file nor a torch state dict ({type(e).__name__})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -318,7 +324,11 @@ def load_generator(path: str | Path, channels: int, cfg: DCConfig) -> UNet:
     expected = gen.state_dict()
     wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if expected[k].shape != state[k].shape]
     if wrong:
-        saved = f" (it was saved for {meta['channels']}-channel images with gen_width={meta['gen_width']}, gen_depth={meta['gen_depth']})" if meta else ""
+        saved = (
+            f" (it was saved for {meta['channels']}-channel images with gen_width={meta['gen_width']}, gen_depth={meta['gen_depth']})"
+            if meta
+            else ""
+        )
         raise UserError(
             f"dc: generator checkpoint {path} does not fit a U-Net with gen_width={cfg.gen_width}, gen_depth={cfg.gen_depth} "
             f"for {channels}-channel images{saved}; first mismatch: {wrong[0]}"
@@ -334,14 +344,26 @@ def load_generator(path: str | Path, channels: int, cfg: DCConfig) -> UNet:
 class DC(Attack):
     name: ClassVar[str] = "dc"
     norm: ClassVar[str] = "linf"
-    description: ClassVar[str] = "DeepConfuse: a U-Net noise generator trained through the victim's one-step-unrolled update"
+    description: ClassVar[str] = (
+        "DeepConfuse: a U-Net noise generator trained through the victim's one-step-unrolled update"
+    )
     Config: ClassVar[type] = DCConfig
     presets: ClassVar[dict] = {
         # CPU-sized: an 8-channel, 2-level U-Net against the public code's VGG-11-BN at 1/8 width, without its
         # 2-unit bottleneck (the paper's BatchNorm-free CNN and the bottleneck both learn too slowly in a few
         # epochs, giving the generator no signal), 3 trials of 3 epochs, victim lr 0.05 and Adam 10x the paper's
-        "fast": {"trials": 3, "cls_epochs": 3, "batch_size": 128, "cls_lr": 0.05, "gen_lr": 1e-3,
-                 "gen_width": 8, "gen_depth": 2, "victim": "vgg11", "cls_width": 0.125, "vgg_bottleneck": None},
+        "fast": {
+            "trials": 3,
+            "cls_epochs": 3,
+            "batch_size": 128,
+            "cls_lr": 0.05,
+            "gen_lr": 1e-3,
+            "gen_width": 8,
+            "gen_depth": 2,
+            "victim": "vgg11",
+            "cls_width": 0.125,
+            "vgg_bottleneck": None,
+        },
     }
 
     def budget(self) -> float:
@@ -371,7 +393,14 @@ class DC(Attack):
             v = getattr(c, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise UserError(f"dc: {key} must be a positive number, got {v!r}")
-        for key, least in (("trials", 0), ("cls_epochs", 1), ("batch_size", 1), ("gen_width", 1), ("gen_depth", 0), ("gen_batch", 1)):
+        for key, least in (
+            ("trials", 0),
+            ("cls_epochs", 1),
+            ("batch_size", 1),
+            ("gen_width", 1),
+            ("gen_depth", 0),
+            ("gen_batch", 1),
+        ):
             v = getattr(c, key)
             if not isinstance(v, int) or v < least:
                 raise UserError(f"dc: {key} must be an integer >= {least}, got {v!r}")
@@ -399,8 +428,13 @@ class DC(Attack):
         if c.generator is not None:
             gen = _to(load_generator(c.generator, ds.shape[0], c), device)
             # no victim here: a checkpoint does not say what it was trained against
-            extra = {"generator": str(c.generator), "trained": False, "victim": None, "victim_passes": 0.0,
-                     "generator_passes": 1 / 3}
+            extra = {
+                "generator": str(c.generator),
+                "trained": False,
+                "victim": None,
+                "victim_passes": 0.0,
+                "generator_passes": 1 / 3,
+            }
         else:
             gen, extra = self._train(x, y, ds, seed, device, progress)
             extra["trained"] = True
@@ -446,7 +480,8 @@ class DC(Attack):
             # mean clean loss of the pseudo-updated victim per trial: what the generator ascends
             "objective_history": objective,
             "victim_poison_loss_history": victim_loss,
-            "victim_passes": 5.0 * epochs,  # pseudo-update 1, clean loss of theta' 1, the backward through both 2, victim step 1
+            "victim_passes": 5.0
+            * epochs,  # pseudo-update 1, clean loss of theta' 1, the backward through both 2, victim step 1
             "generator_passes": epochs * (1 + 1 / 3) + 1 / 3,  # g' forward+backward, g forward; final application
         }
         return learner, extra

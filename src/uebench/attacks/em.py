@@ -83,7 +83,9 @@ class EMConfig(C.ModelConfig):
 @register_attack
 class EM(C.ModelAttack):
     name: ClassVar[str] = "em"
-    description: ClassVar[str] = "error-minimising noise (min-min bi-level), sample-wise or class-wise, stops at 99% train acc"
+    description: ClassVar[str] = (
+        "error-minimising noise (min-min bi-level), sample-wise or class-wise, stops at 99% train acc"
+    )
     Config: ClassVar[type] = EMConfig
     presets: ClassVar[dict] = {
         # CPU-sized: an eighth-width ResNet-18, fewer (but longer) noise steps, at most 8 rounds
@@ -104,7 +106,9 @@ class EM(C.ModelAttack):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise UserError(f"em: classwise_portion is a share of the crafting set, in (0, 1]; got {p!r}")
         C.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
-        C.at_least(self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds)
+        C.at_least(
+            self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds
+        )
         if isinstance(c.stop_acc, bool) or not isinstance(c.stop_acc, (int, float)) or not 0 < c.stop_acc <= 100:
             raise UserError(f"em: stop_acc is a training accuracy in percent, in (0, 100]; got {c.stop_acc}")
 
@@ -173,8 +177,18 @@ class EM(C.ModelAttack):
         """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned)."""
         c = self.config
         for idx in C.chunks(len(x), c.pgd_batch, x.device):
-            noise[idx] = C.pgd(model, x[idx], y[idx], noise[idx], eps=c.eps, step=c.step, steps=c.steps, descend=True, compute=compute,
-                               objective=self.objective)
+            noise[idx] = C.pgd(
+                model,
+                x[idx],
+                y[idx],
+                noise[idx],
+                eps=c.eps,
+                step=c.step,
+                steps=c.steps,
+                descend=True,
+                compute=compute,
+                objective=self.objective,
+            )
         return noise
 
     def _classwise_mean_round(self, model, x, y, noise, compute, t, subset, gen):

@@ -100,12 +100,16 @@ class LSP(Attack):
     def validate(self, ds: ImageDataset) -> None:
         self._shape = ds.shape
         if not (0 < self.config.eps <= 1):
-            raise UserError(f"lsp: eps {self.config.eps} outside (0, 1] (per-pixel scale of the L2 budget; paper: 6/255 = 0.0235)")
+            raise UserError(
+                f"lsp: eps {self.config.eps} outside (0, 1] (per-pixel scale of the L2 budget; paper: 6/255 = 0.0235)"
+            )
         super().validate(ds)
         c, h, w = ds.shape
         dim = c * -(-h // self.config.patch_size) * -(-w // self.config.patch_size)
         if dim < 63 and ds.num_classes > 2**dim:
-            raise UserError(f"lsp: {ds.num_classes} classes need more than the {2**dim} hypercube vertices of {dim} features; lower patch_size")
+            raise UserError(
+                f"lsp: {ds.num_classes} classes need more than the {2**dim} hypercube vertices of {dim} features; lower patch_size"
+            )
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
         cfg = self.config

@@ -90,7 +90,9 @@ def search(images: np.ndarray, labels: np.ndarray, num_classes: int, pixels: int
                 if len(mine) == pixels:
                     break
             if len(mine) < pixels:
-                raise UserError(f"ops: class {k} found only {len(mine)} free (pixel, colour) pairs of the {pixels} it needs")
+                raise UserError(
+                    f"ops: class {k} found only {len(mine)} free (pixel, colour) pairs of the {pixels} it needs"
+                )
             for pos, col in mine:
                 taken[pos, col] = True
         chosen.append(mine)
@@ -125,7 +127,9 @@ class OPS(Attack):
         super().validate(ds)
         c, h, w = ds.shape
         if c > 8:
-            raise UserError(f"ops: images with {c} channels would have 2^{c} corner colours; OPS handles up to 8 channels")
+            raise UserError(
+                f"ops: images with {c} channels would have 2^{c} corner colours; OPS handles up to 8 channels"
+            )
         pairs = h * w * 2**c
         need = self.config.pixels * ds.num_classes
         if self.config.pixels > h * w or need > pairs:
@@ -140,6 +144,12 @@ class OPS(Attack):
         chosen = search(images, labels, ds.num_classes, self.config.pixels)
         delta = torch.from_numpy(apply_pixels(images, labels, chosen))
         w = ds.shape[2]
-        where = [[{"row": pos // w, "col": pos % w, "colour": corner_colours(ds.shape[0])[col].tolist()} for pos, col in pairs] for pairs in chosen]
+        where = [
+            [
+                {"row": pos // w, "col": pos % w, "colour": corner_colours(ds.shape[0])[col].tolist()}
+                for pos, col in pairs
+            ]
+            for pairs in chosen
+        ]
         # one pass over the class's images to accumulate the statistics: negligible compute
         return Perturbation(delta, epoch_equivalents=0.0, extra={"ops_pixels": where})

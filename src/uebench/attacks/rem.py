@@ -76,7 +76,9 @@ AUGMENTS = ("crop_flip", "none")
 @register_attack
 class REM(C.ModelAttack):
     name: ClassVar[str] = "rem"
-    description: ClassVar[str] = "robust error-minimising noise: adversarially trained crafting model, EOT over augmentations"
+    description: ClassVar[str] = (
+        "robust error-minimising noise: adversarially trained crafting model, EOT over augmentations"
+    )
     Config: ClassVar[type] = REMConfig
     presets: ClassVar[dict] = {
         # CPU-sized: an eighth-width ResNet-18, ~4 epochs of adversarial training on 5,000 images, one
@@ -95,7 +97,14 @@ class REM(C.ModelAttack):
 
     def check(self, c: REMConfig) -> None:
         C.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
-        C.at_least(self.name, 1, steps=c.steps, eot_samples=c.eot_samples, batch_size=c.batch_size, lr_decay_every=c.lr_decay_every)
+        C.at_least(
+            self.name,
+            1,
+            steps=c.steps,
+            eot_samples=c.eot_samples,
+            batch_size=c.batch_size,
+            lr_decay_every=c.lr_decay_every,
+        )
         C.at_least(self.name, 0, train_steps=c.train_steps, adv_steps=c.adv_steps)
         if c.augment not in AUGMENTS:
             raise UserError(f"rem: unknown augment '{c.augment}'; valid: {', '.join(AUGMENTS)}")
@@ -145,7 +154,7 @@ class REM(C.ModelAttack):
                 bar.update(1)
         if bar:
             bar.close()
-        tail = robust_acc[-max(1, len(robust_acc) // 10):]
+        tail = robust_acc[-max(1, len(robust_acc) // 10) :]
         extra = {
             "train_steps": c.train_steps,
             # robust training accuracy of the crafting model over the last tenth of its training (on t(x+delta)+delta_a)
@@ -160,7 +169,17 @@ class REM(C.ModelAttack):
         if c.adv_eps == 0 or c.adv_steps == 0:
             return torch.zeros_like(base)
         start = C.uniform_start(base, c.adv_eps, gen) if c.adv_random_start else torch.zeros_like(base)
-        return C.pgd(model, base, labels, start, eps=c.adv_eps, step=c.adv_step, steps=c.adv_steps, descend=False, compute=compute)
+        return C.pgd(
+            model,
+            base,
+            labels,
+            start,
+            eps=c.adv_eps,
+            step=c.adv_step,
+            steps=c.adv_steps,
+            descend=False,
+            compute=compute,
+        )
 
     def _noise(self, model, x, y, augment, gen, compute) -> torch.Tensor:
         """delta_u for one batch: signed descent of E_t max_{delta_a} L(t(x + delta_u) + delta_a)."""

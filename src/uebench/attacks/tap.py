@@ -74,7 +74,9 @@ class TAPConfig(C.ModelConfig):
 @register_attack
 class TAP(C.ModelAttack):
     name: ClassVar[str] = "tap"
-    description: ClassVar[str] = "targeted adversarial poisoning towards (y+1) mod C against a clean-trained model, with restarts"
+    description: ClassVar[str] = (
+        "targeted adversarial poisoning towards (y+1) mod C against a clean-trained model, with restarts"
+    )
     Config: ClassVar[type] = TAPConfig
     presets: ClassVar[dict] = {
         # CPU-sized: an eighth-width ResNet-18 trained 8 epochs, 1 restart of 30 passes with a 2.5x step
@@ -141,14 +143,22 @@ class TAP(C.ModelAttack):
         model = C.build_model(c, ds, seed, device)
         e = c.clean_epochs
         recipe = Recipe(
-            "tap-clean", max(e, 1), c.clean_batch_size, c.clean_lr, weight_decay=c.clean_weight_decay, nesterov=True,
-            schedule="multistep", milestones=(int(e // 2.667), int(e // 1.6), int(e // 1.142)),
+            "tap-clean",
+            max(e, 1),
+            c.clean_batch_size,
+            c.clean_lr,
+            weight_decay=c.clean_weight_decay,
+            nesterov=True,
+            schedule="multistep",
+            milestones=(int(e // 2.667), int(e // 1.6), int(e // 1.142)),
         )
         opt = make_optimizer(model, recipe)
         bar = C.progress_bar(progress, e, "tap: clean model", "epoch")
         for epoch in range(e):
             C.set_lr(opt, recipe.lr_at(epoch))
-            stats = train_epoch(model, opt, ds, recipe, C.generator(seed, 100 + epoch), device, contextlib.nullcontext, True)
+            stats = train_epoch(
+                model, opt, ds, recipe, C.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
+            )
             compute.fb(len(ds))
             if bar:
                 bar.update(1)

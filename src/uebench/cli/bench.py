@@ -9,36 +9,65 @@ from . import parse_sets
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="the clean run plus one run per attack (x defense x seed) with SAL, then #LP, UD and a report")
-    p.add_argument("--preset", default="quick", help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about an hour) | paper (GPU)")
+    p = sub.add_parser(
+        "bench", help="the clean run plus one run per attack (x defense x seed) with SAL, then #LP, UD and a report"
+    )
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about an hour) | paper (GPU)",
+    )
     p.add_argument("--dataset", default=None, help="dataset (default: the preset's; quick uses the embedded scenes)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
-    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none")
-    p.add_argument("--attack-set", action="append", metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. em.max_rounds=4")
+    p.add_argument(
+        "--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none"
+    )
+    p.add_argument(
+        "--attack-set", action="append", metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. em.max_rounds=4"
+    )
     p.add_argument("--poison", action="append", metavar="FILE", help="bench a poison file of your own (repeatable)")
-    p.add_argument("--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)")
-    p.add_argument("--defense-set", action="append", metavar="DEFENSE.KEY=VALUE", help="defense parameter, e.g. jpeg.quality=20")
+    p.add_argument(
+        "--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)"
+    )
+    p.add_argument(
+        "--defense-set", action="append", metavar="DEFENSE.KEY=VALUE", help="defense parameter, e.g. jpeg.quality=20"
+    )
     p.add_argument("--model", default=None)
     p.add_argument("--width", type=float, default=None, help="channel width multiplier")
     p.add_argument("--recipe", default=None)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seeds", default=None, metavar="N|S,S,...",
-                   help="N: seeds 0..N-1; a comma list (0,3,7 or 5,) names them; tables show mean and std (default: seed 0)")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="N|S,S,...",
+        help="N: seeds 0..N-1; a comma list (0,3,7 or 5,) names them; tables show mean and std (default: seed 0)",
+    )
     p.add_argument("--sal-mode", default=None, help="fast | faithful (default: the preset's)")
-    p.add_argument("--sal-every", type=int, default=None, metavar="K", help="probe SAL every K epochs (default: the preset's)")
+    p.add_argument(
+        "--sal-every", type=int, default=None, metavar="K", help="probe SAL every K epochs (default: the preset's)"
+    )
     p.add_argument("--sal-rounds", type=int, default=None, help="SAL search rounds (default: the preset's)")
-    p.add_argument("--sal-subset", type=int, default=None, metavar="N", help="fast SAL: probe images (default: the preset's)")
-    p.add_argument("--keep-weights", action="store_true", default=None,
-                   help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)")
+    p.add_argument(
+        "--sal-subset", type=int, default=None, metavar="N", help="fast SAL: probe images (default: the preset's)"
+    )
+    p.add_argument(
+        "--keep-weights",
+        action="store_true",
+        default=None,
+        help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, help="auto | fp32 | bf16")
     p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(func=bench_cmd, interrupted="interrupted: finished poisons and epochs are saved; rerun the same command to continue")
+    p.set_defaults(
+        func=bench_cmd,
+        interrupted="interrupted: finished poisons and epochs are saved; rerun the same command to continue",
+    )
 
     r = sub.add_parser("report", help="rebuild a bench's report (tables, figures, report.html) from its folder alone")
     r.add_argument("dir", metavar="DIR", help="a bench folder (uebench bench --out DIR)")
@@ -137,7 +166,9 @@ def bench_cmd(args) -> int:
         raise UserError("bench: --out DIR is required (the bench folder)")
     config = config_from_args(args)
     try:
-        result = run_bench(config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=None if args.quiet else print)
+        result = run_bench(
+            config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=None if args.quiet else print
+        )
     except KeyboardInterrupt:
         import sys
 

@@ -20,7 +20,10 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--out", required=True, help="poison file to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(func=craft_cmd, interrupted="interrupted: nothing was written (a poison is written once, whole); rerun the command to craft it")
+    p.set_defaults(
+        func=craft_cmd,
+        interrupted="interrupted: nothing was written (a poison is written once, whole); rerun the command to craft it",
+    )
 
     a = sub.add_parser("attacks", help="list the attacks with their norms, budgets and presets")
     a.add_argument("--json", action="store_true", help="machine-readable output")
@@ -28,8 +31,12 @@ def register(sub) -> None:
 
     i = sub.add_parser("import", help="make a poison file from poisoned images made elsewhere (PNG folder or .npz)")
     add_common(i)
-    i.add_argument("--from", dest="source", required=True, help="folder of <index>.png files (APBench layout) or an .npz")
-    i.add_argument("--attack-name", default=None, help="name to record (default: from the folder's uebench_poison.json)")
+    i.add_argument(
+        "--from", dest="source", required=True, help="folder of <index>.png files (APBench layout) or an .npz"
+    )
+    i.add_argument(
+        "--attack-name", default=None, help="name to record (default: from the folder's uebench_poison.json)"
+    )
     i.add_argument("--norm", default=None, help="linf | l2 | l0 | none: the budget checked on the images")
     i.add_argument("--budget", type=float, default=None, help="the norm bound, [0,1] pixel units (l0: pixels)")
     i.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
@@ -70,15 +77,27 @@ def craft_cmd(args) -> int:
     if args.subset is not None and args.subset < 1:
         raise UserError(f"--subset must be >= 1, got {args.subset}")
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
-    poison = craft(args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params)
+    poison = craft(
+        args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params
+    )
     poison.save(args.out)
     m = poison.meta
     measured = poison.measure(ds)
-    print(json.dumps({
-        "attack": m.attack, "dataset": m.dataset, "images": len(poison), "norm": m.norm, "budget": m.budget,
-        "measured": measured.get(m.norm), "craft_seconds": round(m.craft_seconds, 2), "epoch_equivalents": m.epoch_equivalents,
-        "content_sha256": poison.content_hash(),
-    }))
+    print(
+        json.dumps(
+            {
+                "attack": m.attack,
+                "dataset": m.dataset,
+                "images": len(poison),
+                "norm": m.norm,
+                "budget": m.budget,
+                "measured": measured.get(m.norm),
+                "craft_seconds": round(m.craft_seconds, 2),
+                "epoch_equivalents": m.epoch_equivalents,
+                "content_sha256": poison.content_hash(),
+            }
+        )
+    )
     print(f"poison written to {args.out}")
     return 0
 
@@ -90,10 +109,16 @@ def attacks_cmd(args) -> int:
     for name in ATTACKS.names():
         cls = ATTACKS.get(name)
         budget = cls(make_config(cls, "paper")).budget()
-        rows.append({
-            "name": name, "norm": cls.norm, "budget": budget, "budget_note": getattr(cls, "budget_note", ""),
-            "presets": ["paper", *cls.presets], "description": cls.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "norm": cls.norm,
+                "budget": budget,
+                "budget_note": getattr(cls, "budget_note", ""),
+                "presets": ["paper", *cls.presets],
+                "description": cls.description,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -112,10 +137,23 @@ def import_cmd(args) -> int:
 
     _refuse_existing(args.out, args.overwrite)
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
-    poison = import_poison(ds, args.source, attack=args.attack_name, norm=args.norm, budget=args.budget, progress=not args.quiet)
+    poison = import_poison(
+        ds, args.source, attack=args.attack_name, norm=args.norm, budget=args.budget, progress=not args.quiet
+    )
     poison.save(args.out)
     m = poison.meta
-    print(json.dumps({"attack": m.attack, "dataset": m.dataset, "images": len(poison), "norm": m.norm, "budget": m.budget, "measured": poison.measure(ds)}))
+    print(
+        json.dumps(
+            {
+                "attack": m.attack,
+                "dataset": m.dataset,
+                "images": len(poison),
+                "norm": m.norm,
+                "budget": m.budget,
+                "measured": poison.measure(ds),
+            }
+        )
+    )
     print(f"poison written to {args.out}")
     return 0
 

@@ -18,17 +18,42 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("crosstask", help="craft classification UEs, train every task on them, report per-task learnability")
+    p = sub.add_parser(
+        "crosstask", help="craft classification UEs, train every task on them, report per-task learnability"
+    )
     p.add_argument("--dataset", default=None, help="dataset name (default: scenes; taskonomy reads a Taskonomy folder)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
-    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000 (repeatable)")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: class,segment,depth,edges; uebench tasks lists them)")
+    p.add_argument(
+        "--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000 (repeatable)"
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks (default: class,segment,depth,edges; uebench tasks lists them)",
+    )
     p.add_argument("--attacks", default=None, help="comma-separated attack names or poison files (default: em,ops,ar)")
     p.add_argument("--attack-preset", default=None, help="paper | fast (default: the preset's, fast for quick)")
-    p.add_argument("--attack-set", action="append", metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. em.max_rounds=4 (repeatable)")
-    p.add_argument("--multitask", action="store_true", help="train one multi-task model (shared encoder) instead of one model per task")
-    p.add_argument("--multitask-attacks", action="store_true", help="also craft the model-based attacks against the multi-task loss")
-    p.add_argument("--targets", default=None, help="missing (the dataset's own targets where it has them) | always (derive from RGB)")
+    p.add_argument(
+        "--attack-set",
+        action="append",
+        metavar="ATTACK.KEY=VALUE",
+        help="attack parameter, e.g. em.max_rounds=4 (repeatable)",
+    )
+    p.add_argument(
+        "--multitask",
+        action="store_true",
+        help="train one multi-task model (shared encoder) instead of one model per task",
+    )
+    p.add_argument(
+        "--multitask-attacks",
+        action="store_true",
+        help="also craft the model-based attacks against the multi-task loss",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="missing (the dataset's own targets where it has them) | always (derive from RGB)",
+    )
     p.add_argument("--preset", default="quick", help="quick (CPU-sized) | standard | paper (default quick)")
     p.add_argument("--width", type=float, default=None, help="encoder width multiplier")
     p.add_argument("--epochs", type=int, default=None)
@@ -47,7 +72,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an experiment of another configuration in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run, interrupted="interrupted: finished poisons and runs are kept; rerun the same command to continue from them")
+    p.set_defaults(
+        func=run,
+        interrupted="interrupted: finished poisons and runs are kept; rerun the same command to continue from them",
+    )
 
     t = sub.add_parser("tasks", help="list the cross-task tasks with their metrics")
     t.add_argument("--json", action="store_true")
@@ -76,17 +104,36 @@ def weights(items: list[str] | None) -> dict[str, float] | None:
 
 
 def run(args) -> int:
-    from ..crosstask.experiment import with_preset, run_experiment
+    from ..crosstask.experiment import run_experiment, with_preset
     from ..crosstask.taskonomy import ensure_registered
 
     ensure_registered()
     config = with_preset(
-        args.preset, dataset=args.dataset, data_dir=args.data_dir, dataset_options=parse_sets(args.data_option, "--data-option") or None,
-        tasks=_names(args.tasks), attacks=_names(args.attacks), attack_preset=args.attack_preset,
-        attack_params=attack_sets(args.attack_set) or None, multitask=args.multitask or None, multitask_attacks=args.multitask_attacks or None,
-        targets=args.targets, width=args.width, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, recipe=args.recipe,
-        weights=weights(args.weight), train_subset=args.train_subset, test_subset=args.test_subset, sal=False if args.no_sal else None,
-        sal_mode=args.sal_mode, sal_every=args.sal_every, sal_subset=args.sal_subset, device=args.device, seed=args.seed,
+        args.preset,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        dataset_options=parse_sets(args.data_option, "--data-option") or None,
+        tasks=_names(args.tasks),
+        attacks=_names(args.attacks),
+        attack_preset=args.attack_preset,
+        attack_params=attack_sets(args.attack_set) or None,
+        multitask=args.multitask or None,
+        multitask_attacks=args.multitask_attacks or None,
+        targets=args.targets,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        recipe=args.recipe,
+        weights=weights(args.weight),
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        sal=False if args.no_sal else None,
+        sal_mode=args.sal_mode,
+        sal_every=args.sal_every,
+        sal_subset=args.sal_subset,
+        device=args.device,
+        seed=args.seed,
     )
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     results = run_experiment(config, args.out, progress=not args.quiet, overwrite=args.overwrite, log=log)
@@ -100,11 +147,21 @@ def run(args) -> int:
 def tasks_cmd(args) -> int:
     from ..crosstask import TASKS
 
-    rows = [{"name": n, "kind": TASKS.get(n).kind, "metric": TASKS.get(n).metric, "higher_is_better": TASKS.get(n).higher_is_better,
-             "description": TASKS.get(n).description} for n in TASKS.names()]
+    rows = [
+        {
+            "name": n,
+            "kind": TASKS.get(n).kind,
+            "metric": TASKS.get(n).metric,
+            "higher_is_better": TASKS.get(n).higher_is_better,
+            "description": TASKS.get(n).description,
+        }
+        for n in TASKS.names()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        print(f"{r['name']:11s} {r['kind']:6s} {r['metric']:9s} {'higher' if r['higher_is_better'] else 'lower '} better  {r['description']}")
+        print(
+            f"{r['name']:11s} {r['kind']:6s} {r['metric']:9s} {'higher' if r['higher_is_better'] else 'lower '} better  {r['description']}"
+        )
     return 0

@@ -14,7 +14,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..defenses import DEFENSES, create_defense
 
-    rows = [create_defense(name).describe() | {"description": DEFENSES.get(name).description} for name in DEFENSES.names()]
+    rows = [
+        create_defense(name).describe() | {"description": DEFENSES.get(name).description} for name in DEFENSES.names()
+    ]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

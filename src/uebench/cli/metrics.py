@@ -9,13 +9,21 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ud", help="#LP and Unlearnable Distance of poisoned runs against a clean run (runs trained with --sal)")
+    p = sub.add_parser(
+        "ud", help="#LP and Unlearnable Distance of poisoned runs against a clean run (runs trained with --sal)"
+    )
     p.add_argument("--clean", required=True, metavar="RUN", help="run folder of the clean model (gives beta)")
     p.add_argument("--poisoned", required=True, nargs="+", metavar="RUN", help="run folders of poisoned models")
-    p.add_argument("--out", default="ud", metavar="FILE_PREFIX", help="writes FILE_PREFIX.json and FILE_PREFIX.csv (default: ud)")
+    p.add_argument(
+        "--out", default="ud", metavar="FILE_PREFIX", help="writes FILE_PREFIX.json and FILE_PREFIX.csv (default: ud)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace FILE_PREFIX.json/.csv if they exist")
-    p.add_argument("--origin", default=None, help="L0 of SAL: the runs' own (default), eval or running (both are recorded)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="replicates of UD's interval (default 1000)")
+    p.add_argument(
+        "--origin", default=None, help="L0 of SAL: the runs' own (default), eval or running (both are recorded)"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="replicates of UD's interval (default 1000)"
+    )
     p.set_defaults(func=ud_cmd)
 
 
@@ -38,14 +46,24 @@ def ud_cmd(args) -> int:
 
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     width = max(len(r.run) for r in rows)
-    print(f"beta = {beta:.6g} (from {clean.path}: {len(clean.epochs)} probed epochs x {len(clean.layers)} layers; SAL {clean.mode}, origin {clean.origin})")
+    print(
+        f"beta = {beta:.6g} (from {clean.path}: {len(clean.epochs)} probed epochs x {len(clean.layers)} layers; SAL {clean.mode}, origin {clean.origin})"
+    )
     print(f"{'run':{width}s}  {'final acc':>9s}  {'peak acc':>8s}  {'#LP':>6s}  {'UD':>6s}  UD 90% interval")
     for r in rows:
         ci = "" if r.ud_ci_low is None else f"{r.ud_ci_low:.3f} - {r.ud_ci_high:.3f}"
-        print(f"{r.run:{width}s}  {fmt(r.final_test_acc, '9.2f')}  {fmt(r.peak_test_acc, '8.2f')}  {r.lp:6.2f}  {r.ud:6.3f}  {ci}")
+        print(
+            f"{r.run:{width}s}  {fmt(r.final_test_acc, '9.2f')}  {fmt(r.peak_test_acc, '8.2f')}  {r.lp:6.2f}  {r.ud:6.3f}  {ci}"
+        )
 
-    summary = {"beta": beta, "clean": clean.path, "sal_mode": clean.mode, "sal_origin": clean.origin, "layers": clean.layers,
-               "rows": [asdict(r) for r in rows]}
+    summary = {
+        "beta": beta,
+        "clean": clean.path,
+        "sal_mode": clean.mode,
+        "sal_origin": clean.origin,
+        "layers": clean.layers,
+        "rows": [asdict(r) for r in rows],
+    }
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(COLUMNS)

@@ -22,23 +22,33 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 only with hardware bf16)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
-    p.add_argument("--defense", default=None, metavar="NAME", help="training-time defense (uebench defenses lists them)")
-    p.add_argument("--defense-set", action="append", metavar="KEY=VALUE", help="defense parameter, e.g. quality=20 (repeatable)")
+    p.add_argument(
+        "--defense", default=None, metavar="NAME", help="training-time defense (uebench defenses lists them)"
+    )
+    p.add_argument(
+        "--defense-set", action="append", metavar="KEY=VALUE", help="defense parameter, e.g. quality=20 (repeatable)"
+    )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     s = p.add_argument_group("SAL probing (the paper's per-layer Sharpness-Aware Learnability, for uebench ud)")
     s.add_argument("--sal", action="store_true", help="record the SAL of every Conv2d/Linear layer")
-    s.add_argument("--sal-mode", default="faithful", help="faithful (the public code's procedure) | fast (subset, cached prefix)")
+    s.add_argument(
+        "--sal-mode", default="faithful", help="faithful (the public code's procedure) | fast (subset, cached prefix)"
+    )
     s.add_argument("--sal-every", type=int, default=1, metavar="K", help="probe every K epochs (default 1)")
-    s.add_argument("--sal-origin", default="running", help="L0: running (the epoch's training loss, as the public code) | eval")
+    s.add_argument(
+        "--sal-origin", default="running", help="L0: running (the epoch's training loss, as the public code) | eval"
+    )
     s.add_argument("--sal-eps", type=float, default=0.05, help="ball radius relative to ||W0|| (default 0.05)")
     s.add_argument("--sal-rounds", type=int, default=None, help="rounds (default: 10 faithful, 5 fast)")
     s.add_argument("--sal-lr", type=float, default=0.1)
     s.add_argument("--sal-layers", default=None, help="comma-separated layer names (default: all)")
     s.add_argument("--sal-subset", type=int, default=1024, help="fast mode: probe images (default 1024)")
     p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
-    p.set_defaults(func=run, interrupted="interrupted: finished epochs are saved; rerun the same command with --resume to continue")
+    p.set_defaults(
+        func=run, interrupted="interrupted: finished epochs are saved; rerun the same command with --resume to continue"
+    )
 
 
 def sal_probes(args) -> list:
@@ -59,8 +69,19 @@ def sal_probes(args) -> list:
     from ..recipes import RECIPES
 
     augment = RECIPES.get(args.recipe).augment == "crop_flip"  # probe with the transforms the model trains with
-    return [SALProbe(mode=args.sal_mode, every=args.sal_every, origin=args.sal_origin, eps=args.sal_eps, rounds=args.sal_rounds,
-                     lr=args.sal_lr, layers=layers, augment=augment, fast=FastSALConfig(subset=args.sal_subset))]
+    return [
+        SALProbe(
+            mode=args.sal_mode,
+            every=args.sal_every,
+            origin=args.sal_origin,
+            eps=args.sal_eps,
+            rounds=args.sal_rounds,
+            lr=args.sal_lr,
+            layers=layers,
+            augment=augment,
+            fast=FastSALConfig(subset=args.sal_subset),
+        )
+    ]
 
 
 SAL_OPTIONS = ("sal_mode", "sal_every", "sal_origin", "sal_eps", "sal_rounds", "sal_lr", "sal_layers", "sal_subset")
@@ -83,11 +104,23 @@ def run(args) -> int:
     check_flags(args, args.parser_defaults)
 
     config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, poison=args.poison, model=args.model, width=args.width,
-        recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        train_subset=args.train_subset, device=args.device, precision=args.precision,
-        channels_last=not args.no_channels_last, dataset_options=parse_sets(args.set),
-        defense=args.defense, defense_params=parse_sets(args.defense_set, "--defense-set"),
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        poison=args.poison,
+        model=args.model,
+        width=args.width,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        train_subset=args.train_subset,
+        device=args.device,
+        precision=args.precision,
+        channels_last=not args.no_channels_last,
+        dataset_options=parse_sets(args.set),
+        defense=args.defense,
+        defense_params=parse_sets(args.defense_set, "--defense-set"),
     )
     if config.defense not in (None, "", "none"):  # unknown names and parameters fail before any data is loaded
         from ..defenses import create_defense
@@ -98,8 +131,18 @@ def run(args) -> int:
 
         raise UserError("--defense-set given without --defense")
     probes = sal_probes(args)
-    result = train(config, args.out, probes=probes, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    result = train(
+        config, args.out, probes=probes, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+    )
     s = result.summary
-    print(json.dumps({k: s[k] for k in ("final_test_acc", "peak_test_acc", "peak_epoch", "final_train_acc", "epochs_done") if k in s}))
+    print(
+        json.dumps(
+            {
+                k: s[k]
+                for k in ("final_test_acc", "peak_test_acc", "peak_epoch", "final_train_acc", "epochs_done")
+                if k in s
+            }
+        )
+    )
     print(f"run written to {result.out}")
     return 0

@@ -52,7 +52,9 @@ class MultiTaskObjective:
     encoder: str = "resnet18"
 
     def build_model(self, cfg, ds: ImageDataset, seed: int, device: torch.device):
-        net = build_net(self.tasks, self.channels, Settings(encoder=self.encoder, width=cfg.width, seed=seed), ds.shape[0])
+        net = build_net(
+            self.tasks, self.channels, Settings(encoder=self.encoder, width=cfg.width, seed=seed), ds.shape[0]
+        )
         return net.to(device).to(memory_format=torch.channels_last)
 
     def targets(self, ds: ImageDataset, device: torch.device) -> TaskTargets:
@@ -76,20 +78,35 @@ def objective_attacks() -> list[str]:
     return [n for n in ATTACKS.names() if hasattr(ATTACKS.get(n), "objective")]
 
 
-def craft_classification(name: str, full: ImageDataset, *, subset: int | None, preset: str, seed: int, params: dict, progress: bool) -> Poison:
+def craft_classification(
+    name: str, full: ImageDataset, *, subset: int | None, preset: str, seed: int, params: dict, progress: bool
+) -> Poison:
     """The attack as its paper defines it, against the class labels (of a stratified subset, if asked)."""
     return craft(name, full, preset=preset, seed=seed, subset=subset, progress=progress, **params)
 
 
 def craft_multitask(
-    name: str, full: ImageDataset, train: ImageDataset, task_targets: dict[str, torch.Tensor], tasks: Sequence[Task],
-    channels: dict[str, int], *, preset: str, seed: int, params: dict, weights: dict[str, float], encoder: str, progress: bool,
+    name: str,
+    full: ImageDataset,
+    train: ImageDataset,
+    task_targets: dict[str, torch.Tensor],
+    tasks: Sequence[Task],
+    channels: dict[str, int],
+    *,
+    preset: str,
+    seed: int,
+    params: dict,
+    weights: dict[str, float],
+    encoder: str,
+    progress: bool,
 ) -> Poison:
     """`name` crafted against the multi-task loss on `train` (a subset of `full`, or `full` itself)."""
     cls = ATTACKS.get(name)
     if not hasattr(cls, "objective"):
-        raise UserError(f"attack '{name}' has no model and loss to craft against several tasks; multi-task crafting is available for: "
-                        f"{', '.join(objective_attacks()) or 'none'}")
+        raise UserError(
+            f"attack '{name}' has no model and loss to craft against several tasks; multi-task crafting is available for: "
+            f"{', '.join(objective_attacks()) or 'none'}"
+        )
     attack = cls(make_config(cls, preset, **params))
     attack.objective = MultiTaskObjective(list(tasks), channels, weights, encoder)
     attack.validate(train)
@@ -101,8 +118,16 @@ def craft_multitask(
     if not torch.isfinite(pert.delta).all():
         raise UserError(f"{name} (multi-task) produced a non-finite perturbation; nothing was written")
     meta = PoisonMeta(
-        attack=name, dataset=full.name, split=full.split, dataset_size=len(full), norm=cls.norm, budget=attack.budget(),
-        params={"preset": preset, **dataclasses.asdict(attack.config)}, variant="multitask", seed=seed, craft_seconds=seconds,
+        attack=name,
+        dataset=full.name,
+        split=full.split,
+        dataset_size=len(full),
+        norm=cls.norm,
+        budget=attack.budget(),
+        params={"preset": preset, **dataclasses.asdict(attack.config)},
+        variant="multitask",
+        seed=seed,
+        craft_seconds=seconds,
         epoch_equivalents=pert.epoch_equivalents,
         extra={"objective": "multitask", "tasks": [t.name for t in tasks], "weights": weights, **pert.extra},
     )

@@ -19,21 +19,31 @@ def draw(n: int, pad: int, generator: torch.Generator) -> tuple[torch.Tensor, to
     return dy, dx, flip
 
 
-def apply(t: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int, value: float) -> torch.Tensor:
+def apply(
+    t: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int, value: float
+) -> torch.Tensor:
     """Crop-and-flip a (N, H, W) or (N, C, H, W) tensor with given offsets; the border gets `value`."""
     squeeze = t.ndim == 3
     x = t[:, None] if squeeze else t
     n, c, h, w = x.shape
     dev = x.device
-    xp = F.pad(x, (pad, pad, pad, pad), value=value) if x.is_floating_point() else F.pad(x, (pad, pad, pad, pad), value=int(value))
+    xp = (
+        F.pad(x, (pad, pad, pad, pad), value=value)
+        if x.is_floating_point()
+        else F.pad(x, (pad, pad, pad, pad), value=int(value))
+    )
     rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = dx.to(dev)[:, None] + torch.arange(w, device=dev)
     cols = torch.where(flip.to(dev)[:, None], cols.flip(1), cols)[:, None, None, :]
-    out = xp[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+    out = xp[
+        torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols
+    ]
     return out[:, 0] if squeeze else out
 
 
-def crop_flip_joint(x: torch.Tensor, targets: dict[str, torch.Tensor], pads: dict[str, float], generator: torch.Generator, pad: int = 4):
+def crop_flip_joint(
+    x: torch.Tensor, targets: dict[str, torch.Tensor], pads: dict[str, float], generator: torch.Generator, pad: int = 4
+):
     """(augmented images, augmented targets): dense targets (ndim >= 3) move with the pixels, others stay."""
     dy, dx, flip = draw(len(x), pad, generator)
     out_x = apply(x, dy, dx, flip, pad, 0.0)

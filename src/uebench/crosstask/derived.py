@@ -77,7 +77,9 @@ def felzenszwalb_segments(img_hwc: np.ndarray, p: FelzenszwalbParams = Felzenszw
     from skimage.segmentation import felzenszwalb
 
     img = img_hwc if img_hwc.shape[-1] == 3 else img_hwc[..., 0]
-    return felzenszwalb(img, scale=p.scale, sigma=p.sigma, min_size=p.min_size, channel_axis=-1 if img.ndim == 3 else None).astype(np.int64)
+    return felzenszwalb(
+        img, scale=p.scale, sigma=p.sigma, min_size=p.min_size, channel_axis=-1 if img.ndim == 3 else None
+    ).astype(np.int64)
 
 
 DERIVERS: dict[str, tuple[Callable[[np.ndarray, object], np.ndarray], object]] = {

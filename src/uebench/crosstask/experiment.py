@@ -93,12 +93,34 @@ class CrossTaskConfig:
 
 # Named presets: overrides of the defaults above (the user's explicit options override a preset).
 PRESETS_CT: Registry[dict[str, Any]] = Registry("crosstask preset")
-PRESETS_CT.register("quick")({
-    "width": 0.125, "recipe": "quick", "epochs": 8, "batch_size": 64, "train_subset": None, "test_subset": 500, "sal_every": 4,
-    "sal_subset": 128, "sal_rounds": 3, "attack_preset": "fast",
-})
-PRESETS_CT.register("standard")({"width": 0.25, "recipe": "quick", "epochs": 20, "batch_size": 128, "sal_every": 5, "sal_subset": 512, "attack_preset": "fast"})
-PRESETS_CT.register("paper")({"width": 1.0, "recipe": "paper", "sal_every": 1, "sal_mode": "faithful", "attack_preset": "paper"})
+PRESETS_CT.register("quick")(
+    {
+        "width": 0.125,
+        "recipe": "quick",
+        "epochs": 8,
+        "batch_size": 64,
+        "train_subset": None,
+        "test_subset": 500,
+        "sal_every": 4,
+        "sal_subset": 128,
+        "sal_rounds": 3,
+        "attack_preset": "fast",
+    }
+)
+PRESETS_CT.register("standard")(
+    {
+        "width": 0.25,
+        "recipe": "quick",
+        "epochs": 20,
+        "batch_size": 128,
+        "sal_every": 5,
+        "sal_subset": 512,
+        "attack_preset": "fast",
+    }
+)
+PRESETS_CT.register("paper")(
+    {"width": 1.0, "recipe": "paper", "sal_every": 1, "sal_mode": "faithful", "attack_preset": "paper"}
+)
 # `scenes` is generated: a preset may size it (only applied when the dataset is scenes and the user did not)
 SCENES_SIZE = {"quick": {"n_train": 2000, "n_test": 500}, "standard": {"n_train": 5000, "n_test": 1000}, "paper": {}}
 
@@ -141,7 +163,9 @@ def validate(config: CrossTaskConfig) -> list[Task]:
             ATTACKS.get(entry)
     labels = [poison_label(a) for a in config.attacks]
     if len(set(labels)) != len(labels) or "clean" in labels:
-        raise UserError(f"two poisons would share a name, or one is named 'clean' (reserved): {', '.join(labels)}; rename the file")
+        raise UserError(
+            f"two poisons would share a name, or one is named 'clean' (reserved): {', '.join(labels)}; rename the file"
+        )
     if config.attack_preset not in PRESETS:
         raise UserError(f"unknown attack preset '{config.attack_preset}'; valid: {', '.join(PRESETS)}")
     unknown = sorted(set(config.attack_params) - {a for a in config.attacks if not is_poison_file(a)})
@@ -150,7 +174,9 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     if config.multitask_attacks:
         usable = A.objective_attacks()
         if not any(a in usable for a in config.attacks):
-            raise UserError(f"multi-task crafting needs a model-based attack among --attacks; available: {', '.join(usable)}")
+            raise UserError(
+                f"multi-task crafting needs a model-based attack among --attacks; available: {', '.join(usable)}"
+            )
     bad_w = sorted(set(config.weights) - {t.name for t in tasks})
     if bad_w:
         raise UserError(f"loss weights given for {', '.join(bad_w)}, which is not among the tasks")
@@ -189,7 +215,9 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
     if config.test_subset and config.test_subset < len(test):
         test = stratified_subset(test, config.test_subset, seed=config.seed)
     if full.shape[1] % 8 or full.shape[2] % 8:
-        raise UserError(f"crosstask needs image sides divisible by 8 (the encoder's stride), {full.name} has {full.shape[1:]}")
+        raise UserError(
+            f"crosstask needs image sides divisible by 8 (the encoder's stride), {full.name} has {full.shape[1:]}"
+        )
     train_data = task_data(train, tasks, config.targets)
     test_data = task_data(test, tasks, config.targets)
     channels = {t.name: t.channels(train) for t in tasks}
@@ -201,7 +229,9 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
 
 
 # ---- poisons ----------------------------------------------------------------------------------------------
-def make_poisons(config: CrossTaskConfig, tasks: list[Task], splits: Splits, out: Path, progress: bool, log: Callable[[str], None]) -> dict[str, Poison]:
+def make_poisons(
+    config: CrossTaskConfig, tasks: list[Task], splits: Splits, out: Path, progress: bool, log: Callable[[str], None]
+) -> dict[str, Poison]:
     """label -> Poison; each written to out/poisons/<label>.safetensors once and reused on reruns."""
     folder = out / "poisons"
     poisons: dict[str, Poison] = {}
@@ -212,12 +242,42 @@ def make_poisons(config: CrossTaskConfig, tasks: list[Task], splits: Splits, out
             jobs.append((label, lambda e=entry: A.load_poison_file(e, splits.full), False))
             continue
         params = config.attack_params.get(entry, {})
-        jobs.append((label, lambda e=entry, p=params: A.craft_classification(
-            e, splits.full, subset=config.train_subset, preset=config.attack_preset, seed=config.seed, params=p, progress=progress), True))
+        jobs.append(
+            (
+                label,
+                lambda e=entry, p=params: A.craft_classification(
+                    e,
+                    splits.full,
+                    subset=config.train_subset,
+                    preset=config.attack_preset,
+                    seed=config.seed,
+                    params=p,
+                    progress=progress,
+                ),
+                True,
+            )
+        )
         if config.multitask_attacks and entry in A.objective_attacks():
-            jobs.append((label + MT_SUFFIX, lambda e=entry, p=params: A.craft_multitask(
-                e, splits.full, splits.train, splits.train_data.targets, tasks, splits.channels, preset=config.attack_preset,
-                seed=config.seed, params=p, weights=config.weights, encoder=config.encoder, progress=progress), True))
+            jobs.append(
+                (
+                    label + MT_SUFFIX,
+                    lambda e=entry, p=params: A.craft_multitask(
+                        e,
+                        splits.full,
+                        splits.train,
+                        splits.train_data.targets,
+                        tasks,
+                        splits.channels,
+                        preset=config.attack_preset,
+                        seed=config.seed,
+                        params=p,
+                        weights=config.weights,
+                        encoder=config.encoder,
+                        progress=progress,
+                    ),
+                    True,
+                )
+            )
     for label, make, save in jobs:
         path = folder / f"{label}.safetensors"
         if save and path.exists():
@@ -242,9 +302,18 @@ def settings_for(config: CrossTaskConfig) -> Settings:
     recipe = RECIPES.get(config.recipe).with_overrides(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr)
     device = resolve_device(config.device)
     return Settings(
-        encoder=config.encoder, width=config.width, recipe=recipe, weights=dict(config.weights), seed=config.seed, device=str(device),
-        precision=resolve_precision(config.precision, device), sal=config.sal, sal_mode=config.sal_mode, sal_every=config.sal_every,
-        sal_subset=config.sal_subset, sal_rounds=config.sal_rounds,
+        encoder=config.encoder,
+        width=config.width,
+        recipe=recipe,
+        weights=dict(config.weights),
+        seed=config.seed,
+        device=str(device),
+        precision=resolve_precision(config.precision, device),
+        sal=config.sal,
+        sal_mode=config.sal_mode,
+        sal_every=config.sal_every,
+        sal_subset=config.sal_subset,
+        sal_rounds=config.sal_rounds,
     )
 
 
@@ -253,13 +322,30 @@ def model_groups(config: CrossTaskConfig, tasks: list[Task]) -> dict[str, list[T
     return {"multitask": tasks} if config.multitask else {f"single-{t.name}": [t] for t in tasks}
 
 
-def run_one(config: CrossTaskConfig, settings: Settings, version: str, model: str, tasks: list[Task], splits: Splits, train: TaskData,
-            out: Path, progress: bool, poison_meta: dict | None) -> list[dict[str, Any]]:
+def run_one(
+    config: CrossTaskConfig,
+    settings: Settings,
+    version: str,
+    model: str,
+    tasks: list[Task],
+    splits: Splits,
+    train: TaskData,
+    out: Path,
+    progress: bool,
+    poison_meta: dict | None,
+) -> list[dict[str, Any]]:
     path = out / "runs" / version / model
     run_config = {
-        "version": version, "model": model, "tasks": [t.name for t in tasks], "settings": settings.to_dict(),
-        "dataset": config.dataset, "dataset_options": config.dataset_options, "train_subset": config.train_subset,
-        "test_subset": config.test_subset, "targets": config.targets, "poison": poison_meta,
+        "version": version,
+        "model": model,
+        "tasks": [t.name for t in tasks],
+        "settings": settings.to_dict(),
+        "dataset": config.dataset,
+        "dataset_options": config.dataset_options,
+        "train_subset": config.train_subset,
+        "test_subset": config.test_subset,
+        "targets": config.targets,
+        "poison": poison_meta,
     }
     run = RunFolder(path, run_config, resume=True)
     if run.finished():
@@ -289,7 +375,13 @@ def finite(v: float) -> float | None:
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def assemble(config: CrossTaskConfig, tasks: list[Task], splits: Splits, histories: dict[str, dict[str, list]], poisons: dict[str, Poison]) -> dict[str, Any]:
+def assemble(
+    config: CrossTaskConfig,
+    tasks: list[Task],
+    splits: Splits,
+    histories: dict[str, dict[str, list]],
+    poisons: dict[str, Poison],
+) -> dict[str, Any]:
     """results.json: per task and version the metrics; drops; UD; SAL similarity per version."""
     versions = list(histories)
     trivial = trivial_scores(splits.train_data, splits.test_data, tasks)
@@ -300,8 +392,13 @@ def assemble(config: CrossTaskConfig, tasks: list[Task], splits: Splits, histori
 
     per_task: dict[str, Any] = {}
     for t in tasks:
-        row: dict[str, Any] = {"metric": t.metric, "higher_is_better": t.higher_is_better, "trivial": trivial[t.name][t.metric],
-                               "source": splits.train_data.sources[t.name], "versions": {}}
+        row: dict[str, Any] = {
+            "metric": t.metric,
+            "higher_is_better": t.higher_is_better,
+            "trivial": trivial[t.name][t.metric],
+            "source": splits.train_data.sources[t.name],
+            "versions": {},
+        }
         clean_h = history_of("clean", t.name)
         clean_final = clean_h[-1]["test"][t.name][t.metric]
         clean_sal = sal_matrix(clean_h, t.name)
@@ -345,12 +442,26 @@ def assemble(config: CrossTaskConfig, tasks: list[Task], splits: Splits, histori
             break
     return {
         "config": config.to_dict(),
-        "dataset": {"name": splits.full.name, "train": len(splits.train), "test": len(splits.test), "classes": splits.full.num_classes},
+        "dataset": {
+            "name": splits.full.name,
+            "train": len(splits.train),
+            "test": len(splits.test),
+            "classes": splits.full.num_classes,
+        },
         "tasks": [t.name for t in tasks],
         "versions": versions,
-        "poisons": {k: {"attack": p.meta.attack, "variant": p.meta.variant, "norm": p.meta.norm, "budget": p.meta.budget,
-                        "craft_seconds": p.meta.craft_seconds, "epoch_equivalents": p.meta.epoch_equivalents,
-                        "measured": p.measure(splits.full).get(p.meta.norm)} for k, p in poisons.items()},
+        "poisons": {
+            k: {
+                "attack": p.meta.attack,
+                "variant": p.meta.variant,
+                "norm": p.meta.norm,
+                "budget": p.meta.budget,
+                "craft_seconds": p.meta.craft_seconds,
+                "epoch_equivalents": p.meta.epoch_equivalents,
+                "measured": p.measure(splits.full).get(p.meta.norm),
+            }
+            for k, p in poisons.items()
+        },
         "per_task": per_task,
         "sal_similarity": similarity,
         "sal_layers": layers,
@@ -364,7 +475,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     head = ["task", "metric", "trivial", *[v if v == "clean" else f"{v} (drop, UD)" for v in versions]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in results["per_task"].items():
-        cells = [name, row["metric"] + (" (lower better)" if not row["higher_is_better"] else ""), f"{row['trivial']:.4g}"]
+        cells = [
+            name,
+            row["metric"] + (" (lower better)" if not row["higher_is_better"] else ""),
+            f"{row['trivial']:.4g}",
+        ]
         for v in versions:
             c = row["versions"][v]
             if v == "clean":
@@ -381,7 +496,18 @@ def csv_table(results: dict[str, Any]) -> str:
     rows = ["task,metric,version,final,best,trivial,drop,retained,lp,ud"]
     for name, row in results["per_task"].items():
         for v, c in row["versions"].items():
-            vals = [name, row["metric"], v, c["final"], c["best"], row["trivial"], c.get("drop"), c.get("retained"), c.get("lp"), c.get("ud")]
+            vals = [
+                name,
+                row["metric"],
+                v,
+                c["final"],
+                c["best"],
+                row["trivial"],
+                c.get("drop"),
+                c.get("retained"),
+                c.get("lp"),
+                c.get("ud"),
+            ]
             rows.append(",".join("" if x is None else (f"{x:.6g}" if isinstance(x, float) else str(x)) for x in vals))
     return "\n".join(rows) + "\n"
 
@@ -396,8 +522,10 @@ def prepare_out(out: Path, config: CrossTaskConfig, overwrite: bool) -> None:
         saved = read_json(saved_path)
         if saved != mine and not overwrite:
             diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-            raise UserError(f"{out} holds a crosstask experiment of another configuration (differs in: {', '.join(diff)}); "
-                            "use another --out or --overwrite")
+            raise UserError(
+                f"{out} holds a crosstask experiment of another configuration (differs in: {', '.join(diff)}); "
+                "use another --out or --overwrite"
+            )
         if saved != mine:
             import shutil
 
@@ -415,29 +543,48 @@ def read_json_normalised(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
-def run_experiment(config: CrossTaskConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False,
-                   log: Callable[[str], None] = lambda s: None, figures: bool = True) -> dict[str, Any]:
+def run_experiment(
+    config: CrossTaskConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+    figures: bool = True,
+) -> dict[str, Any]:
     tasks = validate(config)
     out = Path(out)
     with FolderLock(out):  # one process per experiment folder
         return _run_locked(config, tasks, out, progress, overwrite, log, figures)
 
 
-def _run_locked(config: CrossTaskConfig, tasks: list[Task], out: Path, progress: bool, overwrite: bool,
-                log: Callable[[str], None], figures: bool) -> dict[str, Any]:
+def _run_locked(
+    config: CrossTaskConfig,
+    tasks: list[Task],
+    out: Path,
+    progress: bool,
+    overwrite: bool,
+    log: Callable[[str], None],
+    figures: bool,
+) -> dict[str, Any]:
     prepare_out(out, config, overwrite)
     splits = load_splits(config, tasks)
     poisons = make_poisons(config, tasks, splits, out, progress, log)
     settings = settings_for(config)
     histories: dict[str, dict[str, list]] = {}
     versions: list[tuple[str, TaskData, dict | None]] = [("clean", splits.train_data, None)]
-    versions += [(label, poisoned_train(splits, p), dataclasses.asdict(p.meta) | {"label": label}) for label, p in poisons.items()]
+    versions += [
+        (label, poisoned_train(splits, p), dataclasses.asdict(p.meta) | {"label": label})
+        for label, p in poisons.items()
+    ]
     for version, train, meta in versions:
         histories[version] = {}
         for model, group in model_groups(config, tasks).items():
             log(f"training {version}/{model}")
             meta_key = None if meta is None else {k: meta[k] for k in ("label", "attack", "variant", "seed", "params")}
-            histories[version][model] = run_one(config, settings, version, model, group, splits, train, out, progress, meta_key)
+            histories[version][model] = run_one(
+                config, settings, version, model, group, splits, train, out, progress, meta_key
+            )
     results = assemble(config, tasks, splits, histories, poisons)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "table.md", markdown_table(results))

@@ -38,7 +38,9 @@ class Task:
     metric: str  # the headline metric (a key of score()'s dict)
     higher_is_better: bool
     channels: Callable[[ImageDataset], int]  # the head's output channels for a dataset
-    target: Callable[[ImageDataset, str], tuple[torch.Tensor, str]]  # (clean dataset, derive policy) -> (targets, source)
+    target: Callable[
+        [ImageDataset, str], tuple[torch.Tensor, str]
+    ]  # (clean dataset, derive policy) -> (targets, source)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # mean over valid elements
     predict: Callable[[torch.Tensor], torch.Tensor]
     score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]

@@ -97,7 +97,9 @@ def resize_any(b: np.ndarray, size: int) -> np.ndarray:
     """A binary map downsampled so that a block holding any positive pixel stays positive (thin edges survive)."""
     from PIL import Image
 
-    return (np.asarray(Image.fromarray((b > 0).astype(np.uint8) * 255).resize((size, size), Image.BOX)) > 0).astype(np.uint8)
+    return (np.asarray(Image.fromarray((b > 0).astype(np.uint8) * 255).resize((size, size), Image.BOX)) > 0).astype(
+        np.uint8
+    )
 
 
 def read_label(path: Path) -> int:
@@ -109,7 +111,9 @@ def read_label(path: Path) -> int:
     return int(a.argmax()) if a.size > 1 else int(a.reshape(()))
 
 
-def convert(key: str, m: np.ndarray, full: int, size: int, edge_threshold: float, keypoint_threshold: float) -> np.ndarray:
+def convert(
+    key: str, m: np.ndarray, full: int, size: int, edge_threshold: float, keypoint_threshold: float
+) -> np.ndarray:
     """A full-resolution Taskonomy map as a `size` x `size` target (binary maps thresholded before resizing)."""
     if key == "edges":
         return resize_any(m > edge_threshold * full, size)
@@ -128,8 +132,15 @@ def convert(key: str, m: np.ndarray, full: int, size: int, edge_threshold: float
     "Taskonomy per-task folders (rgb, class_scene, segment_semantic, segment_unsup2d, depth_zbuffer, edge_texture, keypoints2d)",
     files=("rgb/", "class_scene/"),
 )
-def load_taskonomy(root: Path | None, split: str = "train", *, size: int = 32, test_fraction: float = 0.2,
-                   edge_threshold: float = 0.1, keypoint_threshold: float = 0.1) -> ImageDataset:
+def load_taskonomy(
+    root: Path | None,
+    split: str = "train",
+    *,
+    size: int = 32,
+    test_fraction: float = 0.2,
+    edge_threshold: float = 0.1,
+    keypoint_threshold: float = 0.1,
+) -> ImageDataset:
     root = Path(root) if root is not None else Path(".")
     if split not in ("train", "test"):
         raise UserError(f"taskonomy: unknown split '{split}'; valid: train, test")
@@ -138,7 +149,9 @@ def load_taskonomy(root: Path | None, split: str = "train", *, size: int = 32, t
         raise UserError(f"taskonomy: size must be >= 8 and test_fraction in (0, 1) (got {size}, {test_fraction})")
     for needed in ("rgb", "class_scene"):
         if not (root / needed).is_dir():
-            raise UserError(f"taskonomy: no '{needed}' folder in {root} (expected Taskonomy's per-task layout: rgb/, class_scene/, ...)")
+            raise UserError(
+                f"taskonomy: no '{needed}' folder in {root} (expected Taskonomy's per-task layout: rgb/, class_scene/, ...)"
+            )
     rgb, cls = sample_files(root / "rgb", "rgb"), sample_files(root / "class_scene", "class_scene")
     ids = sorted(set(rgb) & set(cls))
     if not ids:
@@ -155,15 +168,24 @@ def load_taskonomy(root: Path | None, split: str = "train", *, size: int = 32, t
         files = sample_files(folder, domain)
         missing = [i for i in ids if i not in files]
         if missing:
-            raise UserError(f"taskonomy: {domain}/ lacks sample '{missing[0]}' ({len(missing)} of {len(ids)} missing); complete it or remove the folder")
+            raise UserError(
+                f"taskonomy: {domain}/ lacks sample '{missing[0]}' ({len(missing)} of {len(ids)} missing); complete it or remove the folder"
+            )
         maps = []
         for i in chosen:
             m, full = read_map(files[i])
             maps.append(convert(key, m, full, size, edge_threshold, keypoint_threshold))
         targets[key] = torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, size, size))
     labels = torch.tensor([labels_all[i] for i in chosen], dtype=torch.int64)
-    return ImageDataset("taskonomy", split, torch.from_numpy(images), labels, [f"scene_{k}" for k in range(num_classes)],
-                        targets=targets, meta={"size": size, "folder": str(root), "samples": len(chosen)})
+    return ImageDataset(
+        "taskonomy",
+        split,
+        torch.from_numpy(images),
+        labels,
+        [f"scene_{k}" for k in range(num_classes)],
+        targets=targets,
+        meta={"size": size, "folder": str(root), "samples": len(chosen)},
+    )
 
 
 def ensure_registered() -> None:

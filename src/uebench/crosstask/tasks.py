@@ -42,13 +42,21 @@ def _own_or_derived(key: str, ds: ImageDataset, policy: str, derived_note: str) 
         return ds.targets[key], f"{ds.name} '{key}' target"
     if key in ("edges", "keypoints", "unsup"):
         return derive(key, ds.images), derived_note
-    raise unavailable(key, ds, f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}) and {key} cannot be derived from RGB")
+    raise unavailable(
+        key,
+        ds,
+        f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}) and {key} cannot be derived from RGB",
+    )
 
 
 def _own(key: str, ds: ImageDataset) -> tuple[torch.Tensor, str]:
     if key not in ds.targets:
-        raise unavailable(key, ds, f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}); "
-                          "use scenes, Taskonomy, or a derived task (unsup, edges, keypoints, autoencode, denoise)")
+        raise unavailable(
+            key,
+            ds,
+            f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}); "
+            "use scenes, Taskonomy, or a derived task (unsup, edges, keypoints, autoencode, denoise)",
+        )
     return ds.targets[key], f"{ds.name} '{key}' target"
 
 
@@ -195,64 +203,144 @@ def _mean_image(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     return train.mean(0).expand_as(test).clone()
 
 
-
-
 # Denoising's trivial predictor is the mean image, like autoencoding's: trivial predictors are constants fitted on
 # the training targets. Returning the noisy input (about 20 dB at sigma 0.1) is a stronger baseline that the
 # CPU-sized models here do not beat; the score reports it as "identity_PSNR" for comparison.
 # ---- the tasks -------------------------------------------------------------------------------------------------
-register_task(Task(
-    name="class", description="scene class (the dataset's labels)", kind="image", metric="accuracy", higher_is_better=True,
-    channels=lambda ds: ds.num_classes, target=lambda ds, policy: (ds.labels, f"{ds.name} labels"),
-    loss=lambda out, t: F.cross_entropy(out.float(), t), predict=lambda out: out.argmax(1),
-    score=lambda p, t: {"accuracy": M.accuracy(p, t)}, trivial=_majority,
-))
+register_task(
+    Task(
+        name="class",
+        description="scene class (the dataset's labels)",
+        kind="image",
+        metric="accuracy",
+        higher_is_better=True,
+        channels=lambda ds: ds.num_classes,
+        target=lambda ds, policy: (ds.labels, f"{ds.name} labels"),
+        loss=lambda out, t: F.cross_entropy(out.float(), t),
+        predict=lambda out: out.argmax(1),
+        score=lambda p, t: {"accuracy": M.accuracy(p, t)},
+        trivial=_majority,
+    )
+)
 
-register_task(Task(
-    name="segment", description="semantic segmentation", kind="dense", metric="mIoU", higher_is_better=True,
-    channels=lambda ds: int(ds.targets["segment"].max()) + 1 if "segment" in ds.targets else 1,
-    target=lambda ds, policy: _own("segment", ds),
-    loss=_segment_loss, predict=lambda out: out.argmax(1),
-    score=_segment_score, trivial=_majority,
-))
+register_task(
+    Task(
+        name="segment",
+        description="semantic segmentation",
+        kind="dense",
+        metric="mIoU",
+        higher_is_better=True,
+        channels=lambda ds: int(ds.targets["segment"].max()) + 1 if "segment" in ds.targets else 1,
+        target=lambda ds, policy: _own("segment", ds),
+        loss=_segment_loss,
+        predict=lambda out: out.argmax(1),
+        score=_segment_score,
+        trivial=_majority,
+    )
+)
 
-register_task(Task(
-    name="unsup", description="unsupervised segmentation (Felzenszwalb superpixels), as pair affinities", kind="dense",
-    metric="ARI", higher_is_better=True, channels=lambda ds: len(AFFINITY_OFFSETS),
-    target=lambda ds, policy: _own_or_derived("unsup", ds, policy, "Felzenszwalb superpixels of the clean RGB"),
-    loss=_affinity_loss, predict=lambda out: torch.sigmoid(out.float()), score=_affinity_score, trivial=_affinity_rate,
-))
+register_task(
+    Task(
+        name="unsup",
+        description="unsupervised segmentation (Felzenszwalb superpixels), as pair affinities",
+        kind="dense",
+        metric="ARI",
+        higher_is_better=True,
+        channels=lambda ds: len(AFFINITY_OFFSETS),
+        target=lambda ds, policy: _own_or_derived("unsup", ds, policy, "Felzenszwalb superpixels of the clean RGB"),
+        loss=_affinity_loss,
+        predict=lambda out: torch.sigmoid(out.float()),
+        score=_affinity_score,
+        trivial=_affinity_rate,
+    )
+)
 
-register_task(Task(
-    name="depth", description="depth (per-pixel regression)", kind="dense", metric="RMSE", higher_is_better=False,
-    channels=lambda ds: 1, target=lambda ds, policy: (lambda t: (t[0].float(), t[1]))(_own("depth", ds)),
-    loss=_depth_loss, predict=lambda out: out.float()[:, 0], score=_depth_score, trivial=_pixel_mean, pad=float("nan"),
-))
+register_task(
+    Task(
+        name="depth",
+        description="depth (per-pixel regression)",
+        kind="dense",
+        metric="RMSE",
+        higher_is_better=False,
+        channels=lambda ds: 1,
+        target=lambda ds, policy: (lambda t: (t[0].float(), t[1]))(_own("depth", ds)),
+        loss=_depth_loss,
+        predict=lambda out: out.float()[:, 0],
+        score=_depth_score,
+        trivial=_pixel_mean,
+        pad=float("nan"),
+    )
+)
 
-register_task(Task(
-    name="edges", description="edges (binary map)", kind="dense", metric="AP", higher_is_better=True, channels=lambda ds: 1,
-    target=lambda ds, policy: (lambda t: (_binary_map(t[0]), t[1]))(_own_or_derived("edges", ds, policy, "Canny edges of the clean RGB")),
-    loss=_bce, predict=lambda out: torch.sigmoid(out.float()[:, 0]), score=_binary_score, trivial=_pixel_rate,
-))
+register_task(
+    Task(
+        name="edges",
+        description="edges (binary map)",
+        kind="dense",
+        metric="AP",
+        higher_is_better=True,
+        channels=lambda ds: 1,
+        target=lambda ds, policy: (lambda t: (_binary_map(t[0]), t[1]))(
+            _own_or_derived("edges", ds, policy, "Canny edges of the clean RGB")
+        ),
+        loss=_bce,
+        predict=lambda out: torch.sigmoid(out.float()[:, 0]),
+        score=_binary_score,
+        trivial=_pixel_rate,
+    )
+)
 
-register_task(Task(
-    name="keypoints", description="keypoints (heatmap, 3x3 tolerance)", kind="dense", metric="AP", higher_is_better=True,
-    channels=lambda ds: 1,
-    target=lambda ds, policy: (lambda t: (_dilate(_binary_map(t[0])), t[1]))(_own_or_derived("keypoints", ds, policy, "Harris corners of the clean RGB")),
-    loss=_bce, predict=lambda out: torch.sigmoid(out.float()[:, 0]), score=_binary_score, trivial=_pixel_rate,
-))
+register_task(
+    Task(
+        name="keypoints",
+        description="keypoints (heatmap, 3x3 tolerance)",
+        kind="dense",
+        metric="AP",
+        higher_is_better=True,
+        channels=lambda ds: 1,
+        target=lambda ds, policy: (lambda t: (_dilate(_binary_map(t[0])), t[1]))(
+            _own_or_derived("keypoints", ds, policy, "Harris corners of the clean RGB")
+        ),
+        loss=_bce,
+        predict=lambda out: torch.sigmoid(out.float()[:, 0]),
+        score=_binary_score,
+        trivial=_pixel_rate,
+    )
+)
 
-register_task(Task(
-    name="autoencode", description="autoencoding (reconstruct the clean image)", kind="dense", metric="PSNR",
-    higher_is_better=True, channels=lambda ds: ds.shape[0], target=lambda ds, policy: _image(ds),
-    loss=_image_loss, predict=lambda out: torch.sigmoid(out.float()), score=_image_score, trivial=_mean_image, pad=0.0,
-))
+register_task(
+    Task(
+        name="autoencode",
+        description="autoencoding (reconstruct the clean image)",
+        kind="dense",
+        metric="PSNR",
+        higher_is_better=True,
+        channels=lambda ds: ds.shape[0],
+        target=lambda ds, policy: _image(ds),
+        loss=_image_loss,
+        predict=lambda out: torch.sigmoid(out.float()),
+        score=_image_score,
+        trivial=_mean_image,
+        pad=0.0,
+    )
+)
 
-register_task(Task(
-    name="denoise", description=f"denoising (clean image from input + N(0, {DENOISE_SIGMA}) noise)", kind="dense", metric="PSNR",
-    higher_is_better=True, channels=lambda ds: ds.shape[0], target=lambda ds, policy: _image(ds),
-    loss=_image_loss, predict=lambda out: torch.sigmoid(out.float()), score=_denoise_score, trivial=_mean_image, pad=0.0,
-    input_noise=DENOISE_SIGMA,
-))
+register_task(
+    Task(
+        name="denoise",
+        description=f"denoising (clean image from input + N(0, {DENOISE_SIGMA}) noise)",
+        kind="dense",
+        metric="PSNR",
+        higher_is_better=True,
+        channels=lambda ds: ds.shape[0],
+        target=lambda ds, policy: _image(ds),
+        loss=_image_loss,
+        predict=lambda out: torch.sigmoid(out.float()),
+        score=_denoise_score,
+        trivial=_mean_image,
+        pad=0.0,
+        input_noise=DENOISE_SIGMA,
+    )
+)
 
 __all__ = ["AFFINITY_OFFSETS", "DENOISE_SIGMA", "noisy", "eval_noise"]

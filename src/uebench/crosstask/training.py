@@ -42,7 +42,9 @@ class TaskData:
 
     def with_images(self, images: torch.Tensor) -> "TaskData":
         if images.shape != self.images.shape:
-            raise UserError(f"poisoned images {tuple(images.shape)} do not match the clean ones {tuple(self.images.shape)}")
+            raise UserError(
+                f"poisoned images {tuple(images.shape)} do not match the clean ones {tuple(self.images.shape)}"
+            )
         return TaskData(images, self.targets, self.sources)
 
 
@@ -80,7 +82,9 @@ class Settings:
         return d
 
 
-def build_net(tasks: Sequence[Task], channels: dict[str, int], settings: Settings, in_channels: int = 3) -> MultiTaskNet:
+def build_net(
+    tasks: Sequence[Task], channels: dict[str, int], settings: Settings, in_channels: int = 3
+) -> MultiTaskNet:
     with torch.random.fork_rng(devices=[]):  # the init depends on the seed only
         torch.manual_seed(settings.seed)
         heads = {t.name: HeadSpec(t.kind, channels[t.name]) for t in tasks}
@@ -105,8 +109,14 @@ def only(net: MultiTaskNet, names: Sequence[str]):
         net.active = saved
 
 
-def multitask_loss(net: MultiTaskNet, x: torch.Tensor, targets: dict[str, torch.Tensor], tasks: Sequence[Task], weights: dict[str, float],
-                   noise_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+def multitask_loss(
+    net: MultiTaskNet,
+    x: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    tasks: Sequence[Task],
+    weights: dict[str, float],
+    noise_fn: Callable[[torch.Tensor, float], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
     """Sum of weighted task losses on a batch; returns (total, per-task losses, per-task outputs)."""
     total = x.new_zeros(())
     parts, outs = {}, {}
@@ -122,8 +132,18 @@ def multitask_loss(net: MultiTaskNet, x: torch.Tensor, targets: dict[str, torch.
     return total, parts, outs
 
 
-def train_epoch(net, opt, data: TaskData, tasks: Sequence[Task], settings: Settings, recipe: Recipe, generator: torch.Generator,
-                device: torch.device, autocast, on_step=None) -> dict[str, Any]:
+def train_epoch(
+    net,
+    opt,
+    data: TaskData,
+    tasks: Sequence[Task],
+    settings: Settings,
+    recipe: Recipe,
+    generator: torch.Generator,
+    device: torch.device,
+    autocast,
+    on_step=None,
+) -> dict[str, Any]:
     net.train()
     pads = {t.name: t.pad for t in tasks}
     sums = {t.name: 0.0 for t in tasks}
@@ -158,7 +178,9 @@ def train_epoch(net, opt, data: TaskData, tasks: Sequence[Task], settings: Setti
 
 
 @torch.no_grad()
-def predict(net: MultiTaskNet, data: TaskData, tasks: Sequence[Task], device: torch.device, batch: int = 256) -> dict[str, torch.Tensor]:
+def predict(
+    net: MultiTaskNet, data: TaskData, tasks: Sequence[Task], device: torch.device, batch: int = 256
+) -> dict[str, torch.Tensor]:
     """Every task's compact predictions on a split (no augmentation; denoising on its fixed evaluation noise)."""
     was = net.training
     net.eval()
@@ -167,7 +189,13 @@ def predict(net: MultiTaskNet, data: TaskData, tasks: Sequence[Task], device: to
     for i in range(0, len(data), batch):
         x = prepare(data.images[i : i + batch], device, channels_last=True)
         for sigma, group in input_groups(tasks).items():
-            inp = x if sigma == 0 else noisy(x, sigma, noise[sigma][i : i + batch].to(device)).contiguous(memory_format=torch.channels_last)
+            inp = (
+                x
+                if sigma == 0
+                else noisy(x, sigma, noise[sigma][i : i + batch].to(device)).contiguous(
+                    memory_format=torch.channels_last
+                )
+            )
             with only(net, [t.name for t in group]):
                 out = net(inp)
             for t in group:
@@ -183,7 +211,9 @@ def evaluate(net, data: TaskData, tasks: Sequence[Task], device, batch: int = 25
 
 def trivial_scores(train: TaskData, test: TaskData, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
     """The scores of each task's best constant predictor (fitted on the training targets)."""
-    return {t.name: t.score(t.trivial(train.targets[t.name], test.targets[t.name]), test.targets[t.name]) for t in tasks}
+    return {
+        t.name: t.score(t.trivial(train.targets[t.name], test.targets[t.name]), test.targets[t.name]) for t in tasks
+    }
 
 
 # ---- SAL of one task's loss on the shared encoder -----------------------------------------------------------
@@ -207,16 +237,38 @@ def task_sal(net: MultiTaskNet, task: Task, data: TaskData, settings: Settings, 
         return task.loss(out[task.name], y)
 
     with only(net, [task.name]):
-        result = model_sal(net, probe, layers=net.encoder_layers(), eps=settings.sal_eps, rounds=settings.sal_rounds, origin="eval",
-                           mode=settings.sal_mode, seed=settings.seed, loss_fn=loss_fn, device=device,
-                           fast=FastSALConfig(subset=settings.sal_subset, augment="none"))
-    return {"sal": {k.removeprefix("encoder."): v for k, v in result.to_record()["sal"].items()}, "l0": result.loss0, "seconds": result.seconds}
+        result = model_sal(
+            net,
+            probe,
+            layers=net.encoder_layers(),
+            eps=settings.sal_eps,
+            rounds=settings.sal_rounds,
+            origin="eval",
+            mode=settings.sal_mode,
+            seed=settings.seed,
+            loss_fn=loss_fn,
+            device=device,
+            fast=FastSALConfig(subset=settings.sal_subset, augment="none"),
+        )
+    return {
+        "sal": {k.removeprefix("encoder."): v for k, v in result.to_record()["sal"].items()},
+        "l0": result.loss0,
+        "seconds": result.seconds,
+    }
 
 
 # ---- one run ------------------------------------------------------------------------------------------------
 def fit(
-    net: MultiTaskNet, train: TaskData, test: TaskData, tasks: Sequence[Task], settings: Settings, *, run=None,
-    progress: bool = True, desc: str = "crosstask", stop_after: int | None = None,
+    net: MultiTaskNet,
+    train: TaskData,
+    test: TaskData,
+    tasks: Sequence[Task],
+    settings: Settings,
+    *,
+    run=None,
+    progress: bool = True,
+    desc: str = "crosstask",
+    stop_after: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train `net` for the recipe's epochs; after each: test metrics per task, and per-task SAL when due.
     With a RunFolder `run`, every epoch is checkpointed there and a rerun continues where it stopped."""
@@ -239,15 +291,29 @@ def fit(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=recipe.epochs * steps, initial=len(history) * steps, desc=desc, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=recipe.epochs * steps, initial=len(history) * steps, desc=desc, unit="step", dynamic_ncols=True
+        )
     last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
     for epoch in range(len(history), last):
         start = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
-        record.update(train_epoch(net, opt, train, tasks, settings, recipe, epoch_generator(settings.seed, epoch), device, autocast,
-                                  bar.update if bar else None))
+        record.update(
+            train_epoch(
+                net,
+                opt,
+                train,
+                tasks,
+                settings,
+                recipe,
+                epoch_generator(settings.seed, epoch),
+                device,
+                autocast,
+                bar.update if bar else None,
+            )
+        )
         record["train_seconds"] = time.perf_counter() - start
         record["test"] = evaluate(net, test, tasks, device, settings.eval_batch)
         if settings.sal and sal_due(epoch + 1, recipe.epochs, settings.sal_every):

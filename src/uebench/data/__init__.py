@@ -1,7 +1,7 @@
 """Datasets held in memory as uint8 tensors, behind one registry.
 
-    ds = uebench.data.load("cifar10", root="~/data", split="train")
-    ds = uebench.data.load("scenes")          # procedural, no files needed: the embedded default
+ds = uebench.data.load("cifar10", root="~/data", split="train")
+ds = uebench.data.load("scenes")          # procedural, no files needed: the embedded default
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
     from ..errors import UserError
     from ..options import coerce, type_hints
 
-    params = [n for n, q in inspect.signature(info.loader).parameters.items() if q.default is not inspect.Parameter.empty]
+    params = [
+        n for n, q in inspect.signature(info.loader).parameters.items() if q.default is not inspect.Parameter.empty
+    ]
     hints = type_hints(info.loader)
     for key in options:
         if key not in params:
@@ -54,4 +56,13 @@ def list_datasets() -> list[DatasetInfo]:
     return [DATASETS.get(n) for n in DATASETS.names()]
 
 
-__all__ = ["ImageDataset", "load", "list_datasets", "data_root", "stratified_subset", "register_dataset", "DATASETS", "DEFAULT_DATASET"]
+__all__ = [
+    "ImageDataset",
+    "load",
+    "list_datasets",
+    "data_root",
+    "stratified_subset",
+    "register_dataset",
+    "DATASETS",
+    "DEFAULT_DATASET",
+]

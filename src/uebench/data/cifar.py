@@ -20,8 +20,11 @@ _C100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # What the official batch files hold: a dict of bytes, ints, lists and numpy arrays. Nothing else is ever built, so
 # a crafted batch file cannot run code (a plain pickle.load calls whatever the file names).
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
 
 
@@ -50,7 +53,9 @@ def _to_images(flat) -> torch.Tensor:
     return torch.from_numpy(arr.reshape(-1, 3, 32, 32).copy())
 
 
-def _load(root: Path, split: str, *, name: str, folders: list[str], train_files, test_files, label_key, meta_file, names_key):
+def _load(
+    root: Path, split: str, *, name: str, folders: list[str], train_files, test_files, label_key, meta_file, names_key
+):
     files = train_files if split == "train" else test_files
     folder = find_folder(root, folders, files[0])
     if folder is None:
@@ -84,9 +89,15 @@ def _load(root: Path, split: str, *, name: str, folders: list[str], train_files,
 )
 def load_cifar10(root: Path, split: str) -> ImageDataset:
     return _load(
-        root, split, name="cifar10", folders=["cifar-10-batches-py", "cifar-10-batches-py-subset"],
-        train_files=[f"data_batch_{i}" for i in range(1, 6)], test_files=["test_batch"],
-        label_key="labels", meta_file="batches.meta", names_key="label_names",
+        root,
+        split,
+        name="cifar10",
+        folders=["cifar-10-batches-py", "cifar-10-batches-py-subset"],
+        train_files=[f"data_batch_{i}" for i in range(1, 6)],
+        test_files=["test_batch"],
+        label_key="labels",
+        meta_file="batches.meta",
+        names_key="label_names",
     )
 
 
@@ -98,7 +109,13 @@ def load_cifar10(root: Path, split: str) -> ImageDataset:
 )
 def load_cifar100(root: Path, split: str) -> ImageDataset:
     return _load(
-        root, split, name="cifar100", folders=["cifar-100-python"],
-        train_files=["train"], test_files=["test"],
-        label_key="fine_labels", meta_file="meta", names_key="fine_label_names",
+        root,
+        split,
+        name="cifar100",
+        folders=["cifar-100-python"],
+        train_files=["train"],
+        test_files=["test"],
+        label_key="fine_labels",
+        meta_file="meta",
+        names_key="fine_label_names",
     )

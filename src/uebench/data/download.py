@@ -1,7 +1,7 @@
 """Fetch a dataset's official files into the data folder: streamed, md5-checked, archives unpacked safely.
 
-    download("cifar10", Path("~/data").expanduser())
-    download("mnist", root, base_url="file:///mirror/mnist/")   # same file names, another host (tests, mirrors)
+download("cifar10", Path("~/data").expanduser())
+download("mnist", root, base_url="file:///mirror/mnist/")   # same file names, another host (tests, mirrors)
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def _stream(url: str, out, quiet: bool) -> str:
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, disable=quiet, desc=Path(url).name, file=sys.stderr) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, disable=quiet, desc=Path(url).name, file=sys.stderr
+            ) as bar:
                 for block in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(block)
                     h.update(block)

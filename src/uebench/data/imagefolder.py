@@ -75,7 +75,9 @@ def _read(path: Path, size: int) -> np.ndarray:
     "class-per-folder images: root/train/<class>/*.png|jpg and root/test (or val)/<class>/...",
     files=("train/<class>/*.png|jpg|jpeg", "test|val/<class>/*.png|jpg|jpeg"),
 )
-def load_imagefolder(root: Path, split: str, image_size: int = 32, fraction: float = 1.0, seed: int = 0) -> ImageDataset:
+def load_imagefolder(
+    root: Path, split: str, image_size: int = 32, fraction: float = 1.0, seed: int = 0
+) -> ImageDataset:
     root = Path(root)
     if not 0.0 < fraction <= 1.0:
         raise UserError(f"imagefolder: fraction must be in (0, 1], got {fraction}")
@@ -83,7 +85,9 @@ def load_imagefolder(root: Path, split: str, image_size: int = 32, fraction: flo
         raise UserError(f"imagefolder: image_size must be positive, got {image_size}")
     split_dir = _split_dir(root, split)
     classes = _class_names(root, split_dir)
-    extra = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in classes and not p.name.startswith("."))
+    extra = sorted(
+        p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in classes and not p.name.startswith(".")
+    )
     if extra:
         raise UserError(f"imagefolder: {split_dir} has classes missing from {root}/train: {', '.join(extra[:5])}")
     paths, labels = [], []

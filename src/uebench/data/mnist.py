@@ -52,10 +52,12 @@ def read_idx(path: Path) -> np.ndarray:
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise UserError(f"corrupt MNIST file {path}: truncated idx header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     size = int(np.prod(dims))
     if len(raw) - header != size:
-        raise UserError(f"corrupt MNIST file {path}: header declares {dims} ({size} bytes), file holds {len(raw) - header}")
+        raise UserError(
+            f"corrupt MNIST file {path}: header declares {dims} ({size} bytes), file holds {len(raw) - header}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 

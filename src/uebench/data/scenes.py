@@ -94,12 +94,25 @@ class Style:
 
 
 STYLES = {
-    "standard": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, angle=0.0, tex_types=1, dark_background=True,
-                      generator="scenes-v2"),
+    "standard": Style(
+        max_distractors=0,
+        key_r=(0.3, 0.45),
+        shape_distractors=False,
+        angle=0.0,
+        tex_types=1,
+        dark_background=True,
+        generator="scenes-v2",
+    ),
     "hard": Style(),
     # standard's large shapes, rotated and textured: the easy part of `natural`
-    "textured": Style(max_distractors=0, key_r=(0.3, 0.45), shape_distractors=False, tex_types=3, dark_background=True,
-                      generator="scenes-v3-textured"),
+    "textured": Style(
+        max_distractors=0,
+        key_r=(0.3, 0.45),
+        shape_distractors=False,
+        tex_types=3,
+        dark_background=True,
+        generator="scenes-v3-textured",
+    ),
 }
 
 
@@ -139,7 +152,9 @@ def class_names(num_classes: int) -> list[str]:
 # ----------------------------------------------------------------------------------------------- parameters
 
 
-def _sample_colours(rng: np.random.Generator, n: int, avoid: np.ndarray, min_dist: float = 0.5, tries: int = 6) -> np.ndarray:
+def _sample_colours(
+    rng: np.random.Generator, n: int, avoid: np.ndarray, min_dist: float = 0.5, tries: int = 6
+) -> np.ndarray:
     """n RGB colours in [0,1], resampled (a few times) when within L1 `min_dist` of `avoid` (n, 3)."""
     col = rng.random((n, 3), dtype=np.float32)
     for _ in range(tries):
@@ -149,7 +164,9 @@ def _sample_colours(rng: np.random.Generator, n: int, avoid: np.ndarray, min_dis
     return col
 
 
-def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarray, n_key_shapes: int, st: Style) -> dict:
+def _sample_scenes(
+    rng: np.random.Generator, labels: np.ndarray, sets: np.ndarray, n_key_shapes: int, st: Style
+) -> dict:
     """Parameters of len(labels) scenes. Object slots: k key objects, 1 optional duplicate, then distractors."""
     n = len(labels)
     k = sets.shape[1]
@@ -198,7 +215,22 @@ def _sample_scenes(rng: np.random.Generator, labels: np.ndarray, sets: np.ndarra
     p["tex_dir"] = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
     # draw order: back to front (decreasing depth); empty slots go last and are skipped
     order = np.argsort(np.where(shape > 0, -p["depth"], np.inf), axis=1, kind="stable")
-    for key in ("shape", "key", "cx", "cy", "r", "bar_len", "bar_w", "angle", "depth", "colour", "tex_type", "tex_amp", "tex_freq", "tex_dir"):
+    for key in (
+        "shape",
+        "key",
+        "cx",
+        "cy",
+        "r",
+        "bar_len",
+        "bar_w",
+        "angle",
+        "depth",
+        "colour",
+        "tex_type",
+        "tex_amp",
+        "tex_freq",
+        "tex_dir",
+    ):
         p[key] = np.take_along_axis(p[key], order if p[key].ndim == 2 else order[..., None], axis=1)
     return p
 
@@ -290,7 +322,9 @@ def _render(p: dict, size: int) -> dict:
     grad = (proj + 1.4) / 2.8
     stripes = 0.5 + 0.5 * np.sin(f(p["bg_freq"]) * proj + f(p["bg_phase"]))
     proj2 = -f(sa) * X + f(ca) * Y
-    checker = (np.sin(f(p["bg_freq"]) * proj + f(p["bg_phase"])) * np.sin(f(p["bg_freq"]) * proj2) > 0).astype(np.float32)
+    checker = (np.sin(f(p["bg_freq"]) * proj + f(p["bg_phase"])) * np.sin(f(p["bg_freq"]) * proj2) > 0).astype(
+        np.float32
+    )
     up = _upsample_matrix(size)
     blot = np.einsum("hi,nij,wj->nhw", up, p["bg_blot"], up, optimize=True)
     for i, tex in enumerate((grad, stripes, checker, blot)):
@@ -337,7 +371,8 @@ def _render(p: dict, size: int) -> dict:
         along = (f(tdx) * u + f(tdy) * v) / f(p["r"][:, j])
         tt = p["tex_type"][:, j]
         mod = np.where(
-            f(tt == 1), 0.5 * np.sin(f(p["tex_freq"][:, j]) * along * f(p["r"][:, j])),
+            f(tt == 1),
+            0.5 * np.sin(f(p["tex_freq"][:, j]) * along * f(p["r"][:, j])),
             np.where(f(tt == 2), np.clip(along, -1, 1) * 0.5, 0.0),
         ).astype(np.float32)
         obj = p["colour"][:, j, :, None, None] * (1 + f(p["tex_amp"][:, j])[:, None] * mod[:, None])
@@ -374,7 +409,9 @@ def _generate_mixed(seed: int, split_id: int, chunk: int, size: int, num_classes
     # every part draws the same labels first (same seed stream), so images can be taken per position from any part
     parts = [_generate_chunk(seed, split_id, chunk, size, num_classes, STYLES[name]) for name, _ in mix.parts]
     weights = np.array([w for _, w in mix.parts], dtype=np.float64)
-    pick = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk, 1]).choice(len(parts), _CHUNK, p=weights / weights.sum())
+    pick = np.random.default_rng([_STREAM_TAG, seed, split_id, chunk, 1]).choice(
+        len(parts), _CHUNK, p=weights / weights.sum()
+    )
     return {k: np.choose(pick.reshape((-1,) + (1,) * (parts[0][k].ndim - 1)), [q[k] for q in parts]) for k in parts[0]}
 
 
@@ -409,7 +446,9 @@ def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes
     }
 
 
-def generate(n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split_id: int = 0, difficulty: str = "standard") -> dict[str, np.ndarray]:
+def generate(
+    n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split_id: int = 0, difficulty: str = "standard"
+) -> dict[str, np.ndarray]:
     """numpy arrays of n scenes: images (n,3,H,W) uint8, labels (n,), segment, depth, edges, keypoints (n,H,W)."""
     if n < 0:
         raise UserError(f"scenes: number of images must be >= 0, got {n}")
@@ -419,9 +458,13 @@ def generate(n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split
     if difficulty not in STYLES and difficulty not in MIXTURES:
         raise UserError(f"scenes: unknown difficulty '{difficulty}'; valid: {', '.join([*STYLES, *MIXTURES])}")
     if difficulty in MIXTURES:
-        chunks = [_generate_mixed(seed, split_id, c, size, num_classes, MIXTURES[difficulty]) for c in range(-(-n // _CHUNK))]
+        chunks = [
+            _generate_mixed(seed, split_id, c, size, num_classes, MIXTURES[difficulty]) for c in range(-(-n // _CHUNK))
+        ]
     else:
-        chunks = [_generate_chunk(seed, split_id, c, size, num_classes, STYLES[difficulty]) for c in range(-(-n // _CHUNK))]
+        chunks = [
+            _generate_chunk(seed, split_id, c, size, num_classes, STYLES[difficulty]) for c in range(-(-n // _CHUNK))
+        ]
     keys = ("images", "labels", "segment", "depth", "edges", "keypoints")
     if not chunks:
         empty = {"images": np.zeros((0, 3, size, size), np.uint8), "labels": np.zeros(0, np.int64)}
@@ -437,19 +480,38 @@ def generate(n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split
     needs_files=False,
 )
 def load_scenes(
-    root: Path | None = None, split: str = "train", *, size: int = 32, n_train: int = 5000, n_test: int = 1000,
-    num_classes: int = 10, seed: int = 0, difficulty: str = "standard",
+    root: Path | None = None,
+    split: str = "train",
+    *,
+    size: int = 32,
+    n_train: int = 5000,
+    n_test: int = 1000,
+    num_classes: int = 10,
+    seed: int = 0,
+    difficulty: str = "standard",
 ) -> ImageDataset:
     if split not in ("train", "test"):
         raise UserError(f"scenes: unknown split '{split}'; valid: train, test")
     size, n_train, n_test, num_classes, seed = int(size), int(n_train), int(n_test), int(num_classes), int(seed)
     if n_train < 1 or n_test < 1 or size > 512 or not 0 <= seed < 2**32:  # 0 images would give a "finished" empty run
-        raise UserError(f"scenes: n_train and n_test must be >= 1, size at most 512, seed in [0, 2**32) (got n_train={n_train}, "
-                        f"n_test={n_test}, size={size}, seed={seed})")
+        raise UserError(
+            f"scenes: n_train and n_test must be >= 1, size at most 512, seed in [0, 2**32) (got n_train={n_train}, "
+            f"n_test={n_test}, size={size}, seed={seed})"
+        )
     split_id = 0 if split == "train" else 1
     d = generate(n_train if split == "train" else n_test, size, num_classes, seed, split_id, str(difficulty))
     return ImageDataset(
-        "scenes", split, torch.from_numpy(d["images"]), torch.from_numpy(d["labels"]), class_names(num_classes),
+        "scenes",
+        split,
+        torch.from_numpy(d["images"]),
+        torch.from_numpy(d["labels"]),
+        class_names(num_classes),
         targets={k: torch.from_numpy(d[k]) for k in ("segment", "depth", "edges", "keypoints")},
-        meta={"size": size, "seed": seed, "num_classes": num_classes, "difficulty": difficulty, "generator": (STYLES.get(difficulty) or MIXTURES[difficulty]).generator},
+        meta={
+            "size": size,
+            "seed": seed,
+            "num_classes": num_classes,
+            "difficulty": difficulty,
+            "generator": (STYLES.get(difficulty) or MIXTURES[difficulty]).generator,
+        },
     )

@@ -39,11 +39,15 @@ def load_svhn(root: Path, split: str) -> ImageDataset:
     fname = _FILES[split]
     folder = find_folder(Path(root), ["svhn"], fname)
     if folder is None:
-        raise UserError(f"svhn: expected {fname} in {root} or {root}/svhn; run 'uebench data download svhn' or pass --data-dir")
+        raise UserError(
+            f"svhn: expected {fname} in {root} or {root}/svhn; run 'uebench data download svhn' or pass --data-dir"
+        )
     x, y = _read_mat(folder / fname)
     # the .mat stores H x W x C x N
     if x.ndim != 4 or x.shape[2] != 3 or x.dtype != np.uint8 or x.shape[3] != len(y):
-        raise UserError(f"corrupt SVHN file {folder / fname}: X {x.shape} {x.dtype}, y {y.shape}; expected HxWx3xN uint8")
+        raise UserError(
+            f"corrupt SVHN file {folder / fname}: X {x.shape} {x.dtype}, y {y.shape}; expected HxWx3xN uint8"
+        )
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
     labels = torch.from_numpy(y.astype(np.int64) % 10)  # SVHN writes digit 0 as label 10
     return ImageDataset("svhn", split, images, labels, [str(i) for i in range(10)], meta={"folder": str(folder)})

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .base import rand
 
+
 # ---- plasma fractal (diamond-square midpoint displacement) ------------------------------------------------
 def plasma(n: int, h: int, w: int, roughness: torch.Tensor, generator, device) -> torch.Tensor:
     """n plasma fractals of size (h, w), values in [0, 1], shape (n, h, w).
@@ -76,8 +77,18 @@ def channel_shuffle(x: torch.Tensor, generator) -> torch.Tensor:
 # ---- TrivialAugment: one random op with a random magnitude per image ----------------------------------------
 # kornia.augmentation.auto.TrivialAugment's default policy (what UEraser runs), with its magnitude ranges.
 TA_OPS = (
-    "auto_contrast", "equalize", "rotate", "posterize", "solarize", "contrast",
-    "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+    "auto_contrast",
+    "equalize",
+    "rotate",
+    "posterize",
+    "solarize",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
 )
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 MAX_ROTATE_DEG = 30.0

@@ -34,7 +34,9 @@ class Defense(ABC):
     """Subclass, set the class attributes, override the hooks you need; register with @register_defense."""
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # preprocess (filters the data once) | augment (per batch) | training (changes the optimisation)
+    kind: ClassVar[
+        str
+    ]  # preprocess (filters the data once) | augment (per batch) | training (changes the optimisation)
     description: ClassVar[str]
     source: ClassVar[str]  # where the defaults come from (paper / public code)
     Config: ClassVar[type]  # a dataclass whose defaults are the published settings
@@ -123,7 +125,9 @@ def check_type(value: Any, types: type | tuple[type, ...], name: str) -> None:
         raise ValueError(f"{name} must be {getattr(types, '__name__', types)}, got {value!r}")
 
 
-def map_images(ds: ImageDataset, fn: Callable[[torch.Tensor], torch.Tensor], chunk: int = 4096, **meta: Any) -> ImageDataset:
+def map_images(
+    ds: ImageDataset, fn: Callable[[torch.Tensor], torch.Tensor], chunk: int = 4096, **meta: Any
+) -> ImageDataset:
     """Apply a uint8 (n, C, H, W) -> uint8 (n, C, H, W) filter to every image, in chunks (bounded memory)."""
     out = torch.empty_like(ds.images)
     for i in range(0, len(ds), chunk):
@@ -138,7 +142,9 @@ def _where(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def rand(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+def rand(
+    shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
     """U[0, 1) from `generator`, made where the generator lives and moved to `device` if that is elsewhere."""
     device = torch.device(device)
     where = generator.device if generator is not None else device

@@ -17,13 +17,17 @@ class CutMix(Defense):
     name = "cutmix"
     kind = "augment"
     description = "CutMix: paste a random box from another image, labels weighted by area; alpha 1, prob 1 (per batch)"
-    source = ("CutMix (Yun et al. 2019, beta 1.0; its CIFAR runs use cutmix_prob 0.5); APBench uses kornia "
-              "RandomCutMixV2 (beta 1, p=1.0, per-image boxes), which is the default here")
+    source = (
+        "CutMix (Yun et al. 2019, beta 1.0; its CIFAR runs use cutmix_prob 0.5); APBench uses kornia "
+        "RandomCutMixV2 (beta 1, p=1.0, per-image boxes), which is the default here"
+    )
 
     @dataclass
     class Config:
         alpha: float = 1.0  # the paper's `beta`
-        prob: float = 1.0  # probability that an image gets a box (APBench/kornia 1.0; the CutMix paper's CIFAR runs 0.5)
+        prob: float = (
+            1.0  # probability that an image gets a box (APBench/kornia 1.0; the CutMix paper's CIFAR runs 0.5)
+        )
 
         def __post_init__(self):
             check_type(self.alpha, (int, float), "alpha")

@@ -39,7 +39,9 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tens
 class Gaussian(PreprocessDefense):
     name = "gaussian"
     description = "Gaussian smoothing of the training images (APBench: kernel 3, sigma 0.1)"
-    source = "APBench util.aug_train / ISS augmentations.py: torchvision GaussianBlur(3, sigma=0.1) on each training image"
+    source = (
+        "APBench util.aug_train / ISS augmentations.py: torchvision GaussianBlur(3, sigma=0.1) on each training image"
+    )
 
     @dataclass
     class Config:
@@ -49,7 +51,10 @@ class Gaussian(PreprocessDefense):
 
         def __post_init__(self):
             check_type(self.kernel_size, int, "kernel_size")
-            check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"kernel_size must be odd and >= 1, got {self.kernel_size}")
+            check(
+                self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+                f"kernel_size must be odd and >= 1, got {self.kernel_size}",
+            )
             check_type(self.sigma, (int, float), "sigma")
             check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
             check_type(self.test, bool, "test")

@@ -27,7 +27,9 @@ def luma_u8(images: torch.Tensor) -> torch.Tensor:
 class Gray(PreprocessDefense):
     name = "gray"
     description = "grayscale training images (ISS): ITU-R 601 luma copied to every channel"
-    source = "ISS (Liu et al. ICML 2023) and APBench: torchvision Grayscale(3) on each training image, test images untouched"
+    source = (
+        "ISS (Liu et al. ICML 2023) and APBench: torchvision Grayscale(3) on each training image, test images untouched"
+    )
 
     @dataclass
     class Config:

@@ -17,7 +17,9 @@ class Mixup(Defense):
     name = "mixup"
     kind = "augment"
     description = "mixup: convex mixtures of image pairs and their labels, lam ~ Beta(1, 1) (per batch)"
-    source = "mixup (Zhang et al. 2018, CIFAR alpha 1.0); APBench uses kornia RandomMixUpV2 (lam ~ U[0,1] per image, p=1)"
+    source = (
+        "mixup (Zhang et al. 2018, CIFAR alpha 1.0); APBench uses kornia RandomMixUpV2 (lam ~ U[0,1] per image, p=1)"
+    )
 
     @dataclass
     class Config:

@@ -27,8 +27,12 @@ from .base import Defense, check, check_type, device_generator, loss_per_sample,
 
 
 def _range(value, name: str) -> None:
-    check(isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
-          f"{name} must be a [low, high] pair, got {value!r}")
+    check(
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+        f"{name} must be a [low, high] pair, got {value!r}",
+    )
     check(0 <= value[0] <= value[1], f"{name} must satisfy 0 <= low <= high, got {value!r}")
 
 
@@ -63,7 +67,9 @@ class UEraserConfig:
 class UEraser(Defense):
     name = "ueraser"
     kind = "augment"
-    description = "UEraser-Max: plasma brightness/contrast, channel shuffle, TrivialAugment; train on the max-loss of 5 draws"
+    description = (
+        "UEraser-Max: plasma brightness/contrast, channel shuffle, TrivialAugment; train on the max-loss of 5 draws"
+    )
     source = "UEraser (Qin et al. 2023) public code (lafeat/ueraser) and APBench defense/ueraser.py (kornia ops, p 0.5; Max: 5 repeats)"
     Config = UEraserConfig
 
@@ -111,7 +117,9 @@ class UEraser(Defense):
                 b.copy_(s)
         return torch.cat(losses).view(k, n)
 
-    def select(self, model, cands: torch.Tensor, y: torch.Tensor, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, model, cands: torch.Tensor, y: torch.Tensor, autocast=contextlib.nullcontext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The highest-loss draw of each image, and the (K, N) losses it was chosen from."""
         losses = self.scores(model, cands, y, autocast)
         best = losses.argmax(0)

@@ -22,12 +22,41 @@ from .analysis import (
     unit_directions,
 )
 from .pipeline import LandscapeConfig, run_landscape, to_grey
-from .trajectory import SGDSettings, Trajectory, TrajectoryWriter, coordinate_name, flat_weights, layout, recorded_steps, set_flat_weights, train_recorded
+from .trajectory import (
+    SGDSettings,
+    Trajectory,
+    TrajectoryWriter,
+    coordinate_name,
+    flat_weights,
+    layout,
+    recorded_steps,
+    set_flat_weights,
+    train_recorded,
+)
 
 __all__ = [
-    "COORDINATES", "LossEvaluator", "Tolerance", "axis_through_zero", "line_alphas", "line_losses", "loss_grid",
-    "parameter_stats", "pca_directions", "select_divergent", "select_movers", "unit_directions",
-    "LandscapeConfig", "run_landscape", "to_grey",
-    "SGDSettings", "Trajectory", "TrajectoryWriter", "coordinate_name", "flat_weights", "layout", "recorded_steps",
-    "set_flat_weights", "train_recorded",
+    "COORDINATES",
+    "LossEvaluator",
+    "Tolerance",
+    "axis_through_zero",
+    "line_alphas",
+    "line_losses",
+    "loss_grid",
+    "parameter_stats",
+    "pca_directions",
+    "select_divergent",
+    "select_movers",
+    "unit_directions",
+    "LandscapeConfig",
+    "run_landscape",
+    "to_grey",
+    "SGDSettings",
+    "Trajectory",
+    "TrajectoryWriter",
+    "coordinate_name",
+    "flat_weights",
+    "layout",
+    "recorded_steps",
+    "set_flat_weights",
+    "train_recorded",
 ]

@@ -42,7 +42,9 @@ def select_divergent(end_a: np.ndarray, end_b: np.ndarray, k: int = 2) -> list[i
     return top_k(np.abs(np.asarray(end_a, np.float64) - np.asarray(end_b, np.float64)), k)
 
 
-def pca_directions(trajectories: Sequence[Trajectory], k: int = 2, max_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+def pca_directions(
+    trajectories: Sequence[Trajectory], k: int = 2, max_bytes: int = 64 << 20
+) -> tuple[np.ndarray, np.ndarray]:
     """The top-k principal directions (k, P) of all rows of all trajectories together, and their explained ratios.
 
     Memory stays bounded: with X the (T, P) stack of rows centred on its mean, the T x T Gram matrix X X^T is summed
@@ -68,7 +70,9 @@ def pca_directions(trajectories: Sequence[Trajectory], k: int = 2, max_bytes: in
     lam, vec = lam[::-1], vec[:, ::-1]
     total = float(lam.clip(min=0).sum())
     if total <= 0 or lam[k - 1] <= 1e-12 * lam[0]:
-        raise UserError(f"the trajectories span fewer than {k} directions; record more steps (--record-every) or train longer")
+        raise UserError(
+            f"the trajectories span fewer than {k} directions; record more steps (--record-every) or train longer"
+        )
     dirs = np.zeros((k, P))
     for j0 in range(0, P, width):
         j1 = min(P, j0 + width)
@@ -121,7 +125,10 @@ class LossEvaluator:
         self.model = model
         self.device = torch.device(device)
         self.batches = [
-            (prepare(ds.images[i : i + batch_size], self.device, channels_last=False), ds.labels[i : i + batch_size].to(self.device))
+            (
+                prepare(ds.images[i : i + batch_size], self.device, channels_last=False),
+                ds.labels[i : i + batch_size].to(self.device),
+            )
             for i in range(0, len(ds), batch_size)
         ]
         self.n = len(ds)
@@ -241,7 +248,9 @@ def parameter_stats(
             "displacement": quantiles(d),
             "displacement_l2": float(np.linalg.norm(end - start)),
             "histogram": np.histogram(np.clip(d[d > 0], edges[0], edges[-1]), bins=edges)[0].tolist(),
-            "unmoved": int((d == 0).sum()),  # e.g. weights on pixels that are 0 in every training image (MNIST's border)
+            "unmoved": int(
+                (d == 0).sum()
+            ),  # e.g. weights on pixels that are 0 in every training image (MNIST's border)
         }
         if name != "clean":
             near = tol.within(end, clean, start)
@@ -253,7 +262,9 @@ def parameter_stats(
             moved = disp["clean"] > 0
             rel = gap[moved] / disp["clean"][moved]
             run["relative_gap_cdf"] = _cdf(rel)
-            run["relative_gap_cdf_critical"] = _cdf(gap[crit["top1%"]] / np.maximum(disp["clean"][crit["top1%"]], 1e-30)) if "top1%" in crit else None
+            run["relative_gap_cdf_critical"] = (
+                _cdf(gap[crit["top1%"]] / np.maximum(disp["clean"][crit["top1%"]], 1e-30)) if "top1%" in crit else None
+            )
             if slots is not None:
                 run["per_tensor"] = {
                     s.name: {
@@ -267,7 +278,8 @@ def parameter_stats(
                 }
         elif slots is not None:
             run["per_tensor"] = {
-                s.name: {"params": s.numel, "median_displacement": float(np.median(d[s.offset : s.offset + s.numel]))} for s in slots
+                s.name: {"params": s.numel, "median_displacement": float(np.median(d[s.offset : s.offset + s.numel]))}
+                for s in slots
             }
         out["runs"][name] = run
     out["histogram_edges"] = edges.tolist()

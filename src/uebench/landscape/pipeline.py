@@ -29,19 +29,42 @@ from ..data import ImageDataset, load, stratified_subset
 from ..errors import UserError, unknown_name
 from ..io import atomic_write_json, is_scratch, read_json
 from ..lock import FolderLock
-from ..options import check_seed
 from ..models import create_model
+from ..options import check_seed
 from ..poison import Poison
 from ..train import evaluate, resolve_device
 from . import analysis as A
-from .trajectory import SGDSettings, Trajectory, TrajectoryWriter, coordinate_name, layout, set_flat_weights, train_recorded
+from .trajectory import (
+    SGDSettings,
+    Trajectory,
+    TrajectoryWriter,
+    coordinate_name,
+    layout,
+    set_flat_weights,
+    train_recorded,
+)
 
 MODELS = ("linear", "lenet5")
 DATASETS = ("mnist", "scenes")
 RUNS = ("clean", "poisoned", "control")
 TRAINING_KEYS = (
-    "dataset", "data_dir", "model", "attack", "poison", "preset", "attack_params", "n_train", "image_size",
-    "epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "record_every", "control",
+    "dataset",
+    "data_dir",
+    "model",
+    "attack",
+    "poison",
+    "preset",
+    "attack_params",
+    "n_train",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "seed",
+    "record_every",
+    "control",
 )
 
 
@@ -94,13 +117,22 @@ class LandscapeConfig:
                 raise unknown_name("coordinate choice", c, A.COORDINATES)
         if not self.coords:
             raise UserError("no coordinate choice given; valid: " + ", ".join(A.COORDINATES))
-        ints = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_size": self.eval_size, "max_records": self.max_records}
+        ints = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "eval_size": self.eval_size,
+            "max_records": self.max_records,
+        }
         for k, v in ints.items():
             if v < 1:
                 raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-        if not 3 <= self.grid <= MAX_GRID:  # the surface is grid x grid points, each a full loss evaluation, held in memory
-            raise UserError(f"--grid must be in [3, {MAX_GRID}] (a {MAX_GRID}x{MAX_GRID} surface is already "
-                            f"{MAX_GRID ** 2:,} loss evaluations), got {self.grid}")
+        if (
+            not 3 <= self.grid <= MAX_GRID
+        ):  # the surface is grid x grid points, each a full loss evaluation, held in memory
+            raise UserError(
+                f"--grid must be in [3, {MAX_GRID}] (a {MAX_GRID}x{MAX_GRID} surface is already "
+                f"{MAX_GRID**2:,} loss evaluations), got {self.grid}"
+            )
         if self.record_every is not None and self.record_every < 1:
             raise UserError(f"--record-every must be >= 1, got {self.record_every}")
         if self.n_train is not None and self.n_train < 10:
@@ -108,7 +140,9 @@ class LandscapeConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not (self.momentum >= 0 and self.weight_decay >= 0 and math.isfinite(self.momentum + self.weight_decay)):
-            raise UserError(f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}")
+            raise UserError(
+                f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}"
+            )
         check_seed(self.seed, "--seed")
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
@@ -158,11 +192,18 @@ def make_poison(cfg: LandscapeConfig, full: ImageDataset, out: Path, progress: b
     subset = cfg.n_train if cfg.n_train is not None and cfg.n_train < len(full) else None
     if cached.is_file():
         p = Poison.load(cached)
-        if p.meta.attack == cfg.attack and p.meta.seed == cfg.seed and p.meta.params.get("preset") == cfg.preset and len(p) == (subset or len(full)):
+        if (
+            p.meta.attack == cfg.attack
+            and p.meta.seed == cfg.seed
+            and p.meta.params.get("preset") == cfg.preset
+            and len(p) == (subset or len(full))
+        ):
             return p, f"crafted earlier ({cached})"
     from ..attacks import craft
 
-    poison = craft(cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params)
+    poison = craft(
+        cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params
+    )
     poison.save(cached)
     return poison, f"crafted here ({cfg.attack}, preset {cfg.preset})"
 
@@ -204,7 +245,9 @@ def _prepare_out(out: Path, cfg: LandscapeConfig, overwrite: bool) -> None:
         old_key = (old or {}).get("training")
         if old_key != json.loads(json.dumps(cfg.training_key())):
             diff = sorted(k for k in TRAINING_KEYS if (old_key or {}).get(k) != cfg.training_key().get(k))
-            raise UserError(f"{out} holds a landscape run with other training settings ({', '.join(diff) or 'unreadable config'}); use another --out or pass --overwrite")
+            raise UserError(
+                f"{out} holds a landscape run with other training settings ({', '.join(diff) or 'unreadable config'}); use another --out or pass --overwrite"
+            )
     elif out.is_dir() and any(not is_scratch(f) for f in out.iterdir()):
         raise UserError(f"{out} is not empty and holds no landscape run; use another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +262,9 @@ def _bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
 
 
-def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False, log=print) -> dict[str, Any]:
+def run_landscape(
+    cfg: LandscapeConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False, log=print
+) -> dict[str, Any]:
     """Do the whole experiment; returns the summary also written to out/landscape.json."""
     t_start = time.perf_counter()
     cfg.validate()
@@ -231,8 +276,16 @@ def run_landscape(cfg: LandscapeConfig, out: str | Path, *, progress: bool = Tru
         return _run_locked(cfg, out, full, test, progress, overwrite, log, t_start)
 
 
-def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: ImageDataset, progress: bool, overwrite: bool,
-                log, t_start: float) -> dict[str, Any]:
+def _run_locked(
+    cfg: LandscapeConfig,
+    out: Path,
+    full: ImageDataset,
+    test: ImageDataset,
+    progress: bool,
+    overwrite: bool,
+    log,
+    t_start: float,
+) -> dict[str, Any]:
     _prepare_out(out, cfg, overwrite)
     device = resolve_device(cfg.device)
     poison, poison_source = make_poison(cfg, full, out, progress)
@@ -265,10 +318,21 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
             except UserError:
                 reuse = None
         if reuse is None:
-            writer = TrajectoryWriter(folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed})
+            writer = TrajectoryWriter(
+                folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed}
+            )
             bar = _bar(progress, total_steps, f"train {name}")
             t0 = time.perf_counter()
-            info = train_recorded(model, ds, sgd, writer, order_seed=order_seed, record_every=every, device=device, progress=bar.update if bar else None)
+            info = train_recorded(
+                model,
+                ds,
+                sgd,
+                writer,
+                order_seed=order_seed,
+                record_every=every,
+                device=device,
+                progress=bar.update if bar else None,
+            )
             if bar:
                 bar.close()
             info["train_seconds"] = time.perf_counter() - t0
@@ -276,7 +340,11 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
         else:
             trajs[name] = reuse
             set_flat_weights(model, reuse.end)
-            info = {"total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])), "recorded": len(reuse), "reused": True}
+            info = {
+                "total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])),
+                "recorded": len(reuse),
+                "reused": True,
+            }
         model = model.to(device).eval()
         tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
         te_loss, te_acc = evaluate(model, test, device, channels_last=False)
@@ -284,9 +352,16 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
         if name == "poisoned":
             cl_loss, cl_acc = evaluate(model, clean_set, device, channels_last=False)
             summaries[name].update(clean_train_loss=cl_loss, clean_train_acc=cl_acc)
-        summaries[name].update(path_length=trajs[name].path_length(), displacement_l2=float(np.linalg.norm(trajs[name].end.astype(np.float64) - trajs[name].start)))
-        summaries[name]["detour_ratio"] = summaries[name]["path_length"] / max(summaries[name]["displacement_l2"], 1e-30)
-        log(f"{name:9s} train acc {tr_acc:5.1f}%  test acc {te_acc:5.1f}%  path {summaries[name]['path_length']:.3g}  |end-start| {summaries[name]['displacement_l2']:.3g}")
+        summaries[name].update(
+            path_length=trajs[name].path_length(),
+            displacement_l2=float(np.linalg.norm(trajs[name].end.astype(np.float64) - trajs[name].start)),
+        )
+        summaries[name]["detour_ratio"] = summaries[name]["path_length"] / max(
+            summaries[name]["displacement_l2"], 1e-30
+        )
+        log(
+            f"{name:9s} train acc {tr_acc:5.1f}%  test acc {te_acc:5.1f}%  path {summaries[name]['path_length']:.3g}  |end-start| {summaries[name]['displacement_l2']:.3g}"
+        )
 
     clean_t, poison_t = trajs["clean"], trajs["poisoned"]
     if not np.array_equal(clean_t.start, poison_t.start):
@@ -312,7 +387,10 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
     for kind in cfg.coords:
         if kind == "movers":
             idx = A.select_movers(start, ends["clean"])
-            dirs, info = A.unit_directions(idx, P), {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"}
+            dirs, info = (
+                A.unit_directions(idx, P),
+                {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"},
+            )
         elif kind == "divergent":
             idx = A.select_divergent(ends["clean"], ends["poisoned"])
             dirs, info = A.unit_directions(idx, P), {"indices": idx, "names": [coordinate_name(slots, j) for j in idx]}
@@ -325,14 +403,16 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
         for run in ("clean", "poisoned"):
             center = ends[run]
             proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
-            clean_end = ((ends["clean"] - center) @ dirs.T)
+            clean_end = (ends["clean"] - center) @ dirs.T
             alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
             bar = _bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})")
             grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
             if bar:
                 bar.close()
             panels[run] = {
-                "alphas": alphas.tolist(), "betas": betas.tolist(), "loss": grid.tolist(),
+                "alphas": alphas.tolist(),
+                "betas": betas.tolist(),
+                "loss": grid.tolist(),
                 "center_loss": float(grid[int(np.argmin(np.abs(betas))), int(np.argmin(np.abs(alphas)))]),
                 "origin": [float(center @ d) for d in dirs] if kind != "pca" else [0.0, 0.0],
                 "trajectory": {r: proj[r].tolist() for r in proj},
@@ -350,20 +430,56 @@ def _run_locked(cfg: LandscapeConfig, out: Path, full: ImageDataset, test: Image
         "poisoned_on_clean_data": A.line_losses(evaluators["clean"], start, ends["poisoned"], alphas).tolist(),
     }
     # distance to the clean end point along each run
-    data["distance"] = {r: {"steps": trajs[r].steps.tolist(), "to_clean_end": trajs[r].distances_to(ends["clean"]).tolist()} for r in trajs}
+    data["distance"] = {
+        r: {"steps": trajs[r].steps.tolist(), "to_clean_end": trajs[r].distances_to(ends["clean"]).tolist()}
+        for r in trajs
+    }
 
     stats = A.parameter_stats(start, ends, A.Tolerance(cfg.tol, cfg.tol_mode), slots)
-    data["stats"] = {"edges": stats["histogram_edges"], **{r: {k: stats["runs"][r].get(k) for k in ("histogram", "unmoved", "relative_gap_cdf", "relative_gap_cdf_critical")} for r in stats["runs"]}}
-    slim_stats = {**stats, "runs": {r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")} for r, s in stats["runs"].items()}}
+    data["stats"] = {
+        "edges": stats["histogram_edges"],
+        **{
+            r: {
+                k: stats["runs"][r].get(k)
+                for k in ("histogram", "unmoved", "relative_gap_cdf", "relative_gap_cdf_critical")
+            }
+            for r in stats["runs"]
+        },
+    }
+    slim_stats = {
+        **stats,
+        "runs": {
+            r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")}
+            for r, s in stats["runs"].items()
+        },
+    }
     slim_stats.pop("histogram_edges")
 
     summary = {
         "config": cfg.to_dict(),
         "data": {
-            "dataset": cfg.dataset, "train_images": len(clean_set), "test_images": len(test), "eval_images": len(eval_idx),
-            "image_shape": list(clean_set.shape), "poison": poison_source, "poison_meta": {"attack": poison.meta.attack, "norm": poison.meta.norm, "budget": poison.meta.budget, "params": poison.meta.params},
+            "dataset": cfg.dataset,
+            "train_images": len(clean_set),
+            "test_images": len(test),
+            "eval_images": len(eval_idx),
+            "image_shape": list(clean_set.shape),
+            "poison": poison_source,
+            "poison_meta": {
+                "attack": poison.meta.attack,
+                "norm": poison.meta.norm,
+                "budget": poison.meta.budget,
+                "params": poison.meta.params,
+            },
         },
-        "training": {"optimizer": "SGD", **dataclasses.asdict(sgd), "augmentation": "none", "precision": "fp32", "total_steps": total_steps, "record_every": every, "device": str(device)},
+        "training": {
+            "optimizer": "SGD",
+            **dataclasses.asdict(sgd),
+            "augmentation": "none",
+            "precision": "fp32",
+            "total_steps": total_steps,
+            "record_every": every,
+            "device": str(device),
+        },
         "num_params": P,
         "runs": summaries,
         "planes": planes,

@@ -86,7 +86,9 @@ def set_flat_weights(model: nn.Module, vector: torch.Tensor | np.ndarray) -> Non
 class TrajectoryWriter:
     """Append flattened weights row by row; memory holds at most one chunk (`chunk_bytes`)."""
 
-    def __init__(self, folder: str | Path, slots: list[Slot], meta: dict[str, Any] | None = None, chunk_bytes: int = 32 << 20):
+    def __init__(
+        self, folder: str | Path, slots: list[Slot], meta: dict[str, Any] | None = None, chunk_bytes: int = 32 << 20
+    ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("chunk-*.npy"):  # a fresh recording replaces an old one entirely
@@ -102,7 +104,9 @@ class TrajectoryWriter:
         self._write_index(finished=False)
 
     def append(self, step: int, weights: torch.Tensor | np.ndarray, loss: float | None = None) -> None:
-        row = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=np.float32).reshape(-1)
+        row = np.asarray(
+            weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=np.float32
+        ).reshape(-1)
         if row.size != self.num_params:
             raise ValueError(f"row of {row.size} weights for a trajectory of {self.num_params}")
         if self.steps and step <= self.steps[-1]:
@@ -132,16 +136,19 @@ class TrajectoryWriter:
 
     def _write_index(self, finished: bool) -> None:
         stored = sum(c["rows"] for c in self.chunks)
-        atomic_write_json(self.folder / INDEX, {
-            "format": FORMAT,
-            "num_params": self.num_params,
-            "layout": [{"name": s.name, "shape": list(s.shape), "offset": s.offset} for s in self.slots],
-            "chunks": self.chunks,
-            "steps": self.steps[:stored],
-            "losses": self.losses[:stored],
-            "finished": finished,
-            "meta": self.meta,
-        })
+        atomic_write_json(
+            self.folder / INDEX,
+            {
+                "format": FORMAT,
+                "num_params": self.num_params,
+                "layout": [{"name": s.name, "shape": list(s.shape), "offset": s.offset} for s in self.slots],
+                "chunks": self.chunks,
+                "steps": self.steps[:stored],
+                "losses": self.losses[:stored],
+                "finished": finished,
+                "meta": self.meta,
+            },
+        )
 
 
 # ---- reading ------------------------------------------------------------------------------------------------
@@ -165,10 +172,14 @@ class Trajectory:
             except (OSError, ValueError) as e:
                 raise UserError(f"corrupt trajectory chunk {path}: {e}") from None
             if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape != (c["rows"], self.num_params):
-                raise UserError(f"corrupt trajectory chunk {path}: {arr.dtype} {arr.shape}, index says ({c['rows']}, {self.num_params}) float32")
+                raise UserError(
+                    f"corrupt trajectory chunk {path}: {arr.dtype} {arr.shape}, index says ({c['rows']}, {self.num_params}) float32"
+                )
             self._chunks.append(arr)
         if sum(len(a) for a in self._chunks) != len(self.steps):
-            raise UserError(f"corrupt trajectory {folder}: {len(self.steps)} steps but {sum(len(a) for a in self._chunks)} rows")
+            raise UserError(
+                f"corrupt trajectory {folder}: {len(self.steps)} steps but {sum(len(a) for a in self._chunks)} rows"
+            )
 
     @classmethod
     def open(cls, folder: str | Path) -> "Trajectory":

@@ -1,9 +1,9 @@
 """The paper's unlearnability metrics: SAL per layer (faithful and fast), the learnable threshold beta, #LP, UD.
 
-    r = layer_sal(model, "layer4.1.conv2", train_set)           # faithful, origin "eval"
-    m = model_sal(model, train_set, mode="fast", origin="eval")  # every Conv2d/Linear weight
-    beta = learnable_threshold(sal_clean)                        # arrays of shape (epochs, layers)
-    ud = unlearnable_distance(sal_poisoned, sal_clean)
+r = layer_sal(model, "layer4.1.conv2", train_set)           # faithful, origin "eval"
+m = model_sal(model, train_set, mode="fast", origin="eval")  # every Conv2d/Linear weight
+beta = learnable_threshold(sal_clean)                        # arrays of shape (epochs, layers)
+ud = unlearnable_distance(sal_poisoned, sal_clean)
 """
 
 from .fast_sal import FastSALConfig
@@ -13,8 +13,22 @@ from .threshold import epoch_thresholds, learnable_threshold, two_means_1d
 from .ud import bootstrap_ud, learnable_count, load_run_sal, sal_matrix, ud_table, unlearnable_distance
 
 __all__ = [
-    "layer_sal", "model_sal", "sal_value", "SALResult", "ModelSAL", "ProbeData", "FastSALConfig",
-    "SALProbe", "sal_probe",
-    "learnable_threshold", "epoch_thresholds", "two_means_1d",
-    "learnable_count", "unlearnable_distance", "sal_matrix", "load_run_sal", "ud_table", "bootstrap_ud",
+    "layer_sal",
+    "model_sal",
+    "sal_value",
+    "SALResult",
+    "ModelSAL",
+    "ProbeData",
+    "FastSALConfig",
+    "SALProbe",
+    "sal_probe",
+    "learnable_threshold",
+    "epoch_thresholds",
+    "two_means_1d",
+    "learnable_count",
+    "unlearnable_distance",
+    "sal_matrix",
+    "load_run_sal",
+    "ud_table",
+    "bootstrap_ud",
 ]

@@ -46,7 +46,17 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import UserError
-from .sal import LossFn, ModelSAL, ProbeData, SALResult, eval_loss, layer_seed, origin_losses, project_to_ball, weight_key
+from .sal import (
+    LossFn,
+    ModelSAL,
+    ProbeData,
+    SALResult,
+    eval_loss,
+    layer_seed,
+    origin_losses,
+    project_to_ball,
+    weight_key,
+)
 
 AUGMENT = ("once", "none")
 
@@ -75,7 +85,9 @@ class FastSALConfig:
         if self.augment not in AUGMENT:
             raise UserError(f"unknown fast-SAL augment '{self.augment}'; valid: {', '.join(AUGMENT)}")
         if self.subset < 1 or self.rounds < 1 or self.chunk < 1:
-            raise UserError(f"fast SAL needs subset, rounds and chunk >= 1 (got {self.subset}, {self.rounds}, {self.chunk})")
+            raise UserError(
+                f"fast SAL needs subset, rounds and chunk >= 1 (got {self.subset}, {self.rounds}, {self.chunk})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,15 +194,32 @@ def cache_frontier(prefix: nn.Module, x: torch.Tensor, chunk: int) -> list[torch
 class _Objective:
     """Mean loss over fixed samples (and its gradient) as a function of the probed weight only."""
 
-    def __init__(self, module: nn.Module, layer: str, inputs: list[torch.Tensor], targets: torch.Tensor, loss_fn: LossFn, chunk: int):
-        self.module, self.layer, self.inputs, self.targets, self.loss_fn, self.chunk = module, layer, inputs, targets, loss_fn, chunk
+    def __init__(
+        self,
+        module: nn.Module,
+        layer: str,
+        inputs: list[torch.Tensor],
+        targets: torch.Tensor,
+        loss_fn: LossFn,
+        chunk: int,
+    ):
+        self.module, self.layer, self.inputs, self.targets, self.loss_fn, self.chunk = (
+            module,
+            layer,
+            inputs,
+            targets,
+            loss_fn,
+            chunk,
+        )
         self.key = weight_key(layer)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def part(self, index: torch.Tensor) -> "_Objective":
-        return _Objective(self.module, self.layer, [t[index] for t in self.inputs], self.targets[index], self.loss_fn, self.chunk)
+        return _Objective(
+            self.module, self.layer, [t[index] for t in self.inputs], self.targets[index], self.loss_fn, self.chunk
+        )
 
     def __call__(self, w: torch.Tensor, need_grad: bool) -> tuple[float, torch.Tensor | None]:
         n = len(self.targets)
@@ -231,8 +260,9 @@ def searches(objective: _Objective, crossfit: bool) -> list[_Search]:
     return [_Search(a, b, len(b) / n), _Search(b, a, len(a) / n)]
 
 
-def fast_layer_search(parts: list[_Search], w0: torch.Tensor, *, eps: float, rounds: int, step: float, tol: float,
-                      shift: float = 0.0) -> tuple[float, float, int]:
+def fast_layer_search(
+    parts: list[_Search], w0: torch.Tensor, *, eps: float, rounds: int, step: float, tol: float, shift: float = 0.0
+) -> tuple[float, float, int]:
     """Projected full-batch gradient descent and ascent on the ball; returns the highest and the lowest loss the
     rounds reached (-inf/+inf where none ran: best-of tracking from L0 is applied by the caller) and rounds run.
 
@@ -282,7 +312,11 @@ def fast_model_sal(
     progress: Callable[[str], None] | None = None,
 ) -> ModelSAL:
     """Fast SAL of `names` (the model is already in eval mode with its parameters frozen: see sal.probing)."""
-    fixed = data if not (data.shuffle or data.augment) and len(data) <= config.subset else data.subset(config.subset, seed, augment_once=config.augment == "once")
+    fixed = (
+        data
+        if not (data.shuffle or data.augment) and len(data) <= config.subset
+        else data.subset(config.subset, seed, augment_once=config.augment == "once")
+    )
     x, y = fixed.prepare(fixed.inputs), fixed.targets
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
     params = dict(model.named_parameters())
@@ -307,11 +341,22 @@ def fast_model_sal(
             if cached is not None:
                 module, inputs = split.suffix, cached
         parts = searches(_Objective(module, name, inputs, y, loss_fn, config.chunk), config.crossfit)
-        eval_max, eval_min, ran = fast_layer_search(parts, w0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift)
+        eval_max, eval_min, ran = fast_layer_search(
+            parts, w0, eps=eps, rounds=rounds, step=step, tol=config.tol, shift=shift
+        )
         out[name] = SALResult.from_search(name, loss0, eval_max, eval_min, ran)
         del inputs, parts
         if progress:
             progress(name)
-    settings = {"eps": eps, "rounds": rounds, "lr": lr, "step": step, "batch_size": data.batch_size, "source_size": data.source_size,
-                "probe_size": len(fixed), "anchor_shift": shift, **{k: v for k, v in config.to_dict().items() if k != "rounds"}}
+    settings = {
+        "eps": eps,
+        "rounds": rounds,
+        "lr": lr,
+        "step": step,
+        "batch_size": data.batch_size,
+        "source_size": data.source_size,
+        "probe_size": len(fixed),
+        "anchor_shift": shift,
+        **{k: v for k, v in config.to_dict().items() if k != "rounds"},
+    }
     return ModelSAL(out, loss0, "fast", origin, settings, origins=origins)

@@ -55,13 +55,20 @@ class SALProbe:
         if self.origin not in ORIGINS:
             raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
         if self.mixed_origin not in ORIGINS:
-            raise UserError(f"unknown SAL origin '{self.mixed_origin}' for mixed-label epochs; valid: {', '.join(ORIGINS)}")
+            raise UserError(
+                f"unknown SAL origin '{self.mixed_origin}' for mixed-label epochs; valid: {', '.join(ORIGINS)}"
+            )
         if self.every < 1:
             raise UserError(f"--sal-every must be >= 1, got {self.every}")
         bad_batch = self.batch_size is not None and self.batch_size < 1
-        if not (self.eps > 0 and math.isfinite(self.eps) and self.lr > 0 and math.isfinite(self.lr)) or (
-                self.rounds is not None and self.rounds < 1) or bad_batch:
-            raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0, batch size >= 1 (got {self.eps}, {self.rounds}, {self.lr}, {self.batch_size})")
+        if (
+            not (self.eps > 0 and math.isfinite(self.eps) and self.lr > 0 and math.isfinite(self.lr))
+            or (self.rounds is not None and self.rounds < 1)
+            or bad_batch
+        ):
+            raise UserError(
+                f"SAL needs eps > 0, rounds >= 1, lr > 0, batch size >= 1 (got {self.eps}, {self.rounds}, {self.lr}, {self.batch_size})"
+            )
         if self.layers is not None:
             self.layers = tuple(self.layers)
 
@@ -75,21 +82,38 @@ class SALProbe:
             save_weights(ctx.run_dir, ctx.epoch, ctx.model)
         batch = self.batch_size or ctx.batch_size
         transform = self.probe_transform(ctx.defense)
-        data = ProbeData.from_dataset(ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform)
+        data = ProbeData.from_dataset(
+            ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform
+        )
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else ctx.seed * 1_000_003 + ctx.epoch
         mixed = bool(ctx.record.get("mixed_labels")) and self.mixed_origin == "eval"
         result = model_sal(
-            ctx.model, data, layers=self.layers, eps=self.eps, rounds=self.rounds, lr=self.lr,
-            origin="eval" if mixed else self.origin, running_loss=None if mixed else ctx.record.get("train_loss"),
-            mode=self.mode, seed=seed, batch_size=batch, fast=self.fast, device=ctx.device,
+            ctx.model,
+            data,
+            layers=self.layers,
+            eps=self.eps,
+            rounds=self.rounds,
+            lr=self.lr,
+            origin="eval" if mixed else self.origin,
+            running_loss=None if mixed else ctx.record.get("train_loss"),
+            mode=self.mode,
+            seed=seed,
+            batch_size=batch,
+            fast=self.fast,
+            device=ctx.device,
         )
         record = result.to_record()
         if transform is not None:
             record["sal_settings"]["probe_transform"] = ctx.defense.name
         if mixed:  # the public code's L0 after a mixup/cutmix epoch: the eval loss stands in for the running one
-            record.update(sal_origin=self.origin, sal_running=record["sal_eval"], sal_l0_running=record["sal_l0_eval"],
-                          sal_offset=0.0, sal_running_source="eval")
+            record.update(
+                sal_origin=self.origin,
+                sal_running=record["sal_eval"],
+                sal_l0_running=record["sal_l0_eval"],
+                sal_offset=0.0,
+                sal_running_source="eval",
+            )
         return record
 
     def probe_transform(self, defense):

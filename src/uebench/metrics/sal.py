@@ -193,10 +193,13 @@ class ProbeData:
         return len(self.inputs)
 
     @classmethod
-    def from_dataset(cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256,
-                     transform=None) -> "ProbeData":
+    def from_dataset(
+        cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256, transform=None
+    ) -> "ProbeData":
         """The faithful probe data: the whole training set, augmented afresh on every pass."""
-        return cls(ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment, transform=transform)
+        return cls(
+            ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment, transform=transform
+        )
 
     @classmethod
     def coerce(cls, data, device: torch.device | str = "cpu", *, batch_size: int = 256) -> "ProbeData":
@@ -207,7 +210,9 @@ class ProbeData:
             return cls(x.to(device), y.to(device), batch_size=batch_size, augment=False)
         if hasattr(data, "images") and hasattr(data, "labels"):
             return cls.from_dataset(data, device, batch_size=batch_size)
-        raise UserError(f"SAL data must be an ImageDataset, a ProbeData or an (inputs, targets) pair, got {type(data).__name__}")
+        raise UserError(
+            f"SAL data must be an ImageDataset, a ProbeData or an (inputs, targets) pair, got {type(data).__name__}"
+        )
 
     def subset(self, n: int, seed: int, *, augment_once: bool) -> "ProbeData":
         """A fixed subset of n samples (seeded, sorted indices), optionally augmented once with a fixed draw.
@@ -221,7 +226,9 @@ class ProbeData:
             x = _contiguous_like(crop_flip(x, g))
             if self.transform is not None:
                 x = _contiguous_like(self.transform(x, y, g))
-        return ProbeData(x, y, self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size)
+        return ProbeData(
+            x, y, self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size
+        )
 
     @staticmethod
     def prepare(x: torch.Tensor) -> torch.Tensor:
@@ -304,7 +311,9 @@ def _check_options(eps: float, rounds: int, lr: float, origin: str, running_loss
     if not eps > 0 or rounds < 1 or not lr > 0:
         raise UserError(f"SAL needs eps > 0, rounds >= 1 and lr > 0 (got eps={eps}, rounds={rounds}, lr={lr})")
     if origin == "running" and (running_loss is None or not math.isfinite(running_loss)):
-        raise UserError("origin 'running' needs the epoch's running training loss (running_loss=...); use origin='eval' without one")
+        raise UserError(
+            "origin 'running' needs the epoch's running training loss (running_loss=...); use origin='eval' without one"
+        )
 
 
 @torch.no_grad()
@@ -340,8 +349,21 @@ def layer_sal(
     `origin="running"` needs `running_loss` (the epoch's running training loss, the public code's L0).
     `mode="fast"` runs the fast approximation (uebench.metrics.fast_sal) with the options in `fast`.
     The model's weights, requires_grad flags and train/eval mode are as they were afterwards."""
-    return model_sal(model, data, layers=[layer], eps=eps, rounds=rounds, lr=lr, origin=origin, running_loss=running_loss,
-                     mode=mode, seed=seed, batch_size=batch_size, loss_fn=loss_fn, fast=fast).layers[layer]
+    return model_sal(
+        model,
+        data,
+        layers=[layer],
+        eps=eps,
+        rounds=rounds,
+        lr=lr,
+        origin=origin,
+        running_loss=running_loss,
+        mode=mode,
+        seed=seed,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        fast=fast,
+    ).layers[layer]
 
 
 def model_sal(
@@ -379,25 +401,52 @@ def model_sal(
     start = time.perf_counter()
     with probing(model):
         if mode == "fast":
-            result = fast_model_sal(model, names, probe, eps=eps, rounds=rounds, lr=lr, origin=origin, running_loss=running_loss,
-                                    seed=seed, loss_fn=loss_fn, config=fast, progress=progress)
+            result = fast_model_sal(
+                model,
+                names,
+                probe,
+                eps=eps,
+                rounds=rounds,
+                lr=lr,
+                origin=origin,
+                running_loss=running_loss,
+                seed=seed,
+                loss_fn=loss_fn,
+                config=fast,
+                progress=progress,
+            )
         else:
-            result = _faithful_model_sal(model, names, probe, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress)
+            result = _faithful_model_sal(
+                model, names, probe, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress
+            )
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _faithful_model_sal(model, names, data: ProbeData, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress) -> ModelSAL:
+def _faithful_model_sal(
+    model, names, data: ProbeData, eps, rounds, lr, origin, running_loss, seed, loss_fn, progress
+) -> ModelSAL:
     # the eval origin is one evaluation pass of the unperturbed model over the probe data (the public code's
     # fall-back); it is always measured, so every run records both origins
-    origins = origin_losses(eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn), running_loss)
+    origins = origin_losses(
+        eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<origin>")), loss_fn), running_loss
+    )
     loss0 = origins[origin]
     out = {}
     for name in names:
-        out[name] = _faithful_layer(model, name, data, loss0, eps, rounds, lr, torch.Generator().manual_seed(layer_seed(seed, name)), loss_fn)
+        out[name] = _faithful_layer(
+            model, name, data, loss0, eps, rounds, lr, torch.Generator().manual_seed(layer_seed(seed, name)), loss_fn
+        )
         if progress:
             progress(name)
-    settings = {"eps": eps, "rounds": rounds, "lr": lr, "batch_size": data.batch_size, "augment": data.augment, "probe_size": len(data)}
+    settings = {
+        "eps": eps,
+        "rounds": rounds,
+        "lr": lr,
+        "batch_size": data.batch_size,
+        "augment": data.augment,
+        "probe_size": len(data),
+    }
     return ModelSAL(out, loss0, "faithful", origin, settings, origins=origins)
 
 

@@ -66,7 +66,9 @@ def shortcut_probes(poisoned: ImageDataset, clean: ImageDataset, size: int = 512
     they are all of one class). `poisoned` and `clean` hold the same images in the same order, with and without
     the poison."""
     if poisoned.images.shape != clean.images.shape:
-        raise ValueError(f"poisoned and clean sets differ in shape: {tuple(poisoned.images.shape)} vs {tuple(clean.images.shape)}")
+        raise ValueError(
+            f"poisoned and clean sets differ in shape: {tuple(poisoned.images.shape)} vs {tuple(clean.images.shape)}"
+        )
     changed = torch.nonzero((poisoned.images != clean.images).flatten(1).any(1)).flatten()
     g = torch.Generator().manual_seed(seed)
     pick = changed[torch.randperm(len(changed), generator=g)[:size]].sort().values

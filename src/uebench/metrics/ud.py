@@ -36,7 +36,9 @@ def unlearnable_distance(sal_poisoned, sal_clean, beta: float | None = None) -> 
     return learnable_count(p, beta) / lp_clean
 
 
-def bootstrap_ud(sal_poisoned, sal_clean, *, n: int = 1000, level: float = 0.9, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ud(
+    sal_poisoned, sal_clean, *, n: int = 1000, level: float = 0.9, seed: int = 0
+) -> tuple[float, float] | None:
     """A percentile interval for UD: resample the probed epochs (rows) of both runs with replacement, recompute beta
     from the resampled clean rows and UD from both, `n` times. #LP counts a handful of cells, so UD of two runs
     that differ by one cell can differ by a lot; the interval says how much. None when fewer than half the
@@ -86,8 +88,9 @@ def sal_key(origin: str | None) -> str:
     return f"sal_{origin}"
 
 
-def sal_matrix(records: Sequence[dict[str, Any]], layers: Sequence[str] | None = None, where: str = "run",
-               key: str = "sal") -> tuple[np.ndarray, list[str], list[int]]:
+def sal_matrix(
+    records: Sequence[dict[str, Any]], layers: Sequence[str] | None = None, where: str = "run", key: str = "sal"
+) -> tuple[np.ndarray, list[str], list[int]]:
     """(epochs, layers) SAL matrix from per-epoch records carrying a `key` dict ("sal" unless asked); columns in
     `layers` order (default: the first record's order)."""
     rows = [r for r in records if isinstance(r.get(key), dict) and r[key]]
@@ -122,8 +125,16 @@ def load_run_sal(run_dir: str | Path, layers: Sequence[str] | None = None, origi
     if len(modes) > 1 or len(origins) > 1:
         raise UserError(f"{run_dir} mixes SAL modes/origins across epochs ({sorted(map(str, modes | origins))})")
     own = origins.pop()
-    return RunSAL(str(run_dir), epochs, names, a, modes.pop(), own if origin is None else origin,
-                  accs[-1] if accs else None, max(accs) if accs else None)
+    return RunSAL(
+        str(run_dir),
+        epochs,
+        names,
+        a,
+        modes.pop(),
+        own if origin is None else origin,
+        accs[-1] if accs else None,
+        max(accs) if accs else None,
+    )
 
 
 @dataclass
@@ -138,12 +149,16 @@ class UDRow:
     ud_ci_high: float | None = None
 
 
-def ud_table(clean: RunSAL, poisoned: Sequence[RunSAL], *, bootstrap: int = 1000, level: float = 0.9) -> tuple[float, list[UDRow]]:
+def ud_table(
+    clean: RunSAL, poisoned: Sequence[RunSAL], *, bootstrap: int = 1000, level: float = 0.9
+) -> tuple[float, list[UDRow]]:
     """beta from the clean run, then one row per run (the clean run first, UD 1 by definition), each poisoned row
     with its bootstrap interval (`bootstrap` replicates; 0 for none)."""
     for p in poisoned:
         if (p.mode, p.origin) != (clean.mode, clean.origin):
-            raise UserError(f"{p.path} was probed with SAL {p.mode}/{p.origin}, the clean run with {clean.mode}/{clean.origin}: not comparable")
+            raise UserError(
+                f"{p.path} was probed with SAL {p.mode}/{p.origin}, the clean run with {clean.mode}/{clean.origin}: not comparable"
+            )
     beta = learnable_threshold(clean.sal)
     lp_clean = learnable_count(clean.sal, beta)
     if lp_clean == 0:
@@ -152,5 +167,7 @@ def ud_table(clean: RunSAL, poisoned: Sequence[RunSAL], *, bootstrap: int = 1000
     for p in poisoned:
         lp = learnable_count(p.sal, beta)
         ci = bootstrap_ud(p.sal, clean.sal, n=bootstrap, level=level) if bootstrap else None
-        rows.append(UDRow(p.path, p.final_test_acc, p.peak_test_acc, lp, lp / lp_clean, len(p.epochs), *(ci or (None, None))))
+        rows.append(
+            UDRow(p.path, p.final_test_acc, p.peak_test_acc, lp, lp / lp_clean, len(p.epochs), *(ci or (None, None)))
+        )
     return beta, rows

@@ -71,7 +71,14 @@ class DenseHead(nn.Module):
 
 
 class MultiTaskNet(nn.Module):
-    def __init__(self, heads: dict[str, HeadSpec], encoder: str = "resnet18", in_channels: int = 3, width: float = 1.0, decoder_dim: int | None = None):
+    def __init__(
+        self,
+        heads: dict[str, HeadSpec],
+        encoder: str = "resnet18",
+        in_channels: int = 3,
+        width: float = 1.0,
+        decoder_dim: int | None = None,
+    ):
         super().__init__()
         if not heads:
             raise ValueError("a multi-task network needs at least one head")
@@ -84,7 +91,11 @@ class MultiTaskNet(nn.Module):
         dim = decoder_dim or max(16, scaled(64, width))
         self.heads = nn.ModuleDict()
         for name, spec in heads.items():
-            head = ImageHead(stage_channels[-1], spec.channels) if spec.kind == "image" else DenseHead(stage_channels, spec.channels, dim)
+            head = (
+                ImageHead(stage_channels[-1], spec.channels)
+                if spec.kind == "image"
+                else DenseHead(stage_channels, spec.channels, dim)
+            )
             self.heads[name] = head
         self.specs = dict(heads)
         self.active: tuple[str, ...] = tuple(heads)
@@ -111,4 +122,3 @@ class MultiTaskNet(nn.Module):
     def encoder_layers(self) -> list[str]:
         """Names (in this model) of the shared encoder's Conv2d layers: what per-task SAL probes."""
         return [f"encoder.{n}" for n, m in self.encoder.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-

@@ -12,7 +12,9 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1.0) -> nn.Module:
+def create_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1.0
+) -> nn.Module:
     from ..errors import UserError
 
     if width <= 0:

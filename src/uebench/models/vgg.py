@@ -20,7 +20,11 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(c, scaled(v, width), 3, padding=1, bias=False), nn.BatchNorm2d(scaled(v, width)), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c, scaled(v, width), 3, padding=1, bias=False),
+                    nn.BatchNorm2d(scaled(v, width)),
+                    nn.ReLU(inplace=True),
+                ]
                 c = scaled(v, width)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
@@ -30,4 +34,8 @@ class VGG(nn.Module):
 
 
 for _name, _cfg in _CFG.items():
-    register_model(_name)(lambda num_classes=10, in_channels=3, image_size=32, width=1.0, _cfg=_cfg: VGG(_cfg, num_classes, in_channels, image_size, width))
+    register_model(_name)(
+        lambda num_classes=10, in_channels=3, image_size=32, width=1.0, _cfg=_cfg: VGG(
+            _cfg, num_classes, in_channels, image_size, width
+        )
+    )

@@ -21,8 +21,16 @@ from ..errors import UserError
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
 
-RUN_COLORS = {"clean": "#222222", "em": "#d62728", "rem": "#ff7f0e", "dc": "#8c564b", "tap": "#9467bd", "lsp": "#2ca02c",
-              "ops": "#17becf", "ar": "#e377c2"}
+RUN_COLORS = {
+    "clean": "#222222",
+    "em": "#d62728",
+    "rem": "#ff7f0e",
+    "dc": "#8c564b",
+    "tap": "#9467bd",
+    "lsp": "#2ca02c",
+    "ops": "#17becf",
+    "ar": "#e377c2",
+}
 
 
 @dataclass
@@ -48,8 +56,13 @@ def _suffix(defense: str, defenses: list[str]) -> str:
 
 def short_layer(name: str) -> str:
     """layer3.1.conv2 -> l3.1.c2, shortcut.0 -> sc: short enough for 21 axis labels."""
-    return (name.replace("layer", "l").replace("conv", "c").replace("shortcut", "sc").replace(".weight", "")
-            .replace("linear", "fc"))
+    return (
+        name.replace("layer", "l")
+        .replace("conv", "c")
+        .replace("shortcut", "sc")
+        .replace(".weight", "")
+        .replace("linear", "fc")
+    )
 
 
 # ---- SAL heatmaps (Figure 4) ---------------------------------------------------------------------------------------
@@ -62,12 +75,19 @@ def sal_heatmaps(panels: list[tuple[str, Any, float | None]], title: str, path: 
     cols = min(n, 4)
     rows = -(-n // cols)
     layers = panels[0][1].layers
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 1.2, 0.17 * len(layers) * rows + 1.4 * rows + 0.6),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(3.3 * cols + 1.2, 0.17 * len(layers) * rows + 1.4 * rows + 0.6),
+        layout="constrained",
+        squeeze=False,
+    )
     values = np.concatenate([p[1].sal.ravel() for p in panels])
     pos = values[values > 0]
     vmax = float(pos.max()) if pos.size else 1.0
-    vmin = max(float(pos.min()) if pos.size else vmax * 1e-3, vmax * 1e-4)  # a floor: exact zeros would stretch the scale
+    vmin = max(
+        float(pos.min()) if pos.size else vmax * 1e-3, vmax * 1e-4
+    )  # a floor: exact zeros would stretch the scale
     norm = LogNorm(vmin=vmin, vmax=vmax, clip=True)
     cmap = plt.get_cmap("magma").copy()
     im = None
@@ -108,8 +128,16 @@ def beta_figure(clean, title: str, path: Path) -> Path:
     ep = np.asarray(clean.epochs)
     cmap = plt.get_cmap("viridis")
     for j, name in enumerate(clean.layers):
-        ax.plot(ep, np.maximum(clean.sal[:, j], 1e-8), color=cmap(j / max(len(clean.layers) - 1, 1)), lw=0.9, alpha=0.75,
-                marker=".", ms=3, label=short_layer(name) if j in (0, len(clean.layers) - 1) else None)
+        ax.plot(
+            ep,
+            np.maximum(clean.sal[:, j], 1e-8),
+            color=cmap(j / max(len(clean.layers) - 1, 1)),
+            lw=0.9,
+            alpha=0.75,
+            marker=".",
+            ms=3,
+            label=short_layer(name) if j in (0, len(clean.layers) - 1) else None,
+        )
     bt = epoch_thresholds(clean.sal)
     ax.plot(ep, bt, color="red", lw=2.2, label="beta_t (2-means midpoint per epoch)")
     ax.axhline(float(bt.mean()), color="red", ls="--", lw=1.2, label=f"beta = mean beta_t = {bt.mean():.3g}")
@@ -130,7 +158,9 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
     n = len(defenses)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), layout="constrained", squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6.2 * cols, 3.9 * rows), layout="constrained", squeeze=False, sharey=True
+    )
     attacks: list[str] = []
     for r in results["rows"]:
         if r["attack"] not in attacks:
@@ -145,7 +175,9 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
             m = min(len(c["epoch"]) for c in curves)
             acc = np.array([c["test_acc"][:m] for c in curves], dtype=float)
             ep = np.asarray(curves[0]["epoch"][:m])
-            ax.plot(ep, acc.mean(0), color=_color(a, i), lw=2.2 if a == "clean" else 1.5, marker="o", ms=3, label=_name(a))
+            ax.plot(
+                ep, acc.mean(0), color=_color(a, i), lw=2.2 if a == "clean" else 1.5, marker="o", ms=3, label=_name(a)
+            )
             if len(curves) > 1:
                 ax.fill_between(ep, acc.min(0), acc.max(0), color=_color(a, i), alpha=0.15, lw=0)
         ax.set_title("standard training" if d == "none" else f"defense: {d}", fontsize=10)
@@ -161,8 +193,12 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     seeds = len(config["seeds"])
-    fig.suptitle("test accuracy per epoch" + (f" (mean over {seeds} seeds, band = min..max)" if seeds > 1 else "")
-                 + ("; dotted: chance" if chance else ""), fontsize=10)
+    fig.suptitle(
+        "test accuracy per epoch"
+        + (f" (mean over {seeds} seeds, band = min..max)" if seeds > 1 else "")
+        + ("; dotted: chance" if chance else ""),
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -177,8 +213,9 @@ def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Pat
     plt = _plt()
     imgs, idx = clean["images"], clean["indices"]
     k = len(idx)
-    fig, axes = plt.subplots(len(poisons), 3 * k, figsize=(1.15 * 3 * k + 0.4, 1.3 * len(poisons) + 0.6),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        len(poisons), 3 * k, figsize=(1.15 * 3 * k + 0.4, 1.3 * len(poisons) + 0.6), layout="constrained", squeeze=False
+    )
     for row, (label, poison) in enumerate(poisons):
         pos = {int(i): j for j, i in enumerate(poison.indices.tolist())}
         deltas, pairs = [], []
@@ -193,15 +230,27 @@ def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Pat
             for t, (im, what) in enumerate(((c, "clean"), (p, "poisoned"), (0.5 + d / (2 * mag), "perturbation"))):
                 ax = axes[row, 3 * s + t]
                 im = im.clamp(0, 1)
-                ax.imshow(im.permute(1, 2, 0).numpy() if im.shape[0] == 3 else im[0].numpy(), cmap=None if im.shape[0] == 3 else "gray",
-                          vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(
+                    im.permute(1, 2, 0).numpy() if im.shape[0] == 3 else im[0].numpy(),
+                    cmap=None if im.shape[0] == 3 else "gray",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
                     ax.set_title(what, fontsize=7)
-        axes[row, 0].set_ylabel(f"{_name(label)}\nx{1 / (2 * mag):.0f}" if mag > 0 else _name(label), fontsize=8, rotation=0,
-                                ha="right", va="center")
-    fig.suptitle("samples: clean | poisoned | perturbation (magnified: grey = 0, xN = the magnification of that row)", fontsize=9)
+        axes[row, 0].set_ylabel(
+            f"{_name(label)}\nx{1 / (2 * mag):.0f}" if mag > 0 else _name(label),
+            fontsize=8,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
+    fig.suptitle(
+        "samples: clean | poisoned | perturbation (magnified: grey = 0, xN = the magnification of that row)", fontsize=9
+    )
     return _save(fig, path)
 
 
@@ -212,10 +261,22 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     attacks, defenses = attacks_and_defenses(results)
     look = lookup(results)
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.5 * len(defenses) * 2, 1.2 + 0.45 * len(attacks)), layout="constrained")
-    for ax, (metric, label, cmap, vmax) in zip(axes, (("final_test_acc", "final test accuracy (%)", "viridis", 100.0),
-                                                     ("ud", "UD (vs the clean run under the same defense)", "coolwarm", None))):
-        a = np.array([[np.nan if (v := (look.get((x, d)) or {}).get(f"{metric}_mean")) is None else v for d in defenses] for x in attacks])
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2.0 + 1.5 * len(defenses) * 2, 1.2 + 0.45 * len(attacks)), layout="constrained"
+    )
+    for ax, (metric, label, cmap, vmax) in zip(
+        axes,
+        (
+            ("final_test_acc", "final test accuracy (%)", "viridis", 100.0),
+            ("ud", "UD (vs the clean run under the same defense)", "coolwarm", None),
+        ),
+    ):
+        a = np.array(
+            [
+                [np.nan if (v := (look.get((x, d)) or {}).get(f"{metric}_mean")) is None else v for d in defenses]
+                for x in attacks
+            ]
+        )
         if metric == "ud":
             top = float(np.nanmax(a)) if np.isfinite(a).any() else 2.0
             im = ax.imshow(a, cmap=cmap, vmin=0, vmax=max(2.0, top), aspect="auto")
@@ -224,8 +285,15 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
         for i in range(len(attacks)):
             for j in range(len(defenses)):
                 if np.isfinite(a[i, j]):
-                    ax.text(j, i, f"{a[i, j]:.1f}" if metric != "ud" else f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if (metric != "ud" and a[i, j] < 60) else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{a[i, j]:.1f}" if metric != "ud" else f"{a[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if (metric != "ud" and a[i, j] < 60) else "black",
+                    )
         ax.set_xticks(range(len(defenses)))
         ax.set_xticklabels(["standard" if d == "none" else d for d in defenses], rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(attacks)))
@@ -241,21 +309,36 @@ def ud_figure(results: dict[str, Any], path: Path) -> Path | None:
     marker for the eval origin; the line at 1 is the clean run. None when no run has a UD."""
     config = results["bench"]["config"]
     seed0, defenses = config["seeds"][0], list(config["defenses"])
-    groups = {d: [r for r in results["rows"] if r["defense"] == d and r["seed"] == seed0 and r["attack"] != "clean"
-                  and r.get("ud") is not None] for d in defenses}
+    groups = {
+        d: [
+            r
+            for r in results["rows"]
+            if r["defense"] == d and r["seed"] == seed0 and r["attack"] != "clean" and r.get("ud") is not None
+        ]
+        for d in defenses
+    }
     groups = {d: rows for d, rows in groups.items() if rows}
     if not groups:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(groups), figsize=(1.6 + 0.55 * max(len(r) for r in groups.values()) * len(groups), 3.0),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(groups),
+        figsize=(1.6 + 0.55 * max(len(r) for r in groups.values()) * len(groups), 3.0),
+        layout="constrained",
+        squeeze=False,
+    )
     for ax, (d, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
         ud = np.array([r["ud"] for r in rows])
         lo = np.array([r["ud"] if r.get("ud_ci_low") is None else r["ud_ci_low"] for r in rows])
         hi = np.array([r["ud"] if r.get("ud_ci_high") is None else r["ud_ci_high"] for r in rows])
-        ax.bar(x, ud, color=[RUN_COLORS.get(r["attack"], "#777777") for r in rows], alpha=0.8, label="UD (running origin)")
-        ax.errorbar(x, ud, yerr=[ud - lo, hi - ud], fmt="none", ecolor="black", capsize=3, lw=1, label="90% bootstrap interval")
+        ax.bar(
+            x, ud, color=[RUN_COLORS.get(r["attack"], "#777777") for r in rows], alpha=0.8, label="UD (running origin)"
+        )
+        ax.errorbar(
+            x, ud, yerr=[ud - lo, hi - ud], fmt="none", ecolor="black", capsize=3, lw=1, label="90% bootstrap interval"
+        )
         ev = [(i, r["ud_eval"]) for i, r in enumerate(rows) if r.get("ud_eval") is not None]
         if ev:
             ax.plot(*zip(*ev), "kD", ms=4, label="UD (eval origin)")
@@ -309,15 +392,35 @@ def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
         sfx = _suffix(d, defenses)
         where = "standard training" if d == "none" else f"defense {d}"
         if panels:
-            p = sal_heatmaps(panels, f"SAL per layer and epoch, {where}, seed {seed0}" + (f" (dots: SAL > beta = {b['beta']:.3g})" if b else ""),
-                             out / f"sal-heatmaps{sfx}.png")
-            figs.append(Figure(p, f"SAL of every probed layer (rows, first layer on top) per epoch (columns), {where}; one shared "
-                                  "log colour scale; dots mark the cells above beta that #LP counts (the paper's Figure 4).", "sal"))
+            p = sal_heatmaps(
+                panels,
+                f"SAL per layer and epoch, {where}, seed {seed0}"
+                + (f" (dots: SAL > beta = {b['beta']:.3g})" if b else ""),
+                out / f"sal-heatmaps{sfx}.png",
+            )
+            figs.append(
+                Figure(
+                    p,
+                    f"SAL of every probed layer (rows, first layer on top) per epoch (columns), {where}; one shared "
+                    "log colour scale; dots mark the cells above beta that #LP counts (the paper's Figure 4).",
+                    "sal",
+                )
+            )
         if clean is not None and panels and panels[0][0] == "clean":
-            p = beta_figure(panels[0][1], f"clean run, {where}: layers' SAL and the learnable threshold", out / f"beta{sfx}.png")
-            figs.append(Figure(p, f"beta per epoch from the clean run's SAL ({where}), with each layer's SAL (the paper's Figure 5).", "beta"))
+            p = beta_figure(
+                panels[0][1], f"clean run, {where}: layers' SAL and the learnable threshold", out / f"beta{sfx}.png"
+            )
+            figs.append(
+                Figure(
+                    p,
+                    f"beta per epoch from the clean run's SAL ({where}), with each layer's SAL (the paper's Figure 5).",
+                    "beta",
+                )
+            )
     if any(c["epoch"] for c in results["curves"].values()):
-        figs.append(Figure(accuracy_figure(results, out / "accuracy.png"), "Test accuracy per epoch of every run.", "accuracy"))
+        figs.append(
+            Figure(accuracy_figure(results, out / "accuracy.png"), "Test accuracy per epoch of every run.", "accuracy")
+        )
     samples = out / "samples.safetensors"
     poisons = []
     for p in results["poisons"]:
@@ -325,13 +428,29 @@ def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
         if (out / p["file"]).is_file() and not any(lbl == p["label"] for lbl, _ in poisons):
             poisons.append((p["label"], Poison.load(out / p["file"])))
     if samples.is_file() and poisons:
-        figs.append(Figure(sample_grid(read_samples(samples), poisons, out / "samples.png"),
-                           "A few training images: clean, poisoned (what a victim downloads), and the perturbation magnified.", "samples"))
+        figs.append(
+            Figure(
+                sample_grid(read_samples(samples), poisons, out / "samples.png"),
+                "A few training images: clean, poisoned (what a victim downloads), and the perturbation magnified.",
+                "samples",
+            )
+        )
     udp = ud_figure(results, out / "ud.png")
     if udp is not None:
-        figs.append(Figure(udp, f"UD per attack (seed {seed0}) with its 90% bootstrap interval over probed epochs; diamonds: the "
-                                "same search read with the eval origin; dashed: the clean run (UD 1).", "ud"))
+        figs.append(
+            Figure(
+                udp,
+                f"UD per attack (seed {seed0}) with its 90% bootstrap interval over probed epochs; diamonds: the "
+                "same search read with the eval origin; dashed: the clean run (UD 1).",
+                "ud",
+            )
+        )
     if len(defenses) > 1:
-        figs.append(Figure(matrix_figure(results, out / "matrix.png"),
-                           "Attacks x defenses: final test accuracy and UD (the APBench leaderboard layout).", "matrix"))
+        figs.append(
+            Figure(
+                matrix_figure(results, out / "matrix.png"),
+                "Attacks x defenses: final test accuracy and UD (the APBench leaderboard layout).",
+                "matrix",
+            )
+        )
     return figs

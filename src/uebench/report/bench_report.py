@@ -19,7 +19,13 @@ from ..io import atomic_write_json, atomic_write_text, read_json
 from ..lock import FolderLock
 from ..metrics.shortcut import SHORTCUT_KEYS
 
-RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = "results.json", "results.csv", "results-mean.csv", "table.md", "report.html"
+RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = (
+    "results.json",
+    "results.csv",
+    "results-mean.csv",
+    "table.md",
+    "report.html",
+)
 FIGURES_INDEX = "figures.json"  # the names of the figures the report wrote
 REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML, FIGURES_INDEX)
 METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
@@ -40,7 +46,8 @@ def poison_meta(path: Path) -> dict[str, Any] | None:
 
 def _read_run(folder: Path) -> dict[str, Any]:
     """What a run folder holds: status, per-epoch records, summary (None until finished)."""
-    from ..records import METRICS as METRICS_FILE, SUMMARY, read_metrics
+    from ..records import METRICS as METRICS_FILE
+    from ..records import SUMMARY, read_metrics
 
     history = read_metrics(folder) if (folder / METRICS_FILE).exists() else []
     summary = read_json(folder / SUMMARY) if (folder / SUMMARY).exists() else None
@@ -62,8 +69,17 @@ def collect(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     saved, plan = read_bench(out)
     config = saved["config"]
-    poisons = {p.file: {"label": p.label, "seed": p.seed, "file": p.file, "attack": p.attack, "source": p.source,
-                        "meta": poison_meta(out / p.file)} for p in plan.poisons}
+    poisons = {
+        p.file: {
+            "label": p.label,
+            "seed": p.seed,
+            "file": p.file,
+            "attack": p.attack,
+            "source": p.source,
+            "meta": poison_meta(out / p.file),
+        }
+        for p in plan.poisons
+    }
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, list]] = {}
     for spec in plan.runs:
@@ -76,32 +92,61 @@ def collect(out: str | Path) -> dict[str, Any]:
 
         recipe = TrainConfig(**spec.train).resolved_recipe().to_dict()
         recipe.pop("description", None)  # prose, not a setting
-        rows.append({
-            "attack": spec.attack, "defense": spec.defense, "seed": spec.seed,
-            "status": "finished" if s else ("unfinished" if hist else "not started"),
-            "epochs_done": len(hist), "epochs": recipe["epochs"] if epochs is None else epochs,
-            "final_test_acc": s["final_test_acc"] if s else None, "peak_test_acc": s["peak_test_acc"] if s else None,
-            "peak_epoch": s["peak_epoch"] if s else None, "final_train_acc": s["final_train_acc"] if s else None,
-            # the shortcut probe (poisoned runs only): does the model follow the poison or the content?
-            **{k: (s or {}).get(f"final_{k}") for k in SHORTCUT_KEYS},
-            "lp": None, "ud": None, "beta": None, "ud_ci_low": None, "ud_ci_high": None,
-            "lp_eval": None, "ud_eval": None, "beta_eval": None, "sal_offset": _mean_offset(hist),
-            "craft_seconds": meta["craft_seconds"] if meta else (0.0 if spec.poison is None else None),
-            "craft_epoch_equivalents": meta["epoch_equivalents"] if meta else (0.0 if spec.poison is None else None),
-            "train_seconds": sum(h.get("train_seconds", 0.0) for h in hist),
-            "sal_seconds": sum(h.get("sal_seconds", 0.0) for h in hist),
-            "model": spec.train["model"], "width": spec.train["width"], "recipe": recipe["name"], "recipe_settings": recipe,
-            "precision": (s or {}).get("precision"), "device": (s or {}).get("device"),
-            "poison_norm": meta["norm"] if meta else None, "poison_budget": meta["budget"] if meta else None,
-            "run": spec.dir, "poison": spec.poison,
-        })
-        curves[spec.dir] = {"epoch": [h["epoch"] for h in hist], "test_acc": [h.get("test_acc") for h in hist],
-                            "train_acc": [h.get("train_acc") for h in hist], "train_loss": [h.get("train_loss") for h in hist]}
+        rows.append(
+            {
+                "attack": spec.attack,
+                "defense": spec.defense,
+                "seed": spec.seed,
+                "status": "finished" if s else ("unfinished" if hist else "not started"),
+                "epochs_done": len(hist),
+                "epochs": recipe["epochs"] if epochs is None else epochs,
+                "final_test_acc": s["final_test_acc"] if s else None,
+                "peak_test_acc": s["peak_test_acc"] if s else None,
+                "peak_epoch": s["peak_epoch"] if s else None,
+                "final_train_acc": s["final_train_acc"] if s else None,
+                # the shortcut probe (poisoned runs only): does the model follow the poison or the content?
+                **{k: (s or {}).get(f"final_{k}") for k in SHORTCUT_KEYS},
+                "lp": None,
+                "ud": None,
+                "beta": None,
+                "ud_ci_low": None,
+                "ud_ci_high": None,
+                "lp_eval": None,
+                "ud_eval": None,
+                "beta_eval": None,
+                "sal_offset": _mean_offset(hist),
+                "craft_seconds": meta["craft_seconds"] if meta else (0.0 if spec.poison is None else None),
+                "craft_epoch_equivalents": meta["epoch_equivalents"]
+                if meta
+                else (0.0 if spec.poison is None else None),
+                "train_seconds": sum(h.get("train_seconds", 0.0) for h in hist),
+                "sal_seconds": sum(h.get("sal_seconds", 0.0) for h in hist),
+                "model": spec.train["model"],
+                "width": spec.train["width"],
+                "recipe": recipe["name"],
+                "recipe_settings": recipe,
+                "precision": (s or {}).get("precision"),
+                "device": (s or {}).get("device"),
+                "poison_norm": meta["norm"] if meta else None,
+                "poison_budget": meta["budget"] if meta else None,
+                "run": spec.dir,
+                "poison": spec.poison,
+            }
+        )
+        curves[spec.dir] = {
+            "epoch": [h["epoch"] for h in hist],
+            "test_acc": [h.get("test_acc") for h in hist],
+            "train_acc": [h.get("train_acc") for h in hist],
+            "train_loss": [h.get("train_loss") for h in hist],
+        }
 
     # beta, #LP and UD per (defense, seed), against that defense's clean run
     notes: list[str] = []
     betas: list[dict[str, Any]] = []
-    for key in sorted({(r["defense"], r["seed"]) for r in rows}, key=lambda k: (config["defenses"].index(k[0]) if k[0] in config["defenses"] else 99, k[1])):
+    for key in sorted(
+        {(r["defense"], r["seed"]) for r in rows},
+        key=lambda k: (config["defenses"].index(k[0]) if k[0] in config["defenses"] else 99, k[1]),
+    ):
         group = [r for r in rows if (r["defense"], r["seed"]) == key and r["status"] == "finished"]
         clean = next((r for r in group if r["attack"] == CLEAN), None)
         if clean is None:
@@ -118,17 +163,32 @@ def collect(out: str | Path) -> dict[str, Any]:
             r["lp"], r["ud"], r["beta"], r["ud_ci_low"], r["ud_ci_high"] = u.lp, u.ud, beta, u.ud_ci_low, u.ud_ci_high
         try:  # the same search read with the other origin's L0 (the eval loss of W0 on the probe data)
             clean_eval = load_run_sal(out / clean["run"], origin="eval")
-            beta_eval, eval_rows = ud_table(clean_eval, [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval")
-                                                         for r in others], bootstrap=0)
+            beta_eval, eval_rows = ud_table(
+                clean_eval,
+                [load_run_sal(out / r["run"], layers=clean_eval.layers, origin="eval") for r in others],
+                bootstrap=0,
+            )
             for r, u in zip([clean, *others], eval_rows):
                 r["lp_eval"], r["ud_eval"], r["beta_eval"] = u.lp, u.ud, beta_eval
         except UserError as e:
             notes.append(f"defense {key[0]}, seed {key[1]}, eval origin: {e}")
-        betas.append({"defense": key[0], "seed": key[1], "beta": beta, "clean_lp": ud_rows[0].lp, "clean_run": clean["run"],
-                      "sal_mode": clean_sal.mode, "sal_origin": clean_sal.origin, "layers": clean_sal.layers})
+        betas.append(
+            {
+                "defense": key[0],
+                "seed": key[1],
+                "beta": beta,
+                "clean_lp": ud_rows[0].lp,
+                "clean_run": clean["run"],
+                "sal_mode": clean_sal.mode,
+                "sal_origin": clean_sal.origin,
+                "layers": clean_sal.layers,
+            }
+        )
     unfinished = [r["run"] for r in rows if r["status"] != "finished"]
     if unfinished:
-        notes.append(f"{len(unfinished)} of {len(rows)} runs are not finished: rerun the bench command to complete them")
+        notes.append(
+            f"{len(unfinished)} of {len(rows)} runs are not finished: rerun the bench command to complete them"
+        )
     num_classes = None
     for spec in plan.runs:  # the data as the runs saw it (manifest.json of any started run)
         m = out / spec.dir / "manifest.json"
@@ -136,10 +196,19 @@ def collect(out: str | Path) -> dict[str, Any]:
             num_classes = (read_json(m) or {}).get("train_set", {}).get("num_classes")
             break
     return {
-        "bench": {"preset": config["preset"], "config": config, "identity": saved["identity"], "updated": saved.get("updated"),
-                  "num_classes": num_classes},
-        "rows": rows, "aggregate": aggregate(rows, config), "betas": betas, "poisons": list(poisons.values()),
-        "curves": curves, "notes": notes,
+        "bench": {
+            "preset": config["preset"],
+            "config": config,
+            "identity": saved["identity"],
+            "updated": saved.get("updated"),
+            "num_classes": num_classes,
+        },
+        "rows": rows,
+        "aggregate": aggregate(rows, config),
+        "betas": betas,
+        "poisons": list(poisons.values()),
+        "curves": curves,
+        "notes": notes,
     }
 
 
@@ -178,7 +247,9 @@ def written_figures(out: Path) -> set[str]:
         return set()
     if not isinstance(names, list):
         return set()
-    return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n and not n.startswith(".")}
+    return {
+        n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n and not n.startswith(".")
+    }
 
 
 def write_bench_report(out: str | Path) -> list[Path]:

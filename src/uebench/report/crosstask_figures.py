@@ -36,7 +36,7 @@ def metrics_figure(results: dict[str, Any], path: Path) -> Path:
         ax.set_xticks(range(len(versions)), versions, rotation=30, ha="right", fontsize=8)
         arrow = "higher" if row["higher_is_better"] else "lower"
         ax.set_title(f"{task}: {row['metric']} ({arrow} better)", fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("test metric per task: clean vs poisoned training images (clean targets)", fontsize=10)
@@ -47,7 +47,9 @@ def retained_figure(results: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     tasks = results["tasks"]
     poisons = [v for v in results["versions"] if v != "clean"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(tasks) * max(1, len(poisons)) ** 0.5 + 2), 3.6), layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 1.2 * len(tasks) * max(1, len(poisons)) ** 0.5 + 2), 3.6), layout="constrained"
+    )
     width = 0.8 / max(len(poisons), 1)
     x = np.arange(len(tasks))
     for i, v in enumerate(poisons):
@@ -114,34 +116,64 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
         f"then each task trained on the poisoned training images with its clean targets and tested on clean images. "
         f"Dataset {ds['name']} ({ds['train']} train / {ds['test']} test images), "
         f"{'one multi-task model (shared encoder)' if cfg['multitask'] else 'one single-task model per task'}, "
-        f"{cfg['encoder']} width {cfg['width']}, recipe {cfg['recipe']}" + (f", {cfg['epochs']} epochs" if cfg.get("epochs") else "") + "."
+        f"{cfg['encoder']} width {cfg['width']}, recipe {cfg['recipe']}"
+        + (f", {cfg['epochs']} epochs" if cfg.get("epochs") else "")
+        + "."
     )
     rows = []
     for t in results["tasks"]:
         r = results["per_task"][t]
-        rows.append([t, r["metric"] + ("" if r["higher_is_better"] else " (lower better)"), r["trivial"],
-                     *[_cell(r["versions"][v], v == "clean") for v in versions]])
+        rows.append(
+            [
+                t,
+                r["metric"] + ("" if r["higher_is_better"] else " (lower better)"),
+                r["trivial"],
+                *[_cell(r["versions"][v], v == "clean") for v in versions],
+            ]
+        )
     body = section("uebench crosstask", intro, level=1)
-    body += section("Per-task metric, clean vs poisoned (relative drop)", table(["task", "metric", "trivial", *versions], rows))
-    ret_rows = [[t, *[results["per_task"][t]["versions"][v].get("retained") for v in versions if v != "clean"]] for t in results["tasks"]]
+    body += section(
+        "Per-task metric, clean vs poisoned (relative drop)", table(["task", "metric", "trivial", *versions], rows)
+    )
+    ret_rows = [
+        [t, *[results["per_task"][t]["versions"][v].get("retained") for v in versions if v != "clean"]]
+        for t in results["tasks"]
+    ]
     if len(versions) > 1:
-        body += section("Margin over the trivial predictor retained (1 = untouched, 0 = unlearnable)",
-                        table(["task", *[v for v in versions if v != "clean"]], ret_rows, digits=3))
-    ud_rows = [[t, results["per_task"][t].get("beta"), *[results["per_task"][t]["versions"][v].get("ud") for v in versions if v != "clean"]]
-               for t in results["tasks"]]
+        body += section(
+            "Margin over the trivial predictor retained (1 = untouched, 0 = unlearnable)",
+            table(["task", *[v for v in versions if v != "clean"]], ret_rows, digits=3),
+        )
+    ud_rows = [
+        [
+            t,
+            results["per_task"][t].get("beta"),
+            *[results["per_task"][t]["versions"][v].get("ud") for v in versions if v != "clean"],
+        ]
+        for t in results["tasks"]
+    ]
     if results.get("sal_mode") and len(versions) > 1:
-        body += section(f"Per-task UD (SAL of each task's loss on the shared encoder, {results['sal_mode']} mode; beta from the task's clean run)",
-                        table(["task", "beta", *[v for v in versions if v != "clean"]], ud_rows, digits=3))
-    for key, caption in (("metrics", "Final test metric per task and data version; dashed: the trivial predictor."),
-                         ("retained", "Share of each task's clean margin over the trivial predictor that survives each poison."),
-                         ("similarity", "Cosine similarity of the tasks' per-layer SAL vectors (mean over probed epochs).")):
+        body += section(
+            f"Per-task UD (SAL of each task's loss on the shared encoder, {results['sal_mode']} mode; beta from the task's clean run)",
+            table(["task", "beta", *[v for v in versions if v != "clean"]], ud_rows, digits=3),
+        )
+    for key, caption in (
+        ("metrics", "Final test metric per task and data version; dashed: the trivial predictor."),
+        ("retained", "Share of each task's clean margin over the trivial predictor that survives each poison."),
+        ("similarity", "Cosine similarity of the tasks' per-layer SAL vectors (mean over probed epochs)."),
+    ):
         if key in figures:
             body += figure(figures[key], caption)
     src_rows = [[t, results["per_task"][t]["source"]] for t in results["tasks"]]
     body += section("Targets", table(["task", "target source (always the clean images)"], src_rows))
-    p_rows = [[k, p["attack"], p["variant"], p["norm"], p["budget"], p["measured"], p["craft_seconds"]] for k, p in results["poisons"].items()]
+    p_rows = [
+        [k, p["attack"], p["variant"], p["norm"], p["budget"], p["measured"], p["craft_seconds"]]
+        for k, p in results["poisons"].items()
+    ]
     if p_rows:
-        body += section("Poisons", table(["label", "attack", "variant", "norm", "budget", "measured (max)", "craft s"], p_rows))
+        body += section(
+            "Poisons", table(["label", "attack", "variant", "norm", "budget", "measured (max)", "craft s"], p_rows)
+        )
     return page("uebench crosstask", body)
 
 

@@ -60,8 +60,15 @@ def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path
         for other in ("clean", "poisoned"):
             t = np.asarray(p["trajectory"][other]).reshape(-1, 2) + [ox, oy]
             own = other == run
-            ax.plot(t[:, 0], t[:, 1], "-" if own else "--", color=COLORS[other], lw=1.8 if own else 1.0, alpha=1.0 if own else 0.7,
-                    label=f"{other} trajectory" + ("" if own else " (other run)"))
+            ax.plot(
+                t[:, 0],
+                t[:, 1],
+                "-" if own else "--",
+                color=COLORS[other],
+                lw=1.8 if own else 1.0,
+                alpha=1.0 if own else 0.7,
+                label=f"{other} trajectory" + ("" if own else " (other run)"),
+            )
             ax.plot(t[0, 0], t[0, 1], "o", color="white", mec="k", ms=7, zorder=5)
             ax.plot(t[-1, 0], t[-1, 1], "*", color=COLORS[other], mec="k", ms=13, zorder=6)
         ax.plot([], [], "o", color="white", mec="k", label="start (shared)")
@@ -70,10 +77,16 @@ def plane_figure(kind: str, plane: dict[str, Any], summary: dict[str, Any], path
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
         data_name = "clean" if run == "clean" else "poisoned"
-        ax.set_title(f"{run} run: loss on {data_name} training data\n(other weights at the {run} end point)", fontsize=10)
+        ax.set_title(
+            f"{run} run: loss on {data_name} training data\n(other weights at the {run} end point)", fontsize=10
+        )
         ax.legend(fontsize=7, loc="best", framealpha=0.6)
     cfg = summary["config"]
-    what = {"movers": "the two weights that move most (clean run)", "divergent": "the two weights whose clean and poisoned end points differ most", "pca": "top two PCA directions of the joint trajectory"}[kind]
+    what = {
+        "movers": "the two weights that move most (clean run)",
+        "divergent": "the two weights whose clean and poisoned end points differ most",
+        "pca": "top two PCA directions of the joint trajectory",
+    }[kind]
     fig.suptitle(f"{cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}: {what}", fontsize=11)
     return _save(fig, path)
 
@@ -85,7 +98,9 @@ def line_figure(data: dict[str, Any], summary: dict[str, Any], path: Path) -> Pa
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     ax.plot(a, line["clean"], color=COLORS["clean"], label="clean run, clean data")
     ax.plot(a, line["poisoned"], color=COLORS["poisoned"], label="poisoned run, poisoned data")
-    ax.plot(a, line["poisoned_on_clean_data"], "--", color=COLORS["poisoned"], alpha=0.7, label="poisoned run, clean data")
+    ax.plot(
+        a, line["poisoned_on_clean_data"], "--", color=COLORS["poisoned"], alpha=0.7, label="poisoned run, clean data"
+    )
     for x in (0, 1):
         ax.axvline(x, color="grey", lw=0.6, ls=":")
     ax.set_yscale("log")
@@ -104,7 +119,13 @@ def displacement_figure(data: dict[str, Any], summary: dict[str, Any], path: Pat
     for run in ("clean", "poisoned", "control"):
         if run in st:
             unmoved = st[run].get("unmoved")
-            h.stairs(st[run]["histogram"], edges, color=COLORS[run], lw=1.5, label=run + (f" ({unmoved} weights never move)" if unmoved else ""))
+            h.stairs(
+                st[run]["histogram"],
+                edges,
+                color=COLORS[run],
+                lw=1.5,
+                label=run + (f" ({unmoved} weights never move)" if unmoved else ""),
+            )
     h.set_xscale("log")
     h.set_yscale("log")
     h.set_xlabel("|end - start| of one weight")
@@ -118,7 +139,13 @@ def displacement_figure(data: dict[str, Any], summary: dict[str, Any], path: Pat
         c.plot(np.asarray(cdf["t"][1:]), cdf["frac"][1:], color=COLORS[run], label=f"{run}: all weights")
         crit = st[run].get("relative_gap_cdf_critical")
         if crit:
-            c.plot(np.asarray(crit["t"][1:]), crit["frac"][1:], "--", color=COLORS[run], label=f"{run}: top 1% clean movers")
+            c.plot(
+                np.asarray(crit["t"][1:]),
+                crit["frac"][1:],
+                "--",
+                color=COLORS[run],
+                label=f"{run}: top 1% clean movers",
+            )
     tol = summary["stats"]["tolerance"]
     if tol["mode"] == "relative":
         c.axvline(tol["value"], color="grey", ls=":", lw=1, label=f"tolerance {tol['value']:g}")
@@ -162,24 +189,51 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
     for run, s in summary["runs"].items():
         st = stats["runs"].get(run, {})
         poisoned = run != "clean"
-        rows.append([
-            run, s["train_acc"], s["test_acc"], s["train_loss"], s["displacement_l2"], s["path_length"], s["detour_ratio"],
-            st.get("gap_to_clean_l2", 0.0),
-            st.get("within_tol", {}).get("all", "") if poisoned else "-",
-            st.get("within_tol", {}).get("top1%", "") if poisoned else "-",
-        ])
-    header = ["run", "train acc %", "test acc %", "train loss", "||end - start||", "path length", "path / displacement",
-              "||end - clean end||", "weights near clean end", "top-1% clean movers near clean end"]
+        rows.append(
+            [
+                run,
+                s["train_acc"],
+                s["test_acc"],
+                s["train_loss"],
+                s["displacement_l2"],
+                s["path_length"],
+                s["detour_ratio"],
+                st.get("gap_to_clean_l2", 0.0),
+                st.get("within_tol", {}).get("all", "") if poisoned else "-",
+                st.get("within_tol", {}).get("top1%", "") if poisoned else "-",
+            ]
+        )
+    header = [
+        "run",
+        "train acc %",
+        "test acc %",
+        "train loss",
+        "||end - start||",
+        "path length",
+        "path / displacement",
+        "||end - clean end||",
+        "weights near clean end",
+        "top-1% clean movers near clean end",
+    ]
     planes = []
     for kind, info in summary["planes"].items():
         if "names" in info:
-            moves = "; ".join(f"{r}: " + ", ".join(f"{v:+.3g}" for v in vals) for r, vals in info["displacement"].items())
-            planes.append(f"<li><b>{kind}</b>: {', '.join(H.escape(n) for n in info['names'])} (end - start: {moves})</li>")
+            moves = "; ".join(
+                f"{r}: " + ", ".join(f"{v:+.3g}" for v in vals) for r, vals in info["displacement"].items()
+            )
+            planes.append(
+                f"<li><b>{kind}</b>: {', '.join(H.escape(n) for n in info['names'])} (end - start: {moves})</li>"
+            )
         else:
-            planes.append(f"<li><b>{kind}</b>: explained variance {', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>")
+            planes.append(
+                f"<li><b>{kind}</b>: explained variance {', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>"
+            )
     tol = stats["tolerance"]
-    tol_txt = (f"|end - clean end| &le; {tol['value']:g} &times; |clean end - start| (per weight)" if tol["mode"] == "relative"
-               else f"|end - clean end| &le; {tol['value']:g}")
+    tol_txt = (
+        f"|end - clean end| &le; {tol['value']:g} &times; |clean end - start| (per weight)"
+        if tol["mode"] == "relative"
+        else f"|end - clean end| &le; {tol['value']:g}"
+    )
     d = summary["data"]
     title = f"uebench landscape: {cfg['model']} on {cfg['dataset']}"
     heading = f"Loss-landscape trajectories: {cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}"

@@ -2,7 +2,7 @@
 
 What it does:
 1. trains a clean run and poisoned runs (class-wise blocky +-eps patterns, an LSP-like shortcut; class-wise random
-   noise; sample-wise random noise; baked into uint8) on a stratified subset of real MNIST or CIFAR-10 (CPU-sized
+   noise; sample-wise random noise; baked into uint8) on a seeded random subset of real MNIST or CIFAR-10 (CPU-sized
    defaults: MNIST, where a width-0.125 ResNet-18 learns within a few hundred steps and the patch poison works),
    snapshotting the model (and the epoch's running training loss) every --every epochs;
 2. on every snapshot, computes faithful SAL (the public code's procedure: whole augmented training subset,
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from uebench.data import ImageDataset, load, stratified_subset
+from uebench.data import ImageDataset, load, seeded_subset
 from uebench.io import atomic_write_json
 from uebench.metrics import FastSALConfig, learnable_count, learnable_threshold, model_sal
 from uebench.train import TrainConfig, evaluate, train
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     full = load(args.dataset, data_dir, "train")
     test = load(args.dataset, data_dir, "test")
     test = test.subset(torch.arange(min(args.n_test, len(test))))
-    clean = stratified_subset(full, args.n_train, seed=args.seed)
+    clean = seeded_subset(full, args.n_train, seed=args.seed)
     sets = {
         "clean": clean,
         "classwise": random_noise_poison(clean, True, args.seed + 1, args.eps),

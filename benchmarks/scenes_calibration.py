@@ -1,7 +1,7 @@
 """Is `scenes` as hard as natural images for the quick victim? Its clean learning curve against CIFAR-10's.
 
 Trains one victim (the quick bench's model and recipe) on `scenes` at each difficulty given, and on a seeded
-stratified subset of the real CIFAR-10 subset (../shared/data) of the same size, and prints the test accuracy per
+seeded random subset of the real CIFAR-10 subset (../shared/data) of the same size, and prints the test accuracy per
 epoch and the largest gap to CIFAR-10. The quick bench's poisons race the images' content: a dataset whose content
 is learned much faster than natural images' makes every poison look weaker than it is, one learned much slower
 makes it look stronger. The bar: within 10 points of CIFAR-10 at every epoch.
@@ -18,7 +18,7 @@ import torch
 
 from uebench.bench import preset
 from uebench.data import load
-from uebench.data.base import stratified_subset
+from uebench.data.base import seeded_subset
 from uebench.train import TrainConfig, train
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     bench = preset("quick")
     n_train = bench.dataset_options["n_train"]
     seeds = [int(s) for s in args.seeds.split(",")]
-    c_train = stratified_subset(load("cifar10", args.data_dir, "train"), n_train, seed=0)
+    c_train = seeded_subset(load("cifar10", args.data_dir, "train"), n_train, seed=0)
     c_test = load("cifar10", args.data_dir, "test")
     ref = [statistics.mean(v) for v in zip(*(curve(c_train, c_test, bench, s) for s in seeds))]
     print(f"{'cifar10':>10}: " + " ".join(f"{a:5.1f}" for a in ref), flush=True)

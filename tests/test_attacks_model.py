@@ -136,7 +136,7 @@ def test_em_classwise_mean_rule_averages_per_sample_signs():
     assert mean[1].item() == pytest.approx(step, rel=1e-5) and summed[1].item() == pytest.approx(step, rel=1e-5)
 
 
-def test_em_classwise_mean_rule_uses_a_stratified_subset(scenes):
+def test_em_classwise_mean_rule_uses_a_seeded_subset(scenes):
     pert = perturb("em", scenes, mode="classwise", **EM_TINY)
     counts = torch.bincount(scenes.labels, minlength=scenes.num_classes)
     assert pert.extra["classwise_update"] == "mean"

@@ -112,7 +112,7 @@ def test_craft_subset(tmp_path, capsys, scenes40):
         (["--attack", "ops", "--set", "pixels=0"], "pixels must be a whole number"),
         (["--attack", "ops", "--set", "pixels=2000"], "offer only"),
         (["--attack", "ops", "--subset", "41"], "only 40 images"),
-        (["--attack", "ops", "--set", "pixels"], "--set expects key=value"),
+        (["--attack", "ops", "--set", "pixels"], "--attack-option expects key=value"),
     ],
 )
 def test_craft_refusals(argv, match, tmp_path, capsys):

@@ -288,3 +288,15 @@ def test_every_file_dataset_declares_downloads():
     for name in ("cifar10", "cifar100", "mnist", "svhn"):
         for url, filename, md5 in DATASETS.get(name).downloads:
             assert url.endswith(filename) and len(md5) == 32
+
+
+def test_seeded_subset_is_a_seeded_uniform_draw_of_sorted_indices():
+    from uebench.data import seeded_subset
+
+    ds = data.load("scenes", split="train", n_train=200, n_test=20)
+    a, b, c = seeded_subset(ds, 50, seed=1), seeded_subset(ds, 50, seed=1), seeded_subset(ds, 50, seed=2)
+    assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
+    assert len(a) == 50 and torch.equal(a.indices, a.indices.sort().values) and len(set(a.indices.tolist())) == 50
+    assert torch.equal(a.images, ds.images[a.indices]) and torch.equal(a.labels, ds.labels[a.indices])
+    with pytest.raises(UserError, match="only 200"):
+        seeded_subset(ds, 201)

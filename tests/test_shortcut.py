@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from uebench import data
 from uebench.metrics.shortcut import other_class_partners, shortcut_probes, transplant
 from uebench.poison import Poison, PoisonMeta
-from uebench.train import TrainConfig, train
+from uebench.train import TrainConfig, splits_and_probes, train
 
 OPTIONS = {"n_train": 512, "n_test": 128}
 
@@ -66,7 +68,10 @@ def test_a_learned_shortcut_shows_and_a_clean_run_has_no_probe(tmp_path):
         poison=str(path),
         precision="fp32",
     )
-    result = train(config, progress=False)
+    train_set, test_set, probes = splits_and_probes(config)  # the trainer adds no probe by itself
+    assert [p.name for p in probes] == ["shortcut"]
+    result = train(config, train_set=train_set, test_set=test_set, probes=probes, progress=False)
+    assert "shortcut_acc" not in train(replace(config, epochs=1), progress=False).history[-1]
     last = result.history[-1]
     # the patches are learned (the perturbation alone is classified) and the shapes are not yet
     # (measured: 74% on the moved patches, 10% on the clean originals, 9% on the test set)

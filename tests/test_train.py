@@ -300,3 +300,27 @@ def test_version_and_no_traceback_from_subprocess():
         text=True,
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_has_help_and_old_spellings_still_parse():
+    import argparse
+
+    from uebench.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if not isinstance(a, argparse._HelpAction) and not a.help
+    ]
+    assert not missing, missing
+    old = parser.parse_args(
+        ["train", "--set", "n_train=8", "--train-subset", "4", "--defense-set", "q=1", "--out", "x"]
+    )
+    new = parser.parse_args(
+        ["train", "--data-option", "n_train=8", "--subset", "4", "--defense-option", "q=1", "--out", "x"]
+    )
+    assert (old.data_option, old.subset, old.defense_option) == (new.data_option, new.subset, new.defense_option)
+    assert {"models", "recipes", "sal-sweep"} <= set(sub.choices)

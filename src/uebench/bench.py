@@ -29,19 +29,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
+    BENCH_FILE,
+    CLEAN,
+    NO_DEFENSE,
+    POISONS_DIR,
+    RUNS_DIR,
+    SAMPLES_FILE,
+    SCHEMA,
+    Plan,
+    PoisonSpec,
+    RunSpec,
+    _jsonable,
+    digest,
+    read_bench,
+)
 from .errors import UserError, unknown_name
-from .io import atomic_write_json, is_scratch, read_json, remove_stale_temps
-from .lock import FolderLock
+from .io import atomic_write_json, read_json, remove_stale_temps
+from .lock import FolderLock, is_scratch
 from .metrics.shortcut import shortcut_probes
 from .records import safe_label
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
-CLEAN = "clean"
-NO_DEFENSE = "none"
-BENCH_FILE = "bench.json"
-SAMPLES_FILE = "samples.safetensors"
-POISONS_DIR, RUNS_DIR = "poisons", "runs"
-SCHEMA = 1
 
 
 # ---- configuration ------------------------------------------------------------------------------------------
@@ -85,7 +94,7 @@ class BenchConfig:
     dataset: str = "scenes"
     data_dir: str | None = None  # where the data is read from; not part of any key (moving the data changes nothing)
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    subset: int | None = None  # poison and train on a seeded stratified subset of the training split
+    subset: int | None = None  # poison and train on a seeded random subset of the training split
     attacks: tuple[str, ...] = ALL_ATTACKS
     attack_preset: str = "fast"
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack, over the preset
@@ -207,40 +216,6 @@ def preset(name: str) -> BenchConfig:
     return PRESETS[name]
 
 
-# ---- the plan: poisons and runs, keyed by what makes them ------------------------------------------------------
-@dataclass(frozen=True)
-class PoisonSpec:
-    label: str  # attack name, or the user file's attack name
-    seed: int
-    file: str  # relative to the bench folder
-    attack: str | None = None  # crafted: the attack; None: a user file copied to `file`
-    params: dict[str, Any] = field(default_factory=dict)  # crafted: the resolved attack config
-    source: str | None = None  # user file: where it came from
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    attack: str  # "clean", an attack name, or a user poison's label
-    defense: str  # "none" or a defense name
-    seed: int
-    dir: str  # relative to the bench folder
-    poison: str | None  # relative poison file, None for the clean run
-    train: dict[str, Any]  # TrainConfig as a dict
-
-    def train_config(self):
-        from .train import TrainConfig
-
-        return TrainConfig(**self.train)
-
-
-def digest(obj: Any, n: int = 10) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:n]
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
-
-
 def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
     from .attacks import ATTACKS, make_config
@@ -357,22 +332,6 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
     )
 
 
-@dataclass
-class Plan:
-    poisons: list[PoisonSpec]
-    runs: list[RunSpec]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons],
-            "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        return cls([PoisonSpec(**p) for p in d["poisons"]], [RunSpec(**r) for r in d["runs"]])
-
-
 def make_plan(config: BenchConfig) -> Plan:
     """Per seed: the clean run under every defense, then each attack's poison and its runs under every defense."""
     user = [user_poison_spec(p) for p in config.poisons]
@@ -447,17 +406,6 @@ def clear_bench(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def read_bench(out: str | Path) -> tuple[dict[str, Any], Plan]:
-    path = Path(out) / BENCH_FILE
-    if not path.is_file():
-        raise UserError(f"{out} holds no bench (no {BENCH_FILE}); run uebench bench --out {out} first")
-    try:
-        saved = read_json(path)
-        return saved, Plan.from_dict(saved["plan"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is malformed ({type(e).__name__}: {e})") from None
-
-
 # ---- running it -------------------------------------------------------------------------------------------------
 @dataclass
 class BenchResult:
@@ -480,10 +428,10 @@ class _Data:
         self.test = load(config.dataset, config.data_dir, "test", **config.dataset_options)
 
     def subset_for(self, ds, seed: int):
-        from .data import stratified_subset
+        from .data import seeded_subset
 
         # exactly as train.load_data: poison the full split, then take the run's seeded subset
-        return ds if self.config.subset is None else stratified_subset(ds, self.config.subset, seed=seed)
+        return ds if self.config.subset is None else seeded_subset(ds, self.config.subset, seed=seed)
 
     def crafting_set(self):
         return self.train

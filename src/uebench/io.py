@@ -57,23 +57,16 @@ def _umask() -> int:
     return mask
 
 
-def _is_temp(path: Path) -> bool:
+def is_temp(path: Path) -> bool:
     """A temporary file of atomic_write (named by its mkstemp call); one is left behind only by a kill."""
     return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
-
-
-def is_scratch(path: Path) -> bool:
-    """A temporary file of atomic_write or a folder lock: not the folder's content."""
-    from .lock import LOCK_NAME
-
-    return path.name == LOCK_NAME or _is_temp(path)
 
 
 def remove_stale_temps(folder: Path) -> None:
     """Delete the temporary files a killed writer left in `folder` (call while holding the folder's lock)."""
     if folder.is_dir():
         for f in folder.iterdir():
-            if _is_temp(f):
+            if is_temp(f):
                 f.unlink(missing_ok=True)
 
 

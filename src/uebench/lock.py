@@ -15,9 +15,14 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .io import remove_stale_temps
+from .io import is_temp, remove_stale_temps
 
 LOCK_NAME = ".uebench.lock"
+
+
+def is_scratch(path: Path) -> bool:
+    """A temporary file of atomic_write or a folder lock: not the folder's content."""
+    return path.name == LOCK_NAME or is_temp(path)
 
 
 def _alive(pid: int) -> bool:

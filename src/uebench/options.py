@@ -1,4 +1,4 @@
-"""User-given options (`--set key=value`, `--attack-set`, dataset options) checked against the type they are declared
+"""User-given options (`--data-option`, `--attack-option`, `--defense-option` KEY=VALUE) checked against the type they are declared
 with, before anything runs. A word where a number goes, NaN or inf, 2.5 where a count goes: one UserError line
 naming the option, never a traceback from deep inside the code that uses it."""
 

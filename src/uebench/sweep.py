@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .bench import CLEAN, NO_DEFENSE, RunSpec, read_bench
+from .bench_folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
 from .errors import UserError
 from .io import atomic_write_json, atomic_write_text, read_json
 from .lock import FolderLock

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ImageDataset, load, stratified_subset
+from .data import ImageDataset, load, seeded_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
 from .lock import FolderLock
@@ -86,6 +86,10 @@ class EpochContext:
     batch_size: int = 256  # the training batch (the SAL probe's default batch, as the paper's code)
     defense: Any = None  # the run's uebench.defenses.Defense, or None
     run_dir: Path | None = None  # the run folder, when the run has one (probes that keep files write there)
+
+    def evaluate(self, ds: ImageDataset, batch_size: int = 1024) -> tuple[float, float]:
+        """Mean loss and accuracy (%) of the model on `ds`, as the test accuracy is measured."""
+        return evaluate(self.model, ds, self.device, self.autocast, batch_size)
 
 
 class Probe(Protocol):
@@ -246,7 +250,7 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
     train_set = training_set(config, clean)
     if config.train_subset is not None:
-        clean = stratified_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
+        clean = seeded_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
     return train_set, test_set, clean
 
 
@@ -254,7 +258,7 @@ def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     """What a run trains on, from the full clean training split: poisoned (if asked), then its seeded subset."""
     train_set = Poison.load(config.poison).apply(clean) if config.poison else clean
     if config.train_subset is not None:
-        train_set = stratified_subset(train_set, config.train_subset, seed=config.seed)
+        train_set = seeded_subset(train_set, config.train_subset, seed=config.seed)
     return train_set
 
 
@@ -313,22 +317,32 @@ def train(
         return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, progress, stop_after)
 
 
-def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after) -> RunResult:
+def check_config(config: TrainConfig) -> None:
+    """What can be refused before any data is loaded: the model's name and the run's numbers."""
     from .models import MODELS
 
-    MODELS.get(config.model)  # unknown names fail before any data is loaded
+    MODELS.get(config.model)
     check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
+
+
+def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, list[Probe]]:
+    """The training and test splits of `config`, and the probes its poison calls for: the shortcut probe (is the model
+    reading the poison or the content?) when it names one. Pass all three to train(); the trainer adds no probe."""
+    train_set, test_set, clean = load_splits(config)
+    probes = shortcut_probes(train_set, clean, seed=config.seed) if config.poison else []
+    return train_set, test_set, probes
+
+
+def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after) -> RunResult:
+    check_config(config)
     recipe = config.resolved_recipe()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     autocast = autocast_factory(device, precision)
     channels_last = config.channels_last and config.model not in ("linear",)
     run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
-    probes = list(probes)
     if train_set is None or test_set is None:
-        loaded_train, loaded_test, clean_train = load_splits(config)
-        if train_set is None and config.poison:  # is the model reading the poison, or the content? (every epoch)
-            probes += shortcut_probes(loaded_train, clean_train, seed=config.seed)
+        loaded_train, loaded_test = load_data(config)
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
     defense = build_defense(config)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..data.base import ImageDataset, stratified_subset
+from ..data.base import ImageDataset, seeded_subset
 from ..errors import UserError
 from ..options import check_seed, coerce, type_hints
 from ..poison import Poison, PoisonMeta, bake
@@ -126,7 +126,7 @@ def craft(
     check_seed(seed)
     attack = cls(make_config(cls, preset, **params))
     attack.validate(dataset)
-    target = dataset if subset is None else stratified_subset(dataset, subset, seed=seed)
+    target = dataset if subset is None else seeded_subset(dataset, subset, seed=seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     pert = attack.perturb(target, seed=seed, progress=progress)

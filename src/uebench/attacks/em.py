@@ -36,7 +36,7 @@ shuffle, full batches only (the public code walks the data in file order, which 
 on class-sorted folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a step);
 the public class-wise command stops at 90% accuracy measured on its 20% subset (--universal_stop_error 0.1),
 whereas here every variant uses the paper's rule, `stop_acc` (99%) on the whole crafting set (set `stop_acc=90`
-for the public command's threshold); its stratified subset comes from sklearn's train_test_split, here from
+for the public command's threshold); its seeded random subset comes from sklearn's train_test_split, here from
 round(portion * class size) images of each class (at least 1), drawn with the seed.
 `max_rounds` is a safety cap the paper does not have; `extra` records whether the rule or the cap stopped it.
 """

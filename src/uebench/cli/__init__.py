@@ -13,7 +13,18 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `uebench --help` lists them. A module not written yet is skipped.
-COMMAND_MODULES = ["train", "data", "craft", "defenses", "metrics", "bench", "sweep", "crosstask", "landscape"]
+COMMAND_MODULES = [
+    "train",
+    "data",
+    "craft",
+    "defenses",
+    "catalog",
+    "metrics",
+    "bench",
+    "sweep",
+    "crosstask",
+    "landscape",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,11 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def parse_nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
+    """NAME.KEY=VALUE pairs (an attack's or a defense's parameter) -> {name: {key: value}}."""
+    out: dict[str, dict] = {}
+    for key, value in parse_sets(items, option).items():
+        name, dot, k = key.partition(".")
+        if not dot:
+            raise UserError(f"{option} expects NAME.KEY=VALUE, got '{key}={value}'")
+        out.setdefault(name, {})[k] = value
+    return out
+
+
+def old_spelling(option: str) -> str:
+    """Help text for an option's former name, still accepted (see README "Command line")."""
+    return f" ({option}: the old spelling, kept for one release)"
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options every data-using command shares."""
     p.add_argument("--dataset", default="scenes", help="dataset name (default: scenes, generated, no files needed)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

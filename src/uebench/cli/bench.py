@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import UserError
-from . import parse_sets
+from . import old_spelling, parse_nested_sets, parse_sets
 
 
 def register(sub) -> None:
@@ -25,19 +25,29 @@ def register(sub) -> None:
         "--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none"
     )
     p.add_argument(
-        "--attack-set", action="append", metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. em.max_rounds=4"
+        "--attack-option",
+        "--attack-set",
+        dest="attack_option",
+        action="append",
+        metavar="ATTACK.KEY=VALUE",
+        help="attack parameter, e.g. em.max_rounds=4 (repeatable)" + old_spelling("--attack-set"),
     )
     p.add_argument("--poison", action="append", metavar="FILE", help="bench a poison file of your own (repeatable)")
     p.add_argument(
         "--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)"
     )
     p.add_argument(
-        "--defense-set", action="append", metavar="DEFENSE.KEY=VALUE", help="defense parameter, e.g. jpeg.quality=20"
+        "--defense-option",
+        "--defense-set",
+        dest="defense_option",
+        action="append",
+        metavar="DEFENSE.KEY=VALUE",
+        help="defense parameter, e.g. jpeg.quality=20 (repeatable)" + old_spelling("--defense-set"),
     )
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="model (default: the preset's; uebench models lists them)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier")
-    p.add_argument("--recipe", default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--recipe", default=None, help="training recipe (default: the preset's; uebench recipes)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
     p.add_argument(
         "--seeds",
         default=None,
@@ -58,7 +68,7 @@ def register(sub) -> None:
         default=None,
         help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)",
     )
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default=None, help="auto | fp32 | bf16")
     p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
@@ -76,17 +86,6 @@ def register(sub) -> None:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def _nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
-    """'name.key=value' pairs -> {name: {key: value}}."""
-    out: dict[str, dict] = {}
-    for key, value in parse_sets(items, option).items():
-        if "." not in key:
-            raise UserError(f"{option} expects NAME.KEY=VALUE, got '{key}={value}'")
-        name, k = key.split(".", 1)
-        out.setdefault(name, {})[k] = value
-    return out
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -128,17 +127,17 @@ def config_from_args(args):
         changes["attacks"] = _names(args.attacks)
     elif args.poison:
         changes["attacks"] = ()  # --poison alone benches the given files only
-    if args.attack_set:
+    if args.attack_option:
         merged = {k: dict(v) for k, v in c.attack_params.items()}
-        for name, kv in _nested_sets(args.attack_set, "--attack-set").items():
+        for name, kv in parse_nested_sets(args.attack_option, "--attack-option").items():
             merged.setdefault(name, {}).update(kv)
         changes["attack_params"] = merged
     if args.poison:
         changes["poisons"] = tuple(args.poison)
     if args.defenses is not None:
         changes["defenses"] = _names(args.defenses)
-    if args.defense_set:
-        changes["defense_params"] = _nested_sets(args.defense_set, "--defense-set")
+    if args.defense_option:
+        changes["defense_params"] = parse_nested_sets(args.defense_option, "--defense-option")
     for name in ("model", "width", "recipe", "epochs", "device", "precision", "keep_weights"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

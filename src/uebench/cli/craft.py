@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from . import add_common, parse_sets
+from . import add_common, old_spelling, parse_sets
 
 
 def register(sub) -> None:
@@ -15,8 +15,15 @@ def register(sub) -> None:
     add_common(p)
     p.add_argument("--attack", required=True, help="attack name (uebench attacks lists them)")
     p.add_argument("--preset", default="paper", help="paper (the original settings) or fast")
-    p.add_argument("--subset", type=int, default=None, help="poison a seeded, class-stratified subset of N images")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="attack parameter, e.g. eps=0.5")
+    p.add_argument("--subset", type=int, default=None, help="poison a seeded random subset of N images")
+    p.add_argument(
+        "--attack-option",
+        "--set",
+        dest="attack_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="attack parameter, e.g. eps=0.5 (repeatable)" + old_spelling("--set"),
+    )
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--out", required=True, help="poison file to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -73,7 +80,7 @@ def craft_cmd(args) -> int:
     from ..data import load
 
     _refuse_existing(args.out, args.overwrite)
-    params = parse_sets(args.set)
+    params = parse_sets(args.attack_option, "--attack-option")
     if args.subset is not None and args.subset < 1:
         raise UserError(f"--subset must be >= 1, got {args.subset}")
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))

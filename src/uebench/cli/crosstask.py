@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..errors import UserError
-from . import parse_sets
+from . import old_spelling, parse_nested_sets, parse_sets
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -34,10 +34,12 @@ def register(sub) -> None:
     p.add_argument("--attacks", default=None, help="comma-separated attack names or poison files (default: em,ops,ar)")
     p.add_argument("--attack-preset", default=None, help="paper | fast (default: the preset's, fast for quick)")
     p.add_argument(
+        "--attack-option",
         "--attack-set",
+        dest="attack_option",
         action="append",
         metavar="ATTACK.KEY=VALUE",
-        help="attack parameter, e.g. em.max_rounds=4 (repeatable)",
+        help="attack parameter, e.g. em.max_rounds=4 (repeatable)" + old_spelling("--attack-set"),
     )
     p.add_argument(
         "--multitask",
@@ -56,19 +58,27 @@ def register(sub) -> None:
     )
     p.add_argument("--preset", default="quick", help="quick (CPU-sized) | standard | paper (default quick)")
     p.add_argument("--width", type=float, default=None, help="encoder width multiplier")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     p.add_argument("--recipe", default=None, help="training recipe (uebench train's recipes)")
     p.add_argument("--weight", action="append", metavar="TASK=W", help="multi-task loss weight (repeatable)")
-    p.add_argument("--train-subset", type=int, default=None, help="train on a seeded stratified subset of N images")
-    p.add_argument("--test-subset", type=int, default=None, help="test on a seeded stratified subset of N images")
+    p.add_argument(
+        "--subset",
+        "--train-subset",
+        dest="subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on a seeded random subset of N training images" + old_spelling("--train-subset"),
+    )
+    p.add_argument("--test-subset", type=int, default=None, help="test on a seeded random subset of N images")
     p.add_argument("--no-sal", action="store_true", help="skip the per-task SAL (and UD, similarity)")
     p.add_argument("--sal-mode", default=None, help="fast | faithful")
     p.add_argument("--sal-every", type=int, default=None, help="probe SAL every K epochs (0: last epoch only)")
     p.add_argument("--sal-subset", type=int, default=None, help="fast SAL probe images")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an experiment of another configuration in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -78,18 +88,8 @@ def register(sub) -> None:
     )
 
     t = sub.add_parser("tasks", help="list the cross-task tasks with their metrics")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
     t.set_defaults(func=tasks_cmd)
-
-
-def attack_sets(items: list[str] | None) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for attack_key, value in parse_sets(items, "--attack-set").items():
-        if "." not in attack_key:
-            raise UserError(f"--attack-set expects ATTACK.KEY=VALUE, got '{attack_key}'")
-        attack, key = attack_key.split(".", 1)
-        out.setdefault(attack, {})[key] = value
-    return out
 
 
 def weights(items: list[str] | None) -> dict[str, float] | None:
@@ -116,7 +116,7 @@ def run(args) -> int:
         tasks=_names(args.tasks),
         attacks=_names(args.attacks),
         attack_preset=args.attack_preset,
-        attack_params=attack_sets(args.attack_set) or None,
+        attack_params=parse_nested_sets(args.attack_option, "--attack-option") or None,
         multitask=args.multitask or None,
         multitask_attacks=args.multitask_attacks or None,
         targets=args.targets,
@@ -126,7 +126,7 @@ def run(args) -> int:
         lr=args.lr,
         recipe=args.recipe,
         weights=weights(args.weight),
-        train_subset=args.train_subset,
+        train_subset=args.subset,
         test_subset=args.test_subset,
         sal=False if args.no_sal else None,
         sal_mode=args.sal_mode,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="list datasets or download one")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True, help="list | download")
     lp = dsub.add_parser("list", help="list datasets and the files each expects")
     lp.add_argument("--data-dir", default=None)
     lp.set_defaults(func=list_cmd)

@@ -26,5 +26,5 @@ def run(args) -> int:
         print(f"{r['name']:{width}s}  [{r['kind']}] {r['description']}")
         print(f"{'':{width}s}  defaults: {params}")
         print(f"{'':{width}s}  source: {r['source']}")
-    print("use: uebench train --defense NAME [--defense-set key=value ...]")
+    print("use: uebench train --defense NAME [--defense-option key=value ...]")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from . import parse_sets
+from . import old_spelling, parse_sets
 
 
 def register(sub) -> None:
@@ -25,17 +25,24 @@ def register(sub) -> None:
     p.add_argument("--attack", default="em", help="attack to craft (default em; `uebench attacks` lists them)")
     p.add_argument("--poison", default=None, metavar="FILE", help="use this poison file instead of crafting one")
     p.add_argument("--preset", default="fast", help="attack preset: fast (default here: CPU-sized) or paper")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="attack parameter, e.g. model=lenet5")
+    p.add_argument(
+        "--attack-option",
+        "--set",
+        dest="attack_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="attack parameter, e.g. model=lenet5 (repeatable)" + old_spelling("--set"),
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--n-train", type=int, default=5000, help="training images (seeded stratified subset; 0 = all; default 5000)"
+        "--n-train", type=int, default=5000, help="training images (seeded random subset; 0 = all; default 5000)"
     )
     p.add_argument("--image-size", type=int, default=28, help="scenes only: 28 (default) or 32")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--lr", type=float, default=0.05, help="plain SGD learning rate (default 0.05)")
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0: plain SGD)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
     p.add_argument(
         "--record-every",
         type=int,
@@ -65,7 +72,7 @@ def register(sub) -> None:
         "--no-control", action="store_true", help="skip the second clean run (another batch order) used as yardstick"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds from another configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.set_defaults(
@@ -86,7 +93,7 @@ def landscape_cmd(args) -> int:
         attack=args.attack,
         poison=args.poison,
         preset=args.preset,
-        attack_params=parse_sets(args.set),
+        attack_params=parse_sets(args.attack_option, "--attack-option"),
         n_train=args.n_train or None,
         image_size=args.image_size,
         epochs=args.epochs,

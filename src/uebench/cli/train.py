@@ -4,29 +4,49 @@ from __future__ import annotations
 
 import json
 
-from . import add_common, parse_sets
+from . import add_common, old_spelling, parse_sets
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model on clean or poisoned data, with per-epoch probes")
     add_common(p)
     p.add_argument("--poison", default=None, help="a poison file (uebench craft / import)")
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", default="resnet18", help="model name (uebench models lists them)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--recipe", default="paper", help="named recipe (uebench train --list-recipes)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--train-subset", type=int, default=None, help="train on a seeded subset of N images")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--recipe", default="paper", help="named recipe (uebench recipes lists them)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    p.add_argument(
+        "--subset",
+        "--train-subset",
+        dest="subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on a seeded random subset of N training images" + old_spelling("--train-subset"),
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 only with hardware bf16)")
-    p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
+    p.add_argument(
+        "--data-option",
+        "--set",
+        dest="data_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. n_train=2000 (repeatable)" + old_spelling("--set"),
+    )
     p.add_argument(
         "--defense", default=None, metavar="NAME", help="training-time defense (uebench defenses lists them)"
     )
     p.add_argument(
-        "--defense-set", action="append", metavar="KEY=VALUE", help="defense parameter, e.g. quality=20 (repeatable)"
+        "--defense-option",
+        "--defense-set",
+        dest="defense_option",
+        action="append",
+        metavar="[NAME.]KEY=VALUE",
+        help="defense parameter, e.g. jpeg.quality=20 or quality=20 (repeatable)" + old_spelling("--defense-set"),
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -42,7 +62,7 @@ def register(sub) -> None:
     )
     s.add_argument("--sal-eps", type=float, default=0.05, help="ball radius relative to ||W0|| (default 0.05)")
     s.add_argument("--sal-rounds", type=int, default=None, help="rounds (default: 10 faithful, 5 fast)")
-    s.add_argument("--sal-lr", type=float, default=0.1)
+    s.add_argument("--sal-lr", type=float, default=0.1, help="SAL search step size (the paper's 0.1)")
     s.add_argument("--sal-layers", default=None, help="comma-separated layer names (default: all)")
     s.add_argument("--sal-subset", type=int, default=1024, help="fast mode: probe images (default 1024)")
     p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
@@ -98,8 +118,21 @@ def check_flags(args, parser_defaults: dict) -> None:
         raise UserError(f"{', '.join(given)} given without --sal, which would ignore them; add --sal")
 
 
+def defense_options(items: list[str] | None, defense: str | None) -> dict:
+    """KEY=VALUE, or NAME.KEY=VALUE as the bench spells it (NAME must be the run's --defense)."""
+    from ..errors import UserError
+
+    out = {}
+    for key, value in parse_sets(items, "--defense-option").items():
+        name, dot, k = key.partition(".")
+        if dot and name != defense:
+            raise UserError(f"--defense-option {key}: this run's defense is {defense or 'none'}, not {name}")
+        out[k if dot else key] = value
+    return out
+
+
 def run(args) -> int:
-    from ..train import TrainConfig, train
+    from ..train import TrainConfig, check_config, splits_and_probes, train
 
     check_flags(args, args.parser_defaults)
 
@@ -114,13 +147,13 @@ def run(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        train_subset=args.train_subset,
+        train_subset=args.subset,
         device=args.device,
         precision=args.precision,
         channels_last=not args.no_channels_last,
-        dataset_options=parse_sets(args.set),
+        dataset_options=parse_sets(args.data_option, "--data-option"),
         defense=args.defense,
-        defense_params=parse_sets(args.defense_set, "--defense-set"),
+        defense_params=defense_options(args.defense_option, args.defense),
     )
     if config.defense not in (None, "", "none"):  # unknown names and parameters fail before any data is loaded
         from ..defenses import create_defense
@@ -129,10 +162,22 @@ def run(args) -> int:
     elif config.defense_params:
         from ..errors import UserError
 
-        raise UserError("--defense-set given without --defense")
+        raise UserError("--defense-option given without --defense")
     probes = sal_probes(args)
+    train_set = test_set = None
+    if config.poison:  # is the model reading the poison, or the content? the shortcut probe says, every epoch
+        check_config(config)  # refused before the data is read, as train() would
+        train_set, test_set, more = splits_and_probes(config)
+        probes += more
     result = train(
-        config, args.out, probes=probes, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        config,
+        args.out,
+        train_set=train_set,
+        test_set=test_set,
+        probes=probes,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     s = result.summary
     print(

@@ -81,7 +81,7 @@ def objective_attacks() -> list[str]:
 def craft_classification(
     name: str, full: ImageDataset, *, subset: int | None, preset: str, seed: int, params: dict, progress: bool
 ) -> Poison:
-    """The attack as its paper defines it, against the class labels (of a stratified subset, if asked)."""
+    """The attack as its paper defines it, against the class labels (of a seeded random subset, if asked)."""
     return craft(name, full, preset=preset, seed=seed, subset=subset, progress=progress, **params)
 
 

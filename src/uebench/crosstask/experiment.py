@@ -3,7 +3,7 @@
     config = CrossTaskConfig(dataset="scenes", attacks=("em", "ops", "ar"), tasks=("class", "segment", "depth", "edges"))
     results = run_experiment(config, "out/crosstask")
 
-1. Load the clean train/test splits (a seeded stratified subset if asked) and every task's targets from the
+1. Load the clean train/test splits (a seeded random subset if asked) and every task's targets from the
    CLEAN images (dataset ground truth, or derived from RGB).
 2. Make the poisons: each attack crafted against the class labels only (or a poison file given by path); with
    `multitask_attacks`, each model-based attack also crafted against the multi-task loss (label "<attack>+mt").
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from ..attacks import ATTACKS, PRESETS
-from ..data import load, stratified_subset
+from ..data import load, seeded_subset
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text, is_scratch, read_json
-from ..lock import FolderLock
+from ..io import atomic_write_json, atomic_write_text, read_json
+from ..lock import FolderLock, is_scratch
 from ..metrics import learnable_count, learnable_threshold
 from ..metrics.fast_sal import FastSALConfig
 from ..poison import Poison
@@ -200,7 +200,7 @@ def validate(config: CrossTaskConfig) -> list[Task]:
 @dataclass
 class Splits:
     full: ImageDataset  # the whole clean training split (poisons index into it)
-    train: ImageDataset  # what is trained on (a stratified subset of full, or full)
+    train: ImageDataset  # what is trained on (a seeded random subset of full, or full)
     test: ImageDataset
     train_data: TaskData  # clean images + targets
     test_data: TaskData
@@ -211,9 +211,9 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
     opts = dict(config.dataset_options)
     full = load(config.dataset, config.data_dir, "train", **opts)
     test = load(config.dataset, config.data_dir, "test", **opts)
-    train = stratified_subset(full, config.train_subset, seed=config.seed) if config.train_subset else full
+    train = seeded_subset(full, config.train_subset, seed=config.seed) if config.train_subset else full
     if config.test_subset and config.test_subset < len(test):
-        test = stratified_subset(test, config.test_subset, seed=config.seed)
+        test = seeded_subset(test, config.test_subset, seed=config.seed)
     if full.shape[1] % 8 or full.shape[2] % 8:
         raise UserError(
             f"crosstask needs image sides divisible by 8 (the encoder's stride), {full.name} has {full.shape[1:]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cifar  # noqa: F401  (registers loaders)
-from .base import ImageDataset, stratified_subset
+from .base import ImageDataset, seeded_subset
 from .paths import data_root
 from .registry import DATASETS, DatasetInfo, register_dataset
 
@@ -52,6 +52,9 @@ def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
     return {k: coerce(v, hints.get(k, Any), f"dataset {info.name}: option {k}") for k, v in options.items()}
 
 
+stratified_subset = seeded_subset  # the old name (it never stratified); kept for one release
+
+
 def list_datasets() -> list[DatasetInfo]:
     return [DATASETS.get(n) for n in DATASETS.names()]
 
@@ -61,7 +64,7 @@ __all__ = [
     "load",
     "list_datasets",
     "data_root",
-    "stratified_subset",
+    "seeded_subset",
     "register_dataset",
     "DATASETS",
     "DEFAULT_DATASET",

@@ -78,8 +78,9 @@ class ImageDataset:
         }
 
 
-def stratified_subset(ds: ImageDataset, n: int, seed: int = 0) -> ImageDataset:
-    """A seeded subset of n images with classes in their natural proportions (sorted indices)."""
+def seeded_subset(ds: ImageDataset, n: int, seed: int = 0) -> ImageDataset:
+    """n images drawn uniformly at random without replacement (seeded; sorted indices). Not stratified: classes come
+    in their proportions only in expectation (it was called stratified_subset, a name that said otherwise)."""
     if n > len(ds):
         from ..errors import UserError
 

@@ -3,7 +3,7 @@ torchvision GaussianBlur(kernel_size=3, sigma=0.1) on each uint8 training image 
 
 Note what that setting does: with sigma 0.1 the neighbour weight of a 3-tap kernel is exp(-1/(2*0.01)) = 2e-22,
 so on uint8 images the published defense is the identity (its leaderboard column matches "standard" within
-noise). It is kept as the default for comparability; `--defense-set sigma=1.0` gives a real blur.
+noise). It is kept as the default for comparability; `--defense-option sigma=1.0` gives a real blur.
 """
 
 from __future__ import annotations

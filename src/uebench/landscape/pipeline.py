@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import ImageDataset, load, stratified_subset
+from ..data import ImageDataset, load, seeded_subset
 from ..errors import UserError, unknown_name
-from ..io import atomic_write_json, is_scratch, read_json
-from ..lock import FolderLock
+from ..io import atomic_write_json, read_json
+from ..lock import FolderLock, is_scratch
 from ..models import create_model
 from ..options import check_seed
 from ..poison import Poison
@@ -80,7 +80,7 @@ class LandscapeConfig:
     poison: str | None = None  # a poison file; overrides `attack`
     preset: str = "fast"
     attack_params: dict[str, Any] = field(default_factory=dict)
-    n_train: int | None = 5000  # training images (a seeded stratified subset); None = all the poison covers
+    n_train: int | None = 5000  # training images (a seeded random subset); None = all the poison covers
     image_size: int = 28  # scenes only (generated at this size, in grey)
     epochs: int = 5
     batch_size: int = 128
@@ -211,12 +211,12 @@ def make_poison(cfg: LandscapeConfig, full: ImageDataset, out: Path, progress: b
 def training_sets(cfg: LandscapeConfig, full: ImageDataset, poison: Poison) -> tuple[ImageDataset, ImageDataset]:
     """(clean, poisoned) training sets: the same images, in the same order, clean and with the poison baked in.
 
-    The images are those the poison covers (sorted by position), sub-sampled to n_train (seeded, stratified) if
+    The images are those the poison covers (sorted by position), sub-sampled to n_train (seeded_subset) if
     it covers more."""
     poisoned_full = poison.apply(full)  # checks the poison belongs to this dataset
     idx = poison.indices.sort().values
     if cfg.n_train is not None and cfg.n_train < len(idx):
-        idx = stratified_subset(full.subset(idx), cfg.n_train, seed=cfg.seed).indices
+        idx = seeded_subset(full.subset(idx), cfg.n_train, seed=cfg.seed).indices
     return full.subset(idx), poisoned_full.subset(idx)
 
 
@@ -291,7 +291,7 @@ def _run_locked(
     poison, poison_source = make_poison(cfg, full, out, progress)
     clean_set, poison_set = training_sets(cfg, full, poison)
     if cfg.test_size is not None and cfg.test_size < len(test):
-        test = stratified_subset(test, cfg.test_size, seed=cfg.seed)
+        test = seeded_subset(test, cfg.test_size, seed=cfg.seed)
     c, h, _ = clean_set.shape
     sgd = cfg.sgd()
     total_steps = sgd.epochs * sgd.steps_per_epoch(len(clean_set))

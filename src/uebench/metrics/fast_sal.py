@@ -46,7 +46,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import UserError
-from .sal import (
+from .sal_common import (
     LossFn,
     ModelSAL,
     ProbeData,

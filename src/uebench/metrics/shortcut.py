@@ -54,10 +54,8 @@ class ShortcutProbe:
     name: str = "shortcut"
 
     def __call__(self, ctx) -> dict[str, Any]:
-        from ..train import evaluate
-
-        _, shortcut = evaluate(ctx.model, self.transplanted, ctx.device, ctx.autocast, self.batch_size)
-        _, content = evaluate(ctx.model, self.originals, ctx.device, ctx.autocast, self.batch_size)
+        _, shortcut = ctx.evaluate(self.transplanted, self.batch_size)
+        _, content = ctx.evaluate(self.originals, self.batch_size)
         return dict(zip(SHORTCUT_KEYS, (shortcut, content)))
 
 

@@ -63,7 +63,7 @@ def _mean_offset(history: list[dict[str, Any]]) -> float | None:
 
 def collect(out: str | Path) -> dict[str, Any]:
     """Every number of the report, as one JSON-able dict (written as results.json)."""
-    from ..bench import CLEAN, read_bench
+    from ..bench_folder import CLEAN, read_bench
     from ..metrics import load_run_sal, ud_table
 
     out = Path(out)

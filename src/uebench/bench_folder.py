@@ -1,0 +1,88 @@
+"""A bench folder's layout and its plan: bench.json, the poison and run specs keyed by what makes them, and reading
+them back. bench.py writes it; the report and `uebench sal-sweep` read it (neither needs the bench's machinery).
+
+    bench.json                                     identity (the settings every run shares) + the matrix asked last
+    poisons/<attack>-s<seed>-<key>.safetensors     crafted (or copied user) poisons, key = hash of what made them
+    runs/<attack>-<defense>-s<seed>-<key>/         run folders (records.RunFolder), key = hash of the run's settings
+    samples.safetensors                            a few clean training images, for the sample grid of the report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .io import read_json
+
+CLEAN = "clean"
+NO_DEFENSE = "none"
+BENCH_FILE = "bench.json"
+SAMPLES_FILE = "samples.safetensors"
+POISONS_DIR, RUNS_DIR = "poisons", "runs"
+SCHEMA = 1
+
+
+# ---- the plan: poisons and runs, keyed by what makes them ------------------------------------------------------
+@dataclass(frozen=True)
+class PoisonSpec:
+    label: str  # attack name, or the user file's attack name
+    seed: int
+    file: str  # relative to the bench folder
+    attack: str | None = None  # crafted: the attack; None: a user file copied to `file`
+    params: dict[str, Any] = field(default_factory=dict)  # crafted: the resolved attack config
+    source: str | None = None  # user file: where it came from
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    attack: str  # "clean", an attack name, or a user poison's label
+    defense: str  # "none" or a defense name
+    seed: int
+    dir: str  # relative to the bench folder
+    poison: str | None  # relative poison file, None for the clean run
+    train: dict[str, Any]  # TrainConfig as a dict
+
+    def train_config(self):
+        from .train import TrainConfig
+
+        return TrainConfig(**self.train)
+
+
+def digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:n]
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
+
+
+@dataclass
+class Plan:
+    poisons: list[PoisonSpec]
+    runs: list[RunSpec]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons],
+            "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        return cls([PoisonSpec(**p) for p in d["poisons"]], [RunSpec(**r) for r in d["runs"]])
+
+
+def read_bench(out: str | Path) -> tuple[dict[str, Any], Plan]:
+    path = Path(out) / BENCH_FILE
+    if not path.is_file():
+        raise UserError(f"{out} holds no bench (no {BENCH_FILE}); run uebench bench --out {out} first")
+    try:
+        saved = read_json(path)
+        return saved, Plan.from_dict(saved["plan"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is malformed ({type(e).__name__}: {e})") from None

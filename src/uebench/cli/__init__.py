@@ -87,7 +87,7 @@ def parse_nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
 
 
 def old_spelling(option: str) -> str:
-    """Help text for an option's former name, still accepted (see README "Command line")."""
+    """Help text for an option's former name, still accepted (README "What you can do")."""
     return f" ({option}: the old spelling, kept for one release)"
 
 

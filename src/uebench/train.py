@@ -28,6 +28,7 @@ from .options import check_seed
 from .poison import Poison
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
+from .seeds import epoch_stream, generator, seeded
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -162,7 +163,7 @@ def autocast_factory(device: torch.device, precision: str) -> Callable[[], conte
 # ---- the pieces of an epoch ---------------------------------------------------------------------------------
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling/augmentation stream of one epoch: a pure function of (seed, epoch), for exact resume."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return generator(epoch_stream(seed, epoch))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -279,8 +280,8 @@ def build_defense(config: TrainConfig):
 
 def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
     c, h, _ = ds.shape
-    torch.manual_seed(config.seed)
-    return create_model(config.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=config.width)
+    with seeded(config.seed):  # the init depends on the seed only; the global generator is left as it was
+        return create_model(config.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=config.width)
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

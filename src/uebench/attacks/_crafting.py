@@ -25,10 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import seeds
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..models import MODELS, create_model
+from ..seeds import seeded
 from ..train import prepare, resolve_device
 from .base import Attack, Perturbation
 
@@ -134,15 +136,14 @@ def tensors(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch
 def build_model(cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module:
     """A freshly initialised crafting model; its init depends on `seed` only (the global RNG is left alone)."""
     c, h, _ = ds.shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=cfg.width)
     return model.to(device).to(memory_format=torch.channels_last)
 
 
 def generator(seed: int, stream: int) -> torch.Generator:
     """An independent CPU random stream per (seed, purpose), so adding one use of randomness shifts no other."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * stream + 17)
+    return seeds.generator(seeds.crafting_stream(seed, stream))
 
 
 def sgd(

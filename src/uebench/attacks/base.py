@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..options import check_seed, coerce, type_hints
 from ..poison import Poison, PoisonMeta, bake
 from ..registry import Registry
+from ..seeds import seeded
 
 
 @dataclass
@@ -127,9 +128,9 @@ def craft(
     attack = cls(make_config(cls, preset, **params))
     attack.validate(dataset)
     target = dataset if subset is None else seeded_subset(dataset, subset, seed=seed)
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    pert = attack.perturb(target, seed=seed, progress=progress)
+    with seeded(seed):  # an attack that draws from torch's global generator draws from the seed
+        pert = attack.perturb(target, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
     if pert.delta.shape != target.images.shape:
         raise RuntimeError(

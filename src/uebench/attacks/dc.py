@@ -78,6 +78,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes
 from ..models import MODELS, create_model
 from ..models.registry import scaled
+from ..seeds import crafting_stream, generator, seeded
 from ..train import prepare, resolve_device
 from .base import Attack, Perturbation, register_attack
 
@@ -194,19 +195,14 @@ class ConfuseVGG(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
-def seeded(seed: int, build):
+def seeded_build(seed: int, build):
     """Build a module with its init drawn from `seed` only (the global RNG is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return build()
 
 
-def _stream(seed: int, purpose: int, t: int = 0) -> int:
-    return (seed * 1_000_003 + 7_919 * purpose + 104_729 * t + 17) % (2**63)
-
-
 def make_generator(cfg: DCConfig, channels: int, seed: int) -> UNet:
-    return seeded(_stream(seed, 1), lambda: UNet(channels, cfg.gen_width, cfg.gen_depth))
+    return seeded_build(crafting_stream(seed, 1), lambda: UNet(channels, cfg.gen_width, cfg.gen_depth))
 
 
 def make_classifier(cfg: DCConfig, ds: ImageDataset, seed: int, trial: int) -> nn.Module:
@@ -219,7 +215,7 @@ def make_classifier(cfg: DCConfig, ds: ImageDataset, seed: int, trial: int) -> n
         build = lambda: ConfuseVGG(k, c, w, cfg.vgg_bottleneck)  # noqa: E731
     else:
         build = lambda: create_model(cfg.victim, num_classes=k, in_channels=c, image_size=h, width=w)  # noqa: E731
-    return seeded(_stream(seed, 2, trial), build)
+    return seeded_build(crafting_stream(seed, 2, trial), build)
 
 
 def describe_victim(cfg: DCConfig) -> str:
@@ -450,7 +446,7 @@ class DC(Attack):
         learner = _to(make_generator(c, ds.shape[0], seed), device).train()  # g': learns during a trial
         frozen = _to(make_generator(c, ds.shape[0], seed), device).eval()  # g: makes the victim's training data
         gen_opt = torch.optim.Adam(learner.parameters(), lr=c.gen_lr)
-        shuffle = torch.Generator().manual_seed(_stream(seed, 3))
+        shuffle = generator(crafting_stream(seed, 3))
         steps_per_epoch = -(-len(x) // c.batch_size)
         bar = _progress(progress, c.trials * c.cls_epochs * steps_per_epoch)
         objective, victim_loss = [], []

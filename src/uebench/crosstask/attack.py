@@ -23,6 +23,7 @@ from ..attacks import ATTACKS, craft, make_config
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..poison import Poison, PoisonMeta, bake
+from ..seeds import seeded
 from .task import Task
 from .training import Settings, build_net
 
@@ -111,9 +112,9 @@ def craft_multitask(
     attack.objective = MultiTaskObjective(list(tasks), channels, weights, encoder)
     attack.validate(train)
     crafting_set = replace(train, targets={TARGET_PREFIX + k: v for k, v in task_targets.items()})
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    pert = attack.perturb(crafting_set, seed=seed, progress=progress)
+    with seeded(seed):
+        pert = attack.perturb(crafting_set, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
     if not torch.isfinite(pert.delta).all():
         raise UserError(f"{name} (multi-task) produced a non-finite perturbation; nothing was written")

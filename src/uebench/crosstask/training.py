@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..metrics import FastSALConfig, ProbeData, model_sal
 from ..models import HeadSpec, MultiTaskNet
 from ..recipes import Recipe
+from ..seeds import seeded
 from ..train import autocast_factory, batches, epoch_generator, make_optimizer, prepare
 from .augment import crop_flip_joint
 from .task import Task
@@ -85,8 +86,7 @@ class Settings:
 def build_net(
     tasks: Sequence[Task], channels: dict[str, int], settings: Settings, in_channels: int = 3
 ) -> MultiTaskNet:
-    with torch.random.fork_rng(devices=[]):  # the init depends on the seed only
-        torch.manual_seed(settings.seed)
+    with seeded(settings.seed):  # the init depends on the seed only
         heads = {t.name: HeadSpec(t.kind, channels[t.name]) for t in tasks}
         return MultiTaskNet(heads, settings.encoder, in_channels, settings.width)
 

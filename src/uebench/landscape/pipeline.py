@@ -32,6 +32,7 @@ from ..lock import FolderLock, is_scratch
 from ..models import create_model
 from ..options import check_seed
 from ..poison import Poison
+from ..seeds import generator, offset_stream, seeded
 from ..train import evaluate, resolve_device
 from . import analysis as A
 from .trajectory import (
@@ -224,7 +225,7 @@ def eval_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     """A fixed subset of n images (the same positions for the clean and the poisoned set)."""
     if n >= len(ds):
         return ds
-    g = torch.Generator().manual_seed(seed + 7)
+    g = generator(offset_stream(seed, 7))
     return ds.subset(torch.randperm(len(ds), generator=g)[:n].sort().values)
 
 
@@ -298,12 +299,12 @@ def _run_locked(
     every = cfg.record_every or max(1, math.ceil(total_steps / cfg.max_records))
 
     def fresh_model():
-        torch.manual_seed(cfg.seed)  # every run starts from the same weights
-        return create_model(cfg.model, num_classes=clean_set.num_classes, in_channels=c, image_size=h)
+        with seeded(cfg.seed):  # every run starts from the same weights
+            return create_model(cfg.model, num_classes=clean_set.num_classes, in_channels=c, image_size=h)
 
     runs = {"clean": (clean_set, cfg.seed), "poisoned": (poison_set, cfg.seed)}
     if cfg.control:
-        runs["control"] = (clean_set, cfg.seed + 1_000_003)  # same init, another batch order
+        runs["control"] = (clean_set, offset_stream(cfg.seed, 1_000_003))  # same init, another batch order
     key = json.loads(json.dumps(cfg.training_key()))
     trajs: dict[str, Trajectory] = {}
     summaries: dict[str, Any] = {}

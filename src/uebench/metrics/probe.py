@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..records import save_weights
+from ..seeds import epoch_stream
 from .fast_sal import FastSALConfig
 from .sal import MODES, ORIGINS, ProbeData, model_sal
 
@@ -86,7 +87,7 @@ class SALProbe:
             ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform
         )
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
-        seed = ctx.seed if self.mode == "fast" else ctx.seed * 1_000_003 + ctx.epoch
+        seed = ctx.seed if self.mode == "fast" else epoch_stream(ctx.seed, ctx.epoch)
         mixed = bool(ctx.record.get("mixed_labels")) and self.mixed_origin == "eval"
         result = model_sal(
             ctx.model,

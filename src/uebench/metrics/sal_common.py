@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -18,6 +17,7 @@ from torch.func import functional_call
 
 from ..data.augment import crop_flip, to_float
 from ..errors import UserError
+from ..seeds import layer_stream
 
 ORIGINS = ("running", "eval")
 MODES = ("faithful", "fast")
@@ -131,7 +131,7 @@ def project_to_ball(w: torch.Tensor, w0: torch.Tensor, eps: float) -> torch.Tens
 
 def layer_seed(seed: int, layer: str) -> int:
     """A layer's own random stream: its result does not depend on which other layers are probed."""
-    return (seed * 1_000_003 + zlib.crc32(layer.encode())) % (2**63)
+    return layer_stream(seed, layer)
 
 
 # ---- probe data -----------------------------------------------------------------------------------------

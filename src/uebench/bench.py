@@ -203,7 +203,7 @@ CPU = BenchConfig(
     attack_preset="fast",
     sal=SALSettings(mode="fast", every=2, rounds=3, subset=256),
     keep_weights=True,  # 0.7 MB per probed epoch: `uebench sal-sweep` can measure SAL again with other settings
-    description="CPU, about an hour: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
+    description="CPU, about 40 minutes: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
     "fast attacks, fast SAL every 2nd epoch",
 )
 

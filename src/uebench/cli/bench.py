@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument(
         "--preset",
         default="quick",
-        help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about an hour) | paper (GPU)",
+        help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about 40 minutes) | paper (GPU)",
     )
     p.add_argument("--dataset", default=None, help="dataset (default: the preset's; quick uses the embedded scenes)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")

@@ -14,7 +14,7 @@ from uebench.cli import main
 from uebench.errors import UserError
 from uebench.metrics import FastSALConfig, ProbeData, SALProbe
 from uebench.records import kept_weights, load_weights
-from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_of
+from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
 
 SMALL = BenchConfig(
     preset="test",
@@ -48,12 +48,12 @@ def test_kendall_and_spearman_worked_by_hand():
     assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
-def test_ud_of_uses_the_given_beta_and_refuses_an_empty_clean_count():
+def test_ud_if_defined_uses_the_given_beta_and_refuses_an_empty_clean_count():
     clean = np.array([[0.1, 0.1, 1.0, 1.0]])
     poisoned = np.array([[0.1, 0.1, 0.1, 1.0]])
-    assert ud_of(poisoned, clean) == pytest.approx(0.5)  # beta 0.55: 1 cell against 2
-    assert ud_of(poisoned, clean, beta=0.05) == pytest.approx(1.0)  # every cell above: 4 against 4
-    assert ud_of(poisoned, clean, beta=5.0) is None
+    assert ud_if_defined(poisoned, clean) == pytest.approx(0.5)  # beta 0.55: 1 cell against 2
+    assert ud_if_defined(poisoned, clean, beta=0.05) == pytest.approx(1.0)  # every cell above: 4 against 4
+    assert ud_if_defined(poisoned, clean, beta=5.0) is None
 
 
 def test_grid_varies_one_axis_at_a_time_around_the_reference():

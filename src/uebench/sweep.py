@@ -38,7 +38,7 @@ from .io import atomic_write_json, atomic_write_text, read_json
 from .lock import FolderLock
 from .metrics.sal import MODES, ORIGINS
 from .metrics.threshold import learnable_threshold
-from .metrics.ud import learnable_count, sal_matrix
+from .metrics.ud import sal_matrix, ud_if_defined
 from .records import SUMMARY, kept_weights, load_weights, read_metrics
 
 SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
@@ -252,13 +252,6 @@ def _records(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"epoch": int(e), **rec} for e, rec in sorted(result["epochs"].items(), key=lambda kv: int(kv[0]))]
 
 
-def ud_of(sal_p: np.ndarray, sal_c: np.ndarray, beta: float | None = None) -> float | None:
-    """UD with beta from the clean matrix (or the one given); None where the clean run has no cell above beta."""
-    beta = learnable_threshold(sal_c) if beta is None else beta
-    lp_clean = learnable_count(sal_c, beta)
-    return learnable_count(sal_p, beta) / lp_clean if lp_clean > 0 else None
-
-
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Kendall's tau-b of two rankings; None with fewer than 2 items or a constant side."""
     from scipy.stats import kendalltau
@@ -295,7 +288,7 @@ def _uds(
     out = {}
     for key, (clean, poisoned) in groups.items():
         for p in poisoned:
-            out[p.dir] = ud_of(matrices[p.dir], matrices[clean.dir], None if beta is None else beta.get(key))
+            out[p.dir] = ud_if_defined(matrices[p.dir], matrices[clean.dir], None if beta is None else beta.get(key))
     return out
 
 

@@ -37,7 +37,7 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..lock import FolderLock, is_scratch
-from ..metrics import learnable_count, learnable_threshold
+from ..metrics import learnable_count, learnable_threshold, ud_if_defined
 from ..metrics.fast_sal import FastSALConfig
 from ..poison import Poison
 from ..recipes import RECIPES
@@ -403,7 +403,6 @@ def assemble(
         clean_final = clean_h[-1]["test"][t.name][t.metric]
         clean_sal = sal_matrix(clean_h, t.name)
         beta = learnable_threshold(clean_sal[0]) if clean_sal is not None else None
-        lp_clean = learnable_count(clean_sal[0], beta) if clean_sal is not None else None
         for v in versions:
             h = history_of(v, t.name)
             final = h[-1]["test"][t.name][t.metric]
@@ -416,7 +415,7 @@ def assemble(
             m = sal_matrix(h, t.name)
             if m is not None and beta is not None:
                 cell["lp"] = learnable_count(m[0], beta)
-                cell["ud"] = finite(cell["lp"] / lp_clean) if lp_clean else None
+                cell["ud"] = ud_if_defined(m[0], clean_sal[0], beta)
                 cell["sal_mean"] = float(m[0].mean())
             row["versions"][v] = cell
         row["beta"] = beta

@@ -10,7 +10,15 @@ from .fast_sal import FastSALConfig
 from .probe import SALProbe, sal_probe
 from .sal import ModelSAL, ProbeData, SALResult, layer_sal, model_sal, sal_value
 from .threshold import epoch_thresholds, learnable_threshold, two_means_1d
-from .ud import bootstrap_ud, learnable_count, load_run_sal, sal_matrix, ud_table, unlearnable_distance
+from .ud import (
+    bootstrap_ud,
+    learnable_count,
+    load_run_sal,
+    sal_matrix,
+    ud_if_defined,
+    ud_table,
+    unlearnable_distance,
+)
 
 __all__ = [
     "layer_sal",
@@ -27,6 +35,7 @@ __all__ = [
     "two_means_1d",
     "learnable_count",
     "unlearnable_distance",
+    "ud_if_defined",
     "sal_matrix",
     "load_run_sal",
     "ud_table",

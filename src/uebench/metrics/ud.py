@@ -36,6 +36,17 @@ def unlearnable_distance(sal_poisoned, sal_clean, beta: float | None = None) -> 
     return learnable_count(p, beta) / lp_clean
 
 
+def ud_if_defined(sal_poisoned, sal_clean, beta: float | None = None) -> float | None:
+    """UD as unlearnable_distance computes it, or None where it is undefined (the clean run has no cell above beta):
+    for tables that show a gap where unlearnable_distance would refuse."""
+    try:
+        return unlearnable_distance(sal_poisoned, sal_clean, beta)
+    except UserError as e:
+        if "#LP = 0" in str(e):
+            return None
+        raise
+
+
 def bootstrap_ud(
     sal_poisoned, sal_clean, *, n: int = 1000, level: float = 0.9, seed: int = 0
 ) -> tuple[float, float] | None:

@@ -38,7 +38,7 @@ from uebench.data import load
 from uebench.io import atomic_write_text
 from uebench.metrics.shortcut import shortcut_probes
 from uebench.poison import Poison
-from uebench.train import TrainConfig, train
+from uebench.trainer import TrainConfig, train
 
 ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")
 

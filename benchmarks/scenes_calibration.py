@@ -19,7 +19,7 @@ import torch
 from uebench.bench import preset
 from uebench.data import load
 from uebench.data.base import seeded_subset
-from uebench.train import TrainConfig, train
+from uebench.trainer import TrainConfig, train
 
 
 def curve(train_set, test_set, bench, seed: int) -> list[float]:

@@ -27,7 +27,7 @@ import torch
 from uebench.data import load
 from uebench.metrics.shortcut import shortcut_probes, transplant
 from uebench.poison import Poison
-from uebench.train import TrainConfig, train
+from uebench.trainer import TrainConfig, train
 
 
 def race(poison_file: str, args) -> dict:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from uebench.data import ImageDataset, load
 from uebench.models import create_model
 from uebench.recipes import RECIPES
-from uebench.train import autocast_factory, epoch_generator, make_optimizer, resolve_precision, train_epoch
+from uebench.trainer import autocast_factory, epoch_generator, make_optimizer, resolve_precision, train_epoch
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

@@ -400,7 +400,7 @@ def test_cli_lists_defenses(capsys):
 
 @pytest.mark.parametrize("name", ["at", "ueraser", "cutmix"])
 def test_trainer_runs_each_kind_of_batch_defense_deterministically(name):
-    from uebench.train import TrainConfig, train
+    from uebench.trainer import TrainConfig, train
 
     g = gen(0)
     labels = torch.arange(64) % 4

@@ -36,7 +36,7 @@ from uebench.landscape import (
 from uebench.landscape.pipeline import to_grey
 from uebench.models import create_model
 from uebench.poison import Poison, PoisonMeta
-from uebench.train import evaluate
+from uebench.trainer import evaluate
 
 
 # ---- tiny data --------------------------------------------------------------------------------------------------

@@ -366,7 +366,7 @@ def test_unknown_layer_and_bad_options_are_user_errors():
 
 
 def test_sal_probe_during_training_records_every_k_epochs():
-    from uebench.train import TrainConfig, train
+    from uebench.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="resnet18",

@@ -10,7 +10,7 @@ import torch
 
 from uebench.errors import UserError
 from uebench.records import CHECKPOINT, METRICS, SUMMARY, read_metrics
-from uebench.train import TrainConfig, train
+from uebench.trainer import TrainConfig, train
 
 TINY = dict(model="linear", recipe="quick", batch_size=64, dataset_options={"n_train": 128, "n_test": 64})
 

@@ -39,7 +39,7 @@ def test_seeded_draws_from_the_seed_and_restores_the_global_generator():
 
 
 def test_the_largest_seed_trains(tmp_path):
-    from uebench.train import TrainConfig, train
+    from uebench.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="linear",

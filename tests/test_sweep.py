@@ -172,7 +172,7 @@ def test_probe_transform_is_drawn_afresh_every_pass_and_once_for_a_fixed_subset(
 
 
 def _train_with(defense: str, **probe):
-    from uebench.train import TrainConfig, train
+    from uebench.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="resnet18",

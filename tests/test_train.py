@@ -14,7 +14,7 @@ from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
 from uebench.poison import Poison, PoisonMeta
 from uebench.recipes import RECIPES
-from uebench.train import TrainConfig, epoch_generator, resolve_precision, train
+from uebench.trainer import TrainConfig, epoch_generator, resolve_precision, train
 
 TINY = dict(
     model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128}
@@ -109,7 +109,7 @@ def test_poisoned_run_trains_on_poison(tmp_path):
     )
     poison.save(tmp_path / "p.safetensors")
     config = tiny_config(epochs=1, poison=str(tmp_path / "p.safetensors"))
-    from uebench.train import load_data
+    from uebench.trainer import load_data
 
     train_set, _ = load_data(config)
     assert torch.equal(train_set.images, images)
@@ -169,7 +169,7 @@ def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
 
 
 def test_precision_auto_never_picks_slow_bf16():
-    from uebench.train import fast_bf16
+    from uebench.trainer import fast_bf16
 
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"

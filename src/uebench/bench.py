@@ -222,7 +222,7 @@ def validate(config: BenchConfig) -> None:
     from .data import DATASETS
     from .defenses import create_defense
     from .models import MODELS
-    from .train import check_run_numbers, resolve_device, resolve_precision
+    from .trainer import check_run_numbers, resolve_device, resolve_precision
 
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
@@ -303,7 +303,7 @@ def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
 
 
 def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None) -> RunSpec:
-    from .train import TrainConfig
+    from .trainer import TrainConfig
 
     tc = TrainConfig(
         dataset=config.dataset,
@@ -571,7 +571,7 @@ def _ensure_poison(
 def _train_one(
     out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None
 ) -> int:
-    from .train import train
+    from .trainer import train
 
     tc = run.train_config()
     folder = out / run.dir

@@ -48,7 +48,7 @@ class RunSpec:
     train: dict[str, Any]  # TrainConfig as a dict
 
     def train_config(self):
-        from .train import TrainConfig
+        from .trainer import TrainConfig
 
         return TrainConfig(**self.train)
 

@@ -134,7 +134,7 @@ def measure_run(
     import torch
 
     from .metrics import FastSALConfig, SALProbe
-    from .train import EpochContext, build_defense, build_model, resolve_device, training_set
+    from .trainer import EpochContext, build_defense, build_model, resolve_device, training_set
 
     folder = bench_dir / run.dir
     epochs = kept_weights(folder)

@@ -31,7 +31,7 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..models import MODELS, create_model
 from ..seeds import seeded
-from ..train import prepare, resolve_device
+from ..trainer import prepare, resolve_device
 from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

@@ -79,7 +79,7 @@ from ..io import atomic_write_bytes
 from ..models import MODELS, create_model
 from ..models.registry import scaled
 from ..seeds import crafting_stream, generator, seeded
-from ..train import prepare, resolve_device
+from ..trainer import prepare, resolve_device
 from .base import Attack, Perturbation, register_attack
 
 # the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..recipes import Recipe
-from ..train import make_optimizer, train_epoch
+from ..trainer import make_optimizer, train_epoch
 from . import _crafting as C
 from .base import Perturbation, register_attack
 

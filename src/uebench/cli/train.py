@@ -132,7 +132,7 @@ def defense_options(items: list[str] | None, defense: str | None) -> dict:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, check_config, splits_and_probes, train
+    from ..trainer import TrainConfig, check_config, splits_and_probes, train
 
     check_flags(args, args.parser_defaults)
 

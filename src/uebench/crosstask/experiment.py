@@ -43,7 +43,7 @@ from ..poison import Poison
 from ..recipes import RECIPES
 from ..records import RunFolder, safe_label
 from ..registry import Registry
-from ..train import check_run_numbers, resolve_device, resolve_precision
+from ..trainer import check_run_numbers, resolve_device, resolve_precision
 from . import attack as A
 from .task import Task, check_derive, get_tasks
 from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores

@@ -1,6 +1,6 @@
 """Training and evaluating single- and multi-task models on (possibly poisoned) images with clean targets.
 
-Read it top to bottom, like uebench.train: tensor-resident data, one seeded generator per epoch (shuffle,
+Read it top to bottom, like uebench.trainer: tensor-resident data, one seeded generator per epoch (shuffle,
 joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted one would see.
 A multi-task step sums the tasks' weighted losses; tasks that see another input (denoising: the image plus
 noise) get their own forward pass through the shared encoder.
@@ -21,7 +21,7 @@ from ..metrics import FastSALConfig, ProbeData, model_sal
 from ..models import HeadSpec, MultiTaskNet
 from ..recipes import Recipe
 from ..seeds import seeded
-from ..train import autocast_factory, batches, epoch_generator, make_optimizer, prepare
+from ..trainer import autocast_factory, batches, epoch_generator, make_optimizer, prepare
 from .augment import crop_flip_joint
 from .task import Task
 from .tasks import eval_noise, noisy

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..train import prepare
+from ..trainer import prepare
 from .trajectory import Trajectory, set_flat_weights
 
 COORDINATES = ("movers", "divergent", "pca")

@@ -33,7 +33,7 @@ from ..models import create_model
 from ..options import check_seed
 from ..poison import Poison
 from ..seeds import generator, offset_stream, seeded
-from ..train import evaluate, resolve_device
+from ..trainer import evaluate, resolve_device
 from . import analysis as A
 from .trajectory import (
     SGDSettings,

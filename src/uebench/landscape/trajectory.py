@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json
-from ..train import batches, epoch_generator, prepare
+from ..trainer import batches, epoch_generator, prepare
 
 INDEX = "index.json"
 FORMAT = "uebench-trajectory-v1"

@@ -88,7 +88,7 @@ def collect(out: str | Path) -> dict[str, Any]:
         s, hist = got["summary"], got["history"]
         epochs = (s or {}).get("epochs") or (hist[0].get("epochs") if hist else None)
         meta = poisons[spec.poison]["meta"] if spec.poison else None
-        from ..train import TrainConfig
+        from ..trainer import TrainConfig
 
         recipe = TrainConfig(**spec.train).resolved_recipe().to_dict()
         recipe.pop("description", None)  # prose, not a setting

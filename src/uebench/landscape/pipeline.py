@@ -277,6 +277,124 @@ def run_landscape(
         return _run_locked(cfg, out, full, test, progress, overwrite, log, t_start)
 
 
+def _train_run(name, ds, order_seed, folder: Path, model, key, sgd, every, total_steps, device, progress):
+    """Train `model` in place while recording its trajectory in `folder`, or take a finished trajectory of the same
+    training from there (the model then gets its end weights). Returns the trajectory and the run's facts."""
+    reuse = None
+    if (folder / "index.json").is_file():
+        try:
+            t = Trajectory.open(folder)
+            reuse = t if t.finished and t.meta.get("training") == key else None
+        except UserError:
+            reuse = None
+    if reuse is not None:
+        set_flat_weights(model, reuse.end)
+        info = {
+            "total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])),
+            "recorded": len(reuse),
+            "reused": True,
+        }
+        return reuse, info
+    writer = TrajectoryWriter(folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed})
+    bar = _bar(progress, total_steps, f"train {name}")
+    t0 = time.perf_counter()
+    info = train_recorded(
+        model,
+        ds,
+        sgd,
+        writer,
+        order_seed=order_seed,
+        record_every=every,
+        device=device,
+        progress=bar.update if bar else None,
+    )
+    if bar:
+        bar.close()
+    info["train_seconds"] = time.perf_counter() - t0
+    return Trajectory.open(folder), info
+
+
+def plane_directions(kind: str, start: np.ndarray, ends: dict[str, np.ndarray], trajs: dict[str, Trajectory]):
+    """The two directions of one kind of plane (movers, divergent, pca) and what to record about them."""
+    slots, n = trajs["clean"].slots, trajs["clean"].num_params
+    if kind == "pca":
+        dirs, ratio = A.pca_directions([trajs["clean"], trajs["poisoned"]])
+        return dirs, {"explained_variance_ratio": ratio.tolist()}
+    if kind == "movers":
+        idx = A.select_movers(start, ends["clean"])
+        info = {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"}
+    else:
+        idx = A.select_divergent(ends["clean"], ends["poisoned"])
+        info = {"indices": idx, "names": [coordinate_name(slots, j) for j in idx]}
+    info["displacement"] = {r: [float(ends[r][j] - start[j]) for j in idx] for r in ends}
+    return A.unit_directions(idx, n), info
+
+
+def _plane(kind, cfg, start, ends, trajs, evaluators, progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One kind of plane: its directions, and a loss grid around each run's end point on that run's own data."""
+    dirs, info = plane_directions(kind, start, ends, trajs)
+    panels = {}
+    for run in ("clean", "poisoned"):
+        center = ends[run]
+        proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
+        clean_end = (ends["clean"] - center) @ dirs.T
+        alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
+        bar = _bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})")
+        grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
+        if bar:
+            bar.close()
+        panels[run] = {
+            "alphas": alphas.tolist(),
+            "betas": betas.tolist(),
+            "loss": grid.tolist(),
+            "center_loss": float(grid[int(np.argmin(np.abs(betas))), int(np.argmin(np.abs(alphas)))]),
+            "origin": [float(center @ d) for d in dirs] if kind != "pca" else [0.0, 0.0],
+            "trajectory": {r: proj[r].tolist() for r in proj},
+            "clean_end": clean_end.tolist(),
+        }
+    return info, panels
+
+
+def run_facts(name: str, model, ds, test, clean_set, traj: Trajectory, device) -> dict[str, Any]:
+    """A trained run's accuracies (the poisoned run's on the clean originals too) and its path's geometry."""
+    tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
+    te_loss, te_acc = evaluate(model, test, device, channels_last=False)
+    facts: dict[str, Any] = {"train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}
+    if name == "poisoned":
+        cl_loss, cl_acc = evaluate(model, clean_set, device, channels_last=False)
+        facts.update(clean_train_loss=cl_loss, clean_train_acc=cl_acc)
+    facts.update(
+        path_length=traj.path_length(),
+        displacement_l2=float(np.linalg.norm(traj.end.astype(np.float64) - traj.start)),
+    )
+    facts["detour_ratio"] = facts["path_length"] / max(facts["displacement_l2"], 1e-30)
+    return facts
+
+
+def split_stats(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The per-weight statistics split in two: the histograms and CDFs the figures draw (landscape-data.json), and
+    the rest, small enough for the summary (landscape.json)."""
+    full = {
+        "edges": stats["histogram_edges"],
+        **{
+            r: {
+                k: stats["runs"][r].get(k)
+                for k in ("histogram", "unmoved", "relative_gap_cdf", "relative_gap_cdf_critical")
+            }
+            for r in stats["runs"]
+        },
+    }
+    slim_stats = {
+        **stats,
+        "runs": {
+            r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")}
+            for r, s in stats["runs"].items()
+        },
+    }
+    slim_stats.pop("histogram_edges")
+    return full, slim_stats
+
+
 def _run_locked(
     cfg: LandscapeConfig,
     out: Path,
@@ -309,57 +427,12 @@ def _run_locked(
     trajs: dict[str, Trajectory] = {}
     summaries: dict[str, Any] = {}
     for name, (ds, order_seed) in runs.items():
-        folder = out / "traj" / name
         model = fresh_model()
-        reuse = None
-        if (folder / "index.json").is_file():
-            try:
-                t = Trajectory.open(folder)
-                reuse = t if t.finished and t.meta.get("training") == key else None
-            except UserError:
-                reuse = None
-        if reuse is None:
-            writer = TrajectoryWriter(
-                folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed}
-            )
-            bar = _bar(progress, total_steps, f"train {name}")
-            t0 = time.perf_counter()
-            info = train_recorded(
-                model,
-                ds,
-                sgd,
-                writer,
-                order_seed=order_seed,
-                record_every=every,
-                device=device,
-                progress=bar.update if bar else None,
-            )
-            if bar:
-                bar.close()
-            info["train_seconds"] = time.perf_counter() - t0
-            trajs[name] = Trajectory.open(folder)
-        else:
-            trajs[name] = reuse
-            set_flat_weights(model, reuse.end)
-            info = {
-                "total_steps": int(reuse.meta.get("total_steps", reuse.steps[-1])),
-                "recorded": len(reuse),
-                "reused": True,
-            }
-        model = model.to(device).eval()
-        tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
-        te_loss, te_acc = evaluate(model, test, device, channels_last=False)
-        summaries[name] = {**info, "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}
-        if name == "poisoned":
-            cl_loss, cl_acc = evaluate(model, clean_set, device, channels_last=False)
-            summaries[name].update(clean_train_loss=cl_loss, clean_train_acc=cl_acc)
-        summaries[name].update(
-            path_length=trajs[name].path_length(),
-            displacement_l2=float(np.linalg.norm(trajs[name].end.astype(np.float64) - trajs[name].start)),
+        trajs[name], summaries[name] = _train_run(
+            name, ds, order_seed, out / "traj" / name, model, key, sgd, every, total_steps, device, progress
         )
-        summaries[name]["detour_ratio"] = summaries[name]["path_length"] / max(
-            summaries[name]["displacement_l2"], 1e-30
-        )
+        summaries[name].update(run_facts(name, model.to(device).eval(), ds, test, clean_set, trajs[name], device))
+        tr_acc, te_acc = summaries[name]["train_acc"], summaries[name]["test_acc"]
         log(
             f"{name:9s} train acc {tr_acc:5.1f}%  test acc {te_acc:5.1f}%  path {summaries[name]['path_length']:.3g}  |end-start| {summaries[name]['displacement_l2']:.3g}"
         )
@@ -386,39 +459,7 @@ def _run_locked(
     data: dict[str, Any] = {"planes": {}, "line": {}, "distance": {}}
     planes: dict[str, Any] = {}
     for kind in cfg.coords:
-        if kind == "movers":
-            idx = A.select_movers(start, ends["clean"])
-            dirs, info = (
-                A.unit_directions(idx, P),
-                {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"},
-            )
-        elif kind == "divergent":
-            idx = A.select_divergent(ends["clean"], ends["poisoned"])
-            dirs, info = A.unit_directions(idx, P), {"indices": idx, "names": [coordinate_name(slots, j) for j in idx]}
-        else:
-            dirs, ratio = A.pca_directions([clean_t, poison_t])
-            info = {"explained_variance_ratio": ratio.tolist()}
-        if kind != "pca":
-            info["displacement"] = {r: [float(ends[r][j] - start[j]) for j in idx] for r in ends}
-        panels = {}
-        for run in ("clean", "poisoned"):
-            center = ends[run]
-            proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
-            clean_end = (ends["clean"] - center) @ dirs.T
-            alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
-            bar = _bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})")
-            grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
-            if bar:
-                bar.close()
-            panels[run] = {
-                "alphas": alphas.tolist(),
-                "betas": betas.tolist(),
-                "loss": grid.tolist(),
-                "center_loss": float(grid[int(np.argmin(np.abs(betas))), int(np.argmin(np.abs(alphas)))]),
-                "origin": [float(center @ d) for d in dirs] if kind != "pca" else [0.0, 0.0],
-                "trajectory": {r: proj[r].tolist() for r in proj},
-                "clean_end": clean_end.tolist(),
-            }
+        info, panels = _plane(kind, cfg, start, ends, trajs, evaluators, progress)
         planes[kind] = info
         data["planes"][kind] = {"info": info, "panels": panels, "scalar": kind != "pca"}
 
@@ -437,24 +478,7 @@ def _run_locked(
     }
 
     stats = A.parameter_stats(start, ends, A.Tolerance(cfg.tol, cfg.tol_mode), slots)
-    data["stats"] = {
-        "edges": stats["histogram_edges"],
-        **{
-            r: {
-                k: stats["runs"][r].get(k)
-                for k in ("histogram", "unmoved", "relative_gap_cdf", "relative_gap_cdf_critical")
-            }
-            for r in stats["runs"]
-        },
-    }
-    slim_stats = {
-        **stats,
-        "runs": {
-            r: {k: v for k, v in s.items() if k not in ("histogram", "relative_gap_cdf", "relative_gap_cdf_critical")}
-            for r, s in stats["runs"].items()
-        },
-    }
-    slim_stats.pop("histogram_edges")
+    data["stats"], slim_stats = split_stats(stats)
 
     summary = {
         "config": cfg.to_dict(),

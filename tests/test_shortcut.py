@@ -92,3 +92,15 @@ def test_a_learned_shortcut_shows_and_a_clean_run_has_no_probe(tmp_path):
         progress=False,
     )
     assert "shortcut_acc" not in clean.history[-1]
+
+
+def test_cli_train_with_a_poison_asks_for_the_shortcut_probe(tmp_path):
+    from uebench.cli import main
+
+    base = ["--data-option", "n_train=64", "--data-option", "n_test=32", "--quiet"]
+    assert main(["craft", "--attack", "ops", "--preset", "fast", "--out", str(tmp_path / "p.safetensors"), *base]) == 0
+    run = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", *base]
+    assert main([*run, "--poison", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "poisoned")]) == 0
+    assert main([*run, "--out", str(tmp_path / "clean")]) == 0
+    assert "shortcut_acc" in (tmp_path / "poisoned" / "metrics.jsonl").read_text()
+    assert "shortcut_acc" not in (tmp_path / "clean" / "metrics.jsonl").read_text()

@@ -94,7 +94,7 @@ def test_the_reference_remeasured_equals_what_the_bench_recorded_and_the_sweep_r
     assert ref["tau_vs_reference"] in (1.0, None) and ref["max_abs_ud_change"] == 0.0
     small = summary["settings"]["fast-eps0.01-r1-n16"]["origins"]["eval"]
     assert set(small["ud_by_attack"]) <= {"ops", "lsp"}
-    # a smaller ball reaches smaller losses: every layer's SAL at eps 0.01 is at most its SAL at eps 0.05 (+ noise-free)
+    # a smaller ball reaches smaller rises and drops: nearly every cell's SAL at eps 0.01 is at most its SAL at eps 0.05
     cells = json.loads(
         (
             small_bench

@@ -79,8 +79,15 @@ class Setting:
 def reference_setting(sal: dict[str, Any]) -> Setting:
     """The bench's own SAL setting (its `sal` entry in bench.json)."""
     mode = sal["mode"]
-    rounds = sal.get("rounds") or (FAITHFUL_ROUNDS if mode == "faithful" else 5)
+    rounds = sal.get("rounds") or default_rounds(mode)
     return Setting(mode, float(sal["eps"]), int(rounds), int(sal["subset"]) if mode == "fast" else None)
+
+
+def default_rounds(mode: str) -> int:
+    """The rounds a SAL probe runs when none are given (SALProbe: 10 faithful, the fast config's own)."""
+    from .metrics import FastSALConfig
+
+    return FAITHFUL_ROUNDS if mode == "faithful" else FastSALConfig().rounds
 
 
 def grid(
@@ -90,7 +97,7 @@ def grid(
     reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays."""
     out = [reference]
     for mode in modes or (reference.mode,):
-        base_rounds = reference.rounds if mode == reference.mode else (FAITHFUL_ROUNDS if mode == "faithful" else 5)
+        base_rounds = reference.rounds if mode == reference.mode else default_rounds(mode)
         subset = reference.subset if mode == "fast" else None
         base = Setting(mode, reference.eps, base_rounds, subset)
         candidates = [
@@ -131,10 +138,8 @@ def measure_run(
     """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
     from dataclasses import replace
 
-    import torch
-
-    from .metrics import FastSALConfig, SALProbe
-    from .trainer import EpochContext, build_defense, build_model, resolve_device, training_set
+    from .bench import SALSettings
+    from .trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
 
     folder = bench_dir / run.dir
     epochs = kept_weights(folder)
@@ -151,34 +156,25 @@ def measure_run(
     if defense is not None:
         train_set = defense.prepare(train_set)
     dev = resolve_device(device)
-    model = build_model(tc, train_set)
+    model = place_model(build_model(tc, train_set), tc, dev).eval()
     recipe = tc.resolved_recipe()
-    fast = FastSALConfig(
-        subset=setting.subset or sal.get("subset", 1024),
-        augment=sal.get("augment", "once"),
-        crossfit=sal.get("crossfit", True),
-        anchor=sal.get("anchor", True),
-    )
-    probe = SALProbe(
+    # the bench's own probe, with this setting's mode, radius, rounds and subset (every kept epoch is probed)
+    bench_sal = SALSettings(**sal)
+    changed = replace(
+        bench_sal,
         mode=setting.mode,
-        every=1,
-        origin=sal.get("origin", "running"),
         eps=setting.eps,
         rounds=setting.rounds,
-        lr=sal.get("lr", 0.1),
-        augment=recipe.augment == "crop_flip",
-        fast=fast,
+        every=1,
+        subset=setting.subset or bench_sal.subset,
     )
+    probe = changed.probe(recipe.augment == "crop_flip")
     out: dict[str, Any] = {}
     start = time.perf_counter()
     for epoch in epochs:
         if epoch not in history:
             raise UserError(f"{folder} kept weights for epoch {epoch} but has no record of it")
-        model.load_state_dict(load_weights(folder, epoch))
-        model = model.to(dev)
-        if tc.channels_last and tc.model != "linear":
-            model = model.to(memory_format=torch.channels_last)
-        model.eval()
+        model.load_state_dict(load_weights(folder, epoch))  # copied into the placed model's own tensors
         ctx = EpochContext(
             epoch,
             model,
@@ -220,8 +216,7 @@ def run_sweep(
     sal = saved["config"]["sal"]
     reference = reference_setting(sal)
     settings = list(settings) if settings is not None else grid(reference, eps, rounds, modes)
-    if reference not in settings:
-        settings.insert(0, reference)
+    settings = [reference, *(s for s in settings if s != reference)]  # the summary compares with settings[0]
     foreign = [_foreign_betas(Path(b)) for b in beta_from]  # unreadable benches fail before any measuring
     runs = finished_runs(bench_dir, plan.runs)
     if not any(r.attack == CLEAN for r in runs):

@@ -284,6 +284,16 @@ def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
         return create_model(config.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=config.width)
 
 
+def uses_channels_last(config: TrainConfig) -> bool:
+    return config.channels_last and config.model not in ("linear",)
+
+
+def place_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """The model on its device, in the memory format the run trains in."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if uses_channels_last(config) else model
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         model.parameters(),
@@ -340,7 +350,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     autocast = autocast_factory(device, precision)
-    channels_last = config.channels_last and config.model not in ("linear",)
+    channels_last = uses_channels_last(config)
     run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
     if train_set is None or test_set is None:
         loaded_train, loaded_test = load_data(config)
@@ -355,9 +365,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         state = run.load_checkpoint()
         model.load_state_dict(state["model"])
         return RunResult(config, state["history"], run.summary(), model, run.path)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(model, config, device)
     opt = make_optimizer(model, recipe)
     history: list[dict[str, Any]] = []
     if run is not None:

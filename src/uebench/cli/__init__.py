@@ -86,9 +86,32 @@ def parse_nested_sets(items: list[str] | None, option: str) -> dict[str, dict]:
     return out
 
 
-def old_spelling(option: str) -> str:
-    """Help text for an option's former name, still accepted (README "What you can do")."""
-    return f" ({option}: the old spelling, kept for one release)"
+def parse_list(text: str, kind: type, option: str) -> list:
+    """'a,b,c' -> numbers of `kind` (int or float; an int is taken as a float), or one UserError line."""
+    import json
+
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item) if kind is int else json.loads(item)
+        except ValueError:
+            value = item
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(
+                f"{option} expects comma-separated {'numbers' if kind is float else 'whole numbers'}, got '{item}'"
+            )
+        out.append(value)
+    return out
+
+
+def add_renamed(p: argparse.ArgumentParser, option: str, old: str, *, help: str, **kw) -> None:
+    """An option that has a new name: the old one is still accepted, and the help says so (README "What you can do")."""
+    dest = option.lstrip("-").replace("-", "_")
+    p.add_argument(option, old, dest=dest, help=f"{help} ({old}: the old spelling, kept for one release)", **kw)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import UserError
-from . import old_spelling, parse_nested_sets, parse_sets
+from . import add_renamed, parse_list, parse_nested_sets, parse_sets
 
 
 def register(sub) -> None:
@@ -24,25 +24,25 @@ def register(sub) -> None:
     p.add_argument(
         "--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none"
     )
-    p.add_argument(
+    add_renamed(
+        p,
         "--attack-option",
         "--attack-set",
-        dest="attack_option",
         action="append",
         metavar="ATTACK.KEY=VALUE",
-        help="attack parameter, e.g. em.max_rounds=4 (repeatable)" + old_spelling("--attack-set"),
+        help="attack parameter, e.g. em.max_rounds=4 (repeatable)",
     )
     p.add_argument("--poison", action="append", metavar="FILE", help="bench a poison file of your own (repeatable)")
     p.add_argument(
         "--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)"
     )
-    p.add_argument(
+    add_renamed(
+        p,
         "--defense-option",
         "--defense-set",
-        dest="defense_option",
         action="append",
         metavar="DEFENSE.KEY=VALUE",
-        help="defense parameter, e.g. jpeg.quality=20 (repeatable)" + old_spelling("--defense-set"),
+        help="defense parameter, e.g. jpeg.quality=20 (repeatable)",
     )
     p.add_argument("--model", default=None, help="model (default: the preset's; uebench models lists them)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier")
@@ -92,11 +92,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     """'3' -> (0, 1, 2) (a count, as before); '0,3,7' or '5,' -> those seeds, in order, each once."""
     from ..options import check_seed
 
-    items = [x.strip() for x in str(text).split(",")]
-    try:
-        numbers = [int(x) for x in items if x]
-    except ValueError:
-        raise UserError(f"--seeds expects a count N or a comma list of seeds, got '{text}'") from None
+    numbers = parse_list(text, int, "--seeds")
     if not numbers:
         raise UserError(f"--seeds expects a count N or a comma list of seeds, got '{text}'")
     if "," not in str(text):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from . import add_common, old_spelling, parse_sets
+from . import add_common, add_renamed, parse_sets
 
 
 def register(sub) -> None:
@@ -16,13 +16,13 @@ def register(sub) -> None:
     p.add_argument("--attack", required=True, help="attack name (uebench attacks lists them)")
     p.add_argument("--preset", default="paper", help="paper (the original settings) or fast")
     p.add_argument("--subset", type=int, default=None, help="poison a seeded random subset of N images")
-    p.add_argument(
+    add_renamed(
+        p,
         "--attack-option",
         "--set",
-        dest="attack_option",
         action="append",
         metavar="KEY=VALUE",
-        help="attack parameter, e.g. eps=0.5 (repeatable)" + old_spelling("--set"),
+        help="attack parameter, e.g. eps=0.5 (repeatable)",
     )
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--out", required=True, help="poison file to write (.safetensors)")

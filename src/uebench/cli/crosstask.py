@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..errors import UserError
-from . import old_spelling, parse_nested_sets, parse_sets
+from . import add_renamed, parse_nested_sets, parse_sets
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -33,13 +33,13 @@ def register(sub) -> None:
     )
     p.add_argument("--attacks", default=None, help="comma-separated attack names or poison files (default: em,ops,ar)")
     p.add_argument("--attack-preset", default=None, help="paper | fast (default: the preset's, fast for quick)")
-    p.add_argument(
+    add_renamed(
+        p,
         "--attack-option",
         "--attack-set",
-        dest="attack_option",
         action="append",
         metavar="ATTACK.KEY=VALUE",
-        help="attack parameter, e.g. em.max_rounds=4 (repeatable)" + old_spelling("--attack-set"),
+        help="attack parameter, e.g. em.max_rounds=4 (repeatable)",
     )
     p.add_argument(
         "--multitask",
@@ -63,14 +63,14 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     p.add_argument("--recipe", default=None, help="training recipe (uebench train's recipes)")
     p.add_argument("--weight", action="append", metavar="TASK=W", help="multi-task loss weight (repeatable)")
-    p.add_argument(
+    add_renamed(
+        p,
         "--subset",
         "--train-subset",
-        dest="subset",
         type=int,
         default=None,
         metavar="N",
-        help="train on a seeded random subset of N training images" + old_spelling("--train-subset"),
+        help="train on a seeded random subset of N training images",
     )
     p.add_argument("--test-subset", type=int, default=None, help="test on a seeded random subset of N images")
     p.add_argument("--no-sal", action="store_true", help="skip the per-task SAL (and UD, similarity)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from . import old_spelling, parse_sets
+from . import add_renamed, parse_sets
 
 
 def register(sub) -> None:
@@ -25,13 +25,13 @@ def register(sub) -> None:
     p.add_argument("--attack", default="em", help="attack to craft (default em; `uebench attacks` lists them)")
     p.add_argument("--poison", default=None, metavar="FILE", help="use this poison file instead of crafting one")
     p.add_argument("--preset", default="fast", help="attack preset: fast (default here: CPU-sized) or paper")
-    p.add_argument(
+    add_renamed(
+        p,
         "--attack-option",
         "--set",
-        dest="attack_option",
         action="append",
         metavar="KEY=VALUE",
-        help="attack parameter, e.g. model=lenet5 (repeatable)" + old_spelling("--set"),
+        help="attack parameter, e.g. model=lenet5 (repeatable)",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from . import parse_list
 
 
 def register(sub) -> None:
@@ -38,32 +38,11 @@ def register(sub) -> None:
     )
 
 
-def _numbers(text: str, kind, option: str) -> list:
-    from ..errors import UserError
-
-    out = []
-    for item in (x.strip() for x in text.split(",")):
-        if not item:
-            continue
-        try:
-            value = json.loads(item)
-        except ValueError:
-            value = item
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(
-                f"{option} expects comma-separated {'numbers' if kind is float else 'whole numbers'}, got '{item}'"
-            )
-        out.append(value)
-    return out
-
-
 def sweep_cmd(args) -> int:
     from ..sweep import SWEEP_MD, run_sweep
 
-    eps = _numbers(args.eps, float, "--eps")
-    rounds = _numbers(args.rounds, int, "--rounds")
+    eps = parse_list(args.eps, float, "--eps")
+    rounds = parse_list(args.rounds, int, "--rounds")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     run_sweep(
         args.dir,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from . import add_common, old_spelling, parse_sets
+from . import add_common, add_renamed, parse_sets
 
 
 def register(sub) -> None:
@@ -17,36 +17,36 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
-    p.add_argument(
+    add_renamed(
+        p,
         "--subset",
         "--train-subset",
-        dest="subset",
         type=int,
         default=None,
         metavar="N",
-        help="train on a seeded random subset of N training images" + old_spelling("--train-subset"),
+        help="train on a seeded random subset of N training images",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 only with hardware bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
-    p.add_argument(
+    add_renamed(
+        p,
         "--data-option",
         "--set",
-        dest="data_option",
         action="append",
         metavar="KEY=VALUE",
-        help="dataset option, e.g. n_train=2000 (repeatable)" + old_spelling("--set"),
+        help="dataset option, e.g. n_train=2000 (repeatable)",
     )
     p.add_argument(
         "--defense", default=None, metavar="NAME", help="training-time defense (uebench defenses lists them)"
     )
-    p.add_argument(
+    add_renamed(
+        p,
         "--defense-option",
         "--defense-set",
-        dest="defense_option",
         action="append",
         metavar="[NAME.]KEY=VALUE",
-        help="defense parameter, e.g. jpeg.quality=20 or quality=20 (repeatable)" + old_spelling("--defense-set"),
+        help="defense parameter, e.g. jpeg.quality=20 or quality=20 (repeatable)",
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from uebench.data import ImageDataset, load
+from uebench.fit import epoch_generator
 from uebench.models import create_model
 from uebench.recipes import RECIPES
-from uebench.trainer import autocast_factory, epoch_generator, make_optimizer, resolve_precision, train_epoch
+from uebench.trainer import autocast_factory, classification_epoch, make_optimizer, resolve_precision
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -89,7 +90,7 @@ def main() -> None:
         ours = create_model("resnet18", width=width).to(memory_format=torch.channels_last)
         opt = make_optimizer(ours, recipe)
         autocast = autocast_factory(device, precision)
-        run = lambda d, e: train_epoch(ours, opt, d, recipe, epoch_generator(0, e), device, autocast, True)  # noqa: E731, B023
+        run = lambda d, e: classification_epoch(ours, opt, d, recipe, epoch_generator(0, e), device, autocast, True)  # noqa: E731, B023
         run(warm, 0)
         t_ref, t_ours = float("inf"), float("inf")
         for r in range(args.repeats):

@@ -12,9 +12,10 @@ import torch
 from uebench.cli import main as cli_main
 from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
+from uebench.fit import epoch_generator
 from uebench.poison import Poison, PoisonMeta
 from uebench.recipes import RECIPES
-from uebench.trainer import TrainConfig, epoch_generator, resolve_precision, train
+from uebench.trainer import TrainConfig, resolve_precision, train
 
 TINY = dict(
     model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128}

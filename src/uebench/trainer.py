@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .data import ImageDataset, load, seeded_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
+from .fit import fit, train_epoch
 from .lock import FolderLock
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
@@ -28,7 +29,7 @@ from .options import check_seed
 from .poison import Poison
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
-from .seeds import epoch_stream, generator, seeded
+from .seeds import seeded
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -161,15 +162,6 @@ def autocast_factory(device: torch.device, precision: str) -> Callable[[], conte
 
 
 # ---- the pieces of an epoch ---------------------------------------------------------------------------------
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The shuffling/augmentation stream of one epoch: a pure function of (seed, epoch), for exact resume."""
-    return generator(epoch_stream(seed, epoch))
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    return list(torch.randperm(n, generator=generator).split(batch_size))
-
-
 def prepare(images_u8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = to_float(images_u8.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -207,40 +199,48 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(y * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def train_epoch(
-    model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None
-) -> dict[str, float]:
-    """One pass over ds. A `defense` (uebench.defenses.Defense) may rewrite each augmented batch and its labels."""
-    model.train()
-    augment = AUGMENTATIONS[recipe.augment]
-    total_loss, correct, seen, mixed = 0.0, 0, 0, False
-    for idx in batches(len(ds), recipe.batch_size, generator):
-        x = prepare(ds.images[idx], device, channels_last)
-        y = ds.labels[idx].to(device)
-        if augment is not None:
-            x = augment(x, generator)
-        if defense is not None:
-            x, y = defense.batch(x, y, model=model, generator=generator, autocast=autocast)
-        if channels_last:
+class ClassificationStep:
+    """The loss step of a classifier (uebench.fit.LossStep): augment the batch, let a defense rewrite it and its
+    labels, cross-entropy against hard labels or label distributions; counts the correct predictions."""
+
+    hint = "lower --lr?"
+    min_batch = 1
+
+    def __init__(self, ds: ImageDataset, augment: str | None, device, autocast, channels_last: bool, defense=None):
+        self.ds, self.augment, self.device = ds, AUGMENTATIONS[augment], device
+        self.autocast, self.channels_last, self.defense = autocast, channels_last, defense
+        self.correct, self.mixed = 0, False
+
+    def __call__(self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        x = prepare(self.ds.images[idx], self.device, self.channels_last)
+        y = self.ds.labels[idx].to(self.device)
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        if self.defense is not None:
+            x, y = self.defense.batch(x, y, model=model, generator=generator, autocast=self.autocast)
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        with self.autocast():
             out = model(x)
             loss = soft_cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total_loss += float(loss.detach()) * len(y)
-        correct += int((out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
-        seen += len(y)
-        mixed = mixed or y.ndim == 2
-        if on_step is not None:
-            on_step()
-    if seen and not torch.isfinite(torch.tensor(total_loss)):
-        raise UserError("training diverged: the loss is NaN or infinite (lower --lr?)")
-    record = {"train_loss": total_loss / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1)}
-    if mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know
-        record["mixed_labels"] = True
-    return record
+        self.correct += int((out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
+        self.mixed = self.mixed or y.ndim == 2
+        return loss, len(y)
+
+    def epoch_record(self, seen: int) -> dict[str, Any]:
+        record: dict[str, Any] = {"train_acc": 100.0 * self.correct / max(seen, 1)}
+        if self.mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know
+            record["mixed_labels"] = True
+        self.correct, self.mixed = 0, False
+        return record
+
+
+def classification_epoch(
+    model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None
+) -> dict[str, float]:
+    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.fit.train_epoch."""
+    step = ClassificationStep(ds, recipe.augment, device, autocast, channels_last, defense)
+    return train_epoch(model, opt, step, len(ds), recipe.batch_size, generator, on_step)
 
 
 # ---- data and model -------------------------------------------------------------------------------------
@@ -367,44 +367,16 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         return RunResult(config, state["history"], run.summary(), model, run.path)
     model = place_model(model, config, device)
     opt = make_optimizer(model, recipe)
-    history: list[dict[str, Any]] = []
     if run is not None:
         run.start(
             manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
         )
-        state = run.load_checkpoint()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            history = state["history"]
     all_probes: list[Probe] = [TestAccuracy(), *probes]
 
-    steps_per_epoch = -(-len(train_set) // recipe.batch_size)
-    bar = _progress(progress, recipe.epochs * steps_per_epoch, len(history) * steps_per_epoch, config)
-    last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
-    for epoch in range(len(history), last):
-        start = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = recipe.lr_at(epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
-        record.update(
-            train_epoch(
-                model,
-                opt,
-                train_set,
-                recipe,
-                epoch_generator(config.seed, epoch),
-                device,
-                autocast,
-                channels_last,
-                bar.update if bar else None,
-                defense,
-            )
-        )
-        record["train_seconds"] = time.perf_counter() - start
+    def after_epoch(epoch: int, record: dict[str, Any]) -> None:
         model.eval()
         ctx = EpochContext(
-            epoch + 1,
+            epoch,
             model,
             train_set,
             test_set,
@@ -420,13 +392,22 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
             t0 = time.perf_counter()
             record.update(probe(ctx))
             record[f"{probe.name}_seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if bar:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}", test=f"{record['test_acc']:.1f}%")
-        if run is not None:
-            run.save_epoch(model, opt, history)
-    if bar:
-        bar.close()
+
+    history = fit(
+        model,
+        opt,
+        ClassificationStep(train_set, recipe.augment, device, autocast, channels_last, defense),
+        len(train_set),
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr_at=recipe.lr_at,
+        seed=config.seed,
+        run=run,
+        after_epoch=after_epoch,
+        stop_after=stop_after,
+        desc=f"train {config.model} on {config.dataset}" if progress else None,
+        postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}", "test": f"{r['test_acc']:.1f}%"},
+    )
 
     summary = summarize(history, recipe.epochs, precision, str(device))
     if run is not None and len(history) == recipe.epochs:
@@ -452,13 +433,3 @@ def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device
         "precision": precision,
         "device": device,
     }
-
-
-def _progress(enabled: bool, total: int, initial: int, config: TrainConfig):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, initial=initial, desc=f"train {config.model} on {config.dataset}", unit="step", dynamic_ncols=True
-    )

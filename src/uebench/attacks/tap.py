@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..recipes import Recipe
-from ..trainer import make_optimizer, train_epoch
+from ..trainer import classification_epoch, make_optimizer
 from . import _crafting as C
 from .base import Perturbation, register_attack
 
@@ -156,7 +156,7 @@ class TAP(C.ModelAttack):
         bar = C.progress_bar(progress, e, "tap: clean model", "epoch")
         for epoch in range(e):
             C.set_lr(opt, recipe.lr_at(epoch))
-            stats = train_epoch(
+            stats = classification_epoch(
                 model, opt, ds, recipe, C.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
             )
             compute.fb(len(ds))

@@ -1,7 +1,7 @@
 """Training and evaluating single- and multi-task models on (possibly poisoned) images with clean targets.
 
-Read it top to bottom, like uebench.trainer: tensor-resident data, one seeded generator per epoch (shuffle,
-joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted one would see.
+The epochs run through uebench.fit, the loop the victim trainer uses: tensor-resident data, one seeded generator per
+epoch (shuffle, joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted one would see.
 A multi-task step sums the tasks' weighted losses; tasks that see another input (denoising: the image plus
 noise) get their own forward pass through the shared encoder.
 """
@@ -17,11 +17,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..fit import fit as fit_epochs
 from ..metrics import FastSALConfig, ProbeData, model_sal
 from ..models import HeadSpec, MultiTaskNet
 from ..recipes import Recipe
 from ..seeds import seeded
-from ..trainer import autocast_factory, batches, epoch_generator, make_optimizer, prepare
+from ..trainer import autocast_factory, make_optimizer, prepare
 from .augment import crop_flip_joint
 from .task import Task
 from .tasks import eval_noise, noisy
@@ -132,49 +133,39 @@ def multitask_loss(
     return total, parts, outs
 
 
-def train_epoch(
-    net,
-    opt,
-    data: TaskData,
-    tasks: Sequence[Task],
-    settings: Settings,
-    recipe: Recipe,
-    generator: torch.Generator,
-    device: torch.device,
-    autocast,
-    on_step=None,
-) -> dict[str, Any]:
-    net.train()
-    pads = {t.name: t.pad for t in tasks}
-    sums = {t.name: 0.0 for t in tasks}
-    total_sum, seen = 0.0, 0
-    for idx in batches(len(data), recipe.batch_size, generator):
-        if len(idx) < 2:  # BatchNorm cannot train on one image
-            continue
-        x = prepare(data.images[idx], device, channels_last=False)
-        targets = {t.name: data.targets[t.name][idx].to(device) for t in tasks}
-        if settings.augment:
-            x, targets = crop_flip_joint(x, targets, pads, generator)
+class MultiTaskStep:
+    """The loss step of the shared-encoder models (uebench.fit.LossStep): joint crop + flip of the images and their
+    dense targets, each input group's forward pass, the weighted sum of the task losses; keeps each task's loss."""
+
+    hint = "lower the lr or a task weight"
+    min_batch = 2  # BatchNorm cannot train on one image
+
+    def __init__(self, data: TaskData, tasks: Sequence[Task], settings: Settings, device: torch.device, autocast):
+        self.data, self.tasks, self.settings, self.device, self.autocast = data, tasks, settings, device, autocast
+        self.pads = {t.name: t.pad for t in tasks}
+        self.sums = {t.name: 0.0 for t in tasks}
+
+    def __call__(self, net, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        x = prepare(self.data.images[idx], self.device, channels_last=False)
+        targets = {t.name: self.data.targets[t.name][idx].to(self.device) for t in self.tasks}
+        if self.settings.augment:
+            x, targets = crop_flip_joint(x, targets, self.pads, generator)
         x = x.contiguous(memory_format=torch.channels_last)
 
         def noise_fn(inp, sigma):
-            return noisy(inp, sigma, torch.randn(inp.shape, generator=generator).to(device))
+            return noisy(inp, sigma, torch.randn(inp.shape, generator=generator).to(self.device))
 
-        with autocast():
-            loss, parts, _ = multitask_loss(net, x, targets, tasks, settings.weights, noise_fn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if not torch.isfinite(loss):
-            raise UserError("training diverged: the multi-task loss is NaN or infinite (lower the lr or a task weight)")
-        total_sum += float(loss.detach()) * len(idx)
+        with self.autocast():
+            loss, parts, _ = multitask_loss(net, x, targets, self.tasks, self.settings.weights, noise_fn)
         for k, v in parts.items():
-            sums[k] += v * len(idx)
-        seen += len(idx)
-        if on_step:
-            on_step()
-    n = max(seen, 1)
-    return {"train_loss": total_sum / n, "train_task_loss": {k: v / n for k, v in sums.items()}}
+            self.sums[k] += v * len(idx)
+        return loss, len(idx)
+
+    def epoch_record(self, seen: int) -> dict[str, Any]:
+        n = max(seen, 1)
+        record = {"train_task_loss": {k: v / n for k, v in self.sums.items()}}
+        self.sums = {t.name: 0.0 for t in self.tasks}
+        return record
 
 
 @torch.no_grad()
@@ -278,56 +269,29 @@ def fit(
     device = torch.device(settings.device)
     autocast = autocast_factory(device, settings.precision)
     net = net.to(device).to(memory_format=torch.channels_last)
-    opt = make_optimizer(net, recipe)
-    history: list[dict[str, Any]] = []
-    if run is not None:
-        state = run.load_checkpoint()
-        if state is not None:
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            history = state["history"]
-    steps = -(-len(train) // recipe.batch_size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=recipe.epochs * steps, initial=len(history) * steps, desc=desc, unit="step", dynamic_ncols=True
-        )
-    last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
-    for epoch in range(len(history), last):
-        start = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = recipe.lr_at(epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": recipe.lr_at(epoch)}
-        record.update(
-            train_epoch(
-                net,
-                opt,
-                train,
-                tasks,
-                settings,
-                recipe,
-                epoch_generator(settings.seed, epoch),
-                device,
-                autocast,
-                bar.update if bar else None,
-            )
-        )
-        record["train_seconds"] = time.perf_counter() - start
+    def after_epoch(epoch: int, record: dict[str, Any]) -> None:
         record["test"] = evaluate(net, test, tasks, device, settings.eval_batch)
-        if settings.sal and sal_due(epoch + 1, recipe.epochs, settings.sal_every):
+        if settings.sal and sal_due(epoch, recipe.epochs, settings.sal_every):
             t0 = time.perf_counter()
             record["task_sal"] = {t.name: task_sal(net, t, train, settings, device) for t in tasks}
             record["sal_seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if bar:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}")
-        if run is not None:
-            run.save_epoch(net, opt, history)
-    if bar:
-        bar.close()
-    return history
+
+    return fit_epochs(
+        net,
+        make_optimizer(net, recipe),
+        MultiTaskStep(train, tasks, settings, device, autocast),
+        len(train),
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr_at=recipe.lr_at,
+        seed=settings.seed,
+        run=run,
+        after_epoch=after_epoch,
+        stop_after=stop_after,
+        desc=desc if progress else None,
+        postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}"},
+    )
 
 
 def sal_due(epoch: int, epochs: int, every: int) -> bool:

@@ -15,6 +15,7 @@ prefix. Readers memory-map the chunks: whole-trajectory work goes chunk by chunk
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass
@@ -24,12 +25,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..fit import fit
 from ..io import atomic_write_bytes, atomic_write_json
-from ..trainer import batches, epoch_generator, prepare
+from ..trainer import ClassificationStep
 
 INDEX = "index.json"
 FORMAT = "uebench-trajectory-v1"
@@ -288,7 +289,7 @@ def train_recorded(
 ) -> dict[str, Any]:
     """Train `model` on ds with plain SGD, appending its flattened weights to `writer` at `recorded_steps`.
 
-    Batches come from the trainer's epoch stream (`epoch_generator(order_seed, epoch)`), so two runs with the same
+    Batches come from the trainer's epoch stream (`uebench.fit.epoch_generator(order_seed, epoch)`), so two runs with the same
     order seed see the same image positions in the same order: a clean and a poisoned run differ only in pixels.
     `progress` is an optional callable called once per optimizer step.
     """
@@ -298,26 +299,30 @@ def train_recorded(
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     total = sgd.epochs * sgd.steps_per_epoch(len(ds))
-    step = 0
     writer.append(0, flat_weights(model), None)
     losses: list[float] = []
-    for epoch in range(sgd.epochs):
-        for idx in batches(len(ds), sgd.batch_size, epoch_generator(order_seed, epoch)):
-            x = prepare(ds.images[idx], device, channels_last=False)
-            y = ds.labels[idx].to(device)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise UserError(f"training diverged at step {step}: the loss is {value} (lower --lr?)")
-            losses.append(value)
-            if step % record_every == 0 or step == total:
-                writer.append(step, flat_weights(model), value)
-            if progress is not None:
-                progress()
+
+    def keep(value: float) -> None:  # the recorder: a row every `record_every` optimizer steps, and the last one
+        losses.append(value)
+        step = len(losses)
+        if step % record_every == 0 or step == total:
+            writer.append(step, flat_weights(model), value)
+        if progress is not None:
+            progress()
+
+    # plain SGD on un-augmented fp32 batches, through the trainer's loop (the same epoch streams)
+    plain = ClassificationStep(ds, "none", device, contextlib.nullcontext, channels_last=False)
+    fit(
+        model,
+        opt,
+        plain,
+        len(ds),
+        epochs=sgd.epochs,
+        batch_size=sgd.batch_size,
+        lr_at=lambda _e: sgd.lr,
+        seed=order_seed,
+        on_step=keep,
+    )
     model.eval()
     writer.close(total_steps=total, record_every=record_every)
     return {"total_steps": total, "recorded": len(writer.steps), "final_batch_loss": losses[-1] if losses else None}

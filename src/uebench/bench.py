@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,10 +44,11 @@ from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     read_bench,
 )
 from .errors import UserError, unknown_name
-from .io import atomic_write_json, read_json, remove_stale_temps
-from .lock import FolderLock, is_scratch
+from .io import remove_stale_temps
+from .lock import is_scratch
 from .metrics.shortcut import shortcut_probes
 from .records import safe_label
+from .workspace import Workspace
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
 
@@ -359,51 +359,28 @@ def make_plan(config: BenchConfig) -> Plan:
 
 
 # ---- the bench folder -------------------------------------------------------------------------------------------
-def open_bench(out: Path, config: BenchConfig, plan: Plan, overwrite: bool) -> None:
+def open_bench(ws: Workspace, config: BenchConfig, plan: Plan, overwrite: bool) -> None:
     """Refuse a folder holding another bench (or other files) unless overwrite; then record this bench."""
-    path = out / BENCH_FILE
-    if path.exists():
-        try:
-            saved = read_json(path)
-            old = saved["identity"]
-        except (OSError, ValueError, KeyError, TypeError, UserError):
-            if not overwrite:
-                raise UserError(f"{path} is unreadable; pass --overwrite to start a new bench in {out}") from None
-            old = None
-        new = config.identity()
-        if old is not None and old != new:
-            if not overwrite:
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise UserError(
-                    f"{out} holds a bench of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite"
-                )
-            clear_bench(out)
-    elif out.exists() and any(not is_scratch(f) for f in out.iterdir()) and not overwrite:
-        raise UserError(f"{out} is not empty and holds no bench; use another --out or --overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
-    atomic_write_json(
-        path,
-        {
-            "schema": SCHEMA,
-            "identity": config.identity(),
-            "config": config.to_dict(),
-            "plan": plan.to_dict(),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
+    record = {
+        "schema": SCHEMA,
+        "identity": config.identity(),
+        "config": config.to_dict(),
+        "plan": plan.to_dict(),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    ws.open(config.identity(), record, overwrite=overwrite, owned=lambda: bench_files(ws.root), identity_of=_identity)
+    remove_stale_temps(ws.path(POISONS_DIR))
 
 
-def clear_bench(out: Path) -> None:
-    """Remove what a bench wrote (poisons, runs, report); other files in the folder are left alone."""
+def _identity(saved: dict[str, Any]) -> Any:
+    return saved["identity"]
+
+
+def bench_files(out: Path) -> list[str]:
+    """What a bench writes (poisons, runs, report): all a new bench in its folder deletes."""
     from .report.bench_report import REPORT_FILES, written_figures
 
-    for d in (POISONS_DIR, RUNS_DIR):
-        shutil.rmtree(out / d, ignore_errors=True)
-    for name in (*written_figures(out), BENCH_FILE, SAMPLES_FILE, *REPORT_FILES):  # the index is read before it goes
-        (out / name).unlink(missing_ok=True)
+    return [POISONS_DIR, RUNS_DIR, *written_figures(out), BENCH_FILE, SAMPLES_FILE, *REPORT_FILES]
 
 
 # ---- running it -------------------------------------------------------------------------------------------------
@@ -468,13 +445,14 @@ def run_bench(
             from .poison import Poison
 
             Poison.load(p.source).check(data.train)
-    with FolderLock(out):  # one bench process per folder: bench.json, samples and the report are shared files
-        return _run_locked(config, out, plan, data, overwrite, progress, log, max_epochs, report)
+    ws = Workspace(out, BENCH_FILE, "bench")
+    with ws.locked():
+        return _run_locked(config, ws, plan, data, overwrite, progress, log, max_epochs, report)
 
 
 def _run_locked(
     config: BenchConfig,
-    out: Path,
+    ws: Workspace,
     plan: Plan,
     data: "_Data",
     overwrite: bool,
@@ -483,8 +461,8 @@ def _run_locked(
     max_epochs: int | None,
     report: bool,
 ) -> BenchResult:
-    open_bench(out, config, plan, overwrite)
-    remove_stale_temps(out / POISONS_DIR)
+    open_bench(ws, config, plan, overwrite)
+    out = ws.root
     say = log or (lambda _m: None)
     result = BenchResult(out, complete=False)
     _write_samples(out, data)
@@ -502,7 +480,7 @@ def _run_locked(
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
         if run.poison is not None:
-            _ensure_poison(out, by_file[run.poison], data, config, progress, say, result)
+            _ensure_poison(ws, by_file[run.poison], data, config, progress, say, result)
         done = _epochs_done(folder)
         say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
         done_after = _train_one(out, run, data, config, progress, None if budget is None else done + budget)
@@ -533,35 +511,30 @@ def _epochs_done(folder: Path) -> int:
 
 
 def _ensure_poison(
-    out: Path, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult
+    ws: Workspace, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult
 ) -> None:
-    from .poison import Poison
-
-    path = out / spec.file
-    if path.exists():
+    if ws.path(spec.file).exists():
         return
-    if spec.attack is None:  # a user file: check it belongs to this dataset, then keep a copy beside the runs
-        Poison.load(spec.source).check(data.train)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from .io import atomic_write_bytes
-
-        atomic_write_bytes(path, Path(spec.source).read_bytes())
+    if spec.attack is None:  # a user file (checked against this dataset in run_bench): a copy beside the runs
+        ws.copy_in(spec.file, spec.source)
         result.crafted.append(spec.file)
         say(f"poison {spec.label}: copied from {spec.source}")
         return
     from .attacks import craft
 
     say(f"crafting {spec.label} (preset {config.attack_preset}, seed {spec.seed}) -> {spec.file}")
-    poison = craft(
-        spec.attack,
-        data.crafting_set(),
-        preset=config.attack_preset,
-        seed=spec.seed,
-        subset=config.subset,
-        progress=progress,
-        **config.attack_params.get(spec.attack, {}),
+    poison, _ = ws.poison(
+        spec.file,
+        lambda: craft(
+            spec.attack,
+            data.crafting_set(),
+            preset=config.attack_preset,
+            seed=spec.seed,
+            subset=config.subset,
+            progress=progress,
+            **config.attack_params.get(spec.attack, {}),
+        ),
     )
-    poison.save(path)  # atomic: a killed craft leaves no file and is redone
     result.crafted.append(spec.file)
     say(
         f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)"

@@ -351,14 +351,6 @@ def to_cpu(delta: torch.Tensor) -> torch.Tensor:
     return delta.detach().float().cpu().contiguous()
 
 
-def progress_bar(enabled: bool, total: int | None, desc: str, unit: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-
-
 def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 

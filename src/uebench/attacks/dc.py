@@ -78,6 +78,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes
 from ..models import MODELS, create_model
 from ..models.registry import scaled
+from ..progress import progress_bar
 from ..seeds import crafting_stream, generator, seeded
 from ..trainer import prepare, resolve_device
 from .base import Attack, Perturbation, register_attack
@@ -448,7 +449,7 @@ class DC(Attack):
         gen_opt = torch.optim.Adam(learner.parameters(), lr=c.gen_lr)
         shuffle = generator(crafting_stream(seed, 3))
         steps_per_epoch = -(-len(x) // c.batch_size)
-        bar = _progress(progress, c.trials * c.cls_epochs * steps_per_epoch)
+        bar = progress_bar(progress, c.trials * c.cls_epochs * steps_per_epoch, "dc (generator)")
         objective, victim_loss = [], []
         for t in range(c.trials):
             frozen.load_state_dict(learner.state_dict())
@@ -485,11 +486,3 @@ class DC(Attack):
 
 def _to(module: nn.Module, device: torch.device) -> nn.Module:
     return module.to(device).to(memory_format=torch.channels_last)
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="dc (generator)", unit="step", dynamic_ncols=True)

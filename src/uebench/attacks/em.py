@@ -50,6 +50,7 @@ import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..progress import progress_bar
 from . import _crafting as C
 from .base import Perturbation, register_attack
 
@@ -131,7 +132,7 @@ class EM(C.ModelAttack):
         noise = torch.zeros((ds.num_classes, *x.shape[1:]) if classwise else x.shape, device=device)
         noise = C.channels_last(noise)
 
-        bar = C.progress_bar(progress, c.max_rounds, f"em ({c.mode})", "round")
+        bar = progress_bar(progress, c.max_rounds, f"em ({c.mode})", unit="round")
         history: list[float] = []
         stopped = "max_rounds"
         for _ in range(c.max_rounds):

@@ -45,6 +45,7 @@ import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..progress import progress_bar
 from . import _crafting as C
 from .base import Perturbation, register_attack
 
@@ -128,7 +129,7 @@ class REM(C.ModelAttack):
         compute = C.Compute(len(x))
 
         final_batches = C.chunks(len(x), c.pgd_batch, device)
-        bar = C.progress_bar(progress, c.train_steps + len(final_batches), "rem", "batch")
+        bar = progress_bar(progress, c.train_steps + len(final_batches), "rem", unit="batch")
         robust_acc = []
         for it in range(c.train_steps):
             C.set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))

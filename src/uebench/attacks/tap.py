@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..progress import progress_bar
 from ..recipes import Recipe
 from ..trainer import classification_epoch, make_optimizer
 from . import _crafting as C
@@ -107,7 +108,7 @@ class TAP(C.ModelAttack):
         best = torch.empty_like(x)
         best_loss = torch.full((len(x),), float("inf"), device=device)
         restart_losses: list[float] = []
-        bar = C.progress_bar(progress, c.restarts * c.iterations, "tap", "pass")
+        bar = progress_bar(progress, c.restarts * c.iterations, "tap", unit="pass")
         model = C.eval_copy(model)  # fixed from here on: frozen, BatchNorm folded
         for _ in range(c.restarts):
             delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
@@ -153,7 +154,7 @@ class TAP(C.ModelAttack):
             milestones=(int(e // 2.667), int(e // 1.6), int(e // 1.142)),
         )
         opt = make_optimizer(model, recipe)
-        bar = C.progress_bar(progress, e, "tap: clean model", "epoch")
+        bar = progress_bar(progress, e, "tap: clean model", unit="epoch")
         for epoch in range(e):
             C.set_lr(opt, recipe.lr_at(epoch))
             stats = classification_epoch(

@@ -23,6 +23,7 @@ same folder is refused.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +36,7 @@ from ..attacks import ATTACKS, PRESETS
 from ..data import load, seeded_subset
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text, read_json
-from ..lock import FolderLock, is_scratch
+from ..io import atomic_write_json, atomic_write_text
 from ..metrics import learnable_count, learnable_threshold, ud_if_defined
 from ..metrics.fast_sal import FastSALConfig
 from ..poison import Poison
@@ -44,6 +44,7 @@ from ..recipes import RECIPES
 from ..records import RunFolder, safe_label
 from ..registry import Registry
 from ..trainer import check_run_numbers, resolve_device, resolve_precision
+from ..workspace import Workspace
 from . import attack as A
 from .task import Task, check_derive, get_tasks
 from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
@@ -230,10 +231,15 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
 
 # ---- poisons ----------------------------------------------------------------------------------------------
 def make_poisons(
-    config: CrossTaskConfig, tasks: list[Task], splits: Splits, out: Path, progress: bool, log: Callable[[str], None]
+    config: CrossTaskConfig,
+    tasks: list[Task],
+    splits: Splits,
+    ws: Workspace,
+    progress: bool,
+    log: Callable[[str], None],
 ) -> dict[str, Poison]:
-    """label -> Poison; each written to out/poisons/<label>.safetensors once and reused on reruns."""
-    folder = out / "poisons"
+    """label -> Poison; each crafted one kept as poisons/<label>.safetensors (the identity pins what made it) and
+    reused on reruns."""
     poisons: dict[str, Poison] = {}
     jobs: list[tuple[str, Callable[[], Poison], bool]] = []  # (label, make, save: crafted here, not a user's file)
     for entry in config.attacks:
@@ -279,15 +285,18 @@ def make_poisons(
                 )
             )
     for label, make, save in jobs:
-        path = folder / f"{label}.safetensors"
-        if save and path.exists():
-            poisons[label] = Poison.load(path)
-            poisons[label].check(splits.full)
+        if not save:
+            log(f"loading {label}")
+            poisons[label] = make()
             continue
-        log(f"crafting {label}")
-        poisons[label] = make()
-        if save:
-            poisons[label].save(path)
+
+        def announced(label=label, make=make) -> Poison:
+            log(f"crafting {label}")
+            return make()
+
+        poisons[label], made = ws.poison(f"poisons/{label}.safetensors", announced)
+        if not made:
+            poisons[label].check(splits.full)
     return poisons
 
 
@@ -512,34 +521,7 @@ def csv_table(results: dict[str, Any]) -> str:
 
 
 # ---- the experiment ---------------------------------------------------------------------------------------
-def prepare_out(out: Path, config: CrossTaskConfig, overwrite: bool) -> None:
-    saved_path = out / "experiment.json"
-    mine = read_json_normalised(config.to_dict())
-    if not saved_path.exists() and out.is_dir() and any(not is_scratch(f) for f in out.iterdir()) and not overwrite:
-        raise UserError(f"{out} is not empty and holds no crosstask experiment; use another --out or --overwrite")
-    if saved_path.exists():
-        saved = read_json(saved_path)
-        if saved != mine and not overwrite:
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-            raise UserError(
-                f"{out} holds a crosstask experiment of another configuration (differs in: {', '.join(diff)}); "
-                "use another --out or --overwrite"
-            )
-        if saved != mine:
-            import shutil
-
-            for sub in ("runs", "poisons", "figures"):
-                shutil.rmtree(out / sub, ignore_errors=True)
-    try:
-        atomic_write_json(saved_path, mine)
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {out}: {e.strerror or e}") from None
-
-
-def read_json_normalised(d: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    return json.loads(json.dumps(d, default=str))
+OWNED = ("runs", "poisons", "figures")  # what a new experiment in the folder deletes (the report is rewritten)
 
 
 def run_experiment(
@@ -552,23 +534,25 @@ def run_experiment(
     figures: bool = True,
 ) -> dict[str, Any]:
     tasks = validate(config)
-    out = Path(out)
-    with FolderLock(out):  # one process per experiment folder
-        return _run_locked(config, tasks, out, progress, overwrite, log, figures)
+    ws = Workspace(out, "experiment.json", "crosstask experiment")
+    with ws.locked():
+        return _run_locked(config, tasks, ws, progress, overwrite, log, figures)
 
 
 def _run_locked(
     config: CrossTaskConfig,
     tasks: list[Task],
-    out: Path,
+    ws: Workspace,
     progress: bool,
     overwrite: bool,
     log: Callable[[str], None],
     figures: bool,
 ) -> dict[str, Any]:
-    prepare_out(out, config, overwrite)
+    record = json.loads(json.dumps(config.to_dict(), default=str))  # the identity is the whole configuration
+    ws.open(record, record, overwrite=overwrite, owned=lambda: OWNED)
+    out = ws.root
     splits = load_splits(config, tasks)
-    poisons = make_poisons(config, tasks, splits, out, progress, log)
+    poisons = make_poisons(config, tasks, splits, ws, progress, log)
     settings = settings_for(config)
     histories: dict[str, dict[str, list]] = {}
     versions: list[tuple[str, TaskData, dict | None]] = [("clean", splits.train_data, None)]

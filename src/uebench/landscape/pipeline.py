@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,14 @@ import torch
 
 from ..data import ImageDataset, load, seeded_subset
 from ..errors import UserError, unknown_name
-from ..io import atomic_write_json, read_json
-from ..lock import FolderLock, is_scratch
+from ..io import atomic_write_json
 from ..models import create_model
 from ..options import check_seed
 from ..poison import Poison
+from ..progress import progress_bar
 from ..seeds import generator, offset_stream, seeded
 from ..trainer import evaluate, resolve_device
+from ..workspace import Workspace
 from . import analysis as A
 from .trajectory import (
     SGDSettings,
@@ -48,6 +48,7 @@ from .trajectory import (
 MODELS = ("linear", "lenet5")
 DATASETS = ("mnist", "scenes")
 RUNS = ("clean", "poisoned", "control")
+POISON_FILE = "poison.safetensors"  # crafted here (a --poison file is read where it is)
 TRAINING_KEYS = (
     "dataset",
     "data_dir",
@@ -185,28 +186,32 @@ def load_data(cfg: LandscapeConfig) -> tuple[ImageDataset, ImageDataset]:
     return to_grey(load("scenes", split="train", **opts)), to_grey(load("scenes", split="test", **opts))
 
 
-def make_poison(cfg: LandscapeConfig, full: ImageDataset, out: Path, progress: bool) -> tuple[Poison, str]:
-    """The poison: loaded from cfg.poison, reused from out/poison.safetensors, or crafted (and saved there)."""
+def make_poison(cfg: LandscapeConfig, full: ImageDataset, ws: Workspace, progress: bool) -> tuple[Poison, str]:
+    """The poison: loaded from cfg.poison, reused from poison.safetensors in the folder, or crafted (and kept there)."""
     if cfg.poison:
         return Poison.load(cfg.poison), f"file {cfg.poison}"
-    cached = out / "poison.safetensors"
     subset = cfg.n_train if cfg.n_train is not None and cfg.n_train < len(full) else None
-    if cached.is_file():
-        p = Poison.load(cached)
-        if (
+
+    def same(p: Poison) -> bool:  # the analysis options may change between reruns; the poison's makers may not
+        return (
             p.meta.attack == cfg.attack
             and p.meta.seed == cfg.seed
             and p.meta.params.get("preset") == cfg.preset
             and len(p) == (subset or len(full))
-        ):
-            return p, f"crafted earlier ({cached})"
+        )
+
     from ..attacks import craft
 
-    poison = craft(
-        cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params
+    poison, made = ws.poison(
+        POISON_FILE,
+        lambda: craft(
+            cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params
+        ),
+        reuse=same,
     )
-    poison.save(cached)
-    return poison, f"crafted here ({cfg.attack}, preset {cfg.preset})"
+    if made:
+        return poison, f"crafted here ({cfg.attack}, preset {cfg.preset})"
+    return poison, f"crafted earlier ({ws.path(POISON_FILE)})"
 
 
 def training_sets(cfg: LandscapeConfig, full: ImageDataset, poison: Poison) -> tuple[ImageDataset, ImageDataset]:
@@ -230,37 +235,15 @@ def eval_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
 
 
 # ---- the experiment -----------------------------------------------------------------------------------------
-def _prepare_out(out: Path, cfg: LandscapeConfig, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    config_path = out / "config.json"
-    if out.is_dir() and overwrite:
-        for name in ("traj",):
-            shutil.rmtree(out / name, ignore_errors=True)
-        (out / "poison.safetensors").unlink(missing_ok=True)
-    elif config_path.is_file():
-        try:
-            old = read_json(config_path)
-        except (OSError, UserError):
-            old = None
-        old_key = (old or {}).get("training")
-        if old_key != json.loads(json.dumps(cfg.training_key())):
-            diff = sorted(k for k in TRAINING_KEYS if (old_key or {}).get(k) != cfg.training_key().get(k))
-            raise UserError(
-                f"{out} holds a landscape run with other training settings ({', '.join(diff) or 'unreadable config'}); use another --out or pass --overwrite"
-            )
-    elif out.is_dir() and any(not is_scratch(f) for f in out.iterdir()):
-        raise UserError(f"{out} is not empty and holds no landscape run; use another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config_path, {"training": cfg.training_key(), "analysis": cfg.to_dict()})
-
-
-def _bar(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+def _open(ws: Workspace, cfg: LandscapeConfig, overwrite: bool) -> None:
+    """The training settings are the folder's identity: the analysis (planes, grids, tolerances) may change freely."""
+    ws.open(
+        cfg.training_key(),
+        {"training": cfg.training_key(), "analysis": cfg.to_dict()},
+        overwrite=overwrite,
+        owned=lambda: ("traj", POISON_FILE),
+        identity_of=lambda saved: saved["training"],
+    )
 
 
 def run_landscape(
@@ -269,12 +252,11 @@ def run_landscape(
     """Do the whole experiment; returns the summary also written to out/landscape.json."""
     t_start = time.perf_counter()
     cfg.validate()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
+    ws = Workspace(out, "config.json", "landscape run")
+    ws.check_folder()
     full, test = load_data(cfg)
-    with FolderLock(out):  # one process per landscape folder
-        return _run_locked(cfg, out, full, test, progress, overwrite, log, t_start)
+    with ws.locked():
+        return _run_locked(cfg, ws, full, test, progress, overwrite, log, t_start)
 
 
 def _train_run(name, ds, order_seed, folder: Path, model, key, sgd, every, total_steps, device, progress):
@@ -296,7 +278,7 @@ def _train_run(name, ds, order_seed, folder: Path, model, key, sgd, every, total
         }
         return reuse, info
     writer = TrajectoryWriter(folder, layout(model), meta={"run": name, "training": key, "order_seed": order_seed})
-    bar = _bar(progress, total_steps, f"train {name}")
+    bar = progress_bar(progress, total_steps, f"train {name}", leave=False)
     t0 = time.perf_counter()
     info = train_recorded(
         model,
@@ -339,7 +321,7 @@ def _plane(kind, cfg, start, ends, trajs, evaluators, progress) -> tuple[dict[st
         proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
         clean_end = (ends["clean"] - center) @ dirs.T
         alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
-        bar = _bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})")
+        bar = progress_bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})", leave=False)
         grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
         if bar:
             bar.close()
@@ -397,7 +379,7 @@ def split_stats(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _run_locked(
     cfg: LandscapeConfig,
-    out: Path,
+    ws: Workspace,
     full: ImageDataset,
     test: ImageDataset,
     progress: bool,
@@ -405,9 +387,10 @@ def _run_locked(
     log,
     t_start: float,
 ) -> dict[str, Any]:
-    _prepare_out(out, cfg, overwrite)
+    _open(ws, cfg, overwrite)
+    out = ws.root
     device = resolve_device(cfg.device)
-    poison, poison_source = make_poison(cfg, full, out, progress)
+    poison, poison_source = make_poison(cfg, full, ws, progress)
     clean_set, poison_set = training_sets(cfg, full, poison)
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = seeded_subset(test, cfg.test_size, seed=cfg.seed)

@@ -116,6 +116,27 @@ def test_keys_change_with_what_makes_the_artifact():
     assert make_plan(TINY).runs == a.runs  # stable
 
 
+def test_the_subset_has_its_own_seed_so_training_seeds_vary_the_noise_only():
+    from uebench.bench import _Data
+
+    config = replace(TINY, subset=48, seeds=(0, 1), attacks=("ops",))
+    data = _Data(config)
+    # seeds 0 and 1 train on the same images; another subset seed draws others
+    assert data.train_set(None, 0).indices.tolist() == data.train_set(None, 1).indices.tolist()
+    other = _Data(replace(config, subset_seed=5)).train_set(None, 0).indices.tolist()
+    assert other != data.train_set(None, 0).indices.tolist()
+    plan = make_plan(config)
+    by_seed = {r.seed: r for r in plan.runs if r.attack == "ops"}
+    # a seed-0 run is keyed as before the subset had its own seed; seed 1 names the subset seed it now trains on
+    assert "subset_seed" not in by_seed[0].train and by_seed[1].train["subset_seed"] == 0
+    assert "subset_seed" not in config.identity() and replace(config, subset_seed=5).identity()["subset_seed"] == 5
+    # the poison of seed 1 covers the images seed 1 trains on
+    from uebench.attacks import craft
+
+    poison = craft("ops", data.train, preset="fast", seed=1, subset=48, subset_seed=0, progress=False)
+    assert sorted(poison.indices.tolist()) == sorted(data.train_set(None, 1).indices.tolist())
+
+
 # ---- end to end ---------------------------------------------------------------------------------------------------
 def test_end_to_end_records_table_and_figures_agree(tiny_bench):
     out, result = tiny_bench
@@ -325,6 +346,8 @@ def test_user_poisons_of_one_attack_are_labelled_by_their_file_names(tmp_path):
         (["--attack-set", "em.nope=1"], "has no parameter nope"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         ([], "--out DIR is required"),
+        (["--subset-seed", "3"], "--subset-seed draws a --subset"),
+        (["--subset", "40", "--subset-seed", "-1"], "seed"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):

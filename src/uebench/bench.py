@@ -95,6 +95,8 @@ class BenchConfig:
     data_dir: str | None = None  # where the data is read from; not part of any key (moving the data changes nothing)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     subset: int | None = None  # poison and train on a seeded random subset of the training split
+    # which subset: its own seed, so that the training seeds vary the training noise and not the data
+    subset_seed: int = 0
     attacks: tuple[str, ...] = ALL_ATTACKS
     attack_preset: str = "fast"
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack, over the preset
@@ -126,6 +128,8 @@ class BenchConfig:
                 "dataset": self.dataset,
                 "dataset_options": self.dataset_options,
                 "subset": self.subset,
+                # listed only where it is not the default, so a folder written before it existed keeps its identity
+                **({"subset_seed": self.subset_seed} if self.subset_seed != 0 else {}),
                 "attack_preset": self.attack_preset,
                 "model": self.model,
                 "width": self.width,
@@ -228,7 +232,9 @@ def validate(config: BenchConfig) -> None:
     MODELS.get(config.model)
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise UserError(f"seeds must be distinct, got {list(config.seeds)}")
-    check_run_numbers(width=config.width, seeds=config.seeds, subset=config.subset)
+    check_run_numbers(width=config.width, seeds=(*config.seeds, config.subset_seed), subset=config.subset)
+    if config.subset_seed != 0 and config.subset is None:
+        raise UserError("--subset-seed draws a --subset; give --subset N too")
     resolve_precision(config.precision, resolve_device(config.device))
     config.resolved_recipe()  # a Recipe validates its epochs, batch size and lr
     if not config.attacks and not config.poisons:
@@ -278,11 +284,23 @@ def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
             "dataset": config.dataset,
             "dataset_options": config.dataset_options,
             "subset": config.subset,
+            **subset_seed_key(config, seed),
         }
     )
     return PoisonSpec(
         attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params)
     )
+
+
+def own_subset_seed(config: BenchConfig, seed: int) -> int | None:
+    """The subset seed as a run or a craft of this seed takes it: None where it equals the seed (the only case that
+    existed before the subset had its own seed; such runs and poisons keep their keys)."""
+    return None if config.subset is None or config.subset_seed == seed else config.subset_seed
+
+
+def subset_seed_key(config: BenchConfig, seed: int) -> dict[str, Any]:
+    own = own_subset_seed(config, seed)
+    return {} if own is None else {"subset_seed": own}
 
 
 def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
@@ -317,6 +335,7 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
         lr=config.lr,
         seed=seed,
         train_subset=config.subset,
+        subset_seed=own_subset_seed(config, seed),
         device=config.device,
         precision=config.precision,
         channels_last=config.channels_last,
@@ -327,9 +346,7 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
     # the poison file name carries the poison's own key, so the run key covers what made the poison too
     key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
     name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
-    return RunSpec(
-        attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(dataclasses.asdict(tc))
-    )
+    return RunSpec(attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(tc.fields()))
 
 
 def make_plan(config: BenchConfig) -> Plan:
@@ -408,7 +425,12 @@ class _Data:
         from .data import seeded_subset
 
         # exactly as train.load_data: poison the full split, then take the run's seeded subset
-        return ds if self.config.subset is None else seeded_subset(ds, self.config.subset, seed=seed)
+        own = own_subset_seed(self.config, seed)
+        return (
+            ds
+            if self.config.subset is None
+            else seeded_subset(ds, self.config.subset, seed=seed if own is None else own)
+        )
 
     def crafting_set(self):
         return self.train
@@ -531,6 +553,7 @@ def _ensure_poison(
             preset=config.attack_preset,
             seed=spec.seed,
             subset=config.subset,
+            subset_seed=own_subset_seed(config, spec.seed),
             progress=progress,
             **config.attack_params.get(spec.attack, {}),
         ),

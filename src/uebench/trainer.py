@@ -59,6 +59,7 @@ class TrainConfig:
     lr: float | None = None
     seed: int = 0
     train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
+    subset_seed: int | None = None  # the subset's seed; None: the training seed
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16), else fp32
     channels_last: bool = True
@@ -70,7 +71,19 @@ class TrainConfig:
         return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "resolved_recipe": self.resolved_recipe().to_dict()}
+        return {**self.fields(), "resolved_recipe": self.resolved_recipe().to_dict()}
+
+    def fields(self) -> dict[str, Any]:
+        """The fields, without a subset seed that is the training seed's (run folders written before it existed
+        keep their configuration, and a bench its run keys)."""
+        d = asdict(self)
+        if d["subset_seed"] is None:
+            del d["subset_seed"]
+        return d
+
+    @property
+    def subset_rng_seed(self) -> int:
+        return self.seed if self.subset_seed is None else self.subset_seed
 
 
 @dataclass
@@ -251,7 +264,7 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
     train_set = training_set(config, clean)
     if config.train_subset is not None:
-        clean = seeded_subset(clean, config.train_subset, seed=config.seed) if config.poison else train_set
+        clean = seeded_subset(clean, config.train_subset, seed=config.subset_rng_seed) if config.poison else train_set
     return train_set, test_set, clean
 
 
@@ -259,7 +272,7 @@ def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     """What a run trains on, from the full clean training split: poisoned (if asked), then its seeded subset."""
     train_set = Poison.load(config.poison).apply(clean) if config.poison else clean
     if config.train_subset is not None:
-        train_set = seeded_subset(train_set, config.train_subset, seed=config.seed)
+        train_set = seeded_subset(train_set, config.train_subset, seed=config.subset_rng_seed)
     return train_set
 
 
@@ -334,6 +347,10 @@ def check_config(config: TrainConfig) -> None:
 
     MODELS.get(config.model)
     check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
+    if config.subset_seed is not None:
+        check_seed(config.subset_seed)
+        if config.train_subset is None:
+            raise UserError("--subset-seed draws a --subset; give --subset N too")
 
 
 def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, list[Probe]]:

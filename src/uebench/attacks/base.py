@@ -119,15 +119,20 @@ def craft(
     preset: str = "paper",
     seed: int = 0,
     subset: int | None = None,
+    subset_seed: int | None = None,
     progress: bool = True,
     **params: Any,
 ) -> Poison:
-    """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset`."""
+    """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset` (drawn with
+    `subset_seed`, by default the crafting seed)."""
     cls = ATTACKS.get(name)
     check_seed(seed)
     attack = cls(make_config(cls, preset, **params))
     attack.validate(dataset)
-    target = dataset if subset is None else seeded_subset(dataset, subset, seed=seed)
+    if subset_seed is not None:
+        check_seed(subset_seed)
+    pick = seed if subset_seed is None else subset_seed
+    target = dataset if subset is None else seeded_subset(dataset, subset, seed=pick)
     t0 = time.perf_counter()
     with seeded(seed):  # an attack that draws from torch's global generator draws from the seed
         pert = attack.perturb(target, seed=seed, progress=progress)

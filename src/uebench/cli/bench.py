@@ -22,6 +22,13 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
     p.add_argument(
+        "--subset-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="the seed that draws --subset (default 0: every training seed trains on the same images)",
+    )
+    p.add_argument(
         "--attacks", default=None, help="comma-separated attacks (default: the preset's, all seven); '' for none"
     )
     add_renamed(
@@ -119,6 +126,8 @@ def config_from_args(args):
         changes["dataset_options"] = {**c.dataset_options, **parse_sets(args.data_option, "--data-option")}
     if args.subset is not None:
         changes["subset"] = args.subset
+    if args.subset_seed is not None:
+        changes["subset_seed"] = args.subset_seed
     if args.attacks is not None:
         changes["attacks"] = _names(args.attacks)
     elif args.poison:

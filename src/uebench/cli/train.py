@@ -26,6 +26,9 @@ def register(sub) -> None:
         metavar="N",
         help="train on a seeded random subset of N training images",
     )
+    p.add_argument(
+        "--subset-seed", type=int, default=None, metavar="S", help="the seed that draws --subset (default: --seed)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 only with hardware bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
@@ -148,6 +151,7 @@ def run(args) -> int:
         lr=args.lr,
         seed=args.seed,
         train_subset=args.subset,
+        subset_seed=args.subset_seed,
         device=args.device,
         precision=args.precision,
         channels_last=not args.no_channels_last,

@@ -295,6 +295,7 @@ def test_em_crafted_against_the_multitask_loss():
         td.targets,
         tasks,
         {"class": 10, "edges": 1},
+        subset=None,
         preset="fast",
         seed=0,
         params=params,
@@ -306,6 +307,12 @@ def test_em_crafted_against_the_multitask_loss():
     assert p.measure(ds)["linf"] <= 8 / 255 + 1e-6 and (p.images != ds.images).any()
     plain = craft("em", ds, preset="fast", seed=0, progress=False, **params)
     assert not torch.equal(plain.images, p.images)
+    # the attack API itself refuses an objective for an attack that has no model and loss to swap
+    from uebench.crosstask.attack import MultiTaskObjective
+
+    objective = MultiTaskObjective(tasks, {"class": 10, "edges": 1}, td.targets, ds.indices)
+    with pytest.raises(UserError, match="no crafting model and loss to swap.*em"):
+        craft("ops", ds, preset="paper", seed=0, progress=False, objective=objective)
     with pytest.raises(UserError, match="multi-task crafting is available for: em"):
         craft_multitask(
             "ops",
@@ -314,6 +321,7 @@ def test_em_crafted_against_the_multitask_loss():
             td.targets,
             tasks,
             {"class": 10, "edges": 1},
+            subset=None,
             preset="paper",
             seed=0,
             params={},

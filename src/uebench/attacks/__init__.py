@@ -9,11 +9,31 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import ATTACKS, PRESETS, Attack, Perturbation, craft, make_config, method_budget, register_attack
+from .base import (
+    ATTACKS,
+    PRESETS,
+    Attack,
+    Perturbation,
+    craft,
+    make_config,
+    method_budget,
+    objective_attacks,
+    register_attack,
+)
 
 # every module in this package registers its attack on import
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("base",) and not _m.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["ATTACKS", "PRESETS", "Attack", "Perturbation", "craft", "make_config", "method_budget", "register_attack"]
+__all__ = [
+    "ATTACKS",
+    "PRESETS",
+    "Attack",
+    "Perturbation",
+    "craft",
+    "make_config",
+    "method_budget",
+    "objective_attacks",
+    "register_attack",
+]

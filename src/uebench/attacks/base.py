@@ -38,9 +38,18 @@ class Attack(ABC):
     Config: ClassVar[type]  # a dataclass whose defaults are the original paper's settings (the `paper` preset)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # other presets as overrides of the paper defaults, e.g. "fast"
     variant: ClassVar[str] = "paper"  # where public code differs from the paper, the config says which ran
+    # True where the crafting model and its loss can be swapped for another objective (an _crafting.Objective: a
+    # multi-task network and its summed loss, uebench.crosstask); model-free attacks are defined by labels alone
+    accepts_objective: ClassVar[bool] = False
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, objective: Any = None):
+        if objective is not None and not self.accepts_objective:
+            raise UserError(
+                f"attack '{self.name}' has no crafting model and loss to swap for another objective; "
+                f"attacks that have one: {', '.join(objective_attacks()) or 'none'}"
+            )
         self.config = config
+        self.objective = objective  # None: the method's own classifier and cross-entropy
 
     @abstractmethod
     def budget(self) -> float:
@@ -73,6 +82,11 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 def register_attack(cls: type[Attack]) -> type[Attack]:
     ATTACKS.register(cls.name)(cls)
     return cls
+
+
+def objective_attacks() -> list[str]:
+    """The attacks whose crafting model and loss can be swapped (`accepts_objective`)."""
+    return [n for n in ATTACKS.names() if ATTACKS.get(n).accepts_objective]
 
 
 PRESETS = ("paper", "fast")
@@ -121,13 +135,15 @@ def craft(
     subset: int | None = None,
     subset_seed: int | None = None,
     progress: bool = True,
+    objective: Any = None,
     **params: Any,
 ) -> Poison:
     """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset` (drawn with
-    `subset_seed`, by default the crafting seed)."""
+    `subset_seed`, by default the crafting seed). An `objective` (for attacks that accept one) replaces the crafting
+    model and its loss; it names itself in the poison's variant and metadata."""
     cls = ATTACKS.get(name)
     check_seed(seed)
-    attack = cls(make_config(cls, preset, **params))
+    attack = cls(make_config(cls, preset, **params), objective=objective)
     attack.validate(dataset)
     if subset_seed is not None:
         check_seed(subset_seed)
@@ -151,11 +167,15 @@ def craft(
         norm=cls.norm,
         budget=attack.budget(),
         params={"preset": preset, **dataclasses.asdict(attack.config)},
-        variant=attack.describe_variant(),
+        variant=attack.describe_variant() if objective is None else objective.variant,
         seed=seed,
         craft_seconds=seconds,
         epoch_equivalents=pert.epoch_equivalents,
-        extra={"dataset_options": dataset.meta.get("options", {}), **pert.extra},
+        extra={
+            "dataset_options": dataset.meta.get("options", {}),
+            **({} if objective is None else objective.describe()),
+            **pert.extra,
+        },
     )
     baked = bake(target.images, pert.delta, norm=cls.norm, budget=attack.budget())  # rounds, within the budget
     poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)

@@ -93,9 +93,9 @@ class EM(C.ModelAttack):
         "fast": {"width": 0.125, "steps": 10, "step": 1.6 / 255, "batch_size": 256, "max_rounds": 8},
     }
 
-    # None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.crosstask) makes the noise
-    # minimise the sum of task losses instead; everything else (rounds, steps, budget, stopping rule) is unchanged.
-    objective: "C.Objective | None" = None
+    # self.objective None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.crosstask) makes
+    # the noise minimise the sum of task losses instead; everything else (rounds, steps, budget, stop) is unchanged.
+    accepts_objective = True
 
     def check(self, c: EMConfig) -> None:
         if c.mode not in MODES:

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-# Command modules, in the order `uebench --help` lists them. A module not written yet is skipped.
+# Command modules, in the order `uebench --help` lists them.
 COMMAND_MODULES = [
     "train",
     "data",
@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uebench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

@@ -105,9 +105,7 @@ def weights(items: list[str] | None) -> dict[str, float] | None:
 
 def run(args) -> int:
     from ..crosstask.experiment import run_experiment, with_preset
-    from ..crosstask.taskonomy import ensure_registered
 
-    ensure_registered()
     config = with_preset(
         args.preset,
         dataset=args.dataset,

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..attacks import ATTACKS, PRESETS
+from ..attacks import ATTACKS, PRESETS, craft, objective_attacks
 from ..data import load, seeded_subset
 from ..data.base import ImageDataset
 from ..errors import UserError
@@ -45,7 +45,7 @@ from ..records import RunFolder, safe_label
 from ..registry import Registry
 from ..trainer import check_run_numbers, resolve_device, resolve_precision
 from ..workspace import Workspace
-from . import attack as A
+from .attack import craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
 from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
 
@@ -173,7 +173,7 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     if unknown:
         raise UserError(f"attack parameters given for {', '.join(unknown)}, which is not among the attacks")
     if config.multitask_attacks:
-        usable = A.objective_attacks()
+        usable = objective_attacks()
         if not any(a in usable for a in config.attacks):
             raise UserError(
                 f"multi-task crafting needs a model-based attack among --attacks; available: {', '.join(usable)}"
@@ -245,35 +245,36 @@ def make_poisons(
     for entry in config.attacks:
         label = poison_label(entry)
         if is_poison_file(entry):
-            jobs.append((label, lambda e=entry: A.load_poison_file(e, splits.full), False))
+            jobs.append((label, lambda e=entry: load_poison_file(e, splits.full), False))
             continue
         params = config.attack_params.get(entry, {})
         jobs.append(
             (
                 label,
-                lambda e=entry, p=params: A.craft_classification(
+                lambda e=entry, p=params: craft(
                     e,
                     splits.full,
                     subset=config.train_subset,
                     preset=config.attack_preset,
                     seed=config.seed,
-                    params=p,
                     progress=progress,
+                    **p,
                 ),
                 True,
             )
         )
-        if config.multitask_attacks and entry in A.objective_attacks():
+        if config.multitask_attacks and entry in objective_attacks():
             jobs.append(
                 (
                     label + MT_SUFFIX,
-                    lambda e=entry, p=params: A.craft_multitask(
+                    lambda e=entry, p=params: craft_multitask(
                         e,
                         splits.full,
                         splits.train,
                         splits.train_data.targets,
                         tasks,
                         splits.channels,
+                        subset=config.train_subset,
                         preset=config.attack_preset,
                         seed=config.seed,
                         params=p,

@@ -1,4 +1,4 @@
-"""The tasks of the cross-task experiment (DESIGN.md section 7), each registered as one Task record.
+"""The tasks of the cross-task experiment, each registered as one Task record.
 
     class       scene class                  accuracy (%)       labels of any dataset
     segment     semantic segmentation        mIoU (%)           `scenes` ground truth, Taskonomy segment_semantic

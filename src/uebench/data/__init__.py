@@ -10,18 +10,11 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from . import cifar  # noqa: F401  (registers loaders)
+# every loader registers itself on import
+from . import cifar, imagefolder, mnist, scenes, svhn, taskonomy  # noqa: F401
 from .base import ImageDataset, seeded_subset
 from .paths import data_root
 from .registry import DATASETS, DatasetInfo, register_dataset
-
-_OPTIONAL = ["scenes", "mnist", "svhn", "imagefolder"]
-for _mod in _OPTIONAL:  # loaders written in their own files register themselves on import
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{_mod}":
-            raise
 
 DEFAULT_DATASET = "scenes"
 SPLITS = ("train", "test")

@@ -14,7 +14,7 @@ domain is optional but, once present, must cover every sample (a partial folder 
 file). Images are resized to `size` x `size` (RGB bilinear, label and depth maps nearest, edge and keypoint maps
 thresholded first, then a block is positive if any of its pixels is, so one-pixel lines survive). Train and test are a
 deterministic split by a hash of the sample id (`test_fraction`, stable when files are added or removed).
-Registered as the dataset "taskonomy" when uebench.crosstask is imported.
+Registered as the dataset "taskonomy" with the other loaders (uebench.data).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.base import ImageDataset
-from ..data.registry import DATASETS, register_dataset
 from ..errors import UserError
+from .base import ImageDataset
+from .registry import register_dataset
 
 TARGET_DOMAINS = {  # Taskonomy folder -> ImageDataset target key
     "segment_semantic": "segment",
@@ -186,8 +186,3 @@ def load_taskonomy(
         targets=targets,
         meta={"size": size, "folder": str(root), "samples": len(chosen)},
     )
-
-
-def ensure_registered() -> None:
-    """Importing this module registers the loader; kept as a call so the CLI's intent is explicit."""
-    assert "taskonomy" in DATASETS

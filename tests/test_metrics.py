@@ -13,6 +13,7 @@ from uebench.errors import UserError
 from uebench.metrics import (
     FastSALConfig,
     ProbeData,
+    SALConfig,
     SALProbe,
     epoch_thresholds,
     layer_sal,
@@ -362,7 +363,7 @@ def test_unknown_layer_and_bad_options_are_user_errors():
     with pytest.raises(UserError, match="eps > 0"):
         model_sal(model, data, eps=0)
     with pytest.raises(UserError, match="--sal-every"):
-        SALProbe(every=0)
+        SALConfig(every=0)
 
 
 def test_sal_probe_during_training_records_every_k_epochs():
@@ -376,7 +377,7 @@ def test_sal_probe_during_training_records_every_k_epochs():
         batch_size=32,
         dataset_options={"n_train": 32, "n_test": 16},
     )
-    probe = SALProbe(mode="fast", every=2, layers=("conv1", "linear"), fast=FastSALConfig(subset=8, rounds=2))
+    probe = SALProbe(SALConfig(mode="fast", every=2, subset=8, rounds=2), layers=("conv1", "linear"))
     history = train(config, probes=[probe], progress=False).history
     assert "sal" not in history[0]
     rec = history[1]
@@ -585,6 +586,8 @@ def test_sal_probe_refuses_non_finite_settings():
         {"rounds": 0},
         {"origin": "nope"},
         {"lr": float("inf")},
+        {"subset": 0},
+        {"augment": "twice"},
     ):
         with pytest.raises(UserError):
-            SALProbe(**kw)
+            SALConfig(**kw)

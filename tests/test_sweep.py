@@ -12,7 +12,7 @@ import torch
 from uebench.bench import BenchConfig, SALSettings, run_bench
 from uebench.cli import main
 from uebench.errors import UserError
-from uebench.metrics import FastSALConfig, ProbeData, SALProbe
+from uebench.metrics import ProbeData, SALConfig, SALProbe
 from uebench.records import kept_weights, load_weights
 from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
 
@@ -184,7 +184,7 @@ def _train_with(defense: str, **probe):
         dataset_options={"n_train": 32, "n_test": 16},
         defense=defense,
     )
-    sal = SALProbe(mode="fast", layers=("conv1", "linear"), fast=FastSALConfig(subset=16, rounds=1), **probe)
+    sal = SALProbe(SALConfig(mode="fast", subset=16, rounds=1), layers=("conv1", "linear"), **probe)
     return train(config, probes=[sal], progress=False).history[0]
 
 

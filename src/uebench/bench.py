@@ -46,6 +46,8 @@ from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
 from .errors import UserError, unknown_name
 from .io import remove_stale_temps
 from .lock import is_scratch
+from .metrics.probe import SALProbe
+from .metrics.sal_config import SALConfig
 from .metrics.shortcut import shortcut_probes
 from .records import safe_label
 from .workspace import Workspace
@@ -54,36 +56,14 @@ ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Tabl
 
 
 # ---- configuration ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SALSettings:
-    """The SAL probe every run of a bench carries (the same for all, or UD would compare unlike things)."""
+# The SAL probe every run of a bench carries (the same for all, or UD would compare unlike things): uebench's one SAL
+# settings object, under the name bench.json has always used for it
+SALSettings = SALConfig
 
-    mode: str = "fast"  # fast | faithful
-    every: int = 1
-    origin: str = "running"  # running (the public code's L0) | eval
-    eps: float = 0.05
-    rounds: int | None = None  # None: 10 (faithful) or 5 (fast)
-    lr: float = 0.1
-    subset: int = 1024  # fast mode: probe images
-    augment: str = "once"  # fast mode: once | none
-    crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
-    anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
 
-    def probe(self, crop_flip: bool, keep_weights: bool = False):
-        from .metrics import FastSALConfig, SALProbe
-
-        fast = FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
-        return SALProbe(
-            mode=self.mode,
-            every=self.every,
-            origin=self.origin,
-            eps=self.eps,
-            rounds=self.rounds,
-            lr=self.lr,
-            augment=crop_flip,
-            fast=fast,
-            keep_weights=keep_weights,
-        )
+def sal_probe_for(sal: SALConfig, crop_flip: bool, keep_weights: bool = False) -> SALProbe:
+    """The probe of a bench run: the bench's SAL settings, the data augmented as the run's recipe trains."""
+    return SALProbe(sal, crop_flip=crop_flip, keep_weights=keep_weights)
 
 
 @dataclass(frozen=True)
@@ -253,9 +233,8 @@ def validate(config: BenchConfig) -> None:
     for name in config.defenses:
         if name != NO_DEFENSE:
             create_defense(name, **config.defense_params.get(name, {}))
-    config.sal.probe(True)  # SALProbe checks mode, origin, eps, rounds, lr
-    if config.sal.subset < 1:
-        raise UserError(f"SAL subset must be >= 1, got {config.sal.subset}")
+    if not isinstance(config.sal, SALConfig):
+        raise UserError(f"the bench's SAL settings must be a SALConfig, got {type(config.sal).__name__}")
 
 
 def validate_on(config: BenchConfig, train_set) -> None:
@@ -572,7 +551,7 @@ def _train_one(
     tc = run.train_config()
     folder = out / run.dir
     train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
-    probes = [config.sal.probe(tc.resolved_recipe().augment == "crop_flip", config.keep_weights)]
+    probes = [sal_probe_for(config.sal, tc.resolved_recipe().augment == "crop_flip", config.keep_weights)]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
         probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
     resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())

@@ -138,7 +138,7 @@ def measure_run(
     """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
     from dataclasses import replace
 
-    from .bench import SALSettings
+    from .bench import SALSettings, sal_probe_for
     from .trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
 
     folder = bench_dir / run.dir
@@ -168,7 +168,7 @@ def measure_run(
         every=1,
         subset=setting.subset or bench_sal.subset,
     )
-    probe = changed.probe(recipe.augment == "crop_flip")
+    probe = sal_probe_for(changed, recipe.augment == "crop_flip")
     out: dict[str, Any] = {}
     start = time.perf_counter()
     for epoch in epochs:

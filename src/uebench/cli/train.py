@@ -77,7 +77,7 @@ def register(sub) -> None:
 def sal_probes(args) -> list:
     """The SAL probe the options ask for (none without --sal); layer names are checked before any training."""
     from ..errors import UserError
-    from ..metrics import FastSALConfig, SALProbe
+    from ..metrics import SALConfig, SALProbe
     from ..models import create_model, probed_layers
 
     if not args.sal:
@@ -94,15 +94,17 @@ def sal_probes(args) -> list:
     augment = RECIPES.get(args.recipe).augment == "crop_flip"  # probe with the transforms the model trains with
     return [
         SALProbe(
-            mode=args.sal_mode,
-            every=args.sal_every,
-            origin=args.sal_origin,
-            eps=args.sal_eps,
-            rounds=args.sal_rounds,
-            lr=args.sal_lr,
+            SALConfig(
+                mode=args.sal_mode,
+                every=args.sal_every,
+                origin=args.sal_origin,
+                eps=args.sal_eps,
+                rounds=args.sal_rounds,
+                lr=args.sal_lr,
+                subset=args.sal_subset,
+            ),
             layers=layers,
-            augment=augment,
-            fast=FastSALConfig(subset=args.sal_subset),
+            crop_flip=augment,
         )
     ]
 

@@ -38,7 +38,6 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
 from ..metrics import learnable_count, learnable_threshold, ud_if_defined
-from ..metrics.fast_sal import FastSALConfig
 from ..poison import Poison
 from ..recipes import RECIPES
 from ..records import RunFolder, safe_label
@@ -189,9 +188,9 @@ def validate(config: CrossTaskConfig) -> list[Task]:
             raise UserError(f"{key.replace('_', '-')} must be >= 1, got {v}")
     if config.lr is not None and not config.lr > 0:
         raise UserError(f"lr must be positive, got {config.lr}")
-    if config.sal_mode not in ("fast", "faithful"):
-        raise UserError(f"unknown SAL mode '{config.sal_mode}'; valid: fast, faithful")
-    FastSALConfig(subset=config.sal_subset, rounds=config.sal_rounds or 5)
+    if config.sal_every < 0:
+        raise UserError(f"--sal-every must be >= 0 (0: the last epoch only), got {config.sal_every}")
+    settings_for(config).sal_config()  # SAL's mode, subset and rounds, checked once
     resolve_device(config.device)
     resolve_precision(config.precision, torch.device("cpu"))
     return tasks

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..fit import fit as fit_epochs
-from ..metrics import FastSALConfig, ProbeData, model_sal
+from ..metrics import ProbeData, SALConfig
 from ..models import HeadSpec, MultiTaskNet
 from ..recipes import Recipe
 from ..seeds import seeded
@@ -82,6 +82,13 @@ class Settings:
         d = asdict(self)
         d["recipe"] = self.recipe.to_dict() if self.recipe else None
         return d
+
+    def sal_config(self) -> SALConfig:
+        """How each task's SAL is measured: the eval-loss origin (a task's running loss is a sum over heads), the
+        training images un-augmented (a dense target would have to move with each crop)."""
+        return SALConfig(
+            mode=self.sal_mode, eps=self.sal_eps, rounds=self.sal_rounds, subset=self.sal_subset, augment="none"
+        )
 
 
 def build_net(
@@ -220,7 +227,7 @@ def task_probe_data(task: Task, data: TaskData, batch_size: int = 256) -> ProbeD
 
 
 def task_sal(net: MultiTaskNet, task: Task, data: TaskData, settings: Settings, device: torch.device) -> dict[str, Any]:
-    """SAL of every shared-encoder layer for this task's loss (uebench.metrics.model_sal, origin "eval")."""
+    """SAL of every shared-encoder layer for this task's loss (the settings' SALConfig, origin "eval")."""
     probe = task_probe_data(task, data)
     probe = ProbeData(probe.inputs.to(device), probe.targets.to(device), batch_size=probe.batch_size, augment=False)
 
@@ -228,18 +235,8 @@ def task_sal(net: MultiTaskNet, task: Task, data: TaskData, settings: Settings, 
         return task.loss(out[task.name], y)
 
     with only(net, [task.name]):
-        result = model_sal(
-            net,
-            probe,
-            layers=net.encoder_layers(),
-            eps=settings.sal_eps,
-            rounds=settings.sal_rounds,
-            origin="eval",
-            mode=settings.sal_mode,
-            seed=settings.seed,
-            loss_fn=loss_fn,
-            device=device,
-            fast=FastSALConfig(subset=settings.sal_subset, augment="none"),
+        result = settings.sal_config().measure(
+            net, probe, layers=net.encoder_layers(), origin="eval", seed=settings.seed, loss_fn=loss_fn, device=device
         )
     return {
         "sal": {k.removeprefix("encoder."): v for k, v in result.to_record()["sal"].items()},

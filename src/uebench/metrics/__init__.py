@@ -7,8 +7,9 @@ ud = unlearnable_distance(sal_poisoned, sal_clean)
 """
 
 from .fast_sal import FastSALConfig
-from .probe import SALProbe, sal_probe
+from .probe import SALProbe
 from .sal import ModelSAL, ProbeData, SALResult, layer_sal, model_sal, sal_value
+from .sal_config import SALConfig
 from .threshold import epoch_thresholds, learnable_threshold, two_means_1d
 from .ud import (
     bootstrap_ud,
@@ -21,6 +22,7 @@ from .ud import (
 )
 
 __all__ = [
+    "SALConfig",
     "layer_sal",
     "model_sal",
     "sal_value",
@@ -29,7 +31,6 @@ __all__ = [
     "ProbeData",
     "FastSALConfig",
     "SALProbe",
-    "sal_probe",
     "learnable_threshold",
     "epoch_thresholds",
     "two_means_1d",

@@ -17,61 +17,52 @@ always run in fp32. With `keep_weights` the probed model is saved in the run fol
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from ..records import save_weights
 from ..seeds import epoch_stream
-from .fast_sal import FastSALConfig
-from .sal import MODES, ORIGINS, ProbeData, model_sal
+from .sal import ORIGINS, ProbeData
+from .sal_config import SALConfig
 
 
 @dataclass
 class SALProbe:
-    """Faithful: the whole training set, augmented afresh every pass (`augment`: as the recipe trained), a new
+    """Faithful: the whole training set, augmented afresh every pass (`crop_flip`: as the recipe trained), a new
     random stream every epoch. Fast: a fixed subset of the training set (the same images every epoch; see
     fast_sal.py). L0 defaults to the epoch's running training loss (origin "running", as the public code).
-    SAL always runs in fp32, whatever the trainer's autocast: it measures loss differences of ~1e-3."""
+    SAL always runs in fp32, whatever the trainer's autocast: it measures loss differences of ~1e-3.
 
-    mode: str = "faithful"
-    every: int = 1
-    origin: str = "running"
-    eps: float = 0.05
-    rounds: int | None = None  # None: 10 (faithful) or fast.rounds
-    lr: float = 0.1
+    `config` (a SALConfig, validated where it was made) says how SAL is measured; the fields beside it say what this
+    run's probe reads: which layers, which batch, whether the data is augmented as the model trained."""
+
+    config: SALConfig = field(default_factory=lambda: SALConfig(mode="faithful"))
     layers: tuple[str, ...] | None = None
     batch_size: int | None = None  # None: the run's training batch, as the public code probes with its training loader
-    augment: bool = True  # as the training recipe: the public code probes with its training loader's transforms
-    fast: FastSALConfig = field(default_factory=FastSALConfig)
+    crop_flip: bool = True  # as the training recipe: the public code probes with its training loader's transforms
     defense_in_probe: bool = True  # the public code's probe data carries its loader's per-batch defense (cutout)
     mixed_origin: str = "eval"  # after mixup/cutmix epochs: "eval" (the public code's fall-back) | "running"
     keep_weights: bool = False  # save the probed model in the run folder (weights/epoch-NNNN.safetensors)
     name: str = "sal"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
-        if self.origin not in ORIGINS:
-            raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
         if self.mixed_origin not in ORIGINS:
             raise UserError(
                 f"unknown SAL origin '{self.mixed_origin}' for mixed-label epochs; valid: {', '.join(ORIGINS)}"
             )
-        if self.every < 1:
-            raise UserError(f"--sal-every must be >= 1, got {self.every}")
-        bad_batch = self.batch_size is not None and self.batch_size < 1
-        if (
-            not (self.eps > 0 and math.isfinite(self.eps) and self.lr > 0 and math.isfinite(self.lr))
-            or (self.rounds is not None and self.rounds < 1)
-            or bad_batch
-        ):
-            raise UserError(
-                f"SAL needs eps > 0, rounds >= 1, lr > 0, batch size >= 1 (got {self.eps}, {self.rounds}, {self.lr}, {self.batch_size})"
-            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"SAL batch size must be >= 1, got {self.batch_size}")
         if self.layers is not None:
             self.layers = tuple(self.layers)
+
+    @property
+    def every(self) -> int:
+        return self.config.every
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
 
     def due(self, epoch: int) -> bool:
         return epoch % self.every == 0
@@ -84,24 +75,19 @@ class SALProbe:
         batch = self.batch_size or ctx.batch_size
         transform = self.probe_transform(ctx.defense)
         data = ProbeData.from_dataset(
-            ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform
+            ctx.train_set, ctx.device, augment=self.crop_flip, batch_size=batch, transform=transform
         )
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else epoch_stream(ctx.seed, ctx.epoch)
         mixed = bool(ctx.record.get("mixed_labels")) and self.mixed_origin == "eval"
-        result = model_sal(
+        result = self.config.measure(
             ctx.model,
             data,
             layers=self.layers,
-            eps=self.eps,
-            rounds=self.rounds,
-            lr=self.lr,
-            origin="eval" if mixed else self.origin,
+            origin="eval" if mixed else None,
             running_loss=None if mixed else ctx.record.get("train_loss"),
-            mode=self.mode,
             seed=seed,
             batch_size=batch,
-            fast=self.fast,
             device=ctx.device,
         )
         record = result.to_record()
@@ -109,7 +95,7 @@ class SALProbe:
             record["sal_settings"]["probe_transform"] = ctx.defense.name
         if mixed:  # the public code's L0 after a mixup/cutmix epoch: the eval loss stands in for the running one
             record.update(
-                sal_origin=self.origin,
+                sal_origin=self.config.origin,
                 sal_running=record["sal_eval"],
                 sal_l0_running=record["sal_l0_eval"],
                 sal_offset=0.0,
@@ -121,7 +107,3 @@ class SALProbe:
         if defense is None or not (self.defense_in_probe and getattr(defense, "in_probe", False)):
             return None
         return lambda x, y, g: defense.batch(x, y, generator=g)[0]
-
-
-def sal_probe(mode: str = "faithful", every: int = 1, **kw) -> SALProbe:
-    return SALProbe(mode=mode, every=every, **kw)

@@ -1,0 +1,95 @@
+"""How SAL is measured: one frozen settings object, validated once where it is made (a preset, the command line, a
+bench.json read back), then carried unchanged to the estimator (`measure`).
+
+    sal = SALConfig(mode="fast", every=2, rounds=3, subset=256)
+    probe = SALProbe(sal, crop_flip=True)        # per-epoch, in a training run
+    result = sal.measure(model, probe_data, running_loss=0.81, seed=0)
+
+`rounds` None means the mode's own default: 10 in faithful mode (the public code), the fast config's 5 in fast mode.
+`subset`, `augment`, `crossfit` and `anchor` only matter in fast mode (uebench.metrics.fast_sal).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..errors import UserError
+from .fast_sal import AUGMENT, FastSALConfig
+from .sal import MODES, ORIGINS, model_sal
+
+
+@dataclass(frozen=True)
+class SALConfig:
+    mode: str = "fast"  # fast | faithful
+    every: int = 1  # probe every K epochs
+    origin: str = "running"  # running (the public code's L0) | eval
+    eps: float = 0.05
+    rounds: int | None = None  # None: 10 (faithful) or 5 (fast)
+    lr: float = 0.1
+    subset: int = 1024  # fast mode: probe images
+    augment: str = "once"  # fast mode: once | none
+    crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
+    anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
+        if self.origin not in ORIGINS:
+            raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
+        if self.augment not in AUGMENT:
+            raise UserError(f"unknown fast-SAL augment '{self.augment}'; valid: {', '.join(AUGMENT)}")
+        if not _whole(self.every, 1):
+            raise UserError(f"--sal-every must be >= 1, got {self.every}")
+        if not _whole(self.subset, 1):
+            raise UserError(f"SAL subset must be >= 1, got {self.subset}")
+        if not (_finite_positive(self.eps) and _finite_positive(self.lr)) or (
+            self.rounds is not None and not _whole(self.rounds, 1)
+        ):
+            raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0 (got {self.eps}, {self.rounds}, {self.lr})")
+
+    @property
+    def fast(self) -> FastSALConfig:
+        """The fast estimator's options (its other knobs keep their defaults)."""
+        return FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
+
+    def measure(
+        self,
+        model,
+        data,
+        *,
+        seed: int,
+        layers: Sequence[str] | None = None,
+        running_loss: float | None = None,
+        origin: str | None = None,
+        batch_size: int = 256,
+        device=None,
+        **estimator: Any,
+    ):
+        """SAL of `model` on `data` under these settings (uebench.metrics.model_sal); `origin` overrides this
+        config's for one call (the eval-loss fall-back after a mixed-label epoch)."""
+        return model_sal(
+            model,
+            data,
+            layers=layers,
+            eps=self.eps,
+            rounds=self.rounds,
+            lr=self.lr,
+            origin=self.origin if origin is None else origin,
+            running_loss=running_loss,
+            mode=self.mode,
+            seed=seed,
+            batch_size=batch_size,
+            fast=self.fast,
+            device=device,
+            **estimator,
+        )
+
+
+def _whole(v: Any, minimum: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _finite_positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0

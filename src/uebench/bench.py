@@ -39,8 +39,8 @@ from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     Plan,
     PoisonSpec,
     RunSpec,
-    _jsonable,
     digest,
+    plain_json,
     read_bench,
 )
 from .errors import UserError, unknown_name
@@ -103,7 +103,7 @@ class BenchConfig:
         """The settings every run shares: a folder holding a bench with other values here is another bench.
         The matrix (attacks, poisons, defenses, seeds) and per-attack/defense parameters may grow between calls:
         they only add cached entries."""
-        return _jsonable(
+        return plain_json(
             {
                 "dataset": self.dataset,
                 "dataset_options": self.dataset_options,
@@ -135,7 +135,7 @@ class BenchConfig:
         return replace(self, dataset=name, dataset_options={}, subset=size)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return plain_json(dataclasses.asdict(self))
 
 
 # The README's main job: a few minutes on 2 CPU cores (sized and measured, see README "Benchmark").
@@ -267,7 +267,7 @@ def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
         }
     )
     return PoisonSpec(
-        attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=_jsonable(params)
+        attack, seed, f"{POISONS_DIR}/{attack}-s{seed}-{key}.safetensors", attack=attack, params=plain_json(params)
     )
 
 
@@ -325,7 +325,9 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
     # the poison file name carries the poison's own key, so the run key covers what made the poison too
     key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
     name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
-    return RunSpec(attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, _jsonable(tc.fields()))
+    return RunSpec(
+        attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, plain_json(tc.fields())
+    )
 
 
 def make_plan(config: BenchConfig) -> Plan:
@@ -502,13 +504,9 @@ def _run_locked(
 
 
 def _epochs_done(folder: Path) -> int:
-    from .records import METRICS
+    from .records import METRICS, read_metrics
 
-    path = folder / METRICS
-    if not path.exists():
-        return 0
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
+    return len(read_metrics(folder)) if (folder / METRICS).exists() else 0
 
 
 def _ensure_poison(

@@ -54,10 +54,11 @@ class RunSpec:
 
 
 def digest(obj: Any, n: int = 10) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:n]
+    return hashlib.sha256(json.dumps(plain_json(obj), sort_keys=True).encode()).hexdigest()[:n]
 
 
-def _jsonable(obj: Any) -> Any:
+def plain_json(obj: Any) -> Any:
+    """A JSON-normal copy (tuples as lists, anything else JSON lacks as its str): what a key is hashed from."""
     return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
 
 
@@ -68,8 +69,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "poisons": [_jsonable(dataclasses.asdict(p)) for p in self.poisons],
-            "runs": [_jsonable(dataclasses.asdict(r)) for r in self.runs],
+            "poisons": [plain_json(dataclasses.asdict(p)) for p in self.poisons],
+            "runs": [plain_json(dataclasses.asdict(r)) for r in self.runs],
         }
 
     @classmethod

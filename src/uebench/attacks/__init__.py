@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 from .base import (
+    ATTACK_PRESETS,
     ATTACKS,
     PRESETS,
     Attack,
@@ -28,6 +29,7 @@ for _m in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "ATTACKS",
+    "ATTACK_PRESETS",
     "PRESETS",
     "Attack",
     "Perturbation",

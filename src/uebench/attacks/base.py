@@ -89,7 +89,8 @@ def objective_attacks() -> list[str]:
     return [n for n in ATTACKS.names() if ATTACKS.get(n).accepts_objective]
 
 
-PRESETS = ("paper", "fast")
+ATTACK_PRESETS = ("paper", "fast")  # every attack has "paper"; "fast" where it defines one
+PRESETS = ATTACK_PRESETS  # the old name, kept for one release
 MAX_LINF = 64 / 255  # the largest Linf budget an attack accepts
 
 

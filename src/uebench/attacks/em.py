@@ -51,7 +51,7 @@ import torch
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..progress import progress_bar
-from . import _crafting as C
+from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
 MODES = ("samplewise", "classwise")
@@ -60,7 +60,7 @@ CLASSWISE_UPDATES = ("mean", "sign")
 
 
 @dataclass
-class EMConfig(C.ModelConfig):
+class EMConfig(crafting.ModelConfig):
     mode: str = "samplewise"
     eps: float = 8 / 255
     step: float = 0.8 / 255
@@ -82,7 +82,7 @@ class EMConfig(C.ModelConfig):
 
 
 @register_attack
-class EM(C.ModelAttack):
+class EM(crafting.ModelAttack):
     name: ClassVar[str] = "em"
     description: ClassVar[str] = (
         "error-minimising noise (min-min bi-level), sample-wise or class-wise, stops at 99% train acc"
@@ -106,8 +106,8 @@ class EM(C.ModelAttack):
         p = c.classwise_portion
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise UserError(f"em: classwise_portion is a share of the crafting set, in (0, 1]; got {p!r}")
-        C.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
-        C.at_least(
+        crafting.positive(self.name, step=c.step, lr=c.lr, grad_clip=c.grad_clip)
+        crafting.at_least(
             self.name, 1, steps=c.steps, train_steps=c.train_steps, batch_size=c.batch_size, max_rounds=c.max_rounds
         )
         if isinstance(c.stop_acc, bool) or not isinstance(c.stop_acc, (int, float)) or not 0 < c.stop_acc <= 100:
@@ -115,22 +115,22 @@ class EM(C.ModelAttack):
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
-        device = C.resolve_device(c.device)
-        x, y = C.tensors(ds, device)
+        device = crafting.resolve_device(c.device)
+        x, y = crafting.tensors(ds, device)
         obj = self.objective
         t = y if obj is None else obj.targets(ds, device)  # what the loss compares the output with
-        model = C.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
-        opt = C.sgd(model, c.lr, c.momentum, c.weight_decay)
+        model = crafting.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
+        opt = crafting.sgd(model, c.lr, c.momentum, c.weight_decay)
         # full batches only: a trailing batch of one image would break BatchNorm, and each pass reshuffles
-        batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device, drop_last=True)
-        compute = C.Compute(len(x))
+        batches = crafting.shuffled_batches(len(x), c.batch_size, crafting.generator(seed, 1), device, drop_last=True)
+        compute = crafting.Compute(len(x))
         classwise = c.mode == "classwise"
         mean_rule = classwise and c.classwise_update == "mean"
-        subset = stratified_indices(y, c.classwise_portion, C.generator(seed, 2)) if mean_rule else None
-        subset_gen = C.generator(seed, 3)  # the per-round shuffle of the subset
+        subset = stratified_indices(y, c.classwise_portion, crafting.generator(seed, 2)) if mean_rule else None
+        subset_gen = crafting.generator(seed, 3)  # the per-round shuffle of the subset
         # zero start, as the public code: sample-wise (N, C, H, W) or class-wise (classes, C, H, W)
         noise = torch.zeros((ds.num_classes, *x.shape[1:]) if classwise else x.shape, device=device)
-        noise = C.channels_last(noise)
+        noise = crafting.channels_last(noise)
 
         bar = progress_bar(progress, c.max_rounds, f"em ({c.mode})", unit="round")
         history: list[float] = []
@@ -139,15 +139,19 @@ class EM(C.ModelAttack):
             for _ in range(c.train_steps):
                 idx = next(batches)
                 delta_b = noise[y[idx]] if classwise else noise[idx]
-                C.train_step(model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj)
-            frozen = C.eval_copy(model)
+                crafting.train_step(
+                    model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj
+                )
+            frozen = crafting.eval_copy(model)
             if mean_rule:
                 noise = self._classwise_mean_round(frozen, x, y, noise, compute, t, subset, subset_gen)
             elif classwise:
                 noise = self._classwise_round(frozen, x, y, noise, compute, t)
             else:
                 noise = self._samplewise_round(frozen, x, t, noise, compute)
-            loss, acc = C.evaluate(frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj)
+            loss, acc = crafting.evaluate(
+                frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj
+            )
             history.append(round(acc, 3))
             if bar:
                 bar.update(1)
@@ -158,7 +162,7 @@ class EM(C.ModelAttack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
-        clean_loss, clean_acc = C.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj)
+        clean_loss, clean_acc = crafting.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj)
         extra = {
             "mode": c.mode,
             **({"classwise_update": c.classwise_update} if classwise else {}),
@@ -172,13 +176,13 @@ class EM(C.ModelAttack):
             "clean_loss": round(clean_loss, 5),
             "clean_acc": round(clean_acc, 3),
         }
-        return Perturbation(C.to_cpu(delta), compute.epochs, extra)
+        return Perturbation(crafting.to_cpu(delta), compute.epochs, extra)
 
     def _samplewise_round(self, model, x, y, noise, compute):
         """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned)."""
         c = self.config
-        for idx in C.chunks(len(x), c.pgd_batch, x.device):
-            noise[idx] = C.pgd(
+        for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
+            noise[idx] = crafting.pgd(
                 model,
                 x[idx],
                 y[idx],
@@ -207,7 +211,7 @@ class EM(C.ModelAttack):
             eta = noise[yb]  # each sample's own copy of its class's delta
             for _ in range(c.steps):
                 d = ((xb + eta).clamp(0, 1) - xb).detach().requires_grad_(True)  # the input the model sees
-                (grad,) = torch.autograd.grad(C.loss_sum(model, xb + d, t[idx], self.objective), d)
+                (grad,) = torch.autograd.grad(crafting.loss_sum(model, xb + d, t[idx], self.objective), d)
                 with torch.no_grad():
                     eta = (d - c.step * grad.sign()).clamp_(-c.eps, c.eps)  # the ball, not the image range, as theirs
                 compute.fb(len(idx))
@@ -218,13 +222,13 @@ class EM(C.ModelAttack):
         """The "sign" rule: `steps` signed-descent steps per batch on the class deltas; the gradient of delta_c
         sums over the batch's images of class c (autograd does it through the gather noise[y])."""
         c = self.config
-        for idx in C.chunks(len(x), c.pgd_batch, x.device):
+        for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
             xb, yb = x[idx], y[idx]
             tb = yb if t is None else t[idx]
             for _ in range(c.steps):
                 d = noise.detach().requires_grad_(True)
                 inputs = (xb + d[yb]).clamp(0, 1)
-                (grad,) = torch.autograd.grad(C.loss_sum(model, inputs, tb, self.objective), d)
+                (grad,) = torch.autograd.grad(crafting.loss_sum(model, inputs, tb, self.objective), d)
                 with torch.no_grad():
                     # classes absent from this batch have a zero gradient, and sign(0) = 0 leaves them alone
                     noise = (d.detach() - c.step * grad.sign()).clamp_(-c.eps, c.eps)
@@ -240,7 +244,7 @@ def class_mean(noise: torch.Tensor, eta: torch.Tensor, y: torch.Tensor, eps: flo
     present = counts > 0
     out = noise.clone()
     out[present] = (sums[present] / counts[present].view(-1, 1, 1, 1).to(sums.dtype)).clamp_(-eps, eps)
-    return C.channels_last(out)
+    return crafting.channels_last(out)
 
 
 def stratified_indices(y: torch.Tensor, portion: float, gen: torch.Generator) -> torch.Tensor:

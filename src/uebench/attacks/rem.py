@@ -46,12 +46,12 @@ import torch
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..progress import progress_bar
-from . import _crafting as C
+from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
 
 @dataclass
-class REMConfig(C.ModelConfig):
+class REMConfig(crafting.ModelConfig):
     eps: float = 8 / 255  # rho_u, the noise budget
     step: float = 1.6 / 255
     steps: int = 10
@@ -75,7 +75,7 @@ AUGMENTS = ("crop_flip", "none")
 
 
 @register_attack
-class REM(C.ModelAttack):
+class REM(crafting.ModelAttack):
     name: ClassVar[str] = "rem"
     description: ClassVar[str] = (
         "robust error-minimising noise: adversarially trained crafting model, EOT over augmentations"
@@ -97,8 +97,8 @@ class REM(C.ModelAttack):
     }
 
     def check(self, c: REMConfig) -> None:
-        C.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
-        C.at_least(
+        crafting.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
+        crafting.at_least(
             self.name,
             1,
             steps=c.steps,
@@ -106,7 +106,7 @@ class REM(C.ModelAttack):
             batch_size=c.batch_size,
             lr_decay_every=c.lr_decay_every,
         )
-        C.at_least(self.name, 0, train_steps=c.train_steps, adv_steps=c.adv_steps)
+        crafting.at_least(self.name, 0, train_steps=c.train_steps, adv_steps=c.adv_steps)
         if c.augment not in AUGMENTS:
             raise UserError(f"rem: unknown augment '{c.augment}'; valid: {', '.join(AUGMENTS)}")
         if isinstance(c.adv_eps, bool) or not isinstance(c.adv_eps, (int, float)) or not (0 <= c.adv_eps <= c.eps):
@@ -115,31 +115,31 @@ class REM(C.ModelAttack):
                 "REM protects against adversarial training with a radius below the noise budget; a larger one can cancel the noise"
             )
         if c.adv_eps > 0 and c.adv_steps > 0:
-            C.positive(self.name, adv_step=c.adv_step)
+            crafting.positive(self.name, adv_step=c.adv_step)
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
-        device = C.resolve_device(c.device)
-        x, y = C.tensors(ds, device)
-        model = C.build_model(c, ds, seed, device)
-        opt = C.sgd(model, c.lr, c.momentum, c.weight_decay)
-        batches = C.shuffled_batches(len(x), c.batch_size, C.generator(seed, 1), device, drop_last=True)
-        gen = C.generator(seed, 2)  # random starts and augmentation draws
-        augment = C.crop_flip_transform(gen) if c.augment == "crop_flip" else (lambda t: t)
-        compute = C.Compute(len(x))
+        device = crafting.resolve_device(c.device)
+        x, y = crafting.tensors(ds, device)
+        model = crafting.build_model(c, ds, seed, device)
+        opt = crafting.sgd(model, c.lr, c.momentum, c.weight_decay)
+        batches = crafting.shuffled_batches(len(x), c.batch_size, crafting.generator(seed, 1), device, drop_last=True)
+        gen = crafting.generator(seed, 2)  # random starts and augmentation draws
+        augment = crafting.crop_flip_transform(gen) if c.augment == "crop_flip" else (lambda t: t)
+        compute = crafting.Compute(len(x))
 
-        final_batches = C.chunks(len(x), c.pgd_batch, device)
+        final_batches = crafting.chunks(len(x), c.pgd_batch, device)
         bar = progress_bar(progress, c.train_steps + len(final_batches), "rem", unit="batch")
         robust_acc = []
         for it in range(c.train_steps):
-            C.set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))
+            crafting.set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))
             idx = next(batches)
             xb, yb = x[idx], y[idx]
-            frozen = C.eval_copy(model)  # the noise and the adversary see the model as it is now
+            frozen = crafting.eval_copy(model)  # the noise and the adversary see the model as it is now
             delta = self._noise(frozen, xb, yb, augment, gen, compute)
             defended = augment(xb + delta)
             adv = defended + self._adversary(frozen, defended, yb, gen, compute)
-            _, correct = C.train_step(model, opt, adv, yb, compute)
+            _, correct = crafting.train_step(model, opt, adv, yb, compute)
             robust_acc.append(100.0 * correct / len(idx))
             if bar:
                 bar.update(1)
@@ -148,7 +148,7 @@ class REM(C.ModelAttack):
 
         # the final noise of every image, from the trained model (the public code's regenerate_def_noise)
         noise = torch.empty_like(x)
-        frozen = C.eval_copy(model)
+        frozen = crafting.eval_copy(model)
         for idx in final_batches:
             noise[idx] = self._noise(frozen, x[idx], y[idx], augment, gen, compute)
             if bar:
@@ -161,7 +161,7 @@ class REM(C.ModelAttack):
             # robust training accuracy of the crafting model over the last tenth of its training (on t(x+delta)+delta_a)
             "final_robust_train_acc": round(sum(tail) / len(tail), 3) if robust_acc else None,
         }
-        return Perturbation(C.to_cpu(noise), compute.epochs, extra)
+        return Perturbation(crafting.to_cpu(noise), compute.epochs, extra)
 
     def _adversary(self, model, inputs, labels, gen, compute) -> torch.Tensor:
         """delta_a: PGD ascent of radius adv_eps around `inputs` (detached), against the frozen model."""
@@ -169,8 +169,8 @@ class REM(C.ModelAttack):
         base = inputs.detach()
         if c.adv_eps == 0 or c.adv_steps == 0:
             return torch.zeros_like(base)
-        start = C.uniform_start(base, c.adv_eps, gen) if c.adv_random_start else torch.zeros_like(base)
-        return C.pgd(
+        start = crafting.uniform_start(base, c.adv_eps, gen) if c.adv_random_start else torch.zeros_like(base)
+        return crafting.pgd(
             model,
             base,
             labels,
@@ -185,7 +185,7 @@ class REM(C.ModelAttack):
     def _noise(self, model, x, y, augment, gen, compute) -> torch.Tensor:
         """delta_u for one batch: signed descent of E_t max_{delta_a} L(t(x + delta_u) + delta_a)."""
         c = self.config
-        delta = C.uniform_start(x, c.eps, gen) if c.random_start else C.channels_last(torch.zeros_like(x))
+        delta = crafting.uniform_start(x, c.eps, gen) if c.random_start else crafting.channels_last(torch.zeros_like(x))
         for _ in range(c.steps):
             grad = torch.zeros_like(delta)
             for _ in range(c.eot_samples):
@@ -193,8 +193,8 @@ class REM(C.ModelAttack):
                 defended = augment(x + d)
                 # delta_a found at the detached point and held fixed: the gradient reaches delta_u through t
                 adv = defended + self._adversary(model, defended, y, gen, compute)
-                (g,) = torch.autograd.grad(C.loss_sum(model, adv, y), d)
+                (g,) = torch.autograd.grad(crafting.loss_sum(model, adv, y), d)
                 grad += g
                 compute.fb(len(x))
-            delta = C.signed_step(delta, grad, c.step, c.eps, x, descend=True)
+            delta = crafting.signed_step(delta, grad, c.step, c.eps, x, descend=True)
         return delta.detach()

@@ -47,7 +47,7 @@ from ..errors import UserError
 from ..progress import progress_bar
 from ..recipes import Recipe
 from ..trainer import classification_epoch, make_optimizer
-from . import _crafting as C
+from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
 INITS = ("randn", "rand", "zero")
@@ -56,7 +56,7 @@ PADS = ("mean", "black")  # what the shifted-in pixels are: the mean colour (pub
 
 
 @dataclass
-class TAPConfig(C.ModelConfig):
+class TAPConfig(crafting.ModelConfig):
     eps: float = 8 / 255
     step: float = 0.05 * 8 / 255  # tau * eps
     iterations: int = 250  # passes over the crafting set per restart
@@ -73,7 +73,7 @@ class TAPConfig(C.ModelConfig):
 
 
 @register_attack
-class TAP(C.ModelAttack):
+class TAP(crafting.ModelAttack):
     name: ClassVar[str] = "tap"
     description: ClassVar[str] = (
         "targeted adversarial poisoning towards (y+1) mod C against a clean-trained model, with restarts"
@@ -85,9 +85,11 @@ class TAP(C.ModelAttack):
     }
 
     def check(self, c: TAPConfig) -> None:
-        C.positive(self.name, step=c.step, clean_lr=c.clean_lr)
-        C.at_least(self.name, 1, iterations=c.iterations, restarts=c.restarts, clean_batch_size=c.clean_batch_size)
-        C.at_least(self.name, 0, clean_epochs=c.clean_epochs)
+        crafting.positive(self.name, step=c.step, clean_lr=c.clean_lr)
+        crafting.at_least(
+            self.name, 1, iterations=c.iterations, restarts=c.restarts, clean_batch_size=c.clean_batch_size
+        )
+        crafting.at_least(self.name, 0, clean_epochs=c.clean_epochs)
         if c.init not in INITS:
             raise UserError(f"tap: unknown init '{c.init}'; valid: {', '.join(INITS)}")
         if c.restart_select not in SELECTS:
@@ -97,28 +99,28 @@ class TAP(C.ModelAttack):
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
-        device = C.resolve_device(c.device)
-        compute = C.Compute(len(ds))
+        device = crafting.resolve_device(c.device)
+        compute = crafting.Compute(len(ds))
         model = self._clean_model(ds, seed, device, compute, progress)
-        x, y = C.tensors(ds, device)
+        x, y = crafting.tensors(ds, device)
         target = (y + 1) % ds.num_classes
-        gen = C.generator(seed, 3)
+        gen = crafting.generator(seed, 3)
         augment = self.augmentation(x, gen) if c.augment else None
 
         best = torch.empty_like(x)
         best_loss = torch.full((len(x),), float("inf"), device=device)
         restart_losses: list[float] = []
         bar = progress_bar(progress, c.restarts * c.iterations, "tap", unit="pass")
-        model = C.eval_copy(model)  # fixed from here on: frozen, BatchNorm folded
+        model = crafting.eval_copy(model)  # fixed from here on: frozen, BatchNorm folded
         for _ in range(c.restarts):
             delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
             restart_losses.append(float(losses.mean()))
             keep = select_restart(c.restart_select, losses, best_loss)
             best[keep] = delta[keep]
             best_loss = torch.where(keep, losses, best_loss)
-        _, clean_acc = C.evaluate(model, x, y, c.pgd_batch, compute)
-        _, clean_target_acc = C.evaluate(model, x, target, c.pgd_batch, compute)
-        _, target_acc = C.evaluate(model, x, target, c.pgd_batch, compute, delta=best)
+        _, clean_acc = crafting.evaluate(model, x, y, c.pgd_batch, compute)
+        _, clean_target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute)
+        _, target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, delta=best)
         if bar:
             bar.close()
         extra = {
@@ -131,17 +133,17 @@ class TAP(C.ModelAttack):
             # under "set": the index of the restart every sample took (None under "sample", which mixes them)
             "selected_restart": _selected(c.restart_select, restart_losses),
         }
-        return Perturbation(C.to_cpu(best), compute.epochs, extra)
+        return Perturbation(crafting.to_cpu(best), compute.epochs, extra)
 
-    def augmentation(self, x: torch.Tensor, gen: torch.Generator) -> C.Transform:
+    def augmentation(self, x: torch.Tensor, gen: torch.Generator) -> crafting.Transform:
         """The differentiable shift + flip of every attack step; shifted-in pixels take the `pad` colour."""
         fill = x.mean(dim=(0, 2, 3)) if self.config.pad == "mean" else None  # per channel, clean crafting set
-        return C.shift_flip_transform(gen, fill=fill)
+        return crafting.shift_flip_transform(gen, fill=fill)
 
     def _clean_model(self, ds, seed, device, compute, progress):
         """The crafting model trained on clean data with the public code's recipe (the trainer's epoch loop)."""
         c = self.config
-        model = C.build_model(c, ds, seed, device)
+        model = crafting.build_model(c, ds, seed, device)
         e = c.clean_epochs
         recipe = Recipe(
             "tap-clean",
@@ -156,9 +158,9 @@ class TAP(C.ModelAttack):
         opt = make_optimizer(model, recipe)
         bar = progress_bar(progress, e, "tap: clean model", unit="epoch")
         for epoch in range(e):
-            C.set_lr(opt, recipe.lr_at(epoch))
+            crafting.set_lr(opt, recipe.lr_at(epoch))
             stats = classification_epoch(
-                model, opt, ds, recipe, C.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
+                model, opt, ds, recipe, crafting.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
             )
             compute.fb(len(ds))
             if bar:
@@ -171,9 +173,9 @@ class TAP(C.ModelAttack):
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         c = self.config
         if c.init == "zero":
-            return C.channels_last(torch.zeros_like(x))
+            return crafting.channels_last(torch.zeros_like(x))
         noise = torch.randn(x.shape, generator=gen) if c.init == "randn" else torch.rand(x.shape, generator=gen) * 2 - 1
-        return C.project(C.channels_last(noise.to(x.device) * c.eps), x, c.eps)
+        return crafting.project(crafting.channels_last(noise.to(x.device) * c.eps), x, c.eps)
 
     def _restart(self, model, x, target, gen, augment, compute, bar):
         """One restart: `iterations` passes of targeted signed descent; returns delta and each sample's target
@@ -183,14 +185,14 @@ class TAP(C.ModelAttack):
         losses = torch.zeros(len(x), device=x.device)
         for it in range(c.iterations):
             last = it == c.iterations - 1
-            for idx in C.chunks(len(x), c.pgd_batch, x.device):
+            for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
                 d = delta[idx].detach().requires_grad_(True)
                 inputs = x[idx] + d
                 if augment is not None:
                     inputs = augment(inputs)
                 per_sample = F.cross_entropy(model(inputs), target[idx], reduction="none")
                 (grad,) = torch.autograd.grad(per_sample.sum(), d)
-                delta[idx] = C.signed_step(d.detach(), grad, c.step, c.eps, x[idx], descend=True)
+                delta[idx] = crafting.signed_step(d.detach(), grad, c.step, c.eps, x[idx], descend=True)
                 compute.fb(len(idx))
                 if last:
                     losses[idx] = per_sample.detach()

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..attacks import ATTACKS, PRESETS, craft, objective_attacks
+from ..attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
 from ..data import load, seeded_subset
 from ..data.base import ImageDataset
 from ..errors import UserError
@@ -92,8 +92,8 @@ class CrossTaskConfig:
 
 
 # Named presets: overrides of the defaults above (the user's explicit options override a preset).
-PRESETS_CT: Registry[dict[str, Any]] = Registry("crosstask preset")
-PRESETS_CT.register("quick")(
+CROSSTASK_PRESETS: Registry[dict[str, Any]] = Registry("crosstask preset")
+CROSSTASK_PRESETS.register("quick")(
     {
         "width": 0.125,
         "recipe": "quick",
@@ -107,7 +107,7 @@ PRESETS_CT.register("quick")(
         "attack_preset": "fast",
     }
 )
-PRESETS_CT.register("standard")(
+CROSSTASK_PRESETS.register("standard")(
     {
         "width": 0.25,
         "recipe": "quick",
@@ -118,7 +118,7 @@ PRESETS_CT.register("standard")(
         "attack_preset": "fast",
     }
 )
-PRESETS_CT.register("paper")(
+CROSSTASK_PRESETS.register("paper")(
     {"width": 1.0, "recipe": "paper", "sal_every": 1, "sal_mode": "faithful", "attack_preset": "paper"}
 )
 # `scenes` is generated: a preset may size it (only applied when the dataset is scenes and the user did not)
@@ -127,7 +127,7 @@ SCENES_SIZE = {"quick": {"n_train": 2000, "n_test": 500}, "standard": {"n_train"
 
 def with_preset(preset: str, **explicit: Any) -> CrossTaskConfig:
     """A config from a named preset plus the options given explicitly (None = not given)."""
-    values = dict(PRESETS_CT.get(preset))
+    values = dict(CROSSTASK_PRESETS.get(preset))
     values.update({k: v for k, v in explicit.items() if v is not None})
     if values.get("dataset", "scenes") == "scenes":
         values["dataset_options"] = {**SCENES_SIZE.get(preset, {}), **(values.get("dataset_options") or {})}
@@ -166,8 +166,8 @@ def validate(config: CrossTaskConfig) -> list[Task]:
         raise UserError(
             f"two poisons would share a name, or one is named 'clean' (reserved): {', '.join(labels)}; rename the file"
         )
-    if config.attack_preset not in PRESETS:
-        raise UserError(f"unknown attack preset '{config.attack_preset}'; valid: {', '.join(PRESETS)}")
+    if config.attack_preset not in ATTACK_PRESETS:
+        raise UserError(f"unknown attack preset '{config.attack_preset}'; valid: {', '.join(ATTACK_PRESETS)}")
     unknown = sorted(set(config.attack_params) - {a for a in config.attacks if not is_poison_file(a)})
     if unknown:
         raise UserError(f"attack parameters given for {', '.join(unknown)}, which is not among the attacks")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import ImageDataset
-from . import metrics as M
+from . import metrics as task_metrics
 from .derived import derive
 from .task import Task, register_task, unavailable
 
@@ -144,9 +144,9 @@ def _affinity_score(prob: torch.Tensor, ids: torch.Tensor) -> dict[str, float]:
     for k, (dy, dx) in enumerate(AFFINITY_OFFSETS):
         same, valid = _affinity(ids, dy, dx)
         pred = prob[:, k, : h - dy, : w - dx] >= 0.5
-        tp, fp, fn, tn = M.pair_confusion(pred[valid], same[valid])
+        tp, fp, fn, tn = task_metrics.pair_confusion(pred[valid], same[valid])
         if tp + fn > 0 and fp + tn > 0:  # an offset whose pairs are all alike has no chance-corrected score
-            aris.append(M.adjusted_rand_from_pairs(tp, fp, fn, tn))
+            aris.append(task_metrics.adjusted_rand_from_pairs(tp, fp, fn, tn))
         correct, total = correct + tp + tn, total + tp + fp + fn + tn
     return {"ARI": sum(aris) / len(aris) if aris else 0.0, "pair_acc": 100.0 * correct / max(total, 1.0)}
 
@@ -154,23 +154,26 @@ def _affinity_score(prob: torch.Tensor, ids: torch.Tensor) -> dict[str, float]:
 def _segment_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
     n = int(max(int(pred.max()) if pred.numel() else 0, int(t.max()) if t.numel() else 0)) + 1
     valid = t >= 0
-    return {"mIoU": M.mean_iou(pred, t, n), "pixel_acc": M.accuracy(pred[valid], t[valid])}
+    return {"mIoU": task_metrics.mean_iou(pred, t, n), "pixel_acc": task_metrics.accuracy(pred[valid], t[valid])}
 
 
 def _binary_score(prob: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
-    return {"AP": M.average_precision(prob, t), "F1": M.best_f1(prob, t)}
+    return {"AP": task_metrics.average_precision(prob, t), "F1": task_metrics.best_f1(prob, t)}
 
 
 def _depth_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
-    return {"L1": M.l1_error(pred, t), "RMSE": M.rmse(pred, t)}
+    return {"L1": task_metrics.l1_error(pred, t), "RMSE": task_metrics.rmse(pred, t)}
 
 
 def _image_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
-    return {"PSNR": M.psnr(pred, t), "L1": float((pred - t).abs().mean())}
+    return {"PSNR": task_metrics.psnr(pred, t), "L1": float((pred - t).abs().mean())}
 
 
 def _denoise_score(pred: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
-    return {**_image_score(pred, t), "identity_PSNR": M.psnr(noisy(t, DENOISE_SIGMA, eval_noise(tuple(t.shape))), t)}
+    return {
+        **_image_score(pred, t),
+        "identity_PSNR": task_metrics.psnr(noisy(t, DENOISE_SIGMA, eval_noise(tuple(t.shape))), t),
+    }
 
 
 # ---- trivial predictors ----------------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ register_task(
         target=lambda ds, policy: (ds.labels, f"{ds.name} labels"),
         loss=lambda out, t: F.cross_entropy(out.float(), t),
         predict=lambda out: out.argmax(1),
-        score=lambda p, t: {"accuracy": M.accuracy(p, t)},
+        score=lambda p, t: {"accuracy": task_metrics.accuracy(p, t)},
         trivial=_majority,
     )
 )

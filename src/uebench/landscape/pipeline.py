@@ -34,7 +34,7 @@ from ..progress import progress_bar
 from ..seeds import generator, offset_stream, seeded
 from ..trainer import evaluate, resolve_device
 from ..workspace import Workspace
-from . import analysis as A
+from . import analysis
 from .trajectory import (
     SGDSettings,
     Trajectory,
@@ -94,7 +94,7 @@ class LandscapeConfig:
     max_records: int = 250
     control: bool = True
     grid: int = 25
-    coords: tuple[str, ...] = A.COORDINATES
+    coords: tuple[str, ...] = analysis.COORDINATES
     pad: float = 0.15
     eval_size: int = 1000
     line_points: int = 29
@@ -104,7 +104,7 @@ class LandscapeConfig:
     test_size: int | None = None  # test images for the accuracy line (None = the whole split)
 
     def validate(self) -> None:
-        from ..attacks import ATTACKS, PRESETS
+        from ..attacks import ATTACK_PRESETS, ATTACKS
 
         if self.dataset not in DATASETS:
             raise unknown_name("dataset for landscape", self.dataset, DATASETS)
@@ -112,13 +112,13 @@ class LandscapeConfig:
             raise unknown_name("model for landscape", self.model, MODELS)
         if self.poison is None:
             ATTACKS.get(self.attack)
-            if self.preset not in PRESETS:
-                raise unknown_name("preset", self.preset, PRESETS)
+            if self.preset not in ATTACK_PRESETS:
+                raise unknown_name("preset", self.preset, ATTACK_PRESETS)
         for c in self.coords:
-            if c not in A.COORDINATES:
-                raise unknown_name("coordinate choice", c, A.COORDINATES)
+            if c not in analysis.COORDINATES:
+                raise unknown_name("coordinate choice", c, analysis.COORDINATES)
         if not self.coords:
-            raise UserError("no coordinate choice given; valid: " + ", ".join(A.COORDINATES))
+            raise UserError("no coordinate choice given; valid: " + ", ".join(analysis.COORDINATES))
         ints = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -148,7 +148,7 @@ class LandscapeConfig:
         check_seed(self.seed, "--seed")
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
-        A.Tolerance(self.tol, self.tol_mode)
+        analysis.Tolerance(self.tol, self.tol_mode)
         resolve_device(self.device)
 
     def sgd(self) -> SGDSettings:
@@ -300,16 +300,16 @@ def plane_directions(kind: str, start: np.ndarray, ends: dict[str, np.ndarray], 
     """The two directions of one kind of plane (movers, divergent, pca) and what to record about them."""
     slots, n = trajs["clean"].slots, trajs["clean"].num_params
     if kind == "pca":
-        dirs, ratio = A.pca_directions([trajs["clean"], trajs["poisoned"]])
+        dirs, ratio = analysis.pca_directions([trajs["clean"], trajs["poisoned"]])
         return dirs, {"explained_variance_ratio": ratio.tolist()}
     if kind == "movers":
-        idx = A.select_movers(start, ends["clean"])
+        idx = analysis.select_movers(start, ends["clean"])
         info = {"indices": idx, "names": [coordinate_name(slots, j) for j in idx], "of": "clean run"}
     else:
-        idx = A.select_divergent(ends["clean"], ends["poisoned"])
+        idx = analysis.select_divergent(ends["clean"], ends["poisoned"])
         info = {"indices": idx, "names": [coordinate_name(slots, j) for j in idx]}
     info["displacement"] = {r: [float(ends[r][j] - start[j]) for j in idx] for r in ends}
-    return A.unit_directions(idx, n), info
+    return analysis.unit_directions(idx, n), info
 
 
 def _plane(kind, cfg, start, ends, trajs, evaluators, progress) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -320,9 +320,9 @@ def _plane(kind, cfg, start, ends, trajs, evaluators, progress) -> tuple[dict[st
         center = ends[run]
         proj = {r: trajs[r].project(center, dirs) for r in ("clean", "poisoned")}
         clean_end = (ends["clean"] - center) @ dirs.T
-        alphas, betas = A.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
+        alphas, betas = analysis.plane_axes([proj["clean"], proj["poisoned"]], cfg.grid, cfg.pad)
         bar = progress_bar(progress, len(alphas) * len(betas), f"{kind} grid ({run})", leave=False)
-        grid = A.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
+        grid = analysis.loss_grid(evaluators[run], center, dirs, alphas, betas, bar.update if bar else None)
         if bar:
             bar.close()
         panels[run] = {
@@ -434,8 +434,8 @@ def _run_locked(
     sel = torch.tensor([pos[int(v)] for v in eval_idx])
     probe_model = fresh_model().to(device)
     evaluators = {
-        "clean": A.LossEvaluator(probe_model, clean_set.subset(sel), device),
-        "poisoned": A.LossEvaluator(probe_model, poison_set.subset(sel), device),
+        "clean": analysis.LossEvaluator(probe_model, clean_set.subset(sel), device),
+        "poisoned": analysis.LossEvaluator(probe_model, poison_set.subset(sel), device),
     }
 
     # planes and grids
@@ -447,12 +447,12 @@ def _run_locked(
         data["planes"][kind] = {"info": info, "panels": panels, "scalar": kind != "pca"}
 
     # 1-D view: start -> end of each run, on its own training data (and the poisoned line on clean data too)
-    alphas = A.line_alphas(cfg.line_points)
+    alphas = analysis.line_alphas(cfg.line_points)
     data["line"] = {
         "alphas": alphas.tolist(),
-        "clean": A.line_losses(evaluators["clean"], start, ends["clean"], alphas).tolist(),
-        "poisoned": A.line_losses(evaluators["poisoned"], start, ends["poisoned"], alphas).tolist(),
-        "poisoned_on_clean_data": A.line_losses(evaluators["clean"], start, ends["poisoned"], alphas).tolist(),
+        "clean": analysis.line_losses(evaluators["clean"], start, ends["clean"], alphas).tolist(),
+        "poisoned": analysis.line_losses(evaluators["poisoned"], start, ends["poisoned"], alphas).tolist(),
+        "poisoned_on_clean_data": analysis.line_losses(evaluators["clean"], start, ends["poisoned"], alphas).tolist(),
     }
     # distance to the clean end point along each run
     data["distance"] = {
@@ -460,7 +460,7 @@ def _run_locked(
         for r in trajs
     }
 
-    stats = A.parameter_stats(start, ends, A.Tolerance(cfg.tol, cfg.tol_mode), slots)
+    stats = analysis.parameter_stats(start, ends, analysis.Tolerance(cfg.tol, cfg.tol_mode), slots)
     data["stats"], slim_stats = split_stats(stats)
 
     summary = {

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
-from . import html as H
+from . import html as page
 from .tables import SHORTCUT_NOTE, matrix, setting_line, table1
 
 
@@ -36,7 +36,7 @@ def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 m.get("craft_seconds"),
                 m.get("epoch_equivalents"),
                 m.get("variant"),
-                H.raw(f"<code>{H.escape(p['file'])}</code>" + (" (missing)" if not p["meta"] else "")),
+                page.raw(f"<code>{page.escape(p['file'])}</code>" + (" (missing)" if not p["meta"] else "")),
             ]
         )
     return header, rows
@@ -84,7 +84,7 @@ def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 None if r.get("sal_offset") is None else round(r["sal_offset"], 3),
                 round(r["train_seconds"], 1),
                 round(r["sal_seconds"], 1),
-                H.raw(f"<code>{H.escape(r['run'])}</code>"),
+                page.raw(f"<code>{page.escape(r['run'])}</code>"),
             ]
         )
     return header, rows
@@ -98,7 +98,7 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
         by_section.setdefault(f.section, []).append(f)
 
     def figs(section: str) -> str:
-        return "\n".join(H.figure(f.path, f.caption) for f in by_section.get(section, []))
+        return "\n".join(page.figure(f.path, f.caption) for f in by_section.get(section, []))
 
     multi = len(defenses) > 1
     ref = (
@@ -109,8 +109,8 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
         if multi
         else "beta, and with it #LP and UD, come from the clean run of the same seed."
     )
-    intro = H.paragraph(
-        f"Preset <b>{H.escape(c['preset'])}</b>: {H.escape(setting_line(results))}. "
+    intro = page.paragraph(
+        f"Preset <b>{page.escape(c['preset'])}</b>: {page.escape(setting_line(results))}. "
         "acc = final test accuracy (%); #LP = number of (epoch, layer) cells whose SAL exceeds the learnable threshold "
         f"beta, per epoch; UD = #LP / #LP(clean), lower = more unlearnable (the paper's Table 1). {ref} "
         "UD is read with the origin the runs were probed with (the public code's: L0 = the epoch's running training "
@@ -119,57 +119,59 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
         "every layer of an epoch: where it is large, running-origin #LP compares that offset with beta more than it "
         "compares layers. The UD interval resamples the probed epochs (bootstrap, 1,000 replicates)."
     )
-    body = [f"<h1>uebench bench: how unlearnable is {H.escape(c['dataset'])} under these attacks?</h1>", intro]
+    body = [f"<h1>uebench bench: how unlearnable is {page.escape(c['dataset'])} under these attacks?</h1>", intro]
     if c.get("description"):
-        body.append(H.paragraph(H.escape(c["description"]), cls="note"))
-    body.append(H.section("Table 1: accuracy, #LP and UD", H.table(*table1(results))))
+        body.append(page.paragraph(page.escape(c["description"]), cls="note"))
+    body.append(page.section("Table 1: accuracy, #LP and UD", page.table(*table1(results))))
     if multi:
         body.append(
-            H.section(
+            page.section(
                 "Attacks x defenses (APBench leaderboard layout)",
-                H.paragraph("Final test accuracy (%):")
-                + H.table(*matrix(results, "final_test_acc"))
-                + H.paragraph("Peak test accuracy (%):")
-                + H.table(*matrix(results, "peak_test_acc"))
-                + H.paragraph("UD (reference: the clean run under the same defense):")
-                + H.table(*matrix(results, "ud"))
+                page.paragraph("Final test accuracy (%):")
+                + page.table(*matrix(results, "final_test_acc"))
+                + page.paragraph("Peak test accuracy (%):")
+                + page.table(*matrix(results, "peak_test_acc"))
+                + page.paragraph("UD (reference: the clean run under the same defense):")
+                + page.table(*matrix(results, "ud"))
                 + figs("matrix"),
             )
         )
     if any(a.get("shortcut_acc_mean") is not None for a in results["aggregate"]):
         body.append(
-            H.section(
+            page.section(
                 "Is the poison learned? (shortcut probe)",
-                H.paragraph(H.escape(SHORTCUT_NOTE))
-                + H.paragraph("Shortcut accuracy (%, final epoch):")
-                + H.table(*matrix(results, "shortcut_acc"))
-                + H.paragraph("Clean-train accuracy (%, final epoch):")
-                + H.table(*matrix(results, "clean_train_acc")),
+                page.paragraph(page.escape(SHORTCUT_NOTE))
+                + page.paragraph("Shortcut accuracy (%, final epoch):")
+                + page.table(*matrix(results, "shortcut_acc"))
+                + page.paragraph("Clean-train accuracy (%, final epoch):")
+                + page.table(*matrix(results, "clean_train_acc")),
             )
         )
     if results["notes"]:
-        body.append(H.section("Notes", "<ul>" + "".join(f"<li>{H.escape(n)}</li>" for n in results["notes"]) + "</ul>"))
-    body.append(H.section("UD and its uncertainty", figs("ud")))
-    body.append(H.section("SAL per layer and epoch (Figure 4)", figs("sal")))
-    body.append(H.section("Learnable threshold beta (Figure 5)", figs("beta")))
-    body.append(H.section("Test accuracy per epoch", figs("accuracy")))
-    body.append(H.section("Poisons: samples and crafting cost", figs("samples") + H.table(*_costs(results))))
+        body.append(
+            page.section("Notes", "<ul>" + "".join(f"<li>{page.escape(n)}</li>" for n in results["notes"]) + "</ul>")
+        )
+    body.append(page.section("UD and its uncertainty", figs("ud")))
+    body.append(page.section("SAL per layer and epoch (Figure 4)", figs("sal")))
+    body.append(page.section("Learnable threshold beta (Figure 5)", figs("beta")))
+    body.append(page.section("Test accuracy per epoch", figs("accuracy")))
+    body.append(page.section("Poisons: samples and crafting cost", figs("samples") + page.table(*_costs(results))))
     betas = [
         [b["defense"], b["seed"], b["beta"], b["clean_lp"], b["sal_mode"], b["sal_origin"], len(b["layers"])]
         for b in results["betas"]
     ]
     body.append(
-        H.section(
+        page.section(
             "Runs",
-            H.table(*_runs(results))
-            + H.paragraph("Thresholds:")
-            + H.table(["defense", "seed", "beta", "#LP clean", "SAL mode", "L0 origin", "layers"], betas)
-            + H.paragraph(
+            page.table(*_runs(results))
+            + page.paragraph("Thresholds:")
+            + page.table(["defense", "seed", "beta", "#LP clean", "SAL mode", "L0 origin", "layers"], betas)
+            + page.paragraph(
                 "Every number here is read from the run folders (metrics.jsonl, summary.json) and the poison files; "
                 "<code>uebench report DIR</code> rebuilds this page, results.json/.csv and table.md from them.",
                 cls="note",
             ),
         )
     )
-    atomic_write_text(path, H.page(f"uebench bench ({c['preset']})", "\n".join(body)))
+    atomic_write_text(path, page.page(f"uebench bench ({c['preset']})", "\n".join(body)))
     return Path(path)

@@ -28,7 +28,7 @@ RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = (
 )
 FIGURES_INDEX = "figures.json"  # the names of the figures the report wrote
 REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML, FIGURES_INDEX)
-METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
+REPORTED_METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
 
 
 def poison_meta(path: Path) -> dict[str, Any] | None:
@@ -232,7 +232,7 @@ def aggregate(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[s
         group = [r for r in rows if (r["attack"], r["defense"]) == (attack, defense)]
         done = [r for r in group if r["status"] == "finished"]
         agg: dict[str, Any] = {"attack": attack, "defense": defense, "seeds": [r["seed"] for r in done], "n": len(done)}
-        for m in (*METRICS, "craft_seconds", "train_seconds"):
+        for m in (*REPORTED_METRICS, "craft_seconds", "train_seconds"):
             agg[f"{m}_mean"], agg[f"{m}_std"] = _mean_std([r[m] for r in done])
         out.append(agg)
     return out

@@ -182,7 +182,7 @@ def write_figures(summary: dict[str, Any], data: dict[str, Any], folder: str | P
 # ---- the report page ------------------------------------------------------------------------------------------
 def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path) -> Path:
     """A self-contained HTML page (figures embedded as base64 PNG)."""
-    from . import html as H
+    from . import html as page
 
     cfg, tr, stats = summary["config"], summary["training"], summary["stats"]
     rows = []
@@ -222,7 +222,7 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
                 f"{r}: " + ", ".join(f"{v:+.3g}" for v in vals) for r, vals in info["displacement"].items()
             )
             planes.append(
-                f"<li><b>{kind}</b>: {', '.join(H.escape(n) for n in info['names'])} (end - start: {moves})</li>"
+                f"<li><b>{kind}</b>: {', '.join(page.escape(n) for n in info['names'])} (end - start: {moves})</li>"
             )
         else:
             planes.append(
@@ -238,7 +238,7 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
     title = f"uebench landscape: {cfg['model']} on {cfg['dataset']}"
     heading = f"Loss-landscape trajectories: {cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}"
     intro = (
-        f"{d['train_images']} training images {tuple(d['image_shape'])}, poison: {H.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, "
+        f"{d['train_images']} training images {tuple(d['image_shape'])}, poison: {page.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, "
         f"momentum {tr['momentum']:g}, weight decay {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['epochs']} epochs "
         f"({tr['total_steps']} steps), no augmentation, fp32; all runs start from the same weights and the clean and poisoned runs "
         f"see the same batches. Weights recorded every {tr['record_every']} step(s); {summary['num_params']} parameters. Losses on "
@@ -246,10 +246,10 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
         "clean training with another batch order: the yardstick for how far two clean runs end apart."
     )
     body = (
-        f"<h1>{H.escape(heading)}</h1>\n{H.paragraph(intro)}\n{H.table(header, rows)}\n"
-        f"{H.paragraph(f'&quot;Near&quot;: {tol_txt}. Path lengths are measured between recorded steps.')}\n"
-        + H.section("Coordinates", f"<ul>{''.join(planes)}</ul>")
-        + H.section("Figures", "\n".join(H.figure(p, p.name) for p in figures))
+        f"<h1>{page.escape(heading)}</h1>\n{page.paragraph(intro)}\n{page.table(header, rows)}\n"
+        f"{page.paragraph(f'&quot;Near&quot;: {tol_txt}. Path lengths are measured between recorded steps.')}\n"
+        + page.section("Coordinates", f"<ul>{''.join(planes)}</ul>")
+        + page.section("Figures", "\n".join(page.figure(p, p.name) for p in figures))
     )
-    atomic_write_text(path, H.page(title, body))
+    atomic_write_text(path, page.page(title, body))
     return Path(path)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps
 from .lock import FolderLock, is_scratch
+from .poison import Poison
 
 
 class Workspace:
@@ -102,8 +103,6 @@ class Workspace:
     ) -> tuple[Any, bool]:
         """The poison kept under `name` (if `reuse` accepts it), else `make()`'s, kept there atomically.
         Returns (poison, made here)."""
-        from .poison import Poison  # avoid circular import: poison -> attacks -> ... -> workspace
-
         path = self.root / name
         remove_stale_temps(path.parent)
         if path.is_file():

@@ -288,7 +288,7 @@ def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):
         preset="test", dataset_options={"n_train": 64, "n_test": 32}, attacks=("ops",), model="linear", epochs=1
     )
     with pytest.raises(UserError, match="in use by another uebench process"):
-        run_bench(config, tmp_path / "b", progress=False, log=None)
+        run_bench(config, tmp_path / "b", progress=False, log=None, lock_wait=0)
     assert [p.name for p in (tmp_path / "b").iterdir()] == [".uebench.lock"]
 
 

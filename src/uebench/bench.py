@@ -432,13 +432,21 @@ def run_bench(
     log: Callable[[str], None] | None = print,
     max_epochs: int | None = None,
     report: bool = True,
+    shard: tuple[int, int] | None = None,
+    lock_wait: float | None = 120.0,
 ) -> BenchResult:
     """Craft, train and probe everything the config asks that is not already in `out`, then write the report.
 
     `max_epochs` stops after training that many epochs in this call (an interruption on purpose: the same call
     again continues). The result says what was computed, so a caller can tell a cached rerun from a fresh one.
+
+    Several processes may work on one folder at once (`shard=(i, n)`: the runs i, i + n, i + 2n, ... of the plan;
+    or the whole plan each): a run another process trains is left to it, a poison another process crafts is waited
+    for, and whichever process finds every run finished writes the report. The folder's own files (bench.json, the
+    samples, the report) are written under the bench's lock, waited for up to `lock_wait` seconds.
     """
     validate(config)
+    check_shard(shard)
     out = Path(out)
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
@@ -449,56 +457,90 @@ def run_bench(
 
             Poison.load(p.source).check(data.train)
     ws = Workspace(out, BENCH_FILE, "bench")
-    with ws.locked():
-        return _run_locked(config, ws, plan, data, overwrite, progress, log, max_epochs, report)
+    with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
+        open_bench(ws, config, plan, overwrite)
+        _write_samples(ws.root, data)
+    return _run(config, ws, plan, data, progress, log, max_epochs, report, shard, lock_wait)
 
 
-def _run_locked(
+def check_shard(shard: tuple[int, int] | None) -> None:
+    if shard is None:
+        return
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and n >= 1 and 0 <= i < n):
+        raise UserError(f"a shard is I/N with 0 <= I < N, got {i}/{n}")
+
+
+def shard_runs(plan: Plan, shard: tuple[int, int] | None) -> list[RunSpec]:
+    """The runs one shard trains: every n-th of the plan, from the i-th (the plan's order is deterministic)."""
+    return list(plan.runs) if shard is None else list(plan.runs[shard[0] :: shard[1]])
+
+
+def _finished(out: Path, run: RunSpec) -> bool:
+    return (out / run.dir / "summary.json").exists()
+
+
+def _run(
     config: BenchConfig,
     ws: Workspace,
     plan: Plan,
     data: "_Data",
-    overwrite: bool,
     progress: bool,
     log: Callable[[str], None] | None,
     max_epochs: int | None,
     report: bool,
+    shard: tuple[int, int] | None,
+    lock_wait: float | None,
 ) -> BenchResult:
-    open_bench(ws, config, plan, overwrite)
+    from .lock import FolderLock, LockBusy, lock_beside
+
     out = ws.root
     say = log or (lambda _m: None)
     result = BenchResult(out, complete=False)
-    _write_samples(out, data)
     by_file = {p.file: p for p in plan.poisons}
     budget = max_epochs
     t_start = time.perf_counter()
-    n_runs = len(plan.runs)
-    for i, run in enumerate(plan.runs, 1):
-        where = f"[{i}/{n_runs}] {run.attack} / {run.defense} / seed {run.seed}"
+    mine = shard_runs(plan, shard)
+    for i, run in enumerate(mine, 1):
+        where = f"[{i}/{len(mine)}] {run.attack} / {run.defense} / seed {run.seed}"
         folder = out / run.dir
-        if (folder / "summary.json").exists():
+        if _finished(out, run):
             say(f"{where}: finished earlier ({run.dir})")
             continue
         if budget is not None and budget <= 0:
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
         if run.poison is not None:
-            _ensure_poison(ws, by_file[run.poison], data, config, progress, say, result)
-        done = _epochs_done(folder)
-        say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
-        done_after = _train_one(out, run, data, config, progress, None if budget is None else done + budget)
+            with lock_beside(out / run.poison, wait=None):  # another process crafting it: wait, then reuse it
+                _ensure_poison(ws, by_file[run.poison], data, config, progress, say, result)
+        try:
+            with FolderLock(folder):  # the trainer holds it too (re-entrant); here it also covers the epoch count
+                done = _epochs_done(folder)
+                say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
+                done_after = _train_one(out, run, data, config, progress, None if budget is None else done + budget)
+        except LockBusy:
+            say(f"{where}: another process is training it; left to that process")
+            continue
         result.trained.append(run.dir)
         result.epochs_trained += done_after - done
         if budget is not None:
             budget -= done_after - done
-        if not (folder / "summary.json").exists():
+        if not _finished(out, run):
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
+    waiting = [r.dir for r in plan.runs if not _finished(out, r)]
+    if waiting:
+        say(
+            f"{len(waiting)} run(s) of this bench are not finished here (other shards or processes): the last process "
+            f"to finish writes the report; `uebench report {out}` assembles what has finished"
+        )
+        return result
     result.complete = True
     if report:
         from .report.bench_report import write_bench_report
 
-        result.report = write_bench_report(out)
+        with ws.locked(wait=lock_wait):
+            result.report = write_bench_report(out)
         say(f"report written to {out / 'report.html'} ({time.perf_counter() - t_start:.0f} s in this call)")
     return result
 

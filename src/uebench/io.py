@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +15,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     """Call write(f) on a temporary file in the same folder, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid and host in the name: another process sharing the folder (a shard) can tell a killed writer's
+    # leftover from a live writer's file in progress
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.~{os.getpid()}@{_HOST}~", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -57,16 +61,39 @@ def _umask() -> int:
     return mask
 
 
+_HOST = socket.gethostname().replace("~", "-")
+_OWNER = re.compile(r"~(\d+)@([^~]+)~")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def temp_writer_gone(path: Path) -> bool:
+    """Whether the process that was writing this temporary file is provably gone (same host, pid not alive).
+    A temp file without an owner (written before temps carried one) counts as gone."""
+    m = _OWNER.search(path.name)
+    if m is None:
+        return True
+    return m.group(2) == _HOST and not pid_alive(int(m.group(1)))
+
+
 def is_temp(path: Path) -> bool:
     """A temporary file of atomic_write (named by its mkstemp call); one is left behind only by a kill."""
     return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
 
 
 def remove_stale_temps(folder: Path) -> None:
-    """Delete the temporary files a killed writer left in `folder` (call while holding the folder's lock)."""
+    """Delete the temporary files killed writers left in `folder`; a live writer's file in progress is left alone."""
     if folder.is_dir():
         for f in folder.iterdir():
-            if is_temp(f):
+            if is_temp(f) and temp_writer_gone(f):
                 f.unlink(missing_ok=True)
 
 

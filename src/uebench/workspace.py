@@ -43,9 +43,10 @@ class Workspace:
         return self.root / name
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator["Workspace"]:
-        """One process per folder: a second one is refused before it reads or deletes anything."""
-        with FolderLock(self.root):
+    def locked(self, wait: float | None = 0.0) -> Iterator["Workspace"]:
+        """One process at a time on the folder's shared files: a second one is refused (or waits up to `wait`
+        seconds; None: as long as it takes) before it reads or deletes anything."""
+        with FolderLock(self.root, wait=wait):
             yield self
 
     def check_folder(self) -> None:

@@ -22,6 +22,13 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
     p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="train only runs I, I+N, I+2N, ... of the plan (e.g. a SLURM array task; I from 0). Shards may run at "
+        "once on one folder; the last to finish writes the report, `uebench report DIR` assembles what has finished",
+    )
+    p.add_argument(
         "--subset-seed",
         type=int,
         default=None,
@@ -169,9 +176,15 @@ def bench_cmd(args) -> int:
     if not args.out:
         raise UserError("bench: --out DIR is required (the bench folder)")
     config = config_from_args(args)
+    shard = parse_shard(args.shard) if args.shard is not None else None
     try:
         result = run_bench(
-            config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=None if args.quiet else print
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            log=None if args.quiet else print,
+            shard=shard,
         )
     except KeyboardInterrupt:
         import sys
@@ -182,6 +195,18 @@ def bench_cmd(args) -> int:
         print((result.out / "table.md").read_text())
         print(f"report: {result.out / 'report.html'}")
     return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'1/4' -> (1, 4): the second of four shards."""
+    i, slash, n = text.partition("/")
+    try:
+        shard = (int(i), int(n))
+    except ValueError:
+        shard = None
+    if not slash or shard is None or not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise UserError(f"--shard is I/N with 0 <= I < N (e.g. 0/4), got '{text}'")
+    return shard
 
 
 def report_cmd(args) -> int:

@@ -257,7 +257,8 @@ def write_bench_report(out: str | Path) -> list[Path]:
     from . import bench_figures, bench_page, tables
 
     out = Path(out)
-    with FolderLock(out):  # not while a bench writes there (re-entrant: the bench itself calls this under its lock)
+    # not while a bench writes there (re-entrant: the bench itself calls this under its lock); a bench holds it briefly
+    with FolderLock(out, wait=120):
         return _write_report(out, bench_figures, bench_page, tables)
 
 

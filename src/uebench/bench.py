@@ -390,6 +390,7 @@ class BenchResult:
     trained: list[str] = field(default_factory=list)  # run folders that trained at least one epoch in this call
     epochs_trained: int = 0
     report: list[Path] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # executors: per run, the epochs before and after
 
 
 class _Data:
@@ -445,9 +446,17 @@ def run_bench(
     for, and whichever process finds every run finished writes the report. The folder's own files (bench.json, the
     samples, the report) are written under the bench's lock, waited for up to `lock_wait` seconds.
     """
-    validate(config)
     check_shard(shard)
-    out = Path(out)
+    ws, plan, data = prepare_bench(config, out, overwrite=overwrite, lock_wait=lock_wait)
+    return _run(config, ws, plan, data, progress, log, max_epochs, report, shard, lock_wait)
+
+
+def prepare_bench(
+    config: BenchConfig, out: str | Path, *, overwrite: bool = False, lock_wait: float | None = 120.0
+) -> tuple[Workspace, Plan, "_Data"]:
+    """Everything checked (names, numbers, the data, users' poisons), then the folder taken: bench.json and the
+    samples written under the bench's lock. What every executor does first, in the driver."""
+    validate(config)
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
     validate_on(config, data.train)
@@ -456,11 +465,11 @@ def run_bench(
             from .poison import Poison
 
             Poison.load(p.source).check(data.train)
-    ws = Workspace(out, BENCH_FILE, "bench")
+    ws = Workspace(Path(out), BENCH_FILE, "bench")
     with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
         open_bench(ws, config, plan, overwrite)
         _write_samples(ws.root, data)
-    return _run(config, ws, plan, data, progress, log, max_epochs, report, shard, lock_wait)
+    return ws, plan, data
 
 
 def check_shard(shard: tuple[int, int] | None) -> None:
@@ -492,7 +501,7 @@ def _run(
     shard: tuple[int, int] | None,
     lock_wait: float | None,
 ) -> BenchResult:
-    from .lock import FolderLock, LockBusy, lock_beside
+    from .lock import LockBusy
 
     out = ws.root
     say = log or (lambda _m: None)
@@ -503,7 +512,6 @@ def _run(
     mine = shard_runs(plan, shard)
     for i, run in enumerate(mine, 1):
         where = f"[{i}/{len(mine)}] {run.attack} / {run.defense} / seed {run.seed}"
-        folder = out / run.dir
         if _finished(out, run):
             say(f"{where}: finished earlier ({run.dir})")
             continue
@@ -511,13 +519,9 @@ def _run(
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
         if run.poison is not None:
-            with lock_beside(out / run.poison, wait=None):  # another process crafting it: wait, then reuse it
-                _ensure_poison(ws, by_file[run.poison], data, config, progress, say, result)
+            ensure_poison(ws, by_file[run.poison], data, config, progress, say, result.crafted)
         try:
-            with FolderLock(folder):  # the trainer holds it too (re-entrant); here it also covers the epoch count
-                done = _epochs_done(folder)
-                say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
-                done_after = _train_one(out, run, data, config, progress, None if budget is None else done + budget)
+            done, done_after = train_run(ws, run, data, config, progress, say, where, budget)
         except LockBusy:
             say(f"{where}: another process is training it; left to that process")
             continue
@@ -528,21 +532,55 @@ def _run(
         if not _finished(out, run):
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
-    waiting = [r.dir for r in plan.runs if not _finished(out, r)]
+    finish_bench(ws, plan, result, report, say, lock_wait, t_start)
+    return result
+
+
+def finish_bench(
+    ws: Workspace,
+    plan: Plan,
+    result: BenchResult,
+    report: bool,
+    say: Callable[[str], None],
+    lock_wait: float | None,
+    t_start: float,
+) -> None:
+    """Once every run of the plan is finished (here or by other processes): the report, under the bench's lock."""
+    waiting = [r.dir for r in plan.runs if not _finished(ws.root, r)]
     if waiting:
         say(
             f"{len(waiting)} run(s) of this bench are not finished here (other shards or processes): the last process "
-            f"to finish writes the report; `uebench report {out}` assembles what has finished"
+            f"to finish writes the report; `uebench report {ws.root}` assembles what has finished"
         )
-        return result
+        return
     result.complete = True
     if report:
         from .report.bench_report import write_bench_report
 
         with ws.locked(wait=lock_wait):
-            result.report = write_bench_report(out)
-        say(f"report written to {out / 'report.html'} ({time.perf_counter() - t_start:.0f} s in this call)")
-    return result
+            result.report = write_bench_report(ws.root)
+        say(f"report written to {ws.root / 'report.html'} ({time.perf_counter() - t_start:.0f} s in this call)")
+
+
+def train_run(
+    ws: Workspace,
+    run: RunSpec,
+    data: "_Data",
+    config: BenchConfig,
+    progress: bool,
+    say: Callable[[str], None],
+    where: str,
+    budget: int | None = None,
+) -> tuple[int, int]:
+    """Train (or resume) one run of the plan under its folder's lock (LockBusy if another process holds it).
+    Returns the epochs done before and after."""
+    from .lock import FolderLock
+
+    folder = ws.path(run.dir)
+    with FolderLock(folder):  # the trainer holds it too (re-entrant); here it also covers the epoch count
+        done = _epochs_done(folder)
+        say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
+        return done, _train_one(ws.root, run, data, config, progress, None if budget is None else done + budget)
 
 
 def _epochs_done(folder: Path) -> int:
@@ -551,14 +589,25 @@ def _epochs_done(folder: Path) -> int:
     return len(read_metrics(folder)) if (folder / METRICS).exists() else 0
 
 
+def ensure_poison(
+    ws: Workspace, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, crafted: list[str]
+) -> None:
+    """The poison file of `spec` in the folder: crafted (or copied) here once, under a lock beside it, so a process
+    needing it while another makes it waits and then reuses it."""
+    from .lock import lock_beside
+
+    with lock_beside(ws.path(spec.file), wait=None):
+        _ensure_poison(ws, spec, data, config, progress, say, crafted)
+
+
 def _ensure_poison(
-    ws: Workspace, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, result: BenchResult
+    ws: Workspace, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, crafted: list[str]
 ) -> None:
     if ws.path(spec.file).exists():
         return
     if spec.attack is None:  # a user file (checked against this dataset in run_bench): a copy beside the runs
         ws.copy_in(spec.file, spec.source)
-        result.crafted.append(spec.file)
+        crafted.append(spec.file)
         say(f"poison {spec.label}: copied from {spec.source}")
         return
     from .attacks import craft
@@ -577,7 +626,7 @@ def _ensure_poison(
             **config.attack_params.get(spec.attack, {}),
         ),
     )
-    result.crafted.append(spec.file)
+    crafted.append(spec.file)
     say(
         f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)"
     )

@@ -55,6 +55,24 @@ def _fault_point(path: Path, phase: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def fault_after_epoch(epoch: int) -> None:
+    """Fault injection for the executor tests: UEBENCH_KILL_AFTER_EPOCH=N kills (SIGKILL) the process that has just
+    committed epoch N of a run, once: UEBENCH_KILL_MARKER names a file created just before, and a process finding it
+    there is spared (the retried worker must live). Unset, this costs one dict lookup."""
+    at = os.environ.get("UEBENCH_KILL_AFTER_EPOCH")
+    if at is None or at != str(epoch):
+        return
+    marker = os.environ.get("UEBENCH_KILL_MARKER")
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
     os.umask(mask)

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .io import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fault_after_epoch,
+    read_json,
+)
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
     "config.json",
@@ -93,6 +100,7 @@ class RunFolder:
             self.path / CHECKPOINT, {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
         )
         write_metrics(self.path, history)
+        fault_after_epoch(len(history))
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)

@@ -22,6 +22,18 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
     p.add_argument(
+        "--executor",
+        default="serial",
+        choices=("serial", "ray"),
+        help="serial: one run after another in this process (default); ray: every craft and run a Ray task "
+        '(pip install -e ".[ray]")',
+    )
+    p.add_argument(
+        "--address", default=None, help="ray: the cluster to join (auto, or HOST:PORT; default: a new local one)"
+    )
+    p.add_argument("--cpus-per-run", type=float, default=1, metavar="N", help="ray: CPUs each task holds (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0, metavar="F", help="ray: GPUs (or a share) per task")
+    p.add_argument(
         "--shard",
         default=None,
         metavar="I/N",
@@ -177,15 +189,34 @@ def bench_cmd(args) -> int:
         raise UserError("bench: --out DIR is required (the bench folder)")
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
+    ray_only = [f for f, given in (("--address", args.address is not None), ("--gpus-per-run", args.gpus_per_run != 0),
+                                   ("--cpus-per-run", args.cpus_per_run != 1)) if given]  # fmt: skip
+    if args.executor != "ray" and ray_only:
+        raise UserError(f"{', '.join(ray_only)} only apply with --executor ray")
+    if args.executor == "ray" and shard is not None:
+        raise UserError("--shard splits the plan between processes by hand; with --executor ray, Ray does: drop one")
     try:
-        result = run_bench(
-            config,
-            args.out,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            log=None if args.quiet else print,
-            shard=shard,
-        )
+        if args.executor == "ray":
+            from ..bench_ray import run_bench_on_ray
+
+            result = run_bench_on_ray(
+                config,
+                args.out,
+                address=args.address,
+                cpus_per_run=args.cpus_per_run,
+                gpus_per_run=args.gpus_per_run,
+                overwrite=args.overwrite,
+                log=None if args.quiet else print,
+            )
+        else:
+            result = run_bench(
+                config,
+                args.out,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+                log=None if args.quiet else print,
+                shard=shard,
+            )
     except KeyboardInterrupt:
         import sys
 

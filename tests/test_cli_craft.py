@@ -295,7 +295,7 @@ def test_import_npz_layouts(ops_poison, tmp_path, capsys, scenes40):
             "must be uint8",
         ),
         (lambda p: {"images": p.images.numpy()[:, :, :8]}, ["--norm", "l0", "--budget", "1"], "fit neither"),
-        (lambda p: {"images": p.images.numpy()}, ["--norm", "linf", "--budget", "0.003"], "breaks its linf budget"),
+        (lambda p: {"images": p.images.numpy()}, ["--norm", "linf", "--budget", "0.003"], "exceed the linf budget"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "linf", "--budget", "2"], "above 1"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "l2", "--budget", "-1"], "must be positive"),
         (lambda p: {"images": p.images.numpy()}, ["--norm", "l0", "--budget", "1.5"], "whole number"),

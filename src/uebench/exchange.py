@@ -1,6 +1,6 @@
 """Bring your own poison: read poisoned images made elsewhere, write ours for other tools.
 
-Layouts read (`import_poison`):
+Layouts read (`import_poison`; uebench.formats has every released format, these two among them):
 - a folder of PNGs named by the index of the clean training image they replace (`0.png` ... `N-1.png`), found
   at any depth. This is what APBench writes: `<root>/data/<idx>.png` for CIFAR/SVHN, and
   `<root>/<label>/<idx>.png` for ImageNet-100 (one folder per class); the autoregressive-poisoning code writes
@@ -180,27 +180,31 @@ def import_poison(
     norm: str | None = None,
     budget: float | None = None,
     progress: bool = False,
+    format: str = "auto",
+    labels: str | Path | None = None,
+    allow_pickle: bool = False,
+    reproject: bool = False,
 ) -> Poison:
-    """A checked Poison for `clean` (a training split) from a PNG folder or an .npz."""
+    """A checked Poison for `clean` (a training split) from a file or folder in one of uebench.formats.FORMATS.
+
+    `reproject`: images over the budget (an honest export that rounded after clipping) are projected onto it and the
+    metadata says how many; without it they are refused with how far over they are."""
+    from .formats import FORMATS, Options, detect
+    from .poison import bake
+
     source = Path(source)
-    side: dict[str, Any] = {}
-    labels = None
-    if source.is_dir():
-        side = read_sidecar(source)
-        images, indices = read_png_folder(source, clean.shape, progress)
-        fmt = "png"
-    elif source.is_file():
-        images, indices, labels = read_npz(source, clean.shape)
-        fmt = "npz"
-        if indices is None:
-            if len(images) != len(clean):
-                raise UserError(
-                    f"{source} holds {len(images)} images and no 'indices' for {clean.name}/{clean.split} of {len(clean)}: "
-                    "add an 'indices' array saying which training image each one replaces"
-                )
-            indices = np.arange(len(images))
-    else:
+    if not source.exists():
         raise UserError(f"poison source not found: {source}")
+    fmt = detect(source) if format == "auto" else FORMATS.get(format).name
+    reader = FORMATS.get(fmt)
+    if labels is not None and not reader.takes_labels:
+        raise UserError(f"--labels is read by the formats that keep labels apart (ntga, tap-npy), not by {fmt}")
+    if allow_pickle and not reader.pickle:
+        raise UserError(f"--allow-pickle only applies to pickled formats (rem-pkl); {fmt} is not one")
+    if labels is not None and not Path(labels).is_file():
+        raise UserError(f"labels file not found: {labels}")
+    got = reader.read(source, clean, Options(Path(labels) if labels else None, allow_pickle))
+    side = read_sidecar(source) if source.is_dir() else {}
     attack = attack or side.get("attack")
     norm = norm or side.get("norm")
     if budget is None and norm == side.get("norm"):
@@ -210,11 +214,34 @@ def import_poison(
     if norm is None:
         raise UserError(f"--norm is required; valid: {', '.join(NORMS)}")
     budget = check_budget(norm, budget, clean.shape)
+    n = len(got.images) if got.images is not None else len(got.delta)
+    indices = got.indices
+    if indices is None:
+        if n != len(clean):
+            raise UserError(
+                f"{source} holds {n} images and no 'indices' for {clean.name}/{clean.split} of {len(clean)}: "
+                "say which training image each one replaces (an 'indices' array, or <index>.png names)"
+            )
+        indices = np.arange(n)
     if len(indices) and (indices.min() < 0 or indices.max() >= len(clean)):
         raise UserError(f"{source} has indices outside [0, {len(clean)}) of {clean.name}/{clean.split}")
     idx = torch.from_numpy(indices.astype(np.int64))
-    lab = clean.labels[idx].clone() if labels is None else torch.from_numpy(labels.astype(np.int64))
+    base = clean.images[idx]
+    if got.delta is not None:
+        delta = torch.from_numpy(got.delta)
+    else:
+        images = torch.from_numpy(np.ascontiguousarray(got.images))
+        if images.shape != base.shape:
+            raise UserError(f"{source}: images of shape {tuple(images.shape)} for {tuple(base.shape)} clean ones")
+        delta = (images.float() - base.float()) / 255.0
+    delta, projected = within_budget(delta, norm, budget, source, reproject)
+    if got.delta is not None or projected:
+        images = bake(base, delta, norm=norm, budget=budget)
+    lab = clean.labels[idx].clone() if got.labels is None else torch.from_numpy(got.labels.astype(np.int64))
     keep = {k: side[k] for k in ("params", "variant", "seed", "craft_seconds", "epoch_equivalents") if k in side}
+    extra = {**side.get("extra", {}), "imported_from": str(source), "format": fmt, **got.note}
+    if projected:
+        extra["reprojected_images"] = projected
     meta = PoisonMeta(
         attack=str(attack),
         dataset=clean.name,
@@ -223,11 +250,37 @@ def import_poison(
         norm=norm,
         budget=budget,
         **{"variant": "imported", **keep},
-        extra={**side.get("extra", {}), "imported_from": str(source), "format": fmt},
+        extra=extra,
     )
-    poison = Poison(torch.from_numpy(images), lab, idx, meta)
+    poison = Poison(images, lab, idx, meta)
     poison.check(clean)
     return poison
+
+
+def within_budget(
+    delta: torch.Tensor, norm: str, budget: float, source: Path, reproject: bool
+) -> tuple[torch.Tensor, int]:
+    """The perturbation within its budget: as it is, projected onto it (`reproject`), or refused with how far over it
+    is per image. Returns (delta, how many images were projected)."""
+    if norm not in ("linf", "l2") or not len(delta):
+        return delta, 0
+    flat = delta.flatten(1)
+    size = flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+    over = size > budget + 1e-5
+    if not over.any():
+        return delta, 0
+    if not reproject:
+        worst = float(size.max())
+        raise UserError(
+            f"{source}: {int(over.sum())} of {len(delta)} images exceed the {norm} budget {budget:.6g} "
+            f"(largest {worst:.6g}, {100 * (worst / budget - 1):+.2f}%). A few percent over: an export that rounds after "
+            "clipping; pass --reproject to project them onto the budget (recorded in the metadata), or --budget with "
+            "the bound. Far over: a wrong index mapping (image i must perturb dataset image indices[i]) or budget"
+        )
+    if norm == "linf":
+        return delta.clamp(-budget, budget), int(over.sum())
+    scale = torch.where(over, budget / size.clamp_min(1e-12), torch.ones_like(size))
+    return delta * scale.view(-1, *([1] * (delta.ndim - 1))), int(over.sum())
 
 
 # ---- writing --------------------------------------------------------------------------------------------

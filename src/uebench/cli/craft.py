@@ -36,10 +36,28 @@ def register(sub) -> None:
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(func=attacks_cmd)
 
-    i = sub.add_parser("import", help="make a poison file from poisoned images made elsewhere (PNG folder or .npz)")
+    from ..formats import FORMATS
+
+    listing = "; ".join(f"{f.name}: {f.description}" for f in (FORMATS.get(n) for n in FORMATS.names()))
+    i = sub.add_parser(
+        "import",
+        help="make a poison file from a poison made elsewhere (released formats: see --format)",
+        description=f"Formats: {listing}.",
+    )
     add_common(i)
+    i.add_argument("--from", dest="source", required=True, help="the released file or folder")
+    i.add_argument("--format", default="auto", help=f"auto (by folder or file name) | {' | '.join(FORMATS.names())}")
+    i.add_argument("--labels", default=None, help="a labels .npy beside the images (ntga: one-hot; tap-npy)")
     i.add_argument(
-        "--from", dest="source", required=True, help="folder of <index>.png files (APBench layout) or an .npz"
+        "--allow-pickle",
+        action="store_true",
+        help="read a pickle (rem-pkl). A pickle can run code when read: uebench's reader accepts numpy arrays only, "
+        "but pass this only for files you trust",
+    )
+    i.add_argument(
+        "--reproject",
+        action="store_true",
+        help="project images over the budget (exports that round after clipping) onto it; recorded in the metadata",
     )
     i.add_argument(
         "--attack-name", default=None, help="name to record (default: from the folder's uebench_poison.json)"
@@ -145,7 +163,16 @@ def import_cmd(args) -> int:
     _refuse_existing(args.out, args.overwrite)
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
     poison = import_poison(
-        ds, args.source, attack=args.attack_name, norm=args.norm, budget=args.budget, progress=not args.quiet
+        ds,
+        args.source,
+        attack=args.attack_name,
+        norm=args.norm,
+        budget=args.budget,
+        progress=not args.quiet,
+        format=args.format,
+        labels=args.labels,
+        allow_pickle=args.allow_pickle,
+        reproject=args.reproject,
     )
     poison.save(args.out)
     m = poison.meta

@@ -1,0 +1,263 @@
+"""The formats poisons are released in, each read into poisoned uint8 images or a float perturbation of the clean ones.
+
+    uebench import --from perturbation.pt --format em-pt --norm linf --budget 0.0314 --out em.safetensors
+    uebench import --help                # lists these formats
+
+One reader per format, registered by name (FORMATS). A reader returns what the file holds, `Read`: either the
+poisoned images (uint8, as a victim would download them) or a float perturbation in [0,1] pixel units that
+`uebench.exchange.import_poison` bakes onto the clean images (poison.bake: rounded to the grey-level grid as the
+authors' exports do); with the images' dataset positions and labels where the file has them. Every result goes
+through the same checks as a crafted poison (labels, indices, budget on the baked bytes).
+
+Nothing here runs code from a file: tensors are read with `torch.load(weights_only=True)` (tensors and plain
+containers only), numpy files with `allow_pickle=False`; REM's pickle is read, behind `--allow-pickle`, by an
+unpickler that knows numpy arrays and nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .data.base import ImageDataset
+from .errors import UserError
+from .registry import Registry
+
+
+@dataclass
+class Read:
+    images: np.ndarray | None = None  # uint8 (N, C, H, W): the poisoned images themselves
+    delta: np.ndarray | None = None  # float (N, C, H, W), [0,1] pixel units, to add to the clean images
+    indices: np.ndarray | None = None  # (N,) dataset positions; None: image i is dataset image i
+    labels: np.ndarray | None = None  # (N,) class labels as the file gives them (checked against the dataset's)
+    note: dict[str, Any] = field(default_factory=dict)  # what the metadata should say about the file
+
+
+@dataclass(frozen=True)
+class Options:
+    labels: Path | None = None  # a second file with the labels (NTGA's one-hot, TAP's numpy export)
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    read: Callable[[Path, ImageDataset, Options], Read]
+    suffixes: tuple[str, ...] = ()  # what `--format auto` recognises
+    takes_labels: bool = False  # reads --labels
+    pickle: bool = False  # reads a pickle (--allow-pickle)
+
+
+FORMATS: Registry[Format] = Registry("poison format")
+
+
+def register_format(name: str, description: str, suffixes: tuple[str, ...] = (), **flags: bool):
+    def wrap(fn: Callable[[Path, ImageDataset, Options], Read]) -> Callable:
+        FORMATS.register(name)(Format(name, description, fn, suffixes, **flags))
+        return fn
+
+    return wrap
+
+
+def detect(source: Path) -> str:
+    """The format `--format auto` takes for a path: a folder is PNGs; a file by its suffix, where only one fits."""
+    if source.is_dir():
+        return "png"
+    fits = [f.name for f in (FORMATS.get(n) for n in FORMATS.names()) if source.name.endswith(f.suffixes or ("\0",))]
+    if len(fits) == 1:
+        return fits[0]
+    known = ", ".join(FORMATS.names())
+    if not fits:
+        raise UserError(f"cannot tell the format of {source}; pass --format, one of: {known}")
+    raise UserError(f"{source} could be {' or '.join(fits)}; pass --format")
+
+
+# ---- array shapes -----------------------------------------------------------------------------------------------
+def channels_first(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    """(N, C, H, W) from (N, C, H, W), (N, H, W, C), or (N, H, W) for one channel."""
+    c, h, w = shape
+    if a.ndim == 3 and c == 1 and a.shape[1:] == (h, w):
+        return a[:, None]
+    if a.ndim == 4 and a.shape[1:] == (c, h, w):
+        return a
+    if a.ndim == 4 and a.shape[1:] == (h, w, c):
+        return a.transpose(0, 3, 1, 2)
+    raise UserError(f"{what}: shape {a.shape} fits neither (N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
+
+
+def float_images_to_u8(x: np.ndarray, what: str) -> np.ndarray:
+    """Float images in [0, 1] (or [0, 255]) on the uint8 grid, as the victim's loader would store them."""
+    if not np.isfinite(x).all():
+        raise UserError(f"{what}: the images hold NaN or infinite values")
+    scale = 255.0 if x.max() <= 1.0 + 1e-6 else 1.0
+    if x.min() < -1e-6 or x.max() * scale > 255.0 + 1e-3:
+        raise UserError(f"{what}: float images must lie in [0, 1] (or [0, 255]); got [{x.min():.4g}, {x.max():.4g}]")
+    return np.clip(np.round(x * scale), 0, 255).astype(np.uint8)
+
+
+def class_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """Integer labels from (N,) integers or (N, K) one-hot rows."""
+    if y.ndim == 2:
+        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(1) == 1):
+            raise UserError(f"{what}: two-dimensional labels must be one-hot rows")
+        return y.argmax(1)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
+        raise UserError(f"{what}: labels must be N integers or N one-hot rows, got {y.dtype} {y.shape}")
+    return y.astype(np.int64)
+
+
+def _npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UserError(f"cannot read {path} as .npy: {type(e).__name__}: {str(e)[:120]}") from None
+
+
+def _tensor(path: Path) -> np.ndarray:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and containers only: no code runs
+    except Exception as e:
+        raise UserError(f"cannot read {path} as a tensor file: {type(e).__name__}: {str(e)[:120]}") from None
+    if isinstance(obj, dict):  # some releases wrap the tensor: take the one tensor there is
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        if len(tensors) != 1:
+            raise UserError(f"{path} holds {len(tensors)} tensors; expected the perturbation alone")
+        obj = tensors[0]
+    if not isinstance(obj, torch.Tensor):
+        raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor")
+    return obj.float().numpy()
+
+
+def _perturbation(a: np.ndarray, clean: ImageDataset, what: str, note: dict[str, Any]) -> Read:
+    """A float perturbation: sample-wise (N = the dataset) or class-wise (one row per class)."""
+    if not np.isfinite(a).all():
+        raise UserError(f"{what}: the perturbation holds NaN or infinite values")
+    a = channels_first(a, clean.shape, what)
+    if len(a) == len(clean):
+        return Read(delta=a.astype(np.float32), note={**note, "layout": "sample-wise"})
+    if len(a) == clean.num_classes:
+        rows = a[clean.labels.numpy()]  # each image gets its class's noise
+        return Read(delta=rows.astype(np.float32), note={**note, "layout": "class-wise"})
+    raise UserError(
+        f"{what}: {len(a)} perturbations fit neither the {len(clean)} images (sample-wise) nor the "
+        f"{clean.num_classes} classes (class-wise) of {clean.name}/{clean.split}"
+    )
+
+
+# ---- the formats ------------------------------------------------------------------------------------------------
+@register_format("png", "a folder of <index>.png (APBench, AR, uebench export; TAP's train/<class>/<idx>.png)")
+def read_png(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    from .exchange import read_png_folder
+
+    if (source / "train").is_dir():  # a release root (TAP: train/<class>/<idx>.png beside test/): the training half
+        source = source / "train"
+    images, indices = read_png_folder(source, clean.shape)
+    return Read(images=images, indices=indices)
+
+
+@register_format("npz", ".npz with uint8 `images` and optional `indices`, `labels`", (".npz",))
+def read_npz_format(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    from .exchange import read_npz
+
+    images, indices, labels = read_npz(source, clean.shape)
+    return Read(images=images, indices=indices, labels=labels)
+
+
+@register_format("npy", ".npy of uint8 poisoned images, or of a float perturbation in [0,1] pixel units", (".npy",))
+def read_npy(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    a = _npy(source)
+    if a.dtype == np.uint8:
+        return Read(images=channels_first(a, clean.shape, str(source)))
+    if np.issubdtype(a.dtype, np.floating):
+        return _perturbation(a, clean, str(source), {"source_dtype": str(a.dtype)})
+    raise UserError(f"{source}: a .npy poison is uint8 images or a float perturbation, got {a.dtype}")
+
+
+@register_format(
+    "em-pt",
+    "EM's perturbation.pt: float noise in [-eps, eps], sample-wise (N, C, H, W) or class-wise (K, C, H, W)",
+    ("perturbation.pt",),
+)
+def read_em(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    return _perturbation(_tensor(source), clean, str(source), {"release": "unlearnable-examples (EM)"})
+
+
+@register_format(
+    "ucl-pt", "unsupervised UEs' perturbations.pt (UCL, TUE): float sample-wise noise", ("perturbations.pt",)
+)
+def read_ucl(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    return _perturbation(_tensor(source), clean, str(source), {"release": "unsupervised UEs (UCL/TUE)"})
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and scalars; any other global (a function, a class with code) is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UserError(f"the pickle asks for {module}.{name}; only numpy arrays are read from a pickle")
+        return super().find_class(module, name)
+
+
+@register_format(
+    "rem-pkl",
+    "REM's *-def-noise.pkl: pickled int8 noise (N, C, H, W) in grey levels (needs --allow-pickle)",
+    ("def-noise.pkl",),
+    pickle=True,
+)
+def read_rem(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    if not opts.allow_pickle:
+        raise UserError(
+            f"{source} is a pickle: reading one can run code; pass --allow-pickle if you trust it "
+            "(uebench reads numpy arrays from it and refuses anything else)"
+        )
+    try:
+        a = _NumpyOnly(io.BytesIO(source.read_bytes())).load()
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot read {source} as a pickled array: {type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.integer):
+        raise UserError(f"{source}: expected REM's integer noise array, got {type(a).__name__}")
+    return _perturbation(a.astype(np.float32) / 255.0, clean, str(source), {"release": "REM", "noise": "int8 grey"})
+
+
+def _images_and_labels(source: Path, clean: ImageDataset, opts: Options, release: str) -> Read:
+    x = _npy(source)
+    images = channels_first(
+        x if x.dtype == np.uint8 else float_images_to_u8(x.astype(np.float64), str(source)), clean.shape, str(source)
+    )
+    labels = class_labels(_npy(opts.labels), str(opts.labels)) if opts.labels is not None else None
+    if labels is not None and len(labels) != len(images):
+        raise UserError(f"{opts.labels}: {len(labels)} labels for {len(images)} images")
+    return Read(images=images, labels=labels, note={"release": release, "source_dtype": str(x.dtype)})
+
+
+@register_format(
+    "ntga", "NTGA's float .npy images in [0,1] (N, H, W, C), one-hot labels in --labels", takes_labels=True
+)
+def read_ntga(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    return _images_and_labels(source, clean, opts, "NTGA")
+
+
+@register_format(
+    "tap-npy", "TAP's numpy export: float (or uint8) images .npy, labels .npy in --labels", takes_labels=True
+)
+def read_tap_numpy(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    return _images_and_labels(source, clean, opts, "TAP (numpy export)")

@@ -15,9 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from uebench.bench import PRESETS, QUICK, BenchConfig, SALSettings, make_plan, run_bench, validate
 from uebench.cli import main
+from uebench.errors import UserError
 from uebench.metrics import load_run_sal, ud_table
 
 TINY = BenchConfig(
@@ -122,9 +124,9 @@ def test_the_subset_has_its_own_seed_so_training_seeds_vary_the_noise_only():
     config = replace(TINY, subset=48, seeds=(0, 1), attacks=("ops",))
     data = _Data(config)
     # seeds 0 and 1 train on the same images; another subset seed draws others
-    assert data.train_set(None, 0).indices.tolist() == data.train_set(None, 1).indices.tolist()
-    other = _Data(replace(config, subset_seed=5)).train_set(None, 0).indices.tolist()
-    assert other != data.train_set(None, 0).indices.tolist()
+    assert data.subset_for(data.train, 0).indices.tolist() == data.subset_for(data.train, 1).indices.tolist()
+    other = _Data(replace(config, subset_seed=5)).subset_for(_Data(config).train, 0).indices.tolist()
+    assert other != data.subset_for(data.train, 0).indices.tolist()
     plan = make_plan(config)
     by_seed = {r.seed: r for r in plan.runs if r.attack == "ops"}
     # a seed-0 run is keyed as before the subset had its own seed; seed 1 names the subset seed it now trains on
@@ -134,7 +136,7 @@ def test_the_subset_has_its_own_seed_so_training_seeds_vary_the_noise_only():
     from uebench.attacks import craft
 
     poison = craft("ops", data.train, preset="fast", seed=1, subset=48, subset_seed=0, progress=False)
-    assert sorted(poison.indices.tolist()) == sorted(data.train_set(None, 1).indices.tolist())
+    assert sorted(poison.indices.tolist()) == sorted(data.subset_for(data.train, 1).indices.tolist())
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------------
@@ -346,7 +348,9 @@ def test_user_poisons_of_one_attack_are_labelled_by_their_file_names(tmp_path):
         (["--attack-set", "em.nope=1"], "has no parameter nope"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         ([], "--out DIR is required"),
-        (["--subset-seed", "3"], "--subset-seed draws a --subset"),
+        (["--subset-seed", "3"], "--subset-seed draws a --subset or a --poison-fraction"),
+        (["--poison-fraction", "0.5,1.5"], "--poison-fraction takes distinct shares in (0, 1]"),
+        (["--poison-fraction", "0,1"], "--poison-fraction takes distinct shares in (0, 1]"),
         (["--subset", "40", "--subset-seed", "-1"], "seed"),
     ],
 )
@@ -482,3 +486,34 @@ def test_seeds_take_a_count_or_a_list():
     for bad in ("0", "", "a,b", "1,1", "-1,2", "2.5"):
         with pytest.raises(UserError, match="--seeds|seed must"):
             parse_seeds(bad)
+
+
+def test_partial_poisoning_is_its_own_row_with_a_per_class_share():
+    from uebench.attacks import craft
+    from uebench.bench import _Data
+    from uebench.trainer import training_set
+
+    config = replace(TINY, attacks=("ops",), defenses=("none",), poison_fractions=(0.5, 1.0))
+    plan = make_plan(config)
+    assert [r.attack for r in plan.runs] == ["clean", "ops@0.5", "ops"]
+    whole = {r.attack: r.dir for r in make_plan(replace(config, poison_fractions=(1.0,))).runs}
+    assert {r.attack: r.dir for r in plan.runs}["ops"] == whole["ops"]  # the whole poison keeps its key
+    data = _Data(config)
+    poison = craft("ops", data.train, preset="fast", seed=0, progress=False)
+    half = poison.fraction(0.5, seed=0)
+    for c in range(data.train.num_classes):  # the same share of every class
+        n = int((poison.labels == c).sum())
+        assert int((half.labels == c).sum()) == max(1, round(0.5 * n))
+    assert torch.equal(half.indices, poison.fraction(0.5, seed=0).indices)  # seeded
+    assert not torch.equal(half.indices, poison.fraction(0.5, seed=1).indices)
+    run = next(r for r in plan.runs if r.attack == "ops@0.5")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        poison.save(f"{d}/ops.safetensors")
+        tc = replace(run.train_config(), poison=f"{d}/ops.safetensors")
+        ds = training_set(tc, data.train)
+    changed = (ds.images != data.train.images).flatten(1).any(1)
+    assert int(changed.sum()) == len(half) <= len(poison) // 2 + data.train.num_classes
+    with pytest.raises(UserError, match=r"in \(0, 1\]"):
+        poison.fraction(0, seed=0)

@@ -87,6 +87,9 @@ class BenchConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    # partial poisoning: each poison is also benched with only this share of its images poisoned (per class, seeded
+    # by the subset seed); 1.0 is the whole poison. A run of a share below 1 is labelled "<attack>@<share>"
+    poison_fractions: tuple[float, ...] = (1.0,)
     defenses: tuple[str, ...] = (NO_DEFENSE,)
     defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
@@ -213,8 +216,15 @@ def validate(config: BenchConfig) -> None:
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise UserError(f"seeds must be distinct, got {list(config.seeds)}")
     check_run_numbers(width=config.width, seeds=(*config.seeds, config.subset_seed), subset=config.subset)
-    if config.subset_seed != 0 and config.subset is None:
-        raise UserError("--subset-seed draws a --subset; give --subset N too")
+    fr = config.poison_fractions
+    if (
+        not fr
+        or len(set(fr)) != len(fr)
+        or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fr)
+    ):
+        raise UserError(f"--poison-fraction takes distinct shares in (0, 1], got {', '.join(map(str, fr)) or 'none'}")
+    if config.subset_seed != 0 and config.subset is None and set(config.poison_fractions) == {1.0}:
+        raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
     resolve_precision(config.precision, resolve_device(config.device))
     config.resolved_recipe()  # a Recipe validates its epochs, batch size and lr
     if not config.attacks and not config.poisons:
@@ -271,10 +281,12 @@ def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
     )
 
 
-def own_subset_seed(config: BenchConfig, seed: int) -> int | None:
-    """The subset seed as a run or a craft of this seed takes it: None where it equals the seed (the only case that
-    existed before the subset had its own seed; such runs and poisons keep their keys)."""
-    return None if config.subset is None or config.subset_seed == seed else config.subset_seed
+def own_subset_seed(config: BenchConfig, seed: int, fraction: float = 1.0) -> int | None:
+    """The subset seed as a run or a craft of this seed takes it (it draws the subset and a poisoned fraction): None
+    where nothing is drawn, or where it equals the seed (the only case that existed before the subset had its own
+    seed; such runs and poisons keep their keys)."""
+    drawn = config.subset is not None or fraction != 1
+    return None if not drawn or config.subset_seed == seed else config.subset_seed
 
 
 def subset_seed_key(config: BenchConfig, seed: int) -> dict[str, Any]:
@@ -299,7 +311,13 @@ def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
     )
 
 
-def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None) -> RunSpec:
+def fraction_label(label: str, fraction: float) -> str:
+    return label if fraction == 1 else f"{label}@{fraction:g}"
+
+
+def run_spec(
+    config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None, fraction: float = 1.0
+) -> RunSpec:
     from .trainer import TrainConfig
 
     tc = TrainConfig(
@@ -314,7 +332,8 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
         lr=config.lr,
         seed=seed,
         train_subset=config.subset,
-        subset_seed=own_subset_seed(config, seed),
+        subset_seed=own_subset_seed(config, seed, fraction),
+        poison_fraction=None if fraction == 1 else float(fraction),
         device=config.device,
         precision=config.precision,
         channels_last=config.channels_last,
@@ -324,6 +343,7 @@ def run_spec(config: BenchConfig, attack: str, defense: str, seed: int, poison: 
     )
     # the poison file name carries the poison's own key, so the run key covers what made the poison too
     key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
+    attack = fraction_label(attack, fraction)
     name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
     return RunSpec(
         attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, plain_json(tc.fields())
@@ -351,8 +371,9 @@ def make_plan(config: BenchConfig) -> Plan:
         for p in [*(poison_spec(config, a, seed) for a in config.attacks), *user]:
             if p not in poisons:
                 poisons.append(p)
-            for defense in config.defenses:
-                runs.append(run_spec(config, p.label, defense, seed, p))
+            for fraction in config.poison_fractions:
+                for defense in config.defenses:
+                    runs.append(run_spec(config, p.label, defense, seed, p, fraction))
     return Plan(poisons, runs)
 
 
@@ -416,12 +437,6 @@ class _Data:
 
     def crafting_set(self):
         return self.train
-
-    def train_set(self, poison_file: Path | None, seed: int):
-        from .poison import Poison
-
-        ds = self.train if poison_file is None else Poison.load(poison_file).apply(self.train)
-        return self.subset_for(ds, seed)
 
 
 def run_bench(
@@ -635,14 +650,16 @@ def _ensure_poison(
 def _train_one(
     out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None
 ) -> int:
-    from .trainer import train
+    from .trainer import train, training_set
 
     tc = run.train_config()
     folder = out / run.dir
-    train_set = data.train_set(out / run.poison if run.poison else None, run.seed)
+    # what `uebench train` would train on: the poison (or its poisoned fraction) on the full split, then the subset
+    train_set = training_set(replace(tc, poison=str(out / run.poison) if run.poison else None), data.train)
     probes = [sal_probe_for(config.sal, tc.resolved_recipe().augment == "crop_flip", config.keep_weights)]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
-        probes += shortcut_probes(train_set, data.train_set(None, run.seed), seed=run.seed)
+        clean = training_set(replace(tc, poison=None, poison_fraction=None), data.train)
+        probes += shortcut_probes(train_set, clean, seed=run.seed)
     resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())
     res = train(
         tc,

@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,25 @@ class Poison:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def fraction(self, share: float, seed: int) -> "Poison":
+        """The poison on a seeded `share` of its images, the same share of every class (rounded per class, at least
+        one image where the class has any): the rest of the training set stays clean (partial poisoning)."""
+        if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1):
+            raise UserError(f"a poisoned fraction is in (0, 1], got {share!r}")
+        if share == 1:
+            return self
+        from .seeds import generator, offset_stream
+
+        g = generator(offset_stream(seed, 424_242))
+        keep = []
+        for c in torch.unique(self.labels).tolist():
+            rows = (self.labels == c).nonzero().flatten()
+            k = max(1, round(share * len(rows)))
+            keep.append(rows[torch.randperm(len(rows), generator=g)[:k]])
+        rows = torch.cat(keep).sort().values
+        meta = replace(self.meta, extra={**self.meta.extra, "poisoned_fraction": share})
+        return Poison(self.images[rows], self.labels[rows], self.indices[rows], meta)
 
     # ---- checks -------------------------------------------------------------------------------------------
     def measure(self, clean: ImageDataset) -> dict[str, float]:

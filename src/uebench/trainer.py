@@ -60,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
     subset_seed: int | None = None  # the subset's seed; None: the training seed
+    poison_fraction: float | None = None  # the share of the poison's images kept (per class); None: all of them
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16), else fp32
     channels_last: bool = True
@@ -77,8 +78,9 @@ class TrainConfig:
         """The fields, without a subset seed that is the training seed's (run folders written before it existed
         keep their configuration, and a bench its run keys)."""
         d = asdict(self)
-        if d["subset_seed"] is None:
-            del d["subset_seed"]
+        for key in ("subset_seed", "poison_fraction"):  # added later: absent when unset, as before they existed
+            if d[key] is None:
+                del d[key]
         return d
 
     @property
@@ -270,7 +272,10 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
 
 def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     """What a run trains on, from the full clean training split: poisoned (if asked), then its seeded subset."""
-    train_set = Poison.load(config.poison).apply(clean) if config.poison else clean
+    poison = Poison.load(config.poison) if config.poison else None
+    if poison is not None and config.poison_fraction is not None:
+        poison = poison.fraction(config.poison_fraction, config.subset_rng_seed)
+    train_set = poison.apply(clean) if poison is not None else clean
     if config.train_subset is not None:
         train_set = seeded_subset(train_set, config.train_subset, seed=config.subset_rng_seed)
     return train_set
@@ -347,10 +352,16 @@ def check_config(config: TrainConfig) -> None:
 
     MODELS.get(config.model)
     check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
+    if config.poison_fraction is not None:
+        f = config.poison_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise UserError(f"--poison-fraction is in (0, 1], got {f!r}")
+        if not config.poison:
+            raise UserError("--poison-fraction is a share of a poison's images; give --poison too")
     if config.subset_seed is not None:
         check_seed(config.subset_seed)
-        if config.train_subset is None:
-            raise UserError("--subset-seed draws a --subset; give --subset N too")
+        if config.train_subset is None and config.poison_fraction is None:
+            raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
 
 
 def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, list[Probe]]:

@@ -22,6 +22,13 @@ def register(sub) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000")
     p.add_argument("--subset", type=int, default=None, help="poison and train on a seeded subset of N training images")
     p.add_argument(
+        "--poison-fraction",
+        default=None,
+        metavar="F,F,...",
+        help="partial poisoning: bench each poison with only these shares of its images poisoned, per class "
+        "(e.g. 0.2,0.4,0.6,0.8,1.0; default 1.0); a share below 1 is its own row, <attack>@<share>",
+    )
+    p.add_argument(
         "--executor",
         default="serial",
         choices=("serial", "ray"),
@@ -147,6 +154,8 @@ def config_from_args(args):
         changes["subset"] = args.subset
     if args.subset_seed is not None:
         changes["subset_seed"] = args.subset_seed
+    if args.poison_fraction is not None:
+        changes["poison_fractions"] = tuple(parse_list(args.poison_fraction, float, "--poison-fraction"))
     if args.attacks is not None:
         changes["attacks"] = _names(args.attacks)
     elif args.poison:

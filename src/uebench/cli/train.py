@@ -11,6 +11,14 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a model on clean or poisoned data, with per-epoch probes")
     add_common(p)
     p.add_argument("--poison", default=None, help="a poison file (uebench craft / import)")
+    p.add_argument(
+        "--poison-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="poison only this share of the poison's images, the same share per class (seeded by --subset-seed, "
+        "else --seed); the rest train clean",
+    )
     p.add_argument("--model", default="resnet18", help="model name (uebench models lists them)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     p.add_argument("--recipe", default="paper", help="named recipe (uebench recipes lists them)")
@@ -154,6 +162,7 @@ def run(args) -> int:
         seed=args.seed,
         train_subset=args.subset,
         subset_seed=args.subset_seed,
+        poison_fraction=args.poison_fraction,
         device=args.device,
         precision=args.precision,
         channels_last=not args.no_channels_last,

@@ -12,6 +12,7 @@ import torch
 from uebench.cli import main as cli_main
 from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
+from uebench.errors import UserError
 from uebench.fit import epoch_generator
 from uebench.poison import Poison, PoisonMeta
 from uebench.recipes import RECIPES
@@ -174,6 +175,32 @@ def test_precision_auto_never_picks_slow_bf16():
 
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    with pytest.raises(UserError, match="fp16 .* is for CUDA devices"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_eval_batch_changes_memory_not_results_and_old_configs_keep_their_keys():
+    from uebench.trainer import ADDED_LATER
+
+    a = train(tiny_config(epochs=1, precision="fp32"), progress=False)
+    b = train(tiny_config(epochs=1, precision="fp32", eval_batch_size=7), progress=False)
+    assert a.history[0]["test_acc"] == b.history[0]["test_acc"]
+    assert abs(a.history[0]["test_loss"] - b.history[0]["test_loss"]) < 1e-5
+    plain = tiny_config().fields()
+    assert not set(ADDED_LATER) & set(plain)  # unset, they are not in config.json: older run folders still match
+    assert tiny_config(eval_batch_size=7).fields()["eval_batch_size"] == 7
+    with pytest.raises(UserError, match="--eval-batch-size"):
+        train(tiny_config(eval_batch_size=0), progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_forward_trains_like_the_eager_one():
+    eager = train(tiny_config(epochs=1, precision="fp32"), progress=False)
+    compiled = train(tiny_config(epochs=1, precision="fp32", compile=True), progress=False)
+    a, b = eager.history[0], compiled.history[0]
+    assert abs(a["train_loss"] - b["train_loss"]) < 0.03 * abs(a["train_loss"])  # fused kernels round otherwise
+    assert abs(a["test_acc"] - b["test_acc"]) <= 5.0
+    assert set(compiled.model.state_dict()) == set(eager.model.state_dict())  # no _orig_mod. prefix in checkpoints
 
 
 # ---- bad input: one line, exit status 2, nothing overwritten ---------------------------------------------

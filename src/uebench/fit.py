@@ -51,26 +51,37 @@ def train_epoch(
     n: int,
     batch_size: int,
     generator: torch.Generator,
-    on_step: Callable[[float], None] | None = None,
+    on_step: Callable[[torch.Tensor], None] | None = None,
+    scaler: Any = None,
 ) -> dict[str, Any]:
-    """One pass over n images in the generator's order: {"train_loss": the image-weighted mean, **the step's own}."""
+    """One pass over n images in the generator's order: {"train_loss": the image-weighted mean, **the step's own}.
+
+    No value leaves the device inside the loop (a GPU never waits for the host): the loss is summed on the device in
+    float64, which gives the bits Python's float sum would, and checked once, at the end of the epoch. `scaler` (a
+    torch.amp.GradScaler) scales the loss for fp16 training."""
     model.train()
-    total, seen = 0.0, 0
+    total, seen = None, 0
     for idx in batches(n, batch_size, generator):
         if len(idx) < step.min_batch:
             continue
         loss, count = step(model, idx, generator)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise UserError(f"training diverged: the loss is {value} ({step.hint})")
-        total += value * count
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        part = loss.detach().double() * count
+        total = part if total is None else total + part
         seen += count
         if on_step is not None:
-            on_step(value)
-    return {"train_loss": total / max(seen, 1), **step.epoch_record(seen)}
+            on_step(loss.detach())
+    mean = float(total) / max(seen, 1) if total is not None else 0.0
+    if not math.isfinite(mean):
+        raise UserError(f"training diverged: the loss is {mean} ({step.hint})")
+    return {"train_loss": mean, **step.epoch_record(seen)}
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -93,8 +104,9 @@ def fit(
     stop_after: int | None = None,
     desc: str | None = None,
     postfix: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    on_step: Callable[[float], None] | None = None,
+    on_step: Callable[[torch.Tensor], None] | None = None,
     leave: bool = True,
+    scaler: Any = None,
 ) -> list[dict[str, Any]]:
     """Train for `epochs` (or until `stop_after` epochs in all); returns the per-epoch records.
 
@@ -109,18 +121,18 @@ def fit(
     steps = -(-n // batch_size)
     bar = progress_bar(desc is not None, epochs * steps, desc or "", initial=len(history) * steps, leave=leave)
 
-    def stepped(value: float) -> None:
+    def stepped(loss: torch.Tensor) -> None:
         if bar:
             bar.update()
         if on_step is not None:
-            on_step(value)
+            on_step(loss)
 
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(len(history), last):
         start = time.perf_counter()
         set_lr(opt, lr_at(epoch))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(epoch)}
-        record.update(train_epoch(model, opt, step, n, batch_size, epoch_generator(seed, epoch), stepped))
+        record.update(train_epoch(model, opt, step, n, batch_size, epoch_generator(seed, epoch), stepped, scaler))
         record["train_seconds"] = time.perf_counter() - start
         if after_epoch is not None:
             after_epoch(epoch + 1, record)

@@ -31,7 +31,7 @@ from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
 from .seeds import seeded
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int | None = None) -> None:
@@ -42,6 +42,11 @@ def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int 
         check_seed(seed)
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
         raise UserError(f"train subset must be a whole number >= 1, got {subset}")
+
+
+# TrainConfig fields added after run folders existed, with their unset values: left out of config.json (and so out of
+# a bench's run keys) when unset, so that older folders resume and keep their names
+ADDED_LATER = {"subset_seed": None, "poison_fraction": None, "eval_batch_size": None, "compile": False}
 
 
 @dataclass
@@ -61,8 +66,12 @@ class TrainConfig:
     train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
     subset_seed: int | None = None  # the subset's seed; None: the training seed
     poison_fraction: float | None = None  # the share of the poison's images kept (per class); None: all of them
+    eval_batch_size: int | None = None  # the test evaluation's batch (memory only, not the result); None: 1024
+    compile: bool = False  # torch.compile the training forward pass (the weights, checkpoints and probes are the same)
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16), else fp32
+    # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16); fp16 with a gradient scaler on a CUDA
+    # device without it (V100, T4); else fp32
+    precision: str = "auto"
     channels_last: bool = True
     dataset_options: dict[str, Any] = field(default_factory=dict)
     defense: str | None = None  # a training-time defense from uebench.defenses (jpeg, gray, mixup, at, ...)
@@ -78,8 +87,8 @@ class TrainConfig:
         """The fields, without a subset seed that is the training seed's (run folders written before it existed
         keep their configuration, and a bench its run keys)."""
         d = asdict(self)
-        for key in ("subset_seed", "poison_fraction"):  # added later: absent when unset, as before they existed
-            if d[key] is None:
+        for key, unset in ADDED_LATER.items():  # absent when unset, as before they existed
+            if d[key] == unset:
                 del d[key]
         return d
 
@@ -165,14 +174,24 @@ def fast_bf16(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 (with a gradient scaler) is for CUDA devices; on a CPU use bf16 or fp32")
     if precision == "auto":
-        return "bf16" if fast_bf16(device) else "fp32"
+        if fast_bf16(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
     return precision
 
 
+def grad_scaler(precision: str, device: torch.device):
+    """fp16 needs its loss scaled (small gradients underflow); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext
 
 
@@ -221,9 +240,12 @@ class ClassificationStep:
     hint = "lower --lr?"
     min_batch = 1
 
-    def __init__(self, ds: ImageDataset, augment: str | None, device, autocast, channels_last: bool, defense=None):
+    def __init__(
+        self, ds: ImageDataset, augment: str | None, device, autocast, channels_last: bool, defense=None, forward=None
+    ):
         self.ds, self.augment, self.device = ds, AUGMENTATIONS[augment], device
         self.autocast, self.channels_last, self.defense = autocast, channels_last, defense
+        self.forward = forward  # a compiled forward of the model (torch.compile), or None: the model itself
         self.correct, self.mixed = 0, False
 
     def __call__(self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
@@ -236,14 +258,14 @@ class ClassificationStep:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            out = model(x)
+            out = (model if self.forward is None else self.forward)(x)
             loss = soft_cross_entropy(out.float(), y)
-        self.correct += int((out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
+        self.correct = self.correct + (out.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum()  # stays on device
         self.mixed = self.mixed or y.ndim == 2
         return loss, len(y)
 
     def epoch_record(self, seen: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"train_acc": 100.0 * self.correct / max(seen, 1)}
+        record: dict[str, Any] = {"train_acc": 100.0 * int(self.correct) / max(seen, 1)}
         if self.mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know
             record["mixed_labels"] = True
         self.correct, self.mixed = 0, False
@@ -352,6 +374,9 @@ def check_config(config: TrainConfig) -> None:
 
     MODELS.get(config.model)
     check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
+    e = config.eval_batch_size
+    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+        raise UserError(f"--eval-batch-size must be a whole number >= 1, got {e!r}")
     if config.poison_fraction is not None:
         f = config.poison_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
@@ -399,7 +424,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         run.start(
             manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
         )
-    all_probes: list[Probe] = [TestAccuracy(), *probes]
+    all_probes: list[Probe] = [TestAccuracy(batch_size=config.eval_batch_size or 1024), *probes]
+    forward = torch.compile(model) if config.compile else None  # shares the model's parameters
 
     def after_epoch(epoch: int, record: dict[str, Any]) -> None:
         model.eval()
@@ -424,7 +450,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     history = fit(
         model,
         opt,
-        ClassificationStep(train_set, recipe.augment, device, autocast, channels_last, defense),
+        ClassificationStep(train_set, recipe.augment, device, autocast, channels_last, defense, forward),
         len(train_set),
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
@@ -435,6 +461,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         stop_after=stop_after,
         desc=f"train {config.model} on {config.dataset}" if progress else None,
         postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}", "test": f"{r['test_acc']:.1f}%"},
+        scaler=grad_scaler(precision, device),
     )
 
     summary = summarize(history, recipe.epochs, precision, str(device))

@@ -102,7 +102,7 @@ def register(sub) -> None:
         help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)",
     )
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", default=None, help="auto | fp32 | bf16")
+    p.add_argument("--precision", default=None, help="auto | fp32 | bf16 | fp16 (fp16: CUDA, with a gradient scaler)")
     p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")

@@ -38,7 +38,15 @@ def register(sub) -> None:
         "--subset-seed", type=int, default=None, metavar="S", help="the seed that draws --subset (default: --seed)"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 only with hardware bf16)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto | fp32 | bf16 | fp16 (auto: bf16 with hardware bf16, fp16 with a gradient scaler on other GPUs)",
+    )
+    p.add_argument(
+        "--eval-batch-size", type=int, default=None, metavar="N", help="test evaluation batch (memory only; 1024)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (a GPU speed option)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
     add_renamed(
         p,
@@ -163,6 +171,8 @@ def run(args) -> int:
         train_subset=args.subset,
         subset_seed=args.subset_seed,
         poison_fraction=args.poison_fraction,
+        eval_batch_size=args.eval_batch_size,
+        compile=args.compile,
         device=args.device,
         precision=args.precision,
         channels_last=not args.no_channels_last,

@@ -124,7 +124,7 @@ def multitask_loss(
     tasks: Sequence[Task],
     weights: dict[str, float],
     noise_fn: Callable[[torch.Tensor, float], torch.Tensor],
-) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Sum of weighted task losses on a batch; returns (total, per-task losses, per-task outputs)."""
     total = x.new_zeros(())
     parts, outs = {}, {}
@@ -135,7 +135,7 @@ def multitask_loss(
         for t in group:
             loss = t.loss(out[t.name], targets[t.name])
             total = total + weights.get(t.name, t.weight) * loss
-            parts[t.name] = float(loss.detach())
+            parts[t.name] = loss.detach()  # a tensor: nothing leaves the device inside the loop
             outs[t.name] = out[t.name]
     return total, parts, outs
 
@@ -164,13 +164,13 @@ class MultiTaskStep:
 
         with self.autocast():
             loss, parts, _ = multitask_loss(net, x, targets, self.tasks, self.settings.weights, noise_fn)
-        for k, v in parts.items():
-            self.sums[k] += v * len(idx)
+        for k, v in parts.items():  # float64 on the device: the bits a Python float sum gives
+            self.sums[k] = self.sums[k] + v.double() * len(idx)
         return loss, len(idx)
 
     def epoch_record(self, seen: int) -> dict[str, Any]:
         n = max(seen, 1)
-        record = {"train_task_loss": {k: v / n for k, v in self.sums.items()}}
+        record = {"train_task_loss": {k: float(v) / n for k, v in self.sums.items()}}
         self.sums = {t.name: 0.0 for t in self.tasks}
         return record
 

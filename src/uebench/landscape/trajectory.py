@@ -302,7 +302,8 @@ def train_recorded(
     writer.append(0, flat_weights(model), None)
     losses: list[float] = []
 
-    def keep(value: float) -> None:  # the recorder: a row every `record_every` optimizer steps, and the last one
+    def keep(loss: torch.Tensor) -> None:  # the recorder: a row every `record_every` optimizer steps, and the last one
+        value = float(loss)
         losses.append(value)
         step = len(losses)
         if step % record_every == 0 or step == total:

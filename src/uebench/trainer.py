@@ -246,11 +246,14 @@ class ClassificationStep:
         self.ds, self.augment, self.device = ds, AUGMENTATIONS[augment], device
         self.autocast, self.channels_last, self.defense = autocast, channels_last, defense
         self.forward = forward  # a compiled forward of the model (torch.compile), or None: the model itself
+        # uint8 images and labels resident on the device once (a no-op on CPU): a batch is an index, not a copy
+        self.images, self.labels = ds.images.to(device), ds.labels.to(device)
         self.correct, self.mixed = 0, False
 
     def __call__(self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        x = prepare(self.ds.images[idx], self.device, self.channels_last)
-        y = self.ds.labels[idx].to(self.device)
+        idx = idx.to(self.device)
+        x = prepare(self.images[idx], self.device, self.channels_last)
+        y = self.labels[idx]
         if self.augment is not None:
             x = self.augment(x, generator)
         if self.defense is not None:

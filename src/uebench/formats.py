@@ -17,7 +17,9 @@ unpickler that knows numpy arrays and nothing else.
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +28,7 @@ import numpy as np
 
 from .data.base import ImageDataset
 from .errors import UserError
+from .progress import progress_bar
 from .registry import Registry
 
 
@@ -42,6 +45,7 @@ class Read:
 class Options:
     labels: Path | None = None  # a second file with the labels (NTGA's one-hot, TAP's numpy export)
     allow_pickle: bool = False
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,128 @@ def detect(source: Path) -> str:
     if not fits:
         raise UserError(f"cannot tell the format of {source}; pass --format, one of: {known}")
     raise UserError(f"{source} could be {' or '.join(fits)}; pass --format")
+
+
+# ---- PNG folders and .npz (the layouts APBench and uebench's export write) ---------------------------------------
+_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _pixels(img, path: Path, channels: int) -> np.ndarray:
+    """The image as (H, W, channels) uint8, converting only where no information is lost."""
+    target = PNG_MODES.get(channels)
+    if target is None:
+        raise UserError(f"cannot read {channels}-channel images from PNG files")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "1"):
+        raise UserError(f"{path} is a mode-{img.mode} PNG (not 8 bits per channel); poisons must be 8-bit images")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    arr = np.asarray(img)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    have = arr.shape[-1]
+    if have in (2, 4) and channels in (1, 3):  # drop an alpha channel only when every pixel is opaque
+        if (arr[..., -1] != 255).any():
+            raise UserError(f"{path} has transparent pixels; poisons must be opaque {target} images")
+        arr, have = arr[..., :-1], have - 1
+    if have == channels:
+        return arr
+    if have == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=-1)
+    if have == 3 and channels == 1:
+        if not ((arr[..., 0] == arr[..., 1]) & (arr[..., 1] == arr[..., 2])).all():
+            raise UserError(f"{path} is a colour image; the dataset is grayscale")
+        return arr[..., :1]
+    raise UserError(f"{path} has {have} channels; the dataset's images have {channels}")
+
+
+def find_pngs(folder: Path) -> dict[int, Path]:
+    """{index: path} of every <index>.png under folder (any depth); refuses unnamed or repeated indices."""
+    found: dict[int, Path] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(".png"):
+                continue
+            m = _PNG.match(name)
+            path = Path(root) / name
+            if not m:
+                raise UserError(
+                    f"cannot tell which training image {path} replaces: files must be named by its index, e.g. 0.png"
+                )
+            idx = int(m.group(1))
+            if idx in found:
+                raise UserError(f"index {idx} appears twice: {found[idx]} and {path}")
+            found[idx] = path
+    if not found:
+        raise UserError(f"no <index>.png files found under {folder}")
+    return found
+
+
+def read_png_folder(folder: Path, shape: tuple[int, int, int], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, C, H, W) uint8, indices (N,)) sorted by index."""
+    from PIL import Image
+
+    c, h, w = shape
+    found = find_pngs(folder)
+    indices = np.array(sorted(found), dtype=np.int64)
+    images = np.empty((len(indices), c, h, w), dtype=np.uint8)
+    bar = progress_bar(progress, len(indices), f"read {folder}", unit="img")
+    for k, idx in enumerate(indices):
+        path = found[int(idx)]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                arr = _pixels(img, path, c)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e)[:120]}") from None
+        if arr.shape[:2] != (h, w):
+            raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}; the dataset's images are {w}x{h}")
+        images[k] = arr.reshape(h, w, c).transpose(2, 0, 1)
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+    return images, indices
+
+
+def _npz_images(arr: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
+    c, h, w = shape
+    if arr.dtype != np.uint8:
+        raise UserError(
+            f"{path}: images must be uint8 (0..255), got {arr.dtype}; "
+            "if they are floats in [0,1], save np.round(x * 255).astype(np.uint8)"
+        )
+    if arr.ndim == 3 and c == 1 and arr.shape[1:] == (h, w):
+        return arr[:, None]
+    if arr.ndim == 4 and arr.shape[1:] == (c, h, w):
+        return arr
+    if arr.ndim == 4 and arr.shape[1:] == (h, w, c):
+        return arr.transpose(0, 3, 1, 2)
+    raise UserError(f"{path}: images of shape {arr.shape} fit neither (N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
+
+
+def read_npz(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images (N, C, H, W) uint8, indices or None, labels or None)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise UserError(f"cannot read {path} as .npz: {type(e).__name__}: {str(e)[:120]}") from None
+    key = next((k for k in ("images", "x", "data") if k in arrays), None)
+    if key is None:
+        rest = [k for k in arrays if k not in ("indices", "labels")]
+        if len(rest) != 1:
+            raise UserError(f"{path}: no 'images' array (found {', '.join(sorted(arrays)) or 'nothing'})")
+        key = rest[0]
+    images = np.ascontiguousarray(_npz_images(arrays[key], shape, path))
+    indices = arrays.get("indices")
+    labels = arrays.get("labels")
+    for name, a in (("indices", indices), ("labels", labels)):
+        if a is not None and (a.ndim != 1 or len(a) != len(images) or not np.issubdtype(a.dtype, np.integer)):
+            raise UserError(f"{path}: '{name}' must be {len(images)} integers, got {a.dtype} {a.shape}")
+    return images, indices, labels
 
 
 # ---- array shapes -----------------------------------------------------------------------------------------------
@@ -155,18 +281,14 @@ def _perturbation(a: np.ndarray, clean: ImageDataset, what: str, note: dict[str,
 # ---- the formats ------------------------------------------------------------------------------------------------
 @register_format("png", "a folder of <index>.png (APBench, AR, uebench export; TAP's train/<class>/<idx>.png)")
 def read_png(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    from .exchange import read_png_folder
-
     if (source / "train").is_dir():  # a release root (TAP: train/<class>/<idx>.png beside test/): the training half
         source = source / "train"
-    images, indices = read_png_folder(source, clean.shape)
+    images, indices = read_png_folder(source, clean.shape, opts.progress)
     return Read(images=images, indices=indices)
 
 
 @register_format("npz", ".npz with uint8 `images` and optional `indices`, `labels`", (".npz",))
 def read_npz_format(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    from .exchange import read_npz
-
     images, indices, labels = read_npz(source, clean.shape)
     return Read(images=images, indices=indices, labels=labels)
 

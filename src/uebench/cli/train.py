@@ -47,6 +47,12 @@ def register(sub) -> None:
         "--eval-batch-size", type=int, default=None, metavar="N", help="test evaluation batch (memory only; 1024)"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (a GPU speed option)")
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help='log every epoch record and per-layer SAL to TensorBoard in DIR (pip install -e ".[tensorboard]")',
+    )
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
     add_renamed(
         p,
@@ -194,6 +200,10 @@ def run(args) -> int:
         check_config(config)  # refused before the data is read, as train() would
         train_set, test_set, more = splits_and_probes(config)
         probes += more
+    if args.tensorboard:  # last: it logs what the other probes added to the epoch's record
+        from ..tensorboard import TensorBoardLog
+
+        probes.append(TensorBoardLog(args.tensorboard))
     result = train(
         config,
         args.out,

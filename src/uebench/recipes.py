@@ -78,11 +78,14 @@ _add(
     Recipe(
         "apbench",
         200,
-        128,
+        256,
         0.1,
         schedule="multistep",
-        milestones=(100, 150),
-        description="APBench: 200 epochs, lr x0.1 at 100 and 150",
+        milestones=(100, 200, 300),
+        gamma=0.5,
+        # lafeat/apbench train.py at 4d60c50: SGD 0.1, momentum 0.9, wd 5e-4, MultiStepLR([100, 200, 300], gamma=0.5)
+        # stepped after each of its 200 epochs (so only the halving at 100 acts), batch 256 (128 before ed1d726)
+        description="APBench train.py (4d60c50): 200 epochs, batch 256, lr x0.5 at 100 (its milestones 100/200/300)",
     )
 )
 _add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))

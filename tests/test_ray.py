@@ -3,38 +3,19 @@ in the middle of a run is retried by Ray and resumes the run from its last commi
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
-from uebench.bench import BenchConfig, SALSettings, run_bench
+from benchkit import SMALL as BENCH
+from benchkit import histories
+from uebench.bench import run_bench
 from uebench.cli import main
 
 ray = pytest.importorskip("ray")
 
-SMALL = BenchConfig(
-    preset="test",
-    dataset="scenes",
-    dataset_options={"n_train": 96, "n_test": 48},
-    attacks=("ops", "lsp"),
-    width=0.125,
-    recipe="quick",
-    epochs=3,
-    batch_size=32,
-    sal=SALSettings(mode="fast", rounds=1, subset=16),
-    precision="fp32",
-)
-
-
-def histories(out: Path) -> dict[str, list[dict]]:
-    return {
-        p.parent.name: [
-            {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in p.read_text().splitlines()
-        ]
-        for p in sorted(out.glob("runs/*/metrics.jsonl"))
-    }
+SMALL = replace(BENCH, epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +28,8 @@ def cluster():
 def test_ray_equals_serial_and_a_killed_worker_resumes_its_run(cluster, tmp_path):
     from uebench.bench_ray import run_bench_on_ray
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the Ray tasks run with one thread each (cpus_per_run=1)
-    try:
-        assert run_bench(SMALL, tmp_path / "serial", progress=False, log=None).complete
-    finally:
-        torch.set_num_threads(threads)
+    # one thread here (conftest's one_thread) as in each Ray task (cpus_per_run=1): the same bytes on CPU
+    assert run_bench(SMALL, tmp_path / "serial", progress=False, log=None).complete
     marker = tmp_path / "killed-once"
     result = run_bench_on_ray(
         SMALL,

@@ -3,47 +3,17 @@ temporary files that a live writer still owns."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from uebench.bench import BenchConfig, SALSettings, run_bench
+from benchkit import SMALL, histories, results
+from uebench.bench import run_bench
 from uebench.cli import main
-
-SMALL = BenchConfig(
-    preset="test",
-    dataset="scenes",
-    dataset_options={"n_train": 96, "n_test": 48},
-    attacks=("ops", "lsp"),
-    width=0.125,
-    recipe="quick",
-    epochs=2,
-    batch_size=32,
-    sal=SALSettings(mode="fast", rounds=1, subset=16),
-    precision="fp32",
-)
-
-
-def results(out: Path) -> list[dict[str, str]]:
-    """results.csv without what changes between two identical benches (times, where it ran)."""
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
-
-
-def histories(out: Path) -> dict[str, list[dict]]:
-    return {
-        p.parent.name: [
-            {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in p.read_text().splitlines()
-        ]
-        for p in sorted(out.glob("runs/*/metrics.jsonl"))
-    }
 
 
 @pytest.fixture(scope="module")

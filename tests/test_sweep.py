@@ -4,31 +4,21 @@ recorded, the one-axis grid, beta transfer, caching, cutout in the probe data, m
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from uebench.bench import BenchConfig, SALSettings, run_bench
+from benchkit import SMALL as BENCH
+from uebench.bench import run_bench
 from uebench.cli import main
 from uebench.errors import UserError
 from uebench.metrics import ProbeData, SALConfig, SALProbe
 from uebench.records import kept_weights, load_weights
 from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
 
-SMALL = BenchConfig(
-    preset="test",
-    dataset="scenes",
-    dataset_options={"n_train": 96, "n_test": 48},
-    attacks=("ops", "lsp"),
-    width=0.125,
-    recipe="quick",
-    epochs=2,
-    batch_size=32,
-    sal=SALSettings(mode="fast", rounds=1, subset=16),
-    precision="fp32",
-    keep_weights=True,
-)
+SMALL = replace(BENCH, keep_weights=True)
 
 
 @pytest.fixture(scope="module")

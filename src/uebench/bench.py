@@ -44,8 +44,7 @@ from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     read_bench,
 )
 from .errors import UserError, unknown_name
-from .io import remove_stale_temps
-from .lock import is_scratch
+from .lock import FolderLock, LockBusy, is_scratch, lock_beside
 from .metrics.probe import SALProbe
 from .metrics.sal_config import SALConfig
 from .metrics.shortcut import shortcut_probes
@@ -388,7 +387,6 @@ def open_bench(ws: Workspace, config: BenchConfig, plan: Plan, overwrite: bool) 
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     ws.open(config.identity(), record, overwrite=overwrite, owned=lambda: bench_files(ws.root), identity_of=_identity)
-    remove_stale_temps(ws.path(POISONS_DIR))
 
 
 def _identity(saved: dict[str, Any]) -> Any:
@@ -516,7 +514,6 @@ def _run(
     shard: tuple[int, int] | None,
     lock_wait: float | None,
 ) -> BenchResult:
-    from .lock import LockBusy
 
     out = ws.root
     say = log or (lambda _m: None)
@@ -589,7 +586,6 @@ def train_run(
 ) -> tuple[int, int]:
     """Train (or resume) one run of the plan under its folder's lock (LockBusy if another process holds it).
     Returns the epochs done before and after."""
-    from .lock import FolderLock
 
     folder = ws.path(run.dir)
     with FolderLock(folder):  # the trainer holds it too (re-entrant); here it also covers the epoch count
@@ -609,7 +605,6 @@ def ensure_poison(
 ) -> None:
     """The poison file of `spec` in the folder: crafted (or copied) here once, under a lock beside it, so a process
     needing it while another makes it waits and then reuses it."""
-    from .lock import lock_beside
 
     with lock_beside(ws.path(spec.file), wait=None):
         _ensure_poison(ws, spec, data, config, progress, say, crafted)

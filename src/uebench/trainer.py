@@ -243,7 +243,7 @@ class ClassificationStep:
     def __init__(
         self, ds: ImageDataset, augment: str | None, device, autocast, channels_last: bool, defense=None, forward=None
     ):
-        self.ds, self.augment, self.device = ds, AUGMENTATIONS[augment], device
+        self.augment, self.device = AUGMENTATIONS[augment], device
         self.autocast, self.channels_last, self.defense = autocast, channels_last, defense
         self.forward = forward  # a compiled forward of the model (torch.compile), or None: the model itself
         # uint8 images and labels resident on the device once (a no-op on CPU): a batch is an index, not a copy

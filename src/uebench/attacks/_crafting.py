@@ -152,11 +152,6 @@ def sgd(
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
 def chunks(n: int, size: int, device: torch.device) -> list[torch.Tensor]:
     """Index batches 0..n-1 in order (every sample exactly once, the last batch may be short)."""
     return list(torch.arange(n, device=device).split(size))

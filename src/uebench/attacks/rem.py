@@ -45,6 +45,7 @@ import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..fit import set_lr
 from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
@@ -132,7 +133,7 @@ class REM(crafting.ModelAttack):
         bar = progress_bar(progress, c.train_steps + len(final_batches), "rem", unit="batch")
         robust_acc = []
         for it in range(c.train_steps):
-            crafting.set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))
+            set_lr(opt, c.lr * c.lr_decay ** (it // c.lr_decay_every))
             idx = next(batches)
             xb, yb = x[idx], y[idx]
             frozen = crafting.eval_copy(model)  # the noise and the adversary see the model as it is now

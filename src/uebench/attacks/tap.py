@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..fit import set_lr
 from ..progress import progress_bar
 from ..recipes import Recipe
 from ..trainer import classification_epoch, make_optimizer
@@ -158,7 +159,7 @@ class TAP(crafting.ModelAttack):
         opt = make_optimizer(model, recipe)
         bar = progress_bar(progress, e, "tap: clean model", unit="epoch")
         for epoch in range(e):
-            crafting.set_lr(opt, recipe.lr_at(epoch))
+            set_lr(opt, recipe.lr_at(epoch))
             stats = classification_epoch(
                 model, opt, ds, recipe, crafting.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
             )

@@ -268,6 +268,32 @@ def test_seeds_give_mean_and_spread(tmp_path):
     assert mean["ops"]["n"] == "2" and "±" in (tmp_path / "b" / "table.md").read_text()
 
 
+def test_results_are_typed_records_that_round_trip_through_results_json(tiny_bench):
+    from uebench.report.results import BenchResults, MeanRow, aggregate, collect
+
+    out, _ = tiny_bench
+    results = collect(out)
+    assert all(r.finished for r in results.rows) and results.attacks() == ["clean", "ops", "lsp"]
+    plain = {r.attack: r for r in results.rows if r.defense == "none"}
+    clean, ops = plain["clean"], plain["ops"]
+    assert clean.ud == 1.0 and clean.beta == results.betas[0].beta and results.betas[0].clean_run == clean.run
+    assert results.mean("ops", "none").mean("final_test_acc") == ops.final_test_acc
+    assert results.curves[clean.run].epoch == [1, 2]
+    on_disk = json.loads((out / "results.json").read_text())
+    assert json.loads(json.dumps(results.to_json(), sort_keys=True)) == on_disk
+    again = BenchResults.from_json(on_disk)
+    assert json.loads(json.dumps(again.to_json())) == on_disk and again.betas == results.betas
+    assert again.mean("ops", "none") == results.mean("ops", "none") and again.rows[1].ud == results.rows[1].ud
+    # mean and sample std over seeds by hand: UD 10 and 14 -> 12 +- 2*sqrt(2); an unfinished seed does not count
+    two = [replace(ops, seed=s, ud=u) for s, u in ((0, 10.0), (1, 14.0))]
+    two.append(replace(ops, seed=2, ud=99.0, status="unfinished"))
+    (m,) = aggregate(two)
+    assert isinstance(m, MeanRow) and m.seeds == [0, 1] and m.mean("ud") == 12.0
+    assert m.std("ud") == pytest.approx(2 * 2**0.5) and m.to_dict()["ud_std"] == m.std("ud")
+    with pytest.raises(UserError, match="malformed"):
+        BenchResults.from_json({"rows": []})
+
+
 # ---- the command line ---------------------------------------------------------------------------------------------
 def test_report_command_rebuilds_from_records(tiny_bench, capsys):
     out, _ = tiny_bench

@@ -595,9 +595,9 @@ def train_run(
 
 
 def _epochs_done(folder: Path) -> int:
-    from .records import METRICS, read_metrics
+    from .records import read_run
 
-    return len(read_metrics(folder)) if (folder / METRICS).exists() else 0
+    return read_run(folder).epochs_done
 
 
 def ensure_poison(

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,27 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not all(isinstance(r, dict) for r in records):
         raise UserError(f"{path} is damaged: every line must be a JSON object")
     return records
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder holds for a reader: the committed epoch records, and the summary (None until finished)."""
+
+    history: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """The one reader of a run folder for everything downstream (report, bench resume); a folder not started yet
+    reads as empty."""
+    run_dir = Path(run_dir)
+    history = read_metrics(run_dir) if (run_dir / METRICS).exists() else []
+    summary = read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else None
+    return RunRecord(history, summary)
 
 
 def git_revision() -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ import torch
 from ..errors import UserError
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
+
+if TYPE_CHECKING:
+    from .results import BenchResults, MeanRow
 
 RUN_COLORS = {
     "clean": "#222222",
@@ -44,6 +47,10 @@ def _color(label: str, i: int) -> str:
     if label in RUN_COLORS:
         return RUN_COLORS[label]
     return _plt().get_cmap("tab10")(i % 10)
+
+
+def _mean(agg: MeanRow | None, metric: str) -> float | None:
+    return None if agg is None else agg.mean(metric)
 
 
 def _name(label: str) -> str:
@@ -151,9 +158,9 @@ def beta_figure(clean, title: str, path: Path) -> Path:
 
 
 # ---- accuracy curves ----------------------------------------------------------------------------------------------
-def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
+def accuracy_figure(results: BenchResults, path: Path) -> Path:
     plt = _plt()
-    config = results["bench"]["config"]
+    config = results.config
     defenses = list(config["defenses"])
     n = len(defenses)
     cols = min(n, 3)
@@ -161,20 +168,17 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(
         rows, cols, figsize=(6.2 * cols, 3.9 * rows), layout="constrained", squeeze=False, sharey=True
     )
-    attacks: list[str] = []
-    for r in results["rows"]:
-        if r["attack"] not in attacks:
-            attacks.append(r["attack"])
+    attacks = results.attacks()
     chance = None
     for ax, d in zip(axes.flat, defenses):
         for i, a in enumerate(attacks):
-            curves = [results["curves"][r["run"]] for r in results["rows"] if r["attack"] == a and r["defense"] == d]
-            curves = [c for c in curves if c["epoch"]]
+            curves = [results.curves[r.run] for r in results.rows if r.attack == a and r.defense == d]
+            curves = [c for c in curves if c.epoch]
             if not curves:
                 continue
-            m = min(len(c["epoch"]) for c in curves)
-            acc = np.array([c["test_acc"][:m] for c in curves], dtype=float)
-            ep = np.asarray(curves[0]["epoch"][:m])
+            m = min(len(c.epoch) for c in curves)
+            acc = np.array([c.test_acc[:m] for c in curves], dtype=float)
+            ep = np.asarray(curves[0].epoch[:m])
             ax.plot(
                 ep, acc.mean(0), color=_color(a, i), lw=2.2 if a == "clean" else 1.5, marker="o", ms=3, label=_name(a)
             )
@@ -202,8 +206,8 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _chance(results: dict[str, Any]) -> float | None:
-    n = results["bench"].get("num_classes")
+def _chance(results: BenchResults) -> float | None:
+    n = results.bench.num_classes
     return 100.0 / n if n else None
 
 
@@ -255,7 +259,7 @@ def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Pat
 
 
 # ---- attack x defense matrix -----------------------------------------------------------------------------------------
-def matrix_figure(results: dict[str, Any], path: Path) -> Path:
+def matrix_figure(results: BenchResults, path: Path) -> Path:
     from .tables import attacks_and_defenses, lookup
 
     plt = _plt()
@@ -272,10 +276,7 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
         ),
     ):
         a = np.array(
-            [
-                [np.nan if (v := (look.get((x, d)) or {}).get(f"{metric}_mean")) is None else v for d in defenses]
-                for x in attacks
-            ]
+            [[np.nan if (v := _mean(look.get((x, d)), metric)) is None else v for d in defenses] for x in attacks]
         )
         if metric == "ud":
             top = float(np.nanmax(a)) if np.isfinite(a).any() else 2.0
@@ -304,17 +305,13 @@ def matrix_figure(results: dict[str, Any], path: Path) -> Path:
 
 
 # ---- UD with its interval, both origins ------------------------------------------------------------------------------
-def ud_figure(results: dict[str, Any], path: Path) -> Path | None:
+def ud_figure(results: BenchResults, path: Path) -> Path | None:
     """UD per attack (first seed), one panel per defense: bars with the bootstrap interval (running origin) and a
     marker for the eval origin; the line at 1 is the clean run. None when no run has a UD."""
-    config = results["bench"]["config"]
+    config = results.config
     seed0, defenses = config["seeds"][0], list(config["defenses"])
     groups = {
-        d: [
-            r
-            for r in results["rows"]
-            if r["defense"] == d and r["seed"] == seed0 and r["attack"] != "clean" and r.get("ud") is not None
-        ]
+        d: [r for r in results.rows if r.defense == d and r.seed == seed0 and r.attack != "clean" and r.ud is not None]
         for d in defenses
     }
     groups = {d: rows for d, rows in groups.items() if rows}
@@ -330,21 +327,19 @@ def ud_figure(results: dict[str, Any], path: Path) -> Path | None:
     )
     for ax, (d, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
-        ud = np.array([r["ud"] for r in rows])
-        lo = np.array([r["ud"] if r.get("ud_ci_low") is None else r["ud_ci_low"] for r in rows])
-        hi = np.array([r["ud"] if r.get("ud_ci_high") is None else r["ud_ci_high"] for r in rows])
-        ax.bar(
-            x, ud, color=[RUN_COLORS.get(r["attack"], "#777777") for r in rows], alpha=0.8, label="UD (running origin)"
-        )
+        ud = np.array([r.ud for r in rows])
+        lo = np.array([r.ud if r.ud_ci_low is None else r.ud_ci_low for r in rows])
+        hi = np.array([r.ud if r.ud_ci_high is None else r.ud_ci_high for r in rows])
+        ax.bar(x, ud, color=[RUN_COLORS.get(r.attack, "#777777") for r in rows], alpha=0.8, label="UD (running origin)")
         ax.errorbar(
             x, ud, yerr=[ud - lo, hi - ud], fmt="none", ecolor="black", capsize=3, lw=1, label="90% bootstrap interval"
         )
-        ev = [(i, r["ud_eval"]) for i, r in enumerate(rows) if r.get("ud_eval") is not None]
+        ev = [(i, r.ud_eval) for i, r in enumerate(rows) if r.ud_eval is not None]
         if ev:
             ax.plot(*zip(*ev), "kD", ms=4, label="UD (eval origin)")
         ax.axhline(1.0, color="#444444", lw=0.8, ls="--")
         ax.set_xticks(x)
-        ax.set_xticklabels([_name(r["attack"]) for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels([_name(r.attack) for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_title("standard training" if d == "none" else f"defense {d}", fontsize=9)
         ax.set_ylabel("UD (1 = the clean run)", fontsize=8)
     axes[0][-1].legend(fontsize=7, loc="upper right")
@@ -366,36 +361,36 @@ def read_samples(path: Path) -> dict:
     return t
 
 
-def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
+def write_figures(results: BenchResults, out: Path) -> list[Figure]:
     from ..metrics import load_run_sal
     from ..poison import Poison
 
     out = Path(out)
-    config = results["bench"]["config"]
+    config = results.config
     defenses = list(config["defenses"])
     seed0 = config["seeds"][0]
-    betas = {(b["defense"], b["seed"]): b for b in results["betas"]}
+    betas = {(b.defense, b.seed): b for b in results.betas}
     figs: list[Figure] = []
     for d in defenses:
-        rows = [r for r in results["rows"] if r["defense"] == d and r["seed"] == seed0 and r["epochs_done"] > 0]
-        clean = next((r for r in rows if r["attack"] == "clean"), None)
+        rows = [r for r in results.rows if r.defense == d and r.seed == seed0 and r.epochs_done > 0]
+        clean = next((r for r in rows if r.attack == "clean"), None)
         b = betas.get((d, seed0))
         panels = []
         layers = None
         for r in rows:
             try:
-                run = load_run_sal(out / r["run"], layers=layers)
+                run = load_run_sal(out / r.run, layers=layers)
             except Exception:  # an unfinished run may have no SAL yet; the page lists it as unfinished
                 continue
             layers = layers or run.layers
-            panels.append((r["attack"], run, b["beta"] if b else None))
+            panels.append((r.attack, run, b.beta if b else None))
         sfx = _suffix(d, defenses)
         where = "standard training" if d == "none" else f"defense {d}"
         if panels:
             p = sal_heatmaps(
                 panels,
                 f"SAL per layer and epoch, {where}, seed {seed0}"
-                + (f" (dots: SAL > beta = {b['beta']:.3g})" if b else ""),
+                + (f" (dots: SAL > beta = {b.beta:.3g})" if b else ""),
                 out / f"sal-heatmaps{sfx}.png",
             )
             figs.append(
@@ -417,16 +412,16 @@ def write_figures(results: dict[str, Any], out: Path) -> list[Figure]:
                     "beta",
                 )
             )
-    if any(c["epoch"] for c in results["curves"].values()):
+    if any(c.epoch for c in results.curves.values()):
         figs.append(
             Figure(accuracy_figure(results, out / "accuracy.png"), "Test accuracy per epoch of every run.", "accuracy")
         )
     samples = out / "samples.safetensors"
     poisons = []
-    for p in results["poisons"]:
+    for p in results.poisons:
         # one row per poison label: the first seed's file (the plan lists seeds in order)
-        if (out / p["file"]).is_file() and not any(lbl == p["label"] for lbl, _ in poisons):
-            poisons.append((p["label"], Poison.load(out / p["file"])))
+        if (out / p.file).is_file() and not any(lbl == p.label for lbl, _ in poisons):
+            poisons.append((p.label, Poison.load(out / p.file)))
     if samples.is_file() and poisons:
         figs.append(
             Figure(

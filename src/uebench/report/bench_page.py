@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
 from . import html as page
 from .tables import SHORTCUT_NOTE, matrix, setting_line, table1
 
+if TYPE_CHECKING:
+    from .results import BenchResults
 
-def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+
+def _round(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def _costs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
     header = [
         "poison",
         "seed",
@@ -23,26 +30,26 @@ def _costs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         "file",
     ]
     rows = []
-    for p in results["poisons"]:
-        m = p["meta"] or {}
+    for p in results.poisons:
+        m = p.meta or {}
         budget = m.get("budget")
         b = f"{budget * 255:.3g}/255" if m.get("norm") == "linf" and budget is not None else budget
         rows.append(
             [
-                p["label"].upper(),
-                p["seed"],
+                p.label.upper(),
+                p.seed,
                 m.get("norm"),
                 b,
                 m.get("craft_seconds"),
                 m.get("epoch_equivalents"),
                 m.get("variant"),
-                page.raw(f"<code>{page.escape(p['file'])}</code>" + (" (missing)" if not p["meta"] else "")),
+                page.raw(f"<code>{page.escape(p.file)}</code>" + (" (missing)" if not p.meta else "")),
             ]
         )
     return header, rows
 
 
-def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
     header = [
         "attack",
         "defense",
@@ -64,34 +71,34 @@ def _runs(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         "run folder",
     ]
     rows = []
-    for r in results["rows"]:
-        peak = "-" if r["peak_test_acc"] is None else f"{r['peak_test_acc']:.2f} ({r['peak_epoch']})"
+    for r in results.rows:
+        peak = "-" if r.peak_test_acc is None else f"{r.peak_test_acc:.2f} ({r.peak_epoch})"
         rows.append(
             [
-                r["attack"],
-                r["defense"],
-                r["seed"],
-                r["status"],
-                f"{r['epochs_done']}/{r['epochs']}",
-                None if r["final_test_acc"] is None else round(r["final_test_acc"], 2),
+                r.attack,
+                r.defense,
+                r.seed,
+                r.status,
+                f"{r.epochs_done}/{r.epochs}",
+                _round(r.final_test_acc, 2),
                 peak,
-                *(None if r.get(k) is None else round(r[k], 1) for k in SHORTCUT_KEYS),
-                None if r["lp"] is None else round(r["lp"], 3),
-                None if r["ud"] is None else round(r["ud"], 3),
-                None if r.get("ud_ci_low") is None else f"{r['ud_ci_low']:.2f} - {r['ud_ci_high']:.2f}",
-                r["beta"],
-                None if r.get("ud_eval") is None else round(r["ud_eval"], 3),
-                None if r.get("sal_offset") is None else round(r["sal_offset"], 3),
-                round(r["train_seconds"], 1),
-                round(r["sal_seconds"], 1),
-                page.raw(f"<code>{page.escape(r['run'])}</code>"),
+                *(_round(getattr(r, k), 1) for k in SHORTCUT_KEYS),
+                _round(r.lp, 3),
+                _round(r.ud, 3),
+                None if r.ud_ci_low is None else f"{r.ud_ci_low:.2f} - {r.ud_ci_high:.2f}",
+                r.beta,
+                _round(r.ud_eval, 3),
+                _round(r.sal_offset, 3),
+                round(r.train_seconds, 1),
+                round(r.sal_seconds, 1),
+                page.raw(f"<code>{page.escape(r.run)}</code>"),
             ]
         )
     return header, rows
 
 
-def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path:
-    c = results["bench"]["config"]
+def write_page(results: BenchResults, figures: list, path: str | Path) -> Path:
+    c = results.config
     defenses = list(c["defenses"])
     by_section: dict[str, list] = {}
     for f in figures:
@@ -136,7 +143,7 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
                 + figs("matrix"),
             )
         )
-    if any(a.get("shortcut_acc_mean") is not None for a in results["aggregate"]):
+    if any(a.mean("shortcut_acc") is not None for a in results.aggregate):
         body.append(
             page.section(
                 "Is the poison learned? (shortcut probe)",
@@ -147,19 +154,16 @@ def write_page(results: dict[str, Any], figures: list, path: str | Path) -> Path
                 + page.table(*matrix(results, "clean_train_acc")),
             )
         )
-    if results["notes"]:
+    if results.notes:
         body.append(
-            page.section("Notes", "<ul>" + "".join(f"<li>{page.escape(n)}</li>" for n in results["notes"]) + "</ul>")
+            page.section("Notes", "<ul>" + "".join(f"<li>{page.escape(n)}</li>" for n in results.notes) + "</ul>")
         )
     body.append(page.section("UD and its uncertainty", figs("ud")))
     body.append(page.section("SAL per layer and epoch (Figure 4)", figs("sal")))
     body.append(page.section("Learnable threshold beta (Figure 5)", figs("beta")))
     body.append(page.section("Test accuracy per epoch", figs("accuracy")))
     body.append(page.section("Poisons: samples and crafting cost", figs("samples") + page.table(*_costs(results))))
-    betas = [
-        [b["defense"], b["seed"], b["beta"], b["clean_lp"], b["sal_mode"], b["sal_origin"], len(b["layers"])]
-        for b in results["betas"]
-    ]
+    betas = [[b.defense, b.seed, b.beta, b.clean_lp, b.sal_mode, b.sal_origin, len(b.layers)] for b in results.betas]
     body.append(
         page.section(
             "Runs",

@@ -7,10 +7,13 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
+
+if TYPE_CHECKING:
+    from .results import BenchResults, MeanRow
 
 RUN_COLUMNS = (
     "attack",
@@ -87,6 +90,7 @@ def _cell(v: Any) -> Any:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]) -> Path:
+    """One row per record (the records' to_dict()), the columns in the order given."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -97,35 +101,31 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 
 # ---- formatted cells ---------------------------------------------------------------------------------------------
-def cell(agg: dict[str, Any] | None, metric: str, seeds: int) -> str:
+def cell(agg: MeanRow | None, metric: str, seeds: int) -> str:
     """'12.34' for one seed, '12.34 ± 0.56' for several; '-' where there is no value."""
-    if agg is None or agg.get(f"{metric}_mean") is None:
+    if agg is None or agg.mean(metric) is None:
         return "-"
     d = DIGITS.get(metric, 3)
-    m = f"{agg[f'{metric}_mean']:.{d}f}"
-    if seeds > 1 and agg["n"] > 1:
-        m += f" ± {agg[f'{metric}_std']:.{d}f}"
+    m = f"{agg.mean(metric):.{d}f}"
+    if seeds > 1 and agg.n > 1:
+        m += f" ± {agg.std(metric):.{d}f}"
     return m
 
 
-def lookup(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(a["attack"], a["defense"]): a for a in results["aggregate"]}
+def lookup(results: BenchResults) -> dict[tuple[str, str], MeanRow]:
+    return {(a.attack, a.defense): a for a in results.aggregate}
 
 
-def attacks_and_defenses(results: dict[str, Any]) -> tuple[list[str], list[str]]:
-    attacks: list[str] = []
-    for a in results["aggregate"]:
-        if a["attack"] not in attacks:
-            attacks.append(a["attack"])
-    defenses = list(results["bench"]["config"]["defenses"])
-    return attacks, defenses
+def attacks_and_defenses(results: BenchResults) -> tuple[list[str], list[str]]:
+    attacks = list(dict.fromkeys(a.attack for a in results.aggregate))
+    return attacks, list(results.config["defenses"])
 
 
-def table1(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table1(results: BenchResults) -> tuple[list[str], list[list[str]]]:
     """The paper's Table 1: rows = methods (clean first), one (acc, #LP, UD) column group per defense (the paper
     has one per dataset). The clean row's UD is '-' as in the paper."""
     attacks, defenses = attacks_and_defenses(results)
-    seeds = len(results["bench"]["config"]["seeds"])
+    seeds = len(results.config["seeds"])
     look = lookup(results)
     multi = len(defenses) > 1
     header = ["method"]
@@ -146,10 +146,10 @@ def table1(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def matrix(results: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
+def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str]]]:
     """APBench leaderboard layout: rows = attacks, columns = defenses ('none' = standard training)."""
     attacks, defenses = attacks_and_defenses(results)
-    seeds = len(results["bench"]["config"]["seeds"])
+    seeds = len(results.config["seeds"])
     look = lookup(results)
     header = ["attack", *("standard" if d == "none" else d for d in defenses)]
     return header, [
@@ -164,9 +164,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setting_line(results: dict[str, Any]) -> str:
-    c = results["bench"]["config"]
-    r = results["rows"][0]["recipe_settings"] if results["rows"] else {}
+def setting_line(results: BenchResults) -> str:
+    c = results.config
+    r = results.rows[0].recipe_settings if results.rows else {}
     data = (
         c["dataset"]
         + (f" {c['dataset_options']}" if c["dataset_options"] else "")
@@ -198,10 +198,10 @@ SHORTCUT_NOTE = (
 )
 
 
-def markdown_report(results: dict[str, Any]) -> str:
+def markdown_report(results: BenchResults) -> str:
     attacks, defenses = attacks_and_defenses(results)
     out = [
-        f"# uebench bench ({results['bench']['preset']})\n",
+        f"# uebench bench ({results.bench.preset})\n",
         setting_line(results) + "\n",
         "## Table 1: accuracy (final, %), #LP and UD\n",
         "acc = final test accuracy; #LP = (epoch, layer) cells with SAL > beta, per epoch; UD = #LP / #LP(clean). "
@@ -226,7 +226,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         ]
     else:
         out += ["## Peak test accuracy (%)\n", markdown_table(*matrix(results, "peak_test_acc"))]
-    if any(a.get("shortcut_acc_mean") is not None for a in results["aggregate"]):
+    if any(a.mean("shortcut_acc") is not None for a in results.aggregate):
         out += [
             "## Is the poison learned? (shortcut probe, final epoch, %)\n",
             SHORTCUT_NOTE + "\n",
@@ -235,6 +235,6 @@ def markdown_report(results: dict[str, Any]) -> str:
             "### Clean-train accuracy\n",
             markdown_table(*matrix(results, "clean_train_acc")),
         ]
-    if results["notes"]:
-        out += ["## Notes\n", "".join(f"- {n}\n" for n in results["notes"])]
+    if results.notes:
+        out += ["## Notes\n", "".join(f"- {n}\n" for n in results.notes)]
     return "\n".join(s.strip("\n") + "\n" for s in out)

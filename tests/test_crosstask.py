@@ -434,3 +434,25 @@ def test_unsup_trivial_scores_zero_even_when_offsets_differ():
     r = torch.arange(32) // 6
     ids = (r[:, None] * 10 + r[None, :]).expand(4, 32, 32).clone()  # 6x6 blocks: near pairs mostly same, far ones not
     assert unsup.score(unsup.trivial(ids, ids), ids)["ARI"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_subset_seed_draws_the_subsets_and_the_training_seed_only_the_noise():
+    from uebench.crosstask.experiment import CrossTaskConfig, load_splits
+
+    tasks = get_tasks("class")
+    opts = {"n_train": 96, "n_test": 64}
+
+    def splits(**kw):
+        return load_splits(CrossTaskConfig(dataset_options=opts, train_subset=40, test_subset=30, **kw), tasks)
+
+    old = splits(seed=1)  # as before the option existed: the training seed draws the subsets
+    fixed = [splits(seed=s, subset_seed=5) for s in (0, 1)]
+    assert torch.equal(fixed[0].train.indices, fixed[1].train.indices)
+    assert torch.equal(fixed[0].test.indices, fixed[1].test.indices)
+    assert not torch.equal(old.train.indices, fixed[1].train.indices)
+    assert torch.equal(old.train.indices, splits(seed=0, subset_seed=1).train.indices)
+    # unset, it is absent from the record, so folders made before it keep their identity
+    assert (
+        "subset_seed" not in CrossTaskConfig().to_dict()
+        and CrossTaskConfig(subset_seed=5).to_dict()["subset_seed"] == 5
+    )

@@ -402,3 +402,24 @@ def test_cli_with_poison_file_and_lenet(tmp_path, capsys):
     assert s["data"]["train_images"] == 60 and s["data"]["poison"].startswith("file ")
     assert set(s["runs"]) == {"clean", "poisoned"} and (out / "plane-pca.png").is_file()
     assert not (out / "poison.safetensors").exists()
+
+
+def test_subset_seed_draws_the_training_images_and_the_poison_covers_them(tmp_path):
+    from uebench.data import load
+    from uebench.landscape.pipeline import LandscapeConfig, make_poison, training_sets
+    from uebench.workspace import Workspace
+
+    ws = Workspace(tmp_path, "landscape.json", "landscape")
+
+    def images(**kw):
+        cfg = LandscapeConfig(dataset="scenes", attack="ops", n_train=20, **kw)
+        full = to_grey(load("scenes", split="train", size=28, n_train=60, n_test=10))  # more images than n_train
+        poison, _ = make_poison(cfg, full, ws, progress=False)  # one folder: a kept poison is reused only if it fits
+        clean, _ = training_sets(cfg, full, poison)
+        assert torch.equal(poison.indices.sort().values, clean.indices)  # crafted on exactly the training images
+        return clean.indices
+
+    assert torch.equal(images(seed=0, subset_seed=3), images(seed=1, subset_seed=3))
+    assert torch.equal(images(seed=1), images(seed=0, subset_seed=1))  # unset: the training seed, as before
+    assert not torch.equal(images(seed=0), images(seed=0, subset_seed=1))
+    assert "subset_seed" not in LandscapeConfig().training_key()

@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert strip(whole.history) == strip(resumed.history)
 
 
-def test_run_folder_records(tmp_path):
+def test_run_folder_records(tmp_path, monkeypatch):
     result = train(tiny_config(), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     for name in ("config.json", "manifest.json", "metrics.jsonl", "checkpoint.pt", "summary.json"):
@@ -89,9 +89,15 @@ def test_run_folder_records(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_test_acc"] == lines[-1]["test_acc"]
     assert summary["peak_test_acc"] == max(rec["test_acc"] for rec in lines)
-    # rerunning a finished run with resume trains nothing and returns the same result
+    # rerunning a finished run with resume trains nothing, loads no data, and returns the same result
+    import uebench.trainer as trainer
+
+    def no_data(config):
+        raise AssertionError("a finished run loaded its data")
+
+    monkeypatch.setattr(trainer, "load_data", no_data)
     again = train(tiny_config(), run, resume=True, progress=False)
-    assert same_weights(result.model, again.model)
+    assert same_weights(result.model, again.model) and again.history == result.history
 
 
 def test_same_seed_same_weights_different_seed_differs():

@@ -84,6 +84,15 @@ class RunFolder:
     def finished(self) -> bool:
         return (self.path / SUMMARY).exists()
 
+    def trained_on(self) -> tuple[tuple[int, int, int], int] | None:
+        """(image shape, classes) of the data the run trained on, from its manifest; None if it does not say."""
+        try:
+            t = read_json(self.path / MANIFEST)["train_set"]
+            shape, classes = tuple(int(x) for x in t["shape"]), int(t["num_classes"])
+        except (UserError, KeyError, TypeError, ValueError):
+            return None
+        return (shape, classes) if len(shape) == 3 else None
+
     def start(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.path / CONFIG, self.config)
         if not (self.path / MANIFEST).exists():

@@ -322,9 +322,13 @@ def build_defense(config: TrainConfig):
 
 
 def build_model(config: TrainConfig, ds: ImageDataset) -> nn.Module:
-    c, h, _ = ds.shape
+    return model_for(config, ds.shape, ds.num_classes)
+
+
+def model_for(config: TrainConfig, shape: Sequence[int], num_classes: int) -> nn.Module:
+    c, h, _ = shape
     with seeded(config.seed):  # the init depends on the seed only; the global generator is left as it was
-        return create_model(config.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=config.width)
+        return create_model(config.model, num_classes=num_classes, in_channels=c, image_size=h, width=config.width)
 
 
 def uses_channels_last(config: TrainConfig) -> bool:
@@ -400,6 +404,16 @@ def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, 
     return train_set, test_set, probes
 
 
+def _finished_run(config: TrainConfig, run: RunFolder) -> RunResult | None:
+    trained_on = run.trained_on()
+    if trained_on is None:
+        return None
+    model = model_for(config, *trained_on)
+    state = run.load_checkpoint()
+    model.load_state_dict(state["model"])
+    return RunResult(config, state["history"], run.summary(), model, run.path)
+
+
 def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after) -> RunResult:
     check_config(config)
     recipe = config.resolved_recipe()
@@ -408,6 +422,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     autocast = autocast_factory(device, precision)
     channels_last = uses_channels_last(config)
     run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
+    if run is not None and run.finished() and (done := _finished_run(config, run)) is not None:
+        return done  # a finished run: its model is built from the manifest, no data is loaded or filtered
     if train_set is None or test_set is None:
         loaded_train, loaded_test = load_data(config)
         train_set = loaded_train if train_set is None else train_set

@@ -79,6 +79,13 @@ def register(sub) -> None:
     p.add_argument("--sal-subset", type=int, default=None, help="fast SAL probe images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--subset-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="the seed that draws --subset and --test-subset (default: --seed); fix it to vary only the training noise",
+    )
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an experiment of another configuration in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -132,6 +139,7 @@ def run(args) -> int:
         sal_subset=args.sal_subset,
         device=args.device,
         seed=args.seed,
+        subset_seed=args.subset_seed,
     )
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     results = run_experiment(config, args.out, progress=not args.quiet, overwrite=args.overwrite, log=log)

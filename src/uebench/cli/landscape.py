@@ -73,6 +73,13 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--subset-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="the seed that draws the --n-train and --test-size images (default: --seed)",
+    )
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds from another configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     p.set_defaults(
@@ -102,6 +109,7 @@ def landscape_cmd(args) -> int:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        subset_seed=args.subset_seed,
         record_every=args.record_every,
         control=not args.no_control,
         grid=args.grid,

@@ -84,6 +84,7 @@ def craft_multitask(
     channels: dict[str, int],
     *,
     subset: int | None,
+    subset_seed: int | None = None,
     preset: str,
     seed: int,
     params: dict,
@@ -92,14 +93,24 @@ def craft_multitask(
     progress: bool,
 ) -> Poison:
     """`name` crafted against the multi-task loss on `train`: the images of `full` that craft's `subset` (seeded by
-    `seed`) picks, whose task targets are `task_targets`."""
+    `subset_seed`, by default `seed`) picks, whose task targets are `task_targets`."""
     if name not in objective_attacks():
         raise UserError(
             f"attack '{name}' has no model and loss to craft against several tasks; multi-task crafting is available for: "
             f"{', '.join(objective_attacks()) or 'none'}"
         )
     objective = MultiTaskObjective(list(tasks), channels, task_targets, train.indices, weights, encoder)
-    return craft(name, full, preset=preset, seed=seed, subset=subset, progress=progress, objective=objective, **params)
+    return craft(
+        name,
+        full,
+        preset=preset,
+        seed=seed,
+        subset=subset,
+        subset_seed=subset_seed,
+        progress=progress,
+        objective=objective,
+        **params,
+    )
 
 
 def load_poison_file(path: str | Path, full: ImageDataset) -> Poison:

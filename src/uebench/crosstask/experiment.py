@@ -75,6 +75,7 @@ class CrossTaskConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     seed: int = 0
+    subset_seed: int | None = None  # the subsets' seed; None: the training seed (as before it existed)
     device: str = "auto"
     precision: str = "fp32"
     sal: bool = True
@@ -87,8 +88,16 @@ class CrossTaskConfig:
         self.tasks = tuple(self.tasks)
         self.attacks = tuple(self.attacks)
 
+    @property
+    def pick_seed(self) -> int:
+        """The seed that picks the train and test subsets (and the images a crafted poison covers)."""
+        return self.seed if self.subset_seed is None else self.subset_seed
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["subset_seed"] is None:  # absent when unset: folders made before it existed keep their identity
+            del d["subset_seed"]
+        return d
 
 
 # Named presets: overrides of the defaults above (the user's explicit options override a preset).
@@ -181,7 +190,7 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     if bad_w:
         raise UserError(f"loss weights given for {', '.join(bad_w)}, which is not among the tasks")
     RECIPES.get(config.recipe)
-    check_run_numbers(width=config.width, seeds=(config.seed,))
+    check_run_numbers(width=config.width, seeds=(config.seed, config.pick_seed))
     for key in ("epochs", "batch_size", "train_subset", "test_subset"):
         v = getattr(config, key)
         if v is not None and v < 1:
@@ -211,9 +220,9 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
     opts = dict(config.dataset_options)
     full = load(config.dataset, config.data_dir, "train", **opts)
     test = load(config.dataset, config.data_dir, "test", **opts)
-    train = seeded_subset(full, config.train_subset, seed=config.seed) if config.train_subset else full
+    train = seeded_subset(full, config.train_subset, seed=config.pick_seed) if config.train_subset else full
     if config.test_subset and config.test_subset < len(test):
-        test = seeded_subset(test, config.test_subset, seed=config.seed)
+        test = seeded_subset(test, config.test_subset, seed=config.pick_seed)
     if full.shape[1] % 8 or full.shape[2] % 8:
         raise UserError(
             f"crosstask needs image sides divisible by 8 (the encoder's stride), {full.name} has {full.shape[1:]}"
@@ -254,6 +263,7 @@ def make_poisons(
                     e,
                     splits.full,
                     subset=config.train_subset,
+                    subset_seed=config.subset_seed,
                     preset=config.attack_preset,
                     seed=config.seed,
                     progress=progress,
@@ -274,6 +284,7 @@ def make_poisons(
                         tasks,
                         splits.channels,
                         subset=config.train_subset,
+                        subset_seed=config.subset_seed,
                         preset=config.attack_preset,
                         seed=config.seed,
                         params=p,

@@ -90,6 +90,7 @@ class LandscapeConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0
+    subset_seed: int | None = None  # the seed that draws n_train and test_size images; None: the training seed
     record_every: int | None = None  # None: about `max_records` rows per run
     max_records: int = 250
     control: bool = True
@@ -146,6 +147,8 @@ class LandscapeConfig:
                 f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}"
             )
         check_seed(self.seed, "--seed")
+        if self.subset_seed is not None:
+            check_seed(self.subset_seed, "--subset-seed")
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
         analysis.Tolerance(self.tol, self.tol_mode)
@@ -154,13 +157,19 @@ class LandscapeConfig:
     def sgd(self) -> SGDSettings:
         return SGDSettings(self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
 
+    @property
+    def pick_seed(self) -> int:
+        return self.seed if self.subset_seed is None else self.subset_seed
+
     def training_key(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: d[k] for k in TRAINING_KEYS}
+        d = self.to_dict()
+        return {k: d[k] for k in (*TRAINING_KEYS, "subset_seed") if k in d}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["coords"] = list(self.coords)
+        if d["subset_seed"] is None:  # absent when unset: folders made before it existed keep their identity
+            del d["subset_seed"]
         return d
 
 
@@ -198,14 +207,25 @@ def make_poison(cfg: LandscapeConfig, full: ImageDataset, ws: Workspace, progres
             and p.meta.seed == cfg.seed
             and p.meta.params.get("preset") == cfg.preset
             and len(p) == (subset or len(full))
+            and (subset is None or torch.equal(p.indices.sort().values, picked()))
         )
+
+    def picked() -> torch.Tensor:
+        return seeded_subset(full, subset, seed=cfg.pick_seed).indices
 
     from ..attacks import craft
 
     poison, made = ws.poison(
         POISON_FILE,
         lambda: craft(
-            cfg.attack, full, preset=cfg.preset, seed=cfg.seed, subset=subset, progress=progress, **cfg.attack_params
+            cfg.attack,
+            full,
+            preset=cfg.preset,
+            seed=cfg.seed,
+            subset=subset,
+            subset_seed=cfg.subset_seed,
+            progress=progress,
+            **cfg.attack_params,
         ),
         reuse=same,
     )
@@ -222,7 +242,7 @@ def training_sets(cfg: LandscapeConfig, full: ImageDataset, poison: Poison) -> t
     poisoned_full = poison.apply(full)  # checks the poison belongs to this dataset
     idx = poison.indices.sort().values
     if cfg.n_train is not None and cfg.n_train < len(idx):
-        idx = seeded_subset(full.subset(idx), cfg.n_train, seed=cfg.seed).indices
+        idx = seeded_subset(full.subset(idx), cfg.n_train, seed=cfg.pick_seed).indices
     return full.subset(idx), poisoned_full.subset(idx)
 
 
@@ -393,7 +413,7 @@ def _run_locked(
     poison, poison_source = make_poison(cfg, full, ws, progress)
     clean_set, poison_set = training_sets(cfg, full, poison)
     if cfg.test_size is not None and cfg.test_size < len(test):
-        test = seeded_subset(test, cfg.test_size, seed=cfg.seed)
+        test = seeded_subset(test, cfg.test_size, seed=cfg.pick_seed)
     c, h, _ = clean_set.shape
     sgd = cfg.sgd()
     total_steps = sgd.epochs * sgd.steps_per_epoch(len(clean_set))

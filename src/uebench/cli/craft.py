@@ -148,7 +148,8 @@ def attacks_cmd(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        b = f"{r['budget']:.4g}" + (f" ({r['budget_note']})" if r["budget_note"] else "")
+        b = "unbounded" if r["norm"] == "none" else f"{r['budget']:.4g}"
+        b += f" ({r['budget_note']})" if r["budget_note"] else ""
         if r["norm"] == "linf":
             b += f" (= {r['budget'] * 255:.3g}/255)"
         print(f"{r['name']:6s} {r['norm']:4s} budget {b}  presets: {', '.join(r['presets'])}")

@@ -34,6 +34,7 @@ def _costs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
         m = p.meta or {}
         budget = m.get("budget")
         b = f"{budget * 255:.3g}/255" if m.get("norm") == "linf" and budget is not None else budget
+        b = "unbounded" if m.get("norm") == "none" else b  # a multiplicative attack (CUDA) has no Lp budget
         rows.append(
             [
                 p.label.upper(),

@@ -1,4 +1,4 @@
-"""Model-based attacks (EM, REM, TAP): budgets on the baked bytes, index mapping, determinism, efficacy signals
+"""Model-based attacks (EM, REM, TAP, HYPO): budgets on the baked bytes, index mapping, determinism, efficacy signals
 and refusals. Everything runs on 128 tiny `scenes` images with an eighth-width ResNet-18, so the
 whole file stays well under two minutes on two CPU cores."""
 
@@ -31,6 +31,7 @@ REM_TINY = {
     "eot_samples": 2,
 }
 TAP_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "iterations": 2, "restarts": 2, "step": 2 / 255}
+HYPO_TINY = {**TINY, "clean_epochs": 2, "clean_batch_size": 32, "steps": 3, "step": 2 / 255}
 
 
 @pytest.fixture(scope="module")
@@ -300,13 +301,46 @@ def test_bad_params_refused(scenes, name, params, match):
         craft(name, scenes, progress=False, **params)
 
 
+# ---- HYPO -----------------------------------------------------------------------------------------------------
+def test_hypo_makes_the_fixed_model_more_confident_within_budget():
+    # as TAP's test: 512 images, so that the 8-epoch crafting model is a real classifier (measured: 40.6% train
+    # accuracy, loss 1.28); 6 steps of 2/255 then raise it to 65.8% (loss 1.02) on the poisoned images
+    scenes512 = load("scenes", None, "train", n_train=512, n_test=32)
+    params = {**HYPO_TINY, "clean_epochs": 8, "clean_lr": 0.05, "steps": 6}
+    poison = craft("hypo", scenes512, seed=0, progress=False, **params)
+    d = baked_delta(poison, scenes512)
+    assert d.abs().max() <= 8 and (d != 0).float().mean() > 0.5  # Linf 8/255 on the bytes, and used
+    extra = poison.meta.extra
+    assert extra["crafting_model_clean_train_acc"] > 30
+    # the objective it descends: the fixed model's loss on the images' own labels
+    assert extra["crafting_model_poisoned_train_loss"] < extra["crafting_model_clean_train_loss"] - 0.1
+    assert extra["crafting_model_poisoned_train_acc"] > extra["crafting_model_clean_train_acc"] + 10
+    assert poison.meta.epoch_equivalents == pytest.approx(8 + 6 + 2 / 3, abs=0.01)  # clean epochs, steps, 2 evals
+
+
+def test_hypo_deterministic_and_the_delta_belongs_to_its_image(scenes):
+    a = perturb("hypo", scenes, **HYPO_TINY).delta
+    assert torch.equal(a, perturb("hypo", scenes, **HYPO_TINY).delta)
+    perm = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(perturb("hypo", scenes.subset(perm), **HYPO_TINY).delta, a[perm])
+
+
+def test_hypo_defaults_are_apbenchs_and_the_clean_recipe_the_authors():
+    c = make_config(ATTACKS.get("hypo"), "paper")
+    assert (c.eps, c.step, c.steps, c.model) == (pytest.approx(EPS), pytest.approx(0.8 / 255), 100, "resnet18")
+    r = ATTACKS.get("hypo")(c).clean_recipe()
+    assert (r.epochs, r.milestones, r.lr, r.batch_size, r.weight_decay) == (150, (100, 125), 0.1, 128, 5e-4)
+    with pytest.raises(UserError, match="augment"):
+        craft("hypo", load("scenes", None, "train", n_train=8, n_test=8), progress=False, clean_augment="mixup9")
+
+
 def test_unknown_preset_refused(scenes):
     with pytest.raises(UserError, match="preset"):
         craft("em", scenes, preset="turbo", progress=False)
 
 
 def test_presets_are_paper_defaults_plus_fast():
-    for name in ("em", "rem", "tap"):
+    for name in ("em", "rem", "tap", "hypo"):
         cls = ATTACKS.get(name)
         paper = make_config(cls, "paper")
         fast = make_config(cls, "fast")

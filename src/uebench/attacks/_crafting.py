@@ -1,4 +1,4 @@
-"""Shared pieces of the model-based attacks (EM, REM, TAP): the crafting model, signed PGD steps with projection,
+"""Shared pieces of the model-based attacks (EM, REM, TAP, HYPO): the crafting model, signed PGD steps with projection,
 training steps on perturbed data, seeded batches and augmentation, and compute accounting.
 
 Everything works on whole batches of tensors that live on the device for the whole run (no DataLoader, no
@@ -13,6 +13,7 @@ stopping-rule check) count as 1/3 of a forward+backward, since a backward costs 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -29,9 +30,12 @@ from .. import seeds
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..fit import set_lr
 from ..models import MODELS, create_model
+from ..progress import progress_bar
+from ..recipes import Recipe
 from ..seeds import seeded
-from ..trainer import prepare, resolve_device
+from ..trainer import classification_epoch, make_optimizer, prepare, resolve_device
 from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -339,6 +343,36 @@ def evaluate(
     model.train(was_training)
     n = max(len(x), 1)
     return total / n, 100.0 * correct / n
+
+
+def train_clean_model(
+    cfg: ModelConfig,
+    ds: ImageDataset,
+    recipe: Recipe,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    compute: Compute,
+    progress: bool,
+    desc: str,
+) -> nn.Module:
+    """A crafting model trained on the clean data for `epochs` of `recipe` (the trainer's epoch loop; its
+    augmentation), each epoch's batch order from its own seeded stream. TAP's and HYPO's starting point."""
+    model = build_model(cfg, ds, seed, device)
+    opt = make_optimizer(model, recipe)
+    bar = progress_bar(progress, epochs, desc, unit="epoch")
+    for epoch in range(epochs):
+        set_lr(opt, recipe.lr_at(epoch))
+        stats = classification_epoch(
+            model, opt, ds, recipe, generator(seed, 100 + epoch), device, contextlib.nullcontext, True
+        )
+        compute.fb(len(ds))
+        if bar:
+            bar.update(1)
+            bar.set_postfix(acc=f"{stats['train_acc']:.1f}%")
+    if bar:
+        bar.close()
+    return model
 
 
 def to_cpu(delta: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,6 @@ shift (the same distribution up to sub-pixel offsets).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,10 +43,8 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..fit import set_lr
 from ..progress import progress_bar
 from ..recipes import Recipe
-from ..trainer import classification_epoch, make_optimizer
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
@@ -142,9 +139,8 @@ class TAP(crafting.ModelAttack):
         return crafting.shift_flip_transform(gen, fill=fill)
 
     def _clean_model(self, ds, seed, device, compute, progress):
-        """The crafting model trained on clean data with the public code's recipe (the trainer's epoch loop)."""
+        """The crafting model trained on clean data with the public code's recipe."""
         c = self.config
-        model = crafting.build_model(c, ds, seed, device)
         e = c.clean_epochs
         recipe = Recipe(
             "tap-clean",
@@ -156,20 +152,7 @@ class TAP(crafting.ModelAttack):
             schedule="multistep",
             milestones=(int(e // 2.667), int(e // 1.6), int(e // 1.142)),
         )
-        opt = make_optimizer(model, recipe)
-        bar = progress_bar(progress, e, "tap: clean model", unit="epoch")
-        for epoch in range(e):
-            set_lr(opt, recipe.lr_at(epoch))
-            stats = classification_epoch(
-                model, opt, ds, recipe, crafting.generator(seed, 100 + epoch), device, contextlib.nullcontext, True
-            )
-            compute.fb(len(ds))
-            if bar:
-                bar.update(1)
-                bar.set_postfix(acc=f"{stats['train_acc']:.1f}%")
-        if bar:
-            bar.close()
-        return model
+        return crafting.train_clean_model(c, ds, recipe, e, seed, device, compute, progress, "tap: clean model")
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         c = self.config

@@ -142,7 +142,7 @@ class EM(crafting.ModelAttack):
                 crafting.train_step(
                     model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj
                 )
-            frozen = crafting.eval_copy(model)
+            frozen = self.frozen(model)
             if mean_rule:
                 noise = self._classwise_mean_round(frozen, x, y, noise, compute, t, subset, subset_gen)
             elif classwise:
@@ -177,6 +177,10 @@ class EM(crafting.ModelAttack):
             "clean_acc": round(clean_acc, 3),
         }
         return Perturbation(crafting.to_cpu(delta), compute.epochs, extra)
+
+    def frozen(self, model):
+        """The fixed crafting model of a noise pass (and of the accuracy check that may stop the rounds)."""
+        return crafting.eval_copy(model)
 
     def _samplewise_round(self, model, x, y, noise, compute):
         """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned)."""

@@ -28,7 +28,9 @@ def test_surrogate_is_the_loss_rise_along_the_gradient_to_first_order():
     w = model[1].weight
     grad = torch.autograd.grad(F.cross_entropy(model(x), y), w)[0]
     with torch.no_grad():
-        loss0 = float(F.cross_entropy(model(x), y))  # the ascent branch's first-order optimum: radius eps*||W|| along the gradient
+        loss0 = float(
+            F.cross_entropy(model(x), y)
+        )  # the ascent branch's first-order optimum: radius eps*||W|| along the gradient
         step = eps * w.norm() * grad / grad.norm()
         w.add_(step)
         rise = float(F.cross_entropy(model(x), y)) - loss0

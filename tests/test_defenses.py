@@ -17,7 +17,7 @@ from uebench.data import ImageDataset
 from uebench.defenses import DEFENSES, _ops, create_defense
 from uebench.errors import UserError
 
-BATCH_DEFENSES = ["cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "at"]
+BATCH_DEFENSES = ["cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "ueraser-jpeg", "at"]
 PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
 C = 10
 
@@ -50,7 +50,7 @@ def small_model(bn: bool = False, seed: int = 0, pool: int = 4) -> nn.Module:
 def run_batch(name: str, x, y, seed: int = 0, model=None, **params):
     d = create_defense(name, **params)
     d.prepare(dataset())  # learns the number of classes
-    if model is None and name in ("ueraser", "at"):
+    if model is None and name in ("ueraser", "ueraser-jpeg", "at"):
         model = small_model()
     return d.batch(x.clone(), y.clone(), model=model, generator=gen(seed))
 
@@ -67,6 +67,7 @@ def test_registry_lists_every_defense():
         "cutmix",
         "ueraser",
         "ueraser-lite",
+        "ueraser-jpeg",
         "at",
     }
     for name in DEFENSES.names():
@@ -332,6 +333,45 @@ def test_ueraser_max_scoring_leaves_batchnorm_statistics_and_mode_alone():
     create_defense("ueraser").batch(x, y, model=model, generator=gen())
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ueraser_max_warm_up_then_one_draw(monkeypatch):
+    """APBench's repeat_epoch: the max-loss draw for the first max_epochs epochs, one draw after."""
+    x, y = batch(8)
+    model = small_model()
+    d = create_defense("ueraser", max_epochs=2)
+    scored = []
+    real = d.scores
+    monkeypatch.setattr(d, "scores", lambda *a, **k: scored.append(d.epoch) or real(*a, **k))
+    for epoch in range(4):
+        d.begin_epoch(epoch)
+        d.batch(x, y, model=model, generator=gen(epoch))
+    assert scored == [0, 1]
+    lite = create_defense("ueraser", max_epochs=0)
+    lite.begin_epoch(0)
+    assert torch.equal(lite.batch(x, y, model=None, generator=gen(3))[0], lite.augment(x, gen(3)))
+    # unset, the new options stay out of the recorded settings: a run's key is what it was before they existed
+    assert (
+        "max_epochs" not in create_defense("ueraser").params()
+        and create_defense("ueraser", max_epochs=50).params()["max_epochs"] == 50
+    )
+
+
+def test_ueraser_jpeg_places_the_compression_as_named():
+    from uebench.defenses.jpeg import jpeg_roundtrip
+
+    x, y = batch(6)
+    off = {"p_brightness": 0.0, "p_contrast": 0.0, "p_shuffle": 0.0, "trivial_augment": False, "repeats": 1}
+    u8 = x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    for place in ("before", "after"):  # with every op off, either is exactly one JPEG-10 round trip
+        d = create_defense("ueraser", jpeg=place, jpeg_quality=10, **off)
+        assert torch.equal(d.augment(x, gen()), jpeg_roundtrip(u8, 10).float() / 255)
+    d = create_defense("ueraser-jpeg", **off)  # APBench's: a quality drawn per batch in [10, 100)
+    outs = {tuple(d.augment(x, gen(s)).flatten()[:64].tolist()) for s in range(6)}
+    assert len(outs) > 1 and d.config.p_brightness == 0.0  # the quality varies with the stream
+    assert create_defense("ueraser-jpeg").config.p_brightness == 0.8
+    with pytest.raises(UserError, match="jpeg must be one of"):
+        create_defense("ueraser", jpeg="middle")
 
 
 # ---- adversarial training --------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class LossStep(Protocol):
 
     def epoch_record(self, seen: int) -> dict[str, Any]: ...  # the epoch's statistics; resets them
 
+    def begin_epoch(self, epoch: int) -> None: ...  # the 0-based epoch about to run (a defense may change with it)
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling/augmentation stream of one epoch: a pure function of (seed, epoch), for exact resume."""
@@ -132,6 +134,7 @@ def fit(
         start = time.perf_counter()
         set_lr(opt, lr_at(epoch))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(epoch)}
+        step.begin_epoch(epoch)
         record.update(train_epoch(model, opt, step, n, batch_size, epoch_generator(seed, epoch), stepped, scaler))
         record["train_seconds"] = time.perf_counter() - start
         if after_epoch is not None:

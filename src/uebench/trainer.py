@@ -267,6 +267,10 @@ class ClassificationStep:
         self.mixed = self.mixed or y.ndim == 2
         return loss, len(y)
 
+    def begin_epoch(self, epoch: int) -> None:
+        if self.defense is not None:
+            self.defense.begin_epoch(epoch)
+
     def epoch_record(self, seen: int) -> dict[str, Any]:
         record: dict[str, Any] = {"train_acc": 100.0 * int(self.correct) / max(seen, 1)}
         if self.mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know

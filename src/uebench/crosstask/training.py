@@ -168,6 +168,9 @@ class MultiTaskStep:
             self.sums[k] = self.sums[k] + v.double() * len(idx)
         return loss, len(idx)
 
+    def begin_epoch(self, epoch: int) -> None:
+        pass  # no defenses here
+
     def epoch_record(self, seen: int) -> dict[str, Any]:
         n = max(seen, 1)
         record = {"train_task_loss": {k: float(v) / n for k, v in self.sums.items()}}

@@ -70,6 +70,10 @@ class Defense(ABC):
         """One augmented training batch -> the batch the model trains on (and its labels)."""
         return x, y
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based); a defense that changes over training keeps it."""
+        return None
+
     # ---- records -------------------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

@@ -11,8 +11,20 @@ UEraser-Lite (`ueraser-lite`) trains on one draw.
 How the max is taken here: the K draws are scored in one no-grad forward pass (model in train mode, as the
 public code scores them, batch-norm running statistics restored afterwards), and the chosen draw of each image
 is what the trainer then trains on. The gradient is that of the paper's loss (the max picks one draw per image),
-for K no-grad forwards plus one training pass instead of K training passes. APBench switches Max to Lite after
-`repeat_epoch` epochs (300, i.e. never within its 200); this hook has no epoch, so Max is Max throughout.
+for K no-grad forwards plus one training pass instead of K training passes.
+
+Warm-up (`max_epochs`): APBench trains on the max-loss only for its first `repeat_epoch` epochs and on one draw
+after ("0 for -lite / 50 for UEraser / 300 for -max"; its default 300 never ends within its 200 epochs). None here
+(the default) is Max throughout; `max_epochs=50` is APBench's "UEraser".
+
+Versions of the draw probabilities: the UEraser repository (lafeat/ueraser, ueraser.py) applies the plasma
+brightness and contrast with p 0.5, the default here; APBench's defense/ueraser.py at its head (ebd1e4c, 2024-05)
+uses p 1.0 (`p_brightness=1 p_contrast=1`), and 0.5 at its first commit (4d60c50, 2023-06).
+
+JPEG (`jpeg`, `ueraser-jpeg`): the UEraser repository's UEraserJPEG compresses at quality 10 *after* the draw
+(`jpeg=after jpeg_quality=10`); APBench's UEraser_jpeg, which its train.py uses for TAP and AR poisons, compresses
+*before* the draw at a quality drawn in [10, 100) per batch, with the plasma ops at p 0.8 (the `ueraser-jpeg`
+defaults). Its first commit computed the JPEG and then augmented the uncompressed batch (a bug fixed at 6b54d1e).
 """
 
 from __future__ import annotations
@@ -24,6 +36,9 @@ import torch
 
 from . import _ops
 from .base import Defense, check, check_type, device_generator, loss_per_sample, rand, register_defense, uniform
+from .jpeg import jpeg_roundtrip
+
+JPEG_PLACES = ("none", "before", "after")
 
 
 def _range(value, name: str) -> None:
@@ -47,6 +62,9 @@ class UEraserConfig:
     p_shuffle: float = 0.5
     trivial_augment: bool = True
     chunk: int = 2048  # images per scoring forward pass (memory bound for large K x batch)
+    max_epochs: int | None = None  # Max-loss for the first N epochs, one draw after (APBench repeat_epoch); None: all
+    jpeg: str = "none"  # JPEG compression of each draw: none | before (APBench) | after (UEraser repository)
+    jpeg_quality: int | None = None  # None: drawn in [10, 100) per batch (APBench); else fixed (repository: 10)
 
     def __post_init__(self):
         check_type(self.repeats, int, "repeats")
@@ -61,6 +79,13 @@ class UEraserConfig:
         check_type(self.trivial_augment, bool, "trivial_augment")
         check_type(self.chunk, int, "chunk")
         check(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        if self.max_epochs is not None:
+            check_type(self.max_epochs, int, "max_epochs")
+            check(self.max_epochs >= 0, f"max_epochs must be >= 0, got {self.max_epochs}")
+        check(self.jpeg in JPEG_PLACES, f"jpeg must be one of {', '.join(JPEG_PLACES)}, got {self.jpeg!r}")
+        if self.jpeg_quality is not None:
+            check_type(self.jpeg_quality, int, "jpeg_quality")
+            check(1 <= self.jpeg_quality <= 95, f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
 
 
 @register_defense
@@ -70,11 +95,46 @@ class UEraser(Defense):
     description = (
         "UEraser-Max: plasma brightness/contrast, channel shuffle, TrivialAugment; train on the max-loss of 5 draws"
     )
-    source = "UEraser (Qin et al. 2023) public code (lafeat/ueraser) and APBench defense/ueraser.py (kornia ops, p 0.5; Max: 5 repeats)"
+    source = (
+        "UEraser (Qin et al. 2023) public code (lafeat/ueraser: plasma p 0.5, Max 5 repeats); APBench's head uses "
+        "p 1.0 (p_brightness=1 p_contrast=1) and Max for its first repeat_epoch epochs (max_epochs)"
+    )
     Config = UEraserConfig
 
+    epoch: int | None = None  # the epoch training is in (begin_epoch); None outside training
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def params(self):
+        """The settings, without the later options at their defaults (a run's key stays what it was before them)."""
+        p = super().params()
+        for key, unset in (("max_epochs", None), ("jpeg", "none"), ("jpeg_quality", None)):
+            if p.get(key) == unset:
+                del p[key]
+        return p
+
+    def maximising(self) -> bool:
+        """Whether this batch trains on the max-loss draw (Max, within its warm-up) or on one draw (Lite)."""
+        m = self.config.max_epochs
+        return self.config.repeats > 1 and (m is None or self.epoch is None or self.epoch < m)
+
+    def compress(self, x: torch.Tensor, generator) -> torch.Tensor:
+        """The batch through JPEG (float [0, 1] -> rounded uint8 -> Pillow at the configured or a drawn quality)."""
+        q = self.config.jpeg_quality
+        if q is None:
+            q = 10 + int(rand((1,), generator, x.device).mul(90).floor().clamp(max=89))
+        u8 = x.detach().mul(255).add(0.5).clamp(0, 255).to(torch.uint8).cpu()
+        return jpeg_roundtrip(u8, q).to(x.device, x.dtype).div(255).contiguous(memory_format=_format(x))
+
     def augment(self, x: torch.Tensor, generator) -> torch.Tensor:
-        """One UEraser draw for every image of x."""
+        """One UEraser draw for every image of x (with its JPEG, where configured)."""
+        if self.config.jpeg == "before":
+            x = self.compress(x, generator)
+        x = self._draw(x, generator)
+        return self.compress(x, generator) if self.config.jpeg == "after" else x
+
+    def _draw(self, x: torch.Tensor, generator) -> torch.Tensor:
         cfg = self.config
         n, dev = len(x), x.device
         apply = rand((n,), generator, dev) < cfg.p_brightness
@@ -127,7 +187,7 @@ class UEraser(Defense):
 
     def batch(self, x, y, *, model=None, generator=None, autocast=contextlib.nullcontext):
         g = device_generator(generator, x.device)
-        if self.config.repeats == 1:
+        if not self.maximising():
             return self.augment(x, g), y
         if model is None:
             raise RuntimeError("UEraser-Max needs the model to score its draws: batch(x, y, model=...)")
@@ -146,3 +206,29 @@ class UEraserLite(UEraser):
     description = "UEraser-Lite: plasma brightness/contrast, channel shuffle, TrivialAugment; one draw per image"
     source = "UEraser (Qin et al. 2023) public code and APBench (repeat_epoch 0 = Lite)"
     Config = UEraserLiteConfig
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+
+
+@dataclass
+class UEraserJPEGConfig(UEraserConfig):
+    p_brightness: float = 0.8
+    p_contrast: float = 0.8
+    jpeg: str = "before"
+
+
+@register_defense
+class UEraserJPEG(UEraser):
+    name = "ueraser-jpeg"
+    description = "UEraser-Max with JPEG before each draw (quality drawn in [10, 100)), plasma ops at p 0.8"
+    source = (
+        "APBench defense/ueraser.py UEraser_jpeg at ebd1e4c (its train.py's choice for TAP and AR); the UEraser "
+        "repository's UEraserJPEG is jpeg=after jpeg_quality=10 p_brightness=0.5 p_contrast=0.5"
+    )
+    Config = UEraserJPEGConfig

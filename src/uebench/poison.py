@@ -188,7 +188,7 @@ class Poison:
             raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant (degenerate perturbation)")
         if m.norm != "none":
             check_budget(m.norm, m.budget, tuple(clean.images.shape[1:]))  # finite, positive, in range for the norm
-            from .attacks import method_budget  # avoid circular import: an attack builds Poisons
+            from .attacks.base import method_budget  # lazily: importing the attacks package registers them all
 
             allowed = method_budget(m)
             if allowed is not None and m.budget > allowed * (1 + 1e-6):

@@ -15,16 +15,16 @@ from .base import (
     PRESETS,
     Attack,
     Perturbation,
-    craft,
     make_config,
     method_budget,
     objective_attacks,
     register_attack,
 )
+from .craft import craft
 
 # every module in this package registers its attack on import
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name not in ("base",) and not _m.name.startswith("_"):
+    if _m.name not in ("base", "craft") and not _m.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = [

@@ -1,25 +1,23 @@
 """The attack protocol: a typed config, presets, and `perturb(dataset) -> float delta`.
 
-An attack never writes uint8 itself: `craft()` bakes its delta (poison.bake), runs every safety check on the
-baked bytes, and only then returns a Poison. Adding an attack is one new file with one registered class.
+An attack never writes uint8 itself: `craft()` (attacks/craft.py) bakes its delta (poison.bake), runs every safety
+check on the baked bytes, and only then returns a Poison. Adding an attack is one new file with one registered class.
+This module does not import poison.py, which reads `method_budget` from here: the import graph has no cycle.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..data.base import ImageDataset, seeded_subset
+from ..data.base import ImageDataset
 from ..errors import UserError
-from ..options import check_seed, coerce, type_hints
-from ..poison import Poison, PoisonMeta, bake
+from ..options import coerce, type_hints
 from ..registry import Registry
-from ..seeds import seeded
 
 
 @dataclass
@@ -113,7 +111,7 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
         raise UserError(f"attack '{cls.name}': bad parameters: {e}") from None
 
 
-def method_budget(meta: PoisonMeta) -> float | None:
+def method_budget(meta: Any) -> float | None:
     """The budget a uebench-crafted poison's own settings give (params hold its preset and full config), or None
     for anything else (a user's import): a file cannot claim more room than the method it names allows."""
     params = dict(meta.params)
@@ -125,60 +123,3 @@ def method_budget(meta: PoisonMeta) -> float | None:
         return float(cls(make_config(cls, "paper", **params)).budget())
     except (UserError, TypeError, ValueError):
         return None
-
-
-def craft(
-    name: str,
-    dataset: ImageDataset,
-    *,
-    preset: str = "paper",
-    seed: int = 0,
-    subset: int | None = None,
-    subset_seed: int | None = None,
-    progress: bool = True,
-    objective: Any = None,
-    **params: Any,
-) -> Poison:
-    """Craft a Poison for `dataset` (the full training split): every image, or a seeded subset of `subset` (drawn with
-    `subset_seed`, by default the crafting seed). An `objective` (for attacks that accept one) replaces the crafting
-    model and its loss; it names itself in the poison's variant and metadata."""
-    cls = ATTACKS.get(name)
-    check_seed(seed)
-    attack = cls(make_config(cls, preset, **params), objective=objective)
-    attack.validate(dataset)
-    if subset_seed is not None:
-        check_seed(subset_seed)
-    pick = seed if subset_seed is None else subset_seed
-    target = dataset if subset is None else seeded_subset(dataset, subset, seed=pick)
-    t0 = time.perf_counter()
-    with seeded(seed):  # an attack that draws from torch's global generator draws from the seed
-        pert = attack.perturb(target, seed=seed, progress=progress)
-    seconds = time.perf_counter() - t0
-    if pert.delta.shape != target.images.shape:
-        raise RuntimeError(
-            f"{name} returned a delta of shape {tuple(pert.delta.shape)} for images {tuple(target.images.shape)}"
-        )
-    if not torch.isfinite(pert.delta).all():
-        raise UserError(f"{name} produced a non-finite perturbation (NaN or inf); nothing was written")
-    meta = PoisonMeta(
-        attack=name,
-        dataset=dataset.name,
-        split=dataset.split,
-        dataset_size=len(dataset),
-        norm=cls.norm,
-        budget=attack.budget(),
-        params={"preset": preset, **dataclasses.asdict(attack.config)},
-        variant=attack.describe_variant() if objective is None else objective.variant,
-        seed=seed,
-        craft_seconds=seconds,
-        epoch_equivalents=pert.epoch_equivalents,
-        extra={
-            "dataset_options": dataset.meta.get("options", {}),
-            **({} if objective is None else objective.describe()),
-            **pert.extra,
-        },
-    )
-    baked = bake(target.images, pert.delta, norm=cls.norm, budget=attack.budget())  # rounds, within the budget
-    poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)
-    poison.check(dataset)  # a poison that fails a check is never returned, so never written
-    return poison

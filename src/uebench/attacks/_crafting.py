@@ -1,4 +1,4 @@
-"""Shared pieces of the model-based attacks (EM, REM, TAP, HYPO): the crafting model, signed PGD steps with projection,
+"""Shared pieces of the model-based attacks (EM, REM, TAP, HYPO, SEP): the crafting model, signed PGD steps with projection,
 training steps on perturbed data, seeded batches and augmentation, and compute accounting.
 
 Everything works on whole batches of tensors that live on the device for the whole run (no DataLoader, no
@@ -355,9 +355,11 @@ def train_clean_model(
     compute: Compute,
     progress: bool,
     desc: str,
+    after_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> nn.Module:
     """A crafting model trained on the clean data for `epochs` of `recipe` (the trainer's epoch loop; its
-    augmentation), each epoch's batch order from its own seeded stream. TAP's and HYPO's starting point."""
+    augmentation), each epoch's batch order from its own seeded stream. TAP's and HYPO's starting point;
+    `after_epoch(epoch, model)` sees the model after every epoch (SEP keeps its checkpoints)."""
     model = build_model(cfg, ds, seed, device)
     opt = make_optimizer(model, recipe)
     bar = progress_bar(progress, epochs, desc, unit="epoch")
@@ -367,6 +369,8 @@ def train_clean_model(
             model, opt, ds, recipe, generator(seed, 100 + epoch), device, contextlib.nullcontext, True
         )
         compute.fb(len(ds))
+        if after_epoch is not None:
+            after_epoch(epoch, model)
         if bar:
             bar.update(1)
             bar.set_postfix(acc=f"{stats['train_acc']:.1f}%")

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn as nn
 
+from .distributed import SINGLE, World
 from .errors import UserError
 from .progress import progress_bar
 from .seeds import epoch_stream, generator
@@ -55,8 +56,10 @@ def train_epoch(
     generator: torch.Generator,
     on_step: Callable[[torch.Tensor], None] | None = None,
     scaler: Any = None,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """One pass over n images in the generator's order: {"train_loss": the image-weighted mean, **the step's own}.
+    In a world of several processes each trains on its share of every global batch (uebench.distributed).
 
     No value leaves the device inside the loop (a GPU never waits for the host): the loss is summed on the device in
     float64, which gives the bits Python's float sum would, and checked once, at the end of the epoch. `scaler` (a
@@ -64,9 +67,9 @@ def train_epoch(
     model.train()
     total, seen = None, 0
     for idx in batches(n, batch_size, generator):
-        if len(idx) < step.min_batch:
+        if len(idx) < step.min_batch * world.size:  # the same decision in every process: each backward all-reduces
             continue
-        loss, count = step(model, idx, generator)
+        loss, count = step(model, world.share(idx), generator)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -80,6 +83,8 @@ def train_epoch(
         seen += count
         if on_step is not None:
             on_step(loss.detach())
+    if world.distributed:  # the epoch's loss over every process's share
+        total, seen = world.total(0.0 if total is None else total.cpu()), int(world.total(seen))
     mean = float(total) / max(seen, 1) if total is not None else 0.0
     if not math.isfinite(mean):
         raise UserError(f"training diverged: the loss is {mean} ({step.hint})")
@@ -109,14 +114,18 @@ def fit(
     on_step: Callable[[torch.Tensor], None] | None = None,
     leave: bool = True,
     scaler: Any = None,
+    world: World = SINGLE,
+    train_model: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
     """Train for `epochs` (or until `stop_after` epochs in all); returns the per-epoch records.
 
     With a `run` (uebench.records.RunFolder), the model, optimizer and history are restored from its last checkpoint
     first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
-    accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps."""
+    accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps.
+    `train_model` (a DistributedDataParallel wrapper of `model`) is what the steps run through in a `world` of
+    several processes; only its rank 0 writes to `run`."""
     history: list[dict[str, Any]] = []
-    if run is not None and (state := run.load_checkpoint()) is not None:
+    if run is not None and (state := run.load_checkpoint(sync=world.main)) is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history = state["history"]
@@ -135,14 +144,26 @@ def fit(
         set_lr(opt, lr_at(epoch))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(epoch)}
         step.begin_epoch(epoch)
-        record.update(train_epoch(model, opt, step, n, batch_size, epoch_generator(seed, epoch), stepped, scaler))
+        record.update(
+            train_epoch(
+                model if train_model is None else train_model,
+                opt,
+                step,
+                n,
+                batch_size,
+                epoch_generator(seed, epoch),
+                stepped,
+                scaler,
+                world,
+            )
+        )
         record["train_seconds"] = time.perf_counter() - start
         if after_epoch is not None:
             after_epoch(epoch + 1, record)
         history.append(record)
         if bar and postfix is not None:
             bar.set_postfix(**postfix(record))
-        if run is not None:
+        if run is not None and world.main:
             run.save_epoch(model, opt, history)
     if bar:
         bar.close()

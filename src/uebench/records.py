@@ -98,10 +98,11 @@ class RunFolder:
         if not (self.path / MANIFEST).exists():
             atomic_write_json(self.path / MANIFEST, manifest)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last committed epoch, or None; metrics.jsonl is brought in line with it."""
+    def load_checkpoint(self, sync: bool = True) -> dict[str, Any] | None:
+        """The last committed epoch, or None; metrics.jsonl is brought in line with it (`sync`: the writer's job;
+        the other processes of a distributed run only read)."""
         state = load_checkpoint(self.path / CHECKPOINT)
-        if state is not None:
+        if state is not None and sync:
             sync_metrics(self.path, state["history"])
         return state
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .data import ImageDataset, load, seeded_subset
 from .data.augment import AUGMENTATIONS, to_float
 from .errors import UserError
@@ -241,9 +242,17 @@ class ClassificationStep:
     min_batch = 1
 
     def __init__(
-        self, ds: ImageDataset, augment: str | None, device, autocast, channels_last: bool, defense=None, forward=None
+        self,
+        ds: ImageDataset,
+        augment: str | None,
+        device,
+        autocast,
+        channels_last: bool,
+        defense=None,
+        forward=None,
+        world: distributed.World = distributed.SINGLE,
     ):
-        self.augment, self.device = AUGMENTATIONS[augment], device
+        self.augment, self.device, self.world = AUGMENTATIONS[augment], device, world
         self.autocast, self.channels_last, self.defense = autocast, channels_last, defense
         self.forward = forward  # a compiled forward of the model (torch.compile), or None: the model itself
         # uint8 images and labels resident on the device once (a no-op on CPU): a batch is an index, not a copy
@@ -272,7 +281,8 @@ class ClassificationStep:
             self.defense.begin_epoch(epoch)
 
     def epoch_record(self, seen: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"train_acc": 100.0 * int(self.correct) / max(seen, 1)}
+        correct = int(self.world.total(self.correct)) if self.world.distributed else int(self.correct)
+        record: dict[str, Any] = {"train_acc": 100.0 * correct / max(seen, 1)}
         if self.mixed:  # the loss is against label distributions (mixup, cutmix): SAL's running origin needs to know
             record["mixed_labels"] = True
         self.correct, self.mixed = 0, False
@@ -373,10 +383,13 @@ def train(
     `stop_after` ends the run after that many epochs in total without marking it finished (simulates
     an interruption; `resume=True` continues it).
     """
+    world = distributed.current(resolve_device(config.device))
     if out is None:
-        return _train(config, None, train_set, test_set, probes, resume, overwrite, progress, stop_after)
+        return _train(config, None, train_set, test_set, probes, resume, overwrite, progress, stop_after, world)
+    if not world.main:  # rank 0 holds the lock for the whole torchrun job
+        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, False, stop_after, world)
     with FolderLock(out):  # one process per run folder: a second one is refused before it reads or deletes anything
-        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, progress, stop_after)
+        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, progress, stop_after, world)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -418,14 +431,23 @@ def _finished_run(config: TrainConfig, run: RunFolder) -> RunResult | None:
     return RunResult(config, state["history"], run.summary(), model, run.path)
 
 
-def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after) -> RunResult:
+def _open_run(config: TrainConfig, out: Path | None, resume: bool, overwrite: bool, world) -> RunFolder | None:
+    """The run folder; in a distributed run rank 0 opens it first (it may clear it), the others then read it."""
+    if out is None:
+        return None
+    run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if world.main else None
+    world.barrier()
+    return run if world.main else RunFolder(out, config.to_dict(), resume=True)
+
+
+def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after, world) -> RunResult:
     check_config(config)
     recipe = config.resolved_recipe()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     autocast = autocast_factory(device, precision)
     channels_last = uses_channels_last(config)
-    run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if out is not None else None
+    run = _open_run(config, out, resume, overwrite, world)
     if run is not None and run.finished() and (done := _finished_run(config, run)) is not None:
         return done  # a finished run: its model is built from the manifest, no data is loaded or filtered
     if train_set is None or test_set is None:
@@ -443,12 +465,14 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         return RunResult(config, state["history"], run.summary(), model, run.path)
     model = place_model(model, config, device)
     opt = make_optimizer(model, recipe)
-    if run is not None:
-        run.start(
-            manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
-        )
+    if run is not None and world.main:
+        facts = manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
+        if world.distributed:  # how many processes shared each batch (absent for one, as before)
+            facts["world_size"] = world.size
+        run.start(facts)
     all_probes: list[Probe] = [TestAccuracy(batch_size=config.eval_batch_size or 1024), *probes]
-    forward = torch.compile(model) if config.compile else None  # shares the model's parameters
+    trained = distributed.wrap(model, world, device)  # DDP in a world of several processes, else the model
+    forward = torch.compile(trained) if config.compile else (None if trained is model else trained)
 
     def after_epoch(epoch: int, record: dict[str, Any]) -> None:
         model.eval()
@@ -470,26 +494,34 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
             record.update(probe(ctx))
             record[f"{probe.name}_seconds"] = time.perf_counter() - t0
 
+    step = ClassificationStep(train_set, recipe.augment, device, autocast, channels_last, defense, forward, world)
     history = fit(
         model,
         opt,
-        ClassificationStep(train_set, recipe.augment, device, autocast, channels_last, defense, forward),
+        step,
         len(train_set),
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         lr_at=recipe.lr_at,
         seed=config.seed,
         run=run,
-        after_epoch=after_epoch,
+        after_epoch=after_epoch if world.main else None,  # the probes run in one process
         stop_after=stop_after,
         desc=f"train {config.model} on {config.dataset}" if progress else None,
         postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}", "test": f"{r['test_acc']:.1f}%"},
         scaler=grad_scaler(precision, device),
+        world=world,
     )
 
+    if not world.main:  # rank 0's records are the run's: wait for them
+        world.barrier()
+        done = run.finished() if run is not None else False
+        summary = run.summary() if done else {"epochs_done": len(history), "epochs": recipe.epochs}
+        return RunResult(config, run.load_checkpoint(sync=False)["history"] if done else history, summary, model, out)
     summary = summarize(history, recipe.epochs, precision, str(device))
     if run is not None and len(history) == recipe.epochs:
         run.finish(summary)
+    world.barrier()
     return RunResult(config, history, summary, model, run.path if run else None)
 
 

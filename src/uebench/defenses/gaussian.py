@@ -1,5 +1,6 @@
 """Gaussian smoothing of the training images, as APBench's `--gaussian` (and ISS's `gaussian_f` low-pass):
-torchvision GaussianBlur(kernel_size=3, sigma=0.1) on each uint8 training image before crop/flip.
+torchvision GaussianBlur(kernel_size=3, sigma=0.1) on each uint8 training image before crop/flip (APBench util.py
+aug_train, the same line from its first commit to its head 9a6fb91: a fixed sigma of 0.1 on the PIL image).
 
 Note what that setting does: with sigma 0.1 the neighbour weight of a 3-tap kernel is exp(-1/(2*0.01)) = 2e-22,
 so on uint8 images the published defense is the identity (its leaderboard column matches "standard" within

@@ -331,6 +331,41 @@ def test_em_crafted_against_the_multitask_loss():
         )
 
 
+def test_pcgrad_by_hand():
+    from uebench.attacks._crafting import pcgrad
+
+    g1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    g2 = torch.tensor([[-1.0, 1.0], [1.0, 1.0]])  # sample 0: the tasks conflict; sample 1: they agree
+    out = pcgrad([g1, g2])
+    # sample 0: g1 - (-1/2) g2 = (0.5, 0.5) and g2 - (-1/1) g1 = (0, 1), summed; sample 1: the plain sum
+    assert torch.allclose(out, torch.tensor([[0.5, 1.5], [2.0, 1.0]]))
+    # with two tasks the combined step never goes against either task's own gradient
+    g = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    h = -g + 0.3 * torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
+    both = pcgrad([g, h])
+    assert ((both * g).sum(1) >= -1e-5).all() and ((both * h).sum(1) >= -1e-5).all()
+    assert ((g + h) * g).sum(1).min() < 0 or ((g + h) * h).sum(1).min() < 0  # the plain sum does go against one
+
+
+def test_em_crafted_with_pcgrad_across_tasks():
+    from uebench.crosstask.attack import craft_multitask
+
+    ds = scenes(64)
+    tasks = get_tasks("class,edges")
+    td = task_data(ds, tasks, "missing")
+    args = dict(subset=None, preset="fast", seed=0, weights={}, encoder="resnet18", progress=False)
+    params = {"max_rounds": 1, "steps": 2, "train_steps": 2, "batch_size": 32}
+    channels = {"class": 10, "edges": 1}
+    summed = craft_multitask("em", ds, ds, td.targets, tasks, channels, params=params, **args)
+    pc = craft_multitask("em", ds, ds, td.targets, tasks, channels, params=params, combine="pcgrad", **args)
+    assert pc.meta.variant == "multitask-pcgrad" and pc.meta.extra["combine"] == "pcgrad"
+    assert pc.measure(ds)["linf"] <= 8 / 255 + 1e-6 and not torch.equal(pc.images, summed.images)
+    with pytest.raises(UserError, match="sample-wise noise only"):
+        craft_multitask(
+            "em", ds, ds, td.targets, tasks, channels, params={**params, "mode": "classwise"}, combine="pcgrad", **args
+        )
+
+
 # ---- the experiment and its CLI ----------------------------------------------------------------------------------
 def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
     out = tmp_path / "ct"
@@ -393,6 +428,7 @@ def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
         (["--attacks", "missing.safetensors"], "poison file not found"),
         (["--preset", "huge"], "unknown crosstask preset 'huge'"),
         (["--attacks", "ops", "--attack-set", "ar.eps=1"], "not among the attacks"),
+        (["--attacks", "em", "--multitask-attacks", "--multitask-combine", "mgda"], "unknown multi-task combine mgda"),
     ],
 )
 def test_cli_bad_inputs_exit_2(tmp_path, capsys, extra, message):

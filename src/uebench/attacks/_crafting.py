@@ -115,6 +115,11 @@ class Objective(Protocol):
 
     def correct(self, out, targets) -> int: ...  # for accuracy-based stopping rules (0 if there is no class)
 
+    # how the noise step combines the tasks' input gradients: "sum" (the gradient of `loss`) or "pcgrad"
+    combine: str
+
+    def task_losses(self, out, targets) -> dict[str, torch.Tensor]: ...  # each task's weighted mean loss
+
 
 # ---- data, model, generators --------------------------------------------------------------------------------
 def in_index_order(ds: ImageDataset, craft_fn: Callable[[ImageDataset], Perturbation]) -> Perturbation:
@@ -262,6 +267,36 @@ def loss_sum(model: nn.Module, inputs: torch.Tensor, labels, objective: "Objecti
     return F.cross_entropy(model(inputs), labels, reduction="sum")
 
 
+def pcgrad(grads: list[torch.Tensor]) -> torch.Tensor:
+    """PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning") per sample: each task's gradient, where it
+    conflicts with another's (negative dot product over the sample's pixels), loses its component along that one,
+    in a fixed task order (the paper draws the order at random); the projected gradients are summed. Row i of every
+    tensor is sample i's gradient."""
+    flat = [g.flatten(1) for g in grads]
+    total = torch.zeros_like(flat[0])
+    for i, gi in enumerate(flat):
+        g = gi.clone()
+        for j, gj in enumerate(flat):
+            if i != j:
+                dot = (g * gj).sum(1, keepdim=True)
+                g = torch.where(dot < 0, g - dot / gj.pow(2).sum(1, keepdim=True).clamp_min(1e-30) * gj, g)
+        total += g
+    return total.view_as(grads[0])
+
+
+def input_gradient(
+    model: nn.Module, inputs: torch.Tensor, d: torch.Tensor, labels, objective: "Objective | None" = None
+) -> torch.Tensor:
+    """The gradient in `d` (a leaf that `inputs` was computed from) of the summed loss, or, for an objective that
+    combines its tasks by PCGrad, the PCGrad combination of the tasks' summed-loss gradients."""
+    if objective is None or objective.combine == "sum":
+        (grad,) = torch.autograd.grad(loss_sum(model, inputs, labels, objective), d)
+        return grad
+    losses = list(objective.task_losses(model(inputs), labels).values())
+    grads = [torch.autograd.grad(v * len(inputs), d, retain_graph=k < len(losses) - 1)[0] for k, v in enumerate(losses)]
+    return pcgrad(grads)
+
+
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -283,7 +318,7 @@ def pgd(
         inputs = x + d
         if transform is not None:
             inputs = transform(inputs)
-        (grad,) = torch.autograd.grad(loss_sum(model, inputs, labels, objective), d)
+        grad = input_gradient(model, inputs, d, labels, objective)
         delta = signed_step(d.detach(), grad, step, eps, x, descend)
         compute.fb(len(x))
     return delta.detach()

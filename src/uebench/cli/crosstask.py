@@ -52,6 +52,13 @@ def register(sub) -> None:
         help="also craft the model-based attacks against the multi-task loss",
     )
     p.add_argument(
+        "--multitask-combine",
+        default=None,
+        metavar="LIST",
+        help="with --multitask-attacks: how the noise step joins the tasks' gradients, sum (label <attack>+mt) "
+        "and/or pcgrad (<attack>+pcgrad: conflicting components projected out first), e.g. sum,pcgrad",
+    )
+    p.add_argument(
         "--targets",
         default=None,
         help="missing (the dataset's own targets where it has them) | always (derive from RGB)",
@@ -124,6 +131,7 @@ def run(args) -> int:
         attack_params=parse_nested_sets(args.attack_option, "--attack-option") or None,
         multitask=args.multitask or None,
         multitask_attacks=args.multitask_attacks or None,
+        multitask_combine=_names(args.multitask_combine),
         targets=args.targets,
         width=args.width,
         epochs=args.epochs,

@@ -24,6 +24,8 @@ from ..poison import Poison
 from .task import Task
 from .training import Settings, build_net
 
+COMBINES = ("sum", "pcgrad")
+
 
 class TaskTargets:
     """Per-task target tensors that slice like one tensor (`t[idx]`, `len(t)`): what the crafting loop indexes."""
@@ -49,10 +51,15 @@ class MultiTaskObjective:
     indices: torch.Tensor
     weights: dict[str, float] = field(default_factory=dict)
     encoder: str = "resnet18"
-    variant: str = "multitask"  # the poison's variant
+    combine: str = "sum"  # the noise step: the summed loss's gradient, or PCGrad over the tasks' gradients
+
+    @property
+    def variant(self) -> str:  # the poison's variant
+        return "multitask" if self.combine == "sum" else f"multitask-{self.combine}"
 
     def describe(self) -> dict[str, Any]:
-        return {"objective": "multitask", "tasks": [t.name for t in self.tasks], "weights": self.weights}
+        extra = {} if self.combine == "sum" else {"combine": self.combine}
+        return {"objective": "multitask", "tasks": [t.name for t in self.tasks], "weights": self.weights, **extra}
 
     def build_model(self, cfg, ds: ImageDataset, seed: int, device: torch.device):
         net = build_net(
@@ -65,8 +72,11 @@ class MultiTaskObjective:
             raise UserError("the multi-task targets were prepared for other images than the crafting set")
         return TaskTargets({t.name: self.targets_by_task[t.name].to(device) for t in self.tasks})
 
+    def task_losses(self, out: dict[str, torch.Tensor], t: TaskTargets) -> dict[str, torch.Tensor]:
+        return {k.name: self.weights.get(k.name, k.weight) * k.loss(out[k.name], t.tensors[k.name]) for k in self.tasks}
+
     def loss(self, out: dict[str, torch.Tensor], t: TaskTargets) -> torch.Tensor:
-        return sum(self.weights.get(k.name, k.weight) * k.loss(out[k.name], t.tensors[k.name]) for k in self.tasks)
+        return sum(self.task_losses(out, t).values())
 
     def correct(self, out: dict[str, torch.Tensor], t: TaskTargets) -> int:
         """Correct scene classes (EM's stopping rule); 0 without a class task: then max_rounds stops it."""
@@ -91,15 +101,21 @@ def craft_multitask(
     weights: dict[str, float],
     encoder: str,
     progress: bool,
+    combine: str = "sum",
 ) -> Poison:
     """`name` crafted against the multi-task loss on `train`: the images of `full` that craft's `subset` (seeded by
-    `subset_seed`, by default `seed`) picks, whose task targets are `task_targets`."""
+    `subset_seed`, by default `seed`) picks, whose task targets are `task_targets`. `combine`: how the noise step
+    joins the tasks' gradients, "sum" (the summed loss) or "pcgrad" (conflicting components removed first)."""
     if name not in objective_attacks():
         raise UserError(
             f"attack '{name}' has no model and loss to craft against several tasks; multi-task crafting is available for: "
             f"{', '.join(objective_attacks()) or 'none'}"
         )
-    objective = MultiTaskObjective(list(tasks), channels, task_targets, train.indices, weights, encoder)
+    if combine not in COMBINES:
+        raise UserError(f"unknown multi-task combine '{combine}'; valid: {', '.join(COMBINES)}")
+    if combine != "sum" and params.get("mode", "samplewise") != "samplewise":
+        raise UserError(f"--multitask-combine {combine} is defined for sample-wise noise only (mode=samplewise)")
+    objective = MultiTaskObjective(list(tasks), channels, task_targets, train.indices, weights, encoder, combine)
     return craft(
         name,
         full,

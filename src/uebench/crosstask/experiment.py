@@ -44,7 +44,7 @@ from ..records import RunFolder, safe_label
 from ..registry import Registry
 from ..trainer import check_run_numbers, resolve_device, resolve_precision
 from ..workspace import Workspace
-from .attack import craft_multitask, load_poison_file
+from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
 from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
 
@@ -64,6 +64,8 @@ class CrossTaskConfig:
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack -> parameter overrides
     multitask: bool = False  # one multi-task model per data version (else one single-task model per task)
     multitask_attacks: bool = False  # also craft the model-based attacks against the multi-task loss
+    # how those combine the tasks' noise gradients, one poison each: sum ("<attack>+mt") | pcgrad ("<attack>+pcgrad")
+    multitask_combine: tuple[str, ...] = ("sum",)
     targets: str = "missing"  # missing: the dataset's own targets where it has them; always: derive from RGB
     encoder: str = "resnet18"
     width: float = 0.25
@@ -87,6 +89,7 @@ class CrossTaskConfig:
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
         self.attacks = tuple(self.attacks)
+        self.multitask_combine = tuple(self.multitask_combine)
 
     @property
     def pick_seed(self) -> int:
@@ -97,6 +100,8 @@ class CrossTaskConfig:
         d = asdict(self)
         if d["subset_seed"] is None:  # absent when unset: folders made before it existed keep their identity
             del d["subset_seed"]
+        if tuple(d["multitask_combine"]) == ("sum",):
+            del d["multitask_combine"]
         return d
 
 
@@ -180,6 +185,11 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     unknown = sorted(set(config.attack_params) - {a for a in config.attacks if not is_poison_file(a)})
     if unknown:
         raise UserError(f"attack parameters given for {', '.join(unknown)}, which is not among the attacks")
+    bad_combine = sorted(set(config.multitask_combine) - set(COMBINES))
+    if bad_combine or not config.multitask_combine:
+        raise UserError(
+            f"unknown multi-task combine {', '.join(bad_combine) or '(none)'}; valid: {', '.join(COMBINES)}"
+        )
     if config.multitask_attacks:
         usable = objective_attacks()
         if not any(a in usable for a in config.attacks):
@@ -272,11 +282,11 @@ def make_poisons(
                 True,
             )
         )
-        if config.multitask_attacks and entry in objective_attacks():
+        for combine in config.multitask_combine if config.multitask_attacks and entry in objective_attacks() else ():
             jobs.append(
                 (
-                    label + MT_SUFFIX,
-                    lambda e=entry, p=params: craft_multitask(
+                    label + (MT_SUFFIX if combine == "sum" else f"+{combine}"),
+                    lambda e=entry, p=params, cb=combine: craft_multitask(
                         e,
                         splits.full,
                         splits.train,
@@ -291,6 +301,7 @@ def make_poisons(
                         weights=config.weights,
                         encoder=config.encoder,
                         progress=progress,
+                        combine=cb,
                     ),
                     True,
                 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
 from uebench.errors import UserError
 from uebench.fit import epoch_generator
+from uebench.models import create_model
 from uebench.poison import Poison, PoisonMeta
 from uebench.recipes import RECIPES
 from uebench.trainer import TrainConfig, resolve_precision, train
@@ -155,6 +158,21 @@ def test_recipes():
     ap = RECIPES.get("apbench")  # APBench's MultiStepLR([100, 200, 300], gamma=0.5), batch 256
     assert ap.batch_size == 256 and ap.epochs == 200
     assert ap.lr_at(99) == pytest.approx(0.1) and ap.lr_at(100) == pytest.approx(0.05) == ap.lr_at(199)
+    vit = RECIPES.get("apbench-vit")  # APBench trains vit and cait with Adam, no weight decay, the same schedule
+    assert vit.optimizer == "adam" and vit.weight_decay == 0 and vit.lr_at(100) == pytest.approx(vit.lr / 2)
+    assert "optimizer" not in paper.to_dict() and vit.to_dict()["optimizer"] == "adam"  # sgd stays out of old keys
+
+
+def test_adam_recipe_trains_a_vit_with_adam():
+    from uebench.trainer import make_optimizer
+
+    model = create_model("vit_small", num_classes=10, in_channels=3, image_size=32, width=0.125)
+    opt = make_optimizer(model, RECIPES.get("apbench-vit"))
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 1e-3 and opt.defaults["weight_decay"] == 0
+    result = train(tiny_config(model="vit_small", width=0.125, recipe="apbench-vit", epochs=1), progress=False)
+    assert result.history[0]["train_loss"] > 0 and math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(UserError, match="unknown optimizer 'lion'"):
+        dataclasses.replace(RECIPES.get("paper"), optimizer="lion")
 
 
 def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():

@@ -356,6 +356,8 @@ def place_model(model: nn.Module, config: TrainConfig, device: torch.device) -> 
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,

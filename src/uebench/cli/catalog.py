@@ -41,10 +41,11 @@ def recipes_cmd(args) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
+        opt = "Adam" if r.get("optimizer") == "adam" else f"SGD momentum {r['momentum']:g}"
         print(
-            f"{r['name']:10s} {r['epochs']:3d} epochs, batch {r['batch_size']}, lr {r['lr']:g} {r['schedule']}, "
-            f"momentum {r['momentum']:g}, weight decay {r['weight_decay']:g}, augment {r['augment']}"
+            f"{r['name']:11s} {r['epochs']:3d} epochs, batch {r['batch_size']}, {opt}, lr {r['lr']:g} {r['schedule']}, "
+            f"weight decay {r['weight_decay']:g}, augment {r['augment']}"
         )
         if r.get("description"):
-            print(f"{'':10s} {r['description']}")
+            print(f"{'':11s} {r['description']}")
     return 0

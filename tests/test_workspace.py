@@ -88,7 +88,10 @@ class _Regression:
     min_batch = 2
 
     def __init__(self, x, y):
-        self.x, self.y, self.batches = x, y, 0
+        self.x, self.y, self.batches, self.epochs = x, y, 0, []
+
+    def begin_epoch(self, epoch):
+        self.epochs.append(epoch)
 
     def __call__(self, model, idx, generator):
         self.batches += 1
@@ -106,10 +109,11 @@ def test_fit_runs_any_loss_step_and_refuses_divergence():
     model = nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen = []
+    step = _Regression(x, y)
     history = fit(
         model,
         opt,
-        _Regression(x, y),
+        step,
         len(x),
         epochs=20,
         batch_size=16,
@@ -119,6 +123,7 @@ def test_fit_runs_any_loss_step_and_refuses_divergence():
     )
     assert seen == list(range(1, 21)) and [h["epoch"] for h in history] == seen
     assert all(h["batches"] == 2 for h in history)  # 33 = 16 + 16 + 1: the batch of one is skipped (min_batch)
+    assert step.epochs == list(range(20))  # the step hears of each epoch before it runs (0-based)
     assert history[-1]["train_loss"] < 0.01 * history[0]["train_loss"]
     with pytest.raises(UserError, match="training diverged.*lower the lr"):
         fit(

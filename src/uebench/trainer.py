@@ -423,12 +423,15 @@ def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, 
     return train_set, test_set, probes
 
 
-def _finished_run(config: TrainConfig, run: RunFolder) -> RunResult | None:
-    trained_on = run.trained_on()
-    if trained_on is None:
-        return None
-    model = model_for(config, *trained_on)
-    state = run.load_checkpoint()
+def _finished_run(config: TrainConfig, run: RunFolder, world, model: nn.Module | None = None) -> RunResult | None:
+    """A finished run handed back: `model` (or one built from the manifest's shape and classes, None if it does not
+    say) with the checkpoint's weights. Only rank 0 may bring metrics.jsonl in line with the checkpoint."""
+    if model is None:
+        trained_on = run.trained_on()
+        if trained_on is None:
+            return None
+        model = model_for(config, *trained_on)
+    state = run.load_checkpoint(sync=world.main)
     model.load_state_dict(state["model"])
     return RunResult(config, state["history"], run.summary(), model, run.path)
 
@@ -450,7 +453,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     autocast = autocast_factory(device, precision)
     channels_last = uses_channels_last(config)
     run = _open_run(config, out, resume, overwrite, world)
-    if run is not None and run.finished() and (done := _finished_run(config, run)) is not None:
+    if run is not None and run.finished() and (done := _finished_run(config, run, world)) is not None:
         return done  # a finished run: its model is built from the manifest, no data is loaded or filtered
     if train_set is None or test_set is None:
         loaded_train, loaded_test = load_data(config)
@@ -461,10 +464,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         train_set = defense.prepare(train_set)  # dataset-level filters (ISS's JPEG, grayscale, BDR) run once
         test_set = defense.prepare_test(test_set)  # identity unless the defense also filters what it classifies
     model = build_model(config, train_set)
-    if run is not None and run.finished():  # nothing to do: hand back the finished run
-        state = run.load_checkpoint()
-        model.load_state_dict(state["model"])
-        return RunResult(config, state["history"], run.summary(), model, run.path)
+    if run is not None and run.finished():  # a finished run whose manifest does not say what it trained on
+        return _finished_run(config, run, world, model)
     model = place_model(model, config, device)
     opt = make_optimizer(model, recipe)
     if run is not None and world.main:

@@ -380,6 +380,21 @@ def evaluate(
     return total / n, 100.0 * correct / n
 
 
+def clean_recipe(name: str, cfg, milestones: tuple[int, ...], **kw) -> Recipe:
+    """The recipe of a crafting model trained on clean data, from a config's clean_epochs, clean_batch_size,
+    clean_lr and clean_weight_decay (TAP, HYPO, SEP), multistep at `milestones`; `kw`: its other settings."""
+    return Recipe(
+        name,
+        max(cfg.clean_epochs, 1),
+        cfg.clean_batch_size,
+        cfg.clean_lr,
+        weight_decay=cfg.clean_weight_decay,
+        schedule="multistep",
+        milestones=milestones,
+        **kw,
+    )
+
+
 def train_clean_model(
     cfg: ModelConfig,
     ds: ImageDataset,

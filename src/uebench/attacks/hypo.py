@@ -69,16 +69,8 @@ class HYPO(crafting.ModelAttack):
     def clean_recipe(self) -> Recipe:
         c = self.config
         e = c.clean_epochs
-        return Recipe(
-            "hypo-clean",
-            max(e, 1),
-            c.clean_batch_size,
-            c.clean_lr,
-            weight_decay=c.clean_weight_decay,
-            augment=c.clean_augment,
-            schedule="multistep",
-            milestones=(round(e * 2 / 3), round(e * 5 / 6)),  # the authors' 100 and 125 of 150
-        )
+        # the authors' lr x0.1 at 100 and 125 of 150 epochs
+        return crafting.clean_recipe("hypo-clean", c, (round(e * 2 / 3), round(e * 5 / 6)), augment=c.clean_augment)
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config

@@ -84,15 +84,8 @@ class SEP(crafting.ModelAttack):
     def clean_recipe(self) -> Recipe:
         c = self.config
         e = c.clean_epochs
-        return Recipe(
-            "sep-clean",
-            e,
-            c.clean_batch_size,
-            c.clean_lr,
-            weight_decay=c.clean_weight_decay,
-            schedule="multistep",
-            milestones=(round(e * 75 / 120), round(e * 90 / 120)),  # the public code's 75 and 90 of 120
-        )
+        # the public code's lr x0.1 at 75 and 90 of 120 epochs
+        return crafting.clean_recipe("sep-clean", c, (round(e * 75 / 120), round(e * 90 / 120)))
 
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config

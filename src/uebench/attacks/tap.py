@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..progress import progress_bar
-from ..recipes import Recipe
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
@@ -142,16 +141,7 @@ class TAP(crafting.ModelAttack):
         """The crafting model trained on clean data with the public code's recipe."""
         c = self.config
         e = c.clean_epochs
-        recipe = Recipe(
-            "tap-clean",
-            max(e, 1),
-            c.clean_batch_size,
-            c.clean_lr,
-            weight_decay=c.clean_weight_decay,
-            nesterov=True,
-            schedule="multistep",
-            milestones=(int(e // 2.667), int(e // 1.6), int(e // 1.142)),
-        )
+        recipe = crafting.clean_recipe("tap-clean", c, (int(e // 2.667), int(e // 1.6), int(e // 1.142)), nesterov=True)
         return crafting.train_clean_model(c, ds, recipe, e, seed, device, compute, progress, "tap: clean model")
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

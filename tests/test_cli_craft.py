@@ -221,47 +221,65 @@ def test_export_import_round_trip_is_exact(ops_poison, tmp_path, capsys, scenes4
     assert not (folder / "data" / "9999.png").exists()
 
 
-def test_import_apbench_layout_with_class_folders(ops_poison, tmp_path, capsys):
-    """APBench's ImageNet layout: <root>/<label>/<idx>.png; no sidecar, so the budget comes from the flags."""
+def test_import_apbench_imagenet_layout_is_unpaired(ops_poison, tmp_path, capsys, scenes40):
+    """APBench's ImageNet export writes <label>/<j>.png with j a position in an unseeded random subset, not the clean
+    index: the import takes the labels from the folder names, pairs nothing, and says the budget is unchecked."""
     p = Poison.load(ops_poison)
+    order = torch.randperm(len(p), generator=torch.Generator().manual_seed(5))  # APBench's unseeded subset order
     root = tmp_path / "apbench"
-    for img, idx, y in zip(p.images, p.indices.tolist(), p.labels.tolist()):
-        (root / str(y)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / str(y) / f"{idx}.png")
+    for j, k in enumerate(order.tolist()):
+        (root / str(int(p.labels[k]))).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p.images[k].permute(1, 2, 0).numpy()).save(root / str(int(p.labels[k])) / f"{j}.png")
     out = tmp_path / "imported.safetensors"
-    refused(capsys, "import", *SCENES, "--from", str(root), "--out", str(out), match="--attack-name is required")
+    flags = ["--attack-name", "ops-apbench", "--norm", "l0", "--budget", "1", "--out", str(out)]
+    # read as <index>.png, j would be taken for the clean index: refused, with the format that reads it
+    refused(capsys, "import", *SCENES, "--from", str(root), "--format", "png", *flags, match="apbench-imagenet")
+    assert not out.exists()
+    rc, _, err = run(capsys, "import", *SCENES, "--from", str(root), *flags)  # auto: integer class folders
+    assert rc == 0, err
+    assert "budget 1 is recorded unchecked" in err and "probes are off" in err
+    q = Poison.load(out)
+    assert not q.paired and q.meta.extra["format"] == "apbench-imagenet" and q.meta.extra["budget_checked"] is False
+    assert len(q) == len(p) and q.meta.dataset_size == len(p)
+    # every image comes back under its folder's label (the same multiset of (label, image) pairs)
+    key = lambda x: sorted((int(y), img.numpy().tobytes()) for y, img in zip(x.labels, x.images))  # noqa: E731
+    assert key(q) == key(p)
+    # the poison is the whole training set; what needs the clean originals says so in one line
+    train = q.apply(scenes40)
+    assert len(train) == len(p) and train.meta["unpaired"] and torch.equal(train.labels, q.labels)
+    from uebench.errors import UserError
+    from uebench.metrics.shortcut import shortcut_probes
+
+    assert shortcut_probes(train, scenes40) == []
+    with pytest.raises(UserError, match="unpaired"):
+        q.fraction(0.5, seed=0)
+    with pytest.raises(UserError, match="unpaired"):
+        q.measure(scenes40)
+    # a victim trains on it as on any poison; the run records no probe it could not compute
+    run_dir = tmp_path / "run"
+    train = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", "--poison", str(out)]
+    rc, _, err = run(capsys, *train, *SCENES, "--out", str(run_dir))
+    assert rc == 0, err
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "test_acc" in record and not any(k.startswith(("shortcut", "clean_train")) for k in record)
     refused(
         capsys,
-        "import",
-        *SCENES,
-        "--from",
-        str(root),
-        "--attack-name",
-        "ops",
-        "--norm",
-        "l0",
-        "--out",
+        "train",
+        "--model",
+        "linear",
+        "--poison",
         str(out),
-        match="--budget is required",
-    )
-    rc, _, err = run(
-        capsys,
-        "import",
+        "--poison-fraction",
+        "0.5",
         *SCENES,
-        "--from",
-        str(root),
-        "--attack-name",
-        "ops-apbench",
-        "--norm",
-        "l0",
-        "--budget",
-        "1",
         "--out",
-        str(out),
+        str(tmp_path / "run2"),
+        match="unpaired",
     )
-    assert rc == 0, err
-    q = Poison.load(out)
-    assert torch.equal(q.images, p.images) and q.meta.attack == "ops-apbench" and q.meta.variant == "imported"
+    # a class folder that is not an integer label
+    (root / "cat").mkdir()
+    out.unlink()
+    refused(capsys, "import", *SCENES, "--from", str(root), "--format", "apbench-imagenet", *flags, match="'cat'")
 
 
 def test_import_npz_layouts(ops_poison, tmp_path, capsys, scenes40):

@@ -33,7 +33,7 @@ import torch
 
 from .data.base import ImageDataset
 from .errors import UserError
-from .formats import FORMATS, PNG_MODES, Options, detect
+from .formats import FORMATS, PNG_MODES, Options, Read, detect
 from .poison import NORMS, Poison, PoisonMeta, check_budget
 
 SIDECAR = "uebench_poison.json"
@@ -94,6 +94,8 @@ def import_poison(
     if norm is None:
         raise UserError(f"--norm is required; valid: {', '.join(NORMS)}")
     budget = check_budget(norm, budget, clean.shape)
+    if not got.paired:
+        return _unpaired(clean, got, source, fmt, str(attack), norm, budget, side)
     n = len(got.images) if got.images is not None else len(got.delta)
     indices = got.indices
     if indices is None:
@@ -134,6 +136,36 @@ def import_poison(
     )
     poison = Poison(images, lab, idx, meta)
     poison.check(clean)
+    return poison
+
+
+def _unpaired(
+    clean: ImageDataset, got: Read, source: Path, fmt: str, attack: str, norm: str, budget: float, side: dict
+) -> Poison:
+    """A release whose images cannot be paired with their clean originals: a whole training set of its own, its
+    budget recorded as claimed and not checked (said on stderr, and in the metadata)."""
+    import sys
+
+    images = torch.from_numpy(np.ascontiguousarray(got.images))
+    labels = torch.from_numpy(got.labels.astype(np.int64))
+    extra = {**side.get("extra", {}), "imported_from": str(source), "format": fmt, **got.note, "unpaired": True}
+    meta = PoisonMeta(
+        attack=attack,
+        dataset=clean.name,
+        split=clean.split,
+        dataset_size=len(images),
+        norm=norm,
+        budget=budget,
+        variant="imported",
+        extra=extra,
+    )
+    poison = Poison(images, labels, torch.arange(len(images)), meta)
+    poison.check(clean)
+    print(
+        f"warning: {source} cannot be paired with the clean images ({fmt}): its {norm} budget {budget:.6g} is "
+        "recorded unchecked, it replaces the whole training set, and the shortcut and clean-train probes are off",
+        file=sys.stderr,
+    )
     return poison
 
 

@@ -39,6 +39,7 @@ class Read:
     indices: np.ndarray | None = None  # (N,) dataset positions; None: image i is dataset image i
     labels: np.ndarray | None = None  # (N,) class labels as the file gives them (checked against the dataset's)
     note: dict[str, Any] = field(default_factory=dict)  # what the metadata should say about the file
+    paired: bool = True  # False: which clean image each one replaces is unknown (uebench.poison.Poison.paired)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def register_format(name: str, description: str, suffixes: tuple[str, ...] = (),
 def detect(source: Path) -> str:
     """The format `--format auto` takes for a path: a folder is PNGs; a file by its suffix, where only one fits."""
     if source.is_dir():
-        return "png"
+        return "apbench-imagenet" if _integer_class_folders(source) else "png"
     fits = [f.name for f in (FORMATS.get(n) for n in FORMATS.names()) if source.name.endswith(f.suffixes or ("\0",))]
     if len(fits) == 1:
         return fits[0]
@@ -139,15 +140,19 @@ def find_pngs(folder: Path) -> dict[int, Path]:
 
 def read_png_folder(folder: Path, shape: tuple[int, int, int], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, C, H, W) uint8, indices (N,)) sorted by index."""
+    found = find_pngs(folder)
+    indices = np.array(sorted(found), dtype=np.int64)
+    return read_pngs([found[int(i)] for i in indices], shape, progress, f"read {folder}"), indices
+
+
+def read_pngs(paths: list[Path], shape: tuple[int, int, int], progress: bool = False, what: str = "") -> np.ndarray:
+    """The PNG files as (N, C, H, W) uint8; each must be 8-bit and of the dataset's size."""
     from PIL import Image
 
     c, h, w = shape
-    found = find_pngs(folder)
-    indices = np.array(sorted(found), dtype=np.int64)
-    images = np.empty((len(indices), c, h, w), dtype=np.uint8)
-    bar = progress_bar(progress, len(indices), f"read {folder}", unit="img")
-    for k, idx in enumerate(indices):
-        path = found[int(idx)]
+    images = np.empty((len(paths), c, h, w), dtype=np.uint8)
+    bar = progress_bar(progress, len(paths), what, unit="img")
+    for k, path in enumerate(paths):
         try:
             with Image.open(path) as img:
                 img.load()
@@ -163,7 +168,17 @@ def read_png_folder(folder: Path, shape: tuple[int, int, int], progress: bool = 
             bar.update()
     if bar:
         bar.close()
-    return images, indices
+    return images
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _integer_class_folders(folder: Path) -> bool:
+    """APBench's ImageNet-100 layout: every subfolder named by an integer label (TAP's class folders are names)."""
+    subs = _subfolders(folder)
+    return bool(subs) and all(d.name.isdigit() for d in subs)
 
 
 def _npz_images(arr: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
@@ -281,8 +296,14 @@ def _perturbation(a: np.ndarray, clean: ImageDataset, what: str, note: dict[str,
 # ---- the formats ------------------------------------------------------------------------------------------------
 @register_format("png", "a folder of <index>.png (APBench, AR, uebench export; TAP's train/<class>/<idx>.png)")
 def read_png(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    if (source / "train").is_dir():  # a release root (TAP: train/<class>/<idx>.png beside test/): the training half
+    root = (source / "train").is_dir()
+    if root:  # a release root (TAP: train/<class>/<idx>.png beside test/): the training half
         source = source / "train"
+    elif _integer_class_folders(source):  # TAP names its class folders; APBench numbers them and has no train/
+        raise UserError(
+            f"{source} holds <label>/<j>.png folders, APBench's ImageNet-100 layout, where j is not the clean index; "
+            "import it with --format apbench-imagenet"
+        )
     images, indices = read_png_folder(source, clean.shape, opts.progress)
     return Read(images=images, indices=indices)
 
@@ -383,3 +404,39 @@ def read_ntga(source: Path, clean: ImageDataset, opts: Options) -> Read:
 )
 def read_tap_numpy(source: Path, clean: ImageDataset, opts: Options) -> Read:
     return _images_and_labels(source, clean, opts, "TAP (numpy export)")
+
+
+@register_format(
+    "apbench-imagenet",
+    "APBench's ImageNet-100 export <label>/<j>.png: unpaired (j is a position in an unseeded subset), labels from "
+    "the folder names, budget unchecked",
+)
+def read_apbench_imagenet(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    """APBench's `export_imagenet_poison` writes image j of its training subset to `<label>/<j>.png`. That subset is
+    `random.sample` per class with no seed (util.py SubsetImageFolder), so j names no clean image and the images
+    cannot be paired with their originals: the poison is read as a whole training set with its own labels.
+
+    The labels are the folder names read as integers. APBench's own loader reads the folders with torchvision's
+    ImageFolder, which numbers them in string order ('10' before '2'), so its training labels are a permutation of
+    the folder labels; uebench does not reproduce that.
+    """
+    folders = _subfolders(source)
+    if not folders:
+        raise UserError(f"{source}: no <label>/ folders (APBench's ImageNet layout is <label>/<j>.png)")
+    bad = [d.name for d in folders if not d.name.isdigit()]
+    if bad:
+        raise UserError(f"{source}: class folder '{bad[0]}' is not an integer label (APBench names them 0..K-1)")
+    paths, labels = [], []
+    for d in sorted(folders, key=lambda d: int(d.name)):
+        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+        paths += files
+        labels += [int(d.name)] * len(files)
+    if not paths:
+        raise UserError(f"no .png images under {source}/<label>/")
+    images = read_pngs(paths, clean.shape, opts.progress, f"read {source}")
+    return Read(
+        images=images,
+        labels=np.array(labels, dtype=np.int64),
+        paired=False,
+        note={"release": "APBench ImageNet-100", "labels_from": "folder names as integers", "budget_checked": False},
+    )

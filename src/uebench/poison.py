@@ -129,6 +129,21 @@ class Poison:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def paired(self) -> bool:
+        """Whether image i is known to replace clean image indices[i]. A release that lost that mapping (APBench's
+        ImageNet-100 layout) is unpaired: it replaces the whole training set, its budget cannot be checked, and no
+        probe can compare it with clean originals."""
+        return not self.meta.extra.get("unpaired", False)
+
+    def require_paired(self, what: str) -> "Poison":
+        """The poison itself, or one clear line saying that `what` needs the clean originals it lacks."""
+        if not self.paired:
+            raise UserError(
+                f"{what} compares each poisoned image with its clean original; '{self.meta.attack}' is unpaired"
+            )
+        return self
+
     def fraction(self, share: float, seed: int) -> "Poison":
         """The poison on a seeded `share` of its images, the same share of every class (rounded per class, at least
         one image where the class has any): the rest of the training set stays clean (partial poisoning)."""
@@ -136,6 +151,8 @@ class Poison:
             raise UserError(f"a poisoned fraction is in (0, 1], got {share!r}")
         if share == 1:
             return self
+        if not self.paired:
+            raise UserError("an unpaired poison (its clean originals are unknown) cannot be mixed with clean images")
         from .seeds import generator, offset_stream
 
         g = generator(offset_stream(seed, 424_242))
@@ -151,6 +168,8 @@ class Poison:
     # ---- checks -------------------------------------------------------------------------------------------
     def measure(self, clean: ImageDataset) -> dict[str, float]:
         """Largest per-image perturbation norms of the baked images, in [0,1] pixel units (l0: pixel positions)."""
+        if not self.paired:
+            raise UserError(f"poison '{self.meta.attack}' is unpaired: its perturbations cannot be measured")
         d = self.images.float() - clean.images[self.indices].float()
         d = d.flatten(1) / 255.0
         changed = (self.images != clean.images[self.indices]).any(dim=1).flatten(1)
@@ -166,6 +185,8 @@ class Poison:
         where = f"poison '{m.attack}' for {m.dataset}/{m.split}"
         if m.dataset != clean.name or m.split != clean.split:
             raise UserError(f"{where} does not match dataset {clean.name}/{clean.split}")
+        if not self.paired:
+            return self._check_unpaired(clean, where)
         if m.dataset_size != len(clean):
             raise UserError(
                 f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}"
@@ -204,9 +225,26 @@ class Poison:
                     f"(a mismatched index mapping shows up here too: poison i must perturb image indices[i])"
                 )
 
+    def _check_unpaired(self, clean: ImageDataset, where: str) -> None:
+        """What can be checked without the clean originals: image shape, labels in range, no constant images."""
+        if self.images.shape[1:] != clean.images.shape[1:]:
+            raise UserError(
+                f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}"
+            )
+        if len(self) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= clean.num_classes):
+            raise UserError(f"{where} has labels outside [0, {clean.num_classes})")
+        flat = self.images.flatten(1)
+        constant = (flat == flat[:, :1]).all(dim=1)
+        if constant.any():
+            raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant")
+
     def apply(self, clean: ImageDataset) -> ImageDataset:
-        """The training set a victim would see: clean images with the poisoned ones swapped in."""
+        """The training set a victim would see: clean images with the poisoned ones swapped in (an unpaired poison
+        is the whole training set, with its own labels)."""
         self.check(clean)
+        if not self.paired:
+            meta = {**clean.meta, "poison": self.meta.attack, "poison_fraction": 1.0, "unpaired": True}
+            return ImageDataset(clean.name, clean.split, self.images, self.labels, clean.classes, meta=meta)
         images = clean.images.clone()
         images[self.indices] = self.images
         return clean.with_images(images, poison=self.meta.attack, poison_fraction=len(self) / max(len(clean), 1))

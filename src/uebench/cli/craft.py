@@ -185,7 +185,8 @@ def import_cmd(args) -> int:
                 "images": len(poison),
                 "norm": m.norm,
                 "budget": m.budget,
-                "measured": poison.measure(ds),
+                "measured": poison.measure(ds) if poison.paired else None,  # unpaired: nothing to measure against
+                "paired": poison.paired,
             }
         )
     )

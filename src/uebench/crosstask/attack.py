@@ -130,6 +130,6 @@ def craft_multitask(
 
 
 def load_poison_file(path: str | Path, full: ImageDataset) -> Poison:
-    poison = Poison.load(path)
+    poison = Poison.load(path).require_paired("crosstask")
     poison.check(full)
     return poison

@@ -198,7 +198,7 @@ def load_data(cfg: LandscapeConfig) -> tuple[ImageDataset, ImageDataset]:
 def make_poison(cfg: LandscapeConfig, full: ImageDataset, ws: Workspace, progress: bool) -> tuple[Poison, str]:
     """The poison: loaded from cfg.poison, reused from poison.safetensors in the folder, or crafted (and kept there)."""
     if cfg.poison:
-        return Poison.load(cfg.poison), f"file {cfg.poison}"
+        return Poison.load(cfg.poison).require_paired("landscape"), f"file {cfg.poison}"
     subset = cfg.n_train if cfg.n_train is not None and cfg.n_train < len(full) else None
 
     def same(p: Poison) -> bool:  # the analysis options may change between reruns; the poison's makers may not

@@ -62,7 +62,9 @@ class ShortcutProbe:
 def shortcut_probes(poisoned: ImageDataset, clean: ImageDataset, size: int = 512, seed: int = 0) -> list[ShortcutProbe]:
     """[a probe on up to `size` of the images the poison changed (seeded choice)], or [] if it changed none (or
     they are all of one class). `poisoned` and `clean` hold the same images in the same order, with and without
-    the poison."""
+    the poison. An unpaired poison (its originals unknown, uebench.poison.Poison.paired) has no probe."""
+    if poisoned.meta.get("unpaired"):
+        return []
     if poisoned.images.shape != clean.images.shape:
         raise ValueError(
             f"poisoned and clean sets differ in shape: {tuple(poisoned.images.shape)} vs {tuple(clean.images.shape)}"

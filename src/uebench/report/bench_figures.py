@@ -421,7 +421,9 @@ def write_figures(results: BenchResults, out: Path) -> list[Figure]:
     for p in results.poisons:
         # one row per poison label: the first seed's file (the plan lists seeds in order)
         if (out / p.file).is_file() and not any(lbl == p.label for lbl, _ in poisons):
-            poisons.append((p.label, Poison.load(out / p.file)))
+            poison = Poison.load(out / p.file)
+            if poison.paired:  # an unpaired poison has no clean image to show beside its own
+                poisons.append((p.label, poison))
     if samples.is_file() and poisons:
         figs.append(
             Figure(

@@ -150,3 +150,33 @@ def test_import_bad_input_is_one_line_exit_2(extra, message, clean, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_tap_packed_export_is_denormalised_and_placed_by_its_ids(tmp_path):
+    from PIL import Image
+
+    from uebench.formats import TAP_STD
+
+    g = torch.Generator().manual_seed(8)
+    for split in ("train", "test"):
+        for c in range(3):
+            (tmp_path / "tree" / split / f"class{c}").mkdir(parents=True)
+            for i in range(4):
+                img = torch.randint(0, 256, (16, 16, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(img).save(tmp_path / "tree" / split / f"class{c}" / f"{i}.png")
+    ds = load("imagefolder", tmp_path / "tree", image_size=16)
+    std = torch.tensor(TAP_STD["imagefolder"]).view(1, 3, 1, 1)
+    ids = [1, 4, 5, 11]  # TAP's sorted random sample of training positions
+    pixel = _noise((len(ids), *ds.shape), seed=9)
+    path = tmp_path / "poisons_packed_2021-06-01.pth"
+    torch.save([pixel / std, ids], path)  # TAP keeps the perturbation in normalised units
+    p = _imported(ds, path)  # auto: the file name says tap-packed
+    assert p.meta.extra["format"] == "tap-packed" and p.indices.tolist() == ids
+    # TAP's own png export: round(255 * clamp(x + delta * std, 0, 1))
+    x = ds.images[ids].double() / 255 + (pixel / std).double() * std.double()
+    assert torch.equal(p.images, (x.clamp(0, 1) * 255).round().to(torch.uint8))
+    torch.save([pixel / std, ids[:3]], path)
+    with pytest.raises(UserError, match="4 perturbations need as many integer ids"):
+        _imported(ds, path)
+    with pytest.raises(UserError, match="normalisation is known for"):
+        _imported(load("scenes", n_train=40, n_test=10), path, format="tap-packed")

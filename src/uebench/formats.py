@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ class Format:
     name: str
     description: str
     read: Callable[[Path, ImageDataset, Options], Read]
-    suffixes: tuple[str, ...] = ()  # what `--format auto` recognises
+    names: tuple[str, ...] = ()  # file-name patterns (fnmatch) that `--format auto` recognises
     takes_labels: bool = False  # reads --labels
     pickle: bool = False  # reads a pickle (--allow-pickle)
 
@@ -62,9 +63,9 @@ class Format:
 FORMATS: Registry[Format] = Registry("poison format")
 
 
-def register_format(name: str, description: str, suffixes: tuple[str, ...] = (), **flags: bool):
+def register_format(name: str, description: str, names: tuple[str, ...] = (), **flags: bool):
     def wrap(fn: Callable[[Path, ImageDataset, Options], Read]) -> Callable:
-        FORMATS.register(name)(Format(name, description, fn, suffixes, **flags))
+        FORMATS.register(name)(Format(name, description, fn, names, **flags))
         return fn
 
     return wrap
@@ -74,7 +75,7 @@ def detect(source: Path) -> str:
     """The format `--format auto` takes for a path: a folder is PNGs; a file by its suffix, where only one fits."""
     if source.is_dir():
         return "apbench-imagenet" if _integer_class_folders(source) else "png"
-    fits = [f.name for f in (FORMATS.get(n) for n in FORMATS.names()) if source.name.endswith(f.suffixes or ("\0",))]
+    fits = [n for n in FORMATS.names() if any(fnmatch(source.name, pat) for pat in FORMATS.get(n).names)]
     if len(fits) == 1:
         return fits[0]
     known = ", ".join(FORMATS.names())
@@ -308,13 +309,13 @@ def read_png(source: Path, clean: ImageDataset, opts: Options) -> Read:
     return Read(images=images, indices=indices)
 
 
-@register_format("npz", ".npz with uint8 `images` and optional `indices`, `labels`", (".npz",))
+@register_format("npz", ".npz with uint8 `images` and optional `indices`, `labels`", ("*.npz",))
 def read_npz_format(source: Path, clean: ImageDataset, opts: Options) -> Read:
     images, indices, labels = read_npz(source, clean.shape)
     return Read(images=images, indices=indices, labels=labels)
 
 
-@register_format("npy", ".npy of uint8 poisoned images, or of a float perturbation in [0,1] pixel units", (".npy",))
+@register_format("npy", ".npy of uint8 poisoned images, or of a float perturbation in [0,1] pixel units", ("*.npy",))
 def read_npy(source: Path, clean: ImageDataset, opts: Options) -> Read:
     a = _npy(source)
     if a.dtype == np.uint8:
@@ -327,14 +328,14 @@ def read_npy(source: Path, clean: ImageDataset, opts: Options) -> Read:
 @register_format(
     "em-pt",
     "EM's perturbation.pt: float noise in [-eps, eps], sample-wise (N, C, H, W) or class-wise (K, C, H, W)",
-    ("perturbation.pt",),
+    ("*perturbation.pt",),
 )
 def read_em(source: Path, clean: ImageDataset, opts: Options) -> Read:
     return _perturbation(_tensor(source), clean, str(source), {"release": "unlearnable-examples (EM)"})
 
 
 @register_format(
-    "ucl-pt", "unsupervised UEs' perturbations.pt (UCL, TUE): float sample-wise noise", ("perturbations.pt",)
+    "ucl-pt", "unsupervised UEs' perturbations.pt (UCL, TUE): float sample-wise noise", ("*perturbations.pt",)
 )
 def read_ucl(source: Path, clean: ImageDataset, opts: Options) -> Read:
     return _perturbation(_tensor(source), clean, str(source), {"release": "unsupervised UEs (UCL/TUE)"})
@@ -361,7 +362,7 @@ class _NumpyOnly(pickle.Unpickler):
 @register_format(
     "rem-pkl",
     "REM's *-def-noise.pkl: pickled int8 noise (N, C, H, W) in grey levels (needs --allow-pickle)",
-    ("def-noise.pkl",),
+    ("*def-noise.pkl",),
     pickle=True,
 )
 def read_rem(source: Path, clean: ImageDataset, opts: Options) -> Read:
@@ -440,3 +441,44 @@ def read_apbench_imagenet(source: Path, clean: ImageDataset, opts: Options) -> R
         paired=False,
         note={"release": "APBench ImageNet-100", "labels_from": "folder names as integers", "budget_checked": False},
     )
+
+
+# TAP normalises its images and keeps the perturbation in those units (its forest/consts.py, per dataset)
+TAP_STD = {
+    "cifar10": (0.24703224003314972, 0.24348513782024384, 0.26158785820007324),
+    "cifar100": (0.2673342823982239, 0.2564384639263153, 0.2761504650115967),
+    "mnist": (0.30810782313346863,),
+    "imagefolder": (0.229, 0.224, 0.225),  # its ImageNet constants
+}
+
+
+@register_format(
+    "tap-packed",
+    "TAP's packed export poisons_packed_<date>.pth: [perturbation in normalised units, dataset ids]",
+    ("poisons_packed_*.pth",),
+)
+def read_tap_packed(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    """`torch.save([poison_delta, poison_ids])` (Furnace.export_poison, mode 'packed'): poison_delta (P, C, H, W) in the
+    dataset's normalised units (pixel delta = poison_delta * std per channel), poison_ids the P training positions it
+    perturbs (a list of ints, sorted). Its png exports bake as round(255 * clamp(x + delta * std)), which is bake()."""
+    import torch
+
+    std = TAP_STD.get(clean.name)
+    if std is None or len(std) != clean.shape[0]:
+        raise UserError(f"tap-packed: TAP's normalisation is known for {', '.join(TAP_STD)}, not {clean.name}")
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True)  # tensors and containers only
+    except Exception as e:
+        raise UserError(f"cannot read {source} as a tensor file: {type(e).__name__}: {str(e)[:120]}") from None
+    if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], torch.Tensor)):
+        raise UserError(f"{source}: TAP's packed export is [poison_delta, poison_ids]; got {type(obj).__name__}")
+    delta, ids = obj
+    ids = np.asarray(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
+    if ids.ndim != 1 or len(ids) != len(delta) or not np.issubdtype(ids.dtype, np.integer):
+        raise UserError(f"{source}: {len(delta)} perturbations need as many integer ids, got {ids.shape} {ids.dtype}")
+    a = delta.float().numpy()
+    if not np.isfinite(a).all():
+        raise UserError(f"{source}: the perturbation holds NaN or infinite values")
+    a = channels_first(a, clean.shape, str(source)) * np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    note = {"release": "TAP (packed export)", "normalised_by": list(std)}
+    return Read(delta=a.astype(np.float32), indices=ids.astype(np.int64), note=note)

@@ -389,3 +389,22 @@ def test_presets_are_paper_defaults_plus_fast():
     assert make_config(ATTACKS.get("em"), "paper").steps == 20
     assert make_config(ATTACKS.get("tap"), "paper").restarts == 8
     assert make_config(ATTACKS.get("rem"), "paper").adv_eps == pytest.approx(4 / 255)
+
+
+@pytest.mark.parametrize("mode", ["samplewise", "classwise"])
+def test_em_kept_on_the_host_gives_the_same_bytes(scenes, mode, monkeypatch):
+    """A crafting set too large for the device (ImageNet-100 at 224 px) keeps its images and perturbation on the
+    host and moves one batch at a time: the same perturbation as the device-resident path."""
+    resident = perturb("em", scenes, mode=mode, **EM_TINY)
+    monkeypatch.setattr(C, "keep_on_host", lambda ds, device: True)
+    hosted = perturb("em", scenes, mode=mode, **EM_TINY)
+    assert torch.equal(hosted.delta, resident.delta) and hosted.delta.abs().max() > 0
+    assert hosted.extra["host_resident"] and "host_resident" not in resident.extra
+    assert hosted.extra["crafting_acc_history"] == resident.extra["crafting_acc_history"]
+
+
+def test_keep_on_host_only_for_a_set_larger_than_the_device_share(scenes):
+    assert not C.keep_on_host(scenes, torch.device("cpu"))  # on the CPU the host is the device
+    rows = C.rows_like(C.HostImages(scenes.images[:4], torch.device("cpu")), torch.device("cpu"))
+    rows[torch.tensor([1, 3])] = torch.ones(2, *scenes.shape)
+    assert rows.data.sum() == 2 * scenes.images[0].numel() and rows[torch.tensor([0])].abs().sum() == 0

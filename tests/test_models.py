@@ -56,3 +56,22 @@ def test_bad_names_and_widths():
         create_model("resnet9")
     with pytest.raises(UserError, match="width must be positive"):
         create_model("resnet18", width=0)
+
+
+@pytest.mark.parametrize("name, params", [("resnet18_imagenet", 11_227_812), ("resnet50_imagenet", 23_712_932)])
+def test_imagenet_stem_resnets_are_torchvisions(name, params):
+    """torchvision's resnet18/resnet50 with a 100-class head have exactly these many parameters (11,689,512 and
+    25,557,032 at 1,000 classes); the stem takes 224 px to 56 px before layer1, and the probed layers keep their names."""
+    from uebench.models import probed_layers
+
+    model = create_model(name, num_classes=100, image_size=224)
+    assert sum(p.numel() for p in model.parameters()) == params
+    seen = {}
+    model.layer1.register_forward_hook(lambda m, i, o: seen.update(layer1=o.shape))  # returns None: output kept
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 224, 224)).shape == (2, 100)
+    assert seen["layer1"][-2:] == (56, 56)
+    assert probed_layers(model)[0] == "conv1" and probed_layers(model)[-1] == "linear"
+    conv = model.conv1.weight.detach()
+    # torchvision's Kaiming fan_out init: std sqrt(2 / (out_channels * 7 * 7))
+    assert abs(float(conv.std()) - (2 / (64 * 49)) ** 0.5) < 0.1 * (2 / (64 * 49)) ** 0.5

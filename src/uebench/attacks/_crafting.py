@@ -142,6 +142,64 @@ def tensors(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch
     return prepare(ds.images, device, channels_last=True), ds.labels.to(device)
 
 
+# Device memory a crafting set may take as float images plus a float perturbation before it stays on the host.
+DEVICE_SHARE = 0.25
+
+
+def keep_on_host(ds: ImageDataset, device: torch.device) -> bool:
+    """Whether the crafting set (float images and a float perturbation, 8 bytes per element) is too large for the
+    device: ImageNet-100's 20% subset at 224 px is about 31 GB so. On the CPU the host is the device."""
+    if device.type != "cuda":
+        return False
+    need = 8 * ds.images.numel()
+    return need > DEVICE_SHARE * torch.cuda.get_device_properties(device).total_memory
+
+
+class HostImages:
+    """The crafting set's uint8 images kept on the host; `x[idx]` is that batch as float [0,1] channels_last on
+    the device, the same values `tensors` would hold there."""
+
+    def __init__(self, images_u8: torch.Tensor, device: torch.device):
+        self.u8, self.device = images_u8, device
+        self.shape = tuple(images_u8.shape)
+
+    def __len__(self) -> int:
+        return len(self.u8)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return prepare(self.u8[idx.cpu()], self.device, channels_last=True)
+
+
+class HostRows:
+    """A per-image float tensor (a perturbation) kept on the host: rows read to and written from the device."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device):
+        self.data = torch.zeros(shape).contiguous(memory_format=torch.channels_last)
+        self.device = device
+        self.shape = tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.data[idx.cpu()].to(self.device, non_blocking=True)
+
+    def __setitem__(self, idx: torch.Tensor, rows: torch.Tensor) -> None:
+        self.data[idx.cpu()] = rows.to(self.data.device)
+
+
+def resident(ds: ImageDataset, device: torch.device, host: bool) -> tuple[torch.Tensor | HostImages, torch.Tensor]:
+    """`tensors(ds, device)`, or with `host` the images left on the host (HostImages) and the labels on the device."""
+    return (HostImages(ds.images, device), ds.labels.to(device)) if host else tensors(ds, device)
+
+
+def rows_like(x: torch.Tensor | HostImages, device: torch.device) -> torch.Tensor | HostRows:
+    """A zero perturbation for every image of x, where x lives (device tensor, or host rows)."""
+    if isinstance(x, HostImages):
+        return HostRows(x.shape, device)
+    return channels_last(torch.zeros(x.shape, device=device))
+
+
 def build_model(cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module:
     """A freshly initialised crafting model; its init depends on `seed` only (the global RNG is left alone)."""
     c, h, _ = ds.shape
@@ -429,8 +487,10 @@ def train_clean_model(
     return model
 
 
-def to_cpu(delta: torch.Tensor) -> torch.Tensor:
+def to_cpu(delta: torch.Tensor | HostRows) -> torch.Tensor:
     """The perturbation as craft() wants it: float32 NCHW on the CPU."""
+    if isinstance(delta, HostRows):
+        delta = delta.data
     return delta.detach().float().cpu().contiguous()
 
 

@@ -116,7 +116,8 @@ class EM(crafting.ModelAttack):
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
         device = crafting.resolve_device(c.device)
-        x, y = crafting.tensors(ds, device)
+        host = crafting.keep_on_host(ds, device)  # a set too large for the device (ImageNet-100) stays on the host
+        x, y = crafting.resident(ds, device, host)
         obj = self.objective
         t = y if obj is None else obj.targets(ds, device)  # what the loss compares the output with
         model = crafting.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
@@ -129,8 +130,10 @@ class EM(crafting.ModelAttack):
         subset = stratified_indices(y, c.classwise_portion, crafting.generator(seed, 2)) if mean_rule else None
         subset_gen = crafting.generator(seed, 3)  # the per-round shuffle of the subset
         # zero start, as the public code: sample-wise (N, C, H, W) or class-wise (classes, C, H, W)
-        noise = torch.zeros((ds.num_classes, *x.shape[1:]) if classwise else x.shape, device=device)
-        noise = crafting.channels_last(noise)
+        if classwise:
+            noise = crafting.channels_last(torch.zeros((ds.num_classes, *x.shape[1:]), device=device))
+        else:
+            noise = crafting.rows_like(x, device)
 
         bar = progress_bar(progress, c.max_rounds, f"em ({c.mode})", unit="round")
         history: list[float] = []
@@ -175,6 +178,7 @@ class EM(crafting.ModelAttack):
             "final_crafting_loss": round(loss, 5),
             "clean_loss": round(clean_loss, 5),
             "clean_acc": round(clean_acc, 3),
+            **({"host_resident": True} if host else {}),
         }
         return Perturbation(crafting.to_cpu(delta), compute.epochs, extra)
 

@@ -373,3 +373,23 @@ def test_every_option_of_every_command_has_help_and_old_spellings_still_parse():
     )
     assert (old.data_option, old.subset, old.defense_option) == (new.data_option, new.subset, new.defense_option)
     assert {"models", "recipes", "sal-sweep"} <= set(sub.choices)
+
+
+def test_colour_jitter_ops_on_cases_worked_by_hand():
+    from uebench.data.augment import _brightness, _contrast, _hue, _saturation, color_jitter, hsv_to_rgb, rgb_to_hsv
+
+    one = torch.ones(1, 1, 1, 1)
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    assert torch.allclose(_hue(red, one / 3), torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1), atol=1e-6)  # 120 deg
+    assert torch.allclose(_hue(red, -one / 3), torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1), atol=1e-6)
+    x = torch.tensor([0.2, 0.4, 0.8]).view(1, 3, 1, 1).expand(1, 3, 2, 2).clone()
+    assert torch.allclose(_brightness(x, one * 0.5), x * 0.5)
+    luma = 0.2989 * 0.2 + 0.587 * 0.4 + 0.114 * 0.8
+    assert torch.allclose(_saturation(x, one * 0), torch.full_like(x, luma), atol=1e-6)  # factor 0: grey
+    assert torch.allclose(_contrast(x, one * 0), torch.full_like(x, luma), atol=1e-6)  # factor 0: the mean grey
+    assert torch.allclose(_saturation(x, one * 2), (2 * x - luma).clamp(0, 1), atol=1e-6)
+    rgb = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, atol=1e-6)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a, b = color_jitter(rgb, g1), color_jitter(rgb, g2)
+    assert torch.equal(a, b) and not torch.equal(a, rgb) and a.min() >= 0 and a.max() <= 1

@@ -193,7 +193,30 @@ CPU = BenchConfig(
     "fast attacks, fast SAL every 2nd epoch",
 )
 
-PRESETS: dict[str, BenchConfig] = {c.preset: c for c in (QUICK, CPU, PAPER)}
+# APBench's ImageNet-100 setting (imagenet_train.py, util.py): an imagefolder tree of ImageNet-100 (train/ and val/),
+# 20% of each class's training images at 224 px, torchvision's ResNet-18 and APBench's recipe; the three attacks its
+# ImageNet script names, with an ImageNet-stem crafting model and LSP's 32-px patches (its imagenet100 branch).
+# A GPU job: the subset is 26,000 images, and EM's crafting set stays on the host (uebench.attacks._crafting).
+IMAGENET100 = BenchConfig(
+    preset="imagenet100",
+    dataset="imagefolder",
+    dataset_options={"image_size": 224, "fraction": 0.2},
+    attacks=("em", "rem", "lsp"),
+    attack_preset="paper",
+    attack_params={
+        "em": {"model": "resnet18_imagenet"},
+        "rem": {"model": "resnet18_imagenet"},
+        "lsp": {"patch_size": 32},
+    },
+    model="resnet18_imagenet",
+    width=1.0,
+    recipe="apbench-imagenet",
+    sal=SALSettings(mode="fast", every=10, rounds=3, subset=256),
+    description="GPU: ImageNet-100 (--data-dir with train/ and val/ class folders), 20% per class at 224 px, "
+    "ResNet-18 with the ImageNet stem, APBench's 200-epoch ImageNet recipe, EM/REM/LSP, fast SAL every 10th epoch",
+)
+
+PRESETS: dict[str, BenchConfig] = {c.preset: c for c in (QUICK, CPU, PAPER, IMAGENET100)}
 
 
 def preset(name: str) -> BenchConfig:

@@ -211,7 +211,7 @@ class Poison:
             check_budget(m.norm, m.budget, tuple(clean.images.shape[1:]))  # finite, positive, in range for the norm
             from .attacks.base import method_budget  # lazily: importing the attacks package registers them all
 
-            allowed = method_budget(m)
+            allowed = method_budget(m, clean)
             if allowed is not None and m.budget > allowed * (1 + 1e-6):
                 raise UserError(
                     f"{where} claims a {m.norm} budget of {m.budget:.6g}, more than its settings allow ({allowed:.6g})"

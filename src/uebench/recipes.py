@@ -114,6 +114,20 @@ _add(
         description="APBench's ViT/CaiT training: Adam (lr 1e-3, no weight decay), 200 epochs, batch 256, x0.5 at 100",
     )
 )
+_add(
+    Recipe(
+        "apbench-imagenet",
+        200,
+        256,
+        0.1,
+        schedule="cosine",
+        augment="flip_jitter",
+        # lafeat/apbench imagenet_train.py (4d60c50): torchvision resnet18, SGD 0.1, m 0.9, wd 5e-4,
+        # CosineAnnealingLR(T_max=200) over its 200 epochs, batch 256, and for poisoned data Resize(224) (the
+        # imagefolder loader's resize), RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.2)
+        description="APBench imagenet_train.py (4d60c50): 200 epochs, batch 256, cosine, flip + colour jitter",
+    )
+)
 _add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))
 _add(Recipe("ar", 100, 128, 0.1, schedule="cosine", description="AR / LSP papers' victim: 100 epochs, cosine"))
 _add(Recipe("quick", 10, 128, 0.1, schedule="cosine", description="CPU-sized: 10 epochs, batch 128, cosine"))

@@ -111,15 +111,19 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
         raise UserError(f"attack '{cls.name}': bad parameters: {e}") from None
 
 
-def method_budget(meta: Any) -> float | None:
-    """The budget a uebench-crafted poison's own settings give (params hold its preset and full config), or None
-    for anything else (a user's import): a file cannot claim more room than the method it names allows."""
+def method_budget(meta: Any, ds: Any = None) -> float | None:
+    """The budget a uebench-crafted poison's own settings give on the dataset `ds` (an L2 budget that scales with
+    the image, LSP's, reads its shape there), or None for anything else (a user's import): a file cannot claim more
+    room than the method it names allows."""
     params = dict(meta.params)
     if meta.attack not in ATTACKS or "preset" not in params or ATTACKS.get(meta.attack).norm != meta.norm:
         return None
     cls = ATTACKS.get(meta.attack)
     params.pop("preset")
     try:
-        return float(cls(make_config(cls, "paper", **params)).budget())
+        attack = cls(make_config(cls, "paper", **params))
+        if ds is not None:
+            attack.validate(ds)
+        return float(attack.budget())
     except (UserError, TypeError, ValueError):
         return None

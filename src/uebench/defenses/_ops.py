@@ -13,57 +13,85 @@ from .base import rand
 
 
 # ---- plasma fractal (diamond-square midpoint displacement) ------------------------------------------------
-def plasma(n: int, h: int, w: int, roughness: torch.Tensor, generator, device) -> torch.Tensor:
-    """n plasma fractals of size (h, w), values in [0, 1], shape (n, h, w).
+def plasma(n: int, h: int, w: int, roughness: torch.Tensor, generator, device, seed: str = "kornia") -> torch.Tensor:
+    """n plasma fractals of size (h, w), values in [0, 1], shape (n, h, w): kornia.contrib.diamond_square's
+    construction (TorMentor's variant), which UEraser's kornia augmentations draw.
 
-    Diamond-square on a (2^k + 1)^2 grid: a 3x3 seed of U[0, 1) values, then k - 1 levels that each halve the
-    spacing; every new point is (1 - s) * (mean of its defined neighbours) + s * U[0, 1), with s = roughness^level,
-    so the map stays in [0, 1] (a convex combination at every point) and larger roughness keeps more fine detail.
-    This is the construction of TorMentor / kornia.contrib.diamond_square, written here for whole batches (each
-    step is a few strided slices over all maps at once). Cropped to (h, w) from the top-left corner."""
-    size = max(h, w, 3)
-    k = max(1, math.ceil(math.log2(size - 1)))
-    side = 2**k + 1
-    stride = 2 ** (k - 1)  # spacing of the 3x3 seed lattice
-    g = torch.zeros(n, side, side, device=device)
-    g[:, ::stride, ::stride] = rand((n, 3, 3), generator, device)
+    Grown on a (2^k + 1)-sided grid and cropped at its top-left corner. The seed is a 3 x K grid (K x 3 for a map
+    taller than wide) whose even nodes of its first and last rows are U[0, 1) draws and whose other nodes are the
+    means of their neighbours (`seed="full"`: the 3 x 3 seed is all draws, uebench's construction before it was
+    checked against kornia, kept so that runs made with it can be told apart). Each level doubles the grid; a new
+    node is (1 - s) * (mean of its neighbours) + s * u with s = roughness^level and one full-grid U[0, 1) draw per
+    level (diamond nodes first, then square nodes, which see the diamond nodes; a border node has 3 neighbours).
+    With the draws in kornia's order (seed (n, 1, 2, K'), then one (n, 1, H_l, W_l) per level) a generator gives
+    kornia's maps to float rounding."""
+    side_h = 2 ** math.ceil(math.log2(max(h, 3) - 1)) + 1
+    side_w = 2 ** math.ceil(math.log2(max(w, 3) - 1)) + 1
+    depth = int(min(math.log2(side_h - 1) - 1, math.log2(side_w - 1) - 1))
+    seed_h, seed_w = (side_h - 1) // 2**depth + 1, (side_w - 1) // 2**depth + 1
+    if seed == "full":
+        g = rand((n, seed_h, seed_w), generator, device)
+    else:
+        g = _corner_seed(n, seed_h, seed_w, generator, device)
     r = roughness.to(device).view(n, 1, 1).float()
     s = torch.ones_like(r)
-    half = stride // 2
-    while half >= 1:
+    for _ in range(depth):
         s = s * r
-        step = 2 * half
-        lat = g[:, ::step, ::step]  # defined corners, (n, m + 1, m + 1)
-        m = lat.shape[1] - 1
-        # diamond: the centre of every square from its 4 corners
-        centre = (lat[:, :-1, :-1] + lat[:, 1:, :-1] + lat[:, :-1, 1:] + lat[:, 1:, 1:]) / 4
-        centre = (1 - s) * centre + s * rand((n, m, m), generator, device)
-        g[:, half::step, half::step] = centre
-        # square: edge midpoints from their 2 lattice neighbours and the 1-2 centres beside them
-        zeros_row = torch.zeros(n, 1, m, device=device)
-        horiz = lat[:, :, :-1] + lat[:, :, 1:] + torch.cat([zeros_row, centre], 1) + torch.cat([centre, zeros_row], 1)
-        count_h = torch.full((m + 1, 1), 4.0, device=device)
-        count_h[0] = count_h[-1] = 3.0
-        g[:, ::step, half::step] = (1 - s) * horiz / count_h + s * rand((n, m + 1, m), generator, device)
-        zeros_col = torch.zeros(n, m, 1, device=device)
-        vert = lat[:, :-1, :] + lat[:, 1:, :] + torch.cat([zeros_col, centre], 2) + torch.cat([centre, zeros_col], 2)
-        count_v = count_h.view(1, m + 1)
-        g[:, half::step, ::step] = (1 - s) * vert / count_v + s * rand((n, m, m + 1), generator, device)
-        half //= 2
+        g = _double(g, s, rand((n, 2 * g.shape[1] - 1, 2 * g.shape[2] - 1), generator, device))
     return g[:, :h, :w]
 
 
-def plasma_brightness(x: torch.Tensor, roughness: torch.Tensor, intensity: torch.Tensor, generator) -> torch.Tensor:
+def _corner_seed(n: int, rows: int, cols: int, generator, device) -> torch.Tensor:
+    """kornia's 3 x K seed (transposed for K x 3): draws at the even nodes of the outer rows, means elsewhere."""
+    transpose = cols == 3  # kornia transposes whenever the second side is 3, a square seed too
+    if transpose:
+        rows, cols = cols, rows
+    g = torch.zeros(n, 3, cols, device=device)
+    g[:, ::2, ::2] = rand((n, 2, (cols + 1) // 2), generator, device)
+    g[:, 1, 1::2] = (g[:, 0, :-2:2] + g[:, 0, 2::2] + g[:, 2, :-2:2] + g[:, 2, 2::2]) / 4.0
+    g[:, 0, 1::2] = (g[:, 0, :-2:2] + g[:, 0, 2::2] + g[:, 1, 1::2]) / 3.0
+    g[:, 2, 1::2] = (g[:, 2, :-2:2] + g[:, 2, 2::2] + g[:, 1, 1::2]) / 3.0
+    g[:, 1, 0] = (g[:, 0, 0] + g[:, 2, 0] + g[:, 1, 1]) / 3.0
+    g[:, 1, -1] = (g[:, 0, -1] + g[:, 2, -1] + g[:, 1, -2]) / 3.0
+    if cols > 3:
+        g[:, 1, 2:-1:2] = (g[:, 0, 2:-1:2] + g[:, 2, 2:-1:2] + g[:, 1, 1:-2:2] + g[:, 1, 3::2]) / 4.0
+    return g.transpose(1, 2) if transpose else g
+
+
+def _double(g: torch.Tensor, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One diamond and one square step: (n, a, b) -> (n, 2a - 1, 2b - 1), new nodes mixed with the draws u."""
+    n, a, b = g.shape
+    out = torch.zeros(n, 2 * a - 1, 2 * b - 1, device=g.device, dtype=g.dtype)
+    out[:, ::2, ::2] = g
+    su = u * s
+    # diamond: the centre of every cell from its 4 corners
+    corners = (g[:, :-1, :-1] + g[:, 1:, :-1] + g[:, :-1, 1:] + g[:, 1:, 1:]) * 0.25
+    out[:, 1::2, 1::2] = (1 - s) * corners + su[:, 1::2, 1::2]
+    # square: every edge midpoint from its up/down/left/right neighbours (3 at the border: their sum times 4/3 / 4)
+    padded = F.pad(out, (1, 1, 1, 1))
+    around = padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:]
+    weight = torch.full(out.shape[1:], 0.25, device=g.device, dtype=g.dtype)
+    weight[0, :] = weight[-1, :] = weight[:, 0] = weight[:, -1] = 0.25 / 0.75
+    mean = around * weight
+    rows = torch.arange(out.shape[1], device=g.device).view(-1, 1) % 2
+    cols = torch.arange(out.shape[2], device=g.device).view(1, -1) % 2
+    edge = (rows + cols) == 1
+    return torch.where(edge, (1 - s) * mean + su, out)
+
+
+def plasma_brightness(
+    x: torch.Tensor, roughness: torch.Tensor, intensity: torch.Tensor, generator, seed: str = "kornia"
+) -> torch.Tensor:
     """kornia RandomPlasmaBrightness: x + intensity * (2 P - 1), one fractal per channel, clamped to [0, 1]."""
     n, c, h, w = x.shape
-    p = plasma(n * c, h, w, roughness.repeat_interleave(c), generator, x.device).view(n, c, h, w).to(x.dtype)
+    p = plasma(n * c, h, w, roughness.repeat_interleave(c), generator, x.device, seed).view(n, c, h, w).to(x.dtype)
     return (x + intensity.view(-1, 1, 1, 1).to(x.dtype) * (2 * p - 1)).clamp(0, 1)
 
 
-def plasma_contrast(x: torch.Tensor, roughness: torch.Tensor, generator) -> torch.Tensor:
+def plasma_contrast(x: torch.Tensor, roughness: torch.Tensor, generator, seed: str = "kornia") -> torch.Tensor:
     """kornia RandomPlasmaContrast: (x - 0.5) * 4 P + 0.5, one fractal per channel, clamped to [0, 1]."""
     n, c, h, w = x.shape
-    p = plasma(n * c, h, w, roughness.repeat_interleave(c), generator, x.device).view(n, c, h, w).to(x.dtype)
+    p = plasma(n * c, h, w, roughness.repeat_interleave(c), generator, x.device, seed).view(n, c, h, w).to(x.dtype)
     return ((x - 0.5) * (4 * p) + 0.5).clamp(0, 1)
 
 

@@ -408,3 +408,11 @@ def test_keep_on_host_only_for_a_set_larger_than_the_device_share(scenes):
     rows = C.rows_like(C.HostImages(scenes.images[:4], torch.device("cpu")), torch.device("cpu"))
     rows[torch.tensor([1, 3])] = torch.ones(2, *scenes.shape)
     assert rows.data.sum() == 2 * scenes.images[0].numel() and rows[torch.tensor([0])].abs().sum() == 0
+
+
+def test_em_under_torchrun_refuses_a_batch_its_processes_do_not_divide(scenes, monkeypatch):
+    from uebench import distributed
+
+    monkeypatch.setattr(distributed, "current", lambda device=None: distributed.World(0, 2))
+    with pytest.raises(UserError, match="batch size .* that 2 processes divide"):
+        perturb("em", scenes, **{**EM_TINY, "batch_size": 33})

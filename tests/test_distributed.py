@@ -64,3 +64,31 @@ def test_two_processes_train_the_run_one_would_and_resume(tmp_path):
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 1
     run(2, tmp_path / "cut", tmp_path / "w4")
     assert np.array_equal(np.load(tmp_path / "w4" / "rank0.npy"), r0)
+
+
+CRAFT_WORKER = Path(__file__).with_name("ddp_craft_worker.py")
+
+
+def craft(nproc: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(CRAFT_WORKER), str(out)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_em_crafts_data_parallel_to_one_processs_perturbation(tmp_path):
+    """Two processes split EM's training batches (DDP) and its sample-wise noise batches (each updates its own
+    rows, then every process gets all rows): the perturbation one process crafts, to float rounding."""
+    craft(1, tmp_path / "one")
+    craft(2, tmp_path / "two")
+    one = np.load(tmp_path / "one" / "rank0.npy")
+    r0, r1 = np.load(tmp_path / "two" / "rank0.npy"), np.load(tmp_path / "two" / "rank1.npy")
+    assert np.array_equal(r0, r1) and np.abs(r0).max() <= 8 / 255 + 1e-6 and np.abs(r0).max() > 0
+    # a signed step flips only where a gradient element is within float rounding of zero (measured: no element differs)
+    assert np.mean(r0 != one) < 0.01, np.mean(r0 != one)
+    h1, h2 = np.load(tmp_path / "one" / "history0.npy"), np.load(tmp_path / "two" / "history0.npy")
+    assert np.allclose(h1, h2, atol=2.0), (h1, h2)  # the stopping rule's accuracy, summed over both processes

@@ -48,6 +48,16 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.cpu()
 
+    def assemble(self, rows: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of a per-sample tensor put together: rows[mine] from this process, the other rows
+        from the processes that own them (each row owned by one; a sum with zeros elsewhere, so exact)."""
+        if not self.distributed:
+            return rows
+        out = torch.zeros_like(rows)
+        out[mine] = rows[mine]
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import seeds
+from .. import distributed, seeds
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
 from ..errors import UserError
@@ -418,12 +418,14 @@ def evaluate(
     compute: Compute,
     delta: torch.Tensor | None = None,
     objective: Objective | None = None,
+    world: distributed.World = distributed.SINGLE,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy (%) of the model in eval mode on x (+ delta), no augmentation."""
+    """Mean loss and accuracy (%) of the model in eval mode on x (+ delta), no augmentation; in a world of several
+    processes each evaluates its share of the chunks and the sums are taken over all."""
     was_training = model.training
     model.eval()
     total, correct = 0.0, 0
-    for idx in chunks(len(x), batch, x.device):
+    for idx in chunks(len(x), batch, x.device)[world.rank :: world.size]:
         inputs = x[idx] if delta is None else (x[idx] + delta[idx]).clamp_(0, 1)
         out = model(inputs)
         if objective is not None:
@@ -434,6 +436,8 @@ def evaluate(
             correct += int((out.argmax(1) == labels[idx]).sum())
         compute.fwd(len(idx))
     model.train(was_training)
+    if world.distributed:
+        total, correct = float(world.total(total)), int(world.total(correct))
     n = max(len(x), 1)
     return total / n, 100.0 * correct / n
 

@@ -48,6 +48,7 @@ from typing import ClassVar
 
 import torch
 
+from .. import distributed
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..progress import progress_bar
@@ -117,11 +118,18 @@ class EM(crafting.ModelAttack):
         c = self.config
         device = crafting.resolve_device(c.device)
         host = crafting.keep_on_host(ds, device)  # a set too large for the device (ImageNet-100) stays on the host
+        world = distributed.current(device)  # torchrun: data-parallel training steps and sample-wise noise rounds
+        if world.distributed and (host or c.batch_size % world.size):
+            raise UserError(
+                f"em under torchrun needs a batch size ({c.batch_size}) that {world.size} processes divide, "
+                "and a crafting set that fits the device"
+            )
         x, y = crafting.resident(ds, device, host)
         obj = self.objective
         t = y if obj is None else obj.targets(ds, device)  # what the loss compares the output with
         model = crafting.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
         opt = crafting.sgd(model, c.lr, c.momentum, c.weight_decay)
+        stepped = distributed.wrap(model, world, device)  # what the training steps run through (DDP, or the model)
         # full batches only: a trailing batch of one image would break BatchNorm, and each pass reshuffles
         batches = crafting.shuffled_batches(len(x), c.batch_size, crafting.generator(seed, 1), device, drop_last=True)
         compute = crafting.Compute(len(x))
@@ -140,10 +148,10 @@ class EM(crafting.ModelAttack):
         stopped = "max_rounds"
         for _ in range(c.max_rounds):
             for _ in range(c.train_steps):
-                idx = next(batches)
+                idx = world.share(next(batches))
                 delta_b = noise[y[idx]] if classwise else noise[idx]
                 crafting.train_step(
-                    model, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj
+                    stepped, opt, (x[idx] + delta_b).clamp(0, 1), t[idx], compute, c.grad_clip, objective=obj
                 )
             frozen = self.frozen(model)
             if mean_rule:
@@ -151,9 +159,9 @@ class EM(crafting.ModelAttack):
             elif classwise:
                 noise = self._classwise_round(frozen, x, y, noise, compute, t)
             else:
-                noise = self._samplewise_round(frozen, x, t, noise, compute)
+                noise = self._samplewise_round(frozen, x, t, noise, compute, world)
             loss, acc = crafting.evaluate(
-                frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj
+                frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj, world=world
             )
             history.append(round(acc, 3))
             if bar:
@@ -165,7 +173,7 @@ class EM(crafting.ModelAttack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
-        clean_loss, clean_acc = crafting.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj)
+        clean_loss, clean_acc = crafting.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj, world=world)
         extra = {
             "mode": c.mode,
             **({"classwise_update": c.classwise_update} if classwise else {}),
@@ -179,30 +187,42 @@ class EM(crafting.ModelAttack):
             "clean_loss": round(clean_loss, 5),
             "clean_acc": round(clean_acc, 3),
             **({"host_resident": True} if host else {}),
+            **({"world_size": world.size} if world.distributed else {}),
         }
-        return Perturbation(crafting.to_cpu(delta), compute.epochs, extra)
+        epochs = float(world.total(compute.epochs)) if world.distributed else compute.epochs  # every process's work
+        return Perturbation(crafting.to_cpu(delta), epochs, extra)
 
     def frozen(self, model):
         """The fixed crafting model of a noise pass (and of the accuracy check that may stop the rounds)."""
         return crafting.eval_copy(model)
 
-    def _samplewise_round(self, model, x, y, noise, compute):
-        """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned)."""
+    def _samplewise_round(self, model, x, y, noise, compute, world=distributed.SINGLE):
+        """`steps` signed-descent steps on every sample's own delta, a batch at a time (rows stay aligned); in a
+        world of several processes each takes its share of the batches and the rows are put together after."""
         c = self.config
-        for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
-            noise[idx] = crafting.pgd(
-                model,
-                x[idx],
-                y[idx],
-                noise[idx],
-                eps=c.eps,
-                step=c.step,
-                steps=c.steps,
-                descend=True,
-                compute=compute,
-                objective=self.objective,
-            )
+        parts = crafting.chunks(len(x), c.pgd_batch, x.device)
+        mine = parts[world.rank :: world.size]
+        for idx in mine:
+            noise[idx] = self._descend(model, x[idx], y[idx], noise[idx], compute)
+        if world.distributed:
+            noise = world.assemble(noise, torch.cat(mine) if mine else parts[0][:0])
         return noise
+
+    def _descend(self, model, xb, yb, delta, compute) -> torch.Tensor:
+        """One batch's deltas after `steps` signed steps down the crafting loss."""
+        c = self.config
+        return crafting.pgd(
+            model,
+            xb,
+            yb,
+            delta,
+            eps=c.eps,
+            step=c.step,
+            steps=c.steps,
+            descend=True,
+            compute=compute,
+            objective=self.objective,
+        )
 
     def _classwise_mean_round(self, model, x, y, noise, compute, t, subset, gen):
         """The public code's class-wise step: one shuffled pass over `subset`; per batch, every sample takes

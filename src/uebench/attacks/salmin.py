@@ -94,18 +94,15 @@ class SALMin(EM):
         pert.extra.update(sal_surrogate_clean=round(clean, 6), sal_surrogate_poisoned=round(poisoned, 6))
         return pert
 
-    def _samplewise_round(self, model, x, y, noise, compute):
+    def _descend(self, model, xb, yb, delta, compute) -> torch.Tensor:
         c = self.config
-        for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
-            xb, yb, delta = x[idx], y[idx], noise[idx]
-            for _ in range(c.steps):
-                d = delta.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.objective_value(model, xb + d, yb) * len(idx), d)
-                delta = crafting.signed_step(d.detach(), grad, c.step, c.eps, xb, descend=True)
-                # with the SAL term: the weight gradient with its graph, then the backward through both
-                compute.fb((2 if c.sal_weight else 1) * len(idx))
-            noise[idx] = delta.detach()
-        return noise
+        for _ in range(c.steps):
+            d = delta.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.objective_value(model, xb + d, yb) * len(xb), d)
+            delta = crafting.signed_step(d.detach(), grad, c.step, c.eps, xb, descend=True)
+            # with the SAL term: the weight gradient with its graph, then the backward through both
+            compute.fb((2 if c.sal_weight else 1) * len(xb))
+        return delta.detach()
 
     def objective_value(self, model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy + sal_weight * summed first-order SAL on the batch (differentiable in the inputs)."""

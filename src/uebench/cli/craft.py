@@ -105,6 +105,10 @@ def craft_cmd(args) -> int:
     poison = craft(
         args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params
     )
+    from ..distributed import current
+
+    if not current().main:  # under torchrun (EM crafts data-parallel) rank 0 alone writes the poison
+        return 0
     poison.save(args.out)
     m = poison.meta
     measured = poison.measure(ds)

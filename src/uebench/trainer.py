@@ -290,11 +290,22 @@ class ClassificationStep:
 
 
 def classification_epoch(
-    model, opt, ds: ImageDataset, recipe: Recipe, generator, device, autocast, channels_last, on_step=None, defense=None
+    model,
+    opt,
+    ds: ImageDataset,
+    recipe: Recipe,
+    generator,
+    device,
+    autocast,
+    channels_last,
+    on_step=None,
+    defense=None,
+    world: distributed.World = distributed.SINGLE,
 ) -> dict[str, float]:
-    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.fit.train_epoch."""
-    step = ClassificationStep(ds, recipe.augment, device, autocast, channels_last, defense)
-    return train_epoch(model, opt, step, len(ds), recipe.batch_size, generator, on_step)
+    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.fit.train_epoch.
+    In a world of several processes `model` is the DDP wrapper and each trains on its share of every batch."""
+    step = ClassificationStep(ds, recipe.augment, device, autocast, channels_last, defense, world=world)
+    return train_epoch(model, opt, step, len(ds), recipe.batch_size, generator, on_step, world=world)
 
 
 # ---- data and model -------------------------------------------------------------------------------------

@@ -468,17 +468,20 @@ def train_clean_model(
     progress: bool,
     desc: str,
     after_epoch: Callable[[int, nn.Module], None] | None = None,
+    world: distributed.World = distributed.SINGLE,
 ) -> nn.Module:
     """A crafting model trained on the clean data for `epochs` of `recipe` (the trainer's epoch loop; its
     augmentation), each epoch's batch order from its own seeded stream. TAP's and HYPO's starting point;
-    `after_epoch(epoch, model)` sees the model after every epoch (SEP keeps its checkpoints)."""
+    `after_epoch(epoch, model)` sees the model after every epoch (SEP keeps its checkpoints). In a world of several
+    processes each trains on its share of every batch through DDP (the returned model is the same in all)."""
     model = build_model(cfg, ds, seed, device)
     opt = make_optimizer(model, recipe)
+    stepped = distributed.wrap(model, world, device)
     bar = progress_bar(progress, epochs, desc, unit="epoch")
     for epoch in range(epochs):
         set_lr(opt, recipe.lr_at(epoch))
         stats = classification_epoch(
-            model, opt, ds, recipe, generator(seed, 100 + epoch), device, contextlib.nullcontext, True
+            stepped, opt, ds, recipe, generator(seed, 100 + epoch), device, contextlib.nullcontext, True, world=world
         )
         compute.fb(len(ds))
         if after_epoch is not None:

@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..progress import progress_bar
@@ -98,7 +99,8 @@ class TAP(crafting.ModelAttack):
         c = self.config
         device = crafting.resolve_device(c.device)
         compute = crafting.Compute(len(ds))
-        model = self._clean_model(ds, seed, device, compute, progress)
+        world = distributed.current(device)  # torchrun: DDP clean training, each process its share of the batches
+        model = self._clean_model(ds, seed, device, compute, progress, world)
         x, y = crafting.tensors(ds, device)
         target = (y + 1) % ds.num_classes
         gen = crafting.generator(seed, 3)
@@ -110,14 +112,14 @@ class TAP(crafting.ModelAttack):
         bar = progress_bar(progress, c.restarts * c.iterations, "tap", unit="pass")
         model = crafting.eval_copy(model)  # fixed from here on: frozen, BatchNorm folded
         for _ in range(c.restarts):
-            delta, losses = self._restart(model, x, target, gen, augment, compute, bar)
+            delta, losses = self._restart(model, x, target, gen, augment, compute, bar, world)
             restart_losses.append(float(losses.mean()))
             keep = select_restart(c.restart_select, losses, best_loss)
             best[keep] = delta[keep]
             best_loss = torch.where(keep, losses, best_loss)
-        _, clean_acc = crafting.evaluate(model, x, y, c.pgd_batch, compute)
-        _, clean_target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute)
-        _, target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, delta=best)
+        _, clean_acc = crafting.evaluate(model, x, y, c.pgd_batch, compute, world=world)
+        _, clean_target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, world=world)
+        _, target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, delta=best, world=world)
         if bar:
             bar.close()
         extra = {
@@ -129,20 +131,24 @@ class TAP(crafting.ModelAttack):
             "selected_mean_target_loss": round(float(best_loss.mean()), 5),
             # under "set": the index of the restart every sample took (None under "sample", which mixes them)
             "selected_restart": _selected(c.restart_select, restart_losses),
+            **({"world_size": world.size} if world.distributed else {}),
         }
-        return Perturbation(crafting.to_cpu(best), compute.epochs, extra)
+        epochs = float(world.total(compute.epochs)) if world.distributed else compute.epochs  # every process's work
+        return Perturbation(crafting.to_cpu(best), epochs, extra)
 
     def augmentation(self, x: torch.Tensor, gen: torch.Generator) -> crafting.Transform:
         """The differentiable shift + flip of every attack step; shifted-in pixels take the `pad` colour."""
         fill = x.mean(dim=(0, 2, 3)) if self.config.pad == "mean" else None  # per channel, clean crafting set
         return crafting.shift_flip_transform(gen, fill=fill)
 
-    def _clean_model(self, ds, seed, device, compute, progress):
+    def _clean_model(self, ds, seed, device, compute, progress, world=distributed.SINGLE):
         """The crafting model trained on clean data with the public code's recipe."""
         c = self.config
         e = c.clean_epochs
         recipe = crafting.clean_recipe("tap-clean", c, (int(e // 2.667), int(e // 1.6), int(e // 1.142)), nesterov=True)
-        return crafting.train_clean_model(c, ds, recipe, e, seed, device, compute, progress, "tap: clean model")
+        return crafting.train_clean_model(
+            c, ds, recipe, e, seed, device, compute, progress, "tap: clean model", world=world
+        )
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         c = self.config
@@ -151,15 +157,19 @@ class TAP(crafting.ModelAttack):
         noise = torch.randn(x.shape, generator=gen) if c.init == "randn" else torch.rand(x.shape, generator=gen) * 2 - 1
         return crafting.project(crafting.channels_last(noise.to(x.device) * c.eps), x, c.eps)
 
-    def _restart(self, model, x, target, gen, augment, compute, bar):
+    def _restart(self, model, x, target, gen, augment, compute, bar, world=distributed.SINGLE):
         """One restart: `iterations` passes of targeted signed descent; returns delta and each sample's target
-        loss in the last pass (before its last update, as the public code scores it)."""
+        loss in the last pass (before its last update, as the public code scores it). In a world of several
+        processes each updates its share of the batches (drawing its own augmentation) and the rows are put
+        together at the end."""
         c = self.config
         delta = self._start(x, gen)
         losses = torch.zeros(len(x), device=x.device)
+        parts = crafting.chunks(len(x), c.pgd_batch, x.device)
+        mine = parts[world.rank :: world.size]
         for it in range(c.iterations):
             last = it == c.iterations - 1
-            for idx in crafting.chunks(len(x), c.pgd_batch, x.device):
+            for idx in mine:
                 d = delta[idx].detach().requires_grad_(True)
                 inputs = x[idx] + d
                 if augment is not None:
@@ -172,6 +182,9 @@ class TAP(crafting.ModelAttack):
                     losses[idx] = per_sample.detach()
             if bar:
                 bar.update(1)
+        if world.distributed:
+            rows = torch.cat(mine) if mine else parts[0][:0]
+            delta, losses = world.assemble(delta, rows), world.assemble(losses, rows)
         return delta, losses
 
 

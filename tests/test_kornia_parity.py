@@ -111,3 +111,18 @@ def test_mixup_is_kornias_mixup_v2_with_lam_the_partners_weight():
     assert torch.allclose(ours_x, theirs_x, atol=1e-6)
     a, b, w = theirs_y[:, 0].long(), theirs_y[:, 1].long(), theirs_y[:, 2]
     assert torch.allclose(ours_y, (1 - w[:, None]) * torch.eye(3)[a] + w[:, None] * torch.eye(3)[b], atol=1e-6)
+
+
+def test_ueraser_runs_kornias_trivial_augment_seeded_from_its_generator():
+    from uebench.defenses import create_defense
+
+    x = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = _ops.kornia_trivial_augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's global generator is left alone
+    assert torch.equal(a, _ops.kornia_trivial_augment(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, _ops.kornia_trivial_augment(x, torch.Generator().manual_seed(2)))
+    # the defaults are kornia's; the earlier batched TrivialAugment stays selectable and out of the run key
+    assert create_defense("ueraser").params()["trivial_augment_impl"] == "kornia"
+    assert "trivial_augment_impl" not in create_defense("ueraser", trivial_augment_impl="uebench").params()

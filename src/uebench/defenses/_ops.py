@@ -249,3 +249,17 @@ def trivial_augment(x: torch.Tensor, generator) -> torch.Tensor:
         elif name == "sharpness":
             out[i] = blend(sharpness_degenerate(xi), xi, factor[i])
     return out
+
+
+def kornia_trivial_augment(x: torch.Tensor, generator) -> torch.Tensor:
+    """kornia.augmentation.auto.TrivialAugment itself (what UEraser's code runs): one op of its default policy for
+    the whole batch, each image taking it with p 0.5 at a magnitude of its own, kornia's op definitions (additive
+    brightness, multiplicative contrast). kornia draws from torch's global generator: it is seeded here from
+    `generator` inside a forked RNG state, so a seed gives the same batch and the caller's global state is untouched."""
+    from kornia.augmentation.auto import TrivialAugment  # imported here: only UEraser needs kornia
+
+    seed = int(rand((1,), generator, x.device).mul(2**31 - 1).floor())
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return TrivialAugment()(x)

@@ -21,6 +21,12 @@ Versions of the draw probabilities: the UEraser repository (lafeat/ueraser, uera
 brightness and contrast with p 0.5, the default here; APBench's defense/ueraser.py at its head (ebd1e4c, 2024-05)
 uses p 1.0 (`p_brightness=1 p_contrast=1`), and 0.5 at its first commit (4d60c50, 2023-06).
 
+TrivialAugment: UEraser runs kornia's, and so does this defense (`trivial_augment_impl=kornia`, the default: one op of
+its policy per batch, applied to each image with p 0.5 at its own magnitude, kornia's additive brightness and
+multiplicative contrast). `trivial_augment_impl=uebench` is uebench's batched version, the only one before: an op
+drawn per image (the TrivialAugment paper's), always applied, PIL's ImageEnhance definitions over kornia's magnitude
+ranges. The two are not the same augmentation; runs made with the old one keep their keys.
+
 JPEG (`jpeg`, `ueraser-jpeg`): the UEraser repository's UEraserJPEG compresses at quality 10 *after* the draw
 (`jpeg=after jpeg_quality=10`); APBench's UEraser_jpeg, which its train.py uses for TAP and AR poisons, compresses
 *before* the draw at a quality drawn in [10, 100) per batch, with the plasma ops at p 0.8 (the `ueraser-jpeg`
@@ -69,6 +75,9 @@ class UEraserConfig:
     # the plasma fractal: kornia's diamond_square (what UEraser draws), or "full", uebench's construction before it
     # was checked against kornia (every seed node drawn: maps about 35% more varied at roughness 0.3)
     plasma: str = "kornia"
+    # TrivialAugment: kornia's own (UEraser's: an op per batch, p 0.5 per image, kornia's definitions) or uebench's
+    # batched one (an op per image, always applied, PIL's enhance definitions: the only one before). See the module note
+    trivial_augment_impl: str = "kornia"
 
     def __post_init__(self):
         check_type(self.repeats, int, "repeats")
@@ -88,6 +97,8 @@ class UEraserConfig:
             check(self.max_epochs >= 0, f"max_epochs must be >= 0, got {self.max_epochs}")
         check(self.jpeg in JPEG_PLACES, f"jpeg must be one of {', '.join(JPEG_PLACES)}, got {self.jpeg!r}")
         check(self.plasma in PLASMA_SEEDS, f"plasma must be one of {', '.join(PLASMA_SEEDS)}, got {self.plasma!r}")
+        impls = ("kornia", "uebench")
+        check(self.trivial_augment_impl in impls, f"trivial_augment_impl must be one of {', '.join(impls)}")
         if self.jpeg_quality is not None:
             check_type(self.jpeg_quality, int, "jpeg_quality")
             check(1 <= self.jpeg_quality <= 95, f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
@@ -101,8 +112,9 @@ class UEraser(Defense):
         "UEraser-Max: plasma brightness/contrast, channel shuffle, TrivialAugment; train on the max-loss of 5 draws"
     )
     source = (
-        "UEraser (Qin et al. 2023) public code (lafeat/ueraser: plasma p 0.5, Max 5 repeats); APBench's head uses "
-        "p 1.0 (p_brightness=1 p_contrast=1) and Max for its first repeat_epoch epochs (max_epochs)"
+        "UEraser (Qin et al. 2023) public code (lafeat/ueraser: plasma p 0.5, Max 5 repeats, kornia's plasma maps and "
+        "TrivialAugment, checked in tests/test_kornia_parity.py); APBench's head uses p 1.0 (p_brightness=1 "
+        "p_contrast=1) and Max for its first repeat_epoch epochs (max_epochs)"
     )
     Config = UEraserConfig
 
@@ -115,7 +127,13 @@ class UEraser(Defense):
         """The settings, without the later options at the values that reproduce runs made before them (their keys
         stay what they were; the default plasma, kornia's, is named, so that no run made before it is reused)."""
         p = super().params()
-        for key, unset in (("max_epochs", None), ("jpeg", "none"), ("jpeg_quality", None), ("plasma", "full")):
+        for key, unset in (
+            ("max_epochs", None),
+            ("jpeg", "none"),
+            ("jpeg_quality", None),
+            ("plasma", "full"),
+            ("trivial_augment_impl", "uebench"),
+        ):
             if p.get(key) == unset:
                 del p[key]
         return p
@@ -158,7 +176,9 @@ class UEraser(Defense):
             x[i] = _ops.plasma_contrast(x[i], rough[i], generator, cfg.plasma)
         apply = rand((n,), generator, dev) < cfg.p_shuffle
         x = torch.where(apply.view(-1, 1, 1, 1), _ops.channel_shuffle(x, generator), x)
-        if cfg.trivial_augment:
+        if cfg.trivial_augment and cfg.trivial_augment_impl == "kornia":
+            x = _ops.kornia_trivial_augment(x, generator)
+        elif cfg.trivial_augment:
             x = _ops.trivial_augment(x, generator)
         return x
 

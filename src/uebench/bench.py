@@ -363,8 +363,15 @@ def run_spec(
         defense=None if defense == NO_DEFENSE else defense,
         defense_params=dict(config.defense_params.get(defense, {})) if defense != NO_DEFENSE else {},
     )
-    # the poison file name carries the poison's own key, so the run key covers what made the poison too
-    key = digest({"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)})
+    # the poison file name carries the poison's own key, so the run key covers what made the poison too; a defense
+    # enters with all its settings, defaults included, as an attack's poison does: a default that changes between
+    # versions (UEraser's plasma and TrivialAugment, CutMix's box) then makes another run, not a mixed one
+    what = {"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)}
+    if tc.defense is not None:
+        from .defenses import create_defense
+
+        what["defense"] = create_defense(tc.defense, **tc.defense_params).params()
+    key = digest(what)
     attack = fraction_label(attack, fraction)
     name = f"{safe_label(attack)}-{safe_label(defense)}-s{seed}-{key}"
     return RunSpec(

@@ -121,7 +121,8 @@ class REM(crafting.ModelAttack):
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:
         c = self.config
         device = crafting.resolve_device(c.device)
-        x, y = crafting.tensors(ds, device)
+        host = crafting.keep_on_host(ds, device)  # a set too large for the device (ImageNet-100) stays on the host
+        x, y = crafting.resident(ds, device, host)
         model = crafting.build_model(c, ds, seed, device)
         opt = crafting.sgd(model, c.lr, c.momentum, c.weight_decay)
         batches = crafting.shuffled_batches(len(x), c.batch_size, crafting.generator(seed, 1), device, drop_last=True)
@@ -148,7 +149,7 @@ class REM(crafting.ModelAttack):
                     bar.set_postfix(robust_acc=f"{sum(robust_acc[-20:]) / len(robust_acc[-20:]):.1f}%")
 
         # the final noise of every image, from the trained model (the public code's regenerate_def_noise)
-        noise = torch.empty_like(x)
+        noise = crafting.rows_like(x, device)  # every row is written below
         frozen = crafting.eval_copy(model)
         for idx in final_batches:
             noise[idx] = self._noise(frozen, x[idx], y[idx], augment, gen, compute)
@@ -161,6 +162,7 @@ class REM(crafting.ModelAttack):
             "train_steps": c.train_steps,
             # robust training accuracy of the crafting model over the last tenth of its training (on t(x+delta)+delta_a)
             "final_robust_train_acc": round(sum(tail) / len(tail), 3) if robust_acc else None,
+            **({"host_resident": True} if host else {}),
         }
         return Perturbation(crafting.to_cpu(noise), compute.epochs, extra)
 

@@ -219,7 +219,7 @@ def _fake_restarts(x_eps):
     the samples only; restart 1 pushes down and has the lower mean target loss over the set."""
     calls = []
 
-    def fake(self, model, x, target, gen, augment, compute, bar):
+    def fake(self, model, x, target, gen, augment, compute, bar, world=None):
         r = len(calls)
         calls.append(r)
         half = len(x) // 2

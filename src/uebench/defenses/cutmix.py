@@ -6,7 +6,7 @@ floor(H sqrt(1 - lam)); the label weight of the partner is the pasted area fract
   corner uniform over the positions that fit;
 - `box=clip` (the CutMix paper's code): a uniformly random centre, the box clipped at the borders (so its area, and
   the partner's label weight, is smaller near the edges). This was uebench's only placement before kornia's was
-  checked; runs made with it keep their keys.
+  checked.
 """
 
 from __future__ import annotations

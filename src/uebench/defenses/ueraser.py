@@ -25,7 +25,7 @@ TrivialAugment: UEraser runs kornia's, and so does this defense (`trivial_augmen
 its policy per batch, applied to each image with p 0.5 at its own magnitude, kornia's additive brightness and
 multiplicative contrast). `trivial_augment_impl=uebench` is uebench's batched version, the only one before: an op
 drawn per image (the TrivialAugment paper's), always applied, PIL's ImageEnhance definitions over kornia's magnitude
-ranges. The two are not the same augmentation; runs made with the old one keep their keys.
+ranges. The two are not the same augmentation.
 
 JPEG (`jpeg`, `ueraser-jpeg`): the UEraser repository's UEraserJPEG compresses at quality 10 *after* the draw
 (`jpeg=after jpeg_quality=10`); APBench's UEraser_jpeg, which its train.py uses for TAP and AR poisons, compresses
@@ -124,8 +124,8 @@ class UEraser(Defense):
         self.epoch = epoch
 
     def params(self):
-        """The settings, without the later options at the values that reproduce runs made before them (their keys
-        stay what they were; the default plasma, kornia's, is named, so that no run made before it is reused)."""
+        """The settings, without the later options at the values that reproduce the defense before them (the
+        settings an earlier run recorded are then what its run would record now)."""
         p = super().params()
         for key, unset in (
             ("max_epochs", None),

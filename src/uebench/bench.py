@@ -196,7 +196,8 @@ CPU = BenchConfig(
 # APBench's ImageNet-100 setting (imagenet_train.py, util.py): an imagefolder tree of ImageNet-100 (train/ and val/),
 # 20% of each class's training images at 224 px, torchvision's ResNet-18 and APBench's recipe; the three attacks its
 # ImageNet script names, with an ImageNet-stem crafting model and LSP's 32-px patches (its imagenet100 branch).
-# A GPU job: the subset is 26,000 images, and EM's crafting set stays on the host (uebench.attacks._crafting).
+# A GPU job: the subset is 26,000 images; EM and REM keep it on the host where it is over a quarter of the device's
+# memory as float (uebench.attacks._crafting.keep_on_host).
 IMAGENET100 = BenchConfig(
     preset="imagenet100",
     dataset="imagefolder",

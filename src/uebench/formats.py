@@ -261,13 +261,20 @@ def _npy(path: Path) -> np.ndarray:
         raise UserError(f"cannot read {path} as .npy: {type(e).__name__}: {str(e)[:120]}") from None
 
 
-def _tensor(path: Path) -> np.ndarray:
+def _torch_file(path: Path) -> Any:
+    """What a torch file holds, read weights-only: tensors and plain containers, no code runs."""
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and containers only: no code runs
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"cannot read {path} as a tensor file: {type(e).__name__}: {str(e)[:120]}") from None
+
+
+def _tensor(path: Path) -> np.ndarray:
+    import torch
+
+    obj = _torch_file(path)
     if isinstance(obj, dict):  # some releases wrap the tensor: take the one tensor there is
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1:
@@ -466,10 +473,7 @@ def read_tap_packed(source: Path, clean: ImageDataset, opts: Options) -> Read:
     std = TAP_STD.get(clean.name)
     if std is None or len(std) != clean.shape[0]:
         raise UserError(f"tap-packed: TAP's normalisation is known for {', '.join(TAP_STD)}, not {clean.name}")
-    try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)  # tensors and containers only
-    except Exception as e:
-        raise UserError(f"cannot read {source} as a tensor file: {type(e).__name__}: {str(e)[:120]}") from None
+    obj = _torch_file(source)
     if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], torch.Tensor)):
         raise UserError(f"{source}: TAP's packed export is [poison_delta, poison_ids]; got {type(obj).__name__}")
     delta, ids = obj

@@ -151,8 +151,7 @@ class Poison:
             raise UserError(f"a poisoned fraction is in (0, 1], got {share!r}")
         if share == 1:
             return self
-        if not self.paired:
-            raise UserError("an unpaired poison (its clean originals are unknown) cannot be mixed with clean images")
+        self.require_paired("partial poisoning (a share of the poison mixed with clean images)")
         from .seeds import generator, offset_stream
 
         g = generator(offset_stream(seed, 424_242))
@@ -168,8 +167,7 @@ class Poison:
     # ---- checks -------------------------------------------------------------------------------------------
     def measure(self, clean: ImageDataset) -> dict[str, float]:
         """Largest per-image perturbation norms of the baked images, in [0,1] pixel units (l0: pixel positions)."""
-        if not self.paired:
-            raise UserError(f"poison '{self.meta.attack}' is unpaired: its perturbations cannot be measured")
+        self.require_paired("measuring a perturbation")
         d = self.images.float() - clean.images[self.indices].float()
         d = d.flatten(1) / 255.0
         changed = (self.images != clean.images[self.indices]).any(dim=1).flatten(1)
@@ -191,10 +189,7 @@ class Poison:
             raise UserError(
                 f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}"
             )
-        if self.images.shape[1:] != clean.images.shape[1:]:
-            raise UserError(
-                f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}"
-            )
+        self._check_shape(clean, where)
         if len(self) and (int(self.indices.min()) < 0 or int(self.indices.max()) >= len(clean)):
             raise UserError(f"{where} has indices outside [0, {len(clean)})")
         if len(torch.unique(self.indices)) != len(self.indices):
@@ -225,12 +220,15 @@ class Poison:
                     f"(a mismatched index mapping shows up here too: poison i must perturb image indices[i])"
                 )
 
-    def _check_unpaired(self, clean: ImageDataset, where: str) -> None:
-        """What can be checked without the clean originals: image shape, labels in range, no constant images."""
+    def _check_shape(self, clean: ImageDataset, where: str) -> None:
         if self.images.shape[1:] != clean.images.shape[1:]:
             raise UserError(
                 f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}"
             )
+
+    def _check_unpaired(self, clean: ImageDataset, where: str) -> None:
+        """What can be checked without the clean originals: image shape, labels in range, no constant images."""
+        self._check_shape(clean, where)
         if len(self) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= clean.num_classes):
             raise UserError(f"{where} has labels outside [0, {clean.num_classes})")
         flat = self.images.flatten(1)

@@ -4,6 +4,7 @@ from the generator given; no per-image Python loops (one masked pass per operati
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -256,10 +257,17 @@ def kornia_trivial_augment(x: torch.Tensor, generator) -> torch.Tensor:
     the whole batch, each image taking it with p 0.5 at a magnitude of its own, kornia's op definitions (additive
     brightness, multiplicative contrast). kornia draws from torch's global generator: it is seeded here from
     `generator` inside a forked RNG state, so a seed gives the same batch and the caller's global state is untouched."""
-    from kornia.augmentation.auto import TrivialAugment  # imported here: only UEraser needs kornia
-
     seed = int(rand((1,), generator, x.device).mul(2**31 - 1).floor())
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return TrivialAugment()(x)
+        return _kornia_trivial_augment()(x)
+
+
+@functools.cache
+def _kornia_trivial_augment():
+    """One kornia TrivialAugment for the process: it holds no state of its own (its draws come from torch's
+    generator), and building it costs about as much as running it on a batch of 128 CIFAR images."""
+    from kornia.augmentation.auto import TrivialAugment  # imported here: only UEraser needs kornia
+
+    return TrivialAugment()

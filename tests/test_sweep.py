@@ -81,7 +81,7 @@ def test_the_reference_remeasured_equals_what_the_bench_recorded_and_the_sweep_r
     assert summary["reference"] == "fast-eps0.05-r1-n16"
     assert summary["reference_max_abs_diff_from_recorded"] == 0.0  # same weights, data, seed and thread count
     ref = summary["settings"]["fast-eps0.05-r1-n16"]["origins"]["running"]
-    assert ref["tau_vs_reference"] in (1.0, None) and ref["max_abs_ud_change"] == 0.0
+    assert ref["tau_vs_reference"] in (1.0, None) and ref["max_abs_ud_change_vs_reference"] == 0.0
     small = summary["settings"]["fast-eps0.01-r1-n16"]["origins"]["eval"]
     assert set(small["ud_by_attack"]) <= {"ops", "lsp"}
     # a smaller ball reaches smaller rises and drops: nearly every cell's SAL at eps 0.01 is at most its SAL at eps 0.05
@@ -113,6 +113,33 @@ def test_the_reference_remeasured_equals_what_the_bench_recorded_and_the_sweep_r
     assert (small_bench / "sweep.md").read_text().startswith("# SAL sweep")
 
 
+def test_a_second_pass_is_seeded_afresh_and_read_against_the_first(small_bench):
+    assert [s.label for s in grid(Setting("fast", 0.05, 3, 16), eps=[0.1], repeats=2)] == [
+        "fast-eps0.05-r3-n16",
+        "fast-eps0.1-r3-n16",
+        "fast-eps0.05-r3-n16-pass2",
+        "fast-eps0.1-r3-n16-pass2",
+    ]
+    with pytest.raises(UserError):
+        grid(Setting("fast", 0.05, 3, 16), repeats=0)
+    summary = run_sweep(small_bench, repeats=2, log=None)
+    first, second = (
+        summary["settings"][k]["origins"]["eval"] for k in ("fast-eps0.05-r1-n16", "fast-eps0.05-r1-n16-pass2")
+    )
+    assert first["sal_ratio_vs_reference"] == pytest.approx(1.0) and "layer_rho_vs_first_pass" not in first
+    # pass 2 draws another 16-image subset: its SAL differs from pass 1's, and its agreement is read against pass 1
+    clean = next((small_bench / "runs").glob("clean-*")).name
+    a, b = (
+        json.loads((small_bench / SWEEP_DIR / label / f"{clean}.json").read_text())["epochs"]
+        for label in ("fast-eps0.05-r1-n16", "fast-eps0.05-r1-n16-pass2")
+    )
+    assert any(a[e]["sal_eval"][k] != b[e]["sal_eval"][k] for e in a for k in a[e]["sal_eval"])
+    assert -1 <= second["layer_rho_min_vs_first_pass"] <= second["layer_rho_vs_first_pass"] <= 1
+    assert second["layer_rho_vs_first_pass"] == second["layer_rho_vs_reference"]  # the reference is its first pass
+    assert second["sal_ratio_vs_first_pass"] > 0 and "max_abs_ud_change_vs_first_pass" in second
+    assert "rho vs pass 1" in (small_bench / "sweep.md").read_text()
+
+
 def test_beta_from_the_same_bench_leaves_ud_where_it_was(small_bench):
     summary = run_sweep(small_bench, beta_from=[small_bench], log=None)
     t = summary["beta_transfer"][0]
@@ -133,6 +160,8 @@ def test_sweep_bad_input_is_one_line(small_bench, tmp_path, capsys):
         ([str(small_bench), "--rounds", "0"], "rounds"),
         ([str(small_bench), "--rounds", "2.5"], "--rounds"),
         ([str(small_bench), "--modes", "quick"], "mode"),
+        ([str(small_bench), "--repeats", "0"], "repeats"),
+        ([str(small_bench), "--repeats", "x"], "--repeats"),
         ([str(tmp_path / "nothing")], "no bench"),
         ([str(no_weights)], "kept no weights"),
     ]

@@ -26,7 +26,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,16 +43,20 @@ from .records import SUMMARY, kept_weights, load_weights, read_metrics
 
 SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
 FAITHFUL_ROUNDS = 10  # the paper's
+PASS_SEED_STRIDE = 1_000_003  # pass k draws its probe with the run's seed + k * stride: apart from every run's seed
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One SAL setting of the sweep. `subset`: fast mode's probe images (None: the bench's)."""
+    """One SAL setting of the sweep. `subset`: fast mode's probe images (None: the bench's). `repeat`: 0 for the
+    first pass; k > 0 measures the same setting again with the probe's draws seeded afresh (faithful: another data
+    order and augmentation; fast: another subset), so a setting's agreement with itself can be measured."""
 
     mode: str
     eps: float
     rounds: int
     subset: int | None = None
+    repeat: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,11 +73,18 @@ class Setting:
             isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1
         ):
             raise UserError(f"fast SAL subset must be a whole number >= 1, got {self.subset}")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
+            raise UserError(f"a setting's repeat must be a whole number >= 0, got {self.repeat}")
 
     @property
     def label(self) -> str:
         size = f"-n{self.subset}" if self.mode == "fast" and self.subset is not None else ""
-        return f"{self.mode}-eps{self.eps:g}-r{self.rounds}{size}"
+        again = f"-pass{self.repeat + 1}" if self.repeat else ""
+        return f"{self.mode}-eps{self.eps:g}-r{self.rounds}{size}{again}"
+
+    @property
+    def first_pass(self) -> Setting:
+        return replace(self, repeat=0)
 
 
 def reference_setting(sal: dict[str, Any]) -> Setting:
@@ -91,10 +102,17 @@ def default_rounds(mode: str) -> int:
 
 
 def grid(
-    reference: Setting, eps: Sequence[float] = (), rounds: Sequence[int] = (), modes: Sequence[str] = ()
+    reference: Setting,
+    eps: Sequence[float] = (),
+    rounds: Sequence[int] = (),
+    modes: Sequence[str] = (),
+    repeats: int = 1,
 ) -> list[Setting]:
     """One axis at a time around the reference, for each mode (the reference first). In the other mode the
-    reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays."""
+    reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays. `repeats` N
+    measures every setting N times (passes 2..N seeded afresh, listed after all first passes)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise UserError(f"repeats must be a whole number >= 1, got {repeats}")
     out = [reference]
     for mode in modes or (reference.mode,):
         base_rounds = reference.rounds if mode == reference.mode else default_rounds(mode)
@@ -106,7 +124,7 @@ def grid(
             *(Setting(mode, reference.eps, int(r), subset) for r in rounds),
         ]
         out += [c for i, c in enumerate(candidates) if c not in out and c not in candidates[:i]]
-    return out
+    return out + [replace(s, repeat=k) for k in range(1, repeats) for s in out]
 
 
 # ---- measuring ------------------------------------------------------------------------------------------------
@@ -136,8 +154,6 @@ def measure_run(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
-    from dataclasses import replace
-
     from .bench import SALSettings, sal_probe_for
     from .trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
 
@@ -183,7 +199,7 @@ def measure_run(
             dev,
             contextlib.nullcontext,
             history[epoch],
-            tc.seed,
+            tc.seed + setting.repeat * PASS_SEED_STRIDE,
             recipe.batch_size,
             defense,
         )
@@ -204,6 +220,7 @@ def run_sweep(
     eps: Sequence[float] = (),
     rounds: Sequence[int] = (),
     modes: Sequence[str] = (),
+    repeats: int = 1,
     beta_from: Sequence[str | Path] = (),
     data_dir: str | None = None,
     device: str = "auto",
@@ -215,8 +232,9 @@ def run_sweep(
     saved, plan = read_bench(bench_dir)
     sal = saved["config"]["sal"]
     reference = reference_setting(sal)
-    settings = list(settings) if settings is not None else grid(reference, eps, rounds, modes)
+    settings = list(settings) if settings is not None else grid(reference, eps, rounds, modes, repeats)
     settings = [reference, *(s for s in settings if s != reference)]  # the summary compares with settings[0]
+    settings += [s.first_pass for s in settings if s.first_pass not in settings]  # a repeat is read against it
     foreign = [_foreign_betas(Path(b)) for b in beta_from]  # unreadable benches fail before any measuring
     runs = finished_runs(bench_dir, plan.runs)
     if not any(r.attack == CLEAN for r in runs):
@@ -325,16 +343,16 @@ def summarise(
             uds, ref_uds = _uds(m, groups), _uds(ref, groups)
             means, ref_means = _attack_means(uds, runs), _attack_means(ref_uds, runs)
             common = sorted(set(means) & set(ref_means))
-            diffs = [abs(uds[k] - ref_uds[k]) for k in uds if uds[k] is not None and ref_uds.get(k) is not None]
-            rhos = [spearman_rho(list(m[r][i]), list(ref[r][i])) for r in m for i in range(min(len(m[r]), len(ref[r])))]
-            rhos = [x for x in rhos if x is not None]
-            entry["origins"][origin] = {
+            o = {
                 "ud": uds,
                 "ud_by_attack": means,
                 "tau_vs_reference": kendall_tau([means[a] for a in common], [ref_means[a] for a in common]),
-                "max_abs_ud_change": max(diffs) if diffs else None,
-                "layer_rho_vs_reference": float(np.mean(rhos)) if rhos else None,
+                **_agreement(m, ref, uds, ref_uds, "reference"),
             }
+            if s.repeat:  # the same setting's first pass: how far does the setting agree with itself?
+                first = matrices[(s.first_pass.label, origin)]
+                o.update(_agreement(m, first, uds, _uds(first, groups), "first_pass"))
+            entry["origins"][origin] = o
         table["settings"][s.label] = entry
     # the reference measured again against what the bench recorded: is the remeasurement exact?
     gaps = []
@@ -346,6 +364,23 @@ def summarise(
     table["reference_max_abs_diff_from_recorded"] = max(gaps) if gaps else None
     table["beta_transfer"] = _beta_transfer(runs, groups, matrices, reference, foreign)
     return table
+
+
+def _agreement(m, ref, uds, ref_uds, against: str) -> dict[str, float | None]:
+    """How two measurements of the same snapshots agree: the largest |UD difference| of a poisoned run, and the
+    per-snapshot Spearman rho of the layers' SAL (mean and worst), and the mean ratio of their SAL cells (a level
+    bias: above 1, `m` reads higher than `ref`)."""
+    diffs = [abs(uds[k] - ref_uds[k]) for k in uds if uds[k] is not None and ref_uds.get(k) is not None]
+    rhos = [spearman_rho(list(m[r][i]), list(ref[r][i])) for r in m for i in range(min(len(m[r]), len(ref[r])))]
+    rhos = [x for x in rhos if x is not None]
+    pairs = [(a, b) for r in m for i in range(min(len(m[r]), len(ref[r]))) for a, b in zip(m[r][i], ref[r][i])]
+    ratio = [a / b for a, b in pairs if b > 0]
+    return {
+        f"max_abs_ud_change_vs_{against}": max(diffs) if diffs else None,
+        f"layer_rho_vs_{against}": float(np.mean(rhos)) if rhos else None,
+        f"layer_rho_min_vs_{against}": float(np.min(rhos)) if rhos else None,
+        f"sal_ratio_vs_{against}": float(np.mean(ratio)) if ratio else None,
+    }
 
 
 def _foreign_betas(bench: Path) -> dict[str, Any]:
@@ -413,15 +448,19 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
             "",
             "| setting | seconds | "
             + " | ".join(f"UD {a}" for a in attacks)
-            + " | tau vs ref | max abs dUD | layer rho |",
-            "|---|---|" + "---|" * len(attacks) + "---|---|---|",
+            + " | tau vs ref | max abs dUD | layer rho (min) | SAL / ref | rho vs pass 1 (min) | max abs dUD vs pass 1 |",
+            "|---|---|" + "---|" * len(attacks) + "---|---|---|---|---|---|",
         ]
         for label, s in settings.items():
             o = s["origins"][origin]
             lines.append(
                 f"| {label} | {s['seconds']:.0f} | "
                 + " | ".join(_fmt(o["ud_by_attack"].get(a)) for a in attacks)
-                + f" | {_fmt(o['tau_vs_reference'])} | {_fmt(o['max_abs_ud_change'])} | {_fmt(o['layer_rho_vs_reference'])} |"
+                + f" | {_fmt(o['tau_vs_reference'])} | {_fmt(o['max_abs_ud_change_vs_reference'])}"
+                + f" | {_fmt(o['layer_rho_vs_reference'])} ({_fmt(o['layer_rho_min_vs_reference'])})"
+                + f" | {_fmt(o['sal_ratio_vs_reference'])}"
+                + f" | {_fmt(o.get('layer_rho_vs_first_pass'))} ({_fmt(o.get('layer_rho_min_vs_first_pass'))})"
+                + f" | {_fmt(o.get('max_abs_ud_change_vs_first_pass'))} |"
             )
         lines.append("")
     for t in summary["beta_transfer"]:

@@ -23,6 +23,14 @@ def register(sub) -> None:
     p.add_argument("--rounds", default="", metavar="R,R,...", help="search rounds to try, e.g. 5,10,20")
     p.add_argument("--modes", default="", metavar="M,M", help="fast and/or faithful (default: the bench's own mode)")
     p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every setting N times, passes 2..N with the probe's draws seeded afresh: how well does a "
+        "setting agree with itself (e.g. two faithful passes against fast)? default 1",
+    )
+    p.add_argument(
         "--beta-from",
         action="append",
         default=[],
@@ -49,6 +57,7 @@ def sweep_cmd(args) -> int:
         eps=eps,
         rounds=rounds,
         modes=modes,
+        repeats=args.repeats,
         beta_from=args.beta_from,
         data_dir=args.data_dir,
         device=args.device,

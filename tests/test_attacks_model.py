@@ -345,16 +345,18 @@ def test_sep_spreads_its_checkpoints_as_the_public_code():
 
 
 def test_sep_moves_a_checkpoint_towards_the_opposite_class():
-    # 512 images so that the run's last model is a real classifier (measured 47.3% train accuracy at one thread,
-    # 33.8% at two); 5 steps of 2/255 at 8/255 then put 15.0% (26.6%) of the images in class (y + 5) mod 10,
-    # against 2.7% of the clean images
+    # 512 images so that the run's last model is a classifier (27-47% train accuracy, by machine and thread count).
+    # 5 steps of 2/255 at 8/255 must lower the loss they descend, the cross-entropy towards (y + 5) mod 10, and put
+    # more images in that class. Measured: loss 2.98 -> 2.58 and 5.3% -> 10.7% of the images (AMD avx512-bf16, one
+    # thread); 4.36 -> 2.87 and 2.9% -> 21.9% (two threads); 2.7% -> 15.0% on an AMX machine (one thread)
     scenes512 = load("scenes", None, "train", n_train=512, n_test=32)
     params = {**SEP_TINY, "clean_epochs": 6, "clean_lr": 0.05, "models": 1, "iterations": 5, "eps": EPS}
     poison = craft("sep", scenes512, seed=0, progress=False, **params)
     assert baked_delta(poison, scenes512).abs().max() <= 8
     extra = poison.meta.extra
-    assert extra["ensemble_epochs"] == [6] and extra["checkpoint_clean_train_acc"][0] > 25
-    assert extra["checkpoint_target_acc"][0] > extra["checkpoint_clean_target_acc"][0] + 8
+    assert extra["ensemble_epochs"] == [6] and extra["checkpoint_clean_train_acc"][0] > 20
+    assert extra["checkpoint_target_loss"][0] < extra["checkpoint_clean_target_loss"][0] - 0.2
+    assert extra["checkpoint_target_acc"][0] > extra["checkpoint_clean_target_acc"][0] + 3
 
 
 def test_sep_deterministic_budget_and_ensemble(scenes):

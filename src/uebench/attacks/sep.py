@@ -117,15 +117,18 @@ class SEP(crafting.ModelAttack):
                 bar.update(1)
         if bar:
             bar.close()
-        hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute, delta=delta)[1] for m in snapshots]
+        hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute, delta=delta) for m in snapshots]
         clean = [crafting.evaluate(m, x, y, c.pgd_batch, compute)[1] for m in snapshots]
-        clean_hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute)[1] for m in snapshots]
+        clean_hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute) for m in snapshots]
         extra = {
             "ensemble_epochs": sorted(e + 1 for e in keep),
-            # per checkpoint: accuracy on the clean images, and how often it puts a poisoned image in the target
+            # per checkpoint: accuracy on the clean images, how often it puts a clean and a poisoned image in the
+            # target class, and its cross-entropy towards the target on both (the loss the attack descends)
             "checkpoint_clean_train_acc": [round(a, 3) for a in clean],
-            "checkpoint_clean_target_acc": [round(a, 3) for a in clean_hits],
-            "checkpoint_target_acc": [round(a, 3) for a in hits],
+            "checkpoint_clean_target_acc": [round(a, 3) for _, a in clean_hits],
+            "checkpoint_target_acc": [round(a, 3) for _, a in hits],
+            "checkpoint_clean_target_loss": [round(loss, 4) for loss, _ in clean_hits],
+            "checkpoint_target_loss": [round(loss, 4) for loss, _ in hits],
         }
         return Perturbation(crafting.to_cpu(delta), compute.epochs, extra)
 

@@ -11,7 +11,9 @@ import torch
 from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks import _crafting as crafting
 from uebench.attacks.cp import nt_xent
+from uebench.cli import main
 from uebench.data import load
+from uebench.errors import UserError
 
 TINY = {"width": 0.125, "rounds": 1, "train_steps": 2, "steps": 2, "step": 2 / 255, "batch_size": 32, "pgd_batch": 32}
 
@@ -56,3 +58,11 @@ def test_budget_bytes_and_no_labels(scenes):
     relabelled = type(scenes)(scenes.name, scenes.split, scenes.images, scenes.labels.roll(7), scenes.classes)
     assert torch.equal(craft("cp", relabelled, seed=0, progress=False, **TINY).images, p.images)  # labels unused
     assert {"final_contrastive_loss", "clean_contrastive_loss"} <= set(p.meta.extra)
+
+
+def test_one_image_has_no_negatives_and_is_refused(scenes, tmp_path, capsys):
+    with pytest.raises(UserError, match="at least 2 images"):
+        craft("cp", scenes.subset(torch.arange(1)), seed=0, progress=False, **TINY)
+    code = main(["craft", "--attack", "cp", "--dataset", "scenes", "--subset", "1", "--out", str(tmp_path / "p.st")])
+    err = capsys.readouterr().err
+    assert code == 2 and "at least 2 images" in err and len(err.strip().splitlines()) == 1

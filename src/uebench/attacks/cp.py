@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import ImageDataset
+from ..errors import UserError
 from ..models import create_model
 from ..progress import progress_bar
 from ..seeds import seeded
@@ -89,6 +90,11 @@ class CP(crafting.ModelAttack):
         crafting.positive(self.name, step=c.step, lr=c.lr, temperature=c.temperature)
         crafting.at_least(self.name, 1, steps=c.steps, rounds=c.rounds, train_steps=c.train_steps, proj_dim=c.proj_dim)
         crafting.at_least(self.name, 2, batch_size=c.batch_size)
+
+    def validate(self, ds: ImageDataset) -> None:
+        super().validate(ds)
+        if len(ds) < 2:  # NT-Xent contrasts an image's views with the batch's other images: one image has none
+            raise UserError(f"cp: a contrastive encoder needs at least 2 images, got {len(ds)}")
 
     def encoder(self, ds: ImageDataset, seed: int, device: torch.device) -> torch.nn.Module:
         c = self.config

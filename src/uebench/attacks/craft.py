@@ -37,11 +37,11 @@ def craft(
     cls = ATTACKS.get(name)
     check_seed(seed)
     attack = cls(make_config(cls, preset, **params), objective=objective)
-    attack.validate(dataset)
     if subset_seed is not None:
         check_seed(subset_seed)
     pick = seed if subset_seed is None else subset_seed
     target = dataset if subset is None else seeded_subset(dataset, subset, seed=pick)
+    attack.validate(target)  # what is crafted: a subset can be too small for a method the whole split suits
     t0 = time.perf_counter()
     with seeded(seed):  # an attack that draws from torch's global generator draws from the seed
         pert = attack.perturb(target, seed=seed, progress=progress)

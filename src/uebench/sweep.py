@@ -371,12 +371,9 @@ def _agreement(m, ref, uds, ref_uds, against: str) -> dict[str, float | None]:
     per-snapshot Spearman rho of the layers' SAL (mean and worst), and the ratio of their mean SAL (a level bias:
     above 1, `m` reads higher than `ref`; a ratio of means, so that cells near 0 do not dominate it)."""
     diffs = [abs(uds[k] - ref_uds[k]) for k in uds if uds[k] is not None and ref_uds.get(k) is not None]
-    rhos = [spearman_rho(list(m[r][i]), list(ref[r][i])) for r in m for i in range(min(len(m[r]), len(ref[r])))]
-    rhos = [x for x in rhos if x is not None]
-    pairs = np.array(
-        [(a, b) for r in m for i in range(min(len(m[r]), len(ref[r]))) for a, b in zip(m[r][i], ref[r][i])]
-    ).reshape(-1, 2)
-    level = pairs.sum(axis=0)
+    snapshots = [(m[r][i], ref[r][i]) for r in m for i in range(min(len(m[r]), len(ref[r])))]  # (layers, layers)
+    rhos = [x for a, b in snapshots if (x := spearman_rho(list(a), list(b))) is not None]
+    level = np.array([(np.sum(a), np.sum(b)) for a, b in snapshots]).reshape(-1, 2).sum(axis=0)
     return {
         f"max_abs_ud_change_vs_{against}": max(diffs) if diffs else None,
         f"layer_rho_vs_{against}": float(np.mean(rhos)) if rhos else None,

@@ -591,3 +591,89 @@ def test_sal_probe_refuses_non_finite_settings():
     ):
         with pytest.raises(UserError):
             SALConfig(**kw)
+
+
+def memorised_tiny(steps: int = 150) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A model that memorised 32 un-augmented images (random labels): the `cpu` preset's EM run in miniature."""
+    torch.manual_seed(0)
+    model = TinyResNet()
+    images, _ = toy_images(32, seed=2, side=12)
+    labels = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(images.float() / 255), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), images, labels
+
+
+def test_fast_probes_what_faithful_probes_on_a_run_trained_without_augmentation():
+    # the probe data is augmented as the run trained: here not at all. Fast's fixed subset used to be cropped and
+    # flipped whatever the recipe ("once"), so a memorised model read as highly learnable on crops it never saw
+    model, images, labels = memorised_tiny()  # training loss 1.6e-5
+    data = ProbeData(images, labels, batch_size=8, augment="none")
+    sal = dict(origin="eval", lr=0.01)  # a step that keeps the search inside the memorised basin
+    faithful = np.mean(model_sal(model, data, **sal).values())
+    fast = np.mean(model_sal(model, data, mode="fast", fast=FastSALConfig(subset=16), **sal).values())
+    old = np.mean(model_sal(model, data, mode="fast", fast=FastSALConfig(subset=16, augment="once"), **sal).values())
+    assert faithful < 1e-3 and abs(fast - faithful) < 1e-3  # the same level (1e-7 and 0 here)
+    assert old > 0.5  # what the bench recorded before: the loss of crops it never saw (4.3 here)
+
+
+def test_a_fixed_subset_takes_the_datas_own_augmentation():
+    images, labels = toy_images(16, side=12)
+    plain = ProbeData(images, labels, augment="none").subset(16, seed=0, augment_once=True)
+    assert torch.equal(plain.inputs, ProbeData.prepare(images))  # no augmentation where the run had none
+    cropped = ProbeData(images, labels, augment="crop_flip").subset(16, seed=0, augment_once=True)
+    assert not torch.equal(cropped.inputs, ProbeData.prepare(images))
+    forced = ProbeData(images, labels, augment="none").subset(16, seed=0, augment_once=True, augment="crop_flip")
+    assert torch.equal(forced.inputs, cropped.inputs)  # the old "once": crop+flip whatever the data's own
+    assert ProbeData(images, labels, augment=True).augment == "crop_flip"  # the old boolean spelling
+    with pytest.raises(UserError, match="unknown probe augmentation"):
+        ProbeData(images, labels, augment="jitter")
+
+
+def test_faithful_with_the_frozen_prefix_computed_once_equals_the_plain_search():
+    # the reference: the public code's loop, the whole model run for every pass and for each copy's evaluation
+    from uebench.metrics.sal import _faithful_layer
+    from uebench.metrics.sal_common import (
+        SALResult,
+        cross_entropy,
+        forward_with,
+        layer_seed,
+        project_to_ball,
+        weight_key,
+    )
+
+    def plain(model, name, data, loss0, eps, rounds, lr, gen):
+        w0 = dict(model.named_parameters())[weight_key(name)].detach()
+        copies = {+1.0: w0.clone(), -1.0: w0.clone()}
+        lo, hi = math.inf, -math.inf
+        for _ in range(rounds):
+            for sign in (+1.0, -1.0):
+                w = copies[sign].requires_grad_(True)
+                for x, y in data.passes(gen):
+                    g = torch.autograd.grad(sign * cross_entropy(forward_with(model, name, w, x), y), w)[0]
+                    with torch.no_grad():
+                        w.sub_(g, alpha=lr)
+                copies[sign] = project_to_ball(w.detach(), w0, eps)
+            tot, n = {+1.0: 0.0, -1.0: 0.0}, 0
+            with torch.no_grad():
+                for x, y in data.passes(gen):
+                    for sign in tot:
+                        tot[sign] += float(cross_entropy(forward_with(model, name, copies[sign], x), y)) * len(y)
+                    n += len(y)
+            lo, hi = min(lo, tot[+1.0] / n), max(hi, tot[-1.0] / n)
+        return SALResult.from_search(name, loss0, hi, lo, rounds)
+
+    model = create_model("resnet18", width=0.125).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images, labels = toy_images(32, side=32)
+    data = ProbeData(images, labels, batch_size=16, augment="crop_flip")
+    for name in ("conv1", "layer2.0.shortcut.0", "layer4.1.conv2", "linear"):
+        args = (model, name, data, 1.1, 0.05, 2, 0.1)
+        a = _faithful_layer(*args, torch.Generator().manual_seed(layer_seed(0, name)), cross_entropy)
+        b = plain(*args, torch.Generator().manual_seed(layer_seed(0, name)))
+        assert abs(a.eval_max - b.eval_max) <= 1e-6 and abs(a.eval_min - b.eval_min) <= 1e-6

@@ -71,9 +71,9 @@ def test_ud_skips_epochs_without_sal(tmp_path, capsys):
     [
         ("mismatched", "SAL layers do not match"),
         ("empty", "has no finished epochs"),
-        ("no_sal", "has no SAL records (train it with --sal)"),
+        ("no_sal", "has no SAL records (no epoch was probed)"),
         ("missing", "is not a run folder"),
-        ("modes", "not comparable"),
+        ("modes", "SAL mode (faithful vs fast); --force compares them anyway"),
         ("flat_clean", "#LP = 0"),
     ],
 )
@@ -158,9 +158,50 @@ def test_train_with_sal_then_ud(tmp_path, capsys):
         and rec["sal_origin"] == "running"
     )
     assert rec["sal_settings"]["subset"] == 8 and all(np.isfinite(list(rec["sal"].values())))
-    code, out, err = run_cli(
-        ["ud", "--clean", tmp_path / "run", "--poisoned", tmp_path / "run", "--out", tmp_path / "ud"], capsys
-    )
+    ud = ["ud", "--clean", tmp_path / "run", "--poisoned", tmp_path / "run", "--out", tmp_path / "ud"]
+    code, out, err = run_cli(ud, capsys)  # one epoch on 32 images: the clean run is at chance, no baseline
+    assert code == 2 and "is not clearly above chance" in err and not (tmp_path / "ud.json").exists()
+    code, out, err = run_cli([*ud, "--force"], capsys)
     assert code == 0, err
+    assert "compared with --force although" in out and "not clearly above chance" in out
     rows = json.loads((tmp_path / "ud.json").read_text())["rows"]
     assert rows[1]["ud"] == pytest.approx(1.0)
+
+
+def _run_with_settings(path, sal_rows, width=0.125, dataset="cifar10", acc=60.0):
+    """A run folder with the config and manifest the comparability check reads (10 classes, 1,000 test images)."""
+    write_run(path, sal_rows, accs=[acc] * len(sal_rows))
+    (path / "config.json").write_text(json.dumps({"dataset": dataset, "model": "resnet18", "width": width}))
+    manifest = {"precision": "fp32", "train_set": {"num_classes": 10}, "test_set": {"size": 1000}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_ud_refuses_runs_measured_unlike_the_clean_run_and_force_names_the_differences(tmp_path, capsys):
+    rows = [[1, 1, 0, 0], [0, 1, 1, 0]]
+    clean = _run_with_settings(tmp_path / "clean", rows, width=1.0, dataset="scenes")
+    other = _run_with_settings(tmp_path / "other", rows)
+    args = ["ud", "--clean", clean, "--poisoned", other, "--out", tmp_path / "t"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and "\n" not in err
+    assert "dataset (scenes vs cifar10)" in err and "width (1.0 vs 0.125)" in err and "--force" in err
+    assert not (tmp_path / "t.json").exists()
+    code, out, err = run_cli([*args, "--force"], capsys)
+    assert code == 0, err
+    assert "compared with --force although" in out and "width (1.0 vs 0.125)" in out
+    assert json.loads((tmp_path / "t.json").read_text())["forced"]
+
+
+def test_ud_shows_a_poison_the_model_ignored_as_not_learned(tmp_path, capsys):
+    rows = [[1, 1, 0, 0], [0, 1, 1, 0]]
+    clean = _run_with_settings(tmp_path / "clean", rows)
+    ignored = _run_with_settings(tmp_path / "rem", [[0, 0, 0, 0], [0, 0, 0, 0]])  # UD 0: "the most unlearnable"
+    (ignored / "summary.json").write_text(
+        json.dumps({"final_shortcut_acc": 2.5, "final_clean_train_acc": 47.0, "final_shortcut_n": 512})
+    )
+    code, out, err = run_cli(["ud", "--clean", clean, "--poisoned", ignored, "--out", tmp_path / "t"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith(str(ignored)))
+    assert "no" in line.split() and "not learned: no UD" in line and "0.000" not in line
+    row = json.loads((tmp_path / "t.json").read_text())["rows"][1]
+    assert row["learned"] == "no" and row["ud"] == 0.0  # the number stays in the file, beside its verdict

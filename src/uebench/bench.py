@@ -60,9 +60,9 @@ ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Tabl
 SALSettings = SALConfig
 
 
-def sal_probe_for(sal: SALConfig, crop_flip: bool, keep_weights: bool = False) -> SALProbe:
+def sal_probe_for(sal: SALConfig, augment: str, keep_weights: bool = False) -> SALProbe:
     """The probe of a bench run: the bench's SAL settings, the data augmented as the run's recipe trains."""
-    return SALProbe(sal, crop_flip=crop_flip, keep_weights=keep_weights)
+    return SALProbe(sal, augment=augment, keep_weights=keep_weights)
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,7 @@ def validate(config: BenchConfig) -> None:
             create_defense(name, **config.defense_params.get(name, {}))
     if not isinstance(config.sal, SALConfig):
         raise UserError(f"the bench's SAL settings must be a SALConfig, got {type(config.sal).__name__}")
+    config.sal.check_schedule(config.resolved_recipe().epochs)
 
 
 def validate_on(config: BenchConfig, train_set) -> None:
@@ -682,7 +683,7 @@ def _train_one(
     folder = out / run.dir
     # what `uebench train` would train on: the poison (or its poisoned fraction) on the full split, then the subset
     train_set = training_set(replace(tc, poison=str(out / run.poison) if run.poison else None), data.train)
-    probes = [sal_probe_for(config.sal, tc.resolved_recipe().augment == "crop_flip", config.keep_weights)]
+    probes = [sal_probe_for(config.sal, tc.resolved_recipe().augment, config.keep_weights)]
     if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
         clean = training_set(replace(tc, poison=None, poison_fraction=None), data.train)
         probes += shortcut_probes(train_set, clean, seed=run.seed)

@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .bench_folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
 from .errors import UserError
 from .io import atomic_write_json, atomic_write_text, read_json
 from .lock import FolderLock
+from .metrics.ranking import kendall_tau, spearman_rho  # noqa: F401  (sweep's public names)
 from .metrics.sal import MODES, ORIGINS
 from .metrics.threshold import learnable_threshold
 from .metrics.ud import sal_matrix, ud_if_defined
@@ -144,22 +145,24 @@ class _Loaded:
         return self.cache[key]
 
 
-def measure_run(
+def snapshots(
     bench_dir: Path,
     run: RunSpec,
     setting: Setting,
     sal: dict[str, Any],
     loaded: _Loaded,
     device: str = "auto",
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
+    epochs: Sequence[int] | None = None,
+) -> Iterator[tuple[int, Callable[[], dict[str, Any]]]]:
+    """Each kept snapshot of one run (or those of `epochs`) as (epoch, measure): `measure()` loads the snapshot's
+    weights and returns its SAL record under `setting`, with the run's own probe data and seed. Nothing is measured
+    until it is called, so a caller can skip the snapshots it has cached."""
     from .bench import SALSettings, sal_probe_for
     from .trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
 
     folder = bench_dir / run.dir
-    epochs = kept_weights(folder)
-    if not epochs:
+    kept = kept_weights(folder)
+    if not kept:
         raise UserError(
             f"{folder} kept no weights; run the bench with --keep-weights (into a new folder, or with "
             "--overwrite: cached runs are not trained again)"
@@ -184,12 +187,9 @@ def measure_run(
         every=1,
         subset=setting.subset or bench_sal.subset,
     )
-    probe = sal_probe_for(changed, recipe.augment == "crop_flip")
-    out: dict[str, Any] = {}
-    start = time.perf_counter()
-    for epoch in epochs:
-        if epoch not in history:
-            raise UserError(f"{folder} kept weights for epoch {epoch} but has no record of it")
+    probe = sal_probe_for(changed, recipe.augment)
+
+    def measure(epoch: int) -> dict[str, Any]:
         model.load_state_dict(load_weights(folder, epoch))  # copied into the placed model's own tensors
         ctx = EpochContext(
             epoch,
@@ -203,7 +203,28 @@ def measure_run(
             recipe.batch_size,
             defense,
         )
-        out[str(epoch)] = probe(ctx)
+        return probe(ctx)
+
+    for epoch in kept if epochs is None else epochs:
+        if epoch not in history or epoch not in kept:
+            raise UserError(f"{folder} kept no weights or no record for epoch {epoch}")
+        yield epoch, lambda epoch=epoch: measure(epoch)
+
+
+def measure_run(
+    bench_dir: Path,
+    run: RunSpec,
+    setting: Setting,
+    sal: dict[str, Any],
+    loaded: _Loaded,
+    device: str = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """SAL of one run's kept weights under one setting: {"epochs": {epoch: SAL record}, "seconds": ...}."""
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    for epoch, measure in snapshots(bench_dir, run, setting, sal, loaded, device):
+        out[str(epoch)] = measure()
         if progress:
             progress(f"{run.dir} epoch {epoch}")
     return {"setting": asdict(setting), "run": run.dir, "epochs": out, "seconds": time.perf_counter() - start}
@@ -263,23 +284,6 @@ def run_sweep(
 # ---- summarising ----------------------------------------------------------------------------------------------
 def _records(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"epoch": int(e), **rec} for e, rec in sorted(result["epochs"].items(), key=lambda kv: int(kv[0]))]
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Kendall's tau-b of two rankings; None with fewer than 2 items or a constant side."""
-    from scipy.stats import kendalltau
-
-    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return float(kendalltau(a, b).statistic)
-
-
-def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return float(spearmanr(a, b).statistic)
 
 
 def _groups(runs: Sequence[RunSpec]) -> dict[tuple[str, int], tuple[RunSpec, list[RunSpec]]]:

@@ -328,7 +328,31 @@ def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     train_set = poison.apply(clean) if poison is not None else clean
     if config.train_subset is not None:
         train_set = seeded_subset(train_set, config.train_subset, seed=config.subset_rng_seed)
+    if poison is not None and poison.paired:
+        share = poison_coverage(poison, len(clean), train_set.indices, config)
+        train_set = train_set.with_images(train_set.images, poison_fraction=share)
     return train_set
+
+
+def poison_coverage(poison: Poison, split_size: int, trained_indices: torch.Tensor, config: TrainConfig) -> float:
+    """The share of the trained images that carry the poison. Without --poison-fraction every trained image must
+    carry it (99%: a release may miss a few); a poison crafted on another subset, or on a subset and trained on the
+    whole split, protects a few images by accident and reads as "the attack does not work", so it is refused in one
+    line. --poison-fraction asks for partial poisoning on purpose: then at least one trained image must carry it."""
+    covered = torch.zeros(split_size, dtype=torch.bool)
+    covered[poison.indices] = True
+    trained = covered[trained_indices]
+    n, hit = len(trained), int(trained.sum())
+    share = hit / max(n, 1)
+    if config.poison_fraction is None and share < 0.99:
+        raise UserError(
+            f"the poison covers {100 * share:.1f}% of the {n} training images ({hit}), not all of them: train on the "
+            f"images it was crafted on (the --subset and --subset-seed of its craft; it holds {len(poison)} of the "
+            f"split's {split_size}), or pass --poison-fraction 1 to train this partly poisoned set on purpose"
+        )
+    if hit == 0:
+        raise UserError(f"the poison covers none of the {n} training images: it was crafted on other images")
+    return share
 
 
 def load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -551,7 +575,7 @@ def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device
         "peak_test_acc": accs[peak],
         "peak_epoch": peak + 1,
         "final_train_acc": history[-1]["train_acc"],
-        **{f"final_{k}": history[-1][k] for k in SHORTCUT_KEYS if k in history[-1]},
+        **{f"final_{k}": history[-1][k] for k in (*SHORTCUT_KEYS, "shortcut_n") if k in history[-1]},
         "final_train_loss": history[-1]["train_loss"],
         "train_seconds": sum(h["train_seconds"] for h in history),
         "precision": precision,

@@ -89,7 +89,11 @@ def register(sub) -> None:
     )
     p.add_argument("--sal-mode", default=None, help="fast | faithful (default: the preset's)")
     p.add_argument(
-        "--sal-every", type=int, default=None, metavar="K", help="probe SAL every K epochs (default: the preset's)"
+        "--sal-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="probe SAL at epochs K, 2K, ... (default: the preset's); a K above the epochs, which probes none, is refused",
     )
     p.add_argument("--sal-rounds", type=int, default=None, help="SAL search rounds (default: the preset's)")
     p.add_argument(
@@ -114,6 +118,12 @@ def register(sub) -> None:
 
     r = sub.add_parser("report", help="rebuild a bench's report (tables, figures, report.html) from its folder alone")
     r.add_argument("dir", metavar="DIR", help="a bench folder (uebench bench --out DIR)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="compare runs that differ from their clean run in data, model, recipe, precision or SAL settings "
+        "(refused otherwise); the page then names what differed",
+    )
     r.set_defaults(func=report_cmd)
 
 
@@ -252,6 +262,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 def report_cmd(args) -> int:
     from ..report.bench_report import write_bench_report
 
-    paths = write_bench_report(args.dir)
+    paths = write_bench_report(args.dir, force=args.force)
     print(f"{len(paths)} files written to {args.dir}: " + ", ".join(p.name for p in paths))
     return 0

@@ -81,7 +81,13 @@ def register(sub) -> None:
     s.add_argument(
         "--sal-mode", default="faithful", help="faithful (the public code's procedure) | fast (subset, cached prefix)"
     )
-    s.add_argument("--sal-every", type=int, default=1, metavar="K", help="probe every K epochs (default 1)")
+    s.add_argument(
+        "--sal-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="probe epochs K, 2K, ... (default 1); a K above the run's epochs, which probes none, is refused",
+    )
     s.add_argument(
         "--sal-origin", default="running", help="L0: running (the epoch's training loss, as the public code) | eval"
     )
@@ -113,7 +119,7 @@ def sal_probes(args) -> list:
                 raise UserError(f"unknown layer '{name}' for --sal-layers; valid: {', '.join(valid)}")
     from ..recipes import RECIPES
 
-    augment = RECIPES.get(args.recipe).augment == "crop_flip"  # probe with the transforms the model trains with
+    augment = RECIPES.get(args.recipe).augment  # probe with the transforms the model trains with
     return [
         SALProbe(
             SALConfig(
@@ -126,7 +132,7 @@ def sal_probes(args) -> list:
                 subset=args.sal_subset,
             ),
             layers=layers,
-            crop_flip=augment,
+            augment=augment,
         )
     ]
 
@@ -195,6 +201,8 @@ def run(args) -> int:
 
         raise UserError("--defense-option given without --defense")
     probes = sal_probes(args)
+    for p in probes:  # a schedule that probes no epoch is refused before any work
+        p.config.check_schedule(config.resolved_recipe().epochs)
     train_set = test_set = None
     if config.poison:  # is the model reading the poison, or the content? the shortcut probe says, every epoch
         check_config(config)  # refused before the data is read, as train() would

@@ -38,6 +38,7 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
 from ..metrics import learnable_count, learnable_threshold, ud_if_defined
+from ..metrics.verdict import RULE, poison_learned
 from ..poison import Poison
 from ..recipes import RECIPES
 from ..records import RunFolder, safe_label
@@ -46,7 +47,9 @@ from ..trainer import check_run_numbers, resolve_device, resolve_precision
 from ..workspace import Workspace
 from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
-from .training import Settings, TaskData, build_net, fit, summarize, task_data, trivial_scores
+from .training import Settings, TaskData, build_net, class_shortcut, fit, summarize, task_data, trivial_scores
+
+LABEL_TASK = "class"  # the task whose labels the class-wise attacks were crafted against
 
 DEFAULT_ATTACKS = ("em", "ops", "ar")
 DEFAULT_TASKS = ("class", "segment", "depth", "edges")
@@ -380,11 +383,21 @@ def run_one(
     }
     run = RunFolder(path, run_config, resume=True)
     if run.finished():
-        return run.load_checkpoint()["history"]
-    run.start({"train_size": len(train), "test_size": len(splits.test_data), "sources": splits.train_data.sources})
-    net = build_net(tasks, {t.name: splits.channels[t.name] for t in tasks}, settings, splits.full.shape[0])
-    history = fit(net, train, splits.test_data, tasks, settings, run=run, progress=progress, desc=f"{version}/{model}")
-    run.finish(summarize(history, tasks))
+        history = run.load_checkpoint()["history"]
+        summary = run.summary()
+    else:
+        run.start({"train_size": len(train), "test_size": len(splits.test_data), "sources": splits.train_data.sources})
+        net = build_net(tasks, {t.name: splits.channels[t.name] for t in tasks}, settings, splits.full.shape[0])
+        history = fit(
+            net, train, splits.test_data, tasks, settings, run=run, progress=progress, desc=f"{version}/{model}"
+        )
+        summary = summarize(history, tasks)
+        label = next((t for t in tasks if t.name == LABEL_TASK), None)
+        if version != "clean" and label is not None:  # was the poison learned at all? (metrics.verdict)
+            summary["shortcut"] = class_shortcut(net, label, train, splits.train_data, torch.device(settings.device))
+        run.finish(summary)
+    if summary.get("shortcut"):  # the last record carries it to the results
+        history = [*history[:-1], {**history[-1], "shortcut": summary["shortcut"]}]
     return history
 
 
@@ -432,7 +445,16 @@ def assemble(
         }
         clean_h = history_of("clean", t.name)
         clean_final = clean_h[-1]["test"][t.name][t.metric]
-        clean_sal = sal_matrix(clean_h, t.name)
+        # a clean model no better than the trivial predictor learned nothing a poison could take away: no drop, no
+        # retained margin, no beta or UD for that task
+        learned = t.beats_trivial(clean_final, row["trivial"], len(splits.test))
+        row["clean_learned"] = learned
+        if not learned:
+            row["note"] = (
+                f"the clean model ({clean_final:.4g}) does not beat the trivial predictor ({row['trivial']:.4g}) by a "
+                "margin: no drop, retained margin or UD"
+            )
+        clean_sal = sal_matrix(clean_h, t.name) if learned else None
         beta = learnable_threshold(clean_sal[0]) if clean_sal is not None else None
         for v in versions:
             h = history_of(v, t.name)
@@ -440,7 +462,7 @@ def assemble(
             vals = [r["test"][t.name][t.metric] for r in h]
             best = max(vals) if t.higher_is_better else min(vals)
             cell: dict[str, Any] = {"final": final, "best": best, "all": h[-1]["test"][t.name], "curve": vals}
-            if v != "clean":
+            if v != "clean" and learned:
                 cell["drop"] = finite(t.drop(clean_final, final))
                 cell["retained"] = finite(t.retained(clean_final, final, row["trivial"]))
             m = sal_matrix(h, t.name)
@@ -451,6 +473,15 @@ def assemble(
             row["versions"][v] = cell
         row["beta"] = beta
         per_task[t.name] = row
+
+    verdicts: dict[str, str] = {}  # was each poison learned? the class head's shortcut probe (metrics.verdict)
+    for v in versions:
+        if v == "clean":
+            continue
+        sc = history_of(v, LABEL_TASK)[-1].get("shortcut") if LABEL_TASK in [t.name for t in tasks] else None
+        verdicts[v] = poison_learned(
+            sc and sc["shortcut_acc"], sc and sc["clean_train_acc"], splits.full.num_classes, sc and sc["shortcut_n"]
+        )
 
     similarity: dict[str, Any] = {}
     for v in versions:
@@ -493,6 +524,8 @@ def assemble(
             for k, p in poisons.items()
         },
         "per_task": per_task,
+        "learned": verdicts,
+        "learned_rule": RULE + " (read on the class head; unknown without a class task)",
         "sal_similarity": similarity,
         "sal_layers": layers,
         "sal_mode": config.sal_mode if config.sal else None,
@@ -513,12 +546,19 @@ def markdown_table(results: dict[str, Any]) -> str:
         for v in versions:
             c = row["versions"][v]
             if v == "clean":
-                cells.append(f"{c['final']:.4g}")
+                cells.append(f"{c['final']:.4g}" + ("" if row.get("clean_learned", True) else " (not learned)"))
             else:
                 drop = "-" if c.get("drop") is None else f"{100 * c['drop']:+.0f}%"
                 ud = "" if c.get("ud") is None else f", UD {c['ud']:.2f}"
                 cells.append(f"{c['final']:.4g} ({drop}{ud})")
         lines.append("| " + " | ".join(cells) + " |")
+    learned = results.get("learned", {})
+    if learned:
+        lines.append(
+            "| learned (class shortcut probe) | | | - | "
+            + " | ".join(learned.get(v, "unknown") for v in versions if v != "clean")
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -63,6 +63,17 @@ class Task:
             return float("nan")
         return (clean - poisoned) / abs(clean) if self.higher_is_better else (poisoned - clean) / abs(clean)
 
+    def beats_trivial(self, clean: float, trivial: float, n_test: int) -> bool:
+        """Did the clean model learn this task? Its metric must beat the trivial predictor's by a margin: for an
+        accuracy (percent), 3 binomial standard errors of the trivial accuracy over the n_test images; otherwise 2%
+        of the trivial value. Only then is a poison's drop (or the margin it leaves) a statement about the poison."""
+        if not (math.isfinite(clean) and math.isfinite(trivial)) or not self.better(clean, trivial):
+            return False
+        if self.metric == "accuracy":
+            p = min(max(trivial / 100, 1e-6), 1 - 1e-6)
+            return clean - trivial > 300 * math.sqrt(p * (1 - p) / max(n_test, 1))
+        return abs(clean - trivial) > 0.02 * abs(trivial)
+
     def retained(self, clean: float, poisoned: float, trivial: float) -> float:
         """How much of the clean model's margin over the trivial predictor survives the poison (1 = all of it,
         0 = no better than the trivial predictor, < 0 = worse than it)."""

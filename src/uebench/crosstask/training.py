@@ -210,6 +210,34 @@ def evaluate(net, data: TaskData, tasks: Sequence[Task], device, batch: int = 25
     return {t.name: t.score(preds[t.name], data.targets[t.name]) for t in tasks}
 
 
+def class_shortcut(
+    net: MultiTaskNet, task: Task, poisoned: TaskData, clean: TaskData, device, size: int = 512, seed: int = 0
+) -> dict[str, float] | None:
+    """The shortcut probe (uebench.metrics.shortcut) on a label task's head: accuracy, against the poisoned image's
+    label, of its perturbation moved onto a clean image of another class, and accuracy on the clean originals
+    (percent). None where the poison changed no image of two classes."""
+    from ..metrics.shortcut import other_class_partners, transplant
+
+    labels = clean.targets[task.name]
+    changed = torch.nonzero((poisoned.images != clean.images).flatten(1).any(1)).flatten()
+    g = torch.Generator().manual_seed(seed)
+    pick = changed[torch.randperm(len(changed), generator=g)[:size]].sort().values
+    partner = other_class_partners(labels[pick])
+    pick, partner = pick[partner >= 0], pick[partner[partner >= 0]]
+    if len(pick) == 0:
+        return None
+    moved = transplant(poisoned.images[pick], clean.images[pick], clean.images[partner])
+    probe = clean.subset(pick)
+    on_moved = predict(net, probe.with_images(moved), [task], device)[task.name]
+    on_clean = predict(net, probe, [task], device)[task.name]
+    y = labels[pick]
+    return {
+        "shortcut_acc": 100.0 * float((on_moved == y).float().mean()),
+        "clean_train_acc": 100.0 * float((on_clean == y).float().mean()),
+        "shortcut_n": len(pick),
+    }
+
+
 def trivial_scores(train: TaskData, test: TaskData, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
     """The scores of each task's best constant predictor (fitted on the training targets)."""
     return {

@@ -4,8 +4,12 @@ The faithful procedure (sal.py) costs, per layer, 10 rounds x (2 training passes
 models) over the whole augmented training set: about 600 epoch-equivalents per training epoch for ResNet-18.
 This mode changes four things, each a pure saving or a first-order equivalent:
 
-1. A fixed probe subset (default 1,024 images, seeded, the same every epoch), augmented once with a fixed draw
-   (`augment="once"`, so its loss level matches the faithful probe's augmented data) or not at all.
+1. A fixed probe subset (default 1,024 images, seeded, the same every epoch), augmented once with a fixed draw of
+   the run's own augmentation (`augment="recipe"`: crop+flip where the recipe trains with it, nothing where it
+   trains without, as the faithful probe reads the data), or not at all (`"none"`). `"once"` draws crop+flip
+   whatever the recipe: uebench 0.1.0's fast SAL, which on a run trained without augmentation measured the loss
+   landscape of crops the model never saw (30-700x faithful's level on a memorised `cpu`-preset run); kept only
+   to reproduce old numbers.
 2. The frozen prefix is computed once. In eval mode BatchNorm is a fixed affine map, so everything that does
    not depend on the probed weight is a pure function of the (fixed) inputs: the model is traced with torch.fx,
    split at the probed layer into a prefix (cached: the probed layer's input and every other tensor the rest of
@@ -58,12 +62,13 @@ from .sal_common import (
     weight_key,
 )
 
-AUGMENT = ("once", "none")
+AUGMENT = ("recipe", "none", "once")
 
 
 @dataclass(frozen=True)
 class FastSALConfig:
-    """Options of the fast mode. `subset`: probe images; `augment`: "once" (one fixed crop+flip draw) or "none";
+    """Options of the fast mode. `subset`: probe images; `augment`: "recipe" (one fixed draw of the run's own
+    augmentation), "none", or "once" (one fixed crop+flip draw whatever the run trained with: the old default);
     `rounds`: projected-gradient rounds per branch; `step_scale`: the lr multiplier per round, None = the number
     of SGD steps one faithful pass over the full training set makes (source size // batch size); `tol`: stop a
     branch when a projected step moves the weights by less than tol x the ball radius; `chunk`: samples per
@@ -72,7 +77,7 @@ class FastSALConfig:
     losses at W0's loss over the whole probe set."""
 
     subset: int = 1024
-    augment: str = "once"
+    augment: str = "recipe"
     rounds: int = 5
     step_scale: float | None = None
     tol: float = 1e-3
@@ -315,7 +320,12 @@ def fast_model_sal(
     fixed = (
         data
         if not (data.shuffle or data.augment) and len(data) <= config.subset
-        else data.subset(config.subset, seed, augment_once=config.augment == "once")
+        else data.subset(
+            config.subset,
+            seed,
+            augment_once=config.augment != "none",
+            augment="crop_flip" if config.augment == "once" else None,
+        )
     )
     x, y = fixed.prepare(fixed.inputs), fixed.targets
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())

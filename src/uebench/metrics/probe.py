@@ -29,7 +29,7 @@ from .sal_config import SALConfig
 
 @dataclass
 class SALProbe:
-    """Faithful: the whole training set, augmented afresh every pass (`crop_flip`: as the recipe trained), a new
+    """Faithful: the whole training set, augmented afresh every pass (`augment`: as the recipe trained), a new
     random stream every epoch. Fast: a fixed subset of the training set (the same images every epoch; see
     fast_sal.py). L0 defaults to the epoch's running training loss (origin "running", as the public code).
     SAL always runs in fp32, whatever the trainer's autocast: it measures loss differences of ~1e-3.
@@ -40,7 +40,9 @@ class SALProbe:
     config: SALConfig = field(default_factory=lambda: SALConfig(mode="faithful"))
     layers: tuple[str, ...] | None = None
     batch_size: int | None = None  # None: the run's training batch, as the public code probes with its training loader
-    crop_flip: bool = True  # as the training recipe: the public code probes with its training loader's transforms
+    # the training recipe's augmentation (uebench.data.augment.AUGMENTATIONS): the public code probes with its training
+    # loader's transforms, and fast mode's fixed subset takes one draw of the same (none where the run has none)
+    augment: str = "crop_flip"
     defense_in_probe: bool = True  # the public code's probe data carries its loader's per-batch defense (cutout)
     mixed_origin: str = "eval"  # after mixup/cutmix epochs: "eval" (the public code's fall-back) | "running"
     keep_weights: bool = False  # save the probed model in the run folder (weights/epoch-NNNN.safetensors)
@@ -75,7 +77,7 @@ class SALProbe:
         batch = self.batch_size or ctx.batch_size
         transform = self.probe_transform(ctx.defense)
         data = ProbeData.from_dataset(
-            ctx.train_set, ctx.device, augment=self.crop_flip, batch_size=batch, transform=transform
+            ctx.train_set, ctx.device, augment=self.augment, batch_size=batch, transform=transform
         )
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else epoch_stream(ctx.seed, ctx.epoch)

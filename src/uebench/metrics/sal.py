@@ -31,9 +31,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from ..errors import UserError
-from .fast_sal import FastSALConfig, fast_model_sal
+from .fast_sal import FastSALConfig, Split, cached_split, fast_model_sal
 from .sal_common import (  # noqa: F401  (re-exported: the names SAL's callers have always imported from here)
     MODES,
     ORIGINS,
@@ -192,24 +193,49 @@ def _faithful_model_sal(
 def _faithful_layer(model, name, data: ProbeData, loss0, eps, rounds, lr, gen, loss_fn) -> SALResult:
     w0 = dict(model.named_parameters())[weight_key(name)].detach()
     copies = {+1.0: w0.clone(), -1.0: w0.clone()}  # +1 descends the loss, -1 ascends it
+    forward = _layer_forward(model, name)
     eval_min, eval_max = math.inf, -math.inf
     for _ in range(rounds):
         for sign in (+1.0, -1.0):  # the public code: min pass + projection, then max pass + projection
             w = copies[sign].requires_grad_(True)
             for x, y in data.passes(gen):
-                loss = loss_fn(forward_with(model, name, w, x), y)
+                loss = loss_fn(forward(w, forward.frozen(x)), y)
                 g = torch.autograd.grad(sign * loss, w, allow_unused=True)[0] if loss.requires_grad else None
                 if g is not None:  # None: the layer does not reach the loss
                     with torch.no_grad():
                         w.sub_(g, alpha=lr)
             copies[sign] = project_to_ball(w.detach(), w0, eps)
         totals, n = {+1.0: 0.0, -1.0: 0.0}, 0
-        with torch.no_grad():  # evaluation pass: both copies on the same batches
+        with torch.no_grad():  # evaluation pass: both copies on the same batches, the frozen part computed once
             for x, y in data.passes(gen):
+                frozen = forward.frozen(x)
                 for sign in totals:
-                    totals[sign] += float(loss_fn(forward_with(model, name, copies[sign], x), y)) * len(y)
+                    totals[sign] += float(loss_fn(forward(copies[sign], frozen), y)) * len(y)
                 n += len(y)
         low, high = totals[+1.0] / n, totals[-1.0] / n
         # a NaN loss never wins min/max with the running value first: ignored, as in the public code
         eval_min, eval_max = min(eval_min, low), max(eval_max, high)
     return SALResult.from_search(name, loss0, eval_max, eval_min, rounds)
+
+
+class _layer_forward:
+    """The model's output as a function of one layer's weight, in two parts: `frozen(x)`, what does not depend on
+    the weight (the traced model's prefix up to the layer, computed once per batch, without autograd), and
+    `self(w, frozen)`, the rest. The same operations in the same order as the whole model: the same numbers.
+    A model torch.fx cannot split at the layer runs whole."""
+
+    def __init__(self, model: nn.Module, name: str):
+        self.model, self.name, self.key = model, name, weight_key(name)
+        split = cached_split(model, name) if name else None
+        self.split = split if isinstance(split, Split) else None
+
+    def frozen(self, x: torch.Tensor):
+        if self.split is None:
+            return (x,)
+        with torch.no_grad():
+            return tuple(self.split.prefix(x))
+
+    def __call__(self, w: torch.Tensor, frozen) -> torch.Tensor:
+        if self.split is None:
+            return forward_with(self.model, self.name, w, frozen[0])
+        return functional_call(self.split.suffix, {self.key: w}, frozen)

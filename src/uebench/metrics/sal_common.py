@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..data.augment import crop_flip, to_float
+from ..data.augment import AUGMENTATIONS, to_float
 from ..errors import UserError
 from ..seeds import layer_stream
 
@@ -139,7 +139,9 @@ def layer_seed(seed: int, layer: str) -> int:
 class ProbeData:
     """The data SAL passes over: inputs (uint8 images or float tensors), targets, and how a pass is drawn.
 
-    `augment`: fresh random crop (pad 4) + flip on every pass, as the public code's training loader does.
+    `augment`: the training recipe's augmentation (a name in uebench.data.augment.AUGMENTATIONS: crop_flip, crop,
+    flip_jitter, none), drawn afresh on every pass, as the public code's training loader does; True and False are
+    the old spellings of "crop_flip" and "none".
     `transform`: (x, y, generator) -> x after the crop/flip, drawn afresh on every pass: a per-batch defense that
     the public code's loader applies (cutout), so its probe data carries it too.
     `source_size`: the size of the training set this was drawn from (a fixed subset remembers the full size:
@@ -149,7 +151,7 @@ class ProbeData:
     inputs: torch.Tensor
     targets: torch.Tensor
     batch_size: int = 256
-    augment: bool = False
+    augment: str = "none"
     shuffle: bool = True
     drop_last: bool = True
     source_size: int | None = None
@@ -162,6 +164,10 @@ class ProbeData:
             raise UserError("probe data is empty")
         if self.batch_size < 1:
             raise UserError(f"SAL batch size must be >= 1, got {self.batch_size}")
+        if isinstance(self.augment, bool):
+            self.augment = "crop_flip" if self.augment else "none"
+        if self.augment not in AUGMENTATIONS:
+            raise UserError(f"unknown probe augmentation '{self.augment}'; valid: {', '.join(AUGMENTATIONS)}")
         if self.source_size is None:
             self.source_size = len(self.inputs)
 
@@ -170,9 +176,15 @@ class ProbeData:
 
     @classmethod
     def from_dataset(
-        cls, ds, device: torch.device | str = "cpu", *, augment: bool = True, batch_size: int = 256, transform=None
+        cls,
+        ds,
+        device: torch.device | str = "cpu",
+        *,
+        augment: str | bool = True,
+        batch_size: int = 256,
+        transform=None,
     ) -> "ProbeData":
-        """The faithful probe data: the whole training set, augmented afresh on every pass."""
+        """The faithful probe data: the whole training set, augmented afresh on every pass as the run trained."""
         return cls(
             ds.images.to(device), ds.labels.to(device), batch_size=batch_size, augment=augment, transform=transform
         )
@@ -183,15 +195,17 @@ class ProbeData:
             return data
         if isinstance(data, (tuple, list)) and len(data) == 2:
             x, y = data
-            return cls(x.to(device), y.to(device), batch_size=batch_size, augment=False)
+            return cls(x.to(device), y.to(device), batch_size=batch_size, augment="none")
         if hasattr(data, "images") and hasattr(data, "labels"):
             return cls.from_dataset(data, device, batch_size=batch_size)
         raise UserError(
             f"SAL data must be an ImageDataset, a ProbeData or an (inputs, targets) pair, got {type(data).__name__}"
         )
 
-    def subset(self, n: int, seed: int, *, augment_once: bool) -> "ProbeData":
-        """A fixed subset of n samples (seeded, sorted indices), optionally augmented once with a fixed draw.
+    def subset(self, n: int, seed: int, *, augment_once: bool, augment: str | None = None) -> "ProbeData":
+        """A fixed subset of n samples (seeded, sorted indices), optionally augmented once with a fixed draw of this
+        data's own augmentation (or `augment`, another name) and per-batch transform: none where the data has none,
+        so the subset is what the run trained on.
 
         Fixed inputs make every pass the same function of W, so the frozen prefix can be cached."""
         g = torch.Generator().manual_seed(seed)
@@ -199,12 +213,18 @@ class ProbeData:
         idx = torch.randperm(len(self), generator=g)[:n].sort().values.to(self.inputs.device)
         x, y = self.prepare(self.inputs[idx]), self.targets[idx]
         if augment_once and x.ndim == 4:
-            x = _contiguous_like(crop_flip(x, g))
-            if self.transform is not None:
-                x = _contiguous_like(self.transform(x, y, g))
+            x = self._augmented(x, y, g, self.augment if augment is None else augment)
         return ProbeData(
-            x, y, self.batch_size, augment=False, shuffle=False, drop_last=False, source_size=self.source_size
+            x, y, self.batch_size, augment="none", shuffle=False, drop_last=False, source_size=self.source_size
         )
+
+    def _augmented(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, augment: str | None = None):
+        fn = AUGMENTATIONS[self.augment if augment is None else augment]
+        if fn is not None:
+            x = _contiguous_like(fn(x, generator))
+        if self.transform is not None:
+            x = _contiguous_like(self.transform(x, y, generator))
+        return x
 
     @staticmethod
     def prepare(x: torch.Tensor) -> torch.Tensor:
@@ -220,9 +240,9 @@ class ProbeData:
         for i in range(0, stop, self.batch_size):
             idx = order[i : i + self.batch_size]
             x, y = self.prepare(self.inputs[idx]), self.targets[idx]
-            if self.augment and x.ndim == 4:
-                x = _contiguous_like(crop_flip(x, generator))
-            if self.transform is not None:
+            if x.ndim == 4:
+                x = self._augmented(x, y, generator)
+            elif self.transform is not None:
                 x = _contiguous_like(self.transform(x, y, generator))
             yield x, y
 

@@ -2,7 +2,7 @@
 bench.json read back), then carried unchanged to the estimator (`measure`).
 
     sal = SALConfig(mode="fast", every=2, rounds=3, subset=256)
-    probe = SALProbe(sal, crop_flip=True)        # per-epoch, in a training run
+    probe = SALProbe(sal, augment="crop_flip")   # per-epoch, in a training run (augment: the recipe's)
     result = sal.measure(model, probe_data, running_loss=0.81, seed=0)
 
 `rounds` None means the mode's own default: 10 in faithful mode (the public code), the fast config's 5 in fast mode.
@@ -29,7 +29,7 @@ class SALConfig:
     rounds: int | None = None  # None: 10 (faithful) or 5 (fast)
     lr: float = 0.1
     subset: int = 1024  # fast mode: probe images
-    augment: str = "once"  # fast mode: once | none
+    augment: str = "recipe"  # fast mode: recipe (as the run trained) | none | once (crop+flip always: 0.1.0's)
     crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
     anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
 
@@ -48,6 +48,15 @@ class SALConfig:
             self.rounds is not None and not _whole(self.rounds, 1)
         ):
             raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0 (got {self.eps}, {self.rounds}, {self.lr})")
+
+    def check_schedule(self, epochs: int) -> None:
+        """Refuse (before any work) a schedule whose epochs hold no SAL epoch: #LP and UD would have nothing to
+        count. SAL is probed at epochs every, 2 * every, ... <= epochs."""
+        if self.every > epochs:
+            raise UserError(
+                f"SAL is probed every {self.every} epochs but the run trains {epochs}: no epoch would be probed, so no "
+                f"#LP or UD; give --sal-every {epochs} or less, or more epochs"
+            )
 
     @property
     def fast(self) -> FastSALConfig:

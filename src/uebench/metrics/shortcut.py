@@ -56,7 +56,8 @@ class ShortcutProbe:
     def __call__(self, ctx) -> dict[str, Any]:
         _, shortcut = ctx.evaluate(self.transplanted, self.batch_size)
         _, content = ctx.evaluate(self.originals, self.batch_size)
-        return dict(zip(SHORTCUT_KEYS, (shortcut, content)))
+        # the probe's size sets how far from chance its accuracies must be to mean anything (metrics.verdict)
+        return {**dict(zip(SHORTCUT_KEYS, (shortcut, content))), "shortcut_n": len(self.originals)}
 
 
 def shortcut_probes(poisoned: ImageDataset, clean: ImageDataset, size: int = 512, seed: int = 0) -> list[ShortcutProbe]:

@@ -106,7 +106,7 @@ def sal_matrix(
     `layers` order (default: the first record's order)."""
     rows = [r for r in records if isinstance(r.get(key), dict) and r[key]]
     if not rows:
-        hint = "train it with --sal" if key == "sal" else f"no {key} records: probed before both origins were recorded"
+        hint = "no epoch was probed" if key == "sal" else f"no {key} records: probed before both origins were recorded"
         raise UserError(f"{where} has no SAL records ({hint})")
     names = list(layers) if layers is not None else list(rows[0][key])
     for r in rows:

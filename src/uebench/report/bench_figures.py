@@ -307,7 +307,9 @@ def matrix_figure(results: BenchResults, path: Path) -> Path:
 # ---- UD with its interval, both origins ------------------------------------------------------------------------------
 def ud_figure(results: BenchResults, path: Path) -> Path | None:
     """UD per attack (first seed), one panel per defense: bars with the bootstrap interval (running origin) and a
-    marker for the eval origin; the line at 1 is the clean run. None when no run has a UD."""
+    marker for the eval origin; the line at 1 is the clean run. Only poisons the model learned get a bar (hatched:
+    partly, or of unknown status); one it did not learn keeps its place on the axis, labelled, with no bar: its UD is
+    no result. None when no run has a UD."""
     config = results.config
     seed0, defenses = config["seeds"][0], list(config["defenses"])
     groups = {
@@ -327,19 +329,45 @@ def ud_figure(results: BenchResults, path: Path) -> Path | None:
     )
     for ax, (d, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
-        ud = np.array([r.ud for r in rows])
-        lo = np.array([r.ud if r.ud_ci_low is None else r.ud_ci_low for r in rows])
-        hi = np.array([r.ud if r.ud_ci_high is None else r.ud_ci_high for r in rows])
-        ax.bar(x, ud, color=[RUN_COLORS.get(r.attack, "#777777") for r in rows], alpha=0.8, label="UD (running origin)")
-        ax.errorbar(
-            x, ud, yerr=[ud - lo, hi - ud], fmt="none", ecolor="black", capsize=3, lw=1, label="90% bootstrap interval"
+        shown = np.array([r.ranked or r.learned == "unknown" for r in rows])
+        ud = np.array([r.ud if s else 0.0 for r, s in zip(rows, shown)])
+        lo = np.array([r.ud if r.ud_ci_low is None or not s else r.ud_ci_low for r, s in zip(rows, shown)])
+        hi = np.array([r.ud if r.ud_ci_high is None or not s else r.ud_ci_high for r, s in zip(rows, shown)])
+        lo, hi = np.where(shown, lo, 0.0), np.where(shown, hi, 0.0)
+        bars = ax.bar(
+            x[shown],
+            ud[shown],
+            color=[RUN_COLORS.get(r.attack, "#777777") for r, s in zip(rows, shown) if s],
+            alpha=0.8,
+            label="UD (running origin)",
         )
-        ev = [(i, r.ud_eval) for i, r in enumerate(rows) if r.ud_eval is not None]
+        for bar, r in zip(bars, [r for r, s in zip(rows, shown) if s]):
+            if r.learned != "yes":
+                bar.set_hatch("//")
+        if shown.any():
+            ax.errorbar(
+                x[shown],
+                ud[shown],
+                yerr=[(ud - lo)[shown], (hi - ud)[shown]],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                lw=1,
+                label="90% bootstrap interval",
+            )
+        ev = [(i, r.ud_eval) for i, r in enumerate(rows) if r.ud_eval is not None and shown[i]]
         if ev:
             ax.plot(*zip(*ev), "kD", ms=4, label="UD (eval origin)")
+        for i in np.flatnonzero(~shown):
+            ax.text(i, 0.05, "not learned", rotation=90, ha="center", va="bottom", fontsize=7, color="#666666")
         ax.axhline(1.0, color="#444444", lw=0.8, ls="--")
         ax.set_xticks(x)
-        ax.set_xticklabels([_name(r.attack) for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(
+            [_name(r.attack) + ("" if r.learned in (None, "yes") else f" ({r.learned})") for r in rows],
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_title("standard training" if d == "none" else f"defense {d}", fontsize=9)
         ax.set_ylabel("UD (1 = the clean run)", fontsize=8)
     axes[0][-1].legend(fontsize=7, loc="upper right")
@@ -375,29 +403,44 @@ def write_figures(results: BenchResults, out: Path) -> list[Figure]:
         rows = [r for r in results.rows if r.defense == d and r.seed == seed0 and r.epochs_done > 0]
         clean = next((r for r in rows if r.attack == "clean"), None)
         b = betas.get((d, seed0))
-        panels = []
-        layers = None
-        for r in rows:
-            try:
-                run = load_run_sal(out / r.run, layers=layers)
-            except Exception:  # an unfinished run may have no SAL yet; the page lists it as unfinished
-                continue
-            layers = layers or run.layers
-            panels.append((r.attack, run, b.beta if b else None))
         sfx = _suffix(d, defenses)
         where = "standard training" if d == "none" else f"defense {d}"
-        if panels:
+        panels: list[tuple[str, Any, float | None]] = []
+        # both origins: the same search, L0 the epoch's running loss or W0's eval loss; where the two maps differ
+        # by whole columns, the per-epoch offset between the two L0s decides #LP, not the layers
+        for origin, beta, tag, name in (
+            (None, b.beta if b else None, "", "the runs' own origin"),
+            ("eval", clean.beta_eval if clean else None, "-eval", "the eval origin"),
+        ):
+            shown = []
+            layers = None
+            for r in rows:
+                try:
+                    run = load_run_sal(out / r.run, layers=layers, origin=origin)
+                except Exception:  # an unfinished run may have no SAL yet; the page lists it as unfinished
+                    continue
+                layers = layers or run.layers
+                label = (
+                    r.attack
+                    if r.learned in (None, "yes")
+                    else f"{r.attack} ({'not learned' if r.learned == 'no' else r.learned})"
+                )
+                shown.append((label, run, beta))
+            if origin is None:
+                panels = shown
+            if not shown:
+                continue
             p = sal_heatmaps(
-                panels,
-                f"SAL per layer and epoch, {where}, seed {seed0}"
-                + (f" (dots: SAL > beta = {b.beta:.3g})" if b else ""),
-                out / f"sal-heatmaps{sfx}.png",
+                shown,
+                f"SAL per layer and epoch, {where}, seed {seed0}, {name}"
+                + (f" (dots: SAL > beta = {beta:.3g})" if beta is not None else ""),
+                out / f"sal-heatmaps{tag}{sfx}.png",
             )
             figs.append(
                 Figure(
                     p,
-                    f"SAL of every probed layer (rows, first layer on top) per epoch (columns), {where}; one shared "
-                    "log colour scale; dots mark the cells above beta that #LP counts (the paper's Figure 4).",
+                    f"SAL of every probed layer (rows, first layer on top) per epoch (columns), {where}, {name}; one "
+                    "shared log colour scale; dots mark the cells above beta that #LP counts (the paper's Figure 4).",
                     "sal",
                 )
             )

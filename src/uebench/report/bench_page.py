@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
 from . import html as page
-from .tables import SHORTCUT_NOTE, matrix, setting_line, table1
+from .tables import SHORTCUT_NOTE, matrix, setting_line, table1, verdict_lines
 
 if TYPE_CHECKING:
     from .results import BenchResults
@@ -61,6 +61,7 @@ def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
         "peak acc % (epoch)",
         "shortcut %",
         "clean-train %",
+        "learned",
         "#LP",
         "UD",
         "UD 90% interval",
@@ -84,6 +85,7 @@ def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
                 _round(r.final_test_acc, 2),
                 peak,
                 *(_round(getattr(r, k), 1) for k in SHORTCUT_KEYS),
+                r.learned or "-",
                 _round(r.lp, 3),
                 _round(r.ud, 3),
                 None if r.ud_ci_low is None else f"{r.ud_ci_low:.2f} - {r.ud_ci_high:.2f}",
@@ -120,14 +122,25 @@ def write_page(results: BenchResults, figures: list, path: str | Path) -> Path:
     intro = page.paragraph(
         f"Preset <b>{page.escape(c['preset'])}</b>: {page.escape(setting_line(results))}. "
         "acc = final test accuracy (%); #LP = number of (epoch, layer) cells whose SAL exceeds the learnable threshold "
-        f"beta, per epoch; UD = #LP / #LP(clean), lower = more unlearnable (the paper's Table 1). {ref} "
+        f"beta, per epoch; UD = #LP / #LP(clean) (the paper's Table 1; the paper reads a lower UD as more "
+        "unlearnable, and the paragraph above says whether this bench's numbers bear that reading out). "
+        "<i>learned</i> says whether the model picked the poison up at all (the shortcut probe); a poison it did not "
+        f"learn has no #LP or UD in the tables and no bar in the figures. {ref} "
         "UD is read with the origin the runs were probed with (the public code's: L0 = the epoch's running training "
         "loss); <i>UD (eval origin)</i> reads the same search with L0 = the loss of the final weights on the probe "
         "data, as the paper's formula says. Their gap, <i>L0 offset</i> = L0(eval) - L0(running), is the same for "
         "every layer of an epoch: where it is large, running-origin #LP compares that offset with beta more than it "
         "compares layers. The UD interval resamples the probed epochs (bootstrap, 1,000 replicates)."
     )
-    body = [f"<h1>uebench bench: how unlearnable is {page.escape(c['dataset'])} under these attacks?</h1>", intro]
+    verdict = page.section(
+        "What this bench says",
+        "<ul>" + "".join(f"<li>{page.escape(line)}</li>" for line in verdict_lines(results)) + "</ul>",
+    )
+    body = [
+        f"<h1>uebench bench: how unlearnable is {page.escape(c['dataset'])} under these attacks?</h1>",
+        verdict,
+        intro,
+    ]
     if c.get("description"):
         body.append(page.paragraph(page.escape(c["description"]), cls="note"))
     body.append(page.section("Table 1: accuracy, #LP and UD", page.table(*table1(results))))
@@ -139,6 +152,8 @@ def write_page(results: BenchResults, figures: list, path: str | Path) -> Path:
                 + page.table(*matrix(results, "final_test_acc"))
                 + page.paragraph("Peak test accuracy (%):")
                 + page.table(*matrix(results, "peak_test_acc"))
+                + page.paragraph("Was the poison learned?")
+                + page.table(*matrix(results, "learned"))
                 + page.paragraph("UD (reference: the clean run under the same defense):")
                 + page.table(*matrix(results, "ud"))
                 + figs("matrix"),

@@ -39,18 +39,19 @@ def written_figures(out: Path) -> set[str]:
     }
 
 
-def write_bench_report(out: str | Path) -> list[Path]:
-    """Write results.json, results.csv (results-mean.csv with several seeds), table.md, the figures and report.html."""
+def write_bench_report(out: str | Path, force: bool = False) -> list[Path]:
+    """Write results.json, results.csv (results-mean.csv with several seeds), table.md, the figures and report.html.
+    `force`: put runs side by side that were measured unlike their clean run (noted on the page; refused otherwise)."""
     from . import bench_figures, bench_page, tables
 
     out = Path(out)
     # not while a bench writes there (re-entrant: the bench itself calls this under its lock); a bench holds it briefly
     with FolderLock(out, wait=120):
-        return _write_report(out, bench_figures, bench_page, tables)
+        return _write_report(out, bench_figures, bench_page, tables, force)
 
 
-def _write_report(out: Path, bench_figures, bench_page, tables) -> list[Path]:
-    results = collect(out)
+def _write_report(out: Path, bench_figures, bench_page, tables, force: bool = False) -> list[Path]:
+    results = collect(out, force=force)
     paths = [out / RESULTS_JSON]
     atomic_write_json(out / RESULTS_JSON, results.to_json())
     paths.append(tables.write_csv([r.to_dict() for r in results.rows], out / RESULTS_CSV, tables.RUN_COLUMNS))

@@ -106,7 +106,7 @@ def _cell(c: dict[str, Any], clean: bool) -> str:
 
 
 def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
-    from .html import figure, page, paragraph, section, table
+    from .html import escape, figure, page, paragraph, section, table
 
     cfg = results["config"]
     ds = results["dataset"]
@@ -128,12 +128,25 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
                 t,
                 r["metric"] + ("" if r["higher_is_better"] else " (lower better)"),
                 r["trivial"],
-                *[_cell(r["versions"][v], v == "clean") for v in versions],
+                *[
+                    _cell(r["versions"][v], v == "clean")
+                    + (" (not learned)" if v == "clean" and not r.get("clean_learned", True) else "")
+                    for v in versions
+                ],
             ]
         )
     body = section("uebench crosstask", intro, level=1)
+    if results.get("learned"):  # was each poison learned at all (the class head's shortcut probe)?
+        rows.append(
+            ["learned", "class shortcut probe", "", *[results["learned"].get(v, "-") for v in versions if v != "clean"]]
+            if "clean" not in versions
+            else ["learned", "class shortcut probe", "", "-", *[results["learned"].get(v, "-") for v in versions[1:]]]
+        )
+    notes = [f"{t}: {results['per_task'][t]['note']}" for t in results["tasks"] if results["per_task"][t].get("note")]
     body += section(
-        "Per-task metric, clean vs poisoned (relative drop)", table(["task", "metric", "trivial", *versions], rows)
+        "Per-task metric, clean vs poisoned (relative drop)",
+        table(["task", "metric", "trivial", *versions], rows)
+        + "".join(paragraph(escape(n), cls="note") for n in notes),
     )
     ret_rows = [
         [t, *[results["per_task"][t]["versions"][v].get("retained") for v in versions if v != "clean"]]

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..metrics.shortcut import SHORTCUT_KEYS
+from ..metrics.verdict import RANKED, baseline_learned, baseline_reason, poison_learned
 
 REPORTED_METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
 MEAN_METRICS = (*REPORTED_METRICS, "craft_seconds", "train_seconds")  # what MeanRow averages over seeds
@@ -64,10 +65,17 @@ class RunRow:
     lp_eval: float | None = None
     ud_eval: float | None = None
     beta_eval: float | None = None
+    shortcut_n: int | None = None  # images the shortcut probe read
+    learned: str | None = None  # was the poison learned (metrics.verdict): yes | partly | no | unknown; None: clean
 
     @property
     def finished(self) -> bool:
         return self.status == "finished"
+
+    @property
+    def ranked(self) -> bool:
+        """Does this run's UD say something about protection (a poison the model learned)?"""
+        return self.learned in RANKED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,10 +89,26 @@ class MeanRow:
     defense: str
     seeds: list[int]
     stats: dict[str, tuple[float | None, float | None]]  # metric -> (mean, std)
+    verdicts: list[str] = field(default_factory=list)  # each finished seed's `learned` (poisoned runs only)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def learned(self) -> str | None:
+        """The seeds' verdict: theirs where they agree; "partly" where some learned the poison and some did not;
+        "unknown" where they mix "no" and "unknown"."""
+        kinds = set(self.verdicts)
+        if not kinds:
+            return None
+        if len(kinds) == 1:
+            return kinds.pop()
+        return "partly" if kinds & set(RANKED) else "unknown"
+
+    @property
+    def ranked(self) -> bool:
+        return self.learned in RANKED
 
     def mean(self, metric: str) -> float | None:
         return self.stats.get(metric, (None, None))[0]
@@ -93,7 +117,14 @@ class MeanRow:
         return self.stats.get(metric, (None, None))[1]
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"attack": self.attack, "defense": self.defense, "seeds": self.seeds, "n": self.n}
+        out: dict[str, Any] = {
+            "attack": self.attack,
+            "defense": self.defense,
+            "seeds": self.seeds,
+            "n": self.n,
+            "learned": self.learned,
+            "verdicts": list(self.verdicts),
+        }
         for m, (mean, std) in self.stats.items():
             out[f"{m}_mean"], out[f"{m}_std"] = mean, std
         return out
@@ -146,6 +177,7 @@ class BenchHeader:
     identity: dict[str, Any]
     updated: str | None
     num_classes: int | None
+    n_test: int | None = None  # test images: how far above chance a clean run must be (metrics.verdict)
 
 
 @dataclass
@@ -194,6 +226,7 @@ class BenchResults:
                         a["defense"],
                         list(a["seeds"]),
                         {m: (a.get(f"{m}_mean"), a.get(f"{m}_std")) for m in MEAN_METRICS if f"{m}_mean" in a},
+                        list(a.get("verdicts", [])),
                     )
                     for a in d["aggregate"]
                 ],
@@ -250,6 +283,7 @@ def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
         final_train_acc=s["final_train_acc"] if s else None,
         shortcut_acc=(s or {}).get("final_shortcut_acc"),
         clean_train_acc=(s or {}).get("final_clean_train_acc"),
+        shortcut_n=(s or {}).get("final_shortcut_n"),
         sal_offset=_mean_offset(hist),
         craft_seconds=meta["craft_seconds"] if meta else (0.0 if clean else None),
         craft_epoch_equivalents=meta["epoch_equivalents"] if meta else (0.0 if clean else None),
@@ -275,10 +309,20 @@ def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
     return row, curve
 
 
-def _thresholds(out: Path, rows: list[RunRow], defenses: list[str], notes: list[str]) -> list[BetaRow]:
-    """beta, #LP and UD per (defense, seed), against that defense's clean run; fills the rows in place."""
+def _thresholds(
+    out: Path,
+    rows: list[RunRow],
+    defenses: list[str],
+    notes: list[str],
+    num_classes: int | None,
+    n_test: int | None,
+    force: bool = False,
+) -> list[BetaRow]:
+    """beta, #LP and UD per (defense, seed), against that defense's clean run; fills the rows in place. A clean run
+    whose accuracy is not clearly above chance is no baseline: its group gets no beta, #LP or UD, and a note."""
     from ..bench_folder import CLEAN
     from ..metrics import load_run_sal, ud_table
+    from ..metrics.comparable import check_comparable
 
     betas: list[BetaRow] = []
     order = {d: i for i, d in enumerate(defenses)}
@@ -289,6 +333,13 @@ def _thresholds(out: Path, rows: list[RunRow], defenses: list[str], notes: list[
             notes.append(f"defense {key[0]}, seed {key[1]}: the clean run is not finished, so no beta, #LP or UD")
             continue
         others = [r for r in group if r is not clean]
+        if num_classes and n_test and not baseline_learned(clean.final_test_acc, num_classes, n_test):
+            notes.append(
+                f"defense {key[0]}, seed {key[1]}: {baseline_reason(clean.final_test_acc, num_classes, n_test)}"
+            )
+            continue
+        for line in check_comparable(out / clean.run, [out / r.run for r in others], force=force):
+            notes.append(f"compared with --force although {line}")
         try:
             clean_sal = load_run_sal(out / clean.run)
             beta, ud_rows = ud_table(clean_sal, [load_run_sal(out / r.run, layers=clean_sal.layers) for r in others])
@@ -330,14 +381,27 @@ def aggregate(rows: list[RunRow]) -> list[MeanRow]:
     for attack, defense in keys:
         done = [r for r in rows if (r.attack, r.defense) == (attack, defense) and r.finished]
         stats = {m: _mean_std([getattr(r, m) for r in done]) for m in MEAN_METRICS}
-        out.append(MeanRow(attack, defense, [r.seed for r in done], stats))
+        verdicts = [r.learned for r in done if r.learned is not None]
+        out.append(MeanRow(attack, defense, [r.seed for r in done], stats, verdicts))
     return out
 
 
-def collect(out: str | Path) -> BenchResults:
-    """Every number of the report, read from the bench folder."""
-    from ..bench_folder import read_bench
+def _data_sizes(out: Path, plan) -> tuple[int | None, int | None]:
+    """(classes, test images) as the runs saw the data (manifest.json of any started run)."""
     from ..io import read_json
+
+    for spec in plan.runs:
+        m = out / spec.dir / "manifest.json"
+        if m.is_file():
+            got = read_json(m) or {}
+            return got.get("train_set", {}).get("num_classes"), got.get("test_set", {}).get("size")
+    return None, None
+
+
+def collect(out: str | Path, force: bool = False) -> BenchResults:
+    """Every number of the report, read from the bench folder. Runs measured unlike their clean run are refused
+    (metrics.comparable) unless `force`, which notes what differed."""
+    from ..bench_folder import CLEAN, read_bench
 
     out = Path(out)
     saved, plan = read_bench(out)
@@ -350,18 +414,18 @@ def collect(out: str | Path) -> BenchResults:
     for spec in plan.runs:
         row, curves[spec.dir] = _run_row(out, spec, poisons[spec.poison] if spec.poison else None)
         rows.append(row)
+    num_classes, n_test = _data_sizes(out, plan)
+    for r in rows:
+        if r.attack != CLEAN and r.finished:
+            r.learned = poison_learned(r.shortcut_acc, r.clean_train_acc, num_classes or 0, r.shortcut_n)
+    if force and not any(r.attack != CLEAN and r.finished for r in rows):
+        raise UserError(f"--force: {out} has no finished poisoned run to compare with a clean run")
     notes: list[str] = []
-    betas = _thresholds(out, rows, list(config["defenses"]), notes)
+    betas = _thresholds(out, rows, list(config["defenses"]), notes, num_classes, n_test, force)
     unfinished = [r.run for r in rows if not r.finished]
     if unfinished:
         notes.append(
             f"{len(unfinished)} of {len(rows)} runs are not finished: rerun the bench command to complete them"
         )
-    num_classes = None
-    for spec in plan.runs:  # the data as the runs saw it (manifest.json of any started run)
-        m = out / spec.dir / "manifest.json"
-        if m.is_file():
-            num_classes = (read_json(m) or {}).get("train_set", {}).get("num_classes")
-            break
-    header = BenchHeader(config["preset"], config, saved["identity"], saved.get("updated"), num_classes)
+    header = BenchHeader(config["preset"], config, saved["identity"], saved.get("updated"), num_classes, n_test)
     return BenchResults(header, rows, aggregate(rows), betas, list(poisons.values()), curves, notes)

@@ -28,6 +28,8 @@ RUN_COLUMNS = (
     "final_train_acc",
     "shortcut_acc",
     "clean_train_acc",
+    "shortcut_n",
+    "learned",
     "lp",
     "ud",
     "ud_ci_low",
@@ -57,6 +59,8 @@ MEAN_COLUMNS = (
     "defense",
     "n",
     "seeds",
+    "learned",
+    "verdicts",
     *(
         f"{m}_{s}"
         for m in (
@@ -121,9 +125,40 @@ def attacks_and_defenses(results: BenchResults) -> tuple[list[str], list[str]]:
     return attacks, list(results.config["defenses"])
 
 
+NOT_LEARNED = "not learned"
+
+
+def ranked_cell(agg: MeanRow | None, metric: str, seeds: int, interval: str = "") -> str:
+    """A #LP or UD cell of a poison: the number only where its verdict says the poison was learned ("partly" and
+    "unknown" marked), "not learned" where the model ignored it (its number stays in results.csv)."""
+    if agg is None:
+        return "-"
+    if agg.learned == "no":
+        return NOT_LEARNED
+    text = cell(agg, metric, seeds)
+    if text == "-":
+        return text
+    text += interval
+    return text if agg.learned == "yes" else f"{text} ({'verdict unknown' if agg.learned == 'unknown' else 'partly'})"
+
+
+def _interval(results: BenchResults, agg: MeanRow | None) -> str:
+    """' [lo, hi]': the UD's bootstrap interval, for a single seed (several seeds show their spread instead)."""
+    if agg is None or agg.n != 1:
+        return ""
+    r = next(
+        (r for r in results.rows if (r.attack, r.defense, r.seed) == (agg.attack, agg.defense, agg.seeds[0])), None
+    )
+    if r is None or r.ud_ci_low is None or r.ud_ci_high is None:
+        return ""
+    return f" [{r.ud_ci_low:.2f}, {r.ud_ci_high:.2f}]"
+
+
 def table1(results: BenchResults) -> tuple[list[str], list[list[str]]]:
-    """The paper's Table 1: rows = methods (clean first), one (acc, #LP, UD) column group per defense (the paper
-    has one per dataset). The clean row's UD is '-' as in the paper."""
+    """The paper's Table 1, with what says whether its numbers mean anything: rows = methods (clean first), per
+    defense (the paper has one group per dataset) final accuracy, the shortcut probe (shortcut and clean-train
+    accuracy), the verdict (metrics.verdict), #LP and UD with its 90% interval. A poison the model did not learn
+    gets "not learned" for #LP and UD: its UD is no measure of protection."""
     attacks, defenses = attacks_and_defenses(results)
     seeds = len(results.config["seeds"])
     look = lookup(results)
@@ -131,16 +166,22 @@ def table1(results: BenchResults) -> tuple[list[str], list[list[str]]]:
     header = ["method"]
     for d in defenses:
         sfx = f" ({d})" if multi else ""
-        header += [f"acc{sfx}", f"#LP{sfx}", f"UD{sfx}"]
+        header += [f"acc{sfx}", f"shortcut{sfx}", f"clean-train{sfx}", f"learned{sfx}", f"#LP{sfx}", f"UD{sfx}"]
     rows = []
     for a in attacks:
         row = [a.upper() if a != "clean" else "clean"]
         for d in defenses:
             agg = look.get((a, d))
+            if a == "clean":
+                row += [cell(agg, "final_test_acc", seeds), "-", "-", "-", cell(agg, "lp", seeds), "-"]
+                continue
             row += [
                 cell(agg, "final_test_acc", seeds),
-                cell(agg, "lp", seeds),
-                "-" if a == "clean" else cell(agg, "ud", seeds),
+                cell(agg, "shortcut_acc", seeds),
+                cell(agg, "clean_train_acc", seeds),
+                (agg.learned or "-") if agg else "-",
+                ranked_cell(agg, "lp", seeds),
+                ranked_cell(agg, "ud", seeds, _interval(results, agg)),
             ]
         rows.append(row)
     return header, rows
@@ -152,10 +193,89 @@ def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str
     seeds = len(results.config["seeds"])
     look = lookup(results)
     header = ["attack", *("standard" if d == "none" else d for d in defenses)]
-    return header, [
-        [a.upper() if a != "clean" else "clean", *(cell(look.get((a, d)), metric, seeds) for d in defenses)]
-        for a in attacks
-    ]
+    ranked = metric in ("lp", "ud", "ud_eval")  # shown only where the poison was learned
+
+    def one(a: str, d: str) -> str:
+        agg = look.get((a, d))
+        if metric == "learned":
+            return (agg.learned or "-") if agg and a != "clean" else "-"
+        return ranked_cell(agg, metric, seeds) if ranked and a != "clean" else cell(agg, metric, seeds)
+
+    return header, [[a.upper() if a != "clean" else "clean", *(one(a, d) for d in defenses)] for a in attacks]
+
+
+def verdict_lines(results: BenchResults) -> list[str]:
+    """The report's opening paragraph, as sentences written from this bench's own numbers: which poisons were
+    learned; for the learned ones how UD relates to accuracy here (Kendall tau, its sign read out); whether the two
+    SAL origins agree; and why a baseline is missing where one is."""
+    from ..metrics.ranking import kendall_tau
+    from ..metrics.verdict import RULE
+
+    attacks, defenses = attacks_and_defenses(results)
+    look = lookup(results)
+    lines = []
+    for d in defenses:
+        where = "" if len(defenses) == 1 else (" under standard training" if d == "none" else f" under {d}")
+        verdicts: dict[str, list[str]] = {}
+        for a in attacks:
+            agg = look.get((a, d))
+            if a != "clean" and agg is not None and agg.learned is not None:
+                verdicts.setdefault(agg.learned, []).append(a.upper())
+        if not verdicts:
+            continue
+        parts = []
+        for kind, say in (
+            ("yes", "learned"),
+            ("partly", "partly learned (the shortcut moves predictions, the content competes)"),
+            ("no", "not learned: the model ignored them, so their #LP and UD say nothing about protection"),
+            ("unknown", "of unknown status (no shortcut probe, or the model learned neither poison nor content)"),
+        ):
+            if verdicts.get(kind):
+                parts.append(f"{', '.join(verdicts[kind])} {say}")
+        lines.append(f"Poisons{where}: " + "; ".join(parts) + ".")
+        ranked = [look[(a, d)] for a in attacks if a != "clean" and look.get((a, d)) and look[(a, d)].ranked]
+        pairs = [(m.mean("ud"), m.mean("final_test_acc")) for m in ranked]
+        pairs = [(u, acc) for u, acc in pairs if u is not None and acc is not None]
+        if len(pairs) < 2:
+            lines.append(
+                f"With {len(pairs)} learned poison{'s' if len(pairs) != 1 else ''} with a UD{where}, this bench cannot "
+                "say how UD relates to accuracy; read UD as a per-poison measurement, not a ranking."
+            )
+        else:
+            tau = kendall_tau([u for u, _ in pairs], [acc for _, acc in pairs])
+            if tau is None:
+                lines.append(f"UD or accuracy is the same for every learned poison{where}: no relation to read.")
+            elif tau > 0:
+                lines.append(
+                    f"Among the {len(pairs)} learned poisons{where}, UD falls with accuracy (Kendall tau "
+                    f"{tau:+.2f}): here a lower UD goes with a stronger poison, as the paper reads it."
+                )
+            else:
+                lines.append(
+                    f"Among the {len(pairs)} learned poisons{where}, UD rises as accuracy falls (Kendall tau "
+                    f"{tau:+.2f}): here a higher UD goes with a stronger poison, the opposite of the paper's "
+                    '"lower = more unlearnable"; do not rank these poisons by lower UD.'
+                )
+        both = [(m.mean("ud"), m.mean("ud_eval")) for m in ranked]
+        both = [(r, e) for r, e in both if r is not None and e is not None]
+        if len(both) >= 2:
+            t = kendall_tau([r for r, _ in both], [e for _, e in both])
+            gap = max(abs(r - e) for r, e in both)
+            agree = t is not None and t > 0.5 and gap <= 0.5
+            lines.append(
+                f"The two SAL origins {'agree' if agree else 'disagree'}{where} (UD running vs eval: Kendall tau "
+                f"{'-' if t is None else f'{t:+.2f}'}, largest difference {gap:.2f})"
+                + (
+                    "."
+                    if agree
+                    else ": the per-epoch offset L0(eval) - L0(running), equal for every layer of an epoch, decides "
+                    "#LP under the running origin as much as the layers do; compare the heatmaps of both origins."
+                )
+            )
+    if any("not clearly above chance" in n for n in results.notes):
+        lines.append("A clean run did not learn the task, so its group has no beta, #LP or UD (see the notes).")
+    lines.append(f"Rule ({RULE}).")
+    return lines
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -203,9 +323,13 @@ def markdown_report(results: BenchResults) -> str:
     out = [
         f"# uebench bench ({results.bench.preset})\n",
         setting_line(results) + "\n",
-        "## Table 1: accuracy (final, %), #LP and UD\n",
-        "acc = final test accuracy; #LP = (epoch, layer) cells with SAL > beta, per epoch; UD = #LP / #LP(clean). "
-        "beta comes from the clean run"
+        "## What this bench says\n",
+        "".join(f"- {line}\n" for line in verdict_lines(results)),
+        "## Table 1: accuracy (final, %), whether the poison was learned, #LP and UD\n",
+        "acc = final test accuracy; shortcut and clean-train = the shortcut probe (%); learned = the verdict; #LP = "
+        "(epoch, layer) cells with SAL > beta, per epoch; UD = #LP / #LP(clean), with its 90% bootstrap interval "
+        "(one seed). A poison that was not learned has no #LP or UD here (results.csv keeps them). beta comes from "
+        "the clean run"
         + (
             " trained under the same defense (UD under a defense compares with a clean run under that defense)"
             if len(defenses) > 1
@@ -221,6 +345,8 @@ def markdown_report(results: BenchResults) -> str:
             markdown_table(*matrix(results, "final_test_acc")),
             "### Peak test accuracy (%)\n",
             markdown_table(*matrix(results, "peak_test_acc")),
+            "### Was the poison learned?\n",
+            markdown_table(*matrix(results, "learned")),
             "### UD (reference: the clean run under the same defense)\n",
             markdown_table(*matrix(results, "ud")),
         ]

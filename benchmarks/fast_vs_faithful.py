@@ -1,0 +1,352 @@
+"""Fast SAL against the paper's (faithful) SAL on real poisons: does the affordable metric agree with the reference?
+
+A `cpu`-regime bench (the clean run and the seven attacks at their `fast` presets) on a subset of the real CIFAR-10
+in ../shared/data keeps the weights of every probed epoch. On every snapshot this script measures:
+- faithful SAL twice (pass 1 and pass 2: the paper's procedure, 10 rounds, eps 0.05, the bench's whole training set
+  augmented as it trained; pass 2 draws its data order afresh), so faithful's own noise floor is known;
+- fast SAL at the bench's own settings (recomputed each time: seconds per snapshot).
+
+Per run and origin (running, eval) it writes `ud_fast`, `ud_faithful`, `ud_faithful_2` (each against the clean run
+measured the same way), the per-snapshot layer Spearman rho of fast against faithful and of faithful against
+faithful (mean, worst), the ratio of mean SAL levels (fast / faithful), and the cost of each, to
+benchmarks/results/fast_vs_faithful.json, and checks the bar of issue 27:
+
+    |UD_fast - UD_faithful| <= max(0.1, |UD_faithful_2 - UD_faithful|)   and   rho(fast, faithful) >= rho(f, f) - 0.1
+
+Faithful costs minutes per snapshot, so each snapshot's result is cached as soon as it is measured, in a small
+committed file under benchmarks/results/fast_vs_faithful/<bench>/, named by the snapshot's sha256: the study resumes
+where it stopped on a fresh checkout whose bench reproduces the same weights (same machine kind and thread count:
+the bench is retrained, which takes minutes). A snapshot the machine trains differently gets files of its own;
+nothing measured is deleted or mixed. Workers started at any time share the faithful passes (each claims a pass
+before measuring it); `--shard I/N` splits them by plan instead, e.g. between machines.
+
+    python benchmarks/fast_vs_faithful.py --data-dir ../shared/data                 # everything, resumable
+    python benchmarks/fast_vs_faithful.py --phase faithful --follow &   # more workers, as cores allow
+    python benchmarks/fast_vs_faithful.py --data-dir ../shared/data --phase report   # the table from what is cached
+    bash benchmarks/fast_vs_faithful_gpu.sh                                          # the full size, on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uebench.bench import CLEAN, preset, run_bench
+from uebench.bench_folder import read_bench
+from uebench.errors import UserError
+from uebench.io import atomic_write_json, atomic_write_text, read_json
+from uebench.metrics.ranking import spearman_rho
+from uebench.metrics.threshold import learnable_threshold
+from uebench.metrics.ud import sal_matrix, ud_if_defined
+from uebench.records import kept_weights, weights_file
+from uebench.sweep import FAITHFUL_ROUNDS, Setting, _Loaded, finished_runs, snapshots
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ORIGINS = ("running", "eval")
+PASSES = (1, 2)
+
+
+def bench_config(subset: int, data_dir: str, device: str):
+    """The `cpu` preset on `subset` images, weights kept (the preset keeps them)."""
+    return replace(preset("cpu"), subset=subset, data_dir=data_dir, device=device, keep_weights=True)
+
+
+def snapshot_sha(run_dir: Path, epoch: int) -> str:
+    return hashlib.sha256(weights_file(run_dir, epoch).read_bytes()).hexdigest()
+
+
+def cache_dir(results: Path, subset: int) -> Path:
+    return results / "fast_vs_faithful" / f"cpu-n{subset}"
+
+
+def check_cache(folder: Path, identity: dict[str, Any]) -> None:
+    """A cache belongs to one bench configuration: another one's cache is refused, not mixed."""
+    path = folder / "study.json"
+    if path.exists():
+        saved = read_json(path)
+        if saved.get("identity") != identity:
+            raise UserError(
+                f"{folder} caches another bench's snapshots (its study.json differs); use another --results"
+            )
+    else:
+        atomic_write_json(path, {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def run_label(run) -> str:
+    return f"{run.attack}-s{run.seed}"
+
+
+def faithful_setting(k: int) -> Setting:
+    return Setting("faithful", 0.05, FAITHFUL_ROUNDS, repeat=k - 1)
+
+
+def fast_setting(sal: dict[str, Any]) -> Setting:
+    return Setting("fast", float(sal["eps"]), int(sal["rounds"]), int(sal["subset"]))
+
+
+def record_of(rec: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the study keeps of a SAL record: both origins' per-layer SAL and L0, the settings, the cost."""
+    keep = ("sal_eval", "sal_running", "sal_l0_eval", "sal_l0_running", "sal_settings", "sal_mode")
+    return {**{k: rec[k] for k in keep if k in rec}, "seconds": seconds}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def claim(path: Path) -> bool:
+    """Take a snapshot pass for this process (a `.claim` file holding its pid), unless a live process holds it:
+    workers started at any time share the work without a plan, and a killed worker's claims are taken over."""
+    mark = path.with_suffix(".claim")
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(mark.read_text() or "0"), 0)
+                return False  # a live worker has it
+            except (ProcessLookupError, ValueError):
+                mark.unlink(missing_ok=True)  # its worker is gone
+                continue
+            except (PermissionError, FileNotFoundError):
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def faithful_jobs(bench: Path) -> tuple[list[tuple[Any, int, int]], bool]:
+    """Every (run, epoch, pass) of the finished runs, and whether every run of the plan is finished."""
+    _, plan = read_bench(bench)
+    done = finished_runs(bench, plan.runs)
+    jobs = [(run, epoch, k) for run in done for epoch in kept_weights(bench / run.dir) for k in PASSES]
+    return jobs, len(done) == len(plan.runs)
+
+
+def faithful_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, shard: tuple[int, int], follow: bool):
+    saved, _ = read_bench(bench)
+    while True:
+        jobs, complete = faithful_jobs(bench)
+        mine = [j for i, j in enumerate(jobs) if i % shard[1] == shard[0]]
+        print(f"faithful: {len(jobs)} snapshot passes so far, {len(mine)} in shard {shard[0]}/{shard[1]}", flush=True)
+        for run, epoch, k in mine:
+            sha = snapshot_sha(bench / run.dir, epoch)
+            path = folder / run_label(run) / f"e{epoch:03d}-pass{k}-{sha[:16]}.json"
+            if path.exists() or not claim(path):
+                continue
+            try:
+                start = time.perf_counter()
+                setting = faithful_setting(k)
+                (_, measure), *_ = snapshots(bench, run, setting, saved["config"]["sal"], loaded, device, [epoch])
+                rec = record_of(measure(), time.perf_counter() - start)
+                atomic_write_json(path, {**rec, "run": run.dir, "epoch": epoch, "pass": k, "sha256": sha, **machine()})
+                print(f"  {run_label(run)} epoch {epoch} pass {k}: {rec['seconds']:.0f} s", flush=True)
+            finally:
+                path.with_suffix(".claim").unlink(missing_ok=True)
+        if complete or not follow:
+            return
+        time.sleep(60)  # the bench is still training: its next runs join the list
+
+
+def fast_records(bench: Path, run, sal: dict[str, Any], loaded: _Loaded, device: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for epoch, measure in snapshots(bench, run, fast_setting(sal), sal, loaded, device):
+        start = time.perf_counter()
+        out[epoch] = record_of(measure(), 0.0)
+        out[epoch]["seconds"] = time.perf_counter() - start
+    return out
+
+
+def matrix(records: dict[int, dict[str, Any]], origin: str, layers=None) -> np.ndarray:
+    recs = [{"epoch": e, **r} for e, r in sorted(records.items())]
+    return sal_matrix(recs, layers, key=f"sal_{origin}", where="fast_vs_faithful")[0]
+
+
+def rhos(a: np.ndarray, b: np.ndarray) -> list[float]:
+    return [x for i in range(len(a)) if (x := spearman_rho(list(a[i]), list(b[i]))) is not None]
+
+
+def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_json: Path) -> dict[str, Any]:
+    saved, plan = read_bench(bench)
+    sal = saved["config"]["sal"]
+    runs = finished_runs(bench, plan.runs)
+    measured: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # run -> estimator -> epoch -> record
+    missing = 0
+    for run in runs:
+        per = {"fast": fast_records(bench, run, sal, loaded, device)}
+        for k in PASSES:
+            name = "faithful" if k == 1 else f"faithful_{k}"
+            per[name] = {}
+            for epoch in kept_weights(bench / run.dir):
+                sha = snapshot_sha(bench / run.dir, epoch)
+                path = folder / run_label(run) / f"e{epoch:03d}-pass{k}-{sha[:16]}.json"
+                if path.exists():
+                    per[name][epoch] = read_json(path)
+                else:
+                    missing += 1
+        measured[run_label(run)] = per
+    clean = next((run_label(r) for r in runs if r.attack == CLEAN), None)
+    complete = missing == 0 and clean is not None
+    table: dict[str, Any] = {
+        "bench": saved["identity"],
+        "complete": complete,
+        "snapshot_passes_missing": missing,
+        "bar": "|UD_fast - UD_faithful| <= max(0.1, |UD_faithful_2 - UD_faithful|) and "
+        "rho_fast_faithful_mean >= rho_faithful_faithful_mean - 0.1, per run and origin",
+        "runs": {},
+    }
+    estimators = ("fast", "faithful", "faithful_2")
+    full = {
+        label: all(len(per[e]) == len(per["fast"]) for e in estimators) for label, per in measured.items()
+    }  # every snapshot of the run measured by every estimator
+    for label, per in measured.items():
+        if not full[label]:
+            continue
+        entry: dict[str, Any] = {"snapshots": len(per["fast"]), "origins": {}}
+        for e in estimators:
+            entry[f"seconds_{e}_per_snapshot"] = float(np.mean([r["seconds"] for r in per[e].values()]))
+        entry["speedup_fast"] = entry["seconds_faithful_per_snapshot"] / entry["seconds_fast_per_snapshot"]
+        for origin in ORIGINS:
+            m = {e: matrix(per[e], origin) for e in estimators}
+            o: dict[str, Any] = {
+                "rho_fast_faithful_mean": _mean(rhos(m["fast"], m["faithful"])),
+                "rho_fast_faithful_min": _min(rhos(m["fast"], m["faithful"])),
+                "rho_faithful_faithful_mean": _mean(rhos(m["faithful_2"], m["faithful"])),
+                "rho_faithful_faithful_min": _min(rhos(m["faithful_2"], m["faithful"])),
+                "level_ratio": float(m["fast"].mean() / m["faithful"].mean()) if m["faithful"].mean() > 0 else None,
+                "level_ratio_faithful_2": float(m["faithful_2"].mean() / m["faithful"].mean())
+                if m["faithful"].mean() > 0
+                else None,
+            }
+            if clean is not None and full.get(clean):
+                c = {e: matrix(measured[clean][e], origin) for e in estimators}
+                for e, key in zip(estimators, ("ud_fast", "ud_faithful", "ud_faithful_2")):
+                    o[key] = ud_if_defined(m[e], c[e])
+                    o[f"beta_{e}"] = learnable_threshold(c[e])
+                o["meets_bar"] = _bar(o)
+            entry["origins"][origin] = o
+        table["runs"][label] = entry
+    table["all_meet_bar"] = (
+        all(o.get("meets_bar") is True for r in table["runs"].values() for o in r["origins"].values())
+        if complete
+        else None
+    )
+    table["machine"] = machine()
+    atomic_write_json(out_json, table)
+    atomic_write_text(out_json.with_suffix(".md"), markdown(table))
+    return table
+
+
+def _bar(o: dict[str, Any]) -> bool | None:
+    if None in (o.get("ud_fast"), o.get("ud_faithful"), o.get("ud_faithful_2")):
+        return None
+    ud_ok = abs(o["ud_fast"] - o["ud_faithful"]) <= max(0.1, abs(o["ud_faithful_2"] - o["ud_faithful"]))
+    if o["rho_fast_faithful_mean"] is None or o["rho_faithful_faithful_mean"] is None:
+        return ud_ok
+    return ud_ok and o["rho_fast_faithful_mean"] >= o["rho_faithful_faithful_mean"] - 0.1
+
+
+def _mean(x: list[float]) -> float | None:
+    return float(np.mean(x)) if x else None
+
+
+def _min(x: list[float]) -> float | None:
+    return float(np.min(x)) if x else None
+
+
+def _f(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [
+        "# Fast SAL against faithful SAL (benchmarks/fast_vs_faithful.py)",
+        "",
+        f"complete: {table['complete']} (snapshot passes missing: {table['snapshot_passes_missing']}); "
+        f"every run meets the bar: {table['all_meet_bar']}",
+        "",
+        "| run | origin | UD fast | UD faithful | UD faithful 2 | rho fast-faithful (min) | rho faithful-faithful (min) "
+        "| level fast/faithful | s fast | s faithful | speed-up | bar |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in table["runs"].items():
+        for origin, o in r["origins"].items():
+            lines.append(
+                f"| {label} | {origin} | {_f(o.get('ud_fast'))} | {_f(o.get('ud_faithful'))} "
+                f"| {_f(o.get('ud_faithful_2'))} | {_f(o['rho_fast_faithful_mean'])} ({_f(o['rho_fast_faithful_min'])}) "
+                f"| {_f(o['rho_faithful_faithful_mean'])} ({_f(o['rho_faithful_faithful_min'])}) "
+                f"| {_f(o['level_ratio'])} | {r['seconds_fast_per_snapshot']:.1f} "
+                f"| {r['seconds_faithful_per_snapshot']:.0f} | {r['speedup_fast']:.0f}x | {o.get('meets_bar')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--subset", type=int, default=1000, help="training images of the bench (default 1000)")
+    ap.add_argument("--bench", default=None, help="bench folder (default runs/fvf-n<subset>)")
+    ap.add_argument("--results", default=str(RESULTS), help="where the cache and the outcome go")
+    ap.add_argument("--phase", choices=("all", "bench", "faithful", "report"), default="all")
+    ap.add_argument("--shard", default="0/1", help="I/N: this process's share of the faithful passes")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--follow", action="store_true", help="faithful: wait for the bench's runs still training")
+    args = ap.parse_args(argv)
+    try:
+        i, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        print(f"error: --shard takes I/N with 0 <= I < N, got {args.shard}", file=sys.stderr)
+        return 2
+    try:
+        bench = Path(args.bench or ROOT / "runs" / f"fvf-n{args.subset}")
+        config = bench_config(args.subset, args.data_dir, args.device)
+        results = Path(args.results)
+        folder = cache_dir(results, args.subset)
+        check_cache(folder, {k: v for k, v in config.identity().items() if k != "device"})
+        if args.phase in ("all", "bench"):
+            run_bench(config, bench, progress=False)
+        if not (bench / "bench.json").exists():
+            raise UserError(f"{bench} holds no bench; run --phase bench first")
+        saved, _ = read_bench(bench)
+        if {k: v for k, v in saved["identity"].items() if k != "device"} != json.loads(
+            json.dumps({k: v for k, v in config.identity().items() if k != "device"})
+        ):
+            raise UserError(f"{bench} holds another bench than this study's (--subset {args.subset}, the cpu preset)")
+        loaded = _Loaded(args.data_dir)
+        if args.phase in ("all", "faithful"):
+            faithful_phase(bench, folder, loaded, args.device, (i, n), args.follow)
+        if args.phase in ("all", "report"):
+            table = report_phase(bench, folder, loaded, args.device, results / "fast_vs_faithful.json")
+            print(markdown(table))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

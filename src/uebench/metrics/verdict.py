@@ -1,0 +1,79 @@
+"""Was the poison learned at all? And did the clean baseline learn anything? One rule each, read before any SAL.
+
+UD compares how many layers a poisoned run keeps "learnable" with the clean run. A poison the model ignored leaves
+a model that learned the content like the clean one, so its UD says nothing about protection; a clean run at chance
+gives a threshold beta that separates nothing. Both are decided here, from the run's own probes, and every table,
+figure and page that shows a UD shows the verdict beside it.
+
+The poison verdict reads the shortcut probe (uebench.metrics.shortcut) on the poisoned training images:
+`shortcut` = accuracy of the perturbations moved onto other-class images, scored by the perturbation's label (a
+model that ignores the perturbation scores near 0, one that guesses scores chance 1/C); `clean_train` = accuracy on
+the clean originals of the same images. With p = 1/C and a margin of 3 binomial standard errors at p over the n
+probed images, m = 3 sqrt(p (1 - p) / n):
+
+    yes      shortcut >= 1/2 and shortcut >= clean_train   the perturbation decides most predictions, over the content
+    partly   shortcut > p + m                              it moves predictions, but the content competes
+    no       clean_train > p + m                           the content is learned and the perturbation ignored
+    unknown  otherwise, or no shortcut probe               the model learned neither (or the poison has no originals)
+
+Accuracies are in percent, as run records hold them.
+
+The clean baseline has learned when its final test accuracy exceeds chance by the same kind of margin over the test
+set: acc > p + 3 sqrt(p (1 - p) / n_test).
+"""
+
+from __future__ import annotations
+
+import math
+
+LEARNED = ("yes", "partly", "no", "unknown")
+RULE = (
+    "learned: yes = shortcut >= 50% and >= clean-train accuracy; partly = shortcut above chance by 3 standard "
+    "errors; no = clean-train accuracy above chance by 3 standard errors and the shortcut not; unknown = neither, "
+    "or no shortcut probe"
+)
+DEFAULT_PROBE_SIZE = 512  # the shortcut probe's size (metrics.shortcut.shortcut_probes) where a record lacks it
+RANKED = ("yes", "partly")  # verdicts whose UD is shown as a result; "partly" marked as such
+
+
+def chance_margin(num_classes: int, n: int, sigmas: float = 3.0) -> float:
+    """sigmas binomial standard errors of an accuracy at chance (1/num_classes) over n samples."""
+    p = 1.0 / max(num_classes, 1)
+    return sigmas * math.sqrt(p * (1 - p) / max(n, 1))
+
+
+def above_chance(acc: float | None, num_classes: int, n: int) -> bool:
+    """Is an accuracy (percent) more than 3 standard errors above chance?"""
+    if acc is None or not math.isfinite(acc):
+        return False
+    return acc / 100 > 1.0 / max(num_classes, 1) + chance_margin(num_classes, n)
+
+
+def poison_learned(shortcut: float | None, clean_train: float | None, num_classes: int, n: int | None = None) -> str:
+    """The verdict of one poisoned run (accuracies in percent); see the module docstring."""
+    if shortcut is None or not math.isfinite(shortcut) or num_classes < 2:
+        return "unknown"
+    n = n or DEFAULT_PROBE_SIZE
+    if shortcut >= 50 and (clean_train is None or shortcut >= clean_train):
+        return "yes"
+    if above_chance(shortcut, num_classes, n):
+        return "partly"
+    if above_chance(clean_train, num_classes, n):
+        return "no"
+    return "unknown"
+
+
+def baseline_learned(test_acc: float | None, num_classes: int, n_test: int) -> bool:
+    """Has the clean run learned the task (final test accuracy clearly above chance)?"""
+    return num_classes >= 2 and above_chance(test_acc, num_classes, n_test)
+
+
+def baseline_reason(test_acc: float | None, num_classes: int, n_test: int) -> str:
+    """The one line that says why a clean run does not serve as a baseline."""
+    floor = 1.0 / num_classes + chance_margin(num_classes, n_test)
+    got = "no accuracy" if test_acc is None else f"{test_acc:.1f}%"
+    return (
+        f"the clean run's final test accuracy ({got}) is not clearly above chance ({100 / num_classes:.1f}% + 3 "
+        f"standard errors over {n_test} test images = {100 * floor:.1f}%): it learned nothing to compare with, so "
+        "beta, #LP and UD are not computed"
+    )

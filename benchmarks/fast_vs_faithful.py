@@ -141,6 +141,9 @@ def faithful_jobs(bench: Path) -> tuple[list[tuple[Any, int, int]], bool]:
     """Every (run, epoch, pass) of the finished runs, and whether every run of the plan is finished."""
     _, plan = read_bench(bench)
     done = finished_runs(bench, plan.runs)
+    bare = [run.dir for run in done if not kept_weights(bench / run.dir)]
+    if bare:
+        raise UserError(f"{bench / bare[0]} kept no weights: the study needs a bench run with --keep-weights")
     jobs = [(run, epoch, k) for run in done for epoch in kept_weights(bench / run.dir) for k in PASSES]
     return jobs, len(done) == len(plan.runs)
 

@@ -7,15 +7,8 @@
 #   bash benchmarks/fast_vs_faithful_gpu.sh [--data-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nvidia-smi >/dev/null 2>&1; then
-  echo "fast_vs_faithful_gpu: no NVIDIA GPU here (nvidia-smi not found); run benchmarks/fast_vs_faithful.py on CPU" >&2
-  exit 2
-fi
-if [ ! -x .venv-gpu/bin/python ]; then
-  python3 -m venv .venv-gpu
-  .venv-gpu/bin/pip install -q "torch==2.13.0"
-  .venv-gpu/bin/pip install -q -e .
-fi
+source benchmarks/gpu_venv.sh
+gpu_venv fast_vs_faithful_gpu
 run() { .venv-gpu/bin/python benchmarks/fast_vs_faithful.py --subset 5000 --device cuda "$@"; }
 run --phase bench "$@"
 run --phase faithful "$@" & run --phase faithful "$@"

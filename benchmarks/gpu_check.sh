@@ -6,13 +6,6 @@
 #   bash benchmarks/gpu_check.sh --device cpu   # the same code at a tiny size, to check the script anywhere
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ " $* " != *" --device cpu "* ]] && ! command -v nvidia-smi >/dev/null 2>&1; then
-  echo "gpu_check: no NVIDIA GPU here (nvidia-smi not found); run it on a GPU machine, or pass --device cpu" >&2
-  exit 2
-fi
-if [ ! -x .venv-gpu/bin/python ]; then
-  python3 -m venv .venv-gpu
-  .venv-gpu/bin/pip install -q "torch==2.13.0"
-  .venv-gpu/bin/pip install -q -e .
-fi
+source benchmarks/gpu_venv.sh
+if [[ " $* " == *" --device cpu "* ]]; then gpu_venv gpu_check allow-cpu; else gpu_venv gpu_check; fi
 exec timeout 900 .venv-gpu/bin/python benchmarks/gpu_check.py "$@"

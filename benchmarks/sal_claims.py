@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from uebench.metrics import load_run_sal
-from uebench.sweep import kendall_tau
+from uebench.metrics.ranking import kendall_tau
 
 PAPER_UD = {"em": 0.187, "rem": 0.464, "dc": 0.301, "tap": 1.639, "lsp": 0.343, "ops": 0.157}  # Table 1, CIFAR-10
 
@@ -50,6 +50,7 @@ def one_bench(folder: Path, origin_key: str) -> dict:
             "lower": lower,
             "ci": (r.get("ud_ci_low"), r.get("ud_ci_high")) if origin_key == "ud" else None,
             "clean_acc": float(clean["final_test_acc"]),
+            "learned": r.get("learned") or "unknown",
         }
     return out
 
@@ -62,15 +63,19 @@ def main() -> None:
         per = [one_bench(b, key) for b in args.benches]
         attacks = [a for a in per[0] if all(a in x for x in per)]
         print(f"\n### {name}, {len(per)} seed(s)\n")
-        print("| attack | acc % | shortcut % | UD (mean) | UD interval (seed 0) | layers with lower SAL than clean |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| attack | acc % | shortcut % | learned (per seed) | UD (mean) | UD interval (seed 0) "
+            "| layers with lower SAL than clean |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for a in attacks:
             ud = statistics.mean(x[a]["ud"] for x in per)
             ci = per[0][a]["ci"]
             cis = f"{float(ci[0]):.2f} - {float(ci[1]):.2f}" if ci and ci[0] else "-"
             print(
                 f"| {a.upper()} | {statistics.mean(x[a]['acc'] for x in per):.1f} | "
-                f"{statistics.mean(x[a]['shortcut'] for x in per):.1f} | {ud:.3f} | {cis} | "
+                f"{statistics.mean(x[a]['shortcut'] for x in per):.1f} | {', '.join(x[a]['learned'] for x in per)} "
+                f"| {ud:.3f} | {cis} | "
                 f"{statistics.mean(x[a]['lower'] for x in per):.0%} |"
             )
         mean = {a: {k: statistics.mean(x[a][k] for x in per) for k in ("ud", "acc", "shortcut")} for a in attacks}
@@ -88,6 +93,11 @@ def main() -> None:
         print(
             f"Kendall tau, UD vs shortcut accuracy: "
             f"{tau([mean[a]['ud'] for a in attacks], [mean[a]['shortcut'] for a in attacks])}"
+        )
+        learned = [a for a in attacks if all(x[a]["learned"] in ("yes", "partly") for x in per)]
+        print(
+            f"Kendall tau, UD vs final accuracy, learned on every seed ({', '.join(learned) or 'none'}): "
+            f"{tau([mean[a]['ud'] for a in learned], [mean[a]['acc'] for a in learned])}"
         )
 
 

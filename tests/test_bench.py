@@ -185,6 +185,8 @@ def end_to_end(out, result):
         "report.html",
         "sal-heatmaps-none.png",
         "sal-heatmaps-gray.png",
+        "sal-heatmaps-eval-none.png",  # the same search under the other origin, beside the running one
+        "sal-heatmaps-eval-gray.png",
         "beta-none.png",
         "beta-gray.png",
         "accuracy.png",

@@ -197,7 +197,7 @@ def test_ud_shows_a_poison_the_model_ignored_as_not_learned(tmp_path, capsys):
     clean = _run_with_settings(tmp_path / "clean", rows)
     ignored = _run_with_settings(tmp_path / "rem", [[0, 0, 0, 0], [0, 0, 0, 0]])  # UD 0: "the most unlearnable"
     (ignored / "summary.json").write_text(
-        json.dumps({"final_shortcut_acc": 2.5, "final_clean_train_acc": 47.0, "final_shortcut_n": 512})
+        json.dumps({"final_shortcut_acc": 2.5, "final_clean_train_acc": 58.0, "final_shortcut_n": 512})
     )
     code, out, err = run_cli(["ud", "--clean", clean, "--poisoned", ignored, "--out", tmp_path / "t"], capsys)
     assert code == 0, err

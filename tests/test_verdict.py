@@ -39,6 +39,24 @@ def test_poison_verdict_by_hand(shortcut, clean_train, verdict):
     assert poison_learned(shortcut, clean_train, 10, 512) == verdict
 
 
+@pytest.mark.parametrize(
+    "shortcut, clean_train, verdict",
+    [
+        (7.0, 21.3, "yes"),  # TAP in the cpu preset: no transplantable shortcut, the content held below half of 49.5%
+        (49.0, 20.7, "yes"),  # EM there: the shortcut just under half, the content held back as much
+        (10.4, 33.2, "partly"),  # REM: 33.2% < 49.5% - 3 x 2.2 points (512 images)
+        (1.8, 58.2, "no"),  # DC: the content learned as from clean data
+        (2.1, 45.0, "no"),  # within the margin of the clean run's 49.5%
+    ],
+)
+def test_the_clean_runs_accuracy_tells_a_poison_that_holds_the_content_back(shortcut, clean_train, verdict):
+    assert poison_learned(shortcut, clean_train, 10, 512, reference=49.5) == verdict
+
+
+def test_a_reference_at_chance_cannot_make_a_verdict_yes():
+    assert poison_learned(2.0, 5.0, 10, 512, reference=12.0) == "unknown"  # half of 12% is below chance
+
+
 def test_the_margin_shrinks_with_the_probe_size():
     assert poison_learned(12.0, 40.0, 10, 100) == "no"  # 10% + 9%: 12% is noise on 100 images
     assert poison_learned(12.0, 40.0, 10, 20_000) == "partly"  # 10% + 0.6%: on 20,000 it is not

@@ -36,8 +36,9 @@ def register(sub) -> None:
 COLUMNS = ("run", "final_test_acc", "peak_test_acc", "learned", "lp", "ud", "ud_ci_low", "ud_ci_high", "epochs")
 
 
-def run_verdict(run_dir: str) -> tuple[str, int | None, int | None]:
-    """(learned, classes, test images) of a run folder, from its summary and manifest (metrics.verdict)."""
+def run_verdict(run_dir: str, reference: float | None = None) -> tuple[str, int | None, int | None]:
+    """(learned, classes, test images) of a run folder, from its summary and manifest (metrics.verdict);
+    `reference`: the clean run's final test accuracy."""
     from ..io import read_json
     from ..metrics.verdict import poison_learned
 
@@ -51,6 +52,7 @@ def run_verdict(run_dir: str) -> tuple[str, int | None, int | None]:
         summary.get("final_clean_train_acc"),
         classes or 0,
         summary.get("final_shortcut_n"),
+        reference,
     )
     return learned, classes, n_test
 
@@ -77,7 +79,7 @@ def ud_cmd(args) -> int:
             raise UserError(f"{args.clean}: {baseline_reason(clean.final_test_acc, classes, n_test)} (--force: anyway)")
         forced.append(f"{args.clean}: {baseline_reason(clean.final_test_acc, classes, n_test)}")
     beta, rows = ud_table(clean, poisoned, bootstrap=args.bootstrap)
-    learned = [None, *(run_verdict(run)[0] for run in args.poisoned)]
+    learned = [None, *(run_verdict(run, clean.final_test_acc)[0] for run in args.poisoned)]
 
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     width = max(len(r.run) for r in rows)

@@ -475,12 +475,18 @@ def assemble(
         per_task[t.name] = row
 
     verdicts: dict[str, str] = {}  # was each poison learned? the class head's shortcut probe (metrics.verdict)
+    labelled = LABEL_TASK in [t.name for t in tasks]
+    reference = history_of("clean", LABEL_TASK)[-1]["test"][LABEL_TASK]["accuracy"] if labelled else None
     for v in versions:
         if v == "clean":
             continue
-        sc = history_of(v, LABEL_TASK)[-1].get("shortcut") if LABEL_TASK in [t.name for t in tasks] else None
+        sc = history_of(v, LABEL_TASK)[-1].get("shortcut") if labelled else None
         verdicts[v] = poison_learned(
-            sc and sc["shortcut_acc"], sc and sc["clean_train_acc"], splits.full.num_classes, sc and sc["shortcut_n"]
+            sc and sc["shortcut_acc"],
+            sc and sc["clean_train_acc"],
+            splits.full.num_classes,
+            sc and sc["shortcut_n"],
+            reference,
         )
 
     similarity: dict[str, Any] = {}

@@ -415,9 +415,12 @@ def collect(out: str | Path, force: bool = False) -> BenchResults:
         row, curves[spec.dir] = _run_row(out, spec, poisons[spec.poison] if spec.poison else None)
         rows.append(row)
     num_classes, n_test = _data_sizes(out, plan)
+    # each poisoned run against the clean run of its defense and seed: how well this content is learned from clean data
+    reference = {(r.defense, r.seed): r.final_test_acc for r in rows if r.attack == CLEAN and r.finished}
     for r in rows:
         if r.attack != CLEAN and r.finished:
-            r.learned = poison_learned(r.shortcut_acc, r.clean_train_acc, num_classes or 0, r.shortcut_n)
+            ref = reference.get((r.defense, r.seed))
+            r.learned = poison_learned(r.shortcut_acc, r.clean_train_acc, num_classes or 0, r.shortcut_n, ref)
     if force and not any(r.attack != CLEAN and r.finished for r in rows):
         raise UserError(f"--force: {out} has no finished poisoned run to compare with a clean run")
     notes: list[str] = []

@@ -226,7 +226,10 @@ def verdict_lines(results: BenchResults) -> list[str]:
         parts = []
         for kind, say in (
             ("yes", "learned"),
-            ("partly", "partly learned (the shortcut moves predictions, the content competes)"),
+            (
+                "partly",
+                "partly learned (the perturbation moves predictions, or holds the content back, without deciding them)",
+            ),
             ("no", "not learned: the model ignored them, so their #LP and UD say nothing about protection"),
             ("unknown", "of unknown status (no shortcut probe, or the model learned neither poison nor content)"),
         ):

@@ -198,7 +198,7 @@ def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_js
     measured: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # run -> estimator -> epoch -> record
     missing = 0
     for run in runs:
-        per = {"fast": fast_records(bench, run, sal, loaded, device)}
+        per: dict[str, dict[int, dict[str, Any]]] = {}
         for k in PASSES:
             name = "faithful" if k == 1 else f"faithful_{k}"
             per[name] = {}
@@ -209,6 +209,8 @@ def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_js
                     per[name][epoch] = read_json(path)
                 else:
                     missing += 1
+        done = all(len(per[e]) == len(kept_weights(bench / run.dir)) for e in per)
+        per["fast"] = fast_records(bench, run, sal, loaded, device) if done else {}  # only where it can be read
         measured[run_label(run)] = per
     clean = next((run_label(r) for r in runs if r.attack == CLEAN), None)
     complete = missing == 0 and clean is not None
@@ -222,7 +224,8 @@ def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_js
     }
     estimators = ("fast", "faithful", "faithful_2")
     full = {
-        label: all(len(per[e]) == len(per["fast"]) for e in estimators) for label, per in measured.items()
+        label: bool(per["fast"]) and all(len(per[e]) == len(per["fast"]) for e in estimators)
+        for label, per in measured.items()
     }  # every snapshot of the run measured by every estimator
     for label, per in measured.items():
         if not full[label]:

@@ -36,8 +36,8 @@ LEARNED = ("yes", "partly", "no", "unknown")
 RULE = (
     "learned: yes = shortcut >= 50% and >= clean-train accuracy, or clean-train at most half the clean run's test "
     "accuracy; partly = shortcut above chance by 3 standard errors, or clean-train below the clean run's test "
-    "accuracy by 3; no = clean-train accuracy as from clean data and the shortcut at chance; unknown = neither, or "
-    "no shortcut probe"
+    "accuracy by 3 standard errors; no = clean-train accuracy as from clean data and the shortcut at chance; "
+    "unknown = neither, or no shortcut probe"
 )
 DEFAULT_PROBE_SIZE = 512  # the shortcut probe's size (metrics.shortcut.shortcut_probes) where a record lacks it
 RANKED = ("yes", "partly")  # verdicts whose UD is shown as a result; "partly" marked as such

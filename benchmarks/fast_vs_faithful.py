@@ -23,6 +23,8 @@ before measuring it); `--shard I/N` splits them by plan instead, e.g. between ma
     python benchmarks/fast_vs_faithful.py --data-dir ../shared/data                 # everything, resumable
     python benchmarks/fast_vs_faithful.py --phase faithful --follow &   # more workers, as cores allow
     python benchmarks/fast_vs_faithful.py --data-dir ../shared/data --phase report   # the table from what is cached
+    python benchmarks/fast_vs_faithful.py --phase report --fast-subset 512 --fast-rounds 5 --out /tmp/variant.json
+                                                      # another fast setting against the same cached faithful passes
     bash benchmarks/fast_vs_faithful_gpu.sh                                          # the full size, on a GPU
 """
 
@@ -92,8 +94,10 @@ def faithful_setting(k: int) -> Setting:
     return Setting("faithful", 0.05, FAITHFUL_ROUNDS, repeat=k - 1)
 
 
-def fast_setting(sal: dict[str, Any]) -> Setting:
-    return Setting("fast", float(sal["eps"]), int(sal["rounds"]), int(sal["subset"]))
+def fast_setting(sal: dict[str, Any], subset: int | None = None, rounds: int | None = None) -> Setting:
+    """Fast SAL at the bench's settings, or with another subset or number of rounds (the report's --fast-*)."""
+    rounds = int(sal["rounds"]) if rounds is None else rounds
+    return Setting("fast", float(sal["eps"]), rounds, int(sal["subset"]) if subset is None else subset)
 
 
 def record_of(rec: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -179,9 +183,11 @@ def faithful_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, shar
         time.sleep(60)  # the bench is still training: its next runs join the list
 
 
-def fast_records(bench: Path, run, sal: dict[str, Any], loaded: _Loaded, device: str) -> dict[int, dict[str, Any]]:
+def fast_records(
+    bench: Path, run, sal: dict[str, Any], loaded: _Loaded, device: str, setting: Setting
+) -> dict[int, dict[str, Any]]:
     out = {}
-    for epoch, measure in snapshots(bench, run, fast_setting(sal), sal, loaded, device):
+    for epoch, measure in snapshots(bench, run, setting, sal, loaded, device):
         start = time.perf_counter()
         out[epoch] = record_of(measure(), 0.0)
         out[epoch]["seconds"] = time.perf_counter() - start
@@ -197,9 +203,12 @@ def rhos(a: np.ndarray, b: np.ndarray) -> list[float]:
     return [x for i in range(len(a)) if (x := spearman_rho(list(a[i]), list(b[i]))) is not None]
 
 
-def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_json: Path) -> dict[str, Any]:
+def report_phase(
+    bench: Path, folder: Path, loaded: _Loaded, device: str, out_json: Path, fast: Setting | None = None
+) -> dict[str, Any]:
     saved, plan = read_bench(bench)
     sal = saved["config"]["sal"]
+    fast = fast or fast_setting(sal)
     runs = finished_runs(bench, plan.runs)
     measured: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # run -> estimator -> epoch -> record
     missing = 0
@@ -216,7 +225,7 @@ def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_js
                 else:
                     missing += 1
         done = all(len(per[e]) == len(kept_weights(bench / run.dir)) for e in per)
-        per["fast"] = fast_records(bench, run, sal, loaded, device) if done else {}  # only where it can be read
+        per["fast"] = fast_records(bench, run, sal, loaded, device, fast) if done else {}  # only where it can be read
         measured[run_label(run)] = per
     clean = next((run_label(r) for r in runs if r.attack == CLEAN), None)
     complete = missing == 0 and clean is not None
@@ -224,6 +233,7 @@ def report_phase(bench: Path, folder: Path, loaded: _Loaded, device: str, out_js
         "bench": saved["identity"],
         "complete": complete,
         "snapshot_passes_missing": missing,
+        "fast_setting": {"subset": fast.subset, "rounds": fast.rounds, "eps": fast.eps},
         "bar": "|UD_fast - UD_faithful| <= max(0.1, |UD_faithful_2 - UD_faithful|) and "
         "rho_fast_faithful_mean >= rho_faithful_faithful_mean - 0.1, per run and origin",
         "runs": {},
@@ -333,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="I/N: this process's share of the faithful passes")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--follow", action="store_true", help="faithful: wait for the bench's runs still training")
+    ap.add_argument("--fast-subset", type=int, default=None, help="report: fast SAL's subset (default: the bench's)")
+    ap.add_argument("--fast-rounds", type=int, default=None, help="report: fast SAL's rounds (default: the bench's)")
+    ap.add_argument("--out", default=None, help="report: the outcome file (default RESULTS/fast_vs_faithful.json)")
     args = ap.parse_args(argv)
     try:
         i, n = (int(v) for v in args.shard.split("/"))
@@ -360,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase in ("all", "faithful"):
             faithful_phase(bench, folder, loaded, args.device, (i, n), args.follow)
         if args.phase in ("all", "report"):
-            table = report_phase(bench, folder, loaded, args.device, results / "fast_vs_faithful.json")
+            fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds)
+            out = Path(args.out) if args.out else results / "fast_vs_faithful.json"
+            table = report_phase(bench, folder, loaded, args.device, out, fast)
             print(markdown(table))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

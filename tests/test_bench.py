@@ -142,12 +142,20 @@ def test_the_subset_has_its_own_seed_so_training_seeds_vary_the_noise_only():
 
 # ---- end to end ---------------------------------------------------------------------------------------------------
 def test_a_clean_run_at_chance_gives_no_ud_and_the_page_says_why(tiny_bench):
+    from uebench.metrics.verdict import baseline_learned
+
     out, _ = tiny_bench  # two epochs on 120 images: the clean runs stay near chance (6.7% and 16.7% here)
     rows = read_csv(out / "results.csv")
-    assert all(r["ud"] == "" and r["lp"] == "" for r in rows)
-    assert not (out / "ud.png").exists()
     table = (out / "table.md").read_text()
-    assert table.count("is not clearly above chance") == 2 and "did not learn the task" in table
+    n_test = json.loads((out / "results.json").read_text())["bench"]["n_test"]
+    for clean in (r for r in rows if r["attack"] == "clean"):  # per defense: UD only beside a baseline that learned
+        group = [r for r in rows if r["defense"] == clean["defense"]]
+        if baseline_learned(float(clean["final_test_acc"]), 10, n_test):
+            assert all(r["ud"] != "" for r in group)
+        else:
+            assert all(r["ud"] == "" and r["lp"] == "" for r in group)
+            assert f"defense {clean['defense']}, seed 0: the clean run's final test accuracy" in table
+            assert "is not clearly above chance" in table and "did not learn the task" in table
     assert {r["learned"] for r in rows if r["poison"]} <= {"yes", "partly", "no", "unknown"}
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 
-LEARNED = ("yes", "partly", "no", "unknown")
 RULE = (
     "learned: yes = shortcut >= 50% and >= clean-train accuracy, or clean-train at most half the clean run's test "
     "accuracy; partly = shortcut above chance by 3 standard errors, or clean-train below the clean run's test "

@@ -278,6 +278,13 @@ def matrix_figure(results: BenchResults, path: Path) -> Path:
         a = np.array(
             [[np.nan if (v := _mean(look.get((x, d)), metric)) is None else v for d in defenses] for x in attacks]
         )
+        ignored = np.array(  # a poison the model did not learn has no UD to draw (uebench.metrics.verdict)
+            [
+                [metric == "ud" and (m := look.get((x, d))) is not None and m.learned == "no" for d in defenses]
+                for x in attacks
+            ]
+        )
+        a[ignored] = np.nan
         if metric == "ud":
             top = float(np.nanmax(a)) if np.isfinite(a).any() else 2.0
             im = ax.imshow(a, cmap=cmap, vmin=0, vmax=max(2.0, top), aspect="auto")
@@ -285,7 +292,9 @@ def matrix_figure(results: BenchResults, path: Path) -> Path:
             im = ax.imshow(a, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
         for i in range(len(attacks)):
             for j in range(len(defenses)):
-                if np.isfinite(a[i, j]):
+                if ignored[i, j]:
+                    ax.text(j, i, "not learned", ha="center", va="center", fontsize=7, color="#666666")
+                elif np.isfinite(a[i, j]):
                     ax.text(
                         j,
                         i,

@@ -677,3 +677,33 @@ def test_faithful_with_the_frozen_prefix_computed_once_equals_the_plain_search()
         a = _faithful_layer(*args, torch.Generator().manual_seed(layer_seed(0, name)), cross_entropy)
         b = plain(*args, torch.Generator().manual_seed(layer_seed(0, name)))
         assert abs(a.eval_max - b.eval_max) <= 1e-6 and abs(a.eval_min - b.eval_min) <= 1e-6
+
+
+def test_sgd_step_rule_with_one_batch_per_round_is_the_full_batch_rule():
+    # a round of the "sgd" rule whose batch holds every sample is one full-batch step of the same size
+    from uebench.metrics.fast_sal import _Objective, fast_layer_search, searches
+
+    model, images, labels = trained_tiny(steps=4)
+    model.eval()
+    x, y = images[:32].float() / 255, labels[:32]
+    w0 = dict(model.named_parameters())["linear.weight"].detach()
+    parts = searches(_Objective(model, "linear", [x], y, nn.functional.cross_entropy, 512), crossfit=False)
+    kw = dict(eps=0.05, rounds=3, step=0.5, tol=0.0)
+    full = fast_layer_search(parts, w0, **kw)
+    sgd = fast_layer_search(parts, w0, **kw, batch=32, generator=torch.Generator().manual_seed(0))
+    assert sgd == pytest.approx(full, rel=1e-5)
+
+
+def test_sgd_step_rule_is_deterministic_and_refuses_unknown_rules():
+    model, images, labels = trained_tiny(steps=4)
+    data = ProbeData(images[:64], labels[:64], batch_size=4, augment=False)  # 4 SGD steps per half-subset pass
+
+    def run(rule):
+        return model_sal(
+            model, data, origin="eval", mode="fast", rounds=2, fast=FastSALConfig(subset=32, step_rule=rule)
+        )
+
+    assert run("sgd").values() == run("sgd").values()
+    assert run("sgd").values() != run("full").values()
+    with pytest.raises(UserError, match="unknown fast-SAL step rule 'adam'"):
+        FastSALConfig(step_rule="adam")

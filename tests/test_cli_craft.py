@@ -16,6 +16,7 @@ from PIL import Image
 from uebench.attacks import ATTACKS
 from uebench.cli import main
 from uebench.data import load
+from uebench.errors import UserError
 from uebench.poison import Poison
 
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
@@ -244,10 +245,11 @@ def test_import_apbench_imagenet_layout_is_unpaired(ops_poison, tmp_path, capsys
     # every image comes back under its folder's label (the same multiset of (label, image) pairs)
     key = lambda x: sorted((int(y), img.numpy().tobytes()) for y, img in zip(x.labels, x.images))  # noqa: E731
     assert key(q) == key(p)
-    # the poison is the whole training set; what needs the clean originals says so in one line
-    train = q.apply(scenes40)
+    # the poison is the whole training set, only where the user confirms it; what needs the clean originals says so
+    with pytest.raises(UserError, match="--unpaired"):
+        q.apply(scenes40)
+    train = q.apply(scenes40, unpaired=True)
     assert len(train) == len(p) and train.meta["unpaired"] and torch.equal(train.labels, q.labels)
-    from uebench.errors import UserError
     from uebench.metrics.shortcut import shortcut_probes
 
     assert shortcut_probes(train, scenes40) == []
@@ -255,13 +257,16 @@ def test_import_apbench_imagenet_layout_is_unpaired(ops_poison, tmp_path, capsys
         q.fraction(0.5, seed=0)
     with pytest.raises(UserError, match="unpaired"):
         q.measure(scenes40)
-    # a victim trains on it as on any poison; the run records no probe it could not compute
+    # a victim trains on it once told it is unpaired; the run records no probe it could not compute, and says so
     run_dir = tmp_path / "run"
     train = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", "--poison", str(out)]
-    rc, _, err = run(capsys, *train, *SCENES, "--out", str(run_dir))
+    refused(capsys, *train, *SCENES, "--out", str(run_dir), match="pass --unpaired")
+    assert not run_dir.exists()
+    rc, _, err = run(capsys, *train, "--unpaired", *SCENES, "--out", str(run_dir))
     assert rc == 0, err
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert "test_acc" in record and not any(k.startswith(("shortcut", "clean_train")) for k in record)
+    assert json.loads((run_dir / "manifest.json").read_text())["train_set"]["unpaired"] is True
     refused(
         capsys,
         "train",
@@ -269,6 +274,7 @@ def test_import_apbench_imagenet_layout_is_unpaired(ops_poison, tmp_path, capsys
         "linear",
         "--poison",
         str(out),
+        "--unpaired",
         "--poison-fraction",
         "0.5",
         *SCENES,

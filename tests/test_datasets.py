@@ -263,7 +263,7 @@ def test_download_verifies_extracts_and_skips(tmp_path, mirror, monkeypatch):
     for p in mirror.iterdir():  # present files with the right md5 are not fetched again
         p.unlink()
     download("fakeset", root, quiet=True)
-    assert not list(root.glob("*.part"))
+    assert not list(root.glob(".*.tmp"))  # no temp file of the download left
 
 
 def test_download_wrong_md5_leaves_nothing(tmp_path, mirror):

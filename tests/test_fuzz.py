@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,9 @@ TRAIN_BAD = [
     ["--defense-set", "q=1"],
     ["--dataset", "nope"],
     ["--poison", "/no/such/file.safetensors"],
+    ["--set", "n_train=" + "1" * 5000],  # an integer Python's int() refuses to parse
+    ["--set", "n_train=" + "[" * 5000 + "]" * 5000],
+    ["--set", "n_train=1e999"],
 ]
 
 
@@ -315,8 +319,26 @@ def test_full_disk_is_one_line_and_leaves_no_temp_file(command, tmp_path, capsys
         lambda m: m.replace('"attack": "ops"', '"attack": 3'),
         lambda m: m.replace('"budget": ', '"budget": NaN, "x": '),
         lambda m: "[1, 2]",
+        lambda m: m.replace('"extra": {', '"extra": {"deep": ' + "[" * 100_000 + "]" * 100_000 + ", ", 1),
+        lambda m: m.replace('"extra": {', '"extra": {"deep": ' + "[" * 200 + "]" * 200 + ", ", 1),  # parses
+        lambda m: re.sub(r'"seed": \d+', '"seed": ' + "7" * 5000, m),
+        lambda m: re.sub(r'"craft_seconds": [^,}]+', '"craft_seconds": NaN', m),
+        lambda m: re.sub(r'"epoch_equivalents": [^,}]+', '"epoch_equivalents": Infinity', m),
+        lambda m: re.sub(r'"craft_seconds": [^,}]+', '"craft_seconds": 1e999', m),
     ],
-    ids=["invalid-json", "string-budget", "int-attack", "nan-budget", "list"],
+    ids=[
+        "invalid-json",
+        "string-budget",
+        "int-attack",
+        "nan-budget",
+        "list",
+        "nested-100000",
+        "nested-200",
+        "5000-digit-seed",
+        "nan-craft-seconds",
+        "infinite-epochs",
+        "1e999",
+    ],
 )
 def test_malformed_poison_metadata(edit, tmp_path, capsys, poison_file):
     bad = with_meta(poison_file, tmp_path / "bad.safetensors", edit)
@@ -367,6 +389,9 @@ def test_ud_does_not_replace_existing_files(tmp_path, capsys, sal_runs):
         "[1, 2]",
         "{broken",
         '{"attack": "x", "norm": "linf", "budget": 0.03, "extra": [1]}',
+        '{"attack": "x", "norm": "linf", "budget": 0.03, "extra": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+        '{"attack": "x", "norm": "linf", "budget": 0.03, "seed": ' + "9" * 5000 + "}",
+        '{"attack": "x", "norm": "linf", "budget": 0.03, "craft_seconds": NaN}',
     ],
 )
 def test_bad_import_sidecar(side, tmp_path, capsys, poison_file):

@@ -206,7 +206,13 @@ def test_refused_run_leaves_no_folder_behind(tmp_path):
 def test_stale_temp_files_are_removed_on_the_next_start(tmp_path):
     out = tmp_path / "run"
     train(tiny(), out, progress=False, stop_after=1)
-    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".checkpoint.pt.~{dead.pid}@{socket.gethostname()}~abc123.tmp").write_bytes(b"half a checkpoint")
     train(tiny(), out, resume=True, progress=False)
     assert not list(out.glob(".*.tmp"))
 

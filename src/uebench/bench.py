@@ -48,6 +48,7 @@ from .lock import FolderLock, LockBusy, is_scratch, lock_beside
 from .metrics.probe import SALProbe
 from .metrics.sal_config import SALConfig
 from .metrics.shortcut import shortcut_probes
+from .options import MAX_RUNS, MAX_SEEDS
 from .records import safe_label
 from .workspace import Workspace
 
@@ -80,6 +81,9 @@ class BenchConfig:
     attack_preset: str = "fast"
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack, over the preset
     poisons: tuple[str, ...] = ()  # user poison files, benched beside the crafted ones
+    # the user confirms that some of `poisons` are unpaired (no index mapping: each replaces the whole training set,
+    # its budget unchecked); refused without it. Not part of any key: those runs' own configs say `unpaired`
+    unpaired: bool = False
     model: str = "resnet18"
     width: float = 0.25
     recipe: str = "quick"
@@ -236,6 +240,8 @@ def validate(config: BenchConfig) -> None:
 
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
+    if len(config.seeds) > MAX_SEEDS:  # before each seed is checked, or a plan of millions of runs is made
+        raise UserError(f"--seeds asks for {len(config.seeds):,} seeds; at most {MAX_SEEDS:,} are run in one bench")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise UserError(f"seeds must be distinct, got {list(config.seeds)}")
     check_run_numbers(width=config.width, seeds=(*config.seeds, config.subset_seed), subset=config.subset)
@@ -246,12 +252,21 @@ def validate(config: BenchConfig) -> None:
         or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fr)
     ):
         raise UserError(f"--poison-fraction takes distinct shares in (0, 1], got {', '.join(map(str, fr)) or 'none'}")
+    labels = [fraction_label("", f) for f in fr]
+    same = [(str(f), label) for f, label in zip(fr, labels) if labels.count(label) > 1]
+    if same:  # a run's label shows its share to 6 digits: two shares of one label would make one row vanish
+        raise UserError(
+            f"--poison-fraction {' and '.join(f for f, _ in same)} would label their runs alike ({same[0][1]}); give "
+            "shares that differ in their first 6 digits"
+        )
     if config.subset_seed != 0 and config.subset is None and set(config.poison_fractions) == {1.0}:
         raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
     resolve_precision(config.precision, resolve_device(config.device))
     config.resolved_recipe()  # a Recipe validates its epochs, batch size and lr
     if not config.attacks and not config.poisons:
         raise UserError("nothing to bench: give at least one attack or poison file")
+    if not isinstance(config.unpaired, bool):
+        raise UserError(f"unpaired is true or false, got {config.unpaired!r}")
     if len(set(config.attacks)) != len(config.attacks):
         raise UserError(f"attack listed twice: {', '.join(config.attacks)}")
     for name in config.attacks:
@@ -266,6 +281,10 @@ def validate(config: BenchConfig) -> None:
     for name in config.defenses:
         if name != NO_DEFENSE:
             create_defense(name, **config.defense_params.get(name, {}))
+    poisoned = (len(config.attacks) + len(config.poisons)) * len(config.poison_fractions)
+    runs = len(config.seeds) * len(config.defenses) * (1 + poisoned)
+    if runs > MAX_RUNS:  # refused before the plan is made (and before weeks of training)
+        raise UserError(f"the bench would train {runs:,} runs; at most {MAX_RUNS:,} are planned in one bench folder")
     if not isinstance(config.sal, SALConfig):
         raise UserError(f"the bench's SAL settings must be a SALConfig, got {type(config.sal).__name__}")
     config.sal.check_schedule(config.resolved_recipe().epochs)
@@ -340,7 +359,13 @@ def fraction_label(label: str, fraction: float) -> str:
 
 
 def run_spec(
-    config: BenchConfig, attack: str, defense: str, seed: int, poison: PoisonSpec | None, fraction: float = 1.0
+    config: BenchConfig,
+    attack: str,
+    defense: str,
+    seed: int,
+    poison: PoisonSpec | None,
+    fraction: float = 1.0,
+    unpaired: bool = False,
 ) -> RunSpec:
     from .trainer import TrainConfig
 
@@ -358,6 +383,7 @@ def run_spec(
         train_subset=config.subset,
         subset_seed=own_subset_seed(config, seed, fraction),
         poison_fraction=None if fraction == 1 else float(fraction),
+        unpaired=unpaired,  # the poison file's own structure (poison.is_paired_file), confirmed in prepare_bench
         device=config.device,
         precision=config.precision,
         channels_last=config.channels_last,
@@ -394,6 +420,9 @@ def make_plan(config: BenchConfig) -> Plan:
     dupes = sorted({x for x in labels if labels.count(x) > 1} | ({CLEAN} & set(labels)))
     if dupes:
         raise UserError(f"two poisons would share the label {', '.join(dupes)} (rename one; 'clean' is reserved)")
+    from .poison import is_paired_file
+
+    unpaired = {u.file for p, u in zip(config.poisons, user) if not is_paired_file(p)}
     poisons: list[PoisonSpec] = []
     runs: list[RunSpec] = []
     for seed in config.seeds:
@@ -404,8 +433,22 @@ def make_plan(config: BenchConfig) -> Plan:
                 poisons.append(p)
             for fraction in config.poison_fractions:
                 for defense in config.defenses:
-                    runs.append(run_spec(config, p.label, defense, seed, p, fraction))
+                    runs.append(run_spec(config, p.label, defense, seed, p, fraction, p.file in unpaired))
+    check_labels(runs)
     return Plan(poisons, runs)
+
+
+def check_labels(runs: list[RunSpec]) -> None:
+    """A run's label (attack@share, defense, seed) is its row in every table and figure: two runs of one label would
+    make one of them disappear from the report (shares 0.3 and 0.30000000000000004 both read "@0.3"; a file named
+    ops@0.5 beside --poison-fraction 0.5), so a collision is refused wherever it comes from."""
+    seen: dict[tuple[str, str, int], RunSpec] = {}
+    for r in runs:
+        if seen.setdefault((r.attack, r.defense, r.seed), r) is not r:
+            raise UserError(
+                f"two runs would share the label {r.attack} (defense {r.defense}, seed {r.seed}), and one would vanish "
+                "from the tables; give --poison-fraction shares that differ in their first 6 digits, or rename a file"
+            )
 
 
 # ---- the bench folder -------------------------------------------------------------------------------------------
@@ -505,11 +548,18 @@ def prepare_bench(
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
     validate_on(config, data.train)
+    from .poison import Poison
+
+    confirmed = False
     for p in plan.poisons:
         if p.source is not None:  # a user's poison must belong to this data (one clear line if not)
-            from .poison import Poison
-
-            Poison.load(p.source).check(data.train)
+            poison = Poison.load(p.source)
+            poison.check(data.train, unpaired=config.unpaired)
+            if not poison.paired and set(config.poison_fractions) != {1.0}:
+                poison.require_paired("--poison-fraction below 1 (a share of the poison mixed with clean images)")
+            confirmed |= not poison.paired
+    if config.unpaired and not confirmed:
+        raise UserError("--unpaired confirms an unpaired --poison file; none of those given is unpaired")
     ws = Workspace(Path(out), BENCH_FILE, "bench")
     with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
         open_bench(ws, config, plan, overwrite)

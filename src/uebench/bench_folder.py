@@ -37,6 +37,14 @@ class PoisonSpec:
     params: dict[str, Any] = field(default_factory=dict)  # crafted: the resolved attack config
     source: str | None = None  # user file: where it came from
 
+    def __post_init__(self) -> None:  # read back from a bench.json a hand may have edited: read_bench names it
+        if not (_typed(self.label, self.file, self.seed) and isinstance(self.params, dict)):
+            raise TypeError(f"poison {self.file!r:.60} has fields of the wrong types")
+
+
+def _typed(label: Any, path: Any, seed: Any) -> bool:
+    return isinstance(label, str) and isinstance(path, str) and isinstance(seed, int) and not isinstance(seed, bool)
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -46,6 +54,11 @@ class RunSpec:
     dir: str  # relative to the bench folder
     poison: str | None  # relative poison file, None for the clean run
     train: dict[str, Any]  # TrainConfig as a dict
+
+    def __post_init__(self) -> None:  # read back from a bench.json a hand may have edited: read_bench names it
+        fine = _typed(self.attack, self.dir, self.seed) and isinstance(self.defense, str)
+        if not (fine and isinstance(self.poison, (str, type(None))) and isinstance(self.train, dict)):
+            raise TypeError(f"run {self.dir!r:.60} has fields of the wrong types")
 
     def train_config(self):
         from .trainer import TrainConfig

@@ -15,6 +15,7 @@ Ray is an optional extra (`pip install -e ".[ray]"`); it is imported only here.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -86,12 +87,25 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     import socket
 
     host, colon, port = address.removeprefix("ray://").rpartition(":")
-    if not colon or not port.isdigit():
-        raise UserError(f"--address is auto or HOST:PORT, got '{address}'")
+    if not colon or not (port.isascii() and port.isdecimal() and 0 < int(port) < 65536):
+        raise UserError(f"--address is auto or HOST:PORT (a port in 1..65535), got '{address}'")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
         raise UserError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def check_fits(ray, asked: dict[str, float]) -> None:
+    """Refuse a task no node of the cluster can ever hold (Ray would keep it pending forever, without a word)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    for key, amount in asked.items():
+        most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
+        if amount > most:
+            flag = f"--{key.lower()}s-per-run"
+            raise UserError(
+                f"{flag} {amount:g}: no node of the Ray cluster has that many {key}s (the largest has {most:g}); "
+                "every task would wait forever"
+            )
 
 
 def run_bench_on_ray(
@@ -110,9 +124,11 @@ def run_bench_on_ray(
 ) -> BenchResult:
     """The bench with its tasks on Ray. `num_cpus` sizes a local cluster (no `address`); `env` is set in the
     workers (tests use it for fault injection)."""
-    if not (cpus_per_run > 0) or gpus_per_run < 0 or max_retries < 0:
+    finite = all(isinstance(x, (int, float)) and math.isfinite(x) for x in (cpus_per_run, gpus_per_run))
+    if not finite or not cpus_per_run > 0 or gpus_per_run < 0 or max_retries < 0:
         raise UserError(
-            f"--cpus-per-run must be > 0, --gpus-per-run >= 0, retries >= 0 (got {cpus_per_run}, {gpus_per_run})"
+            f"--cpus-per-run must be > 0, --gpus-per-run >= 0 (finite numbers), retries >= 0 "
+            f"(got {cpus_per_run}, {gpus_per_run}, {max_retries})"
         )
     say = log or (lambda _m: None)
     t_start = time.perf_counter()
@@ -121,6 +137,7 @@ def run_bench_on_ray(
     connect(address, num_cpus)  # an unreachable cluster or one without GPUs is refused before the folder is touched
     if gpus_per_run > 0 and ray.cluster_resources().get("GPU", 0) == 0:
         raise UserError("--gpus-per-run asks for GPUs, but the Ray cluster has none")
+    check_fits(ray, {"CPU": cpus_per_run, "GPU": gpus_per_run})
     ws, plan, _ = prepare_bench(config, out, overwrite=overwrite)
     # each worker runs torch with as many threads as the CPUs its task holds (Ray sets OMP_NUM_THREADS likewise)
     threads = {"OMP_NUM_THREADS": str(max(1, int(cpus_per_run)))}

@@ -15,12 +15,12 @@ Layout written (`export_png`): `<out>/data/<idx>.png`, one lossless 8-bit PNG pe
 file, needs no --attack-name/--norm/--budget.
 
 Every imported poison goes through Poison.check (budget on the baked bytes, labels, indices, no constant images)
-before anything is written.
+before anything is written. Whether it is unpaired is the reader's finding alone (formats.Read.paired): a sidecar's
+`extra` never sets it (nor `budget_checked`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -34,9 +34,12 @@ import torch
 from .data.base import ImageDataset
 from .errors import UserError
 from .formats import FORMATS, PNG_MODES, Options, Read, detect
+from .io import dumps_json, loads_json, temp_prefix
 from .poison import NORMS, Poison, PoisonMeta, check_budget
 
 SIDECAR = "uebench_poison.json"
+# what only the importer says about a poison, from what its reader found: a sidecar's own values are dropped
+TRUST_KEYS = ("unpaired", "budget_checked")
 
 
 # ---- reading ----------------------------------------------------------------------------------------
@@ -45,12 +48,12 @@ def read_sidecar(folder: Path) -> dict[str, Any]:
     if not p.is_file():
         return {}
     try:
-        side = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p} is not valid JSON: {e}") from None
+        side = loads_json(p.read_bytes(), str(p), finite=True)  # bounded: depth, integer size, no NaN
+    except OSError as e:
+        raise UserError(f"{p} cannot be read: {e.strerror or e}") from None
     if not isinstance(side, dict) or not isinstance(side.get("extra", {}), dict):
         raise UserError(f"{p} must hold a JSON object (attack, norm, budget, ...), with 'extra' an object if given")
-    return side
+    return {**side, "extra": {k: v for k, v in side.get("extra", {}).items() if k not in TRUST_KEYS}}
 
 
 def import_poison(
@@ -81,7 +84,7 @@ def import_poison(
         raise UserError(f"--labels is read by the formats that keep labels apart (ntga, tap-npy), not by {fmt}")
     if allow_pickle and not reader.pickle:
         raise UserError(f"--allow-pickle only applies to pickled formats (rem-pkl); {fmt} is not one")
-    if labels is not None and not Path(labels).is_file():
+    if labels is not None and not Path(labels).exists():  # a FIFO or a device: its reader refuses it by name
         raise UserError(f"labels file not found: {labels}")
     got = reader.read(source, clean, Options(Path(labels) if labels else None, allow_pickle, progress))
     side = read_sidecar(source) if source.is_dir() else {}
@@ -159,8 +162,8 @@ def _unpaired(
         variant="imported",
         extra=extra,
     )
-    poison = Poison(images, labels, torch.arange(len(images)), meta)
-    poison.check(clean)
+    poison = Poison(images, labels, torch.arange(len(images)), meta, paired=False)
+    poison.check(clean, unpaired=True)  # the reader found no mapping; training on it still needs the user's word
     print(
         f"warning: {source} cannot be paired with the clean images ({fmt}): its {norm} budget {budget:.6g} is "
         "recorded unchecked, it replaces the whole training set, and the shortcut and clean-train probes are off",
@@ -197,19 +200,50 @@ def within_budget(
 
 # ---- writing --------------------------------------------------------------------------------------------
 def _is_export(folder: Path) -> bool:
-    names = {p.name for p in folder.iterdir()}
-    return names <= {"data", SIDECAR}
+    """Whether `folder` provably holds an export uebench wrote: its sidecar (a poison's metadata, every field as
+    export writes them) and a data/ folder of <index>.png files, nothing else. Only such a folder is replaced."""
+    import dataclasses
+    import re
+
+    from .lock import same_shape
+
+    entries = {p.name: p for p in folder.iterdir()}
+    side, data = entries.get(SIDECAR), entries.get("data")
+    if set(entries) - {"data", SIDECAR} or side is None or side.is_symlink() or not side.is_file():
+        return False
+    try:
+        if side.stat().st_size > 1 << 20 or not same_shape(
+            loads_json(side.read_bytes(), str(side)), dict.fromkeys(f.name for f in dataclasses.fields(PoisonMeta))
+        ):
+            return False
+    except (OSError, UserError):
+        return False
+    if data is None:
+        return True
+    if data.is_symlink() or not data.is_dir():
+        return False
+    return all(re.fullmatch(r"\d+\.png", f.name) and f.is_file() and not f.is_symlink() for f in data.iterdir())
 
 
 def export_png(poison: Poison, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write `<out>/data/<idx>.png` for every poisoned image and `<out>/uebench_poison.json`; returns out.
 
-    Written into a temporary folder beside `out` and renamed into place, so `out` is never half-written.
+    Written into a temporary folder beside `out` and renamed into place, so `out` is never half-written. One export
+    into `out` at a time (a lock beside it): a second is refused in one line.
     """
-    from PIL import Image
+    from .lock import lock_beside
 
     out = Path(out)
+    with lock_beside(out):  # taking it clears what a killed export left beside `out` (tagged with its dead pid)
+        return _export_png(poison, out, overwrite)
+
+
+def _export_png(poison: Poison, out: Path, overwrite: bool) -> Path:
+    from PIL import Image
+
     c = poison.images.shape[1]
+    if not poison.paired:  # <idx>.png names the clean image each one replaces, which an unpaired poison does not know
+        raise UserError(f"'{poison.meta.attack}' is unpaired: export writes <index>.png files, and it has no indices")
     if c not in PNG_MODES:
         raise UserError(f"cannot write {c}-channel images as PNG")
     if out.exists():
@@ -219,9 +253,12 @@ def export_png(poison: Poison, out: str | Path, *, overwrite: bool = False) -> P
             if not overwrite:
                 raise UserError(f"{out} is not empty; pass --overwrite to replace an earlier export there")
             if not _is_export(out):
-                raise UserError(f"{out} holds files other than an export (data/, {SIDECAR}); refusing to replace it")
+                raise UserError(
+                    f"{out} is not provably an earlier export (only data/<index>.png and {SIDECAR} as uebench writes "
+                    "them): uebench replaces nothing there; use another --out"
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix(out.name), suffix=".tmp"))
     try:
         data = tmp / "data"
         data.mkdir()
@@ -229,9 +266,9 @@ def export_png(poison: Poison, out: str | Path, *, overwrite: bool = False) -> P
         for k, idx in enumerate(poison.indices.tolist()):
             img = arr[k, :, :, 0] if c == 1 else arr[k]
             Image.fromarray(img).save(data / f"{idx}.png")
-        (tmp / SIDECAR).write_text(json.dumps(asdict(poison.meta), indent=2, sort_keys=True) + "\n")
+        (tmp / SIDECAR).write_text(dumps_json(asdict(poison.meta), indent=2, sort_keys=True) + "\n")
         if out.exists():
-            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix(out.name), suffix=".tmp"))
             os.replace(out, trash / "old")
             os.replace(tmp, out)
             shutil.rmtree(trash, ignore_errors=True)

@@ -10,15 +10,16 @@ authors' exports do); with the images' dataset positions and labels where the fi
 through the same checks as a crafted poison (labels, indices, budget on the baked bytes).
 
 Nothing here runs code from a file: tensors are read with `torch.load(weights_only=True)` (tensors and plain
-containers only), numpy files with `allow_pickle=False`; REM's pickle is read, behind `--allow-pickle`, by an
-unpickler that knows numpy arrays and nothing else.
+containers only), numpy files without pickles; REM's pickle is parsed, behind `--allow-pickle`, without unpickling
+(uebench.data.files.load_pickle: numpy arrays and plain values, nothing called). Nothing a file declares is allocated
+before it is checked against the file's real size and against the dataset (`_bound`): an .npz member that is not
+needed is never inflated, and only regular files are opened.
 """
 
 from __future__ import annotations
 
-import io
+import math
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -27,7 +28,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .data import files as untrusted
 from .data.base import ImageDataset
+from .data.files import MAX_NAME_DIGITS, check_zip, decimal_name, load_pickle, open_regular, read_bounded
 from .errors import UserError
 from .progress import progress_bar
 from .registry import Registry
@@ -84,8 +87,20 @@ def detect(source: Path) -> str:
     raise UserError(f"{source} could be {' or '.join(fits)}; pass --format")
 
 
+def _bound(clean: ImageDataset) -> int:
+    """The most bytes an array read for `clean` may hold: a value per pixel of every image (or of every class's noise,
+    where there are more classes than images) at the widest dtype, 8 bytes."""
+    c, h, w = clean.shape
+    return max(len(clean), clean.num_classes) * c * h * w * 8
+
+
+def _labels_bound(clean: ImageDataset) -> int:
+    """The most bytes a labels array may hold: a one-hot row of 8-byte values per image."""
+    return max(len(clean), 1) * max(clean.num_classes, 1) * 8
+
+
 # ---- PNG folders and .npz (the layouts APBench and uebench's export write) ---------------------------------------
-_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+_PNG = re.compile(r"^([0-9]+)\.png$", re.IGNORECASE)
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
@@ -126,11 +141,12 @@ def find_pngs(folder: Path) -> dict[int, Path]:
                 continue
             m = _PNG.match(name)
             path = Path(root) / name
-            if not m:
+            idx = decimal_name(m.group(1)) if m else None
+            if idx is None:
                 raise UserError(
                     f"cannot tell which training image {path} replaces: files must be named by its index, e.g. 0.png"
+                    + (f" (an index below 10**{MAX_NAME_DIGITS})" if m else "")
                 )
-            idx = int(m.group(1))
             if idx in found:
                 raise UserError(f"index {idx} appears twice: {found[idx]} and {path}")
             found[idx] = path
@@ -147,15 +163,18 @@ def read_png_folder(folder: Path, shape: tuple[int, int, int], progress: bool = 
 
 
 def read_pngs(paths: list[Path], shape: tuple[int, int, int], progress: bool = False, what: str = "") -> np.ndarray:
-    """The PNG files as (N, C, H, W) uint8; each must be 8-bit and of the dataset's size."""
+    """The PNG files as (N, C, H, W) uint8; each must be a regular file, 8-bit and of the dataset's size (checked on
+    its header, before its pixels are decoded)."""
     from PIL import Image
 
     c, h, w = shape
     images = np.empty((len(paths), c, h, w), dtype=np.uint8)
     bar = progress_bar(progress, len(paths), what, unit="img")
     for k, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
+        try:  # a FIFO or a device named 0.png is refused by open_regular, never waited on
+            with open_regular(path) as f, Image.open(f) as img:
+                if img.size != (w, h):
+                    raise UserError(f"{path} is {img.size[0]}x{img.size[1]}; the dataset's images are {w}x{h}")
                 img.load()
                 arr = _pixels(img, path, c)
         except UserError:
@@ -179,7 +198,7 @@ def _subfolders(folder: Path) -> list[Path]:
 def _integer_class_folders(folder: Path) -> bool:
     """APBench's ImageNet-100 layout: every subfolder named by an integer label (TAP's class folders are names)."""
     subs = _subfolders(folder)
-    return bool(subs) and all(d.name.isdigit() for d in subs)
+    return bool(subs) and all(decimal_name(d.name) is not None for d in subs)
 
 
 def _npz_images(arr: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
@@ -198,20 +217,28 @@ def _npz_images(arr: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.
     raise UserError(f"{path}: images of shape {arr.shape} fit neither (N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
 
 
-def read_npz(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(images (N, C, H, W) uint8, indices or None, labels or None)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise UserError(f"cannot read {path} as .npz: {type(e).__name__}: {str(e)[:120]}") from None
-    key = next((k for k in ("images", "x", "data") if k in arrays), None)
-    if key is None:
-        rest = [k for k in arrays if k not in ("indices", "labels")]
-        if len(rest) != 1:
-            raise UserError(f"{path}: no 'images' array (found {', '.join(sorted(arrays)) or 'nothing'})")
-        key = rest[0]
-    images = np.ascontiguousarray(_npz_images(arrays[key], shape, path))
+def read_npz(
+    path: Path, shape: tuple[int, int, int], size: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images (N, C, H, W) uint8, indices or None, labels or None). Only these three members are read, each once its
+    header fits `size` images of `shape` (None: no bound); any other member is never inflated."""
+    picked: list[str] = []
+
+    def choose(names: list[str]) -> list[str]:
+        key = next((k for k in ("images", "x", "data") if k in names), None)
+        if key is None:
+            rest = [k for k in names if k not in ("indices", "labels")]
+            if len(rest) != 1:
+                raise UserError(f"{path}: no 'images' array (found {', '.join(names) or 'nothing'})")
+            key = rest[0]
+        picked.append(key)
+        return [key, *(k for k in ("indices", "labels") if k in names)]
+
+    def limit(name: str) -> int:  # 8 bytes a value: a wider dtype than uint8 is refused by name, after reading
+        return 2**63 if size is None else size * 8 * (1 if name in ("indices", "labels") else math.prod(shape))
+
+    arrays = untrusted.read_npz(path, choose, limit)
+    images = np.ascontiguousarray(_npz_images(arrays[picked[0]], shape, path))
     indices = arrays.get("indices")
     labels = arrays.get("labels")
     for name, a in (("indices", indices), ("labels", labels)):
@@ -254,27 +281,45 @@ def class_labels(y: np.ndarray, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise UserError(f"cannot read {path} as .npy: {type(e).__name__}: {str(e)[:120]}") from None
+def _npy(path: Path, max_bytes: int) -> np.ndarray:
+    return untrusted.read_npy(path, max_bytes)
 
 
-def _torch_file(path: Path) -> Any:
-    """What a torch file holds, read weights-only: tensors and plain containers, no code runs."""
+def _torch_file(path: Path, max_bytes: int) -> Any:
+    """What a torch file holds, read weights-only: tensors and plain containers, no code runs; no member of the
+    file may declare more than `max_bytes` (checked on the zip's directory before torch reads anything)."""
     import torch
 
+    check_zip(path, max_bytes + 2**20, "a tensor file")  # + the pickled structure, which is small
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"cannot read {path} as a tensor file: {type(e).__name__}: {str(e)[:120]}") from None
 
 
-def _tensor(path: Path) -> np.ndarray:
+def _plain(t: Any, path: Path, what: str = "tensor") -> Any:
+    """`t` if it is a dense CPU tensor of real numbers; sparse, meta-device, quantized, complex or boolean tensors are
+    refused in one line (each would otherwise fail deep inside torch or numpy)."""
     import torch
 
-    obj = _torch_file(path)
+    if not isinstance(t, torch.Tensor):
+        raise UserError(f"{path}: the {what} is a {type(t).__name__}, not a tensor")
+    kind = (
+        f"a {str(t.layout).removeprefix('torch.')} tensor" if t.layout != torch.strided
+        else "a meta-device tensor (no values)" if t.device.type == "meta"
+        else f"a quantized tensor ({t.dtype})" if t.is_quantized
+        else f"a {t.dtype} tensor on {t.device}" if t.is_complex() or t.dtype == torch.bool or t.device.type != "cpu"
+        else None
+    )  # fmt: skip
+    if kind is not None:
+        raise UserError(f"{path}: the {what} is {kind}; expected a dense tensor of real numbers")
+    return t
+
+
+def _tensor(path: Path, clean: ImageDataset) -> np.ndarray:
+    import torch
+
+    obj = _torch_file(path, _bound(clean))
     if isinstance(obj, dict):  # some releases wrap the tensor: take the one tensor there is
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1:
@@ -282,7 +327,7 @@ def _tensor(path: Path) -> np.ndarray:
         obj = tensors[0]
     if not isinstance(obj, torch.Tensor):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor")
-    return obj.float().numpy()
+    return _plain(obj, path, "perturbation").float().numpy()
 
 
 def _perturbation(a: np.ndarray, clean: ImageDataset, what: str, note: dict[str, Any]) -> Read:
@@ -318,13 +363,13 @@ def read_png(source: Path, clean: ImageDataset, opts: Options) -> Read:
 
 @register_format("npz", ".npz with uint8 `images` and optional `indices`, `labels`", ("*.npz",))
 def read_npz_format(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    images, indices, labels = read_npz(source, clean.shape)
+    images, indices, labels = read_npz(source, clean.shape, len(clean))
     return Read(images=images, indices=indices, labels=labels)
 
 
 @register_format("npy", ".npy of uint8 poisoned images, or of a float perturbation in [0,1] pixel units", ("*.npy",))
 def read_npy(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    a = _npy(source)
+    a = _npy(source, _bound(clean))
     if a.dtype == np.uint8:
         return Read(images=channels_first(a, clean.shape, str(source)))
     if np.issubdtype(a.dtype, np.floating):
@@ -338,32 +383,14 @@ def read_npy(source: Path, clean: ImageDataset, opts: Options) -> Read:
     ("*perturbation.pt",),
 )
 def read_em(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    return _perturbation(_tensor(source), clean, str(source), {"release": "unlearnable-examples (EM)"})
+    return _perturbation(_tensor(source, clean), clean, str(source), {"release": "unlearnable-examples (EM)"})
 
 
 @register_format(
     "ucl-pt", "unsupervised UEs' perturbations.pt (UCL, TUE): float sample-wise noise", ("*perturbations.pt",)
 )
 def read_ucl(source: Path, clean: ImageDataset, opts: Options) -> Read:
-    return _perturbation(_tensor(source), clean, str(source), {"release": "unsupervised UEs (UCL/TUE)"})
-
-
-class _NumpyOnly(pickle.Unpickler):
-    """Unpickles numpy arrays and scalars; any other global (a function, a class with code) is refused."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise UserError(f"the pickle asks for {module}.{name}; only numpy arrays are read from a pickle")
-        return super().find_class(module, name)
+    return _perturbation(_tensor(source, clean), clean, str(source), {"release": "unsupervised UEs (UCL/TUE)"})
 
 
 @register_format(
@@ -378,23 +405,21 @@ def read_rem(source: Path, clean: ImageDataset, opts: Options) -> Read:
             f"{source} is a pickle: reading one can run code; pass --allow-pickle if you trust it "
             "(uebench reads numpy arrays from it and refuses anything else)"
         )
-    try:
-        a = _NumpyOnly(io.BytesIO(source.read_bytes())).load()
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"cannot read {source} as a pickled array: {type(e).__name__}: {str(e)[:120]}") from None
+    bound = _bound(clean)
+    a = load_pickle(read_bounded(source, bound + 2**16, "REM's noise for this dataset"), str(source), bound)
     if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.integer):
         raise UserError(f"{source}: expected REM's integer noise array, got {type(a).__name__}")
     return _perturbation(a.astype(np.float32) / 255.0, clean, str(source), {"release": "REM", "noise": "int8 grey"})
 
 
 def _images_and_labels(source: Path, clean: ImageDataset, opts: Options, release: str) -> Read:
-    x = _npy(source)
+    x = _npy(source, _bound(clean))
     images = channels_first(
         x if x.dtype == np.uint8 else float_images_to_u8(x.astype(np.float64), str(source)), clean.shape, str(source)
     )
-    labels = class_labels(_npy(opts.labels), str(opts.labels)) if opts.labels is not None else None
+    labels = (
+        class_labels(_npy(opts.labels, _labels_bound(clean)), str(opts.labels)) if opts.labels is not None else None
+    )
     if labels is not None and len(labels) != len(images):
         raise UserError(f"{opts.labels}: {len(labels)} labels for {len(images)} images")
     return Read(images=images, labels=labels, note={"release": release, "source_dtype": str(x.dtype)})
@@ -431,14 +456,14 @@ def read_apbench_imagenet(source: Path, clean: ImageDataset, opts: Options) -> R
     folders = _subfolders(source)
     if not folders:
         raise UserError(f"{source}: no <label>/ folders (APBench's ImageNet layout is <label>/<j>.png)")
-    bad = [d.name for d in folders if not d.name.isdigit()]
+    bad = [d.name for d in folders if decimal_name(d.name) is None]
     if bad:
         raise UserError(f"{source}: class folder '{bad[0]}' is not an integer label (APBench names them 0..K-1)")
     paths, labels = [], []
-    for d in sorted(folders, key=lambda d: int(d.name)):
-        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+    for d in sorted(folders, key=lambda d: decimal_name(d.name)):
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
         paths += files
-        labels += [int(d.name)] * len(files)
+        labels += [decimal_name(d.name)] * len(files)
     if not paths:
         raise UserError(f"no .png images under {source}/<label>/")
     images = read_pngs(paths, clean.shape, opts.progress, f"read {source}")
@@ -473,14 +498,18 @@ def read_tap_packed(source: Path, clean: ImageDataset, opts: Options) -> Read:
     std = TAP_STD.get(clean.name)
     if std is None or len(std) != clean.shape[0]:
         raise UserError(f"tap-packed: TAP's normalisation is known for {', '.join(TAP_STD)}, not {clean.name}")
-    obj = _torch_file(source)
+    obj = _torch_file(source, _bound(clean))
     if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], torch.Tensor)):
         raise UserError(f"{source}: TAP's packed export is [poison_delta, poison_ids]; got {type(obj).__name__}")
     delta, ids = obj
-    ids = np.asarray(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
-    if ids.ndim != 1 or len(ids) != len(delta) or not np.issubdtype(ids.dtype, np.integer):
-        raise UserError(f"{source}: {len(delta)} perturbations need as many integer ids, got {ids.shape} {ids.dtype}")
-    a = delta.float().numpy()
+    a = _plain(delta, source, "perturbation").float().numpy()
+    ids = _plain(ids, source, "list of ids").numpy() if isinstance(ids, torch.Tensor) else ids
+    try:
+        ids = np.asarray(ids) if isinstance(ids, (list, tuple, np.ndarray)) else np.zeros((0, 0))
+    except (ValueError, OverflowError):  # ragged lists, integers past int64
+        ids = np.zeros((0, 0))
+    if ids.ndim != 1 or len(ids) != len(a) or not np.issubdtype(ids.dtype, np.integer):
+        raise UserError(f"{source}: {len(a)} perturbations need as many integer ids, got {ids.shape} {ids.dtype}")
     if not np.isfinite(a).all():
         raise UserError(f"{source}: the perturbation holds NaN or infinite values")
     a = channels_first(a, clean.shape, str(source)) * np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call write(f) on a temporary file in the same folder, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(path.parent)
     # the writer's pid and host in the name: another process sharing the folder (a shard) can tell a killed writer's
-    # leftover from a live writer's file in progress
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.~{os.getpid()}@{_HOST}~", suffix=".tmp")
+    # leftover from a live writer's file in progress, and a user's own hidden .tmp file from uebench's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -80,7 +83,14 @@ def _umask() -> int:
 
 
 _HOST = socket.gethostname().replace("~", "-")
-_OWNER = re.compile(r"~(\d+)@([^~]+)~")
+# a temp file or folder of uebench's: `.<name>.~<pid>@<host>~<mkstemp's random part>.tmp`; nothing else is one
+_TEMP = re.compile(r"\..+\.~(\d+)@([^~/]+)~[A-Za-z0-9_]*\.tmp")
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the name of a temp file or folder this process makes for `name` (mkstemp / mkdtemp's prefix,
+    with suffix ".tmp"): it says uebench made it, and which process, so a leftover is provably uebench's and stale."""
+    return f".{name}.~{os.getpid()}@{_HOST}~"
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,31 +98,51 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (PermissionError, OverflowError):  # exists, owned by someone else (or not a pid: never count it gone)
         return True
     return True
 
 
 def temp_writer_gone(path: Path) -> bool:
-    """Whether the process that was writing this temporary file is provably gone (same host, pid not alive).
-    A temp file without an owner (written before temps carried one) counts as gone."""
-    m = _OWNER.search(path.name)
-    if m is None:
-        return True
-    return m.group(2) == _HOST and not pid_alive(int(m.group(1)))
+    """Whether this is uebench's temp file or folder and the process that made it is provably gone (same host, pid
+    not alive). A name without uebench's tag is never counted as gone: it may be a user's own hidden .tmp file."""
+    m = _TEMP.fullmatch(path.name)
+    return m is not None and m.group(2) == _HOST and not pid_alive(int(m.group(1)))
 
 
 def is_temp(path: Path) -> bool:
-    """A temporary file of atomic_write (named by its mkstemp call); one is left behind only by a kill."""
-    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
+    """A temp file or folder uebench made (atomic_write, an export in progress, a folder being replaced): its name
+    carries uebench's tag. One is left behind only by a kill."""
+    return _TEMP.fullmatch(path.name) is not None and not path.is_symlink() and path.exists()
 
 
 def remove_stale_temps(folder: Path) -> None:
-    """Delete the temporary files killed writers left in `folder`; a live writer's file in progress is left alone."""
-    if folder.is_dir():
-        for f in folder.iterdir():
-            if is_temp(f) and temp_writer_gone(f):
+    """Delete the temp files and folders killed uebench processes left in `folder` (tagged, their process gone);
+    a live writer's file in progress and every untagged file are left alone."""
+    import shutil
+
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return
+    for f in entries:
+        if is_temp(f) and temp_writer_gone(f):
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
                 f.unlink(missing_ok=True)
+
+
+_swept: set[str] = set()
+
+
+def _sweep_once(folder: Path) -> None:
+    """The first write of this process into a folder clears what a killed uebench process left there (its own
+    tagged temps only): every folder uebench writes to is cleared by the next run that writes there."""
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        remove_stale_temps(Path(key))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -124,7 +154,82 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
+
+
+def dumps_json(obj: Any, **kw: Any) -> str:
+    """Strict JSON (RFC 8259, which has no NaN or Infinity): a non-finite number is written as null, the value a
+    reader can tell apart from every number, so that no value a run or a file produced can make the write fail."""
+    return json.dumps(finite_json(obj), allow_nan=False, default=_jsonable, **kw)
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf, as a Python or numpy float) replaced by None."""
+    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "ndim", None) == 0 and hasattr(obj, "item")):
+        value = obj.item() if hasattr(obj, "item") else obj
+        return None if isinstance(value, float) and not math.isfinite(value) else obj
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+# What a JSON file read here may hold: a file of uebench's nests a few levels and holds 64-bit integers. A deeper
+# or longer one is damaged or hostile (100,000 levels exhaust the parser's stack; a 5,000-digit integer fails
+# Python's int conversion), and is refused in one line.
+MAX_JSON_DEPTH = 100
+MAX_JSON_INT_DIGITS = 100
+
+
+class _Refused(ValueError):
+    pass
+
+
+def loads_json(text: str | bytes, where: str, *, finite: bool = False) -> Any:
+    """Parse JSON, bounded: nesting at most MAX_JSON_DEPTH, integers at most MAX_JSON_INT_DIGITS digits; `finite`:
+    NaN, Infinity and numbers too large for a float are refused too (what an untrusted file says about itself)."""
+    from .errors import UserError
+
+    def integer(s: str) -> int:
+        if len(s.lstrip("-")) > MAX_JSON_INT_DIGITS:
+            raise _Refused(f"an integer of {len(s.lstrip('-')):,} digits")
+        return int(s)
+
+    def number(s: str) -> float:
+        x = float(s)
+        if finite and not math.isfinite(x):
+            raise _Refused(f"the number {s[:20]} (not a finite float)")
+        return x
+
+    def constant(s: str) -> float:
+        if finite:
+            raise _Refused(f"{s} (not JSON: a non-finite number)")
+        return float(s)
+
+    try:
+        obj = json.loads(text, parse_int=integer, parse_float=number, parse_constant=constant)
+    except _Refused as e:
+        raise UserError(f"{where} holds {e}") from None
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{where} is damaged: not valid JSON ({type(e).__name__})") from None
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise UserError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return obj
+
+
+def _depth(obj: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion to exhaust)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        x, d = todo.pop()
+        if isinstance(x, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                todo += [(v, d + 1) for v in (x.values() if isinstance(x, dict) else x)]
+    return deepest
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
@@ -133,17 +238,42 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+@contextlib.contextmanager
+def utf8_path(path: str | Path) -> Iterator[str]:
+    """A name for the existing file or folder `path` that libraries which take only UTF-8 names (safetensors,
+    TensorBoard) accept: the path itself, or where it is not valid UTF-8 (a folder named in another encoding), the
+    /proc/self/fd link of a descriptor held open until the block ends. So every command takes every path the file
+    system does."""
+    from .errors import UserError
+
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield name
+        return
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        alias = f"/proc/self/fd/{fd}"
+        if not os.path.exists(alias):
+            raise UserError(f"{name!r} is not a UTF-8 name, which this system gives no other name for; rename it")
+        yield alias
+    finally:
+        os.close(fd)
+
+
 def read_json(path: str | Path) -> Any:
     """A JSON file uebench wrote, or a UserError naming it: a damaged or hand-edited file is one line, not a trace."""
     from .errors import UserError
 
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is damaged: not valid JSON ({type(e).__name__})") from None
+        with open(path, "rb") as f:
+            text = f.read()
     except IsADirectoryError:
         raise UserError(f"{path} is a folder, not a JSON file") from None
+    return loads_json(text, str(path))
 
 
 def _jsonable(x: Any) -> Any:

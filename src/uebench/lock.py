@@ -6,15 +6,22 @@ one bench both need). A second process is refused with one line naming the holde
 polls until the holder lets go. A lock whose holder is gone (same host, pid no longer alive) is stale: it is taken
 over, so a kill -9 never blocks the rerun. A lock held from another host cannot be checked from here; it is refused
 (or waited for), and the message says how to clear it by hand.
+
+What uebench may delete goes through here too (`remove_owned`): only what the caller proved uebench wrote, and only
+once every lock under it is taken (a live holder refuses, before anything is touched). `sweep_stale` clears what a
+killed uebench process left (tagged temps, locks of dead holders) and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from .errors import UserError
 from .io import is_temp, pid_alive, remove_stale_temps
@@ -22,9 +29,14 @@ from .io import is_temp, pid_alive, remove_stale_temps
 LOCK_NAME = ".uebench.lock"
 
 
+def is_lock_name(name: str) -> bool:
+    """A FolderLock's `.uebench.lock` or a lock_beside's `.<name>.lock`."""
+    return name == LOCK_NAME or (name.startswith(".") and name.endswith(".lock") and len(name) > len(".lock"))
+
+
 def is_scratch(path: Path) -> bool:
     """A temporary file of atomic_write or a lock file: not the folder's content."""
-    return path.name == LOCK_NAME or (path.name.startswith(".") and path.name.endswith(".lock")) or is_temp(path)
+    return is_lock_name(path.name) or is_temp(path)
 
 
 class LockBusy(UserError):
@@ -75,8 +87,7 @@ class Lock:
             with os.fdopen(fd, "w") as f:
                 json.dump(holder, f)
             Lock._held[self.path] = 1
-            if self.owns_folder:
-                remove_stale_temps(self.folder)  # any temp file here is a killed writer's
+            sweep_stale(self.folder)  # what killed uebench processes left here: tagged temps, their locks
             return self
         raise LockBusy(self._busy_message())
 
@@ -157,3 +168,91 @@ def lock_beside(path: str | Path, *, wait: float | None = 0.0) -> Lock:
     """The lock guarding the making of the file `path` (a hidden `.<name>.lock` beside it)."""
     path = Path(path)
     return Lock(path.parent / f".{path.name}.lock", wait=wait)
+
+
+# ---- what uebench may delete -----------------------------------------------------------------------------------
+def same_shape(old: Any, new: Any) -> bool:
+    """Whether a record read back (`old`) has the shape of the one uebench would write now (`new`): the same type
+    and, for objects, more keys in common than not. What proves a record file is uebench's own and not a user's
+    file of the same name (a config.json, a bench.json of something else); an identity of another configuration
+    has the shape, and a record of an older or newer version differing in a key or two still has it."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return len(old.keys() & new.keys()) >= max(1, len(old.keys() ^ new.keys()))
+    return type(old) is type(new)
+
+
+def _locks_under(paths: Iterable[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            for folder, _dirs, files in os.walk(p):  # never into a linked folder
+                found += [Path(folder) / f for f in files if is_lock_name(f)]
+        elif is_lock_name(p.name):
+            found.append(p)
+    return found
+
+
+@contextlib.contextmanager
+def holding_locks(paths: Iterable[Path]) -> Iterator[None]:
+    """Hold every lock found under `paths` while the caller moves or deletes them: one a live process holds
+    (another uebench process at work there: a shard training a run, a poison being crafted) or one held from another
+    host refuses with one line (LockBusy) before anything is touched; one of a dead holder is taken over."""
+    held: list[Lock] = []
+    try:
+        for f in _locks_under(paths):
+            lock = FolderLock(f.parent) if f.name == LOCK_NAME else Lock(f)
+            try:
+                held.append(lock._try_acquire())
+            except LockBusy as e:
+                raise LockBusy(f"{e} (nothing was deleted)") from None
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+def remove_owned(paths: Iterable[Path]) -> None:
+    """Delete files and folders the caller proved are uebench's (its own names under a record of its own), once
+    every lock under them is taken: refused (LockBusy) while another live process holds one, before any deletion.
+    A link is removed, never what it points to."""
+    paths = [Path(p) for p in paths if os.path.lexists(p)]
+    with holding_locks(paths):
+        for p in paths:
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot delete {p}: {e.strerror or e}") from None
+
+
+def sweep_stale(folder: Path, *, recursive: bool = False) -> None:
+    """Clear what killed uebench processes left in `folder` (and below it, with `recursive`): their tagged temp
+    files and folders, and the locks whose holders are gone (taken over, then let go). A live process's and a
+    user's files are left alone. The next run in a folder calls this, so no leftover stays for good."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    folders = [Path(d) for d, _, _ in os.walk(folder)] if recursive else [folder]
+    for d in folders:
+        remove_stale_temps(d)
+        try:
+            locks = [f for f in d.iterdir() if is_lock_name(f.name) and f.is_file() and not f.is_symlink()]
+        except OSError:
+            continue
+        for f in locks:
+            try:
+                before = f.stat()
+            except OSError:
+                continue
+            holder = Lock(f)._read_holder()
+            # only a lock uebench wrote (exactly its holder record) whose holder is provably gone
+            if isinstance(holder, dict) and set(holder) == {"host", "pid", "started"}:
+                pid = holder["pid"]
+                if holder["host"] == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
+                    with contextlib.suppress(OSError):
+                        now = f.stat()  # not the lock a process took over meanwhile (a new file)
+                        if (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns):
+                            f.unlink()

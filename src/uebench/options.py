@@ -1,18 +1,60 @@
 """User-given options (`--data-option`, `--attack-option`, `--defense-option` KEY=VALUE) checked against the type they are declared
-with, before anything runs. A word where a number goes, NaN or inf, 2.5 where a count goes: one UserError line
-naming the option, never a traceback from deep inside the code that uses it."""
+with, before anything runs. A word where a number goes, NaN or inf, 2.5 where a count goes, a count above its bound
+(MAX_IMAGES and the others below, one table for every command): one UserError line naming the option, never a
+traceback from deep inside the code that uses it, nor hours of work or a machine out of memory."""
 
 from __future__ import annotations
 
 import math
+import os
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from .errors import UserError
 
 _NOTHING = object()
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+# Upper bounds of every count a user gives (command-line flags, dataset and attack options declared
+# `Annotated[int, Count(...)]`). Each is far above any real use (the paper's settings, ImageNet's size) and low
+# enough that a typo (10**12) is one line before any work, not hours of it or a machine out of memory.
+MAX_IMAGES = 10_000_000  # images in a dataset, a subset, a batch or a probe (ImageNet-1k has 1.28 million)
+MAX_IMAGE_SIZE = 4096  # pixels per side of a dataset's images
+MAX_EPOCHS = 10_000  # training epochs of a run (APBench's longest recipe: 200)
+MAX_SEEDS = 100  # training seeds of one bench (papers report 3 to 5)
+MAX_RUNS = 10_000  # runs in one bench's plan (seeds x poisons x shares x defenses)
+MAX_ROUNDS = 1_000  # SAL search rounds (the paper's 10; its reviewers asked for 20)
+MAX_REPEATS = 100  # sal-sweep passes of every setting
+MAX_BOOTSTRAP = 100_000  # replicates of UD's interval (default 1,000; a replicate of 50 epochs x 60 layers: ~1 ms)
+
+
+@dataclass(frozen=True)
+class Count:
+    """`Annotated[int, Count(high)]`: an option that counts something, a whole number in [low, high]."""
+
+    high: int
+    low: int = 1
+
+
+def check_count(value: Any, where: str, high: int, low: int = 1) -> int:
+    """`value` if it is a whole number in [low, high], else one UserError line naming the bound."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{where} must be a whole number in [{low:,}, {high:,}], got {value!r:.40}")
+    return value
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, what would need more memory than this machine has in all."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no such query here: nothing to compare with
+        return
+    if nbytes > total > 0:
+        raise UserError(
+            f"{what} needs about {nbytes / 2**30:,.1f} GiB of memory; this machine has {total / 2**30:,.1f}"
+        )
 
 
 def check_seed(seed: Any, where: str = "seed") -> int:
@@ -33,6 +75,10 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is Any or hint is typing.Any or isinstance(hint, (str, typing.TypeVar)):
         return value  # undeclared: the code that uses it checks it
     origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        got = _coerce(value, args[0])
+        bounds = [a for a in args[1:] if isinstance(a, Count)]
+        return _NOTHING if got is not _NOTHING and any(not b.low <= got <= b.high for b in bounds) else got
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -74,6 +120,9 @@ def _coerce(value: Any, hint: Any) -> Any:
 
 def describe(hint: Any) -> str:
     origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        bounds = "".join(f" in [{a.low:,}, {a.high:,}]" for a in args[1:] if isinstance(a, Count))
+        return describe(args[0]) + bounds
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in args)
     if origin is Literal:
@@ -90,6 +139,6 @@ def describe(hint: Any) -> str:
 def type_hints(obj: Any) -> dict[str, Any]:
     """The resolved annotations of a dataclass or a function (strings under `from __future__ import annotations`)."""
     try:
-        return typing.get_type_hints(obj)
+        return typing.get_type_hints(obj, include_extras=True)  # with the Count bounds of Annotated hints
     except Exception:  # an annotation that does not resolve: nothing to check against
         return {}

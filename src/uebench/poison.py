@@ -3,6 +3,12 @@
 One safetensors file: tensors `images` (N, C, H, W) uint8, `labels` (N,) int64, `indices` (N,) int64,
 and the JSON metadata under the header key "uebench_poison". A perturbation is baked into uint8 before any
 augmentation, exactly what a victim downloads; every budget is checked on these baked bytes.
+
+Nothing a file says about itself turns off a check. A file with `indices` is paired (image i replaces clean image
+indices[i]) and gets every check: dataset size, indices, labels, budget, whatever its metadata claims. A file without
+`indices` is unpaired (a release that lost the mapping, written only by an importer whose reader found none): its
+images replace the whole training set and its budget cannot be checked, so it is used only where the user confirms
+it (`--unpaired`, `unpaired=True`), and never when it would leave a class without an image.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 
 from .data.base import ImageDataset
 from .errors import UserError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, dumps_json, finite_json, loads_json, utf8_path
 
 NORMS = ("linf", "l2", "l0", "none")
 _META_TYPES = {
@@ -111,14 +117,23 @@ class PoisonMeta:
 class Poison:
     images: torch.Tensor
     labels: torch.Tensor
-    indices: torch.Tensor
+    indices: torch.Tensor  # unpaired: 0..N-1, a placeholder that is never saved
     meta: PoisonMeta
+    # Whether image i is known to replace clean image indices[i]: the file's structure (it holds `indices`), never its
+    # metadata. A release that lost that mapping (APBench's ImageNet-100 layout) is unpaired: it replaces the whole
+    # training set, its budget cannot be checked, and no probe can compare it with clean originals.
+    paired: bool = True
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise UserError(
                 f"poison images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
             )
+        for name, t in (("labels", self.labels), ("indices", self.indices)):
+            if t.ndim != 1 or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                raise UserError(f"poison {name} must be one integer per image, got {t.dtype} {tuple(t.shape)}")
+        if not isinstance(self.paired, bool):
+            raise TypeError(f"Poison.paired must be a bool, got {self.paired!r}")
         self.labels = self.labels.to(torch.int64)
         self.indices = self.indices.to(torch.int64)
         if not (len(self.images) == len(self.labels) == len(self.indices)):
@@ -128,13 +143,6 @@ class Poison:
 
     def __len__(self) -> int:
         return len(self.images)
-
-    @property
-    def paired(self) -> bool:
-        """Whether image i is known to replace clean image indices[i]. A release that lost that mapping (APBench's
-        ImageNet-100 layout) is unpaired: it replaces the whole training set, its budget cannot be checked, and no
-        probe can compare it with clean originals."""
-        return not self.meta.extra.get("unpaired", False)
 
     def require_paired(self, what: str) -> "Poison":
         """The poison itself, or one clear line saying that `what` needs the clean originals it lacks."""
@@ -177,14 +185,28 @@ class Poison:
             "l0": float(changed.sum(dim=1).max()) if len(d) else 0.0,
         }
 
-    def check(self, clean: ImageDataset) -> None:
-        """Refuse a poison that does not belong to `clean` or breaks its budget (one clear line)."""
+    def check(self, clean: ImageDataset, *, unpaired: bool = False) -> None:
+        """Refuse a poison that does not belong to `clean` or breaks its budget (one clear line). `unpaired`: the
+        caller (the user, or the reader that imported it) confirms that an unpaired poison may stand for the whole
+        training set; it turns off no check of a paired one."""
         m = self.meta
         where = f"poison '{m.attack}' for {m.dataset}/{m.split}"
         if m.dataset != clean.name or m.split != clean.split:
             raise UserError(f"{where} does not match dataset {clean.name}/{clean.split}")
         if not self.paired:
+            if not unpaired:
+                raise UserError(
+                    f"{where} is unpaired (no index mapping): its {len(self)} images would replace the whole training "
+                    "set, its budget unchecked; pass --unpaired (unpaired=True in Python) to train on it as such"
+                )
             return self._check_unpaired(clean, where)
+        if m.extra.get("unpaired") not in (None, False):  # only the file's structure says so, never its metadata
+            raise UserError(
+                f"{where} maps each image to a clean one, yet its metadata says 'unpaired': a file cannot switch off "
+                "its own checks (a file an earlier uebench imported unpaired: import it again from its source)"
+            )
+        if not len(self):
+            raise UserError(f"{where} holds no images")
         if m.dataset_size != len(clean):
             raise UserError(
                 f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}"
@@ -227,19 +249,28 @@ class Poison:
             )
 
     def _check_unpaired(self, clean: ImageDataset, where: str) -> None:
-        """What can be checked without the clean originals: image shape, labels in range, no constant images."""
+        """What can be checked without the clean originals: image shape, labels in range, every class present (the
+        set replaces the whole training set: a class it lacks could never be predicted), no constant images."""
         self._check_shape(clean, where)
         if len(self) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= clean.num_classes):
             raise UserError(f"{where} has labels outside [0, {clean.num_classes})")
+        counts = torch.bincount(self.labels, minlength=clean.num_classes)
+        missing = (counts == 0).nonzero().flatten().tolist()
+        if missing:
+            raise UserError(
+                f"{where} is unpaired: its {len(self)} images replace the whole training set, which needs at least one "
+                f"image of each of the {clean.num_classes} classes; it has none of class {', '.join(map(str, missing[:5]))}"
+                + (" ..." if len(missing) > 5 else "")
+            )
         flat = self.images.flatten(1)
         constant = (flat == flat[:, :1]).all(dim=1)
         if constant.any():
             raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant")
 
-    def apply(self, clean: ImageDataset) -> ImageDataset:
+    def apply(self, clean: ImageDataset, *, unpaired: bool = False) -> ImageDataset:
         """The training set a victim would see: clean images with the poisoned ones swapped in (an unpaired poison
-        is the whole training set, with its own labels)."""
-        self.check(clean)
+        is the whole training set, with its own labels: only with `unpaired`, the user's confirmation)."""
+        self.check(clean, unpaired=unpaired)
         if not self.paired:
             meta = {**clean.meta, "poison": self.meta.attack, "poison_fraction": 1.0, "unpaired": True}
             return ImageDataset(clean.name, clean.split, self.images, self.labels, clean.classes, meta=meta)
@@ -253,22 +284,23 @@ class Poison:
         identical crafts (craft_seconds, created). Two crafts with the same settings and seed have the same content
         hash, though their files' bytes differ; compare this one (it is in the file and in `uebench craft`'s output)."""
         h = hashlib.sha256()
-        for t in (self.images, self.labels, self.indices):
+        for t in self._tensors().values():
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.contiguous().numpy().tobytes())
         stable = {k: v for k, v in asdict(self.meta).items() if k not in VOLATILE_META}
-        h.update(json.dumps(stable, sort_keys=True, default=str).encode())
+        h.update(json.dumps(finite_json(stable), sort_keys=True, default=str).encode())  # as saved: NaN is null
         return h.hexdigest()
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """What the file holds: an unpaired poison has no `indices` (its absence is what makes it unpaired)."""
+        names = {"images": self.images, "labels": self.labels}
+        return {**names, "indices": self.indices} if self.paired else names
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save
 
-        tensors = {
-            "images": self.images.contiguous(),
-            "labels": self.labels.contiguous(),
-            "indices": self.indices.contiguous(),
-        }
-        metadata = {_KEY: json.dumps(asdict(self.meta), sort_keys=True), _HASH_KEY: self.content_hash()}
+        tensors = {k: t.contiguous() for k, t in self._tensors().items()}
+        metadata = {_KEY: dumps_json(asdict(self.meta), sort_keys=True), _HASH_KEY: self.content_hash()}
         atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
@@ -279,26 +311,41 @@ class Poison:
         if not path.is_file():
             raise UserError(f"poison file not found: {path}")
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with utf8_path(path) as name, safe_open(name, framework="pt") as f:
                 header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in ("images", "labels", "indices")}
+                paired = "indices" in f.keys()  # noqa: SIM118 (safe_open is not a dict)
+                tensors = {k: f.get_tensor(k) for k in ("images", "labels", *(("indices",) if paired else ()))}
         except Exception as e:
             raise UserError(f"not a uebench poison file: {path} ({type(e).__name__}: {str(e)[:120]})") from None
         if _KEY not in header:
             raise UserError(f"not a uebench poison file: {path} (no '{_KEY}' metadata)")
-        try:
-            fields = json.loads(header[_KEY])
+        try:  # bounded, and strict: NaN or a 5,000-digit integer in a file is refused here, in one line
+            fields = loads_json(header[_KEY], f"poison metadata in {path}", finite=True)
             if not isinstance(fields, dict):
                 raise TypeError("not a JSON object")
             meta = PoisonMeta(**fields)
-        except (TypeError, json.JSONDecodeError) as e:
+        except TypeError as e:
             raise UserError(f"poison metadata in {path} is malformed: {e}") from None
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
-        poison = cls(tensors["images"], tensors["labels"], tensors["indices"], meta)
+        n = tensors["images"].shape[0] if tensors["images"].ndim else 0  # a 0-d tensor is refused just below
+        indices = tensors["indices"] if paired else torch.arange(n)
+        poison = cls(tensors["images"], tensors["labels"], indices, meta, paired=paired)
         if _HASH_KEY in header and header[_HASH_KEY] != poison.content_hash():  # files of older versions have none
             raise UserError(f"{path} does not match its own content hash: the file was altered after it was written")
         return poison
+
+
+def is_paired_file(path: str | Path) -> bool:
+    """Whether a poison file holds an index mapping (Poison.paired), read from its header alone; False for a file that
+    is not a readable safetensors file (Poison.load says why)."""
+    from safetensors import safe_open
+
+    try:
+        with utf8_path(path) as name, safe_open(name, framework="pt") as f:
+            return "indices" in f.keys()  # noqa: SIM118 (safe_open is not a dict)
+    except Exception:
+        return False
 
 
 def bake(

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from .errors import UserError
+from .options import MAX_EPOCHS, MAX_IMAGES, check_count
 from .registry import Registry
 
 OPTIMIZERS = ("sgd", "adam")
@@ -38,10 +39,11 @@ class Recipe:
             raise UserError(
                 f"recipe '{self.name}': unknown augment '{self.augment}'; valid: {', '.join(AUGMENTATIONS)}"
             )
-        for key in ("epochs", "batch_size"):
+        for key, most in (("epochs", MAX_EPOCHS), ("batch_size", MAX_IMAGES)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"{key.replace('_', ' ')} must be a whole number >= 1, got {v}")
+            check_count(v, key.replace("_", " "), most)
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would otherwise surface only after an epoch
             raise UserError(f"lr must be a positive number, got {self.lr}")
         for key in ("momentum", "weight_decay", "gamma"):

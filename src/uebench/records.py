@@ -9,11 +9,11 @@ so it never stays behind. Checkpoints are read with weights_only=True: tensors a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -31,7 +31,10 @@ from .io import (
     atomic_write_text,
     fault_after_epoch,
     read_json,
+    temp_prefix,
+    utf8_path,
 )
+from .lock import remove_owned, same_shape, sweep_stale
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
     "config.json",
@@ -57,10 +60,8 @@ class RunFolder:
         self.path = Path(path)
         self.config = json.loads(json.dumps(config, default=str))  # normalise tuples etc. to JSON types
         existing = [f for f in RUN_FILES if (self.path / f).exists()]
-        if existing and overwrite:
-            for f in RUN_FILES:
-                (self.path / f).unlink(missing_ok=True)
-            shutil.rmtree(self.path / WEIGHTS_DIR, ignore_errors=True)
+        if overwrite and (existing or (self.path / WEIGHTS_DIR).exists()):
+            self._clear()
         elif existing and not resume:
             state = "a finished run" if (self.path / SUMMARY).exists() else "an unfinished run"
             raise UserError(
@@ -75,11 +76,28 @@ class RunFolder:
                 )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / f".write-test-{os.getpid()}"
+            probe = self.path / f"{temp_prefix('write-test')}probe.tmp"  # tagged: a kill right here leaves no orphan
             probe.write_text("")
             probe.unlink()
         except OSError as e:
             raise UserError(f"cannot write to output folder {self.path}: {e.strerror or e}") from None
+        sweep_stale(self.path / WEIGHTS_DIR)  # a weights file a kill cut short (the folder's own temps: its lock)
+
+    def _clear(self) -> None:
+        """--overwrite: delete the run's files (and its kept weights), only where the folder provably holds a
+        uebench run; a user's other files stay, a folder holding no run is refused with nothing deleted."""
+        if not provably_a_run(self.path, self.config):
+            names = [f for f in (*RUN_FILES, WEIGHTS_DIR) if os.path.lexists(self.path / f)]
+            raise UserError(
+                f"{self.path} holds {', '.join(names)} but no uebench run (no manifest.json of uebench's), so it is "
+                "not provably a run: uebench deletes nothing there; use another --out"
+            )
+        weights = self.path / WEIGHTS_DIR
+        kept = [weights_file(self.path, e) for e in kept_weights(self.path)] if not weights.is_symlink() else []
+        remove_owned([*(self.path / f for f in RUN_FILES), *kept])
+        sweep_stale(weights)
+        with contextlib.suppress(OSError):
+            weights.rmdir()  # only once empty: a user's own file in it stays, with the folder
 
     def finished(self) -> bool:
         return (self.path / SUMMARY).exists()
@@ -120,6 +138,21 @@ class RunFolder:
         return read_json(self.path / SUMMARY)
 
 
+def provably_a_run(path: Path, config: dict[str, Any]) -> bool:
+    """Whether `path` holds a run uebench wrote: a manifest naming the uebench version that wrote it, or (a run
+    killed before its manifest) a config.json of a run config's shape."""
+    try:
+        m = read_json(path / MANIFEST)
+        if isinstance(m, dict) and "uebench" in m and "train_set" in m:
+            return True
+    except (OSError, UserError):
+        pass
+    try:
+        return same_shape(read_json(path / CONFIG), config)
+    except (OSError, UserError):
+        return False
+
+
 def weights_file(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / WEIGHTS_DIR / f"epoch-{epoch:04d}.safetensors"
 
@@ -147,7 +180,8 @@ def load_weights(run_dir: str | Path, epoch: int) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"{run_dir} kept no weights for epoch {epoch} (bench --keep-weights keeps them)")
     try:
-        return load_file(str(path))
+        with utf8_path(path) as name:  # a bench folder named in another encoding is read as any other
+            return load_file(name)
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path} cannot be read as safetensors weights ({type(e).__name__}); remove it") from None
 
@@ -158,7 +192,8 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with utf8_path(path) as name:  # torch's mmap takes only UTF-8 names
+            state = torch.load(name, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # damaged, or holds objects that weights_only refuses (code a crafted file would run)
         raise UserError(
             f"{path} cannot be read as a run checkpoint ({type(e).__name__}: tensors and plain types "

@@ -38,9 +38,11 @@ from .io import atomic_write_json, atomic_write_text, read_json
 from .lock import FolderLock
 from .metrics.ranking import kendall_tau, spearman_rho  # noqa: F401  (sweep's public names)
 from .metrics.sal import MODES, ORIGINS
+from .metrics.sal_config import SALConfig
 from .metrics.threshold import learnable_threshold
 from .metrics.ud import sal_matrix, ud_if_defined
-from .records import SUMMARY, kept_weights, load_weights, read_metrics
+from .options import MAX_IMAGES, MAX_REPEATS, MAX_ROUNDS, check_count
+from .records import SUMMARY, kept_weights, load_weights, read_metrics, weights_file
 
 SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
 FAITHFUL_ROUNDS = 10  # the paper's
@@ -68,14 +70,10 @@ class Setting:
             or not (math.isfinite(self.eps) and self.eps > 0)
         ):
             raise UserError(f"SAL eps must be a finite number > 0, got {self.eps}")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise UserError(f"SAL rounds must be a whole number >= 1, got {self.rounds}")
-        if self.subset is not None and (
-            isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1
-        ):
-            raise UserError(f"fast SAL subset must be a whole number >= 1, got {self.subset}")
-        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
-            raise UserError(f"a setting's repeat must be a whole number >= 0, got {self.repeat}")
+        check_count(self.rounds, "SAL rounds", MAX_ROUNDS)
+        if self.subset is not None:
+            check_count(self.subset, "fast SAL subset", MAX_IMAGES)
+        check_count(self.repeat, "a setting's repeat", MAX_REPEATS - 1, low=0)
 
     @property
     def label(self) -> str:
@@ -89,7 +87,7 @@ class Setting:
 
 
 def reference_setting(sal: dict[str, Any]) -> Setting:
-    """The bench's own SAL setting (its `sal` entry in bench.json)."""
+    """The bench's own SAL setting (its `sal` entry in bench.json, as `bench_record` checked it)."""
     mode = sal["mode"]
     rounds = sal.get("rounds") or default_rounds(mode)
     return Setting(mode, float(sal["eps"]), int(rounds), int(sal["subset"]) if mode == "fast" else None)
@@ -112,8 +110,7 @@ def grid(
     """One axis at a time around the reference, for each mode (the reference first). In the other mode the
     reference's rounds become that mode's own default (faithful: the paper's 10), and its eps stays. `repeats` N
     measures every setting N times (passes 2..N seeded afresh, listed after all first passes)."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise UserError(f"repeats must be a whole number >= 1, got {repeats}")
+    check_count(repeats, "--repeats", MAX_REPEATS)
     out = [reference]
     for mode in modes or (reference.mode,):
         base_rounds = reference.rounds if mode == reference.mode else default_rounds(mode)
@@ -126,6 +123,45 @@ def grid(
         ]
         out += [c for i, c in enumerate(candidates) if c not in out and c not in candidates[:i]]
     return out + [replace(s, repeat=k) for k in range(1, repeats) for s in out]
+
+
+def bench_record(bench_dir: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """(bench.json, its plan, its SAL settings), every part the sweep uses checked first: a hand-edited record (a
+    missing or mistyped SAL setting, a run whose settings name no model) is one line, before anything is measured."""
+    from .trainer import check_config
+
+    saved, plan = read_bench(bench_dir)
+    where = bench_dir / "bench.json"
+    config = saved.get("config")
+    sal = config.get("sal") if isinstance(config, dict) else None
+    try:
+        sal = asdict(SALConfig(**sal)) if isinstance(sal, dict) else None  # names, types and bounds of each setting
+    except TypeError as e:
+        raise UserError(f"{where} is malformed: its SAL settings do not read ({e})") from None
+    if sal is None:
+        raise UserError(f"{where} is malformed: no SAL settings (config.sal)")
+    if not isinstance(config.get("data_dir"), (str, type(None))):
+        raise UserError(f"{where} is malformed: data_dir is {config.get('data_dir')!r:.40}, not a folder name")
+    for run in plan.runs:
+        try:
+            tc = run.train_config()
+        except TypeError as e:
+            raise UserError(f"{where} is malformed: run {run.dir} has settings that do not read ({e})") from None
+        if not (isinstance(tc.dataset, str) and isinstance(tc.dataset_options, dict)):
+            raise UserError(f"{where} is malformed: run {run.dir} names no dataset")
+        check_config(tc)
+    return saved, plan, sal
+
+
+def check_labels(settings: Sequence[Setting]) -> None:
+    """Each setting's results are cached and reported under its label: two settings of one label (eps 0.05 and
+    0.0500000001 both read eps0.05) would share a cache and a row, so they are refused."""
+    labels = [s.label for s in settings]
+    same = sorted({label for label in labels if labels.count(label) > 1})
+    if same:
+        raise UserError(
+            f"two settings would share the label {same[0]}; give values that differ in their first 6 digits"
+        )
 
 
 # ---- measuring ------------------------------------------------------------------------------------------------
@@ -167,7 +203,10 @@ def snapshots(
             f"{folder} kept no weights; run the bench with --keep-weights (into a new folder, or with "
             "--overwrite: cached runs are not trained again)"
         )
-    history = {int(r["epoch"]): r for r in read_metrics(folder)}
+    try:
+        history = {int(r["epoch"]): r for r in read_metrics(folder)}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{folder}/metrics.jsonl is damaged: a record without a whole-number epoch") from None
     tc = run.train_config()
     tc = replace(tc, data_dir=loaded.data_dir, poison=str(bench_dir / run.poison) if run.poison else None)
     train_set = training_set(tc, loaded.clean(tc))
@@ -190,7 +229,13 @@ def snapshots(
     probe = sal_probe_for(changed, recipe.augment)
 
     def measure(epoch: int) -> dict[str, Any]:
-        model.load_state_dict(load_weights(folder, epoch))  # copied into the placed model's own tensors
+        try:  # copied into the placed model's own tensors
+            model.load_state_dict(load_weights(folder, epoch))
+        except RuntimeError as e:  # missing, unexpected or wrongly shaped tensors: not this run's model
+            detail = " ".join(str(e).split())[:160]
+            raise UserError(
+                f"{weights_file(folder, epoch)} does not fit the run's model ({detail}); remove it"
+            ) from None
         ctx = EpochContext(
             epoch,
             model,
@@ -250,12 +295,12 @@ def run_sweep(
     """Measure every finished run of the bench under every setting (cached), then summarise; writes sweep.json
     and sweep.md into the bench folder and returns the summary."""
     bench_dir = Path(bench_dir)
-    saved, plan = read_bench(bench_dir)
-    sal = saved["config"]["sal"]
+    saved, plan, sal = bench_record(bench_dir)
     reference = reference_setting(sal)
     settings = list(settings) if settings is not None else grid(reference, eps, rounds, modes, repeats)
     settings = [reference, *(s for s in settings if s != reference)]  # the summary compares with settings[0]
     settings += [s.first_pass for s in settings if s.first_pass not in settings]  # a repeat is read against it
+    check_labels(settings)
     foreign = [_foreign_betas(Path(b)) for b in beta_from]  # unreadable benches fail before any measuring
     runs = finished_runs(bench_dir, plan.runs)
     if not any(r.attack == CLEAN for r in runs):

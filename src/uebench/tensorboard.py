@@ -8,20 +8,22 @@ step of the epoch. The run folder stays the record; TensorBoard is a view of it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .io import utf8_path
 
 
-def _writer(log_dir: Path):
+def _writer(log_dir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError('--tensorboard needs TensorBoard: pip install -e ".[tensorboard]"') from None
-    return SummaryWriter(str(log_dir))
+    return SummaryWriter(log_dir)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class TensorBoardLog:
     log_dir: str | Path
     name: str = "tensorboard"
     _writer: Any = field(default=None, repr=False)
+    _names: Any = field(default=None, repr=False)  # holds the folder's UTF-8 name open while the writer writes
 
     def __post_init__(self) -> None:
         self.log_dir = Path(self.log_dir)
@@ -37,7 +40,10 @@ class TensorBoardLog:
 
     def __call__(self, ctx) -> dict[str, Any]:
         if self._writer is None:
-            self._writer = _writer(self.log_dir)
+            # TensorBoard takes only UTF-8 names: a folder named in another encoding is given to it by another name
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._names = contextlib.ExitStack()
+            self._writer = _writer(self._names.enter_context(utf8_path(self.log_dir)))
         for key, value in scalars(ctx.record):
             self._writer.add_scalar(key, value, ctx.epoch)
         self._writer.flush()

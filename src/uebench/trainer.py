@@ -47,7 +47,13 @@ def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int 
 
 # TrainConfig fields added after run folders existed, with their unset values: left out of config.json (and so out of
 # a bench's run keys) when unset, so that older folders resume and keep their names
-ADDED_LATER = {"subset_seed": None, "poison_fraction": None, "eval_batch_size": None, "compile": False}
+ADDED_LATER = {
+    "subset_seed": None,
+    "poison_fraction": None,
+    "eval_batch_size": None,
+    "compile": False,
+    "unpaired": False,
+}
 
 
 @dataclass
@@ -67,6 +73,9 @@ class TrainConfig:
     train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
     subset_seed: int | None = None  # the subset's seed; None: the training seed
     poison_fraction: float | None = None  # the share of the poison's images kept (per class); None: all of them
+    # the user confirms that the poison is unpaired (no index mapping: it replaces the whole training set, its budget
+    # unchecked); true exactly when it is, so config.json says what the run trained on
+    unpaired: bool = False
     eval_batch_size: int | None = None  # the test evaluation's batch (memory only, not the result); None: 1024
     compile: bool = False  # torch.compile the training forward pass (the weights, checkpoints and probes are the same)
     device: str = "auto"
@@ -323,9 +332,13 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
 def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     """What a run trains on, from the full clean training split: poisoned (if asked), then its seeded subset."""
     poison = Poison.load(config.poison) if config.poison else None
+    if poison is not None and poison.paired and config.unpaired:  # the config would record what the run is not
+        raise UserError(
+            f"--unpaired: {config.poison} is paired (each image replaces a known clean one); train it without --unpaired"
+        )
     if poison is not None and config.poison_fraction is not None:
         poison = poison.fraction(config.poison_fraction, config.subset_rng_seed)
-    train_set = poison.apply(clean) if poison is not None else clean
+    train_set = poison.apply(clean, unpaired=config.unpaired) if poison is not None else clean
     if config.train_subset is not None:
         train_set = seeded_subset(train_set, config.train_subset, seed=config.subset_rng_seed)
     if poison is not None and poison.paired:
@@ -444,6 +457,10 @@ def check_config(config: TrainConfig) -> None:
             raise UserError(f"--poison-fraction is in (0, 1], got {f!r}")
         if not config.poison:
             raise UserError("--poison-fraction is a share of a poison's images; give --poison too")
+    if not isinstance(config.unpaired, bool):
+        raise UserError(f"unpaired is true or false, got {config.unpaired!r}")
+    if config.unpaired and not config.poison:
+        raise UserError("--unpaired confirms that a --poison file is unpaired; give --poison too")
     if config.subset_seed is not None:
         check_seed(config.subset_seed)
         if config.train_subset is None and config.poison_fraction is None:

@@ -8,8 +8,14 @@
 One record file names what the folder holds; its identity (the settings every result shares) decides whether a rerun
 continues it. The rules, the same for the three experiments:
 - a folder holding the same identity is continued: what is kept there (poisons, finished runs) is reused;
-- a folder holding another identity, an unreadable record, or files that are not an experiment's, is refused with
-  one line, unless `overwrite`; then only what the experiment owns (`owned`) is deleted, never a user's other files;
+- a folder holding another identity, or files that are not an experiment's, is refused with one line, unless
+  `overwrite`; then only what the experiment owns (`owned`) is deleted, never a user's other files, and only once
+  every lock under it is taken (a shard at work there refuses the overwrite);
+- a folder uebench cannot prove is an experiment's is never cleared, not even with `overwrite`: an unreadable record,
+  a record of another shape (a user's file of that name), or, without a record, files under the experiment's names;
+- a refusal after the folder was taken (a poison refused once the data is loaded) leaves the folder as it was: a
+  folder taken afresh loses what this call wrote, a replaced experiment comes back, the record is put back. The
+  experiment calls `commit()` once its inputs are accepted; from then on, the folder is its own;
 - artifacts are written atomically under a name the experiment chooses (a digest of what made them, or a label its
   identity pins), so a killed craft leaves nothing behind and is redone.
 One process per folder (`locked`): the record, the cache and the report are shared files.
@@ -18,14 +24,17 @@ One process per folder (`locked`): the record, the cache and the report are shar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps
-from .lock import FolderLock, is_scratch
+from .io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps, temp_prefix
+from .lock import FolderLock, holding_locks, is_scratch, remove_owned, same_shape, sweep_stale
 from .poison import Poison
 
 
@@ -34,6 +43,8 @@ class Workspace:
         self.root = Path(root)
         self.record_file = record_file
         self.kind = kind  # "bench", "crosstask experiment", ...: how the refusals name what the folder holds
+        self._locked = 0
+        self._session: _Session | None = None  # what open() changed, until commit(): undone on a refusal
 
     @property
     def record_path(self) -> Path:
@@ -45,9 +56,22 @@ class Workspace:
     @contextlib.contextmanager
     def locked(self, wait: float | None = 0.0) -> Iterator["Workspace"]:
         """One process at a time on the folder's shared files: a second one is refused (or waits up to `wait`
-        seconds; None: as long as it takes) before it reads or deletes anything."""
+        seconds; None: as long as it takes) before it reads or deletes anything. A refusal (UserError) before the
+        experiment commits puts the folder back as open() found it."""
         with FolderLock(self.root, wait=wait):
-            yield self
+            self._locked += 1
+            try:
+                yield self
+            except UserError:
+                self._rollback()
+                raise
+            except BaseException:  # an interruption or a crash: what this call did stays, to be resumed
+                self.commit()
+                raise
+            else:
+                self.commit()
+            finally:
+                self._locked -= 1
 
     def check_folder(self) -> None:
         """Refuse an output path that is a file (before any data is loaded)."""
@@ -66,38 +90,108 @@ class Workspace:
         """Take the folder for an experiment of `identity` (refusing or clearing another), then write its `record`."""
         self.check_folder()
         identity = json.loads(json.dumps(identity, default=str))  # as it reads back from the record
+        old_record = None
         if self.record_path.exists():
-            try:
-                old = identity_of(read_json(self.record_path))
-            except (OSError, ValueError, KeyError, TypeError, UserError):
-                if not overwrite:
-                    raise UserError(
-                        f"{self.record_path} is unreadable; pass --overwrite to start a new {self.kind} in {self.root}"
-                    ) from None
-                old = None
-            if old != identity:
-                if old is not None and not overwrite:
-                    raise UserError(
-                        f"{self.root} holds a {self.kind} of another configuration (differs in: {differing(old, identity)}); "
-                        "use another --out or --overwrite"
-                    )
-                self.clear(owned())
-        elif self.root.is_dir() and any(not is_scratch(f) for f in self.root.iterdir()) and not overwrite:
-            raise UserError(f"{self.root} is not empty and holds no {self.kind}; use another --out or --overwrite")
+            old = self._read_identity(identity, identity_of)
+            old_record = self.record_path.read_bytes()
+            if old == identity:
+                fresh = False
+            elif not overwrite:
+                raise UserError(
+                    f"{self.root} holds a {self.kind} of another configuration (differs in: {differing(old, identity)}); "
+                    "use another --out or --overwrite"
+                )
+            else:
+                fresh = True
+        elif self.root.is_dir() and any(not is_scratch(f) for f in self.root.iterdir()):
+            if not overwrite:
+                raise UserError(f"{self.root} is not empty and holds no {self.kind}; use another --out or --overwrite")
+            taken = sorted(n for n in set(owned()) if os.path.lexists(self.root / n))
+            if taken:  # without a record, nothing proves these are an earlier experiment's and not the user's
+                raise UserError(
+                    f"{self.root} holds {', '.join(taken)} but no {self.record_file}, so it is not provably a "
+                    f"{self.kind}'s: uebench deletes and replaces nothing there; use another --out"
+                )
+            fresh = True
+        else:
+            fresh = True
+        session = _Session(fresh, old_record, owned)
+        if fresh and old_record is not None:  # another experiment: set aside (whole) until this one commits
+            session.trash = self._set_aside(owned())
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.record_path, record)
         except OSError as e:
+            self._session = session
+            self._rollback()
             raise UserError(f"cannot write to output folder {self.root}: {e.strerror or e}") from None
+        self._session = session
+        if not fresh:  # what killed processes left under the experiment's own folders
+            for name in owned():
+                sweep_stale(self.root / name, recursive=True)
+        if not self._locked:  # no refusal can come back to this call: nothing to undo
+            self.commit()
+
+    def _read_identity(self, identity: Any, identity_of: Callable[[Any], Any]) -> Any:
+        """The identity the record holds, or a refusal when the record is not provably this experiment's."""
+        try:
+            old = identity_of(read_json(self.record_path))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, UserError):
+            old = None
+            why = "is unreadable"
+        else:
+            why = f"is not a {self.kind}'s record"
+            if same_shape(old, identity):
+                return old
+        raise UserError(
+            f"{self.record_path} {why}, so {self.root} is not provably a {self.kind}: uebench deletes nothing there; "
+            "use another --out, or remove the folder yourself"
+        )
+
+    def _set_aside(self, names: Iterable[str]) -> Path | None:
+        """Move what the experiment owns into a tagged folder of this process (atomic renames, after taking every
+        lock under it: a live holder refuses before anything moves). Deleted on commit, moved back on a refusal;
+        left by a kill, the next run in the folder clears it (its tag names a dead process)."""
+        paths = [self.root / n for n in dict.fromkeys(names) if os.path.lexists(self.root / n)]
+        if not paths:
+            return None
+        with holding_locks(paths):
+            trash = Path(tempfile.mkdtemp(dir=self.root, prefix=temp_prefix("uebench-replaced"), suffix=".tmp"))
+            for p in paths:
+                os.replace(p, trash / p.name)
+        return trash
+
+    def commit(self) -> None:
+        """The experiment's inputs are accepted: the folder is its own, and what it replaced is deleted."""
+        session, self._session = self._session, None
+        if session is not None and session.trash is not None:
+            shutil.rmtree(session.trash, ignore_errors=True)
+
+    def _rollback(self) -> None:
+        """Put the folder back as open() found it: a folder taken afresh loses what this call wrote under the
+        experiment's names (provably this call's: none were there), a set-aside experiment comes back, and the
+        record is restored (or removed)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if session.fresh:
+            try:
+                remove_owned([self.root / n for n in session.owned()])
+            except UserError:  # another process works there already: what this call wrote stays
+                return
+            if session.trash is not None:
+                for p in session.trash.iterdir():
+                    os.replace(p, self.root / p.name)
+                session.trash.rmdir()
+        if session.old_record is not None:
+            atomic_write_bytes(self.record_path, session.old_record)
+        else:
+            self.record_path.unlink(missing_ok=True)
 
     def clear(self, names: Iterable[str]) -> None:
-        """Delete what the experiment owns (folders and files named relative to the root); nothing else."""
-        for name in list(names):
-            path = self.root / name
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        """Delete what the experiment owns (folders and files named relative to the root); nothing else, and nothing
+        while another process holds a lock under it."""
+        remove_owned(self.root / name for name in names)
 
     def poison(
         self, name: str, make: Callable[[], Any], reuse: Callable[[Any], bool] | None = None
@@ -122,6 +216,14 @@ class Workspace:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, Path(source).read_bytes())
         return True
+
+
+@dataclasses.dataclass
+class _Session:
+    fresh: bool  # the folder was taken for this experiment now (empty, the user's, or another experiment's)
+    old_record: bytes | None  # the record as it was, put back on a refusal
+    owned: Callable[[], Iterable[str]]
+    trash: Path | None = None  # another experiment's files, set aside
 
 
 def differing(old: Any, new: Any) -> str:

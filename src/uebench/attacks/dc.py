@@ -75,7 +75,7 @@ from torch.func import functional_call
 
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, utf8_path
 from ..models import MODELS, create_model
 from ..models.registry import scaled
 from ..progress import progress_bar
@@ -293,7 +293,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with utf8_path(path) as name, safe_open(name, framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(_CKPT_KEY, "{}"))
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception:

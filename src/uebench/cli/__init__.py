@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from ..errors import UserError
@@ -50,6 +51,10 @@ INTERRUPTED = "interrupted: every file is written atomically, nothing half-writt
 
 def main(argv: list[str] | None = None) -> int:
     args = None
+    # a path in another encoding than the terminal's (a folder named in Latin-1 on a UTF-8 system) is printed with
+    # escapes, as Python prints it on stderr, instead of failing after the work is done
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -92,9 +97,9 @@ def parse_list(text: str, kind: type, option: str) -> list:
             value = int(item) if kind is int else json.loads(item)
         except ValueError:
             value = item
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1023:
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
             raise UserError(
                 f"{option} expects comma-separated {'numbers' if kind is float else 'whole numbers'}, got '{item}'"
             )
@@ -117,8 +122,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def parse_sets(items: list[str] | None, option: str = "--set") -> dict:
-    """key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings."""
-    import json
+    """key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings (which the
+    option's declared type then refuses where it wants a number: a 5,000-digit integer is one line, not a trace)."""
+    from ..io import loads_json
 
     out = {}
     for item in items or []:
@@ -126,7 +132,7 @@ def parse_sets(items: list[str] | None, option: str = "--set") -> dict:
             raise UserError(f"{option} expects key=value, got '{item}'")
         key, value = item.split("=", 1)
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = loads_json(value, f"{option} {key}")
+        except UserError:
             out[key] = value
     return out

@@ -67,6 +67,12 @@ def register(sub) -> None:
     )
     p.add_argument("--poison", action="append", metavar="FILE", help="bench a poison file of your own (repeatable)")
     p.add_argument(
+        "--unpaired",
+        action="store_true",
+        help="bench unpaired --poison files (no index mapping, e.g. APBench's ImageNet layout): each replaces the "
+        "whole training set, its budget unchecked, its verdict unknown; refused without this flag",
+    )
+    p.add_argument(
         "--defenses", default=None, help="comma-separated training-time defenses, 'none' = standard (default: none)"
     )
     add_renamed(
@@ -133,7 +139,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'3' -> (0, 1, 2) (a count, as before); '0,3,7' or '5,' -> those seeds, in order, each once."""
-    from ..options import check_seed
+    from ..options import MAX_SEEDS, check_seed
 
     numbers = parse_list(text, int, "--seeds")
     if not numbers:
@@ -141,6 +147,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if "," not in str(text):
         if numbers[0] < 1:
             raise UserError(f"--seeds must be >= 1, got {numbers[0]}")
+        if numbers[0] > MAX_SEEDS:  # one bench trains every seed: 10000000 would be a plan nobody can run
+            raise UserError(f"--seeds asks for {numbers[0]:,} seeds; at most {MAX_SEEDS:,} are run in one bench")
         return tuple(range(numbers[0]))
     if len(set(numbers)) != len(numbers):
         raise UserError(f"--seeds lists each seed once, got '{text}'")
@@ -177,6 +185,8 @@ def config_from_args(args):
         changes["attack_params"] = merged
     if args.poison:
         changes["poisons"] = tuple(args.poison)
+    if args.unpaired:
+        changes["unpaired"] = True
     if args.defenses is not None:
         changes["defenses"] = _names(args.defenses)
     if args.defense_option:

@@ -93,11 +93,26 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
             break
 
 
+def _one_writer(path: str):
+    """Held while a command makes the poison file `path`: a second command writing it at once (an import, a craft)
+    is refused in one line instead of one silently replacing the other. Under torchrun rank 0 alone writes."""
+    import contextlib
+
+    from ..lock import lock_beside
+
+    return lock_beside(path) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+
+
 def craft_cmd(args) -> int:
+    _refuse_existing(args.out, args.overwrite)
+    with _one_writer(args.out):
+        return _craft(args)
+
+
+def _craft(args) -> int:
     from ..attacks import craft
     from ..data import load
 
-    _refuse_existing(args.out, args.overwrite)
     params = parse_sets(args.attack_option, "--attack-option")
     if args.subset is not None and args.subset < 1:
         raise UserError(f"--subset must be >= 1, got {args.subset}")
@@ -109,6 +124,7 @@ def craft_cmd(args) -> int:
 
     if not current().main:  # under torchrun (EM crafts data-parallel) rank 0 alone writes the poison
         return 0
+    _refuse_existing(args.out, args.overwrite)  # again: a file may have appeared there meanwhile
     poison.save(args.out)
     m = poison.meta
     measured = poison.measure(ds)
@@ -162,10 +178,15 @@ def attacks_cmd(args) -> int:
 
 
 def import_cmd(args) -> int:
+    _refuse_existing(args.out, args.overwrite)
+    with _one_writer(args.out):
+        return _import(args)
+
+
+def _import(args) -> int:
     from ..data import load
     from ..exchange import import_poison
 
-    _refuse_existing(args.out, args.overwrite)
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
     poison = import_poison(
         ds,
@@ -179,6 +200,7 @@ def import_cmd(args) -> int:
         allow_pickle=args.allow_pickle,
         reproject=args.reproject,
     )
+    _refuse_existing(args.out, args.overwrite)  # again: a file may have appeared there meanwhile
     poison.save(args.out)
     m = poison.meta
     print(

@@ -61,12 +61,12 @@ def ud_cmd(args) -> int:
     from ..errors import UserError
     from ..io import atomic_write_json, atomic_write_text
     from ..metrics import load_run_sal, ud_table
+    from ..options import MAX_BOOTSTRAP, check_count
 
     existing = [f for f in (Path(f"{args.out}.json"), Path(f"{args.out}.csv")) if f.exists()]
     if existing and not args.overwrite:  # checked before any work: a user's file is never replaced silently
         raise UserError(f"{', '.join(map(str, existing))} already exist(s); pass --overwrite or another --out")
-    if args.bootstrap < 1:
-        raise UserError(f"--bootstrap must be >= 1, got {args.bootstrap}")
+    check_count(args.bootstrap, "--bootstrap", MAX_BOOTSTRAP)  # before any run is read: 10**12 would run for weeks
     from ..metrics.comparable import check_comparable
     from ..metrics.verdict import baseline_learned, baseline_reason
 

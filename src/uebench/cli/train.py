@@ -19,6 +19,12 @@ def register(sub) -> None:
         help="poison only this share of the poison's images, the same share per class (seeded by --subset-seed, "
         "else --seed); the rest train clean",
     )
+    p.add_argument(
+        "--unpaired",
+        action="store_true",
+        help="train on an unpaired --poison (no index mapping, e.g. APBench's ImageNet layout): its images replace "
+        "the whole training set and its budget is unchecked; refused without this flag",
+    )
     p.add_argument("--model", default="resnet18", help="model name (uebench models lists them)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     p.add_argument("--recipe", default="paper", help="named recipe (uebench recipes lists them)")
@@ -183,6 +189,7 @@ def run(args) -> int:
         train_subset=args.subset,
         subset_seed=args.subset_seed,
         poison_fraction=args.poison_fraction,
+        unpaired=args.unpaired,
         eval_batch_size=args.eval_batch_size,
         compile=args.compile,
         device=args.device,
@@ -200,9 +207,10 @@ def run(args) -> int:
         from ..errors import UserError
 
         raise UserError("--defense-option given without --defense")
+    recipe = config.resolved_recipe()  # its numbers (epochs, batch size, lr) and their bounds, before any work
     probes = sal_probes(args)
     for p in probes:  # a schedule that probes no epoch is refused before any work
-        p.config.check_schedule(config.resolved_recipe().epochs)
+        p.config.check_schedule(recipe.epochs)
     train_set = test_set = None
     if config.poison:  # is the model reading the poison, or the content? the shortcut probe says, every epoch
         check_config(config)  # refused before the data is read, as train() would

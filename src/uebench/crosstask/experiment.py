@@ -179,6 +179,11 @@ def validate(config: CrossTaskConfig) -> list[Task]:
         else:
             ATTACKS.get(entry)
     labels = [poison_label(a) for a in config.attacks]
+    if config.multitask_attacks:  # and each model-based attack's multi-task poisons: a file may be named like one
+        crafted = [a for a in config.attacks if not is_poison_file(a) and a in objective_attacks()]
+        labels += [
+            poison_label(a) + (MT_SUFFIX if c == "sum" else f"+{c}") for a in crafted for c in config.multitask_combine
+        ]
     if len(set(labels)) != len(labels) or "clean" in labels:
         raise UserError(
             f"two poisons would share a name, or one is named 'clean' (reserved): {', '.join(labels)}; rename the file"
@@ -628,6 +633,7 @@ def _run_locked(
         (label, poisoned_train(splits, p), dataclasses.asdict(p.meta) | {"label": label})
         for label, p in poisons.items()
     ]
+    ws.commit()  # every input accepted: a refusal before here leaves the folder as it was
     for version, train, meta in versions:
         histories[version] = {}
         for model, group in model_groups(config, tasks).items():

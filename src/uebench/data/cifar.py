@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from ..errors import UserError
 from .base import ImageDataset
+from .files import load_pickle, read_bounded
 from .paths import find_folder
 from .registry import register_dataset
 
@@ -17,44 +17,53 @@ _C10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _C100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 
-# What the official batch files hold: a dict of bytes, ints, lists and numpy arrays. Nothing else is ever built, so
-# a crafted batch file cannot run code (a plain pickle.load calls whatever the file names).
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}: not a type the official CIFAR files use")
+# The largest file the official layout holds: CIFAR-100's train (50,000 images of 3,072 bytes, labels and names, 155 MB)
+_MAX_FILE = 60_000 * 3072 + 16 * 2**20
 
 
 def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            d = _BatchUnpickler(f, encoding="bytes").load()
-    except Exception as e:  # truncated, foreign, or asking for code
-        raise UserError(f"corrupt CIFAR file {path}: {type(e).__name__}: {str(e)[:160]}") from None
+    """A batch file: a dict of bytes, ints, lists and numpy arrays, parsed without unpickling (files.load_pickle), so
+    a crafted batch can neither run code nor make a 98-byte file ask for gigabytes."""
+    d = load_pickle(read_bounded(path, _MAX_FILE, "a CIFAR file"), f"corrupt CIFAR file {path}", _MAX_FILE)
     if not isinstance(d, dict):
         raise UserError(f"corrupt CIFAR file {path}: holds a {type(d).__name__}, not a dict")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _to_images(flat) -> torch.Tensor:
-    arr = np.asarray(flat, dtype=np.uint8)
-    if arr.ndim != 2 or arr.shape[1] != 3072:
-        raise UserError(f"CIFAR batch has data of shape {arr.shape}, expected (N, 3072)")
-    return torch.from_numpy(arr.reshape(-1, 3, 32, 32).copy())
+def _to_images(flat, path: Path) -> torch.Tensor:
+    """The batch's uint8 rows as (N, 3, 32, 32); floats, wider integers and values past 255 are refused, not cast."""
+    if not isinstance(flat, np.ndarray) or flat.dtype != np.uint8 or flat.ndim != 2 or flat.shape[1] != 3072:
+        got = f"{flat.dtype} {flat.shape}" if isinstance(flat, np.ndarray) else type(flat).__name__
+        raise UserError(f"corrupt CIFAR file {path}: 'data' is {got}, expected uint8 (N, 3072) as the official files")
+    return torch.from_numpy(flat.reshape(-1, 3, 32, 32).copy())
+
+
+def _to_labels(values, n: int, classes: int, path: Path, key: str) -> torch.Tensor:
+    """N labels in [0, classes): a label of 10 (CIFAR-10) or -1 would index past the classes or wrap around."""
+    ok = isinstance(values, (list, tuple)) or (isinstance(values, np.ndarray) and values.ndim == 1)
+    items = list(values) if ok else []
+    if not ok or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise UserError(f"corrupt CIFAR file {path}: '{key}' must be a list of whole numbers")
+    if len(items) != n:
+        raise UserError(f"corrupt CIFAR file {path}: {len(items)} labels for {n} images")
+    bad = [int(v) for v in items if not 0 <= v < classes]
+    if bad:
+        raise UserError(f"corrupt CIFAR file {path}: label {bad[0]} outside 0..{classes - 1}")
+    return torch.tensor([int(v) for v in items], dtype=torch.int64)
 
 
 def _load(
-    root: Path, split: str, *, name: str, folders: list[str], train_files, test_files, label_key, meta_file, names_key
+    root: Path,
+    split: str,
+    *,
+    name: str,
+    folders: list[str],
+    train_files,
+    test_files,
+    label_key,
+    meta_file,
+    names_key,
+    num_classes: int,
 ):
     files = train_files if split == "train" else test_files
     folder = find_folder(root, folders, files[0])
@@ -71,13 +80,19 @@ def _load(
         d = _unpickle(path)
         if "data" not in d or label_key not in d:
             raise UserError(f"corrupt CIFAR file {path}: keys {sorted(d)} lack 'data' or '{label_key}'")
-        images.append(_to_images(d["data"]))
-        labels.append(torch.as_tensor(list(d[label_key]), dtype=torch.int64))
+        images.append(_to_images(d["data"], path))
+        labels.append(_to_labels(d[label_key], len(images[-1]), num_classes, path, label_key))
     meta_path = folder / meta_file
+    classes = [str(i) for i in range(num_classes)]
     if meta_path.exists():
-        classes = [c.decode() if isinstance(c, bytes) else c for c in _unpickle(meta_path)[names_key]]
-    else:
-        classes = [str(i) for i in range(int(torch.cat(labels).max()) + 1)]
+        names = _unpickle(meta_path).get(names_key)
+        if (
+            not isinstance(names, list)
+            or len(names) != num_classes
+            or not all(isinstance(c, (bytes, str)) for c in names)
+        ):
+            raise UserError(f"corrupt CIFAR file {meta_path}: '{names_key}' must be {num_classes} class names")
+        classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else c for c in names]
     return ImageDataset(name, split, torch.cat(images), torch.cat(labels), classes, meta={"folder": str(folder)})
 
 
@@ -98,6 +113,7 @@ def load_cifar10(root: Path, split: str) -> ImageDataset:
         label_key="labels",
         meta_file="batches.meta",
         names_key="label_names",
+        num_classes=10,
     )
 
 
@@ -118,4 +134,5 @@ def load_cifar100(root: Path, split: str) -> ImageDataset:
         label_key="fine_labels",
         meta_file="meta",
         names_key="fine_label_names",
+        num_classes=100,
     )

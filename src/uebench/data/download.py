@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import remove_stale_temps, temp_prefix
 from .registry import DATASETS
 
 _CHUNK = 1 << 20
@@ -65,8 +66,10 @@ def fetch(url: str, folder: Path, filename: str, md5: str, *, quiet: bool = Fals
             return dest
         _say(quiet, f"{dest}: md5 mismatch, downloading again")
         dest.unlink()
-    # a temp file beside the target, renamed only once verified, so a crash never leaves a half file under the real name
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
+    # a temp file beside the target, renamed only once verified, so a crash never leaves a half file under the real
+    # name; tagged with this process, so the next download into the folder clears one a kill left
+    remove_stale_temps(folder)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=temp_prefix(filename), suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -13,11 +13,13 @@ converted to RGB and resized to image_size x image_size. `fraction` keeps a seed
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, Count, check_memory
 from .base import ImageDataset
 from .registry import register_dataset
 
@@ -66,8 +68,8 @@ def _read(path: Path, size: int) -> np.ndarray:
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except OSError as e:  # unreadable or truncated image
-        raise UserError(f"corrupt image {path}: {e}") from None
+    except Exception as e:  # unreadable, truncated, or a decompression bomb (PIL's own error type)
+        raise UserError(f"corrupt image {path}: {type(e).__name__}: {str(e)[:120]}") from None
 
 
 @register_dataset(
@@ -76,7 +78,7 @@ def _read(path: Path, size: int) -> np.ndarray:
     files=("train/<class>/*.png|jpg|jpeg", "test|val/<class>/*.png|jpg|jpeg"),
 )
 def load_imagefolder(
-    root: Path, split: str, image_size: int = 32, fraction: float = 1.0, seed: int = 0
+    root: Path, split: str, image_size: Annotated[int, Count(MAX_IMAGE_SIZE)] = 32, fraction: float = 1.0, seed: int = 0
 ) -> ImageDataset:
     root = Path(root)
     if not 0.0 < fraction <= 1.0:
@@ -98,6 +100,8 @@ def load_imagefolder(
         labels += [label] * len(kept)
     if not paths:
         raise UserError(f"imagefolder: no {'/'.join(EXTENSIONS)} images under {split_dir}/<class>/")
+    # every image as uint8 at image_size, held twice while they are stacked: refused before the first is decoded
+    check_memory(2 * len(paths) * 3 * image_size**2, f"imagefolder: {len(paths):,} images at {image_size} px")
     images = torch.from_numpy(np.stack([_read(p, image_size) for p in paths]))
     meta = {"folder": str(split_dir), "image_size": image_size, "fraction": fraction, "seed": seed}
     return ImageDataset("imagefolder", split, images, torch.tensor(labels), classes, meta=meta)

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import UserError
 from .base import ImageDataset
+from .files import open_regular, read_npz
 from .registry import register_dataset
 
 _URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -24,6 +25,7 @@ _MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 FOLDERS = ("mnist", "MNIST/raw", "mnist-subset")
+_MAX_BYTES = 70_000 * 28 * 28 + 1024  # the largest idx file (train images) and a header: a gzip may inflate no further
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -41,11 +43,12 @@ def _find(folder: Path, stem: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (uint8 payload) as an array of the shape its header declares."""
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with open_regular(path) as plain, gzip.open(plain, "rb") if path.suffix == ".gz" else plain as f:
+            raw = f.read(_MAX_BYTES + 1)
     except (OSError, EOFError) as e:  # bad gzip stream or truncated archive
         raise UserError(f"corrupt MNIST file {path}: {type(e).__name__}: {e}") from None
+    if len(raw) > _MAX_BYTES:
+        raise UserError(f"corrupt MNIST file {path}: more than the {_MAX_BYTES:,} bytes an MNIST file holds")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"corrupt MNIST file {path}: bad idx magic number (expected 0x0000080n, uint8 data)")
     ndim = raw[3]
@@ -71,13 +74,10 @@ def _from_idx(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _npz_train(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """x_train/y_train from the first .npz in folder that holds them (how a partial copy is often shipped)."""
-    for path in sorted(folder.glob("*.npz")):
-        try:
-            with np.load(path) as d:
-                if "x_train" in d.files and "y_train" in d.files:
-                    return np.asarray(d["x_train"]), np.asarray(d["y_train"])
-        except Exception as e:  # zip damage, pickled objects, ...
-            raise UserError(f"corrupt MNIST file {path}: {type(e).__name__}: {e}") from None
+    for path in sorted(folder.glob("*.npz")):  # only the two members are read, each after its header fits MNIST
+        d = read_npz(path, lambda names: [k for k in ("x_train", "y_train") if k in names], lambda _: 8 * _MAX_BYTES)
+        if len(d) == 2:
+            return d["x_train"], d["y_train"]
     return None
 
 

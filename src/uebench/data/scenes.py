@@ -55,11 +55,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+from ..options import MAX_IMAGES, Count, check_memory
 from .base import ImageDataset
 from .registry import register_dataset
 
@@ -483,9 +485,9 @@ def load_scenes(
     root: Path | None = None,
     split: str = "train",
     *,
-    size: int = 32,
-    n_train: int = 5000,
-    n_test: int = 1000,
+    size: Annotated[int, Count(512, low=16)] = 32,
+    n_train: Annotated[int, Count(MAX_IMAGES)] = 5000,
+    n_test: Annotated[int, Count(MAX_IMAGES)] = 1000,
     num_classes: int = 10,
     seed: int = 0,
     difficulty: str = "standard",
@@ -498,8 +500,11 @@ def load_scenes(
             f"scenes: n_train and n_test must be >= 1, size at most 512, seed in [0, 2**32) (got n_train={n_train}, "
             f"n_test={n_test}, size={size}, seed={seed})"
         )
+    n = n_train if split == "train" else n_test
+    # per image: the uint8 image and the four targets (17 bytes a pixel), held twice while the chunks are joined
+    check_memory(34 * n * size * size, f"scenes: {n:,} {split} images of {size}x{size}")
     split_id = 0 if split == "train" else 1
-    d = generate(n_train if split == "train" else n_test, size, num_classes, seed, split_id, str(difficulty))
+    d = generate(n, size, num_classes, seed, split_id, str(difficulty))
     return ImageDataset(
         "scenes",
         split,

@@ -48,6 +48,8 @@ def load_svhn(root: Path, split: str) -> ImageDataset:
         raise UserError(
             f"corrupt SVHN file {folder / fname}: X {x.shape} {x.dtype}, y {y.shape}; expected HxWx3xN uint8"
         )
+    if y.dtype.kind not in "iuf" or not np.isin(y, np.arange(11)).all():  # a label of 300 would wrap to a digit
+        raise UserError(f"corrupt SVHN file {folder / fname}: labels outside 0..10 (the digits, 0 written as 10)")
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
     labels = torch.from_numpy(y.astype(np.int64) % 10)  # SVHN writes digit 0 as label 10
     return ImageDataset("svhn", split, images, labels, [str(i) for i in range(10)], meta={"folder": str(folder)})

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import UserError
 from .base import ImageDataset
+from .files import read_npy
 from .registry import register_dataset
 
 TARGET_DOMAINS = {  # Taskonomy folder -> ImageDataset target key
@@ -102,13 +103,18 @@ def resize_any(b: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+MAX_CLASSES = 100_000  # scene classes (Taskonomy's class_scene has 365, Places365's)
+
+
 def read_label(path: Path) -> int:
-    try:
-        a = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise UserError(f"taskonomy: cannot read scene class {path} ({type(e).__name__})") from None
-    a = np.asarray(a)
-    return int(a.argmax()) if a.size > 1 else int(a.reshape(()))
+    """A class_scene file: scores over the classes (the largest wins) or one class number, in [0, MAX_CLASSES)."""
+    a = read_npy(path, MAX_CLASSES * 8)  # the header is checked before anything is read
+    if a.size == 0 or a.dtype.kind not in "iuf" or (a.size == 1 and not np.isfinite(a).all()):
+        raise UserError(f"taskonomy: scene class {path} holds {a.dtype} {a.shape}, not a class or class scores")
+    label = int(a.argmax()) if a.size > 1 else int(a.reshape(()))
+    if not 0 <= label < MAX_CLASSES:
+        raise UserError(f"taskonomy: scene class {path} is {label}, outside 0..{MAX_CLASSES - 1}")
+    return label
 
 
 def convert(

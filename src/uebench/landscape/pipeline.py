@@ -412,6 +412,7 @@ def _run_locked(
     device = resolve_device(cfg.device)
     poison, poison_source = make_poison(cfg, full, ws, progress)
     clean_set, poison_set = training_sets(cfg, full, poison)
+    ws.commit()  # every input accepted: a refusal before here leaves the folder as it was
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = seeded_subset(test, cfg.test_size, seed=cfg.pick_seed)
     c, h, _ = clean_set.shape

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
 from .fast_sal import AUGMENT, FastSALConfig
 from .sal import MODES, ORIGINS, model_sal
 
@@ -42,12 +43,16 @@ class SALConfig:
             raise UserError(f"unknown fast-SAL augment '{self.augment}'; valid: {', '.join(AUGMENT)}")
         if not _whole(self.every, 1):
             raise UserError(f"--sal-every must be >= 1, got {self.every}")
+        check_count(self.every, "--sal-every", MAX_EPOCHS)
         if not _whole(self.subset, 1):
             raise UserError(f"SAL subset must be >= 1, got {self.subset}")
+        check_count(self.subset, "SAL subset", MAX_IMAGES)
         if not (_finite_positive(self.eps) and _finite_positive(self.lr)) or (
             self.rounds is not None and not _whole(self.rounds, 1)
         ):
             raise UserError(f"SAL needs eps > 0, rounds >= 1, lr > 0 (got {self.eps}, {self.rounds}, {self.lr})")
+        if self.rounds is not None:
+            check_count(self.rounds, "SAL rounds", MAX_ROUNDS)
 
     def check_schedule(self, epochs: int) -> None:
         """Refuse (before any work) a schedule whose epochs hold no SAL epoch: #LP and UD would have nothing to

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..options import MAX_BOOTSTRAP, check_count
 from .sal import ORIGINS
 from .threshold import as_sal_matrix, learnable_threshold
 
@@ -54,8 +55,7 @@ def bootstrap_ud(
     from the resampled clean rows and UD from both, `n` times. #LP counts a handful of cells, so UD of two runs
     that differ by one cell can differ by a lot; the interval says how much. None when fewer than half the
     replicates have a defined UD (the clean resample had no cell above its beta)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"bootstrap size must be a whole number >= 1, got {n}")
+    check_count(n, "bootstrap size", MAX_BOOTSTRAP)
     if not 0 < level < 1:
         raise UserError(f"confidence level must be in (0, 1), got {level}")
     p, c = as_sal_matrix(sal_poisoned, "poisoned SAL"), as_sal_matrix(sal_clean, "clean SAL")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..io import utf8_path
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
 
@@ -389,7 +390,8 @@ def read_samples(path: Path) -> dict:
     from safetensors.torch import load_file
 
     try:
-        t = load_file(str(path))
+        with utf8_path(path) as name:
+            t = load_file(name)
         ok = {"images", "labels", "indices"} <= set(t) and t["images"].dtype == torch.uint8 and t["images"].ndim == 4
     except Exception:
         ok = False

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import utf8_path
 from ..metrics.shortcut import SHORTCUT_KEYS
 from ..metrics.verdict import RANKED, baseline_learned, baseline_reason, poison_learned
 
@@ -67,6 +68,9 @@ class RunRow:
     beta_eval: float | None = None
     shortcut_n: int | None = None  # images the shortcut probe read
     learned: str | None = None  # was the poison learned (metrics.verdict): yes | partly | no | unknown; None: clean
+    # trained on an unpaired poison (its images the whole training set, its budget unchecked; the user confirmed it):
+    # no probe compares it with clean originals, so its verdict is unknown
+    unpaired: bool = False
 
     @property
     def finished(self) -> bool:
@@ -246,7 +250,7 @@ def poison_meta(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with utf8_path(path) as name, safe_open(name, framework="pt") as f:
             return json.loads((f.metadata() or {})["uebench_poison"])
     except Exception:
         return None
@@ -299,6 +303,7 @@ def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
         poison_budget=meta["budget"] if meta else None,
         run=spec.dir,
         poison=spec.poison,
+        unpaired=spec.train.get("unpaired") is True,  # the run's own config, set from the file's structure
     )
     curve = Curve(
         epoch=[h["epoch"] for h in hist],
@@ -420,7 +425,8 @@ def collect(out: str | Path, force: bool = False) -> BenchResults:
     for r in rows:
         if r.attack != CLEAN and r.finished:
             ref = reference.get((r.defense, r.seed))
-            r.learned = poison_learned(r.shortcut_acc, r.clean_train_acc, num_classes or 0, r.shortcut_n, ref)
+            learned = poison_learned(r.shortcut_acc, r.clean_train_acc, num_classes or 0, r.shortcut_n, ref)
+            r.learned = "unknown" if r.unpaired else learned
     if force and not any(r.attack != CLEAN and r.finished for r in rows):
         raise UserError(f"--force: {out} has no finished poisoned run to compare with a clean run")
     notes: list[str] = []

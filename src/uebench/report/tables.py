@@ -30,6 +30,7 @@ RUN_COLUMNS = (
     "clean_train_acc",
     "shortcut_n",
     "learned",
+    "unpaired",
     "lp",
     "ud",
     "ud_ci_low",

@@ -259,6 +259,8 @@ COUNTS = {  # case: (arguments, where the work would start)
     "bench seeds": ([*BENCH, "--seeds", "10000000"], "uebench.bench.make_plan"),
     "bench seed list": ([*BENCH, "--seeds", ",".join(map(str, range(200)))], "uebench.bench.make_plan"),
     "bench epochs": ([*BENCH, "--epochs", TOO_MANY], "uebench.bench.make_plan"),
+    "width": ([*TRAIN, "--width", "1e6"], "uebench.trainer.train"),
+    "bench width": ([*BENCH, "--width", "1e6"], "uebench.bench.make_plan"),
     "ud bootstrap": (
         ["ud", "--clean", "c", "--poisoned", "p", "--bootstrap", TOO_MANY],
         "uebench.metrics.load_run_sal",

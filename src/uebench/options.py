@@ -22,6 +22,7 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 # enough that a typo (10**12) is one line before any work, not hours of it or a machine out of memory.
 MAX_IMAGES = 10_000_000  # images in a dataset, a subset, a batch or a probe (ImageNet-1k has 1.28 million)
 MAX_IMAGE_SIZE = 4096  # pixels per side of a dataset's images
+MAX_WIDTH = 16.0  # a model's width multiplier (the paper's 1.0; 16 makes ResNet-18 about 2.9 billion weights)
 MAX_EPOCHS = 10_000  # training epochs of a run (APBench's longest recipe: 200)
 MAX_SEEDS = 100  # training seeds of one bench (papers report 3 to 5)
 MAX_RUNS = 10_000  # runs in one bench's plan (seeds x poisons x shares x defenses)

@@ -26,7 +26,7 @@ from .fit import fit, train_epoch
 from .lock import FolderLock
 from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from .models import create_model
-from .options import check_seed
+from .options import MAX_WIDTH, check_seed
 from .poison import Poison
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
@@ -39,6 +39,8 @@ def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int 
     """The numbers every training command takes, refused with one line (NaN, inf, 0, a seed torch cannot take)."""
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not (math.isfinite(width) and width > 0):
         raise UserError(f"width must be a positive number, got {width}")
+    if width > MAX_WIDTH:  # the weights grow with its square: memory and time without bound
+        raise UserError(f"width must be at most {MAX_WIDTH:g}, got {width:g}")
     for seed in seeds:
         check_seed(seed)
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):

@@ -207,13 +207,13 @@ def run(args) -> int:
         from ..errors import UserError
 
         raise UserError("--defense-option given without --defense")
+    check_config(config)  # the model's name and the run's numbers (width, seed, subset), before any work
     recipe = config.resolved_recipe()  # its numbers (epochs, batch size, lr) and their bounds, before any work
     probes = sal_probes(args)
     for p in probes:  # a schedule that probes no epoch is refused before any work
         p.config.check_schedule(recipe.epochs)
     train_set = test_set = None
     if config.poison:  # is the model reading the poison, or the content? the shortcut probe says, every epoch
-        check_config(config)  # refused before the data is read, as train() would
         train_set, test_set, more = splits_and_probes(config)
         probes += more
     if args.tensorboard:  # last: it logs what the other probes added to the epoch's record

@@ -31,6 +31,10 @@ def test_the_bar_by_hand(study):
     assert study._bar({**ok, "ud_fast": 1.2, "ud_faithful_2": 1.3}) is True  # faithful's own noise is 0.3
     assert study._bar({**ok, "rho_fast_faithful_mean": 0.7}) is False
     assert study._bar({**ok, "ud_faithful_2": None}) is None  # not measured yet: no verdict either way
+    # more passes: the widest distance from pass 1 is the noise term
+    assert study._bar({**ok, "ud_fast": 1.25}, [1.02, 0.7]) is True  # 0.25 <= 0.3 (pass 3)
+    assert study._bar({**ok, "ud_fast": 1.35}, [1.02, 0.7]) is False
+    assert study._bar({**ok, "ud_fast": 1.05}, [1.02, None]) is None
 
 
 def test_a_cache_belongs_to_one_bench(study, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from uebench.errors import UserError
-from uebench.records import CHECKPOINT, METRICS, SUMMARY, read_metrics
+from uebench.records import CHECKPOINT, METRICS, SUMMARY, read_metrics, sync_metrics, write_metrics
 from uebench.trainer import TrainConfig, train
 
 TINY = dict(model="linear", recipe="quick", batch_size=64, dataset_options={"n_train": 128, "n_test": 64})
@@ -52,6 +52,28 @@ def test_damaged_metrics_without_checkpoint_is_one_line(tmp_path):
     (out / METRICS).write_text('{"epoch": 1}\n{not json\n')
     with pytest.raises(UserError, match="damaged"):
         read_metrics(out)
+
+
+def _strict(text: str) -> list:
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def test_metrics_of_a_diverged_epoch_are_strict_json(tmp_path):
+    history = [{"epoch": 1, "train_loss": 2.3}, {"epoch": 2, "train_loss": float("nan"), "test_loss": float("inf")}]
+    write_metrics(tmp_path, history)
+    assert _strict((tmp_path / METRICS).read_text())[1] == {"epoch": 2, "train_loss": None, "test_loss": None}
+    sync_metrics(tmp_path, history)  # in line already: no rewrite that brings the NaN back
+    assert _strict((tmp_path / METRICS).read_text())[1]["train_loss"] is None
+    assert read_metrics(tmp_path)[1]["train_loss"] is None  # no checkpoint: the file is read, null stays null
+
+
+def test_metrics_nested_too_deeply_is_one_line(tmp_path):
+    (tmp_path / METRICS).write_text('{"epoch": 1, "x": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
+    with pytest.raises(UserError, match="nested too deeply"):
+        read_metrics(tmp_path)
 
 
 # ---------- 5. a checkpoint never runs code ----------

@@ -29,7 +29,9 @@ from .io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    dumps_json,
     fault_after_epoch,
+    loads_json,
     read_json,
     temp_prefix,
     utf8_path,
@@ -205,7 +207,8 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
 
 
 def _metrics_text(history: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
+    # strict JSON, as every file uebench writes: a diverged epoch's NaN loss is written as null
+    return "".join(dumps_json(h, sort_keys=True) + "\n" for h in history)
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -232,10 +235,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if state is not None:
         return state["history"]
     try:
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is damaged ({type(e).__name__}): not one JSON record per line") from None
+        with open(path, "rb") as f:
+            records = [loads_json(line, str(path)) for line in f if line.strip()]
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({type(e).__name__})") from None
     if not all(isinstance(r, dict) for r in records):
         raise UserError(f"{path} is damaged: every line must be a JSON object")
     return records

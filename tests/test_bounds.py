@@ -267,6 +267,16 @@ COUNTS = {  # case: (arguments, where the work would start)
     ),
     "sweep rounds": (["sal-sweep", "{bench}", "--rounds", TOO_MANY, "--quiet"], "uebench.sweep.measure_run"),
     "sweep repeats": (["sal-sweep", "{bench}", "--repeats", "1000000000", "--quiet"], "uebench.sweep.measure_run"),
+    "attack option": (
+        ["craft", "--attack", "em", "--attack-option", f"max_rounds={TOO_MANY}", *DATA],
+        "uebench.data.load",
+    ),
+    "attack option in a bench": ([*BENCH, "--attack-option", f"ops.pixels={TOO_MANY}"], "uebench.bench.make_plan"),
+    "defense option": (
+        [*TRAIN, "--defense", "ueraser", "--defense-option", f"repeats={TOO_MANY}"],
+        "uebench.trainer.train",
+    ),
+    "crafting width": (["craft", "--attack", "tap", "--attack-option", "width=1e6", *DATA], "uebench.data.load"),
     "ray cpus per run": ([*RAY, "--cpus-per-run", "1000"], "uebench.bench_ray.prepare_bench"),
     "ray gpus per run": ([*RAY, "--gpus-per-run", "1"], "uebench.bench_ray.prepare_bench"),
 }
@@ -285,6 +295,29 @@ def test_a_count_past_its_bound_is_one_line_before_any_work(case, tmp_path, caps
     before = sorted(tmp_path.rglob("*"))
     one_line_error([*args, *(() if args[0] in ("ud", "sal-sweep") else ("--out", tmp_path / "out"))], capsys)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing measured
+
+
+def _plain_ints(config: type) -> list[str]:
+    """The fields of a config dataclass typed a plain int (or optional int) without a Count bound."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config, include_extras=True)
+    ints = (int, int | None, typing.Optional[int])
+    return [f.name for f in dataclasses.fields(config) if hints.get(f.name) in ints]
+
+
+def test_every_count_an_attack_or_a_defense_takes_has_a_bound():
+    from uebench.attacks.base import ATTACKS
+    from uebench.defenses.base import DEFENSES
+
+    unbounded = {
+        f"{kind} {name}": fields
+        for kind, registry in (("attack", ATTACKS), ("defense", DEFENSES))
+        for name in registry.names()
+        if (fields := _plain_ints(registry.get(name).Config))
+    }
+    assert unbounded == {}  # declare each Annotated[int, Count(...)] (uebench.options): a typo is one line, not hours
 
 
 # ---------- 4. hostile tensors, names, dataset files and numbers: one line, never a traceback ----------

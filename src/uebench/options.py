@@ -5,6 +5,7 @@ traceback from deep inside the code that uses it, nor hours of work or a machine
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import types
@@ -29,6 +30,10 @@ MAX_RUNS = 10_000  # runs in one bench's plan (seeds x poisons x shares x defens
 MAX_ROUNDS = 1_000  # SAL search rounds (the paper's 10; its reviewers asked for 20)
 MAX_REPEATS = 100  # sal-sweep passes of every setting
 MAX_BOOTSTRAP = 100_000  # replicates of UD's interval (default 1,000; a replicate of 50 epochs x 60 layers: ~1 ms)
+MAX_STEPS = 10_000_000  # optimisation steps, rounds, restarts or trials of one crafting (REM's paper: 5,000 model
+# steps; AR's process finder: up to 200,000 candidates)
+MAX_FEATURES = 65_536  # channels or units of a layer an option sizes (DC's generator width: 64; CP's projection: 128)
+MAX_DEPTH = 16  # levels of a network an option sets (DC's U-Net: 3 down-samplings)
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,31 @@ class Count:
     low: int = 1
 
 
+@dataclass(frozen=True)
+class Within:
+    """`Annotated[float, Within(low, high)]`: an option that measures something, a number in [low, high]."""
+
+    low: float
+    high: float
+
+
 def check_count(value: Any, where: str, high: int, low: int = 1) -> int:
     """`value` if it is a whole number in [low, high], else one UserError line naming the bound."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise UserError(f"{where} must be a whole number in [{low:,}, {high:,}], got {value!r:.40}")
     return value
+
+
+def typed_params(config: type, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config dataclass's parameters from a user: unknown names refused, each value coerced to its declared type
+    and held to its Count bounds, one UserError line per mistake."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "(none)"
+        raise UserError(f"{where} has no parameter {', '.join(unknown)}; valid: {valid}")
+    hints = type_hints(config)
+    return {k: coerce(v, hints.get(k, Any), f"{where}: parameter {k}") for k, v in params.items()}
 
 
 def check_memory(nbytes: int, what: str) -> None:
@@ -78,8 +103,9 @@ def _coerce(value: Any, hint: Any) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
         got = _coerce(value, args[0])
-        bounds = [a for a in args[1:] if isinstance(a, Count)]
-        return _NOTHING if got is not _NOTHING and any(not b.low <= got <= b.high for b in bounds) else got
+        bounds = [a for a in args[1:] if isinstance(a, (Count, Within))]
+        counted = got is not _NOTHING and got is not None  # None: an optional count left unset
+        return _NOTHING if counted and any(not b.low <= got <= b.high for b in bounds) else got
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -122,7 +148,7 @@ def _coerce(value: Any, hint: Any) -> Any:
 def describe(hint: Any) -> str:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
-        bounds = "".join(f" in [{a.low:,}, {a.high:,}]" for a in args[1:] if isinstance(a, Count))
+        bounds = "".join(f" in [{a.low:,}, {a.high:,}]" for a in args[1:] if isinstance(a, (Count, Within)))
         return describe(args[0]) + bounds
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in args)

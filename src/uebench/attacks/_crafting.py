@@ -20,7 +20,7 @@ import math
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Annotated, Callable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -32,6 +32,7 @@ from ..data.base import ImageDataset
 from ..errors import UserError
 from ..fit import set_lr
 from ..models import MODELS, create_model
+from ..options import MAX_IMAGES, MAX_WIDTH, Count, Within
 from ..progress import progress_bar
 from ..recipes import Recipe
 from ..seeds import seeded
@@ -46,9 +47,9 @@ class ModelConfig:
     """The crafting model shared by the model-based attacks (paper: a CIFAR ResNet-18 at full width)."""
 
     model: str = "resnet18"
-    width: float = 1.0
+    width: Annotated[float, Within(0.0, MAX_WIDTH)] = 1.0  # the crafting model's weights grow with its square
     device: str = "auto"  # auto | cpu | cuda[:N]; fp32 everywhere (bf16 is ~10x slower on AVX2-only CPUs)
-    pgd_batch: int = (
+    pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
     )
 

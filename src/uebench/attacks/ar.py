@@ -57,12 +57,14 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, MAX_STEPS, Count
 from ..poison import quantize_l2
 from .base import Attack, Perturbation, register_attack
 
@@ -76,13 +78,19 @@ EXPLODES = 1e3  # pattern RMS (start noise: 1) above which a process explodes; s
 @dataclass
 class ARConfig:
     eps: float = 1.0  # L2 budget per image, [0,1] pixel units (paper: 1.0)
-    crop: int = 4  # generate at (H + crop, W + crop), drop the first `crop` rows and columns (paper: 36 -> 32)
+    crop: Annotated[int, Count(MAX_IMAGE_SIZE, low=0)] = (
+        4  # generate at (H + crop, W + crop), drop the first `crop` rows and columns (paper: 36 -> 32)
+    )
     stability: str = "authors"  # "authors": joint L2 of each 3x32x32 pattern <= l2_bound; "rms": per channel RMS
     l2_bound: float = 50.0  # the public finder's gen_norm_upper_bound (stability="authors")
     rms_bound: float = 3.0  # per-channel RMS bound, the start noise having RMS 1 (stability="rms")
-    trials: int = 3  # patterns per candidate process in the stability test (public finder: 3)
+    trials: Annotated[int, Count(MAX_STEPS)] = (
+        3  # patterns per candidate process in the stability test (public finder: 3)
+    )
     min_response: float | None = None  # class separation; None: 10 up to 10 classes, else 3 (the public values)
-    max_candidates: int = 200_000  # give up (with a clear error) after this many sampled channels
+    max_candidates: Annotated[int, Count(MAX_STEPS)] = (
+        200_000  # give up (with a clear error) after this many sampled channels
+    )
     coefficients: str | None = None  # a published coefficient file (.pt as the authors save it, or .npy), used exactly
 
     def __post_init__(self) -> None:

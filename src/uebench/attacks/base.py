@@ -16,7 +16,7 @@ import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
-from ..options import coerce, type_hints
+from ..options import typed_params
 from ..registry import Registry
 
 
@@ -96,14 +96,7 @@ def make_config(cls: type[Attack], preset: str = "paper", **params: Any) -> Any:
     """The attack's config: paper defaults, then the preset's overrides, then the user's params."""
     if preset != "paper" and preset not in cls.presets:
         raise UserError(f"attack '{cls.name}' has no preset '{preset}'; valid: {', '.join(['paper', *cls.presets])}")
-    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise UserError(
-            f"attack '{cls.name}' has no parameter {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
-        )
-    hints = type_hints(cls.Config)
-    params = {k: coerce(v, hints.get(k, Any), f"attack '{cls.name}': parameter {k}") for k, v in params.items()}
+    params = typed_params(cls.Config, params, f"attack '{cls.name}'")
     values = {**cls.presets.get(preset, {}), **params}
     try:
         return cls.Config(**values)

@@ -22,7 +22,7 @@ noise jointly with the encoder for hundreds of epochs at this budget, which the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..models import create_model
+from ..options import MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from ..seeds import seeded
 from . import _crafting as crafting
@@ -40,14 +41,14 @@ from .base import Perturbation, register_attack
 class CPConfig(crafting.ModelConfig):
     eps: float = 8 / 255
     step: float = 0.8 / 255
-    steps: int = 5  # noise steps per sample per round
-    rounds: int = 100
-    train_steps: int = 20  # encoder steps per round
-    batch_size: int = 512
+    steps: Annotated[int, Count(MAX_STEPS)] = 5  # noise steps per sample per round
+    rounds: Annotated[int, Count(MAX_STEPS)] = 100
+    train_steps: Annotated[int, Count(MAX_STEPS)] = 20  # encoder steps per round
+    batch_size: Annotated[int, Count(MAX_IMAGES)] = 512
     lr: float = 0.5
     weight_decay: float = 1e-4
     temperature: float = 0.5
-    proj_dim: int = 128
+    proj_dim: Annotated[int, Count(MAX_FEATURES)] = 128
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

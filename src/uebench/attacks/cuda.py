@@ -25,7 +25,7 @@ Where this differs from the public code
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, Count
 from .base import Attack, Perturbation, register_attack
 
 
@@ -40,7 +41,7 @@ from .base import Attack, Perturbation, register_attack
 class CUDAConfig:
     blur_parameter: float = 0.3  # filter entries uniform in [0, blur_parameter] (paper: 0.3 on CIFAR-10)
     center_parameter: float | None = 1.0  # one entry per filter set to this; None: no such entry
-    kernel_size: int = 3
+    kernel_size: Annotated[int, Count(MAX_IMAGE_SIZE)] = 3
     grayscale: bool = False  # the authors' option: the convolved image's channel mean in every channel
     same: bool = False  # the authors' ablation: every class gets class 0's filter (not unlearnable by design)
     quantize: str = "floor"  # floor: the authors' export (astype(uint8)); round: nearest grey level

@@ -66,7 +66,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn as nn
@@ -78,6 +78,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes, utf8_path
 from ..models import MODELS, create_model
 from ..models.registry import scaled
+from ..options import MAX_DEPTH, MAX_EPOCHS, MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from ..seeds import crafting_stream, generator, seeded
 from ..trainer import prepare, resolve_device
@@ -91,23 +92,27 @@ _CKPT_KEY = "uebench_dc_generator"
 @dataclass
 class DCConfig:
     eps: float = 8 / 255  # the paper and code: 0.032
-    trials: int = 500  # T: the victim restarts from a random init this many times
-    cls_epochs: int = 20  # victim epochs per trial (maxiter; the public code's clsepochs)
-    batch_size: int = 64
+    trials: Annotated[int, Count(MAX_STEPS)] = 500  # T: the victim restarts from a random init this many times
+    cls_epochs: Annotated[int, Count(MAX_EPOCHS)] = 20  # victim epochs per trial (maxiter; the public code's clsepochs)
+    batch_size: Annotated[int, Count(MAX_IMAGES)] = 64
     cls_lr: float = 0.01  # victim SGD learning rate (no momentum)
     unroll_lr: float | None = None  # step of the pseudo-update; None: cls_lr, as in the paper
     gen_lr: float = 1e-4  # Adam
-    gen_width: int = 64  # U-Net channels at full resolution, doubled at every level
-    gen_depth: int = 3  # U-Net down-samplings
+    gen_width: Annotated[int, Count(MAX_FEATURES)] = 64  # U-Net channels at full resolution, doubled at every level
+    gen_depth: Annotated[int, Count(MAX_DEPTH)] = 3  # U-Net down-samplings
     victim: str = "cnn5"  # cnn5 (the paper's text) | vgg11 (the public code's) | any registered model
     cls_width: float = 1.0  # victim width multiplier
-    vgg_bottleneck: int | None = 2  # vgg11 only: the public code's 2-unit layer before the head; None: no such layer
+    vgg_bottleneck: Annotated[int | None, Count(MAX_FEATURES)] = (
+        2  # vgg11 only: the public code's 2-unit layer before the head; None: no such layer
+    )
     generator: str | None = (
         None  # a trained generator to apply as is (this attack's .safetensors, or the authors' .pth)
     )
     save_generator: str | None = None  # write the trained generator here (safetensors)
     device: str = "auto"
-    gen_batch: int = 256  # images per batch when applying the generator (eval mode: only speed depends on it)
+    gen_batch: Annotated[int, Count(MAX_IMAGES)] = (
+        256  # images per batch when applying the generator (eval mode: only speed depends on it)
+    )
 
 
 # ---- networks -------------------------------------------------------------------------------------------------

@@ -44,13 +44,14 @@ round(portion * class size) images of each class (at least 1), drawn with the se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
 from .. import distributed
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
@@ -65,15 +66,19 @@ class EMConfig(crafting.ModelConfig):
     mode: str = "samplewise"
     eps: float = 8 / 255
     step: float = 0.8 / 255
-    steps: int | None = None  # noise steps per sample per round; None: 20 (the paper), 1 for class-wise "mean"
-    train_steps: int = 10  # model SGD steps per round
-    batch_size: int = 512  # model-update batch (the public code's default)
+    steps: Annotated[int | None, Count(MAX_STEPS)] = (
+        None  # noise steps per sample per round; None: 20 (the paper), 1 for class-wise "mean"
+    )
+    train_steps: Annotated[int, Count(MAX_STEPS)] = 10  # model SGD steps per round
+    batch_size: Annotated[int, Count(MAX_IMAGES)] = 512  # model-update batch (the public code's default)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float = 5.0
     stop_acc: float = 99.0  # stop once the crafting model's accuracy on x + delta reaches this (%)
-    max_rounds: int = 1000  # safety cap on rounds (train_steps model steps + one noise pass each)
+    max_rounds: Annotated[int, Count(MAX_STEPS)] = (
+        1000  # safety cap on rounds (train_steps model steps + one noise pass each)
+    )
     classwise_update: str = "mean"  # class-wise only: mean (public code) | sign (of the summed gradient)
     classwise_portion: float = 0.2  # class-wise "mean" only: the stratified share of the set it updates on
 

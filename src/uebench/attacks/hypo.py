@@ -22,11 +22,12 @@ property of its class in uebench, and the Linf one is what the benchmarks compar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
 from ..data.base import ImageDataset
+from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from ..recipes import Recipe
 from . import _crafting as crafting
@@ -37,10 +38,10 @@ from .base import Perturbation, register_attack
 class HYPOConfig(crafting.ModelConfig):
     eps: float = 8 / 255
     step: float = 0.8 / 255
-    steps: int = 100
-    pgd_batch: int = 512
-    clean_epochs: int = 150
-    clean_batch_size: int = 128
+    steps: Annotated[int, Count(MAX_STEPS)] = 100
+    pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
+    clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 150
+    clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     clean_lr: float = 0.1
     clean_weight_decay: float = 5e-4
     clean_augment: str = "crop_flip"

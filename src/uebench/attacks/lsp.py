@@ -29,20 +29,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, Count
 from ..poison import quantize_l2
 from .base import Attack, Perturbation, register_attack
 
 
 @dataclass
 class LSPConfig:
-    patch_size: int = 8  # each synthetic feature becomes a patch_size x patch_size patch (paper: 8)
+    patch_size: Annotated[int, Count(MAX_IMAGE_SIZE)] = (
+        8  # each synthetic feature becomes a patch_size x patch_size patch (paper: 8)
+    )
     eps: float = 6 / 255  # per-pixel scale of the L2 budget: L2 = sqrt(C*H*W) * eps (paper: 6/255)
     class_sep: float = 10.0  # half the distance between hypercube vertices (make_classification's class_sep)
     classwise: bool = False  # one pattern per class instead of one draw per image (not the paper's setting)

@@ -22,18 +22,20 @@ distinct shortcuts; positions are searched in row-major order and ties go to the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, Count
 from .base import Attack, Perturbation, register_attack
 
 
 @dataclass
 class OPSConfig:
-    pixels: int = 1  # pixels set per class (paper: 1; APBench's `sparsity`)
+    pixels: Annotated[int, Count(MAX_IMAGE_SIZE**2)] = 1  # pixels set per class (paper: 1; APBench's `sparsity`)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pixels, int) or isinstance(self.pixels, bool) or self.pixels < 1:

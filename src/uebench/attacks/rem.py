@@ -39,13 +39,14 @@ crafting (craft() quantises once, at the end).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
 from ..data.base import ImageDataset
 from ..errors import UserError
 from ..fit import set_lr
+from ..options import MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
@@ -55,19 +56,21 @@ from .base import Perturbation, register_attack
 class REMConfig(crafting.ModelConfig):
     eps: float = 8 / 255  # rho_u, the noise budget
     step: float = 1.6 / 255
-    steps: int = 10
+    steps: Annotated[int, Count(MAX_STEPS)] = 10
     random_start: bool = True
     adv_eps: float = 4 / 255  # rho_a, the adversarial radius of the crafting model's training and of the inner max
     adv_step: float = 0.8 / 255
-    adv_steps: int = 10
+    adv_steps: Annotated[int, Count(MAX_STEPS)] = 10
     adv_random_start: bool = True
-    eot_samples: int = 5  # draws of the augmentation per noise step (expectation over transformations)
+    eot_samples: Annotated[int, Count(MAX_STEPS)] = (
+        5  # draws of the augmentation per noise step (expectation over transformations)
+    )
     augment: str = "crop_flip"  # crop_flip | none
-    train_steps: int = 5000
-    batch_size: int = 128
+    train_steps: Annotated[int, Count(MAX_STEPS)] = 5000
+    batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     lr: float = 0.1
     lr_decay: float = 0.1
-    lr_decay_every: int = 2000  # iterations
+    lr_decay_every: Annotated[int, Count(MAX_STEPS)] = 2000  # iterations
     momentum: float = 0.9
     weight_decay: float = 5e-4
 

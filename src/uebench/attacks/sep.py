@@ -24,12 +24,13 @@ alignment) and SEP-FA-VR (variance reduction), the paper's stronger variants, ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..data.base import ImageDataset
+from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from ..recipes import Recipe
 from . import _crafting as crafting
@@ -40,11 +41,11 @@ from .base import Perturbation, register_attack
 class SEPConfig(crafting.ModelConfig):
     eps: float = 2 / 255
     step: float = 1 / 255
-    iterations: int = 30
-    models: int = 30  # checkpoints in the ensemble
-    pgd_batch: int = 512
-    clean_epochs: int = 120
-    clean_batch_size: int = 128
+    iterations: Annotated[int, Count(MAX_STEPS)] = 30
+    models: Annotated[int, Count(MAX_STEPS)] = 30  # checkpoints in the ensemble
+    pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
+    clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 120
+    clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     clean_lr: float = 0.1
     clean_weight_decay: float = 5e-4
 

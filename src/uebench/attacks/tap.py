@@ -36,7 +36,7 @@ shift (the same distribution up to sub-pixel offsets).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .. import distributed
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
 from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
@@ -57,15 +58,15 @@ PADS = ("mean", "black")  # what the shifted-in pixels are: the mean colour (pub
 class TAPConfig(crafting.ModelConfig):
     eps: float = 8 / 255
     step: float = 0.05 * 8 / 255  # tau * eps
-    iterations: int = 250  # passes over the crafting set per restart
-    restarts: int = 8
+    iterations: Annotated[int, Count(MAX_STEPS)] = 250  # passes over the crafting set per restart
+    restarts: Annotated[int, Count(MAX_STEPS)] = 8
     restart_select: str = "set"  # set (public code: the restart with the lowest mean target loss) | sample
     init: str = "randn"
     augment: bool = True  # differentiable shift + flip at every attack step
     pad: str = "mean"  # mean (public code: zero in normalised space) | black (0 in pixel space)
-    pgd_batch: int = 512
-    clean_epochs: int = 40
-    clean_batch_size: int = 128
+    pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
+    clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 40
+    clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     clean_lr: float = 0.1
     clean_weight_decay: float = 5e-4
 

@@ -111,9 +111,11 @@ def craft_cmd(args) -> int:
 
 def _craft(args) -> int:
     from ..attacks import craft
+    from ..attacks.base import ATTACKS, make_config
     from ..data import load
 
     params = parse_sets(args.attack_option, "--attack-option")
+    make_config(ATTACKS.get(args.attack), args.preset, **params)  # every option checked before the data is loaded
     if args.subset is not None and args.subset < 1:
         raise UserError(f"--subset must be >= 1, got {args.subset}")
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from ..options import MAX_STEPS, Count
 from .base import Defense, check, check_type, loss_per_sample, rand, register_defense
 
 START = ("uniform", "gaussian", "none")
@@ -31,7 +33,7 @@ class AdversarialTraining(Defense):
     class Config:
         eps: float = 8 / 255
         step_size: float = 2 / 255
-        steps: int = 10
+        steps: Annotated[int, Count(MAX_STEPS)] = 10
         start: str = "uniform"  # uniform in the ball (Madry) | gaussian (APBench: N(0, step_size^2)) | none
         eval_mode: bool = True  # run the attack with the model in eval mode (APBench)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import UserError
+from ..options import typed_params
 from ..registry import Registry
 
 KINDS = ("preprocess", "augment", "training")
@@ -98,11 +99,7 @@ def register_defense(cls: type[Defense]) -> type[Defense]:
 
 def make_config(cls: type[Defense], **params: Any) -> Any:
     """The defense's config: the published defaults, then the user's params (checked)."""
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        valid = ", ".join(sorted(fields)) or "(none)"
-        raise UserError(f"defense '{cls.name}' has no parameter {', '.join(unknown)}; valid: {valid}")
+    params = typed_params(cls.Config, params, f"defense '{cls.name}'")
     try:
         return cls.Config(**params)
     except (TypeError, ValueError) as e:

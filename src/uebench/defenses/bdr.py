@@ -4,9 +4,11 @@ as torchvision's RandomPosterize(bits=2, p=1) does: 4 levels {0, 64, 128, 192}, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from ..options import Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 
@@ -23,7 +25,7 @@ class BDR(PreprocessDefense):
 
     @dataclass
     class Config:
-        bits: int = 2  # APBench's --bdr, ISS's --bdr 2
+        bits: Annotated[int, Count(8)] = 2  # APBench's --bdr, ISS's --bdr 2
         test: bool = False  # also reduce the test images (ISS's --ISS_both_train_test)
 
         def __post_init__(self):

@@ -4,9 +4,11 @@ uniformly random pixel, clipped at the borders (so near an edge less than 16x16 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from ..options import MAX_IMAGE_SIZE, Count
 from .base import Defense, check, check_type, rand, register_defense
 
 
@@ -31,7 +33,7 @@ class Cutout(Defense):
 
     @dataclass
     class Config:
-        length: int = 16
+        length: Annotated[int, Count(MAX_IMAGE_SIZE)] = 16
 
         def __post_init__(self):
             check_type(self.length, int, "length")

@@ -10,11 +10,13 @@ noise). It is kept as the default for comparability; `--defense-option sigma=1.0
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..options import MAX_IMAGE_SIZE, Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 
@@ -46,7 +48,7 @@ class Gaussian(PreprocessDefense):
 
     @dataclass
     class Config:
-        kernel_size: int = 3
+        kernel_size: Annotated[int, Count(MAX_IMAGE_SIZE)] = 3
         sigma: float = 0.1
         test: bool = False  # also blur the test images
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import UserError
+from ..options import Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 
@@ -42,7 +44,7 @@ class JPEG(PreprocessDefense):
 
     @dataclass
     class Config:
-        quality: int = 10  # ISS's JPEG-10, APBench's `--jpeg`
+        quality: Annotated[int, Count(100)] = 10  # ISS's JPEG-10, APBench's `--jpeg`
         test: bool = False  # also compress the test images (ISS's --ISS_both_train_test; off in both papers' tables)
 
         def __post_init__(self):

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_REPEATS, Count
 from . import _ops
 from .base import Defense, check, check_type, device_generator, loss_per_sample, rand, register_defense, uniform
 from .jpeg import jpeg_roundtrip
@@ -60,7 +62,7 @@ def _range(value, name: str) -> None:
 
 @dataclass
 class UEraserConfig:
-    repeats: int = 5  # K draws per image; 1 = UEraser-Lite
+    repeats: Annotated[int, Count(MAX_REPEATS)] = 5  # K draws per image; 1 = UEraser-Lite
     p_brightness: float = 0.5
     brightness_roughness: tuple[float, float] = (0.3, 0.7)
     brightness_intensity: tuple[float, float] = (0.5, 1.0)
@@ -68,10 +70,16 @@ class UEraserConfig:
     contrast_roughness: tuple[float, float] = (0.3, 0.7)
     p_shuffle: float = 0.5
     trivial_augment: bool = True
-    chunk: int = 2048  # images per scoring forward pass (memory bound for large K x batch)
-    max_epochs: int | None = None  # Max-loss for the first N epochs, one draw after (APBench repeat_epoch); None: all
+    chunk: Annotated[int, Count(MAX_IMAGES)] = (
+        2048  # images per scoring forward pass (memory bound for large K x batch)
+    )
+    max_epochs: Annotated[int | None, Count(MAX_EPOCHS, low=0)] = (
+        None  # Max-loss for the first N epochs, one draw after (APBench repeat_epoch); None: all
+    )
     jpeg: str = "none"  # JPEG compression of each draw: none | before (APBench) | after (UEraser repository)
-    jpeg_quality: int | None = None  # None: drawn in [10, 100) per batch (APBench); else fixed (repository: 10)
+    jpeg_quality: Annotated[int | None, Count(100)] = (
+        None  # None: drawn in [10, 100) per batch (APBench); else fixed (repository: 10)
+    )
     # the plasma fractal: kornia's diamond_square (what UEraser draws), or "full", uebench's construction before it
     # was checked against kornia (every seed node drawn: maps about 35% more varied at roughness 0.3)
     plasma: str = "kornia"
@@ -223,7 +231,7 @@ class UEraser(Defense):
 
 @dataclass
 class UEraserLiteConfig(UEraserConfig):
-    repeats: int = 1
+    repeats: Annotated[int, Count(MAX_REPEATS)] = 1
 
 
 @register_defense

@@ -592,3 +592,37 @@ def test_a_crosstask_file_named_like_a_multitask_poison_is_refused(tmp_path):
     config = CrossTaskConfig(attacks=("em", str(tmp_path / "em+mt.safetensors")), multitask_attacks=True)
     with pytest.raises(UserError, match="share a name"):
         validate(config)
+
+
+def _svhn_mat(path: Path, n: int, compress: bool) -> None:
+    import scipy.io
+
+    x = np.zeros((32, 32, 3, n), np.uint8)
+    scipy.io.savemat(path, {"X": x, "y": np.ones((n, 1), np.uint8)}, do_compression=compress)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["compressed", "plain"])
+def test_an_svhn_file_inflating_past_its_bound_is_refused_while_it_inflates(compress, tmp_path):
+    from uebench.data.svhn import _read_mat
+
+    path = tmp_path / "train_32x32.mat"
+    _svhn_mat(path, 1000, compress)  # 3 MB of images: 12 KB compressed
+    x, y = _read_mat(path)
+    assert x.shape == (32, 32, 3, 1000) and y.shape == (1000,)
+    tracemalloc.start()
+    with pytest.raises(UserError, match="more than 1,000,000 bytes|more than an SVHN file"):
+        _read_mat(path, max_bytes=1_000_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_500_000  # what the bound and the file are, not what the images would be
+
+
+def test_an_svhn_file_whose_x_is_no_numeric_array_is_one_line(tmp_path):
+    import scipy.io
+
+    (tmp_path / "svhn").mkdir()
+    cells = np.empty((3,), dtype=object)
+    cells[:] = [1, 2, 3]  # a cell array: scipy would build Python objects for as many cells as it declares
+    scipy.io.savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": cells, "y": np.ones((3, 1))})
+    with pytest.raises(UserError, match="must be numeric arrays"):
+        load("svhn", tmp_path, "test")

@@ -14,7 +14,9 @@ import os
 import pickletools
 import re
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -359,3 +361,38 @@ def _build(obj: Any, state: Any, what: str, max_bytes: int) -> Any:
         shape, dtype, fortran, data = state[-4:]
         return _array(shape, dtype, data, bool(fortran), what, max_bytes)
     raise UserError(f"{what}: the pickle sets the state of something other than a numpy array")
+
+
+# ---- MATLAB v5 .mat files (SVHN) ----------------------------------------------------------------------------------
+MAT_COMPRESSED = 15  # miCOMPRESSED: a zlib stream holding one miMATRIX element
+
+
+def mat_v5_uncompressed(data: bytes, what: str, max_bytes: int) -> bytes:
+    """A MATLAB v5 file's bytes with every compressed element inflated, at most `max_bytes` in all: what scipy's reader
+    then reads from memory, where no size it finds in a tag can make it read (or allocate) more than is there. A
+    zlib stream that inflates past the bound (a zip bomb) is refused while it inflates."""
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        raise UserError(f"{what} is not a MATLAB v5 .mat file")
+    order = "<" if data[126:128] == b"IM" else ">"
+    out, total, pos = [data[:128]], 128, 128
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise UserError(f"{what} is truncated (an element's tag is cut off)")
+        kind, nbytes = struct.unpack(order + "II", data[pos : pos + 8])
+        end = pos + 8 + nbytes
+        if end > len(data):
+            raise UserError(f"{what} is truncated (an element declares {nbytes:,} bytes past the end)")
+        if kind == MAT_COMPRESSED:
+            inflate = zlib.decompressobj()
+            try:
+                part = inflate.decompress(data[pos + 8 : end], max_bytes - total + 1)
+            except zlib.error as e:
+                raise UserError(f"{what} holds a damaged compressed element ({e})") from None
+        else:
+            part = data[pos:end]
+        total += len(part)
+        if total > max_bytes:
+            raise UserError(f"{what} inflates to more than {max_bytes:,} bytes")
+        out.append(part)
+        pos = end
+    return b"".join(out)

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import UserError
 from .base import ImageDataset
+from .files import mat_v5_uncompressed, read_bounded
 from .paths import find_folder
 from .registry import register_dataset
 
@@ -17,16 +18,30 @@ _FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 _MD5 = {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3"}
 
 
-def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+MAX_FILE = 2**31  # bytes of a .mat file, compressed or inflated (the official train file: 182 MB, 225 MB inflated)
+
+
+def _read_mat(path: Path, max_bytes: int = MAX_FILE) -> tuple[np.ndarray, np.ndarray]:
+    import io
+
     import scipy.io  # imported here: only SVHN needs it
 
+    raw = io.BytesIO(
+        mat_v5_uncompressed(read_bounded(path, max_bytes, "an SVHN file"), f"corrupt SVHN file {path}", max_bytes)
+    )
     try:
-        d = scipy.io.loadmat(str(path))
-    except Exception as e:  # truncated file or not a .mat at all
+        declared = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(raw)}
+        if any(declared.get(k, (None, None))[1] not in _NUMERIC for k in ("X", "y")):
+            raise UserError(f"corrupt SVHN file {path}: 'X' and 'y' must be numeric arrays, found {declared}")
+        d = scipy.io.loadmat(raw, variable_names=["X", "y"])
+    except UserError:
+        raise
+    except Exception as e:  # not a .mat at all, or damaged inside an element
         raise UserError(f"corrupt SVHN file {path}: {type(e).__name__}: {e}") from None
-    if "X" not in d or "y" not in d:
-        raise UserError(f"corrupt SVHN file {path}: lacks 'X' or 'y'")
     return np.asarray(d["X"]), np.asarray(d["y"]).reshape(-1)
+
+
+_NUMERIC = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "single", "double"}
 
 
 @register_dataset(

@@ -291,6 +291,25 @@ def test_overwrite_refuses_a_folder_without_record_whose_names_it_would_replace(
     assert tree(out) == before
 
 
+OUTPUTS = {  # a file of the user's under a name each experiment writes beside its folders
+    "bench": "results.json",
+    "crosstask": "results.json",
+    "landscape": "landscape.json",
+}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_overwrite_refuses_a_folder_without_record_holding_a_file_it_would_write(experiment, tmp_path, capsys):
+    _, args = EXPERIMENTS[experiment]
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / OUTPUTS[experiment]).write_text('{"the user\'s": 1}')
+    (out / "report.html").write_text("the user's")
+    before = tree(out)
+    refused([*args, "--out", out, "--overwrite"], capsys, "not provably")
+    assert tree(out) == before
+
+
 LIVE_LOCKS = {
     "a shard training a run": lambda out, pid: lock_file(next((out / "runs").iterdir()) / LOCK_NAME, pid),
     "a poison being crafted": lambda out, pid: lock_file(out / "poisons" / ".em-s0-0000000000.safetensors.lock", pid),

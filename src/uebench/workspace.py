@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import os
 import shutil
@@ -86,8 +87,11 @@ class Workspace:
         overwrite: bool,
         owned: Callable[[], Iterable[str]],
         identity_of: Callable[[Any], Any] = lambda saved: saved,
+        writes: Iterable[str] = (),
     ) -> None:
-        """Take the folder for an experiment of `identity` (refusing or clearing another), then write its `record`."""
+        """Take the folder for an experiment of `identity` (refusing or clearing another), then write its `record`.
+        `writes`: the names (or fnmatch patterns) of the files it writes beside what it owns (results, tables, the
+        report): in a folder without a record, a file of one of those names is the user's, and refuses the folder."""
         self.check_folder()
         identity = json.loads(json.dumps(identity, default=str))  # as it reads back from the record
         old_record = None
@@ -106,7 +110,8 @@ class Workspace:
         elif self.root.is_dir() and any(not is_scratch(f) for f in self.root.iterdir()):
             if not overwrite:
                 raise UserError(f"{self.root} is not empty and holds no {self.kind}; use another --out or --overwrite")
-            taken = sorted(n for n in set(owned()) if os.path.lexists(self.root / n))
+            names = [*owned(), *writes]
+            taken = sorted(f.name for f in self.root.iterdir() if any(fnmatch.fnmatchcase(f.name, n) for n in names))
             if taken:  # without a record, nothing proves these are an earlier experiment's and not the user's
                 raise UserError(
                     f"{self.root} holds {', '.join(taken)} but no {self.record_file}, so it is not provably a "

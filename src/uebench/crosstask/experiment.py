@@ -595,6 +595,7 @@ def csv_table(results: dict[str, Any]) -> str:
 
 # ---- the experiment ---------------------------------------------------------------------------------------
 OWNED = ("runs", "poisons", "figures")  # what a new experiment in the folder deletes (the report is rewritten)
+WRITES = ("results.json", "table.md", "table.csv", "report.html")  # rewritten: never a user's file of that name
 
 
 def run_experiment(
@@ -622,7 +623,7 @@ def _run_locked(
     figures: bool,
 ) -> dict[str, Any]:
     record = json.loads(json.dumps(config.to_dict(), default=str))  # the identity is the whole configuration
-    ws.open(record, record, overwrite=overwrite, owned=lambda: OWNED)
+    ws.open(record, record, overwrite=overwrite, owned=lambda: OWNED, writes=WRITES)
     out = ws.root
     splits = load_splits(config, tasks)
     poisons = make_poisons(config, tasks, splits, ws, progress, log)

@@ -255,6 +255,18 @@ def eval_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
 
 
 # ---- the experiment -----------------------------------------------------------------------------------------
+# what it writes beside its own folders (rewritten on every analysis: never a user's file of that name)
+WRITES = (
+    "landscape.json",
+    "landscape-data.json",
+    "report.html",
+    "plane-*.png",
+    "line.png",
+    "displacements.png",
+    "distance.png",
+)
+
+
 def _open(ws: Workspace, cfg: LandscapeConfig, overwrite: bool) -> None:
     """The training settings are the folder's identity: the analysis (planes, grids, tolerances) may change freely."""
     ws.open(
@@ -263,6 +275,7 @@ def _open(ws: Workspace, cfg: LandscapeConfig, overwrite: bool) -> None:
         overwrite=overwrite,
         owned=lambda: ("traj", POISON_FILE),
         identity_of=lambda saved: saved["training"],
+        writes=WRITES,
     )
 
 

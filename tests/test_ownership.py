@@ -526,3 +526,67 @@ def test_the_next_write_of_an_out_clears_a_killed_writers_temp(command, poison_m
     code, err = cli(_write_poison(command, out, poison_made, exported), capsys)
     assert code == 0, err
     assert not left.exists() and not stale.exists() and live.exists() and held.exists() and out.exists()
+
+
+def test_a_shard_whose_bench_was_replaced_stops_before_it_writes_a_run(tmp_path):
+    """A shard opened its bench; another configuration replaced it with --overwrite; the shard's next run must not
+    create a folder (or train) in the other bench's tree."""
+    from dataclasses import replace
+
+    from benchkit import SMALL
+    from uebench.bench import prepare_bench, train_run
+
+    out = tmp_path / "b"
+    ws, plan, data = prepare_bench(replace(SMALL, attacks=("ops",)), out, overwrite=False)
+    prepare_bench(replace(SMALL, attacks=("ops",), width=0.25), out, overwrite=True)  # another configuration
+    before = tree(out)
+    run = plan.runs[0]
+    with pytest.raises(UserError, match="no longer holds this bench"):
+        train_run(ws, run, data, replace(SMALL, attacks=("ops",)), False, lambda _m: None, "here")
+    assert tree(out) == before and not (out / run.dir).exists()
+
+
+def test_a_run_lock_is_not_taken_while_the_folder_is_held_by_an_overwrite(tmp_path):
+    """The folder's own lock orders taking a run's lock against an overwrite moving the runs: while another process
+    holds it, no run folder appears; once that process has put another experiment there, the taker stops."""
+    import subprocess
+    import sys
+    import threading
+
+    from uebench.lock import FolderLock
+    from uebench.workspace import Workspace
+
+    out = tmp_path / "b"
+    ws = Workspace(out, "bench.json", "bench")
+    out.mkdir()
+    (out / "bench.json").write_text(json.dumps({"identity": {"seed": 0}}))
+    code = (
+        "import json, sys; from uebench.lock import FolderLock\n"
+        f"with FolderLock({str(out)!r}):\n"
+        "    print('held', flush=True); sys.stdin.readline()\n"
+        f"    open({str(out / 'bench.json')!r}, 'w').write(json.dumps({{'identity': {{'seed': 7}}}}))\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    outcome: list = []
+
+    def take():
+        try:
+            with ws.holding(FolderLock(out / "runs" / "r1"), {"seed": 0}, lambda r: r["identity"], poll=0.05):
+                outcome.append("held")
+        except UserError as e:
+            outcome.append(str(e))
+
+    try:
+        assert other.stdout.readline().strip() == "held"
+        taker = threading.Thread(target=take)
+        taker.start()
+        taker.join(1.0)
+        assert taker.is_alive() and not (out / "runs").exists()  # waits for the folder's lock, creates nothing
+        other.stdin.write("go\n")
+        other.stdin.flush()
+        taker.join(30)
+        assert outcome and "no longer holds this bench" in outcome[0]
+        assert not (out / "runs").exists()
+    finally:
+        other.kill()
+        other.wait()

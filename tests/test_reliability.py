@@ -219,6 +219,64 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
+def _contender(folder):
+    """Another process that takes the folder's lock (taking a stale one over) and holds it, or says it is busy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time; from uebench.lock import FolderLock, LockBusy\n"
+        "try:\n"
+        f"    FolderLock({str(folder)!r}).acquire()\n"
+        "except LockBusy:\n"
+        "    print('busy', flush=True)\n"
+        "else:\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("who", ["a taker", "a sweep"])
+def test_two_processes_acting_on_one_stale_lock_never_both_hold_it(who, tmp_path, monkeypatch):
+    """Both find the lock's holder dead; the second completes its take-over while the first is between its check
+    and its action (the first one's liveness check is where the second runs, here). At most one may hold it after."""
+    import subprocess
+    import sys
+
+    import uebench.lock as lock
+    from uebench.lock import LOCK_NAME, FolderLock, LockBusy, sweep_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "run"
+    _lock_file(folder, dead.pid)
+    other: list = []
+
+    def alive(pid, real=lock.pid_alive):
+        if pid == dead.pid and not other:
+            other.append(_contender(folder))
+            other.append(other[0].stdout.readline().strip())
+        return real(pid)
+
+    monkeypatch.setattr(lock, "pid_alive", alive)
+    try:
+        if who == "a taker":
+            try:
+                FolderLock(folder).acquire()
+                mine = "held"
+            except LockBusy:
+                mine = "busy"
+            assert sorted([mine, other[1]]) == ["busy", "held"]  # exactly one holds it
+        else:
+            sweep_stale(folder)
+            if other[1] == "held":  # the contender took it over while the sweep checked: its lock stays
+                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == other[0].pid
+    finally:
+        for p in other[:1]:
+            p.kill()
+            p.wait()
+
+
 def test_refused_run_leaves_no_folder_behind(tmp_path):
     with pytest.raises(UserError):
         train(tiny(epochs=1, model="no-such-model"), tmp_path / "new" / "run", progress=False)

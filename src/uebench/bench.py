@@ -670,7 +670,8 @@ def train_run(
     Returns the epochs done before and after."""
 
     folder = ws.path(run.dir)
-    with FolderLock(folder):  # the trainer holds it too (re-entrant); here it also covers the epoch count
+    # the trainer holds it too (re-entrant); here it also covers the epoch count
+    with ws.holding(FolderLock(folder), config.identity(), _identity):
         done = _epochs_done(folder)
         say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
         return done, _train_one(ws.root, run, data, config, progress, None if budget is None else done + budget)
@@ -688,7 +689,7 @@ def ensure_poison(
     """The poison file of `spec` in the folder: crafted (or copied) here once, under a lock beside it, so a process
     needing it while another makes it waits and then reuses it."""
 
-    with lock_beside(ws.path(spec.file), wait=None):
+    with ws.holding(lock_beside(ws.path(spec.file), wait=None), config.identity(), _identity):
         _ensure_poison(ws, spec, data, config, progress, say, crafted)
 
 

@@ -7,6 +7,11 @@ polls until the holder lets go. A lock whose holder is gone (same host, pid no l
 over, so a kill -9 never blocks the rerun. A lock held from another host cannot be checked from here; it is refused
 (or waited for), and the message says how to clear it by hand.
 
+The holder also keeps an flock on its lock file while it holds it, and whoever takes over a stale lock (or a sweep
+removes one) first takes that flock on the file still at the lock's path: two processes that both find a lock stale
+cannot both take it, and none removes a lock another has just taken over. The holder record decides liveness; the
+flock only orders those who act on a dead holder's lock (the kernel drops it with its process).
+
 What uebench may delete goes through here too (`remove_owned`): only what the caller proved uebench wrote, and only
 once every lock under it is taken (a live holder refuses, before anything is touched). `sweep_stale` clears what a
 killed uebench process left (tagged temps, locks of dead holders) and nothing else.
@@ -25,6 +30,11 @@ from typing import Any, Iterable, Iterator
 
 from .errors import UserError
 from .io import is_temp, pid_alive, remove_stale_temps
+
+try:
+    import fcntl
+except ImportError:  # no flock here (Windows): the holder record alone decides, as before
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".uebench.lock"
 
@@ -48,6 +58,7 @@ class Lock:
     `wait` (seconds, or None for no limit) a busy lock is polled until free, else LockBusy is raised at once."""
 
     _held: dict[Path, int] = {}  # lock file -> depth, for this process
+    _fds: dict[Path, int] = {}  # lock file -> its open descriptor (holding the flock) while held
     owns_folder = False  # a FolderLock: no other writer can be in the folder while it is held
 
     def __init__(self, path: str | Path, *, wait: float | None = 0.0, poll: float = 1.0):
@@ -75,21 +86,27 @@ class Lock:
             self._created = missing  # removed again on release while empty: a refused command leaves no folder
         except OSError as e:
             raise UserError(f"cannot write to output folder {self.folder}: {e.strerror or e}") from None
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+                _flock(fd, wait=True)  # a taker that opened it before this write holds it a moment, then lets go
             except FileExistsError:
-                self._take_over_stale()  # raises while the holder may be alive
-                continue
+                fd = self._claim_stale()  # raises while the holder may be alive
+                if fd is None:
+                    continue
             except OSError as e:
                 raise UserError(f"cannot write to output folder {self.folder}: {e.strerror or e}") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(holder, f)
+            self._write_holder(fd)
             Lock._held[self.path] = 1
             sweep_stale(self.folder)  # what killed uebench processes left here: tagged temps, their locks
             return self
         raise LockBusy(self._busy_message())
+
+    def _write_holder(self, fd: int) -> None:
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        Lock._fds[self.path] = fd  # kept open while held: its flock is what a taker of a stale lock must get first
 
     def _read_holder(self) -> dict | None:
         try:
@@ -100,26 +117,38 @@ class Lock:
         except (OSError, ValueError):
             return None
 
-    def _take_over_stale(self) -> None:
-        """Remove the lock when its holder is provably gone; raise UserError while it is (or may be) alive."""
-        holder = self._read_holder()
-        if holder == {}:
-            return
-        if holder is None:  # unreadable: a holder between its create and its write, or one killed right there
-            try:
-                young = time.time() - self.path.stat().st_mtime < 5
-            except FileNotFoundError:
-                return
-            if young:
-                time.sleep(0.2)
-                return
-        elif (
-            holder.get("host") != socket.gethostname()
-            or not isinstance(holder.get("pid"), int)
-            or pid_alive(holder["pid"])
-        ):
-            raise LockBusy(self._busy_message(holder))
-        self.path.unlink(missing_ok=True)
+    def _claim_stale(self) -> int | None:
+        """The lock file, opened and flocked, when its holder is provably gone (the caller then holds it); None when
+        it went away or may still be being written (try again); LockBusy while its holder is (or may be) alive."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise LockBusy(f"{self._busy_message()} ({e.strerror or e})") from None
+        try:
+            if not _flock(fd, wait=False):  # its holder is alive (or another process is taking it over)
+                raise LockBusy(self._busy_message())
+            if not _still_at(fd, self.path):  # released (and maybe taken afresh) meanwhile
+                os.close(fd)
+                return None
+            holder = _holder_in(fd)
+            if holder is None:  # unreadable: a holder between its create and its write, or one killed right there
+                if time.time() - os.fstat(fd).st_mtime < 5:
+                    os.close(fd)
+                    time.sleep(0.2)
+                    return None
+            elif (
+                holder.get("host") != socket.gethostname()
+                or not isinstance(holder.get("pid"), int)
+                or pid_alive(holder["pid"])
+            ):
+                raise LockBusy(self._busy_message(holder))
+            return fd
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
 
     def _busy_message(self, holder: dict | None = None) -> str:
         holder = holder if holder is not None else (self._read_holder() or {})
@@ -142,6 +171,10 @@ class Lock:
             return
         Lock._held.pop(self.path, None)
         self.path.unlink(missing_ok=True)
+        fd = Lock._fds.pop(self.path, None)
+        if fd is not None:  # after the unlink: a taker waiting on the flock then finds no file at the path
+            with contextlib.suppress(OSError):
+                os.close(fd)
         for d in getattr(self, "_created", []):
             try:
                 d.rmdir()  # only succeeds on an empty folder
@@ -243,16 +276,46 @@ def sweep_stale(folder: Path, *, recursive: bool = False) -> None:
         except OSError:
             continue
         for f in locks:
-            try:
-                before = f.stat()
-            except OSError:
-                continue
             holder = Lock(f)._read_holder()
             # only a lock uebench wrote (exactly its holder record) whose holder is provably gone
-            if isinstance(holder, dict) and set(holder) == {"host", "pid", "started"}:
-                pid = holder["pid"]
-                if holder["host"] == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
-                    with contextlib.suppress(OSError):
-                        now = f.stat()  # not the lock a process took over meanwhile (a new file)
-                        if (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns):
-                            f.unlink()
+            if not (isinstance(holder, dict) and set(holder) == {"host", "pid", "started"}):
+                continue
+            try:
+                fd = Lock(f)._claim_stale()  # its flock: no process takes it over while it is removed
+            except UserError:
+                continue
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                os.close(fd)
+
+
+# ---- the flock beside the holder record ------------------------------------------------------------------------
+def _flock(fd: int, *, wait: bool) -> bool:
+    """Take the exclusive flock on `fd`; False when another process holds it (`wait` False)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without flock: the holder record alone decides
+        return True
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the one at `path` (not unlinked, not replaced by a new lock)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _holder_in(fd: int) -> dict | None:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        return holder if isinstance(holder, dict) else None
+    except (OSError, ValueError):
+        return None

@@ -30,12 +30,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps, temp_prefix
-from .lock import FolderLock, holding_locks, is_scratch, remove_owned, same_shape, sweep_stale
+from .lock import FolderLock, Lock, LockBusy, holding_locks, is_scratch, remove_owned, same_shape, sweep_stale
 from .poison import Poison
 
 
@@ -136,6 +137,36 @@ class Workspace:
                 sweep_stale(self.root / name, recursive=True)
         if not self._locked:  # no refusal can come back to this call: nothing to undo
             self.commit()
+
+    @contextlib.contextmanager
+    def holding(
+        self, lock: Lock, identity: Any, identity_of: Callable[[Any], Any] = lambda saved: saved, *, poll: float = 1.0
+    ) -> Iterator[None]:
+        """Hold `lock` (a run's or a poison's, under this folder), taken while the folder's own lock is held and once
+        the record still names `identity`. An overwrite moves the experiment's folders under the folder's lock after
+        taking every lock under them, so it never moves a folder in which a process is just taking a lock, and a
+        process never starts work in a folder another experiment has taken over. Busy: LockBusy, or with the lock's
+        `wait`, polled with the folder's lock let go in between."""
+        deadline = None if lock.wait is None else time.monotonic() + lock.wait
+        identity = json.loads(json.dumps(identity, default=str))
+        while True:
+            with FolderLock(self.root, wait=None):
+                if not self.record_path.exists() or self._read_identity(identity, identity_of) != identity:
+                    raise UserError(
+                        f"{self.root} no longer holds this {self.kind} (another one replaced it with --overwrite); "
+                        "this process stops without writing there"
+                    )
+                try:
+                    lock._try_acquire()
+                    break
+                except LockBusy:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+            time.sleep(poll)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _read_identity(self, identity: Any, identity_of: Callable[[Any], Any]) -> Any:
         """The identity the record holds, or a refusal when the record is not provably this experiment's."""

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 
 from uebench.attacks import craft
-from uebench.bench import QUICK
+from uebench.core.io import atomic_write_text
 from uebench.data import load
-from uebench.io import atomic_write_text
+from uebench.experiments.bench.run import QUICK
 from uebench.metrics.shortcut import shortcut_probes
-from uebench.poison import Poison
-from uebench.trainer import TrainConfig, train
+from uebench.poisons.poison import Poison
+from uebench.training.trainer import TrainConfig, train
 
 ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")
 

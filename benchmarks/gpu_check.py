@@ -24,12 +24,12 @@ import time
 import torch
 
 from uebench.data.base import ImageDataset
-from uebench.fit import epoch_generator
 from uebench.metrics import SALConfig
 from uebench.metrics.sal import ProbeData
 from uebench.models import create_model
-from uebench.recipes import RECIPES
-from uebench.trainer import (
+from uebench.training.fit import epoch_generator
+from uebench.training.recipes import RECIPES
+from uebench.training.trainer import (
     autocast_factory,
     grad_scaler,
     make_optimizer,
@@ -95,8 +95,8 @@ def main() -> int:
     scaler = grad_scaler(precision, device)
 
     def epoch(e: int) -> None:
-        from uebench.fit import train_epoch
-        from uebench.trainer import ClassificationStep
+        from uebench.training.fit import train_epoch
+        from uebench.training.trainer import ClassificationStep
 
         step = ClassificationStep(ds, recipe.augment, device, autocast, True)
         train_epoch(model, opt, step, len(ds), recipe.batch_size, epoch_generator(0, e), scaler=scaler)
@@ -140,8 +140,8 @@ def main() -> int:
     in_opt = make_optimizer(in_model, in_recipe)
 
     def in_epoch(e: int) -> None:
-        from uebench.fit import train_epoch
-        from uebench.trainer import ClassificationStep
+        from uebench.training.fit import train_epoch
+        from uebench.training.trainer import ClassificationStep
 
         step = ClassificationStep(in_ds, in_recipe.augment, device, autocast, True)
         batch = min(in_recipe.batch_size, in_n)

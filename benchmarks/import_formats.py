@@ -3,7 +3,7 @@
 For a poison (default: the efficacy study's EM on the CIFAR-10 subset) it writes the file or folder each release
 writes (EM's perturbation.pt, UCL's perturbations.pt, REM's int8 pickle, TAP's numpy and packed exports and its
 train/<class>/<idx>.png root, NTGA's float images with one-hot labels, plain .npy of images and of a delta, .npz,
-uebench's own png export), imports each with `uebench.exchange.import_poison`, and prints per format whether the
+uebench's own png export), imports each with `uebench.poisons.exchange.import_poison`, and prints per format whether the
 imported bytes equal the original's (and how many pixels differ otherwise). Then it benches the imported poisons
 (one run per distinct content: identical imports train identically) beside the original, in the bench preset given,
 and prints the accuracy and shortcut rows:
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from uebench.bench import preset, run_bench
 from uebench.data import load
-from uebench.exchange import export_png, import_poison
-from uebench.formats import TAP_STD
-from uebench.poison import Poison
+from uebench.experiments.bench.run import preset, run_bench
+from uebench.poisons.exchange import export_png, import_poison
+from uebench.poisons.formats import TAP_STD
+from uebench.poisons.poison import Poison
 
 DEFAULT_POISON = "runs/efficacy-study/poisons/em-b7f9ed0b5b2c-s0.safetensors"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from uebench.bench import BenchConfig, SALSettings, run_bench
-from uebench.bench_ray import run_bench_on_ray
+from uebench.experiments.bench.ray_executor import run_bench_on_ray
+from uebench.experiments.bench.run import BenchConfig, SALSettings, run_bench
 
 
 def main() -> None:

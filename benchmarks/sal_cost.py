@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from uebench.core.io import atomic_write_json
 from uebench.data import ImageDataset, load, seeded_subset
-from uebench.io import atomic_write_json
 from uebench.metrics import FastSALConfig, learnable_count, learnable_threshold, model_sal
-from uebench.trainer import TrainConfig, evaluate, train
+from uebench.training.trainer import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # N/4 of the default N=256: the default fast mode (cross-fitted, anchored), without both corrections, and with 2 rounds

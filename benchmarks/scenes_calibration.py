@@ -16,10 +16,10 @@ import statistics
 
 import torch
 
-from uebench.bench import preset
 from uebench.data import load
 from uebench.data.base import seeded_subset
-from uebench.trainer import TrainConfig, train
+from uebench.experiments.bench.run import preset
+from uebench.training.trainer import TrainConfig, train
 
 
 def curve(train_set, test_set, bench, seed: int) -> list[float]:

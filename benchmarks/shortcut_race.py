@@ -26,8 +26,8 @@ import torch
 
 from uebench.data import load
 from uebench.metrics.shortcut import shortcut_probes, transplant
-from uebench.poison import Poison
-from uebench.trainer import TrainConfig, train
+from uebench.poisons.poison import Poison
+from uebench.training.trainer import TrainConfig, train
 
 
 def race(poison_file: str, args) -> dict:

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from uebench.data import ImageDataset, load
-from uebench.fit import epoch_generator
 from uebench.models import create_model
-from uebench.recipes import RECIPES
-from uebench.trainer import autocast_factory, classification_epoch, make_optimizer, resolve_precision
+from uebench.training.fit import epoch_generator
+from uebench.training.recipes import RECIPES
+from uebench.training.trainer import autocast_factory, classification_epoch, make_optimizer, resolve_precision
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from uebench.bench import BenchConfig, SALSettings
+from uebench.experiments.bench.run import BenchConfig, SALSettings
 
 # clean + OPS + LSP on 96 scenes images, 2 epochs, fast SAL every epoch: a bench in seconds
 SMALL = BenchConfig(

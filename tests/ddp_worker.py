@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from uebench.data import load
-from uebench.trainer import TrainConfig, train
+from uebench.training.trainer import TrainConfig, train
 
 if __name__ == "__main__":
     out, weights, stop = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -12,8 +12,8 @@ from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks import _crafting as crafting
 from uebench.attacks.cp import nt_xent
 from uebench.cli import main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
 
 TINY = {"width": 0.125, "rounds": 1, "train_steps": 2, "steps": 2, "step": 2 / 255, "batch_size": 32, "pgd_batch": 32}
 

@@ -10,8 +10,8 @@ import torch
 from attackkit import SHARED_DATA, fit_and_test, patch_net, toy
 from uebench.attacks import ATTACKS, craft
 from uebench.attacks.cuda import CUDAConfig, class_filters, convolve_classwise
+from uebench.core.errors import UserError
 from uebench.data.base import ImageDataset
-from uebench.errors import UserError
 
 
 def test_filters_are_the_authors_draws_for_the_seed():

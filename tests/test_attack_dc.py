@@ -20,8 +20,8 @@ from uebench.attacks.dc import (
     unrolled_clean_loss,
     victim_step,
 )
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
 
 TINY = {
     "trials": 2,

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks import _crafting as crafting
 from uebench.cli import main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
 from uebench.metrics.sal_surrogate import first_order_sal, surrogate_total
 
 TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 64, "train_steps": 2, "batch_size": 32, "steps": 2}

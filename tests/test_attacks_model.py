@@ -12,8 +12,8 @@ from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks import _crafting as C
 from uebench.attacks.em import EM
 from uebench.attacks.tap import TAP
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
 
 EPS = 8 / 255
 TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
@@ -414,7 +414,7 @@ def test_keep_on_host_only_for_a_set_larger_than_the_device_share(scenes):
 
 
 def test_em_under_torchrun_refuses_a_batch_its_processes_do_not_divide(scenes, monkeypatch):
-    from uebench import distributed
+    from uebench.core import distributed
 
     monkeypatch.setattr(distributed, "current", lambda device=None: distributed.World(0, 2))
     with pytest.raises(UserError, match="batch size .* that 2 processes divide"):

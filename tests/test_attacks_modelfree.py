@@ -16,8 +16,8 @@ from attackkit import SHARED_DATA, fit_and_test, patch_net, toy
 from uebench.attacks import ATTACKS, craft
 from uebench.attacks.ar import ARConfig, ar_generate, ar_noise, matching_filter, response, sample_processes
 from uebench.attacks.ops import corner_colours, scores, search
+from uebench.core.errors import UserError
 from uebench.data.base import ImageDataset
-from uebench.errors import UserError
 
 MODEL_FREE = ["lsp", "ops", "ar"]
 
@@ -474,7 +474,7 @@ def test_stronger_model_free_poisons_collapse_on_cifar(name, params, cifar):
     At this CPU scale the victim learns the images' content before a model-free perturbation at its paper budget
     (LSP 37.0%, AR 50.6% against clean 47.1%: README, Poisons); at 2x (LSP) and 4x (AR) the perturbation wins the
     race (measured 16.4% and 10.9%). A test of the race, not of the paper's budget."""
-    from uebench.trainer import TrainConfig, train
+    from uebench.training.trainer import TrainConfig, train
 
     data, test = cifar
     p = craft(name, data, progress=False, **params)

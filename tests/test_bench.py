@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from uebench.bench import PRESETS, QUICK, BenchConfig, SALSettings, make_plan, run_bench, validate
 from uebench.cli import main
-from uebench.errors import UserError
+from uebench.core.errors import UserError
+from uebench.experiments.bench.run import PRESETS, QUICK, BenchConfig, SALSettings, make_plan, run_bench, validate
 from uebench.metrics import load_run_sal, ud_table
 
 TINY = BenchConfig(
@@ -120,7 +120,7 @@ def test_keys_change_with_what_makes_the_artifact():
 
 
 def test_the_subset_has_its_own_seed_so_training_seeds_vary_the_noise_only():
-    from uebench.bench import _Data
+    from uebench.experiments.bench.run import _Data
 
     config = replace(TINY, subset=48, seeds=(0, 1), attacks=("ops",))
     data = _Data(config)
@@ -508,7 +508,7 @@ def test_overwrite_replaces_a_bench_of_another_configuration(tmp_path):
     first = run_bench(config, tmp_path / "b", progress=False, log=None)
     assert first.complete
     old_runs = set((tmp_path / "b" / "runs").iterdir())
-    from uebench.errors import UserError
+    from uebench.core.errors import UserError
 
     with pytest.raises(UserError, match="another configuration"):
         run_bench(replace(config, epochs=2), tmp_path / "b", progress=False, log=None)
@@ -561,7 +561,7 @@ def test_bench_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
 
 def test_seeds_take_a_count_or_a_list():
     from uebench.cli.bench import parse_seeds
-    from uebench.errors import UserError
+    from uebench.core.errors import UserError
 
     assert parse_seeds("3") == (0, 1, 2) and parse_seeds("0,3,7") == (0, 3, 7) and parse_seeds("5,") == (5,)
     for bad in ("0", "", "a,b", "1,1", "-1,2", "2.5"):
@@ -571,8 +571,8 @@ def test_seeds_take_a_count_or_a_list():
 
 def test_partial_poisoning_is_its_own_row_with_a_per_class_share():
     from uebench.attacks import craft
-    from uebench.bench import _Data
-    from uebench.trainer import training_set
+    from uebench.experiments.bench.run import _Data
+    from uebench.training.trainer import training_set
 
     config = replace(TINY, attacks=("ops",), defenses=("none",), poison_fractions=(0.5, 1.0))
     plan = make_plan(config)

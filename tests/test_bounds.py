@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 import torch
 
-import uebench.exchange  # noqa: F401  (imported before any memory is measured)
+import uebench.poisons.exchange  # noqa: F401  (imported before any memory is measured)
 from benchkit import SMALL
-from uebench.bench import make_plan, run_bench
 from uebench.cli import main as cli_main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
+from uebench.experiments.bench.run import make_plan, run_bench
 
 DATA = ["--data-option", "n_train=40", "--data-option", "n_test=10"]  # the dataset every import here is checked on
 IMPORT_ON = ["import", "--attack-name", "x", "--norm", "linf", "--budget", "0.0314", "--quiet"]  # add a dataset
@@ -253,32 +253,41 @@ TOO_MANY = "1000000000000"
 COUNTS = {  # case: (arguments, where the work would start)
     "n_train": ([*TRAIN_ON, "--data-option", f"n_train={TOO_MANY}"], "uebench.data.scenes.generate"),
     "n_test": ([*TRAIN_ON, "--data-option", f"n_test={TOO_MANY}"], "uebench.data.scenes.generate"),
-    "epochs": ([*TRAIN, "--epochs", TOO_MANY], "uebench.trainer.train"),
-    "sal rounds": ([*TRAIN, "--sal", "--sal-rounds", TOO_MANY], "uebench.trainer.train"),
-    "sal subset": ([*TRAIN, "--sal", "--sal-mode", "fast", "--sal-subset", TOO_MANY], "uebench.trainer.train"),
-    "bench seeds": ([*BENCH, "--seeds", "10000000"], "uebench.bench.make_plan"),
-    "bench seed list": ([*BENCH, "--seeds", ",".join(map(str, range(200)))], "uebench.bench.make_plan"),
-    "bench epochs": ([*BENCH, "--epochs", TOO_MANY], "uebench.bench.make_plan"),
-    "width": ([*TRAIN, "--width", "1e6"], "uebench.trainer.train"),
-    "bench width": ([*BENCH, "--width", "1e6"], "uebench.bench.make_plan"),
+    "epochs": ([*TRAIN, "--epochs", TOO_MANY], "uebench.training.trainer.train"),
+    "sal rounds": ([*TRAIN, "--sal", "--sal-rounds", TOO_MANY], "uebench.training.trainer.train"),
+    "sal subset": ([*TRAIN, "--sal", "--sal-mode", "fast", "--sal-subset", TOO_MANY], "uebench.training.trainer.train"),
+    "bench seeds": ([*BENCH, "--seeds", "10000000"], "uebench.experiments.bench.run.make_plan"),
+    "bench seed list": ([*BENCH, "--seeds", ",".join(map(str, range(200)))], "uebench.experiments.bench.run.make_plan"),
+    "bench epochs": ([*BENCH, "--epochs", TOO_MANY], "uebench.experiments.bench.run.make_plan"),
+    "width": ([*TRAIN, "--width", "1e6"], "uebench.training.trainer.train"),
+    "bench width": ([*BENCH, "--width", "1e6"], "uebench.experiments.bench.run.make_plan"),
     "ud bootstrap": (
         ["ud", "--clean", "c", "--poisoned", "p", "--bootstrap", TOO_MANY],
         "uebench.metrics.load_run_sal",
     ),
-    "sweep rounds": (["sal-sweep", "{bench}", "--rounds", TOO_MANY, "--quiet"], "uebench.sweep.measure_run"),
-    "sweep repeats": (["sal-sweep", "{bench}", "--repeats", "1000000000", "--quiet"], "uebench.sweep.measure_run"),
+    "sweep rounds": (
+        ["sal-sweep", "{bench}", "--rounds", TOO_MANY, "--quiet"],
+        "uebench.experiments.sweep.measure_run",
+    ),
+    "sweep repeats": (
+        ["sal-sweep", "{bench}", "--repeats", "1000000000", "--quiet"],
+        "uebench.experiments.sweep.measure_run",
+    ),
     "attack option": (
         ["craft", "--attack", "em", "--attack-option", f"max_rounds={TOO_MANY}", *DATA],
         "uebench.data.load",
     ),
-    "attack option in a bench": ([*BENCH, "--attack-option", f"ops.pixels={TOO_MANY}"], "uebench.bench.make_plan"),
+    "attack option in a bench": (
+        [*BENCH, "--attack-option", f"ops.pixels={TOO_MANY}"],
+        "uebench.experiments.bench.run.make_plan",
+    ),
     "defense option": (
         [*TRAIN, "--defense", "ueraser", "--defense-option", f"repeats={TOO_MANY}"],
-        "uebench.trainer.train",
+        "uebench.training.trainer.train",
     ),
     "crafting width": (["craft", "--attack", "tap", "--attack-option", "width=1e6", *DATA], "uebench.data.load"),
-    "ray cpus per run": ([*RAY, "--cpus-per-run", "1000"], "uebench.bench_ray.prepare_bench"),
-    "ray gpus per run": ([*RAY, "--gpus-per-run", "1"], "uebench.bench_ray.prepare_bench"),
+    "ray cpus per run": ([*RAY, "--cpus-per-run", "1000"], "uebench.experiments.bench.ray_executor.prepare_bench"),
+    "ray gpus per run": ([*RAY, "--gpus-per-run", "1"], "uebench.experiments.bench.ray_executor.prepare_bench"),
 }
 
 
@@ -317,7 +326,9 @@ def test_every_count_an_attack_or_a_defense_takes_has_a_bound():
         for name in registry.names()
         if (fields := _plain_ints(registry.get(name).Config))
     }
-    assert unbounded == {}  # declare each Annotated[int, Count(...)] (uebench.options): a typo is one line, not hours
+    assert (
+        unbounded == {}
+    )  # declare each Annotated[int, Count(...)] (uebench.core.options): a typo is one line, not hours
 
 
 # ---------- 4. hostile tensors, names, dataset files and numbers: one line, never a traceback ----------
@@ -447,7 +458,7 @@ RAY_NUMBERS = {
 
 @pytest.mark.parametrize("case", RAY_NUMBERS, ids=list(RAY_NUMBERS))
 def test_ray_numbers_that_are_no_numbers_are_one_line(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("uebench.bench_ray.prepare_bench", _start_work)
+    monkeypatch.setattr("uebench.experiments.bench.ray_executor.prepare_bench", _start_work)
     monkeypatch.setitem(sys.modules, "ray", fake_ray())
     one_line_error([*RAY, *RAY_NUMBERS[case], "--out", tmp_path / "out"], capsys)
     assert not (tmp_path / "out").exists()
@@ -474,7 +485,7 @@ def test_a_hand_edited_bench_record_is_one_line_for_sal_sweep(case, kept_bench, 
     record = json.loads((bench / "bench.json").read_text())
     BENCH_EDITS[case](record)
     (bench / "bench.json").write_text(json.dumps(record))
-    monkeypatch.setattr("uebench.sweep.measure_run", _start_work)
+    monkeypatch.setattr("uebench.experiments.sweep.measure_run", _start_work)
     one_line_error(["sal-sweep", bench, "--quiet"], capsys)
     assert not (bench / "sweep").exists()
 
@@ -542,7 +553,7 @@ def strict(text: str):
 
 
 def test_every_json_written_is_strict_a_non_finite_number_is_null(tmp_path):
-    from uebench.io import atomic_write_json
+    from uebench.core.io import atomic_write_json
 
     atomic_write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), np.float32("nan"), 1.5], "c": 2})
     assert strict((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, None, 1.5], "c": 2}
@@ -551,7 +562,7 @@ def test_every_json_written_is_strict_a_non_finite_number_is_null(tmp_path):
 def test_a_poison_holding_nan_saves_as_strict_json_and_reads_back(natural_poison, tmp_path):
     from safetensors import safe_open
 
-    from uebench.poison import Poison
+    from uebench.poisons.poison import Poison
 
     poison = Poison.load(natural_poison)
     poison.meta.extra["loss"] = float("nan")  # what a diverged crafting loss would record
@@ -566,7 +577,7 @@ SHARES = [(0.3, 0.30000000000000004), (0.1234561, 0.1234562), (0.25, 0.2500001, 
 
 @pytest.mark.parametrize("shares", SHARES, ids=lambda s: ",".join(map(repr, s)))
 def test_shares_that_label_their_runs_alike_are_refused(shares, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("uebench.bench.make_plan", _start_work)
+    monkeypatch.setattr("uebench.experiments.bench.run.make_plan", _start_work)
     err = one_line_error([*BENCH, "--poison-fraction", ",".join(map(repr, shares)), "--out", tmp_path / "b"], capsys)
     assert "label" in err and not (tmp_path / "b").exists()
     monkeypatch.undo()
@@ -575,18 +586,18 @@ def test_shares_that_label_their_runs_alike_are_refused(shares, tmp_path, capsys
 
 
 def test_sweep_settings_that_share_a_label_are_refused(kept_bench, tmp_path, monkeypatch):
-    from uebench.sweep import run_sweep
+    from uebench.experiments.sweep import run_sweep
 
     bench = tmp_path / "bench"
     shutil.copytree(kept_bench, bench)
-    monkeypatch.setattr("uebench.sweep.measure_run", _start_work)
+    monkeypatch.setattr("uebench.experiments.sweep.measure_run", _start_work)
     with pytest.raises(UserError, match="share the label fast-eps0.05"):
         run_sweep(bench, eps=[0.0500000001], log=None)  # reads eps0.05, as the bench's own 0.05 does
     assert not (bench / "sweep").exists()
 
 
 def test_a_crosstask_file_named_like_a_multitask_poison_is_refused(tmp_path):
-    from uebench.crosstask.experiment import CrossTaskConfig, validate
+    from uebench.experiments.crosstask.experiment import CrossTaskConfig, validate
 
     (tmp_path / "em+mt.safetensors").write_bytes(b"")
     config = CrossTaskConfig(attacks=("em", str(tmp_path / "em+mt.safetensors")), multitask_attacks=True)

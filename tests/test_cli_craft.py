@@ -15,9 +15,9 @@ from PIL import Image
 
 from uebench.attacks import ATTACKS
 from uebench.cli import main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
-from uebench.poison import Poison
+from uebench.poisons.poison import Poison
 
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
 
@@ -128,7 +128,7 @@ def test_craft_refuses_linf_budget_outside_sense(tmp_path, capsys, scenes40):
     import dataclasses
 
     from uebench.attacks import make_config
-    from uebench.errors import UserError
+    from uebench.core.errors import UserError
 
     checked = []
     for name in ATTACKS.names():

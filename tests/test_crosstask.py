@@ -11,14 +11,14 @@ import torch
 
 from uebench import data
 from uebench.cli import main
-from uebench.crosstask import TASKS, get_tasks
-from uebench.crosstask import metrics as M
-from uebench.crosstask.augment import crop_flip_joint
-from uebench.crosstask.derived import canny_edges, derive, felzenszwalb_segments, harris_keypoints
-from uebench.crosstask.training import Settings, build_net, fit, task_data, trivial_scores
+from uebench.core.errors import UserError
 from uebench.data.base import ImageDataset
-from uebench.errors import UserError
-from uebench.recipes import RECIPES
+from uebench.experiments.crosstask import TASKS, get_tasks
+from uebench.experiments.crosstask import metrics as M
+from uebench.experiments.crosstask.augment import crop_flip_joint
+from uebench.experiments.crosstask.derived import canny_edges, derive, felzenszwalb_segments, harris_keypoints
+from uebench.experiments.crosstask.training import Settings, build_net, fit, task_data, trivial_scores
+from uebench.training.recipes import RECIPES
 
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
 
@@ -67,7 +67,7 @@ def test_unsupervised_segmentation_metric_ignores_label_permutations():
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, 4, (3, 16, 16)))
     perm = torch.tensor([2, 0, 3, 1])[ids]
     # a perfect affinity prediction from one labelling scores 1 against any relabelling of it
-    from uebench.crosstask.tasks import AFFINITY_OFFSETS, _affinity
+    from uebench.experiments.crosstask.tasks import AFFINITY_OFFSETS, _affinity
 
     prob = torch.zeros(3, len(AFFINITY_OFFSETS), 16, 16)
     for k, (dy, dx) in enumerate(AFFINITY_OFFSETS):
@@ -125,7 +125,7 @@ def test_derived_targets_deterministic_cached_and_shaped():
         assert a.shape == (24, 32, 32) and a.dtype == dtype
         assert derive(kind, ds.images) is a  # cached in memory
         assert torch.equal(derive(kind, ds.images.clone()), a)
-    from uebench.crosstask.derived import clear_cache
+    from uebench.experiments.crosstask.derived import clear_cache
 
     edges = derive("edges", ds.images)
     clear_cache()
@@ -282,7 +282,7 @@ def test_cifar_provides_derived_tasks_but_not_depth(shared_data):
 # ---- multi-task attack ---------------------------------------------------------------------------------------
 def test_em_crafted_against_the_multitask_loss():
     from uebench.attacks import craft
-    from uebench.crosstask.attack import craft_multitask
+    from uebench.experiments.crosstask.attack import craft_multitask
 
     ds = scenes(64)
     tasks = get_tasks("class,edges")
@@ -308,7 +308,7 @@ def test_em_crafted_against_the_multitask_loss():
     plain = craft("em", ds, preset="fast", seed=0, progress=False, **params)
     assert not torch.equal(plain.images, p.images)
     # the attack API itself refuses an objective for an attack that has no model and loss to swap
-    from uebench.crosstask.attack import MultiTaskObjective
+    from uebench.experiments.crosstask.attack import MultiTaskObjective
 
     objective = MultiTaskObjective(tasks, {"class": 10, "edges": 1}, td.targets, ds.indices)
     with pytest.raises(UserError, match="no crafting model and loss to swap.*em"):
@@ -348,7 +348,7 @@ def test_pcgrad_by_hand():
 
 
 def test_em_crafted_with_pcgrad_across_tasks():
-    from uebench.crosstask.attack import craft_multitask
+    from uebench.experiments.crosstask.attack import craft_multitask
 
     ds = scenes(64)
     tasks = get_tasks("class,edges")
@@ -477,7 +477,7 @@ def test_unsup_trivial_scores_zero_even_when_offsets_differ():
 
 
 def test_subset_seed_draws_the_subsets_and_the_training_seed_only_the_noise():
-    from uebench.crosstask.experiment import CrossTaskConfig, load_splits
+    from uebench.experiments.crosstask.experiment import CrossTaskConfig, load_splits
 
     tasks = get_tasks("class")
     opts = {"n_train": 96, "n_test": 64}

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from uebench import data
+from uebench.core.errors import UserError
 from uebench.data.download import download, md5sum
 from uebench.data.registry import DATASETS, DatasetInfo
-from uebench.errors import UserError
 
 # ---------- writers of tiny files in the official formats ----------
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from uebench.cli import main as cli_main
+from uebench.core.errors import UserError
 from uebench.data import ImageDataset
 from uebench.defenses import DEFENSES, _ops, create_defense
-from uebench.errors import UserError
 
 BATCH_DEFENSES = ["cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "ueraser-jpeg", "at"]
 PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
@@ -440,7 +440,7 @@ def test_cli_lists_defenses(capsys):
 
 @pytest.mark.parametrize("name", ["at", "ueraser", "cutmix"])
 def test_trainer_runs_each_kind_of_batch_defense_deterministically(name):
-    from uebench.trainer import TrainConfig, train
+    from uebench.training.trainer import TrainConfig, train
 
     g = gen(0)
     labels = torch.arange(64) % 4

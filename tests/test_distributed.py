@@ -1,4 +1,4 @@
-"""Multi-process training (uebench.distributed): two torchrun processes with gloo train the run one process would,
+"""Multi-process training (uebench.core.distributed): two torchrun processes with gloo train the run one process would,
 only rank 0 writes the folder, and a run stopped after an epoch resumes to the same weights."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from uebench.distributed import SINGLE, World
+from uebench.core.distributed import SINGLE, World
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uebench.errors import UserError
+from uebench.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

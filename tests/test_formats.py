@@ -1,4 +1,4 @@
-"""The released poison formats (uebench.formats), each written here in its own layout and imported back."""
+"""The released poison formats (uebench.poisons.formats), each written here in its own layout and imported back."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from uebench.cli import main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
-from uebench.exchange import import_poison
-from uebench.poison import bake
+from uebench.poisons.exchange import import_poison
+from uebench.poisons.poison import bake
 
 EPS = 8 / 255
 
@@ -155,7 +155,7 @@ def test_import_bad_input_is_one_line_exit_2(extra, message, clean, tmp_path, ca
 def test_tap_packed_export_is_denormalised_and_placed_by_its_ids(tmp_path):
     from PIL import Image
 
-    from uebench.formats import TAP_STD
+    from uebench.poisons.formats import TAP_STD
 
     g = torch.Generator().manual_seed(8)
     for split in ("train", "test"):

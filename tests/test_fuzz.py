@@ -282,12 +282,12 @@ def test_craft_overwrite_onto_a_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["train", "craft", "export", "ud"])
 def test_full_disk_is_one_line_and_leaves_no_temp_file(command, tmp_path, capsys, monkeypatch, sal_runs, poison_file):
-    import uebench.io
+    import uebench.core.io
 
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(uebench.io.os, "replace", no_space)
+    monkeypatch.setattr(uebench.core.io.os, "replace", no_space)
     args = {
         "train": [*TRAIN, "--out", tmp_path / "run"],
         "craft": [

@@ -1,7 +1,7 @@
 """kill -9 at every write: a run or a bench killed just before or just after any of its atomic writes, then rerun
 with the same command, ends with exactly the results of one that was never interrupted.
 
-The kill is injected at the write (uebench.io's UEBENCH_KILL_AT_WRITE), not by timing, so every window is hit."""
+The kill is injected at the write (uebench.core.io's UEBENCH_KILL_AT_WRITE), not by timing, so every window is hit."""
 
 from __future__ import annotations
 

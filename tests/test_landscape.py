@@ -12,7 +12,7 @@ import torch
 
 from uebench.cli import main as cli_main
 from uebench.data import ImageDataset
-from uebench.landscape import (
+from uebench.experiments.landscape import (
     LossEvaluator,
     SGDSettings,
     Tolerance,
@@ -33,10 +33,10 @@ from uebench.landscape import (
     train_recorded,
     unit_directions,
 )
-from uebench.landscape.pipeline import to_grey
+from uebench.experiments.landscape.pipeline import to_grey
 from uebench.models import create_model
-from uebench.poison import Poison, PoisonMeta
-from uebench.trainer import evaluate
+from uebench.poisons.poison import Poison, PoisonMeta
+from uebench.training.trainer import evaluate
 
 
 # ---- tiny data --------------------------------------------------------------------------------------------------
@@ -406,8 +406,8 @@ def test_cli_with_poison_file_and_lenet(tmp_path, capsys):
 
 def test_subset_seed_draws_the_training_images_and_the_poison_covers_them(tmp_path):
     from uebench.data import load
-    from uebench.landscape.pipeline import LandscapeConfig, make_poison, training_sets
-    from uebench.workspace import Workspace
+    from uebench.experiments.landscape.pipeline import LandscapeConfig, make_poison, training_sets
+    from uebench.experiments.workspace import Workspace
 
     ws = Workspace(tmp_path, "landscape.json", "landscape")
 

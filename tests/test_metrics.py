@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from uebench.errors import UserError
+from uebench.core.errors import UserError
 from uebench.metrics import (
     FastSALConfig,
     ProbeData,
@@ -367,7 +367,7 @@ def test_unknown_layer_and_bad_options_are_user_errors():
 
 
 def test_sal_probe_during_training_records_every_k_epochs():
-    from uebench.trainer import TrainConfig, train
+    from uebench.training.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="resnet18",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uebench.errors import UserError
+from uebench.core.errors import UserError
 from uebench.models import MODELS, create_model, probed_layers
 
 RESNET18_LAYERS = (

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from uebench.bench import BenchConfig, SALSettings, run_bench
 from uebench.cli import main
-from uebench.errors import UserError
-from uebench.lock import LOCK_NAME
-from uebench.workspace import Workspace
+from uebench.core.errors import UserError
+from uebench.core.lock import LOCK_NAME
+from uebench.experiments.bench.run import BenchConfig, SALSettings, run_bench
+from uebench.experiments.workspace import Workspace
 
 HOST = socket.gethostname()
 
@@ -411,7 +411,7 @@ def _foreign_poison(tmp_path: Path) -> Path:
     import torch
 
     from uebench.data import load
-    from uebench.poison import Poison, PoisonMeta
+    from uebench.poisons.poison import Poison, PoisonMeta
 
     ds = load("scenes", split="train", n_train=40, size=32)
     meta = PoisonMeta(attack="mine", dataset="scenes", dataset_size=40, norm="linf", budget=8 / 255)
@@ -436,7 +436,7 @@ def test_crosstask_and_landscape_refused_late_leave_no_record(experiment, tmp_pa
 def _hold(lock_path: Path):
     """A second process holding the lock at lock_path until killed."""
     code = (
-        "import sys, time; from uebench.lock import Lock; Lock(sys.argv[1]).acquire(); print('held', flush=True); "
+        "import sys, time; from uebench.core.lock import Lock; Lock(sys.argv[1]).acquire(); print('held', flush=True); "
         "time.sleep(120)"
     )
     p = subprocess.Popen([sys.executable, "-c", code, str(lock_path)], stdout=subprocess.PIPE, text=True)
@@ -476,10 +476,10 @@ def test_a_poison_file_that_appears_meanwhile_is_not_replaced(
     command, poison_made, exported, tmp_path, monkeypatch, capsys
 ):
     import uebench.attacks
-    import uebench.exchange
+    import uebench.poisons.exchange
 
     out = tmp_path / "p.safetensors"
-    module, name = (uebench.exchange, "import_poison") if command == "import" else (uebench.attacks, "craft")
+    module, name = (uebench.poisons.exchange, "import_poison") if command == "import" else (uebench.attacks, "craft")
     real = getattr(module, name)
 
     def slow(*a, **kw):  # another process writes --out while this one works
@@ -534,7 +534,7 @@ def test_a_shard_whose_bench_was_replaced_stops_before_it_writes_a_run(tmp_path)
     from dataclasses import replace
 
     from benchkit import SMALL
-    from uebench.bench import prepare_bench, train_run
+    from uebench.experiments.bench.run import prepare_bench, train_run
 
     out = tmp_path / "b"
     ws, plan, data = prepare_bench(replace(SMALL, attacks=("ops",)), out, overwrite=False)
@@ -553,15 +553,15 @@ def test_a_run_lock_is_not_taken_while_the_folder_is_held_by_an_overwrite(tmp_pa
     import sys
     import threading
 
-    from uebench.lock import FolderLock
-    from uebench.workspace import Workspace
+    from uebench.core.lock import FolderLock
+    from uebench.experiments.workspace import Workspace
 
     out = tmp_path / "b"
     ws = Workspace(out, "bench.json", "bench")
     out.mkdir()
     (out / "bench.json").write_text(json.dumps({"identity": {"seed": 0}}))
     code = (
-        "import json, sys; from uebench.lock import FolderLock\n"
+        "import json, sys; from uebench.core.lock import FolderLock\n"
         f"with FolderLock({str(out)!r}):\n"
         "    print('held', flush=True); sys.stdin.readline()\n"
         f"    open({str(out / 'bench.json')!r}, 'w').write(json.dumps({{'identity': {{'seed': 7}}}}))\n"

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from uebench.core.errors import UserError
 from uebench.data.base import ImageDataset
-from uebench.errors import UserError
-from uebench.poison import Poison, PoisonMeta, bake, quantize_l2
+from uebench.poisons.poison import Poison, PoisonMeta, bake, quantize_l2
 
 
 def clean(n: int = 20, shape=(3, 8, 8), seed: int = 0) -> ImageDataset:

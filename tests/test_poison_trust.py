@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from uebench.cli import main
+from uebench.core.errors import UserError
 from uebench.data import load
-from uebench.errors import UserError
-from uebench.exchange import SIDECAR, export_png
-from uebench.poison import Poison, PoisonMeta
+from uebench.poisons.exchange import SIDECAR, export_png
+from uebench.poisons.poison import Poison, PoisonMeta
 
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]
 TRAIN = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", *SCENES]
@@ -223,7 +223,7 @@ def test_an_unpaired_poison_is_not_exported_under_made_up_indices(scenes40, tmp_
 
 # ---- the bench: refused unless confirmed; marked in results.json/.csv, verdict unknown ------------------------------
 def test_a_bench_marks_an_unpaired_poison_in_every_row(scenes40, tmp_path):
-    from uebench.bench import BenchConfig, SALSettings, run_bench
+    from uebench.experiments.bench.run import BenchConfig, SALSettings, run_bench
 
     path = tmp_path / "apb.safetensors"
     unpaired_of(em_poison(scenes40)).save(path)

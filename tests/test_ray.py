@@ -1,4 +1,4 @@
-"""The bench on Ray (uebench.bench_ray): a local cluster gives the serial executor's results, and a worker killed
+"""The bench on Ray (uebench.experiments.bench.ray_executor): a local cluster gives the serial executor's results, and a worker killed
 in the middle of a run is retried by Ray and resumes the run from its last committed epoch."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from benchkit import SMALL as BENCH
 from benchkit import histories
-from uebench.bench import run_bench
 from uebench.cli import main
+from uebench.experiments.bench.run import run_bench
 
 ray = pytest.importorskip("ray")
 
@@ -26,7 +26,7 @@ def cluster():
 
 
 def test_ray_equals_serial_and_a_killed_worker_resumes_its_run(cluster, tmp_path):
-    from uebench.bench_ray import run_bench_on_ray
+    from uebench.experiments.bench.ray_executor import run_bench_on_ray
 
     # one thread here (conftest's one_thread) as in each Ray task (cpus_per_run=1): the same bytes on CPU
     assert run_bench(SMALL, tmp_path / "serial", progress=False, log=None).complete

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from uebench.errors import UserError
-from uebench.records import CHECKPOINT, METRICS, SUMMARY, read_metrics, sync_metrics, write_metrics
-from uebench.trainer import TrainConfig, train
+from uebench.core.errors import UserError
+from uebench.training.records import CHECKPOINT, METRICS, SUMMARY, read_metrics, sync_metrics, write_metrics
+from uebench.training.trainer import TrainConfig, train
 
 TINY = dict(model="linear", recipe="quick", batch_size=64, dataset_options={"n_train": 128, "n_test": 64})
 
@@ -132,7 +132,7 @@ def _toy_poison_file(path, budget, levels=28, attack="test", params=None):
 
 @pytest.mark.parametrize("budget", [float("nan"), float("inf"), 1e9, -1.0, "abc", True, None])
 def test_poison_with_a_bad_budget_is_refused(tmp_path, budget):
-    from uebench.poison import Poison
+    from uebench.poisons.poison import Poison
 
     ds = _toy_poison_file(tmp_path / "p.safetensors", budget)
     with pytest.raises(UserError):
@@ -143,7 +143,7 @@ def test_poison_with_a_bad_budget_is_refused(tmp_path, budget):
 def test_malformed_poison_metadata_is_one_line(tmp_path, meta):
     from safetensors.torch import save
 
-    from uebench.poison import Poison
+    from uebench.poisons.poison import Poison
 
     t = {
         "images": torch.zeros(1, 3, 4, 4, dtype=torch.uint8),
@@ -157,7 +157,7 @@ def test_malformed_poison_metadata_is_one_line(tmp_path, meta):
 
 def test_claimed_budget_above_the_methods_is_refused(tmp_path):
     from uebench.attacks import ATTACKS, make_config
-    from uebench.poison import Poison
+    from uebench.poisons.poison import Poison
 
     params = {"preset": "paper", **dataclasses.asdict(make_config(ATTACKS.get("tap")))}  # tap: Linf eps=8/255
     ds = _toy_poison_file(tmp_path / "p.safetensors", 28 / 255, attack="tap", params=params)
@@ -173,7 +173,7 @@ def test_claimed_budget_above_the_methods_is_refused(tmp_path):
 def _lock_file(folder, pid):
     import socket
 
-    from uebench.lock import LOCK_NAME
+    from uebench.core.lock import LOCK_NAME
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "then"}))
@@ -188,7 +188,7 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from uebench.lock import FolderLock; "
+            "import sys, time; from uebench.core.lock import FolderLock; "
             f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -210,7 +210,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     import subprocess
     import sys
 
-    from uebench.lock import LOCK_NAME
+    from uebench.core.lock import LOCK_NAME
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -225,7 +225,7 @@ def _contender(folder):
     import sys
 
     code = (
-        "import time; from uebench.lock import FolderLock, LockBusy\n"
+        "import time; from uebench.core.lock import FolderLock, LockBusy\n"
         "try:\n"
         f"    FolderLock({str(folder)!r}).acquire()\n"
         "except LockBusy:\n"
@@ -243,8 +243,8 @@ def test_two_processes_acting_on_one_stale_lock_never_both_hold_it(who, tmp_path
     import subprocess
     import sys
 
-    import uebench.lock as lock
-    from uebench.lock import LOCK_NAME, FolderLock, LockBusy, sweep_stale
+    import uebench.core.lock as lock
+    from uebench.core.lock import LOCK_NAME, FolderLock, LockBusy, sweep_stale
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -318,7 +318,7 @@ def test_crosstask_refuses_a_folder_of_other_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, message", [("clean.safetensors", "named 'clean'"), ("...safetensors", None)])
 def test_crosstask_poison_names_are_checked_and_made_safe(name, message, tmp_path, capsys):
-    from uebench.crosstask.experiment import poison_label
+    from uebench.experiments.crosstask.experiment import poison_label
 
     (tmp_path / name).write_bytes(b"")
     if message:  # refused before any training
@@ -332,7 +332,7 @@ def test_crosstask_poison_names_are_checked_and_made_safe(name, message, tmp_pat
 def test_bench_report_deletes_only_its_own_figures(tmp_path):
     from dataclasses import replace
 
-    from uebench.bench import BenchConfig, SALSettings, run_bench
+    from uebench.experiments.bench.run import BenchConfig, SALSettings, run_bench
     from uebench.report.bench_report import write_bench_report
 
     out = tmp_path / "b"
@@ -367,7 +367,7 @@ def test_bench_report_deletes_only_its_own_figures(tmp_path):
 def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):
     import os
 
-    from uebench.bench import BenchConfig, run_bench
+    from uebench.experiments.bench.run import BenchConfig, run_bench
 
     _lock_file(tmp_path / "b", os.getppid())  # a live process of this host: the pytest runner's parent
     config = BenchConfig(
@@ -384,7 +384,7 @@ def test_bench_on_a_locked_folder_is_refused_before_it_writes(tmp_path):
 def test_atomic_writes_honour_the_umask(tmp_path):
     import os
 
-    from uebench.io import atomic_write_text
+    from uebench.core.io import atomic_write_text
 
     old = os.umask(0o027)
     try:
@@ -422,7 +422,7 @@ def test_ctrl_c_says_what_the_command_can_do(command, needle, tmp_path, capsys, 
 def test_identical_crafts_have_the_same_content_hash(tmp_path):
     from uebench.attacks import craft
     from uebench.data import load
-    from uebench.poison import Poison
+    from uebench.poisons.poison import Poison
 
     ds = load("scenes", n_train=32, n_test=16)
     a, b = craft("ops", ds, seed=0, progress=False), craft("ops", ds, seed=0, progress=False)

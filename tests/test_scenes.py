@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from uebench import data
+from uebench.core.errors import UserError
 from uebench.data import scenes
 from uebench.data.registry import DATASETS
-from uebench.errors import UserError
 
 N_SMALL = 600
 

@@ -1,12 +1,12 @@
-"""uebench.seeds: the named streams keep the numbers uebench always used, reach every seed check_seed accepts, and
+"""uebench.core.seeds: the named streams keep the numbers uebench always used, reach every seed check_seed accepts, and
 seeded() leaves torch's global generator as it found it."""
 
 from __future__ import annotations
 
 import torch
 
-from uebench import seeds
-from uebench.options import MAX_SEED
+from uebench.core import seeds
+from uebench.core.options import MAX_SEED
 
 
 def test_streams_are_the_historical_formulas_for_ordinary_seeds():
@@ -39,7 +39,7 @@ def test_seeded_draws_from_the_seed_and_restores_the_global_generator():
 
 
 def test_the_largest_seed_trains(tmp_path):
-    from uebench.trainer import TrainConfig, train
+    from uebench.training.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="linear",

@@ -12,8 +12,8 @@ from dataclasses import replace
 import pytest
 
 from benchkit import SMALL, histories, results
-from uebench.bench import run_bench
 from uebench.cli import main
+from uebench.experiments.bench.run import run_bench
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,14 @@ def test_bad_shards_are_one_line_exit_2(spec, tmp_path, capsys):
 
 
 def test_a_lock_that_waits_gets_it_once_the_holder_lets_go(tmp_path):
-    from uebench.lock import Lock, LockBusy
+    from uebench.core.lock import Lock, LockBusy
 
     path = tmp_path / ".thing.lock"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import time; from uebench.lock import Lock; "
+            "import time; from uebench.core.lock import Lock; "
             f"lock = Lock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(1.5); lock.release(); "
             "time.sleep(30)",
         ],
@@ -87,7 +87,7 @@ def test_a_lock_that_waits_gets_it_once_the_holder_lets_go(tmp_path):
 
 
 def test_a_live_writers_temporary_file_is_not_swept(tmp_path):
-    from uebench.io import remove_stale_temps
+    from uebench.core.io import remove_stale_temps
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -104,7 +104,7 @@ def test_a_live_writers_temporary_file_is_not_swept(tmp_path):
 
 
 def test_shards_keep_the_plan_whole_between_them():
-    from uebench.bench import make_plan, shard_runs
+    from uebench.experiments.bench.run import make_plan, shard_runs
 
     plan = make_plan(replace(SMALL, defenses=("none", "gray"), seeds=(0, 1)))
     parts = [shard_runs(plan, (i, 3)) for i in range(3)]

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from benchkit import SMALL as BENCH
-from uebench.bench import run_bench
 from uebench.cli import main
-from uebench.errors import UserError
+from uebench.core.errors import UserError
+from uebench.experiments.bench.run import run_bench
+from uebench.experiments.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
 from uebench.metrics import ProbeData, SALConfig, SALProbe
-from uebench.records import kept_weights, load_weights
-from uebench.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
+from uebench.training.records import kept_weights, load_weights
 
 SMALL = replace(BENCH, keep_weights=True)
 
@@ -191,7 +191,7 @@ def test_probe_transform_is_drawn_afresh_every_pass_and_once_for_a_fixed_subset(
 
 
 def _train_with(defense: str, **probe):
-    from uebench.trainer import TrainConfig, train
+    from uebench.training.trainer import TrainConfig, train
 
     config = TrainConfig(
         model="resnet18",

@@ -24,7 +24,7 @@ def test_train_logs_records_and_per_layer_sal(tmp_path):
 
 
 def test_scalars_keep_numbers_and_per_layer_dicts_only():
-    from uebench.tensorboard import scalars
+    from uebench.training.tensorboard import scalars
 
     rec = {"epoch": 3, "train_loss": 0.5, "mixed_labels": True, "sal": {"conv1": 1.5, "x": float("nan")}, "s": "txt"}
     assert scalars(rec) == [("train_loss", 0.5), ("sal/conv1", 1.5)]

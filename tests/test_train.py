@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from uebench.cli import main as cli_main
+from uebench.core.errors import UserError
 from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
-from uebench.errors import UserError
-from uebench.fit import epoch_generator
 from uebench.models import create_model
-from uebench.poison import Poison, PoisonMeta
-from uebench.recipes import RECIPES
-from uebench.trainer import TrainConfig, resolve_precision, train
+from uebench.poisons.poison import Poison, PoisonMeta
+from uebench.training.fit import epoch_generator
+from uebench.training.recipes import RECIPES
+from uebench.training.trainer import TrainConfig, resolve_precision, train
 
 TINY = dict(
     model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128}
@@ -93,7 +93,7 @@ def test_run_folder_records(tmp_path, monkeypatch):
     assert summary["final_test_acc"] == lines[-1]["test_acc"]
     assert summary["peak_test_acc"] == max(rec["test_acc"] for rec in lines)
     # rerunning a finished run with resume trains nothing, loads no data, and returns the same result
-    import uebench.trainer as trainer
+    import uebench.training.trainer as trainer
 
     def no_data(config):
         raise AssertionError("a finished run loaded its data")
@@ -120,7 +120,7 @@ def test_poisoned_run_trains_on_poison(tmp_path):
     )
     poison.save(tmp_path / "p.safetensors")
     config = tiny_config(epochs=1, poison=str(tmp_path / "p.safetensors"))
-    from uebench.trainer import load_data
+    from uebench.training.trainer import load_data
 
     train_set, _ = load_data(config)
     assert torch.equal(train_set.images, images)
@@ -164,7 +164,7 @@ def test_recipes():
 
 
 def test_adam_recipe_trains_a_vit_with_adam():
-    from uebench.trainer import make_optimizer
+    from uebench.training.trainer import make_optimizer
 
     model = create_model("vit_small", num_classes=10, in_channels=3, image_size=32, width=0.125)
     opt = make_optimizer(model, RECIPES.get("apbench-vit"))
@@ -176,9 +176,9 @@ def test_adam_recipe_trains_a_vit_with_adam():
 
 
 def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
+    from uebench.core.errors import UserError
     from uebench.data.augment import AUGMENTATIONS
-    from uebench.errors import UserError
-    from uebench.recipes import Recipe
+    from uebench.training.recipes import Recipe
 
     # a left-right ramp: a crop keeps it increasing along the width, a flip would reverse it
     x = torch.arange(32.0).expand(64, 3, 32, 32).clone() + 1
@@ -192,7 +192,7 @@ def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
 
 
 def test_precision_auto_never_picks_slow_bf16():
-    from uebench.trainer import fast_bf16
+    from uebench.training.trainer import fast_bf16
 
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
@@ -201,7 +201,7 @@ def test_precision_auto_never_picks_slow_bf16():
 
 
 def test_eval_batch_changes_memory_not_results_and_old_configs_keep_their_keys():
-    from uebench.trainer import ADDED_LATER
+    from uebench.training.trainer import ADDED_LATER
 
     a = train(tiny_config(epochs=1, precision="fp32"), progress=False)
     b = train(tiny_config(epochs=1, precision="fp32", eval_batch_size=7), progress=False)

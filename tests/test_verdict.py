@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-import uebench.crosstask.tasks  # noqa: F401  (registers the tasks)
-from uebench.crosstask.task import TASKS
+import uebench.experiments.crosstask.tasks  # noqa: F401  (registers the tasks)
+from uebench.experiments.crosstask.task import TASKS
 from uebench.metrics.comparable import differences
 from uebench.metrics.verdict import baseline_learned, chance_margin, poison_learned
 from uebench.report.results import BenchHeader, BenchResults, MeanRow

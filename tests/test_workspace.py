@@ -1,4 +1,4 @@
-"""The experiment workspace (uebench.workspace) and the one training loop (uebench.fit), tested on their own."""
+"""The experiment workspace (uebench.experiments.workspace) and the one training loop (uebench.training.fit), tested on their own."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from uebench.errors import UserError
-from uebench.fit import fit
-from uebench.workspace import Workspace
+from uebench.core.errors import UserError
+from uebench.experiments.workspace import Workspace
+from uebench.training.fit import fit
 
 
 def _open(ws: Workspace, identity, overwrite=False):

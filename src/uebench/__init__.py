@@ -26,10 +26,10 @@ _API = {
     "ImageDataset": ("uebench.data", "ImageDataset"),
     "create_model": ("uebench.models", "create_model"),
     "craft": ("uebench.attacks", "craft"),
-    "Poison": ("uebench.poison", "Poison"),
+    "Poison": ("uebench.poisons.poison", "Poison"),
     "create_defense": ("uebench.defenses", "create_defense"),
-    "TrainConfig": ("uebench.trainer", "TrainConfig"),
-    "train": ("uebench.trainer", "train"),
+    "TrainConfig": ("uebench.training.trainer", "TrainConfig"),
+    "train": ("uebench.training.trainer", "train"),
     "model_sal": ("uebench.metrics", "model_sal"),
     "layer_sal": ("uebench.metrics", "layer_sal"),
     "SALProbe": ("uebench.metrics", "SALProbe"),
@@ -37,10 +37,10 @@ _API = {
     "learnable_count": ("uebench.metrics", "learnable_count"),
     "unlearnable_distance": ("uebench.metrics", "unlearnable_distance"),
     "bootstrap_ud": ("uebench.metrics", "bootstrap_ud"),
-    "BenchConfig": ("uebench.bench", "BenchConfig"),
-    "bench_preset": ("uebench.bench", "preset"),
-    "run_bench": ("uebench.bench", "run_bench"),
-    "run_sweep": ("uebench.sweep", "run_sweep"),
+    "BenchConfig": ("uebench.experiments.bench.run", "BenchConfig"),
+    "bench_preset": ("uebench.experiments.bench.run", "preset"),
+    "run_bench": ("uebench.experiments.bench.run", "run_bench"),
+    "run_sweep": ("uebench.experiments.sweep", "run_sweep"),
 }
 # the registries' listings: uebench.list_models() -> ["lenet5", "linear", "resnet18", ...] (list_: uebench.models
 # and the others are the subpackages themselves)
@@ -49,7 +49,7 @@ _LISTINGS = {
     "list_models": ("uebench.models", "MODELS"),
     "list_attacks": ("uebench.attacks", "ATTACKS"),
     "list_defenses": ("uebench.defenses", "DEFENSES"),
-    "list_recipes": ("uebench.recipes", "RECIPES"),
+    "list_recipes": ("uebench.training.recipes", "RECIPES"),
 }
 
 __all__ = ["__version__", *_API, *_LISTINGS]

@@ -26,17 +26,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import distributed, seeds
+from ..core import distributed, seeds
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGES, MAX_WIDTH, Count, Within
+from ..core.progress import progress_bar
+from ..core.seeds import seeded
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..fit import set_lr
 from ..models import MODELS, create_model
-from ..options import MAX_IMAGES, MAX_WIDTH, Count, Within
-from ..progress import progress_bar
-from ..recipes import Recipe
-from ..seeds import seeded
-from ..trainer import classification_epoch, make_optimizer, prepare, resolve_device
+from ..training.fit import set_lr
+from ..training.recipes import Recipe
+from ..training.trainer import classification_epoch, make_optimizer, prepare, resolve_device
 from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -105,7 +105,7 @@ class Compute:
 # ---- what the crafting model learns -----------------------------------------------------------------------------
 class Objective(Protocol):
     """The crafting model and its loss, where an attack should not assume a classifier (default: None = a
-    registry classifier and the cross-entropy of the labels, the papers' setting). uebench.crosstask passes a
+    registry classifier and the cross-entropy of the labels, the papers' setting). uebench.experiments.crosstask passes a
     multi-task network and the weighted sum of its task losses. `targets` must support `t[idx]` and `len(t)`."""
 
     def build_model(self, cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module: ...

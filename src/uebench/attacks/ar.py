@@ -62,10 +62,10 @@ from typing import Annotated
 import numpy as np
 import torch
 
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, MAX_STEPS, Count
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, MAX_STEPS, Count
-from ..poison import quantize_l2
+from ..poisons.poison import quantize_l2
 from .base import Attack, Perturbation, register_attack
 
 KERNEL = 3  # the paper's 3x3 processes

@@ -27,12 +27,12 @@ from typing import Annotated, ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import UserError
+from ..core.options import MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
+from ..core.seeds import seeded
 from ..data.base import ImageDataset
-from ..errors import UserError
 from ..models import create_model
-from ..options import MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
-from ..seeds import seeded
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 

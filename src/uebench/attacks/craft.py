@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
+from ..core.errors import UserError
+from ..core.options import check_seed
+from ..core.seeds import seeded
 from ..data.base import ImageDataset, seeded_subset
-from ..errors import UserError
-from ..options import check_seed
-from ..poison import Poison, PoisonMeta, bake
-from ..seeds import seeded
+from ..poisons.poison import Poison, PoisonMeta, bake
 from .base import ATTACKS, make_config
 
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, Count
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, Count
 from .base import Attack, Perturbation, register_attack
 
 

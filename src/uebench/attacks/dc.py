@@ -73,15 +73,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..core.errors import UserError
+from ..core.io import atomic_write_bytes, utf8_path
+from ..core.options import MAX_DEPTH, MAX_EPOCHS, MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
+from ..core.seeds import crafting_stream, generator, seeded
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..io import atomic_write_bytes, utf8_path
 from ..models import MODELS, create_model
 from ..models.registry import scaled
-from ..options import MAX_DEPTH, MAX_EPOCHS, MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
-from ..seeds import crafting_stream, generator, seeded
-from ..trainer import prepare, resolve_device
+from ..training.trainer import prepare, resolve_device
 from .base import Attack, Perturbation, register_attack
 
 # the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works

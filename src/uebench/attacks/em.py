@@ -48,11 +48,11 @@ from typing import Annotated, ClassVar
 
 import torch
 
-from .. import distributed
+from ..core import distributed
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 
@@ -99,7 +99,7 @@ class EM(crafting.ModelAttack):
         "fast": {"width": 0.125, "steps": 10, "step": 1.6 / 255, "batch_size": 256, "max_rounds": 8},
     }
 
-    # self.objective None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.crosstask) makes
+    # self.objective None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.experiments.crosstask) makes
     # the noise minimise the sum of task losses instead; everything else (rounds, steps, budget, stop) is unchanged.
     accepts_objective = True
 

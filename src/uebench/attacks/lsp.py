@@ -34,10 +34,10 @@ from typing import Annotated, ClassVar
 import numpy as np
 import torch
 
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, Count
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, Count
-from ..poison import quantize_l2
+from ..poisons.poison import quantize_l2
 from .base import Attack, Perturbation, register_attack
 
 

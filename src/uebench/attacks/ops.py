@@ -27,9 +27,9 @@ from typing import Annotated
 import numpy as np
 import torch
 
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, Count
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, Count
 from .base import Attack, Perturbation, register_attack
 
 

@@ -43,11 +43,11 @@ from typing import Annotated, ClassVar
 
 import torch
 
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..fit import set_lr
-from ..options import MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
+from ..training.fit import set_lr
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 

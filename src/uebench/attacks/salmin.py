@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..metrics.sal_common import probed_weights
 from ..metrics.sal_surrogate import first_order_sal, surrogate_total
 from . import _crafting as crafting

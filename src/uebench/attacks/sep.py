@@ -29,10 +29,10 @@ from typing import Annotated, ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
 from ..data.base import ImageDataset
-from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
-from ..recipes import Recipe
+from ..training.recipes import Recipe
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 

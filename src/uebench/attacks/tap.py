@@ -41,11 +41,11 @@ from typing import Annotated, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
+from ..core import distributed
+from ..core.errors import UserError
+from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
+from ..core.progress import progress_bar
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, Count
-from ..progress import progress_bar
 from . import _crafting as crafting
 from .base import Perturbation, register_attack
 

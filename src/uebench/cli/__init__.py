@@ -11,7 +11,7 @@ import importlib
 import math
 import sys
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # Command modules, in the order `uebench --help` lists them.
 COMMAND_MODULES = [
@@ -124,7 +124,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def parse_sets(items: list[str] | None, option: str = "--set") -> dict:
     """key=value pairs; values parsed as JSON where they parse (numbers, true/false, lists), else strings (which the
     option's declared type then refuses where it wants a number: a 5,000-digit integer is one line, not a trace)."""
-    from ..io import loads_json
+    from ..core.io import loads_json
 
     out = {}
     for item in items or []:

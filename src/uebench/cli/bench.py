@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import add_renamed, parse_list, parse_nested_sets, parse_sets
 
 
@@ -139,7 +139,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'3' -> (0, 1, 2) (a count, as before); '0,3,7' or '5,' -> those seeds, in order, each once."""
-    from ..options import MAX_SEEDS, check_seed
+    from ..core.options import MAX_SEEDS, check_seed
 
     numbers = parse_list(text, int, "--seeds")
     if not numbers:
@@ -158,7 +158,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def config_from_args(args):
-    from ..bench import SALSettings, preset
+    from ..experiments.bench.run import SALSettings, preset
 
     c = preset(args.preset)
     if args.dataset:
@@ -208,7 +208,7 @@ def config_from_args(args):
 
 
 def bench_cmd(args) -> int:
-    from ..bench import PRESETS, run_bench
+    from ..experiments.bench.run import PRESETS, run_bench
 
     if args.list_presets:
         for name, c in PRESETS.items():
@@ -226,7 +226,7 @@ def bench_cmd(args) -> int:
         raise UserError("--shard splits the plan between processes by hand; with --executor ray, Ray does: drop one")
     try:
         if args.executor == "ray":
-            from ..bench_ray import run_bench_on_ray
+            from ..experiments.bench.ray_executor import run_bench_on_ray
 
             result = run_bench_on_ray(
                 config,

@@ -34,7 +34,7 @@ def models_cmd(args) -> int:
 
 
 def recipes_cmd(args) -> int:
-    from ..recipes import RECIPES
+    from ..training.recipes import RECIPES
 
     rows = [RECIPES.get(name).to_dict() for name in RECIPES.names()]
     if args.json:

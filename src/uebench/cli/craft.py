@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import add_common, add_renamed, parse_sets
 
 
@@ -36,7 +36,7 @@ def register(sub) -> None:
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(func=attacks_cmd)
 
-    from ..formats import FORMATS
+    from ..poisons.formats import FORMATS
 
     listing = "; ".join(f"{f.name}: {f.description}" for f in (FORMATS.get(n) for n in FORMATS.names()))
     i = sub.add_parser(
@@ -98,7 +98,7 @@ def _one_writer(path: str):
     is refused in one line instead of one silently replacing the other. Under torchrun rank 0 alone writes."""
     import contextlib
 
-    from ..lock import lock_beside
+    from ..core.lock import lock_beside
 
     return lock_beside(path) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
 
@@ -122,7 +122,7 @@ def _craft(args) -> int:
     poison = craft(
         args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params
     )
-    from ..distributed import current
+    from ..core.distributed import current
 
     if not current().main:  # under torchrun (EM crafts data-parallel) rank 0 alone writes the poison
         return 0
@@ -187,7 +187,7 @@ def import_cmd(args) -> int:
 
 def _import(args) -> int:
     from ..data import load
-    from ..exchange import import_poison
+    from ..poisons.exchange import import_poison
 
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
     poison = import_poison(
@@ -223,8 +223,8 @@ def _import(args) -> int:
 
 
 def export_cmd(args) -> int:
-    from ..exchange import export_png
-    from ..poison import Poison
+    from ..poisons.exchange import export_png
+    from ..poisons.poison import Poison
 
     poison = Poison.load(args.poison)
     folder = export_png(poison, args.out, overwrite=args.overwrite)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import add_renamed, parse_nested_sets, parse_sets
 
 
@@ -118,7 +118,7 @@ def weights(items: list[str] | None) -> dict[str, float] | None:
 
 
 def run(args) -> int:
-    from ..crosstask.experiment import run_experiment, with_preset
+    from ..experiments.crosstask.experiment import run_experiment, with_preset
 
     config = with_preset(
         args.preset,
@@ -151,7 +151,7 @@ def run(args) -> int:
     )
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     results = run_experiment(config, args.out, progress=not args.quiet, overwrite=args.overwrite, log=log)
-    from ..crosstask.experiment import markdown_table
+    from ..experiments.crosstask.experiment import markdown_table
 
     print(markdown_table(results), end="")
     print(f"report written to {args.out}/report.html")
@@ -159,7 +159,7 @@ def run(args) -> int:
 
 
 def tasks_cmd(args) -> int:
-    from ..crosstask import TASKS
+    from ..experiments.crosstask import TASKS
 
     rows = [
         {

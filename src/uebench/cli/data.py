@@ -28,9 +28,9 @@ def list_cmd(args) -> int:
 
 
 def download_cmd(args) -> int:
+    from ..core.errors import UserError
     from ..data import DATASETS, data_root
     from ..data.download import download
-    from ..errors import UserError
 
     info = DATASETS.get(args.name)
     if not info.downloads:

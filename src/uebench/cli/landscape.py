@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import add_renamed, parse_sets
 
 
@@ -89,7 +89,7 @@ def register(sub) -> None:
 
 
 def landscape_cmd(args) -> int:
-    from ..landscape import LandscapeConfig, run_landscape
+    from ..experiments.landscape import LandscapeConfig, run_landscape
 
     if args.n_train is not None and args.n_train < 0:
         raise UserError(f"--n-train must be >= 0, got {args.n_train}")

@@ -39,7 +39,7 @@ COLUMNS = ("run", "final_test_acc", "peak_test_acc", "learned", "lp", "ud", "ud_
 def run_verdict(run_dir: str, reference: float | None = None) -> tuple[str, int | None, int | None]:
     """(learned, classes, test images) of a run folder, from its summary and manifest (metrics.verdict);
     `reference`: the clean run's final test accuracy."""
-    from ..io import read_json
+    from ..core.io import read_json
     from ..metrics.verdict import poison_learned
 
     folder = Path(run_dir)
@@ -58,10 +58,10 @@ def run_verdict(run_dir: str, reference: float | None = None) -> tuple[str, int 
 
 
 def ud_cmd(args) -> int:
-    from ..errors import UserError
-    from ..io import atomic_write_json, atomic_write_text
+    from ..core.errors import UserError
+    from ..core.io import atomic_write_json, atomic_write_text
+    from ..core.options import MAX_BOOTSTRAP, check_count
     from ..metrics import load_run_sal, ud_table
-    from ..options import MAX_BOOTSTRAP, check_count
 
     existing = [f for f in (Path(f"{args.out}.json"), Path(f"{args.out}.csv")) if f.exists()]
     if existing and not args.overwrite:  # checked before any work: a user's file is never replaced silently

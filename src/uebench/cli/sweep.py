@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 
 def sweep_cmd(args) -> int:
-    from ..sweep import SWEEP_MD, run_sweep
+    from ..experiments.sweep import SWEEP_MD, run_sweep
 
     eps = parse_list(args.eps, float, "--eps")
     rounds = parse_list(args.rounds, int, "--rounds")

@@ -110,7 +110,7 @@ def register(sub) -> None:
 
 def sal_probes(args) -> list:
     """The SAL probe the options ask for (none without --sal); layer names are checked before any training."""
-    from ..errors import UserError
+    from ..core.errors import UserError
     from ..metrics import SALConfig, SALProbe
     from ..models import create_model, probed_layers
 
@@ -123,7 +123,7 @@ def sal_probes(args) -> list:
         for name in layers:
             if name not in valid:
                 raise UserError(f"unknown layer '{name}' for --sal-layers; valid: {', '.join(valid)}")
-    from ..recipes import RECIPES
+    from ..training.recipes import RECIPES
 
     augment = RECIPES.get(args.recipe).augment  # probe with the transforms the model trains with
     return [
@@ -148,7 +148,7 @@ SAL_OPTIONS = ("sal_mode", "sal_every", "sal_origin", "sal_eps", "sal_rounds", "
 
 def check_flags(args, parser_defaults: dict) -> None:
     """Options that contradict each other or do nothing are refused, not silently ignored."""
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
@@ -159,7 +159,7 @@ def check_flags(args, parser_defaults: dict) -> None:
 
 def defense_options(items: list[str] | None, defense: str | None) -> dict:
     """KEY=VALUE, or NAME.KEY=VALUE as the bench spells it (NAME must be the run's --defense)."""
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     out = {}
     for key, value in parse_sets(items, "--defense-option").items():
@@ -171,7 +171,7 @@ def defense_options(items: list[str] | None, defense: str | None) -> dict:
 
 
 def run(args) -> int:
-    from ..trainer import TrainConfig, check_config, splits_and_probes, train
+    from ..training.trainer import TrainConfig, check_config, splits_and_probes, train
 
     check_flags(args, args.parser_defaults)
 
@@ -204,7 +204,7 @@ def run(args) -> int:
 
         create_defense(config.defense, **config.defense_params)
     elif config.defense_params:
-        from ..errors import UserError
+        from ..core.errors import UserError
 
         raise UserError("--defense-option given without --defense")
     check_config(config)  # the model's name and the run's numbers (width, seed, subset), before any work
@@ -217,7 +217,7 @@ def run(args) -> int:
         train_set, test_set, more = splits_and_probes(config)
         probes += more
     if args.tensorboard:  # last: it logs what the other probes added to the epoch's record
-        from ..tensorboard import TensorBoardLog
+        from ..training.tensorboard import TensorBoardLog
 
         probes.append(TensorBoardLog(args.tensorboard))
     result = train(

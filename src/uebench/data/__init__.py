@@ -21,7 +21,7 @@ SPLITS = ("train", "test")
 
 
 def load(name: str = DEFAULT_DATASET, root: str | Path | None = None, split: str = "train", **options) -> ImageDataset:
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     info = DATASETS.get(name)
     if split not in SPLITS:
@@ -30,10 +30,10 @@ def load(name: str = DEFAULT_DATASET, root: str | Path | None = None, split: str
 
 
 def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
-    """The loader's keyword options, each checked against its declared type (uebench.options): an unknown name or a
+    """The loader's keyword options, each checked against its declared type (uebench.core.options): an unknown name or a
     bad value is one UserError line, never a loader's traceback."""
-    from ..errors import UserError
-    from ..options import coerce, type_hints
+    from ..core.errors import UserError
+    from ..core.options import coerce, type_hints
 
     params = [
         n for n, q in inspect.signature(info.loader).parameters.items() if q.default is not inspect.Parameter.empty

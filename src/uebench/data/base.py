@@ -82,7 +82,7 @@ def seeded_subset(ds: ImageDataset, n: int, seed: int = 0) -> ImageDataset:
     """n images drawn uniformly at random without replacement (seeded; sorted indices). Not stratified: classes come
     in their proportions only in expectation (it was called stratified_subset, a name that said otherwise)."""
     if n > len(ds):
-        from ..errors import UserError
+        from ..core.errors import UserError
 
         raise UserError(f"subset of {n} asked from {ds.name}/{ds.split}, which has only {len(ds)} images")
     g = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import ImageDataset
 from .files import load_pickle, read_bounded
 from .paths import find_folder

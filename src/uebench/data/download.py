@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import remove_stale_temps, temp_prefix
+from ..core.errors import UserError
+from ..core.io import remove_stale_temps, temp_prefix
 from .registry import DATASETS
 
 _CHUNK = 1 << 20

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 MAX_NAME_DIGITS = 18  # an index or a label written in a file name: below 10**18, so it fits an int64
 

@@ -18,8 +18,8 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, Count, check_memory
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, Count, check_memory
 from .base import ImageDataset
 from .registry import register_dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import ImageDataset
 from .files import open_regular, read_npz
 from .registry import register_dataset

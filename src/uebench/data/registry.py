@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..registry import Registry
+from ..core.registry import Registry
 from .base import ImageDataset
 
 

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import torch
 
-from ..options import MAX_STEPS, Count
+from ..core.options import MAX_STEPS, Count
 from .base import Defense, check, check_type, loss_per_sample, rand, register_defense
 
 START = ("uniform", "gaussian", "none")

@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.errors import UserError
+from ..core.options import typed_params
+from ..core.registry import Registry
 from ..data.base import ImageDataset
-from ..errors import UserError
-from ..options import typed_params
-from ..registry import Registry
 
 KINDS = ("preprocess", "augment", "training")
 

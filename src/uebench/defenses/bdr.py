@@ -8,7 +8,7 @@ from typing import Annotated
 
 import torch
 
-from ..options import Count
+from ..core.options import Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 

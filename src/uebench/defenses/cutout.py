@@ -8,7 +8,7 @@ from typing import Annotated
 
 import torch
 
-from ..options import MAX_IMAGE_SIZE, Count
+from ..core.options import MAX_IMAGE_SIZE, Count
 from .base import Defense, check, check_type, rand, register_defense
 
 

@@ -15,8 +15,8 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..options import MAX_IMAGE_SIZE, Count
+from ..core.errors import UserError
+from ..core.options import MAX_IMAGE_SIZE, Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 

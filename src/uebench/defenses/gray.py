@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import PreprocessDefense, check_type, register_defense
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
-from ..options import Count
+from ..core.errors import UserError
+from ..core.options import Count
 from .base import PreprocessDefense, check, check_type, register_defense
 
 

@@ -41,7 +41,7 @@ from typing import Annotated
 
 import torch
 
-from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_REPEATS, Count
+from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_REPEATS, Count
 from . import _ops
 from .base import Defense, check, check_type, device_generator, loss_per_sample, rand, register_defense, uniform
 from .jpeg import jpeg_roundtrip

@@ -13,21 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # the SAL settings that change what a SAL value means (not what it cost, nor the anchor's per-run shift)
 SAL_KEYS = ("eps", "rounds", "lr", "batch_size", "augment", "probe_size", "subset", "crossfit", "anchor")
 
 
 def _read(path: Path) -> dict[str, Any]:
-    from ..io import read_json
+    from ..core.io import read_json
 
     return read_json(path) if path.is_file() else {}
 
 
 def run_settings(run_dir: str | Path, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The settings of a run that comparability looks at, read from its folder."""
-    from ..records import read_metrics
+    from ..training.records import read_metrics
 
     run_dir = Path(run_dir)
     config, manifest = _read(run_dir / "config.json"), _read(run_dir / "manifest.json")

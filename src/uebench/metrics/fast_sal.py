@@ -49,7 +49,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .sal_common import (
     LossFn,
     ModelSAL,

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
-from ..records import save_weights
-from ..seeds import epoch_stream
+from ..core.errors import UserError
+from ..core.seeds import epoch_stream
+from ..training.records import save_weights
 from .sal import ORIGINS, ProbeData
 from .sal_config import SALConfig
 

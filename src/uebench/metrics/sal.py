@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .fast_sal import FastSALConfig, Split, cached_split, fast_model_sal
 from .sal_common import (  # noqa: F401  (re-exported: the names SAL's callers have always imported from here)
     MODES,

@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..core.errors import UserError
+from ..core.seeds import layer_stream
 from ..data.augment import AUGMENTATIONS, to_float
-from ..errors import UserError
-from ..seeds import layer_stream
 
 ORIGINS = ("running", "eval")
 MODES = ("faithful", "fast")

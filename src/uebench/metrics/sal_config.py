@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import UserError
-from ..options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
+from ..core.errors import UserError
+from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
 from .fast_sal import AUGMENT, FastSALConfig
 from .sal import MODES, ORIGINS, model_sal
 

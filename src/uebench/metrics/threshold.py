@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 def as_sal_matrix(sal, what: str = "SAL") -> np.ndarray:

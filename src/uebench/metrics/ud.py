@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..options import MAX_BOOTSTRAP, check_count
+from ..core.errors import UserError
+from ..core.options import MAX_BOOTSTRAP, check_count
 from .sal import ORIGINS
 from .threshold import as_sal_matrix, learnable_threshold
 
@@ -124,7 +124,7 @@ def sal_matrix(
 
 def load_run_sal(run_dir: str | Path, layers: Sequence[str] | None = None, origin: str | None = None) -> RunSAL:
     """A run's SAL matrix: of the origin it was probed with (origin None), or of `origin` ("eval", "running")."""
-    from ..records import read_metrics
+    from ..training.records import read_metrics
 
     records = read_metrics(run_dir)
     if not records:

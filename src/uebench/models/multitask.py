@@ -1,4 +1,4 @@
-"""A multi-task network: one shared CIFAR ResNet encoder, one light head per task (uebench.crosstask).
+"""A multi-task network: one shared CIFAR ResNet encoder, one light head per task (uebench.experiments.crosstask).
 
     net = MultiTaskNet({"class": HeadSpec("image", 10), "segment": HeadSpec("dense", 9)}, encoder="resnet18", width=0.25)
     out = net(x)            # {"class": (N, 10), "segment": (N, 9, H, W)}

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
@@ -15,7 +15,7 @@ register_model = MODELS.register
 def create_model(
     name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1.0
 ) -> nn.Module:
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     if width <= 0:
         raise UserError(f"width must be positive, got {width}")

@@ -33,7 +33,7 @@ class ViT(nn.Module):
         heads = max(1, round(heads * width)) if width < 1 else heads
         dim = heads * scaled(64, 1.0)  # 64 channels per head keeps attention well-shaped at any width
         if image_size % patch:
-            from ..errors import UserError
+            from ..core.errors import UserError
 
             raise UserError(f"vit_small needs an image size divisible by its patch size {patch}, got {image_size}")
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..io import utf8_path
+from ..core.errors import UserError
+from ..core.io import utf8_path
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
 
@@ -402,7 +402,7 @@ def read_samples(path: Path) -> dict:
 
 def write_figures(results: BenchResults, out: Path) -> list[Figure]:
     from ..metrics import load_run_sal
-    from ..poison import Poison
+    from ..poisons.poison import Poison
 
     out = Path(out)
     config = results.config

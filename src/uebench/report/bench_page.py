@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_write_text
+from ..core.io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
 from . import html as page
 from .tables import SHORTCUT_NOTE, matrix, setting_line, table1, verdict_lines

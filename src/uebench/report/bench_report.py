@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text, read_json
-from ..lock import FolderLock
+from ..core.errors import UserError
+from ..core.io import atomic_write_json, atomic_write_text, read_json
+from ..core.lock import FolderLock
 from .results import collect
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MEAN_CSV, TABLE_MD, REPORT_HTML = (

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ..core.io import atomic_write_text
 from .plotting import pyplot as _plt
 from .plotting import save_png
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..io import utf8_path
+from ..core.errors import UserError
+from ..core.io import utf8_path
 from ..metrics.shortcut import SHORTCUT_KEYS
 from ..metrics.verdict import RANKED, baseline_learned, baseline_reason, poison_learned
 
@@ -264,8 +264,8 @@ def _mean_offset(history: list[dict[str, Any]]) -> float | None:
 
 
 def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
-    from ..records import read_run
-    from ..trainer import TrainConfig
+    from ..training.records import read_run
+    from ..training.trainer import TrainConfig
 
     got = read_run(out / spec.dir)
     s, hist = got.summary, got.history
@@ -325,7 +325,7 @@ def _thresholds(
 ) -> list[BetaRow]:
     """beta, #LP and UD per (defense, seed), against that defense's clean run; fills the rows in place. A clean run
     whose accuracy is not clearly above chance is no baseline: its group gets no beta, #LP or UD, and a note."""
-    from ..bench_folder import CLEAN
+    from ..experiments.bench.folder import CLEAN
     from ..metrics import load_run_sal, ud_table
     from ..metrics.comparable import check_comparable
 
@@ -393,7 +393,7 @@ def aggregate(rows: list[RunRow]) -> list[MeanRow]:
 
 def _data_sizes(out: Path, plan) -> tuple[int | None, int | None]:
     """(classes, test images) as the runs saw the data (manifest.json of any started run)."""
-    from ..io import read_json
+    from ..core.io import read_json
 
     for spec in plan.runs:
         m = out / spec.dir / "manifest.json"
@@ -406,7 +406,7 @@ def _data_sizes(out: Path, plan) -> tuple[int | None, int | None]:
 def collect(out: str | Path, force: bool = False) -> BenchResults:
     """Every number of the report, read from the bench folder. Runs measured unlike their clean run are refused
     (metrics.comparable) unless `force`, which notes what differed."""
-    from ..bench_folder import CLEAN, read_bench
+    from ..experiments.bench.folder import CLEAN, read_bench
 
     out = Path(out)
     saved, plan = read_bench(out)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..io import atomic_write_text
+from ..core.io import atomic_write_text
 from ..metrics.shortcut import SHORTCUT_KEYS
 
 if TYPE_CHECKING:

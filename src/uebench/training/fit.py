@@ -1,6 +1,6 @@
 """The one training loop: epochs over tensor-resident data, with what a batch costs as a plug.
 
-The victim trainer (`uebench.trainer`, classification), the cross-task trainer (a weighted sum of task losses) and
+The victim trainer (`uebench.training.trainer`, classification), the cross-task trainer (a weighted sum of task losses) and
 the landscape recorder (plain SGD, the weights kept every k steps) all run through `fit`. The epoch order, the
 learning-rate schedule, the shuffle stream of each epoch (a pure function of (seed, epoch), so a resumed run replays
 the batches an uninterrupted one would see), the divergence check, the resume from a run folder and the progress bar
@@ -16,10 +16,10 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn as nn
 
-from .distributed import SINGLE, World
-from .errors import UserError
-from .progress import progress_bar
-from .seeds import epoch_stream, generator
+from ..core.distributed import SINGLE, World
+from ..core.errors import UserError
+from ..core.progress import progress_bar
+from ..core.seeds import epoch_stream, generator
 
 
 class LossStep(Protocol):
@@ -59,7 +59,7 @@ def train_epoch(
     world: World = SINGLE,
 ) -> dict[str, Any]:
     """One pass over n images in the generator's order: {"train_loss": the image-weighted mean, **the step's own}.
-    In a world of several processes each trains on its share of every global batch (uebench.distributed).
+    In a world of several processes each trains on its share of every global batch (uebench.core.distributed).
 
     No value leaves the device inside the loop (a GPU never waits for the host): the loss is summed on the device in
     float64, which gives the bits Python's float sum would, and checked once, at the end of the epoch. `scaler` (a
@@ -119,7 +119,7 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train for `epochs` (or until `stop_after` epochs in all); returns the per-epoch records.
 
-    With a `run` (uebench.records.RunFolder), the model, optimizer and history are restored from its last checkpoint
+    With a `run` (uebench.training.records.RunFolder), the model, optimizer and history are restored from its last checkpoint
     first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
     accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps.
     `train_model` (a DistributedDataParallel wrapper of `model`) is what the steps run through in a `world` of

@@ -18,19 +18,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed
-from .data import ImageDataset, load, seeded_subset
-from .data.augment import AUGMENTATIONS, to_float
-from .errors import UserError
+from ..core import distributed
+from ..core.errors import UserError
+from ..core.lock import FolderLock
+from ..core.options import MAX_WIDTH, check_seed
+from ..core.seeds import seeded
+from ..data import ImageDataset, load, seeded_subset
+from ..data.augment import AUGMENTATIONS, to_float
+from ..metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
+from ..models import create_model
+from ..poisons.poison import Poison
 from .fit import fit, train_epoch
-from .lock import FolderLock
-from .metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
-from .models import create_model
-from .options import MAX_WIDTH, check_seed
-from .poison import Poison
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
-from .seeds import seeded
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -246,7 +246,7 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationStep:
-    """The loss step of a classifier (uebench.fit.LossStep): augment the batch, let a defense rewrite it and its
+    """The loss step of a classifier (uebench.training.fit.LossStep): augment the batch, let a defense rewrite it and its
     labels, cross-entropy against hard labels or label distributions; counts the correct predictions."""
 
     hint = "lower --lr?"
@@ -313,7 +313,7 @@ def classification_epoch(
     defense=None,
     world: distributed.World = distributed.SINGLE,
 ) -> dict[str, float]:
-    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.fit.train_epoch.
+    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.training.fit.train_epoch.
     In a world of several processes `model` is the DDP wrapper and each trains on its share of every batch."""
     step = ClassificationStep(ds, recipe.augment, device, autocast, channels_last, defense, world=world)
     return train_epoch(model, opt, step, len(ds), recipe.batch_size, generator, on_step, world=world)
@@ -380,7 +380,7 @@ def build_defense(config: TrainConfig):
     """The configured defense, or None. Imported lazily: uebench.defenses is optional for the trainer."""
     if config.defense in (None, "", "none"):
         return None
-    from .defenses import create_defense
+    from ..defenses import create_defense
 
     return create_defense(config.defense, **config.defense_params)
 
@@ -446,7 +446,7 @@ def train(
 
 def check_config(config: TrainConfig) -> None:
     """What can be refused before any data is loaded: the model's name and the run's numbers."""
-    from .models import MODELS
+    from ..models import MODELS
 
     MODELS.get(config.model)
     check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)

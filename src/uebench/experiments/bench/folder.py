@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .io import read_json
+from ...core.errors import UserError
+from ...core.io import read_json
 
 CLEAN = "clean"
 NO_DEFENSE = "none"
@@ -61,7 +61,7 @@ class RunSpec:
             raise TypeError(f"run {self.dir!r:.60} has fields of the wrong types")
 
     def train_config(self):
-        from .trainer import TrainConfig
+        from ...training.trainer import TrainConfig
 
         return TrainConfig(**self.train)
 

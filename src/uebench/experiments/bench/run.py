@@ -28,7 +28,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
+from ...core.errors import UserError, unknown_name
+from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
+from ...core.options import MAX_RUNS, MAX_SEEDS
+from ...metrics.probe import SALProbe
+from ...metrics.sal_config import SALConfig
+from ...metrics.shortcut import shortcut_probes
+from ...training.records import safe_label
+from ..workspace import Workspace
+from .folder import (  # noqa: F401  (re-exported: bench's public names)
     BENCH_FILE,
     CLEAN,
     NO_DEFENSE,
@@ -43,14 +51,6 @@ from .bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     plain_json,
     read_bench,
 )
-from .errors import UserError, unknown_name
-from .lock import FolderLock, LockBusy, is_scratch, lock_beside
-from .metrics.probe import SALProbe
-from .metrics.sal_config import SALConfig
-from .metrics.shortcut import shortcut_probes
-from .options import MAX_RUNS, MAX_SEEDS
-from .records import safe_label
-from .workspace import Workspace
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
 
@@ -128,7 +128,7 @@ class BenchConfig:
         )
 
     def resolved_recipe(self):
-        from .recipes import RECIPES
+        from ...training.recipes import RECIPES
 
         return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
 
@@ -232,11 +232,11 @@ def preset(name: str) -> BenchConfig:
 
 def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
-    from .attacks import ATTACKS, make_config
-    from .data import DATASETS
-    from .defenses import create_defense
-    from .models import MODELS
-    from .trainer import check_run_numbers, resolve_device, resolve_precision
+    from ...attacks import ATTACKS, make_config
+    from ...data import DATASETS
+    from ...defenses import create_defense
+    from ...models import MODELS
+    from ...training.trainer import check_run_numbers, resolve_device, resolve_precision
 
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
@@ -292,7 +292,7 @@ def validate(config: BenchConfig) -> None:
 
 def validate_on(config: BenchConfig, train_set) -> None:
     """The checks that need the data: each attack's budget and fit to these images, the subset's size."""
-    from .attacks import ATTACKS, make_config
+    from ...attacks import ATTACKS, make_config
 
     for name in config.attacks:
         cls = ATTACKS.get(name)
@@ -302,7 +302,7 @@ def validate_on(config: BenchConfig, train_set) -> None:
 
 
 def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
-    from .attacks import ATTACKS, make_config
+    from ...attacks import ATTACKS, make_config
 
     params = dataclasses.asdict(
         make_config(ATTACKS.get(attack), config.attack_preset, **config.attack_params.get(attack, {}))
@@ -340,7 +340,7 @@ def subset_seed_key(config: BenchConfig, seed: int) -> dict[str, Any]:
 def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
     """A user's poison file, keyed by its bytes (the same file under another name is the same poison), labelled by
     its attack, or by its file name (`by_name`: several files of one attack, e.g. a budget sweep)."""
-    from .poison import Poison
+    from ...poisons.poison import Poison
 
     path = Path(path)
     poison = Poison.load(path)  # UserError if missing or not a poison file
@@ -367,7 +367,7 @@ def run_spec(
     fraction: float = 1.0,
     unpaired: bool = False,
 ) -> RunSpec:
-    from .trainer import TrainConfig
+    from ...training.trainer import TrainConfig
 
     tc = TrainConfig(
         dataset=config.dataset,
@@ -396,7 +396,7 @@ def run_spec(
     # versions (UEraser's plasma and TrivialAugment, CutMix's box) then makes another run, not a mixed one
     what = {"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)}
     if tc.defense is not None:
-        from .defenses import create_defense
+        from ...defenses import create_defense
 
         what["defense"] = create_defense(tc.defense, **tc.defense_params).params()
     key = digest(what)
@@ -420,7 +420,7 @@ def make_plan(config: BenchConfig) -> Plan:
     dupes = sorted({x for x in labels if labels.count(x) > 1} | ({CLEAN} & set(labels)))
     if dupes:
         raise UserError(f"two poisons would share the label {', '.join(dupes)} (rename one; 'clean' is reserved)")
-    from .poison import is_paired_file
+    from ...poisons.poison import is_paired_file
 
     unpaired = {u.file for p, u in zip(config.poisons, user) if not is_paired_file(p)}
     poisons: list[PoisonSpec] = []
@@ -470,7 +470,7 @@ def _identity(saved: dict[str, Any]) -> Any:
 
 def bench_files(out: Path) -> list[str]:
     """What a bench writes (poisons, runs, report): all a new bench in its folder deletes."""
-    from .report.bench_report import REPORT_FILES, written_figures
+    from ...report.bench_report import REPORT_FILES, written_figures
 
     return [POISONS_DIR, RUNS_DIR, *written_figures(out), BENCH_FILE, SAMPLES_FILE, *REPORT_FILES]
 
@@ -491,14 +491,14 @@ class _Data:
     """The clean splits, loaded once; poisoned training sets made on demand (poison checked against the data)."""
 
     def __init__(self, config: BenchConfig):
-        from .data import load
+        from ...data import load
 
         self.config = config
         self.train = load(config.dataset, config.data_dir, "train", **config.dataset_options)
         self.test = load(config.dataset, config.data_dir, "test", **config.dataset_options)
 
     def subset_for(self, ds, seed: int):
-        from .data import seeded_subset
+        from ...data import seeded_subset
 
         # exactly as train.load_data: poison the full split, then take the run's seeded subset
         own = own_subset_seed(self.config, seed)
@@ -548,7 +548,7 @@ def prepare_bench(
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
     validate_on(config, data.train)
-    from .poison import Poison
+    from ...poisons.poison import Poison
 
     confirmed = False
     for p in plan.poisons:
@@ -649,7 +649,7 @@ def finish_bench(
         return
     result.complete = True
     if report:
-        from .report.bench_report import write_bench_report
+        from ...report.bench_report import write_bench_report
 
         with ws.locked(wait=lock_wait):
             result.report = write_bench_report(ws.root)
@@ -678,7 +678,7 @@ def train_run(
 
 
 def _epochs_done(folder: Path) -> int:
-    from .records import read_run
+    from ...training.records import read_run
 
     return read_run(folder).epochs_done
 
@@ -703,7 +703,7 @@ def _ensure_poison(
         crafted.append(spec.file)
         say(f"poison {spec.label}: copied from {spec.source}")
         return
-    from .attacks import craft
+    from ...attacks import craft
 
     say(f"crafting {spec.label} (preset {config.attack_preset}, seed {spec.seed}) -> {spec.file}")
     poison, _ = ws.poison(
@@ -728,7 +728,7 @@ def _ensure_poison(
 def _train_one(
     out: Path, run: RunSpec, data: _Data, config: BenchConfig, progress: bool, stop_after: int | None
 ) -> int:
-    from .trainer import train, training_set
+    from ...training.trainer import train, training_set
 
     tc = run.train_config()
     folder = out / run.dir
@@ -761,7 +761,7 @@ def _write_samples(out: Path, data: _Data, n: int = 4) -> None:
     import torch
     from safetensors.torch import save
 
-    from .io import atomic_write_bytes
+    from ...core.io import atomic_write_bytes
 
     ds = data.subset_for(data.train, data.config.seeds[0])
     picks: list[int] = []

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.base import ImageDataset
+from ...data.base import ImageDataset
 from . import metrics as task_metrics
 from .derived import derive
 from .task import Task, register_task, unavailable

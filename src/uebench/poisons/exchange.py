@@ -1,6 +1,6 @@
 """Bring your own poison: read poisoned images made elsewhere, write ours for other tools.
 
-Layouts read (`import_poison`, through the readers of uebench.formats, these two among the released formats):
+Layouts read (`import_poison`, through the readers of uebench.poisons.formats, these two among the released formats):
 - a folder of PNGs named by the index of the clean training image they replace (`0.png` ... `N-1.png`), found
   at any depth. This is what APBench writes: `<root>/data/<idx>.png` for CIFAR/SVHN, and
   `<root>/<label>/<idx>.png` for ImageNet-100 (one folder per class); the autoregressive-poisoning code writes
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.base import ImageDataset
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.io import dumps_json, loads_json, temp_prefix
+from ..data.base import ImageDataset
 from .formats import FORMATS, PNG_MODES, Options, Read, detect
-from .io import dumps_json, loads_json, temp_prefix
 from .poison import NORMS, Poison, PoisonMeta, check_budget
 
 SIDECAR = "uebench_poison.json"
@@ -69,7 +69,7 @@ def import_poison(
     allow_pickle: bool = False,
     reproject: bool = False,
 ) -> Poison:
-    """A checked Poison for `clean` (a training split) from a file or folder in one of uebench.formats.FORMATS.
+    """A checked Poison for `clean` (a training split) from a file or folder in one of uebench.poisons.formats.FORMATS.
 
     `reproject`: images over the budget (an honest export that rounded after clipping) are projected onto it and the
     metadata says how many; without it they are refused with how far over they are."""
@@ -205,7 +205,7 @@ def _is_export(folder: Path) -> bool:
     import dataclasses
     import re
 
-    from .lock import same_shape
+    from ..core.lock import same_shape
 
     entries = {p.name: p for p in folder.iterdir()}
     side, data = entries.get(SIDECAR), entries.get("data")
@@ -231,7 +231,7 @@ def export_png(poison: Poison, out: str | Path, *, overwrite: bool = False) -> P
     Written into a temporary folder beside `out` and renamed into place, so `out` is never half-written. One export
     into `out` at a time (a lock beside it): a second is refused in one line.
     """
-    from .lock import lock_beside
+    from ..core.lock import lock_beside
 
     out = Path(out)
     with lock_beside(out):  # taking it clears what a killed export left beside `out` (tagged with its dead pid)

@@ -32,18 +32,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
-from ..data import load, seeded_subset
-from ..data.base import ImageDataset
-from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text
-from ..metrics import learnable_count, learnable_threshold, ud_if_defined
-from ..metrics.verdict import RULE, poison_learned
-from ..poison import Poison
-from ..recipes import RECIPES
-from ..records import RunFolder, safe_label
-from ..registry import Registry
-from ..trainer import check_run_numbers, resolve_device, resolve_precision
+from ...attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
+from ...core.errors import UserError
+from ...core.io import atomic_write_json, atomic_write_text
+from ...core.registry import Registry
+from ...data import load, seeded_subset
+from ...data.base import ImageDataset
+from ...metrics import learnable_count, learnable_threshold, ud_if_defined
+from ...metrics.verdict import RULE, poison_learned
+from ...poisons.poison import Poison
+from ...training.recipes import RECIPES
+from ...training.records import RunFolder, safe_label
+from ...training.trainer import check_run_numbers, resolve_device, resolve_precision
 from ..workspace import Workspace
 from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
@@ -167,7 +167,7 @@ def poison_label(entry: str) -> str:
 
 def validate(config: CrossTaskConfig) -> list[Task]:
     """Every name checked before any data is loaded or anything is crafted (one clear line each)."""
-    from ..data import DATASETS
+    from ...data import DATASETS
 
     DATASETS.get(config.dataset)
     tasks = get_tasks(config.tasks)
@@ -648,7 +648,7 @@ def _run_locked(
     atomic_write_text(out / "table.md", markdown_table(results))
     atomic_write_text(out / "table.csv", csv_table(results))
     if figures:
-        from ..report.crosstask_figures import write_report
+        from ...report.crosstask_figures import write_report
 
         write_report(results, out)
     return results

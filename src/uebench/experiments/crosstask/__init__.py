@@ -1,7 +1,7 @@
 """Cross-task unlearnability: do unlearnable examples made for classification stop a
 model from learning segmentation, depth, edges, keypoints, ...?
 
-    from uebench.crosstask import CrossTaskConfig, run_experiment
+    from uebench.experiments.crosstask import CrossTaskConfig, run_experiment
     results = run_experiment(CrossTaskConfig(dataset="scenes", attacks=("em", "ops", "ar")), "out/crosstask")
 
 The Taskonomy reader is a dataset like the others (uebench/data/taskonomy.py). Modules: task.py (the Task record and registry), tasks.py (the tasks), metrics.py, derived.py (targets from RGB),

@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import ImageDataset, load, seeded_subset
-from ..errors import UserError, unknown_name
-from ..io import atomic_write_json
-from ..models import create_model
-from ..options import check_seed
-from ..poison import Poison
-from ..progress import progress_bar
-from ..seeds import generator, offset_stream, seeded
-from ..trainer import evaluate, resolve_device
+from ...core.errors import UserError, unknown_name
+from ...core.io import atomic_write_json
+from ...core.options import check_seed
+from ...core.progress import progress_bar
+from ...core.seeds import generator, offset_stream, seeded
+from ...data import ImageDataset, load, seeded_subset
+from ...models import create_model
+from ...poisons.poison import Poison
+from ...training.trainer import evaluate, resolve_device
 from ..workspace import Workspace
 from . import analysis
 from .trajectory import (
@@ -105,7 +105,7 @@ class LandscapeConfig:
     test_size: int | None = None  # test images for the accuracy line (None = the whole split)
 
     def validate(self) -> None:
-        from ..attacks import ATTACK_PRESETS, ATTACKS
+        from ...attacks import ATTACK_PRESETS, ATTACKS
 
         if self.dataset not in DATASETS:
             raise unknown_name("dataset for landscape", self.dataset, DATASETS)
@@ -213,7 +213,7 @@ def make_poison(cfg: LandscapeConfig, full: ImageDataset, ws: Workspace, progres
     def picked() -> torch.Tensor:
         return seeded_subset(full, subset, seed=cfg.pick_seed).indices
 
-    from ..attacks import craft
+    from ...attacks import craft
 
     poison, made = ws.poison(
         POISON_FILE,
@@ -530,7 +530,7 @@ def _run_locked(
         "seconds": time.perf_counter() - t_start,
     }
     atomic_write_json(out / "landscape-data.json", data)
-    from ..report.landscape_figures import write_figures, write_report
+    from ...report.landscape_figures import write_figures, write_report
 
     figures = write_figures(summary, data, out)
     summary["figures"] = [p.name for p in figures]

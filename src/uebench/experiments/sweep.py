@@ -32,17 +32,17 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .bench_folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
-from .errors import UserError
-from .io import atomic_write_json, atomic_write_text, read_json
-from .lock import FolderLock
-from .metrics.ranking import kendall_tau, spearman_rho  # noqa: F401  (sweep's public names)
-from .metrics.sal import MODES, ORIGINS
-from .metrics.sal_config import SALConfig
-from .metrics.threshold import learnable_threshold
-from .metrics.ud import sal_matrix, ud_if_defined
-from .options import MAX_IMAGES, MAX_REPEATS, MAX_ROUNDS, check_count
-from .records import SUMMARY, kept_weights, load_weights, read_metrics, weights_file
+from ..core.errors import UserError
+from ..core.io import atomic_write_json, atomic_write_text, read_json
+from ..core.lock import FolderLock
+from ..core.options import MAX_IMAGES, MAX_REPEATS, MAX_ROUNDS, check_count
+from ..metrics.ranking import kendall_tau, spearman_rho  # noqa: F401  (sweep's public names)
+from ..metrics.sal import MODES, ORIGINS
+from ..metrics.sal_config import SALConfig
+from ..metrics.threshold import learnable_threshold
+from ..metrics.ud import sal_matrix, ud_if_defined
+from ..training.records import SUMMARY, kept_weights, load_weights, read_metrics, weights_file
+from .bench.folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
 
 SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
 FAITHFUL_ROUNDS = 10  # the paper's
@@ -95,7 +95,7 @@ def reference_setting(sal: dict[str, Any]) -> Setting:
 
 def default_rounds(mode: str) -> int:
     """The rounds a SAL probe runs when none are given (SALProbe: 10 faithful, the fast config's own)."""
-    from .metrics import FastSALConfig
+    from ..metrics import FastSALConfig
 
     return FAITHFUL_ROUNDS if mode == "faithful" else FastSALConfig().rounds
 
@@ -128,7 +128,7 @@ def grid(
 def bench_record(bench_dir: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """(bench.json, its plan, its SAL settings), every part the sweep uses checked first: a hand-edited record (a
     missing or mistyped SAL setting, a run whose settings name no model) is one line, before anything is measured."""
-    from .trainer import check_config
+    from ..training.trainer import check_config
 
     saved, plan = read_bench(bench_dir)
     where = bench_dir / "bench.json"
@@ -173,7 +173,7 @@ class _Loaded:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def clean(self, tc):
-        from .data import load
+        from ..data import load
 
         key = json.dumps([tc.dataset, tc.dataset_options], sort_keys=True, default=str)
         if key not in self.cache:
@@ -193,8 +193,8 @@ def snapshots(
     """Each kept snapshot of one run (or those of `epochs`) as (epoch, measure): `measure()` loads the snapshot's
     weights and returns its SAL record under `setting`, with the run's own probe data and seed. Nothing is measured
     until it is called, so a caller can skip the snapshots it has cached."""
-    from .bench import SALSettings, sal_probe_for
-    from .trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
+    from ..training.trainer import EpochContext, build_defense, build_model, place_model, resolve_device, training_set
+    from .bench.run import SALSettings, sal_probe_for
 
     folder = bench_dir / run.dir
     kept = kept_weights(folder)

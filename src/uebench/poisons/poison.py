@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from .data.base import ImageDataset
-from .errors import UserError
-from .io import atomic_write_bytes, dumps_json, finite_json, loads_json, utf8_path
+from ..core.errors import UserError
+from ..core.io import atomic_write_bytes, dumps_json, finite_json, loads_json, utf8_path
+from ..data.base import ImageDataset
 
 NORMS = ("linf", "l2", "l0", "none")
 _META_TYPES = {
@@ -106,7 +106,7 @@ class PoisonMeta:
         if not math.isfinite(self.budget) or self.budget < 0:
             raise UserError(f"poison metadata: budget must be a finite number >= 0, got {self.budget!r}")
         if not self.versions:
-            from . import __version__
+            from .. import __version__
 
             self.versions = {"uebench": __version__, "torch": torch.__version__, "python": platform.python_version()}
         if not self.created:
@@ -160,7 +160,7 @@ class Poison:
         if share == 1:
             return self
         self.require_paired("partial poisoning (a share of the poison mixed with clean images)")
-        from .seeds import generator, offset_stream
+        from ..core.seeds import generator, offset_stream
 
         g = generator(offset_stream(seed, 424_242))
         keep = []
@@ -226,7 +226,7 @@ class Poison:
             raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant (degenerate perturbation)")
         if m.norm != "none":
             check_budget(m.norm, m.budget, tuple(clean.images.shape[1:]))  # finite, positive, in range for the norm
-            from .attacks.base import method_budget  # lazily: importing the attacks package registers them all
+            from ..attacks.base import method_budget  # lazily: importing the attacks package registers them all
 
             allowed = method_budget(m, clean)
             if allowed is not None and m.budget > allowed * (1 + 1e-6):

@@ -5,7 +5,7 @@
 
 One reader per format, registered by name (FORMATS). A reader returns what the file holds, `Read`: either the
 poisoned images (uint8, as a victim would download them) or a float perturbation in [0,1] pixel units that
-`uebench.exchange.import_poison` bakes onto the clean images (poison.bake: rounded to the grey-level grid as the
+`uebench.poisons.exchange.import_poison` bakes onto the clean images (poison.bake: rounded to the grey-level grid as the
 authors' exports do); with the images' dataset positions and labels where the file has them. Every result goes
 through the same checks as a crafted poison (labels, indices, budget on the baked bytes).
 
@@ -28,12 +28,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .data import files as untrusted
-from .data.base import ImageDataset
-from .data.files import MAX_NAME_DIGITS, check_zip, decimal_name, load_pickle, open_regular, read_bounded
-from .errors import UserError
-from .progress import progress_bar
-from .registry import Registry
+from ..core.errors import UserError
+from ..core.progress import progress_bar
+from ..core.registry import Registry
+from ..data import files as untrusted
+from ..data.base import ImageDataset
+from ..data.files import MAX_NAME_DIGITS, check_zip, decimal_name, load_pickle, open_regular, read_bounded
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Read:
     indices: np.ndarray | None = None  # (N,) dataset positions; None: image i is dataset image i
     labels: np.ndarray | None = None  # (N,) class labels as the file gives them (checked against the dataset's)
     note: dict[str, Any] = field(default_factory=dict)  # what the metadata should say about the file
-    paired: bool = True  # False: which clean image each one replaces is unknown (uebench.poison.Poison.paired)
+    paired: bool = True  # False: which clean image each one replaces is unknown (uebench.poisons.poison.Poison.paired)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .bench import (
+from ...core.errors import UserError
+from .run import (
     BENCH_FILE,
     BenchConfig,
     BenchResult,
@@ -31,7 +32,6 @@ from .bench import (
     train_run,
     validate,
 )
-from .errors import UserError
 
 
 def _ray():
@@ -48,8 +48,8 @@ def _quiet(_message: str) -> None:
 
 def _craft(config: BenchConfig, out: str, file: str) -> str:
     """A Ray task: the poison `file` of the plan, crafted into the folder (once; reused if already there)."""
-    from .bench import make_plan
-    from .workspace import Workspace
+    from ..workspace import Workspace
+    from .run import make_plan
 
     spec = next(p for p in make_plan(config).poisons if p.file == file)
     ensure_poison(Workspace(out, BENCH_FILE, "bench"), spec, _Data(config), config, False, _quiet, [])
@@ -59,8 +59,8 @@ def _craft(config: BenchConfig, out: str, file: str) -> str:
 def _train(config: BenchConfig, out: str, run_dir: str, *poisons: str) -> dict[str, Any]:
     """A Ray task: one run of the plan trained (or resumed) in the folder. `poisons` are the crafting tasks it waits
     for (Ray passes their results once they are done)."""
-    from .bench import make_plan
-    from .workspace import Workspace
+    from ..workspace import Workspace
+    from .run import make_plan
 
     run = next(r for r in make_plan(config).runs if r.dir == run_dir)
     done, after = train_run(Workspace(out, BENCH_FILE, "bench"), run, _Data(config), config, False, _quiet, run_dir)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .io import utf8_path
+from ..core.errors import UserError
+from ..core.io import utf8_path
 
 
 def _writer(log_dir: str):

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..attacks import craft, objective_attacks
-from ..data.base import ImageDataset
-from ..errors import UserError
-from ..poison import Poison
+from ...attacks import craft, objective_attacks
+from ...core.errors import UserError
+from ...data.base import ImageDataset
+from ...poisons.poison import Poison
 from .task import Task
 from .training import Settings, build_net
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
-from .io import (
+from ..core.errors import UserError
+from ..core.io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
@@ -36,7 +36,7 @@ from .io import (
     temp_prefix,
     utf8_path,
 )
-from .lock import remove_owned, same_shape, sweep_stale
+from ..core.lock import remove_owned, same_shape, sweep_stale
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
     "config.json",
@@ -279,7 +279,7 @@ def manifest(
 ) -> dict[str, Any]:
     import numpy
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "uebench": __version__,

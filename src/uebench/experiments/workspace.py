@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps, temp_prefix
-from .lock import FolderLock, Lock, LockBusy, holding_locks, is_scratch, remove_owned, same_shape, sweep_stale
-from .poison import Poison
+from ..core.errors import UserError
+from ..core.io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps, temp_prefix
+from ..core.lock import FolderLock, Lock, LockBusy, holding_locks, is_scratch, remove_owned, same_shape, sweep_stale
+from ..poisons.poison import Poison
 
 
 class Workspace:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from .errors import UserError
-from .options import MAX_EPOCHS, MAX_IMAGES, check_count
-from .registry import Registry
+from ..core.errors import UserError
+from ..core.options import MAX_EPOCHS, MAX_IMAGES, check_count
+from ..core.registry import Registry
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -29,7 +29,7 @@ class Recipe:
     optimizer: str = "sgd"  # sgd (momentum, weight_decay, nesterov) | adam (lr and weight_decay only)
 
     def __post_init__(self) -> None:
-        from .data.augment import AUGMENTATIONS
+        from ..data.augment import AUGMENTATIONS
 
         if self.optimizer not in OPTIMIZERS:
             raise UserError(

@@ -22,9 +22,9 @@ from typing import Callable
 
 import torch
 
-from ..data.base import ImageDataset
-from ..errors import UserError
-from ..registry import Registry
+from ...core.errors import UserError
+from ...core.registry import Registry
+from ...data.base import ImageDataset
 
 KINDS = ("image", "dense")
 DERIVE = ("missing", "always")  # use the dataset's own target where it has one, or always derive from RGB

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.base import ImageDataset
-from ..errors import UserError
-from ..trainer import prepare
+from ...core.errors import UserError
+from ...data.base import ImageDataset
+from ...training.trainer import prepare
 from .trajectory import Trajectory, set_flat_weights
 
 COORDINATES = ("movers", "divergent", "pca")

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.base import ImageDataset
-from ..errors import UserError
-from ..fit import fit
-from ..io import atomic_write_bytes, atomic_write_json
-from ..trainer import ClassificationStep
+from ...core.errors import UserError
+from ...core.io import atomic_write_bytes, atomic_write_json
+from ...data.base import ImageDataset
+from ...training.fit import fit
+from ...training.trainer import ClassificationStep
 
 INDEX = "index.json"
 FORMAT = "uebench-trajectory-v1"
@@ -289,7 +289,7 @@ def train_recorded(
 ) -> dict[str, Any]:
     """Train `model` on ds with plain SGD, appending its flattened weights to `writer` at `recorded_steps`.
 
-    Batches come from the trainer's epoch stream (`uebench.fit.epoch_generator(order_seed, epoch)`), so two runs with the same
+    Batches come from the trainer's epoch stream (`uebench.training.fit.epoch_generator(order_seed, epoch)`), so two runs with the same
     order seed see the same image positions in the same order: a clean and a poisoned run differ only in pixels.
     `progress` is an optional callable called once per optimizer step.
     """

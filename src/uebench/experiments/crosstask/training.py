@@ -1,6 +1,6 @@
 """Training and evaluating single- and multi-task models on (possibly poisoned) images with clean targets.
 
-The epochs run through uebench.fit, the loop the victim trainer uses: tensor-resident data, one seeded generator per
+The epochs run through uebench.training.fit, the loop the victim trainer uses: tensor-resident data, one seeded generator per
 epoch (shuffle, joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted one would see.
 A multi-task step sums the tasks' weighted losses; tasks that see another input (denoising: the image plus
 noise) get their own forward pass through the shared encoder.
@@ -16,13 +16,13 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..fit import fit as fit_epochs
-from ..metrics import ProbeData, SALConfig
-from ..models import HeadSpec, MultiTaskNet
-from ..recipes import Recipe
-from ..seeds import seeded
-from ..trainer import autocast_factory, make_optimizer, prepare
+from ...core.errors import UserError
+from ...core.seeds import seeded
+from ...metrics import ProbeData, SALConfig
+from ...models import HeadSpec, MultiTaskNet
+from ...training.fit import fit as fit_epochs
+from ...training.recipes import Recipe
+from ...training.trainer import autocast_factory, make_optimizer, prepare
 from .augment import crop_flip_joint
 from .task import Task
 from .tasks import eval_noise, noisy
@@ -60,7 +60,7 @@ def task_data(ds, tasks: Sequence[Task], policy: str) -> TaskData:
 
 @dataclass
 class Settings:
-    """How a model is trained: the encoder, the recipe (uebench.recipes), the task weights, SAL probing."""
+    """How a model is trained: the encoder, the recipe (uebench.training.recipes), the task weights, SAL probing."""
 
     encoder: str = "resnet18"
     width: float = 0.25
@@ -141,7 +141,7 @@ def multitask_loss(
 
 
 class MultiTaskStep:
-    """The loss step of the shared-encoder models (uebench.fit.LossStep): joint crop + flip of the images and their
+    """The loss step of the shared-encoder models (uebench.training.fit.LossStep): joint crop + flip of the images and their
     dense targets, each input group's forward pass, the weighted sum of the task losses; keeps each task's loss."""
 
     hint = "lower the lr or a task weight"
@@ -216,7 +216,7 @@ def class_shortcut(
     """The shortcut probe (uebench.metrics.shortcut) on a label task's head: accuracy, against the poisoned image's
     label, of its perturbation moved onto a clean image of another class, and accuracy on the clean originals
     (percent). None where the poison changed no image of two classes."""
-    from ..metrics.shortcut import other_class_partners, transplant
+    from ...metrics.shortcut import other_class_partners, transplant
 
     labels = clean.targets[task.name]
     changed = torch.nonzero((poisoned.images != clean.images).flatten(1).any(1)).flatten()

@@ -1,0 +1,1 @@
+"""The ground floor: errors, atomic I/O, registries, checked options, seeds, locks, progress, processes."""

@@ -1,0 +1,1 @@
+"""Training: the one loop (fit), the classifier run (trainer), recipes, run records, TensorBoard."""

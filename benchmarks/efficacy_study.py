@@ -36,8 +36,8 @@ from uebench.attacks import craft
 from uebench.core.io import atomic_write_text
 from uebench.data import load
 from uebench.experiments.bench.run import QUICK
-from uebench.metrics.shortcut import shortcut_probes
 from uebench.poisons.poison import Poison
+from uebench.training.shortcut import shortcut_probes
 from uebench.training.trainer import TrainConfig, train
 
 ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")

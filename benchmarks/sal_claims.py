@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uebench.metrics import load_run_sal
 from uebench.metrics.ranking import kendall_tau
+from uebench.training.records import load_run_sal
 
 PAPER_UD = {"em": 0.187, "rem": 0.464, "dc": 0.301, "tap": 1.639, "lsp": 0.343, "ops": 0.157}  # Table 1, CIFAR-10
 

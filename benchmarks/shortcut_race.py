@@ -1,6 +1,6 @@
 """Why does a poison fail? The race between its shortcut and the images' content, measured for poison files.
 
-For each poison it trains the same victim twice with the trainer's shortcut probe on (uebench.metrics.shortcut):
+For each poison it trains the same victim twice with the trainer's shortcut probe on (uebench.training.shortcut):
 
 1. on the poisoned training set, as a victim would: per epoch, test accuracy, accuracy on the clean originals of the
    poisoned images (clean-train) and on other-class images carrying the perturbations (shortcut);
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from uebench.data import load
-from uebench.metrics.shortcut import shortcut_probes, transplant
 from uebench.poisons.poison import Poison
+from uebench.training.shortcut import shortcut_probes, transplant
 from uebench.training.trainer import TrainConfig, train
 
 

@@ -21,7 +21,8 @@ import torch
 from uebench.cli import main
 from uebench.core.errors import UserError
 from uebench.experiments.bench.run import PRESETS, QUICK, BenchConfig, SALSettings, make_plan, run_bench, validate
-from uebench.metrics import load_run_sal, ud_table
+from uebench.metrics import ud_table
+from uebench.training.records import load_run_sal
 
 TINY = BenchConfig(
     preset="test",

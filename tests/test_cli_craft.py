@@ -250,7 +250,7 @@ def test_import_apbench_imagenet_layout_is_unpaired(ops_poison, tmp_path, capsys
         q.apply(scenes40)
     train = q.apply(scenes40, unpaired=True)
     assert len(train) == len(p) and train.meta["unpaired"] and torch.equal(train.labels, q.labels)
-    from uebench.metrics.shortcut import shortcut_probes
+    from uebench.training.shortcut import shortcut_probes
 
     assert shortcut_probes(train, scenes40) == []
     with pytest.raises(UserError, match="unpaired"):

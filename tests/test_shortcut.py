@@ -7,8 +7,8 @@ from dataclasses import replace
 import torch
 
 from uebench import data
-from uebench.metrics.shortcut import other_class_partners, shortcut_probes, transplant
 from uebench.poisons.poison import Poison, PoisonMeta
+from uebench.training.shortcut import other_class_partners, shortcut_probes, transplant
 from uebench.training.trainer import TrainConfig, splits_and_probes, train
 
 OPTIONS = {"n_train": 512, "n_test": 128}

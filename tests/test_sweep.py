@@ -15,8 +15,9 @@ from uebench.cli import main
 from uebench.core.errors import UserError
 from uebench.experiments.bench.run import run_bench
 from uebench.experiments.sweep import SWEEP_DIR, Setting, grid, kendall_tau, run_sweep, spearman_rho, ud_if_defined
-from uebench.metrics import ProbeData, SALConfig, SALProbe
+from uebench.metrics import ProbeData, SALConfig
 from uebench.training.records import kept_weights, load_weights
+from uebench.training.sal_probe import SALProbe
 
 SMALL = replace(BENCH, keep_weights=True)
 

@@ -9,10 +9,10 @@ import pytest
 
 import uebench.experiments.crosstask.tasks  # noqa: F401  (registers the tasks)
 from uebench.experiments.crosstask.task import TASKS
-from uebench.metrics.comparable import differences
 from uebench.metrics.verdict import baseline_learned, chance_margin, poison_learned
 from uebench.report.results import BenchHeader, BenchResults, MeanRow
 from uebench.report.tables import NOT_LEARNED, table1, verdict_lines
+from uebench.training.comparable import differences
 
 
 def test_chance_margin_is_three_binomial_standard_errors():

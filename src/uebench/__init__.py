@@ -32,7 +32,7 @@ _API = {
     "train": ("uebench.training.trainer", "train"),
     "model_sal": ("uebench.metrics", "model_sal"),
     "layer_sal": ("uebench.metrics", "layer_sal"),
-    "SALProbe": ("uebench.metrics", "SALProbe"),
+    "SALProbe": ("uebench.training.sal_probe", "SALProbe"),
     "learnable_threshold": ("uebench.metrics", "learnable_threshold"),
     "learnable_count": ("uebench.metrics", "learnable_count"),
     "unlearnable_distance": ("uebench.metrics", "unlearnable_distance"),

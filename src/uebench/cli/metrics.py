@@ -61,14 +61,15 @@ def ud_cmd(args) -> int:
     from ..core.errors import UserError
     from ..core.io import atomic_write_json, atomic_write_text
     from ..core.options import MAX_BOOTSTRAP, check_count
-    from ..metrics import load_run_sal, ud_table
+    from ..metrics import ud_table
+    from ..training.records import load_run_sal
 
     existing = [f for f in (Path(f"{args.out}.json"), Path(f"{args.out}.csv")) if f.exists()]
     if existing and not args.overwrite:  # checked before any work: a user's file is never replaced silently
         raise UserError(f"{', '.join(map(str, existing))} already exist(s); pass --overwrite or another --out")
     check_count(args.bootstrap, "--bootstrap", MAX_BOOTSTRAP)  # before any run is read: 10**12 would run for weeks
-    from ..metrics.comparable import check_comparable
     from ..metrics.verdict import baseline_learned, baseline_reason
+    from ..training.comparable import check_comparable
 
     clean = load_run_sal(args.clean, origin=args.origin)
     poisoned = [load_run_sal(run, layers=clean.layers, origin=args.origin) for run in args.poisoned]

@@ -111,8 +111,9 @@ def register(sub) -> None:
 def sal_probes(args) -> list:
     """The SAL probe the options ask for (none without --sal); layer names are checked before any training."""
     from ..core.errors import UserError
-    from ..metrics import SALConfig, SALProbe
+    from ..metrics import SALConfig
     from ..models import create_model, probed_layers
+    from ..training.sal_probe import SALProbe
 
     if not args.sal:
         return []

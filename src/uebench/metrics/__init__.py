@@ -7,14 +7,13 @@ ud = unlearnable_distance(sal_poisoned, sal_clean)
 """
 
 from .fast_sal import FastSALConfig
-from .probe import SALProbe
 from .sal import ModelSAL, ProbeData, SALResult, layer_sal, model_sal, sal_value
 from .sal_config import SALConfig
 from .threshold import epoch_thresholds, learnable_threshold, two_means_1d
 from .ud import (
     bootstrap_ud,
     learnable_count,
-    load_run_sal,
+    run_sal,
     sal_matrix,
     ud_if_defined,
     ud_table,
@@ -30,7 +29,6 @@ __all__ = [
     "ModelSAL",
     "ProbeData",
     "FastSALConfig",
-    "SALProbe",
     "learnable_threshold",
     "epoch_thresholds",
     "two_means_1d",
@@ -38,7 +36,7 @@ __all__ = [
     "unlearnable_distance",
     "ud_if_defined",
     "sal_matrix",
-    "load_run_sal",
+    "run_sal",
     "ud_table",
     "bootstrap_ud",
 ]

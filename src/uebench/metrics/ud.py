@@ -8,7 +8,6 @@ satisfies UD = #LP ratio on every row (EM on CIFAR-10: 0.62 / 3.32 = 0.187).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,11 +121,11 @@ def sal_matrix(
     return a, names, [int(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
 
 
-def load_run_sal(run_dir: str | Path, layers: Sequence[str] | None = None, origin: str | None = None) -> RunSAL:
-    """A run's SAL matrix: of the origin it was probed with (origin None), or of `origin` ("eval", "running")."""
-    from ..training.records import read_metrics
-
-    records = read_metrics(run_dir)
+def run_sal(
+    records: Sequence[dict[str, Any]], run_dir: str, layers: Sequence[str] | None = None, origin: str | None = None
+) -> RunSAL:
+    """A run's SAL matrix from its epoch records: of the origin it was probed with (origin None), or of `origin`
+    ("eval", "running"). A run folder's: uebench.training.records.load_run_sal."""
     if not records:
         raise UserError(f"{run_dir} has no finished epochs")
     a, names, epochs = sal_matrix(records, layers, where=str(run_dir), key=sal_key(origin))

@@ -5,7 +5,7 @@ a model that learned the content like the clean one, so its UD says nothing abou
 gives a threshold beta that separates nothing. Both are decided here, from the run's own probes, and every table,
 figure and page that shows a UD shows the verdict beside it.
 
-The poison verdict reads the shortcut probe (uebench.metrics.shortcut) on the poisoned training images:
+The poison verdict reads the shortcut probe (uebench.training.shortcut) on the poisoned training images:
 `shortcut` = accuracy of the perturbations moved onto other-class images, scored by the perturbation's label (a
 model that ignores the perturbation scores near 0, one that guesses scores chance 1/C); `clean_train` = accuracy on
 the clean originals of the same images. `reference` is the clean run's final test accuracy (same data, model and

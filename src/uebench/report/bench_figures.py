@@ -401,8 +401,8 @@ def read_samples(path: Path) -> dict:
 
 
 def write_figures(results: BenchResults, out: Path) -> list[Figure]:
-    from ..metrics import load_run_sal
     from ..poisons.poison import Poison
+    from ..training.records import load_run_sal
 
     out = Path(out)
     config = results.config

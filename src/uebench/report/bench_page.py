@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.io import atomic_write_text
-from ..metrics.shortcut import SHORTCUT_KEYS
+from ..training.shortcut import SHORTCUT_KEYS
 from . import html as page
 from .tables import SHORTCUT_NOTE, matrix, setting_line, table1, verdict_lines
 

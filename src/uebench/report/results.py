@@ -20,8 +20,8 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.io import utf8_path
-from ..metrics.shortcut import SHORTCUT_KEYS
 from ..metrics.verdict import RANKED, baseline_learned, baseline_reason, poison_learned
+from ..training.shortcut import SHORTCUT_KEYS
 
 REPORTED_METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
 MEAN_METRICS = (*REPORTED_METRICS, "craft_seconds", "train_seconds")  # what MeanRow averages over seeds
@@ -326,8 +326,9 @@ def _thresholds(
     """beta, #LP and UD per (defense, seed), against that defense's clean run; fills the rows in place. A clean run
     whose accuracy is not clearly above chance is no baseline: its group gets no beta, #LP or UD, and a note."""
     from ..experiments.bench.folder import CLEAN
-    from ..metrics import load_run_sal, ud_table
-    from ..metrics.comparable import check_comparable
+    from ..metrics import ud_table
+    from ..training.comparable import check_comparable
+    from ..training.records import load_run_sal
 
     betas: list[BetaRow] = []
     order = {d: i for i, d in enumerate(defenses)}

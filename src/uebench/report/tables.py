@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core.io import atomic_write_text
-from ..metrics.shortcut import SHORTCUT_KEYS
+from ..training.shortcut import SHORTCUT_KEYS
 
 if TYPE_CHECKING:
     from .results import BenchResults, MeanRow
@@ -318,7 +318,7 @@ SHORTCUT_NOTE = (
     "shortcut = accuracy, against the poison's labels, on clean images of other classes carrying the poisoned "
     "images' perturbations; clean-train = accuracy on the clean originals of the poisoned training images. "
     "A working poison: shortcut high, clean-train near chance. Shortcut near 0: the model reads the host image's "
-    "content and ignores the perturbation, i.e. it never picked the poison up (uebench.metrics.shortcut)."
+    "content and ignores the perturbation, i.e. it never picked the poison up (uebench.training.shortcut)."
 )
 
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -37,6 +37,7 @@ from ..core.io import (
     utf8_path,
 )
 from ..core.lock import remove_owned, same_shape, sweep_stale
+from ..metrics.ud import RunSAL, run_sal
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
     "config.json",
@@ -301,3 +302,8 @@ def manifest(
         "test_set": test_set.describe(),
         "defense": defense,  # the resolved settings, defaults included
     }
+
+
+def load_run_sal(run_dir: str | Path, layers: Sequence[str] | None = None, origin: str | None = None) -> RunSAL:
+    """A run folder's SAL matrix (uebench.metrics.run_sal of its epoch records)."""
+    return run_sal(read_metrics(run_dir), str(run_dir), layers, origin)

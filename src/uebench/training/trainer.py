@@ -25,12 +25,12 @@ from ..core.options import MAX_WIDTH, check_seed
 from ..core.seeds import seeded
 from ..data import ImageDataset, load, seeded_subset
 from ..data.augment import AUGMENTATIONS, to_float
-from ..metrics.shortcut import SHORTCUT_KEYS, shortcut_probes
 from ..models import create_model
 from ..poisons.poison import Poison
 from .fit import fit, train_epoch
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
+from .shortcut import SHORTCUT_KEYS, shortcut_probes
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -31,10 +31,10 @@ from typing import Any, Callable
 from ...core.errors import UserError, unknown_name
 from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
 from ...core.options import MAX_RUNS, MAX_SEEDS
-from ...metrics.probe import SALProbe
 from ...metrics.sal_config import SALConfig
-from ...metrics.shortcut import shortcut_probes
 from ...training.records import safe_label
+from ...training.sal_probe import SALProbe
+from ...training.shortcut import shortcut_probes
 from ..workspace import Workspace
 from .folder import (  # noqa: F401  (re-exported: bench's public names)
     BENCH_FILE,
@@ -735,7 +735,7 @@ def _train_one(
     # what `uebench train` would train on: the poison (or its poisoned fraction) on the full split, then the subset
     train_set = training_set(replace(tc, poison=str(out / run.poison) if run.poison else None), data.train)
     probes = [sal_probe_for(config.sal, tc.resolved_recipe().augment, config.keep_weights)]
-    if run.poison:  # does the model follow the poison or the content? (uebench.metrics.shortcut)
+    if run.poison:  # does the model follow the poison or the content? (uebench.training.shortcut)
         clean = training_set(replace(tc, poison=None, poison_fraction=None), data.train)
         probes += shortcut_probes(train_set, clean, seed=run.seed)
     resume = folder.exists() and any(not is_scratch(f) for f in folder.iterdir())

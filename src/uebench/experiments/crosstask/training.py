@@ -213,10 +213,10 @@ def evaluate(net, data: TaskData, tasks: Sequence[Task], device, batch: int = 25
 def class_shortcut(
     net: MultiTaskNet, task: Task, poisoned: TaskData, clean: TaskData, device, size: int = 512, seed: int = 0
 ) -> dict[str, float] | None:
-    """The shortcut probe (uebench.metrics.shortcut) on a label task's head: accuracy, against the poisoned image's
+    """The shortcut probe (uebench.training.shortcut) on a label task's head: accuracy, against the poisoned image's
     label, of its perturbation moved onto a clean image of another class, and accuracy on the clean originals
     (percent). None where the poison changed no image of two classes."""
-    from ...metrics.shortcut import other_class_partners, transplant
+    from ...training.shortcut import other_class_partners, transplant
 
     labels = clean.targets[task.name]
     changed = torch.nonzero((poisoned.images != clean.images).flatten(1).any(1)).flatten()

@@ -22,9 +22,9 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.seeds import epoch_stream
-from ..training.records import save_weights
-from .sal import ORIGINS, ProbeData
-from .sal_config import SALConfig
+from ..metrics.sal import ORIGINS, ProbeData
+from ..metrics.sal_config import SALConfig
+from .records import save_weights
 
 
 @dataclass

@@ -27,7 +27,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def run_settings(run_dir: str | Path, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The settings of a run that comparability looks at, read from its folder."""
-    from ..training.records import read_metrics
+    from .records import read_metrics
 
     run_dir = Path(run_dir)
     config, manifest = _read(run_dir / "config.json"), _read(run_dir / "manifest.json")

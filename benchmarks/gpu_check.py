@@ -23,18 +23,14 @@ import time
 
 import torch
 
+from uebench.core.runtime import autocast_factory, grad_scaler, resolve_precision
 from uebench.data.base import ImageDataset
 from uebench.metrics import SALConfig
 from uebench.metrics.sal import ProbeData
 from uebench.models import create_model
 from uebench.training.fit import epoch_generator
 from uebench.training.recipes import RECIPES
-from uebench.training.trainer import (
-    autocast_factory,
-    grad_scaler,
-    make_optimizer,
-    resolve_precision,
-)
+from uebench.training.trainer import make_optimizer
 
 FULL = 50_000  # CIFAR-10's training split
 RUNS, EPOCHS = 8, 50  # the paper preset: clean + seven attacks, 50 epochs, SAL every epoch

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from uebench.core.runtime import autocast_factory, resolve_precision
 from uebench.data import ImageDataset, load
 from uebench.models import create_model
 from uebench.training.fit import epoch_generator
 from uebench.training.recipes import RECIPES
-from uebench.training.trainer import autocast_factory, classification_epoch, make_optimizer, resolve_precision
+from uebench.training.trainer import classification_epoch, make_optimizer
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

@@ -13,13 +13,14 @@ import torch
 
 from uebench.cli import main as cli_main
 from uebench.core.errors import UserError
+from uebench.core.runtime import resolve_precision
 from uebench.data import ImageDataset, load
 from uebench.data.augment import crop_flip, random_crop
 from uebench.models import create_model
 from uebench.poisons.poison import Poison, PoisonMeta
 from uebench.training.fit import epoch_generator
 from uebench.training.recipes import RECIPES
-from uebench.training.trainer import TrainConfig, resolve_precision, train
+from uebench.training.trainer import TrainConfig, train
 
 TINY = dict(
     model="resnet18", width=0.125, recipe="quick", batch_size=64, dataset_options={"n_train": 256, "n_test": 128}
@@ -192,7 +193,7 @@ def test_crop_recipe_never_mirrors_and_unknown_augment_is_refused():
 
 
 def test_precision_auto_never_picks_slow_bf16():
-    from uebench.training.trainer import fast_bf16
+    from uebench.core.runtime import fast_bf16
 
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"

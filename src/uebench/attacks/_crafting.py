@@ -30,13 +30,14 @@ from ..core import distributed, seeds
 from ..core.errors import UserError
 from ..core.options import MAX_IMAGES, MAX_WIDTH, Count, Within
 from ..core.progress import progress_bar
+from ..core.runtime import resolve_device
 from ..core.seeds import seeded
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
 from ..models import MODELS, create_model
 from ..training.fit import set_lr
 from ..training.recipes import Recipe
-from ..training.trainer import classification_epoch, make_optimizer, prepare, resolve_device
+from ..training.trainer import classification_epoch, make_optimizer, prepare
 from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

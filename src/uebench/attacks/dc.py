@@ -77,11 +77,12 @@ from ..core.errors import UserError
 from ..core.io import atomic_write_bytes, utf8_path
 from ..core.options import MAX_DEPTH, MAX_EPOCHS, MAX_FEATURES, MAX_IMAGES, MAX_STEPS, Count
 from ..core.progress import progress_bar
+from ..core.runtime import resolve_device
 from ..core.seeds import crafting_stream, generator, seeded
 from ..data.base import ImageDataset
 from ..models import MODELS, create_model
 from ..models.registry import scaled
-from ..training.trainer import prepare, resolve_device
+from ..training.trainer import prepare
 from .base import Attack, Perturbation, register_attack
 
 # the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works

@@ -22,6 +22,7 @@ from ..core import distributed
 from ..core.errors import UserError
 from ..core.lock import FolderLock
 from ..core.options import MAX_WIDTH, check_seed
+from ..core.runtime import autocast_factory, grad_scaler, resolve_device, resolve_precision
 from ..core.seeds import seeded
 from ..data import ImageDataset, load, seeded_subset
 from ..data.augment import AUGMENTATIONS, to_float
@@ -31,8 +32,6 @@ from .fit import fit, train_epoch
 from .recipes import RECIPES, Recipe
 from .records import RunFolder, manifest
 from .shortcut import SHORTCUT_KEYS, shortcut_probes
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int | None = None) -> None:
@@ -155,56 +154,6 @@ class RunResult:
     summary: dict[str, Any]
     model: nn.Module
     out: Path | None = None
-
-
-# ---- device and precision ----------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' asked for, but no CUDA device is available")
-    return dev
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """bf16 autocast pays off only with hardware bf16; on an AVX2-only CPU it is ~10x slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(
-        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-    )
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 (with a gradient scaler) is for CUDA devices; on a CPU use bf16 or fp32")
-    if precision == "auto":
-        if fast_bf16(device):
-            return "bf16"
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def grad_scaler(precision: str, device: torch.device):
-    """fp16 needs its loss scaled (small gradients underflow); bf16 and fp32 do not."""
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return lambda: torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext
 
 
 # ---- the pieces of an epoch ---------------------------------------------------------------------------------

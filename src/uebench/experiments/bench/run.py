@@ -233,10 +233,11 @@ def preset(name: str) -> BenchConfig:
 def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
     from ...attacks import ATTACKS, make_config
+    from ...core.runtime import resolve_device, resolve_precision
     from ...data import DATASETS
     from ...defenses import create_defense
     from ...models import MODELS
-    from ...training.trainer import check_run_numbers, resolve_device, resolve_precision
+    from ...training.trainer import check_run_numbers
 
     DATASETS.get(config.dataset)
     MODELS.get(config.model)

@@ -36,6 +36,7 @@ from ...attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
 from ...core.errors import UserError
 from ...core.io import atomic_write_json, atomic_write_text
 from ...core.registry import Registry
+from ...core.runtime import resolve_device, resolve_precision
 from ...data import load, seeded_subset
 from ...data.base import ImageDataset
 from ...metrics import learnable_count, learnable_threshold, ud_if_defined
@@ -43,7 +44,7 @@ from ...metrics.verdict import RULE, poison_learned
 from ...poisons.poison import Poison
 from ...training.recipes import RECIPES
 from ...training.records import RunFolder, safe_label
-from ...training.trainer import check_run_numbers, resolve_device, resolve_precision
+from ...training.trainer import check_run_numbers
 from ..workspace import Workspace
 from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks

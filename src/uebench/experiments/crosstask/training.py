@@ -17,12 +17,13 @@ import torch
 import torch.nn as nn
 
 from ...core.errors import UserError
+from ...core.runtime import autocast_factory
 from ...core.seeds import seeded
 from ...metrics import ProbeData, SALConfig
 from ...models import HeadSpec, MultiTaskNet
 from ...training.fit import fit as fit_epochs
 from ...training.recipes import Recipe
-from ...training.trainer import autocast_factory, make_optimizer, prepare
+from ...training.trainer import make_optimizer, prepare
 from .augment import crop_flip_joint
 from .task import Task
 from .tasks import eval_noise, noisy

@@ -28,11 +28,12 @@ from ...core.errors import UserError, unknown_name
 from ...core.io import atomic_write_json
 from ...core.options import check_seed
 from ...core.progress import progress_bar
+from ...core.runtime import resolve_device
 from ...core.seeds import generator, offset_stream, seeded
 from ...data import ImageDataset, load, seeded_subset
 from ...models import create_model
 from ...poisons.poison import Poison
-from ...training.trainer import evaluate, resolve_device
+from ...training.trainer import evaluate
 from ..workspace import Workspace
 from . import analysis
 from .trajectory import (

@@ -411,69 +411,97 @@ def split_stats(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return full, slim_stats
 
 
-def _run_locked(
-    cfg: LandscapeConfig,
-    ws: Workspace,
-    full: ImageDataset,
-    test: ImageDataset,
-    progress: bool,
-    overwrite: bool,
-    log,
-    t_start: float,
-) -> dict[str, Any]:
+@dataclass
+class _Setup:
+    """What every step after the folder is taken shares: the data sets, the poison and the training settings."""
+
+    device: torch.device
+    poison: Poison
+    poison_source: str
+    clean_set: ImageDataset
+    poison_set: ImageDataset
+    test: ImageDataset
+    sgd: SGDSettings
+    total_steps: int
+    every: int  # record every this many steps
+
+
+def _prepare(
+    cfg: LandscapeConfig, ws: Workspace, full: ImageDataset, test: ImageDataset, progress: bool, overwrite: bool
+) -> _Setup:
+    """Take the folder, then the poison and the training sets: every refusal comes before the folder is committed."""
     _open(ws, cfg, overwrite)
-    out = ws.root
     device = resolve_device(cfg.device)
     poison, poison_source = make_poison(cfg, full, ws, progress)
     clean_set, poison_set = training_sets(cfg, full, poison)
     ws.commit()  # every input accepted: a refusal before here leaves the folder as it was
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = seeded_subset(test, cfg.test_size, seed=cfg.pick_seed)
-    c, h, _ = clean_set.shape
     sgd = cfg.sgd()
     total_steps = sgd.epochs * sgd.steps_per_epoch(len(clean_set))
     every = cfg.record_every or max(1, math.ceil(total_steps / cfg.max_records))
+    return _Setup(device, poison, poison_source, clean_set, poison_set, test, sgd, total_steps, every)
 
-    def fresh_model():
-        with seeded(cfg.seed):  # every run starts from the same weights
-            return create_model(cfg.model, num_classes=clean_set.num_classes, in_channels=c, image_size=h)
 
-    runs = {"clean": (clean_set, cfg.seed), "poisoned": (poison_set, cfg.seed)}
+def _fresh_model(cfg: LandscapeConfig, clean_set: ImageDataset) -> torch.nn.Module:
+    """The initial model, drawn from the seed alone: every run and the loss probe start from the same weights."""
+    c, h, _ = clean_set.shape
+    with seeded(cfg.seed):
+        return create_model(cfg.model, num_classes=clean_set.num_classes, in_channels=c, image_size=h)
+
+
+def _record_runs(
+    cfg: LandscapeConfig, s: _Setup, folder: Path, progress: bool, log
+) -> tuple[dict[str, Trajectory], dict[str, Any]]:
+    """Train clean, poisoned and control (or take their finished trajectories from `folder`) and measure each run:
+    the trajectories are what the analysis projects, the facts go to the summary."""
+    runs = {"clean": (s.clean_set, cfg.seed), "poisoned": (s.poison_set, cfg.seed)}
     if cfg.control:
-        runs["control"] = (clean_set, offset_stream(cfg.seed, 1_000_003))  # same init, another batch order
+        runs["control"] = (s.clean_set, offset_stream(cfg.seed, 1_000_003))  # same init, another batch order
     key = json.loads(json.dumps(cfg.training_key()))
     trajs: dict[str, Trajectory] = {}
-    summaries: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
     for name, (ds, order_seed) in runs.items():
-        model = fresh_model()
-        trajs[name], summaries[name] = _train_run(
-            name, ds, order_seed, out / "traj" / name, model, key, sgd, every, total_steps, device, progress
+        model = _fresh_model(cfg, s.clean_set)
+        trajs[name], facts[name] = _train_run(
+            name, ds, order_seed, folder / name, model, key, s.sgd, s.every, s.total_steps, s.device, progress
         )
-        summaries[name].update(run_facts(name, model.to(device).eval(), ds, test, clean_set, trajs[name], device))
-        tr_acc, te_acc = summaries[name]["train_acc"], summaries[name]["test_acc"]
+        facts[name].update(run_facts(name, model.to(s.device).eval(), ds, s.test, s.clean_set, trajs[name], s.device))
+        f = facts[name]
         log(
-            f"{name:9s} train acc {tr_acc:5.1f}%  test acc {te_acc:5.1f}%  path {summaries[name]['path_length']:.3g}  |end-start| {summaries[name]['displacement_l2']:.3g}"
+            f"{name:9s} train acc {f['train_acc']:5.1f}%  test acc {f['test_acc']:5.1f}%  "
+            f"path {f['path_length']:.3g}  |end-start| {f['displacement_l2']:.3g}"
         )
+    return trajs, facts
 
-    clean_t, poison_t = trajs["clean"], trajs["poisoned"]
-    if not np.array_equal(clean_t.start, poison_t.start):
+
+def _end_points(trajs: dict[str, Trajectory]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The shared start and each run's end (float64); refuses runs that did not start from the same weights."""
+    if not np.array_equal(trajs["clean"].start, trajs["poisoned"].start):
         raise RuntimeError("clean and poisoned runs do not share their initial weights")
-    start = clean_t.start.astype(np.float64)
-    ends = {n: t.end.astype(np.float64) for n, t in trajs.items()}
-    slots = clean_t.slots
-    P = clean_t.num_params
+    return trajs["clean"].start.astype(np.float64), {n: t.end.astype(np.float64) for n, t in trajs.items()}
 
-    # evaluation sets: a fixed subset of each run's own training data (same positions)
-    eval_idx = eval_subset(clean_set, cfg.eval_size, cfg.seed).indices
-    pos = {int(v): i for i, v in enumerate(clean_set.indices.tolist())}
+
+def _evaluators(cfg: LandscapeConfig, s: _Setup) -> tuple[dict[str, analysis.LossEvaluator], int]:
+    """Loss on a fixed subset of each run's own training data (the same positions in both sets), and its size."""
+    eval_idx = eval_subset(s.clean_set, cfg.eval_size, cfg.seed).indices
+    pos = {int(v): i for i, v in enumerate(s.clean_set.indices.tolist())}
     sel = torch.tensor([pos[int(v)] for v in eval_idx])
-    probe_model = fresh_model().to(device)
+    probe_model = _fresh_model(cfg, s.clean_set).to(s.device)
     evaluators = {
-        "clean": analysis.LossEvaluator(probe_model, clean_set.subset(sel), device),
-        "poisoned": analysis.LossEvaluator(probe_model, poison_set.subset(sel), device),
+        "clean": analysis.LossEvaluator(probe_model, s.clean_set.subset(sel), s.device),
+        "poisoned": analysis.LossEvaluator(probe_model, s.poison_set.subset(sel), s.device),
     }
+    return evaluators, len(eval_idx)
 
-    # planes and grids
+
+def _analyse(
+    cfg: LandscapeConfig, s: _Setup, trajs: dict[str, Trajectory], progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Planes and grids, the start -> end line, the distances to the clean end point and the per-weight statistics.
+    Returns the arrays behind the figures (landscape-data.json) and what the summary reports of them."""
+    start, ends = _end_points(trajs)
+    evaluators, eval_images = _evaluators(cfg, s)
     data: dict[str, Any] = {"planes": {}, "line": {}, "distance": {}}
     planes: dict[str, Any] = {}
     for kind in cfg.coords:
@@ -495,41 +523,58 @@ def _run_locked(
         for r in trajs
     }
 
-    stats = analysis.parameter_stats(start, ends, analysis.Tolerance(cfg.tol, cfg.tol_mode), slots)
+    stats = analysis.parameter_stats(start, ends, analysis.Tolerance(cfg.tol, cfg.tol_mode), trajs["clean"].slots)
     data["stats"], slim_stats = split_stats(stats)
+    found = {
+        "eval_images": eval_images,
+        "num_params": trajs["clean"].num_params,
+        "planes": planes,
+        "line_end_loss": {r: data["line"][r][int(np.argmin(np.abs(alphas - 1)))] for r in ("clean", "poisoned")},
+        "stats": slim_stats,
+    }
+    return data, found
 
-    summary = {
+
+def _summary(
+    cfg: LandscapeConfig, s: _Setup, runs: dict[str, Any], found: dict[str, Any], t_start: float
+) -> dict[str, Any]:
+    """The numbers of landscape.json: settings, data, training, each run's facts and the analysis's findings."""
+    return {
         "config": cfg.to_dict(),
         "data": {
             "dataset": cfg.dataset,
-            "train_images": len(clean_set),
-            "test_images": len(test),
-            "eval_images": len(eval_idx),
-            "image_shape": list(clean_set.shape),
-            "poison": poison_source,
+            "train_images": len(s.clean_set),
+            "test_images": len(s.test),
+            "eval_images": found["eval_images"],
+            "image_shape": list(s.clean_set.shape),
+            "poison": s.poison_source,
             "poison_meta": {
-                "attack": poison.meta.attack,
-                "norm": poison.meta.norm,
-                "budget": poison.meta.budget,
-                "params": poison.meta.params,
+                "attack": s.poison.meta.attack,
+                "norm": s.poison.meta.norm,
+                "budget": s.poison.meta.budget,
+                "params": s.poison.meta.params,
             },
         },
         "training": {
             "optimizer": "SGD",
-            **dataclasses.asdict(sgd),
+            **dataclasses.asdict(s.sgd),
             "augmentation": "none",
             "precision": "fp32",
-            "total_steps": total_steps,
-            "record_every": every,
-            "device": str(device),
+            "total_steps": s.total_steps,
+            "record_every": s.every,
+            "device": str(s.device),
         },
-        "num_params": P,
-        "runs": summaries,
-        "planes": planes,
-        "line_end_loss": {r: data["line"][r][int(np.argmin(np.abs(alphas - 1)))] for r in ("clean", "poisoned")},
-        "stats": slim_stats,
+        "num_params": found["num_params"],
+        "runs": runs,
+        "planes": found["planes"],
+        "line_end_loss": found["line_end_loss"],
+        "stats": found["stats"],
         "seconds": time.perf_counter() - t_start,
     }
+
+
+def _write(out: Path, summary: dict[str, Any], data: dict[str, Any]) -> None:
+    """landscape-data.json, the figures, landscape.json (now naming the figures) and report.html, in that order."""
     atomic_write_json(out / "landscape-data.json", data)
     from ...report.landscape_figures import write_figures, write_report
 
@@ -537,4 +582,22 @@ def _run_locked(
     summary["figures"] = [p.name for p in figures]
     atomic_write_json(out / "landscape.json", summary)
     write_report(summary, figures, out / "report.html")
+
+
+def _run_locked(
+    cfg: LandscapeConfig,
+    ws: Workspace,
+    full: ImageDataset,
+    test: ImageDataset,
+    progress: bool,
+    overwrite: bool,
+    log,
+    t_start: float,
+) -> dict[str, Any]:
+    """The experiment's steps, the folder held: prepare, record the runs, analyse them, write the files."""
+    setup = _prepare(cfg, ws, full, test, progress, overwrite)
+    trajs, runs = _record_runs(cfg, setup, ws.root / "traj", progress, log)
+    data, found = _analyse(cfg, setup, trajs, progress)
+    summary = _summary(cfg, setup, runs, found, t_start)
+    _write(ws.root, summary, data)
     return summary

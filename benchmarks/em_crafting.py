@@ -105,7 +105,8 @@ def main() -> None:
     work = args.n * args.steps
     ref_rate, ours_rate = work / ref_best, work / ours_best
     print(
-        f"EM noise pass: {args.n} images x {args.steps} steps, resnet18 width {args.width}, {args.threads} thread(s), best of {args.repeats}"
+        f"EM noise pass: {args.n} images x {args.steps} steps, "
+        f"resnet18 width {args.width}, {args.threads} thread(s), best of {args.repeats}"
     )
     print(f"  reference (DataLoader, NCHW, per-sample loop, batch 512): {ref_rate:8.1f} image-steps/s")
     print(f"  uebench   (tensor-resident, channels_last, batch {args.pgd_batch}):   {ours_rate:8.1f} image-steps/s")

@@ -355,16 +355,17 @@ def markdown(table: dict[str, Any]) -> str:
         f"complete: {table['complete']} (snapshot passes missing: {table['snapshot_passes_missing']}); "
         f"every run meets the bar: {table['all_meet_bar']}",
         "",
-        "| run | origin | UD fast | UD faithful | UD faithful 2 | rho fast-faithful (min) | rho faithful-faithful (min) "
-        "| level fast/faithful | s fast | s faithful | speed-up (same process) | bar | UD faithful, every pass "
-        "| bar, every pass |",
+        "| run | origin | UD fast | UD faithful | UD faithful 2 | rho fast-faithful (min) "
+        "| rho faithful-faithful (min) | level fast/faithful | s fast | s faithful | speed-up (same process) | bar "
+        "| UD faithful, every pass | bar, every pass |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in table["runs"].items():
         for origin, o in r["origins"].items():
             lines.append(
                 f"| {label} | {origin} | {_f(o.get('ud_fast'))} | {_f(o.get('ud_faithful'))} "
-                f"| {_f(o.get('ud_faithful_2'))} | {_f(o['rho_fast_faithful_mean'])} ({_f(o['rho_fast_faithful_min'])}) "
+                f"| {_f(o.get('ud_faithful_2'))} "
+                f"| {_f(o['rho_fast_faithful_mean'])} ({_f(o['rho_fast_faithful_min'])}) "
                 f"| {_f(o['rho_faithful_faithful_mean'])} ({_f(o['rho_faithful_faithful_min'])}) "
                 f"| {_f(o['level_ratio'])} | {r['seconds_fast_per_snapshot']:.1f} "
                 f"| {r['seconds_faithful_per_snapshot']:.0f} | {r['speedup_fast']:.0f}x "

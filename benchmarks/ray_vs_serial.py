@@ -46,7 +46,8 @@ def main() -> None:
     run_bench_on_ray(config, args.out / "ray", cpus_per_run=1, num_cpus=2, log=None)
     on_ray = time.perf_counter() - t0  # includes starting the local cluster
     print(
-        f"serial (2 threads): {serial:.1f} s | ray (2 workers x 1 thread): {on_ray:.1f} s | ratio {serial / on_ray:.2f}x"
+        f"serial (2 threads): {serial:.1f} s | ray (2 workers x 1 thread): "
+        f"{on_ray:.1f} s | ratio {serial / on_ray:.2f}x"
     )
 
 

@@ -20,7 +20,7 @@ Faithful results are cached in --out (JSON, with the seconds they took) so an in
 fast variants are always recomputed. A projection to full CIFAR-10 (N = 50,000) is printed separately and
 labelled as such: faithful cost grows with N, fast cost depends only on the subset size.
 
-    .venv/bin/python benchmarks/sal_cost.py --out /tmp/sal_bench --faithful-repeats 2   # the note's settings (~1 h here)
+    .venv/bin/python benchmarks/sal_cost.py --out /tmp/sal_bench --faithful-repeats 2  # the note's settings (~1 h here)
 """
 
 from __future__ import annotations
@@ -104,7 +104,10 @@ def main(argv=None) -> int:
         "--eps",
         type=int,
         default=32,
-        help="poison amplitude in pixel units (stronger than attack budgets: the benchmark needs a run that is unlearnable at this tiny scale)",
+        help=(
+            "poison amplitude in pixel units (stronger than attack budgets: "
+            "the benchmark needs a run that is unlearnable at this tiny scale)"
+        ),
     )
     p.add_argument("--out", default="/tmp/sal_bench")
     p.add_argument("--n-train", type=int, default=256)
@@ -130,7 +133,10 @@ def main(argv=None) -> int:
         "--faithful-repeats",
         type=int,
         default=2,
-        help="faithful SAL with this many seeds: the agreement of a repeat with the first is the reference's own noise floor",
+        help=(
+            "faithful SAL with this many seeds: the agreement of a "
+            "repeat with the first is the reference's own noise floor"
+        ),
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -171,9 +177,11 @@ def main(argv=None) -> int:
         device=args.device,
     )
     print(
-        f"settings: resnet18 width {args.width}, {args.dataset} real subset N={args.n_train}, {args.epochs} epochs (batch {args.train_batch}, lr {args.lr}), "
+        f"settings: resnet18 width {args.width}, {args.dataset} real subset N={args.n_train}, "
+        f"{args.epochs} epochs (batch {args.train_batch}, lr {args.lr}), "
         f"poisons {args.eps}/255, "
-        f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, SAL eps 0.05, SAL lr 0.1, {args.device}, threads {args.threads}",
+        f"SAL every {args.every} epochs, origin {args.origin}, SAL batch {args.sal_batch}, "
+        f"SAL eps 0.05, SAL lr 0.1, {args.device}, threads {args.threads}",
         flush=True,
     )
 
@@ -202,7 +210,8 @@ def main(argv=None) -> int:
                     stale
                 ):  # the run trained differently (code or thread count changed): its cached SAL is of other weights
                     print(
-                        f"  {kkey}: cached faithful SAL is of another model (L0 {cache[kkey]['l0']:.6f} vs {running:.6f}); recomputing",
+                        f"  {kkey}: cached faithful SAL is of another model (L0 "
+                        f"{cache[kkey]['l0']:.6f} vs {running:.6f}); recomputing",
                         flush=True,
                     )
                 if kkey not in cache or stale:
@@ -244,7 +253,8 @@ def main(argv=None) -> int:
             rho = [spearmanr(entry["faithful"]["sal"], f["sal"]).statistic for f in entry["fast"]]
             entry["eval_loss"], entry["train_acc_eval"] = evaluate(model, sets[run], torch.device(args.device))
             print(
-                f"  {run} epoch {epoch}: running loss {running:.3f}, eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "
+                f"  {run} epoch {epoch}: running loss {running:.3f}, "
+                f"eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "
                 f"on its training set; faithful {entry['faithful']['seconds']:.0f}s; fast "
                 + ", ".join(f"{f['seconds']:.1f}s rho {r:.3f}" for f, r in zip(entry["fast"], rho)),
                 flush=True,
@@ -267,8 +277,10 @@ def report(args, variants, records, epoch_seconds: float) -> None:
     timed = [e["repeats"][-1] if repeats else e["faithful"] for e in entries]
     faithful_s = sum(t["seconds"] for t in timed)
     print(
-        f"\none training epoch on N={args.n_train}: {epoch_seconds:.2f}s; faithful SAL: {faithful_s / len(entries):.0f}s per probed epoch "
-        f"= {faithful_s / len(entries) / epoch_seconds:.0f} epoch-equivalents ({'repeat ' + str(repeats) if repeats else 'first pass'} timed)"
+        f"\none training epoch on N={args.n_train}: {epoch_seconds:.2f}s; "
+        f"faithful SAL: {faithful_s / len(entries):.0f}s per probed epoch "
+        f"= {faithful_s / len(entries) / epoch_seconds:.0f} epoch-equivalents "
+        f"({'repeat ' + str(repeats) if repeats else 'first pass'} timed)"
     )
     first = lambda e: e["faithful"]["sal"]  # noqa: E731
     pooled = lambda e: np.mean([e["faithful"]["sal"], *(r["sal"] for r in e["repeats"][:repeats])], axis=0)  # noqa: E731
@@ -281,12 +293,14 @@ def report(args, variants, records, epoch_seconds: float) -> None:
         rounds = np.mean([e["fast"][i]["mean_rounds"] for e in entries])
         print(f"\nfast {cfg}")
         print(
-            f"  cost: {fast_s / len(entries):.1f}s per probed epoch = {fast_s / len(entries) / epoch_seconds:.1f} epoch-equivalents; "
+            f"  cost: {fast_s / len(entries):.1f}s per probed epoch = "
+            f"{fast_s / len(entries) / epoch_seconds:.1f} epoch-equivalents; "
             f"measured ratio faithful/fast = {ratio:.1f}x (mean rounds run {rounds:.2f})"
         )
         scale = (args.full_n / args.n_train) / (args.full_subset / cfg.subset)
         print(
-            f"  projection (not measured): at N={args.full_n} with a {args.full_subset}-image subset, faithful cost x{args.full_n / args.n_train:.0f}, "
+            f"  projection (not measured): at N={args.full_n} with a {args.full_subset}-image subset, "
+            f"faithful cost x{args.full_n / args.n_train:.0f}, "
             f"fast x{args.full_subset / cfg.subset:.0f}: ratio ~{ratio * scale:.0f}x"
         )
         fast = lambda e, i=i: e["fast"][i]["sal"]  # noqa: E731
@@ -294,7 +308,8 @@ def report(args, variants, records, epoch_seconds: float) -> None:
         agreement(records, fast, first)
         if repeats:
             print(
-                f"  against the mean of the {repeats + 1} faithful passes (1/{repeats + 1} of one pass's noise variance):"
+                f"  against the mean of the {repeats + 1} faithful "
+                f"passes (1/{repeats + 1} of one pass's noise variance):"
             )
             agreement(records, fast, pooled)
 
@@ -305,7 +320,8 @@ def agreement(records, candidate, reference) -> None:
     runs = list(records)
     rhos = [spearmanr(reference(e), candidate(e)).statistic for r in runs for e in records[r]["epochs"].values()]
     print(
-        f"  Spearman rho per probed epoch: mean {np.mean(rhos):.3f}, min {np.min(rhos):.3f}  ({', '.join(f'{r:.2f}' for r in rhos)})"
+        f"  Spearman rho per probed epoch: mean {np.mean(rhos):.3f}, "
+        f"min {np.min(rhos):.3f}  ({', '.join(f'{r:.2f}' for r in rhos)})"
     )
     if "clean" not in records:
         return
@@ -322,8 +338,10 @@ def agreement(records, candidate, reference) -> None:
         udr = learnable_count(rp, br) / lpr if lpr else float("nan")
         udc = learnable_count(cp, bc) / lpc if lpc else float("nan")
         print(
-            f"  {run:10s} acc {records[run]['final_acc']:.1f}/{records[run]['peak_acc']:.1f}: #LP reference {learnable_count(rp, br):.2f} "
-            f"candidate {learnable_count(cp, bc):.2f}; UD reference {udr:.3f} candidate {udc:.3f} (|diff| {abs(udr - udc):.3f})"
+            f"  {run:10s} acc {records[run]['final_acc']:.1f}/{records[run]['peak_acc']:.1f}: "
+            f"#LP reference {learnable_count(rp, br):.2f} "
+            f"candidate {learnable_count(cp, bc):.2f}; UD reference "
+            f"{udr:.3f} candidate {udc:.3f} (|diff| {abs(udr - udc):.3f})"
         )
 
 

@@ -99,7 +99,8 @@ def main() -> None:
             t_ours = min(t_ours, time_it(lambda: run(ds, r + 1)))  # noqa: B023
 
         print(
-            f"resnet18 width {width}: reference {n / t_ref:7.1f} img/s | uebench {n / t_ours:7.1f} img/s | ratio {t_ref / t_ours:.2f}x  ({n} images, batch {args.batch_size}, best of {args.repeats})"
+            f"resnet18 width {width}: reference {n / t_ref:7.1f} img/s | uebench {n / t_ours:7.1f} img/s "
+            f"| ratio {t_ref / t_ours:.2f}x  ({n} images, batch {args.batch_size}, best of {args.repeats})"
         )
 
 

@@ -1,5 +1,5 @@
-"""Model-based attacks (EM, REM, TAP, HYPO, SEP): budgets on the baked bytes, index mapping, determinism, efficacy signals
-and refusals. Everything runs on 128 tiny `scenes` images with an eighth-width ResNet-18, so the
+"""Model-based attacks (EM, REM, TAP, HYPO, SEP): budgets on the baked bytes, index mapping, determinism, efficacy
+signals and refusals. Everything runs on 128 tiny `scenes` images with an eighth-width ResNet-18, so the
 whole file stays well under two minutes on two CPU cores."""
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def test_bad_names_and_widths():
 @pytest.mark.parametrize("name, params", [("resnet18_imagenet", 11_227_812), ("resnet50_imagenet", 23_712_932)])
 def test_imagenet_stem_resnets_are_torchvisions(name, params):
     """torchvision's resnet18/resnet50 with a 100-class head have exactly these many parameters (11,689,512 and
-    25,557,032 at 1,000 classes); the stem takes 224 px to 56 px before layer1, and the probed layers keep their names."""
+    25,557,032 at 1,000 classes); the stem takes 224 px to 56 px before layer1, and the probed layers keep their
+    names."""
     from uebench.models import probed_layers
 
     model = create_model(name, num_classes=100, image_size=224)

@@ -1,5 +1,5 @@
-"""The bench on Ray (uebench.experiments.bench.ray_executor): a local cluster gives the serial executor's results, and a worker killed
-in the middle of a run is retried by Ray and resumes the run from its last committed epoch."""
+"""The bench on Ray (uebench.experiments.bench.ray_executor): a local cluster gives the serial executor's results, and a
+worker killed in the middle of a run is retried by Ray and resumes the run from its last committed epoch."""
 
 from __future__ import annotations
 

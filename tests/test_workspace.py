@@ -1,4 +1,5 @@
-"""The experiment workspace (uebench.experiments.workspace) and the one training loop (uebench.training.fit), tested on their own."""
+"""The experiment workspace (uebench.experiments.workspace) and the
+one training loop (uebench.training.fit), tested on their own."""
 
 from __future__ import annotations
 

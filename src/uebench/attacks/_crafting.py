@@ -1,5 +1,5 @@
-"""Shared pieces of the model-based attacks (EM, REM, TAP, HYPO, SEP): the crafting model, signed PGD steps with projection,
-training steps on perturbed data, seeded batches and augmentation, and compute accounting.
+"""Shared pieces of the model-based attacks (EM, REM, TAP, HYPO, SEP): the crafting model, signed PGD steps with
+projection, training steps on perturbed data, seeded batches and augmentation, and compute accounting.
 
 Everything works on whole batches of tensors that live on the device for the whole run (no DataLoader, no
 per-sample Python): the crafting set is converted to float [0,1] once, in channels_last, and a perturbation is a
@@ -106,8 +106,8 @@ class Compute:
 # ---- what the crafting model learns -----------------------------------------------------------------------------
 class Objective(Protocol):
     """The crafting model and its loss, where an attack should not assume a classifier (default: None = a
-    registry classifier and the cross-entropy of the labels, the papers' setting). uebench.experiments.crosstask passes a
-    multi-task network and the weighted sum of its task losses. `targets` must support `t[idx]` and `len(t)`."""
+    registry classifier and the cross-entropy of the labels, the papers' setting). uebench.experiments.crosstask passes
+    a multi-task network and the weighted sum of its task losses. `targets` must support `t[idx]` and `len(t)`."""
 
     def build_model(self, cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.device) -> nn.Module: ...
 

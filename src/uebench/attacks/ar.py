@@ -359,7 +359,10 @@ def file_digest(path: str) -> str:
 class AR(Attack):
     name = "ar"
     norm = "l2"
-    description = "autoregressive perturbations: class-wise 3x3 AR processes, a fresh sample per image, L2 1.0 (Sandoval-Segura et al. 2022)"
+    description = (
+        "autoregressive perturbations: class-wise 3x3 AR processes, "
+        "a fresh sample per image, L2 1.0 (Sandoval-Segura et al. 2022)"
+    )
     Config = ARConfig
     presets = {"fast": {}}  # model-free: the paper's settings already take seconds
     _coefs: np.ndarray | None = None  # a coefficient file's processes, read (and checked) by validate()
@@ -372,11 +375,13 @@ class AR(Attack):
         c, h, w = ds.shape
         if h < KERNEL or w < KERNEL:
             raise UserError(
-                f"ar: images of {h}x{w} are smaller than its {KERNEL}x{KERNEL} process; AR needs at least {KERNEL}x{KERNEL}"
+                f"ar: images of {h}x{w} are smaller than its {KERNEL}x{KERNEL} process; "
+                f"AR needs at least {KERNEL}x{KERNEL}"
             )
         if self.config.eps > math.sqrt(c * h * w):
             raise UserError(
-                f"ar: L2 budget {self.config.eps} is larger than the whole image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}"
+                f"ar: L2 budget {self.config.eps} is larger than the whole "
+                f"image range ({math.sqrt(c * h * w):.4g}) for {c}x{h}x{w}"
             )
         self._coefs = None
         if self.config.coefficients is not None:

@@ -37,7 +37,8 @@ class Attack(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # other presets as overrides of the paper defaults, e.g. "fast"
     variant: ClassVar[str] = "paper"  # where public code differs from the paper, the config says which ran
     # True where the crafting model and its loss can be swapped for another objective (an _crafting.Objective: a
-    # multi-task network and its summed loss, uebench.experiments.crosstask); model-free attacks are defined by labels alone
+    # multi-task network and its summed loss, uebench.experiments.crosstask); model-free attacks are defined by labels
+    # alone
     accepts_objective: ClassVar[bool] = False
 
     def __init__(self, config: Any, objective: Any = None):

@@ -308,7 +308,8 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(
-            f"dc: generator checkpoint {path} is neither a uebench safetensors file nor a torch state dict ({type(e).__name__})"
+            f"dc: generator checkpoint {path} is neither a uebench "
+            f"safetensors file nor a torch state dict ({type(e).__name__})"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -328,12 +329,14 @@ def load_generator(path: str | Path, channels: int, cfg: DCConfig) -> UNet:
     wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if expected[k].shape != state[k].shape]
     if wrong:
         saved = (
-            f" (it was saved for {meta['channels']}-channel images with gen_width={meta['gen_width']}, gen_depth={meta['gen_depth']})"
+            f" (it was saved for {meta['channels']}-channel images with "
+            f"gen_width={meta['gen_width']}, gen_depth={meta['gen_depth']})"
             if meta
             else ""
         )
         raise UserError(
-            f"dc: generator checkpoint {path} does not fit a U-Net with gen_width={cfg.gen_width}, gen_depth={cfg.gen_depth} "
+            f"dc: generator checkpoint {path} does not fit a U-Net "
+            f"with gen_width={cfg.gen_width}, gen_depth={cfg.gen_depth} "
             f"for {channels}-channel images{saved}; first mismatch: {wrong[0]}"
         )
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
@@ -342,7 +345,7 @@ def load_generator(path: str | Path, channels: int, cfg: DCConfig) -> UNet:
     return gen
 
 
-# ---- the attack -------------------------------------------------------------------------------------------------------
+# ---- the attack ------------------------------------------------------------------------------------------------------
 @register_attack
 class DC(Attack):
     name: ClassVar[str] = "dc"

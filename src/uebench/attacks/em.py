@@ -33,8 +33,8 @@ Variants (`mode`):
 
 Deviations from the public code, none of which changes the method: model-update batches come from a seeded
 shuffle, full batches only (the public code walks the data in file order, which would put one class per batch
-on class-sorted folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a step);
-the public class-wise command stops at 90% accuracy measured on its 20% subset (--universal_stop_error 0.1),
+on class-sorted folders); x + delta is kept inside [0,1] everywhere (the public code lets training inputs exceed 1 by a
+step); the public class-wise command stops at 90% accuracy measured on its 20% subset (--universal_stop_error 0.1),
 whereas here every variant uses the paper's rule, `stop_acc` (99%) on the whole crafting set (set `stop_acc=90`
 for the public command's threshold); its seeded random subset comes from sklearn's train_test_split, here from
 round(portion * class size) images of each class (at least 1), drawn with the seed.
@@ -99,8 +99,9 @@ class EM(crafting.ModelAttack):
         "fast": {"width": 0.125, "steps": 10, "step": 1.6 / 255, "batch_size": 256, "max_rounds": 8},
     }
 
-    # self.objective None: a classifier and cross-entropy (the paper). A multi-task objective (uebench.experiments.crosstask) makes
-    # the noise minimise the sum of task losses instead; everything else (rounds, steps, budget, stop) is unchanged.
+    # self.objective None: a classifier and cross-entropy (the paper). A multi-task objective
+    # (uebench.experiments.crosstask) makes the noise minimise the sum of task losses instead; everything else (rounds,
+    # steps, budget, stop) is unchanged.
     accepts_objective = True
 
     def check(self, c: EMConfig) -> None:

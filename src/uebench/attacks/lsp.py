@@ -90,7 +90,10 @@ def l2_budget(shape: tuple[int, int, int], eps: float) -> float:
 class LSP(Attack):
     name = "lsp"
     norm = "l2"
-    description = "linearly separable synthetic patches: class-clustered noise on 8x8 patches, L2 sqrt(CHW)*6/255 (Yu et al. 2022)"
+    description = (
+        "linearly separable synthetic patches: class-clustered "
+        "noise on 8x8 patches, L2 sqrt(CHW)*6/255 (Yu et al. 2022)"
+    )
     budget_note: ClassVar[str] = "sqrt(C*H*W)*6/255; 1.304 at 3x32x32"
     Config = LSPConfig
     presets = {"fast": {}}  # model-free: the paper's settings already take seconds
@@ -111,7 +114,8 @@ class LSP(Attack):
         dim = c * -(-h // self.config.patch_size) * -(-w // self.config.patch_size)
         if dim < 63 and ds.num_classes > 2**dim:
             raise UserError(
-                f"lsp: {ds.num_classes} classes need more than the {2**dim} hypercube vertices of {dim} features; lower patch_size"
+                f"lsp: {ds.num_classes} classes need more than the {2**dim} "
+                f"hypercube vertices of {dim} features; lower patch_size"
             )
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:

@@ -118,7 +118,10 @@ def apply_pixels(images: np.ndarray, labels: np.ndarray, chosen: list[list[tuple
 class OPS(Attack):
     name = "ops"
     norm = "l0"
-    description = "one-pixel shortcut: per class, the pixel and colour-cube corner maximising mean/std of the change (Wu et al. 2023)"
+    description = (
+        "one-pixel shortcut: per class, the pixel and colour-cube "
+        "corner maximising mean/std of the change (Wu et al. 2023)"
+    )
     Config = OPSConfig
     presets = {"fast": {}}  # model-free: the paper's settings already take seconds
 
@@ -136,7 +139,8 @@ class OPS(Attack):
         need = self.config.pixels * ds.num_classes
         if self.config.pixels > h * w or need > pairs:
             raise UserError(
-                f"ops: {ds.num_classes} classes x {self.config.pixels} pixel(s) need {need} distinct (pixel, colour) shortcuts; "
+                f"ops: {ds.num_classes} classes x {self.config.pixels} pixel(s) "
+                f"need {need} distinct (pixel, colour) shortcuts; "
                 f"{h}x{w} images with {2**c} corner colours offer only {pairs}"
             )
 

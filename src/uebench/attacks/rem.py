@@ -5,7 +5,8 @@ EM noise stops working once the victim trains adversarially: an adversarial pert
 undo part of it. REM makes the noise minimise the loss of the *adversarially perturbed* and augmented input,
 a min-min-max problem:
 
-    min_theta  E_(x,y)  min_{||delta_u|| <= rho_u}  E_{t ~ T}  max_{||delta_a|| <= rho_a}  L(f_theta(t(x + delta_u) + delta_a), y)
+    min_theta  E_(x,y)  min_{||delta_u|| <= rho_u}  E_{t ~ T}  max_{||delta_a|| <= rho_a}
+        L(f_theta(t(x + delta_u) + delta_a), y)
 
 with rho_u = `eps` (8/255), rho_a = `adv_eps` (4/255) and T = random crop (padding 4) + horizontal flip.
 As the paper's Algorithm 1 and the public code do it, for `train_steps` (5000) iterations on batches of 128:
@@ -116,7 +117,8 @@ class REM(crafting.ModelAttack):
         if isinstance(c.adv_eps, bool) or not isinstance(c.adv_eps, (int, float)) or not (0 <= c.adv_eps <= c.eps):
             raise UserError(
                 f"rem: adv_eps (the adversarial radius rho_a) must be in [0, eps = {c.eps:.4g}], got {c.adv_eps:.4g}: "
-                "REM protects against adversarial training with a radius below the noise budget; a larger one can cancel the noise"
+                "REM protects against adversarial training with a radius "
+                "below the noise budget; a larger one can cancel the noise"
             )
         if c.adv_eps > 0 and c.adv_steps > 0:
             crafting.positive(self.name, adv_step=c.adv_step)

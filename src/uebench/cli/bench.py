@@ -99,7 +99,10 @@ def register(sub) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="probe SAL at epochs K, 2K, ... (default: the preset's); a K above the epochs, which probes none, is refused",
+        help=(
+            "probe SAL at epochs K, 2K, ... (default: the preset's); "
+            "a K above the epochs, which probes none, is refused"
+        ),
     )
     p.add_argument("--sal-rounds", type=int, default=None, help="SAL search rounds (default: the preset's)")
     p.add_argument(

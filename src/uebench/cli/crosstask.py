@@ -176,6 +176,7 @@ def tasks_cmd(args) -> int:
         return 0
     for r in rows:
         print(
-            f"{r['name']:11s} {r['kind']:6s} {r['metric']:9s} {'higher' if r['higher_is_better'] else 'lower '} better  {r['description']}"
+            f"{r['name']:11s} {r['kind']:6s} {r['metric']:9s} "
+            f"{'higher' if r['higher_is_better'] else 'lower '} better  {r['description']}"
         )
     return 0

@@ -1,4 +1,5 @@
-"""`uebench landscape`: the paper's Figure 2 (loss-landscape trajectories, clean vs poisoned) and per-weight statistics."""
+"""`uebench landscape`: the paper's Figure 2 (loss-landscape
+trajectories, clean vs poisoned) and per-weight statistics."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from . import add_renamed, parse_sets
 def register(sub) -> None:
     p = sub.add_parser(
         "landscape",
-        help="record weight trajectories of a small model, clean vs poisoned; loss contours, 1-D view, per-weight stats",
-        description="Trains a linear model or LeNet-5 on clean and on poisoned data (plain SGD, same initial weights, same "
-        "batch order) recording every weight every K steps, then draws training-loss contours over two coordinates with "
-        "the trajectories overlaid (the paper's Figure 2), the loss along the straight line start -> end, and per-weight "
-        "statistics. Writes PNG figures, landscape.json and report.html in --out.",
+        help=(
+            "record weight trajectories of a small model, clean vs poisoned; loss contours, 1-D view, per-weight stats"
+        ),
+        description=(
+            "Trains a linear model or LeNet-5 on clean and on poisoned data (plain SGD, same initial weights, same "
+            "batch order) recording every weight every K steps, then draws training-loss contours over two "
+            "coordinates with the trajectories overlaid (the paper's Figure 2), the loss along the straight line "
+            "start -> end, and per-weight statistics. Writes PNG figures, landscape.json and report.html in --out."
+        ),
     )
     p.add_argument(
         "--dataset",
@@ -125,9 +130,11 @@ def landscape_cmd(args) -> int:
         st = summary["stats"]["runs"]
         p = st["poisoned"]
         print(
-            f"poisoned run: {100 * p['within_tol']['all']:.1f}% of weights (top-1% clean movers: {100 * p['within_tol']['top1%']:.1f}%) end near the clean end point"
+            f"poisoned run: {100 * p['within_tol']['all']:.1f}% of weights (top-1% clean movers: "
+            f"{100 * p['within_tol']['top1%']:.1f}%) end near the clean end point"
             + (
-                f"; control: {100 * st['control']['within_tol']['all']:.1f}% ({100 * st['control']['within_tol']['top1%']:.1f}%)"
+                f"; control: {100 * st['control']['within_tol']['all']:.1f}% "
+                f"({100 * st['control']['within_tol']['top1%']:.1f}%)"
                 if "control" in st
                 else ""
             )

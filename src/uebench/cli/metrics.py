@@ -85,12 +85,14 @@ def ud_cmd(args) -> int:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     width = max(len(r.run) for r in rows)
     print(
-        f"beta = {beta:.6g} (from {clean.path}: {len(clean.epochs)} probed epochs x {len(clean.layers)} layers; SAL {clean.mode}, origin {clean.origin})"
+        f"beta = {beta:.6g} (from {clean.path}: {len(clean.epochs)} probed epochs "
+        f"x {len(clean.layers)} layers; SAL {clean.mode}, origin {clean.origin})"
     )
     for line in forced:
         print(f"compared with --force although {line}")
     print(
-        f"{'run':{width}s}  {'final acc':>9s}  {'peak acc':>8s}  {'learned':>7s}  {'#LP':>6s}  {'UD':>6s}  UD 90% interval"
+        f"{'run':{width}s}  {'final acc':>9s}  {'peak acc':>8s}  "
+        f"{'learned':>7s}  {'#LP':>6s}  {'UD':>6s}  UD 90% interval"
     )
     for r, verdict in zip(rows, learned):
         ci = "" if r.ud_ci_low is None else f"{r.ud_ci_low:.3f} - {r.ud_ci_high:.3f}"

@@ -1,6 +1,6 @@
-"""User-given options (`--data-option`, `--attack-option`, `--defense-option` KEY=VALUE) checked against the type they are declared
-with, before anything runs. A word where a number goes, NaN or inf, 2.5 where a count goes, a count above its bound
-(MAX_IMAGES and the others below, one table for every command): one UserError line naming the option, never a
+"""User-given options (`--data-option`, `--attack-option`, `--defense-option` KEY=VALUE) checked against the type they
+are declared with, before anything runs. A word where a number goes, NaN or inf, 2.5 where a count goes, a count above
+its bound (MAX_IMAGES and the others below, one table for every command): one UserError line naming the option, never a
 traceback from deep inside the code that uses it, nor hours of work or a machine out of memory."""
 
 from __future__ import annotations

@@ -4,9 +4,12 @@
     <root>/class_scene/...      _domain_class_scene.npy     scene-class scores (argmax = the label) or one integer
     <root>/segment_semantic/... _domain_segment_semantic.png  class id per pixel            -> target "segment"
     <root>/segment_unsup2d/...  _domain_segment_unsup2d.png   superpixel id per pixel       -> target "unsup"
-    <root>/depth_zbuffer/...    _domain_depth_zbuffer.png     16-bit, 1/512 m, 65535 = none -> target "depth" (metres, NaN = none)
-    <root>/edge_texture/...     _domain_edge_texture.png      edge strength                 -> target "edges" (strength > threshold)
-    <root>/keypoints2d/...      _domain_keypoints2d.png       keypoint response             -> target "keypoints" (> threshold)
+    <root>/depth_zbuffer/...    _domain_depth_zbuffer.png     16-bit, 1/512 m, 65535 = none -> target "depth"
+                                                                                               (metres, NaN = none)
+    <root>/edge_texture/...     _domain_edge_texture.png      edge strength                 -> target "edges"
+                                                                                               (strength > threshold)
+    <root>/keypoints2d/...      _domain_keypoints2d.png       keypoint response             -> target "keypoints"
+                                                                                               (> threshold)
 
 A sample is identified by its path below the domain folder with the `_domain_<task>` suffix removed, so the
 same point/view is matched across folders. Only images present in rgb/ and class_scene/ count; every other
@@ -135,7 +138,8 @@ def convert(
 
 @register_dataset(
     "taskonomy",
-    "Taskonomy per-task folders (rgb, class_scene, segment_semantic, segment_unsup2d, depth_zbuffer, edge_texture, keypoints2d)",
+    "Taskonomy per-task folders (rgb, class_scene, segment_semantic, "
+    "segment_unsup2d, depth_zbuffer, edge_texture, keypoints2d)",
     files=("rgb/", "class_scene/"),
 )
 def load_taskonomy(
@@ -156,7 +160,8 @@ def load_taskonomy(
     for needed in ("rgb", "class_scene"):
         if not (root / needed).is_dir():
             raise UserError(
-                f"taskonomy: no '{needed}' folder in {root} (expected Taskonomy's per-task layout: rgb/, class_scene/, ...)"
+                f"taskonomy: no '{needed}' folder in {root} (expected "
+                "Taskonomy's per-task layout: rgb/, class_scene/, ...)"
             )
     rgb, cls = sample_files(root / "rgb", "rgb"), sample_files(root / "class_scene", "class_scene")
     ids = sorted(set(rgb) & set(cls))
@@ -175,7 +180,8 @@ def load_taskonomy(
         missing = [i for i in ids if i not in files]
         if missing:
             raise UserError(
-                f"taskonomy: {domain}/ lacks sample '{missing[0]}' ({len(missing)} of {len(ids)} missing); complete it or remove the folder"
+                f"taskonomy: {domain}/ lacks sample '{missing[0]}' ({len(missing)} "
+                f"of {len(ids)} missing); complete it or remove the folder"
             )
         maps = []
         for i in chosen:

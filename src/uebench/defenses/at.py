@@ -27,7 +27,10 @@ class AdversarialTraining(Defense):
     name = "at"
     kind = "training"
     description = "adversarial training: train on PGD-10 examples, Linf 8/255, step 2/255, random start"
-    source = "Madry et al. 2018 (PGD, uniform random start); APBench mardrys.py (eps 0.031, step 0.007, 10 steps, eval-mode attack)"
+    source = (
+        "Madry et al. 2018 (PGD, uniform random start); "
+        "APBench mardrys.py (eps 0.031, step 0.007, 10 steps, eval-mode attack)"
+    )
 
     @dataclass
     class Config:

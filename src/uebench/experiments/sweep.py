@@ -488,7 +488,8 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# SAL sweep (reference {summary['reference']})",
         "",
-        f"Reference measured again vs recorded: largest |SAL difference| {_fmt(summary['reference_max_abs_diff_from_recorded'], 3)}",
+        "Reference measured again vs recorded: largest |SAL difference| "
+        f"{_fmt(summary['reference_max_abs_diff_from_recorded'], 3)}",
         "",
     ]
     for origin in ORIGINS:
@@ -497,7 +498,10 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
             "",
             "| setting | seconds | "
             + " | ".join(f"UD {a}" for a in attacks)
-            + " | tau vs ref | max abs dUD | layer rho (min) | SAL / ref | rho vs pass 1 (min) | max abs dUD vs pass 1 |",
+            + (
+                " | tau vs ref | max abs dUD | layer rho (min) | SAL / ref"
+                " | rho vs pass 1 (min) | max abs dUD vs pass 1 |"
+            ),
             "|---|---|" + "---|" * len(attacks) + "---|---|---|---|---|---|",
         ]
         for label, s in settings.items():

@@ -2,7 +2,9 @@
 
     ws = Workspace(out, "bench.json", "bench")
     with ws.locked():
-        ws.open(identity, record, overwrite=False, owned=lambda: ["poisons", "runs"], identity_of=lambda r: r["identity"])
+        ws.open(
+            identity, record, overwrite=False, owned=lambda: ["poisons", "runs"], identity_of=lambda r: r["identity"]
+        )
         poison, made = ws.poison("poisons/em-s0-1d0072c511.safetensors", lambda: craft("em", ds))
 
 One record file names what the folder holds; its identity (the settings every result shares) decides whether a rerun
@@ -103,7 +105,8 @@ class Workspace:
                 fresh = False
             elif not overwrite:
                 raise UserError(
-                    f"{self.root} holds a {self.kind} of another configuration (differs in: {differing(old, identity)}); "
+                    f"{self.root} holds a {self.kind} of another "
+                    f"configuration (differs in: {differing(old, identity)}); "
                     "use another --out or --overwrite"
                 )
             else:

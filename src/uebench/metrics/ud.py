@@ -167,7 +167,8 @@ def ud_table(
     for p in poisoned:
         if (p.mode, p.origin) != (clean.mode, clean.origin):
             raise UserError(
-                f"{p.path} was probed with SAL {p.mode}/{p.origin}, the clean run with {clean.mode}/{clean.origin}: not comparable"
+                f"{p.path} was probed with SAL {p.mode}/{p.origin}, "
+                f"the clean run with {clean.mode}/{clean.origin}: not comparable"
             )
     beta = learnable_threshold(clean.sal)
     lp_clean = learnable_count(clean.sal, beta)

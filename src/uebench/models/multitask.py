@@ -1,6 +1,8 @@
 """A multi-task network: one shared CIFAR ResNet encoder, one light head per task (uebench.experiments.crosstask).
 
-    net = MultiTaskNet({"class": HeadSpec("image", 10), "segment": HeadSpec("dense", 9)}, encoder="resnet18", width=0.25)
+    net = MultiTaskNet(
+        {"class": HeadSpec("image", 10), "segment": HeadSpec("dense", 9)}, encoder="resnet18", width=0.25
+    )
     out = net(x)            # {"class": (N, 10), "segment": (N, 9, H, W)}
 
 The encoder is the registry's ResNet without its classifier, so its Conv2d layers keep the names SAL tables use

@@ -188,7 +188,8 @@ def within_budget(
         worst = float(size.max())
         raise UserError(
             f"{source}: {int(over.sum())} of {len(delta)} images exceed the {norm} budget {budget:.6g} "
-            f"(largest {worst:.6g}, {100 * (worst / budget - 1):+.2f}%). A few percent over: an export that rounds after "
+            f"(largest {worst:.6g}, {100 * (worst / budget - 1):+.2f}%). "
+            "A few percent over: an export that rounds after "
             "clipping; pass --reproject to project them onto the budget (recorded in the metadata), or --budget with "
             "the bound. Far over: a wrong index mapping (image i must perturb dataset image indices[i]) or budget"
         )

@@ -245,7 +245,8 @@ class Poison:
     def _check_shape(self, clean: ImageDataset, where: str) -> None:
         if self.images.shape[1:] != clean.images.shape[1:]:
             raise UserError(
-                f"{where} has images of shape {tuple(self.images.shape[1:])}, dataset has {tuple(clean.images.shape[1:])}"
+                f"{where} has images of shape {tuple(self.images.shape[1:])}, "
+                f"dataset has {tuple(clean.images.shape[1:])}"
             )
 
     def _check_unpaired(self, clean: ImageDataset, where: str) -> None:
@@ -259,8 +260,8 @@ class Poison:
         if missing:
             raise UserError(
                 f"{where} is unpaired: its {len(self)} images replace the whole training set, which needs at least one "
-                f"image of each of the {clean.num_classes} classes; it has none of class {', '.join(map(str, missing[:5]))}"
-                + (" ..." if len(missing) > 5 else "")
+                f"image of each of the {clean.num_classes} classes; "
+                f"it has none of class {', '.join(map(str, missing[:5]))}" + (" ..." if len(missing) > 5 else "")
             )
         flat = self.images.flatten(1)
         constant = (flat == flat[:, :1]).all(dim=1)

@@ -113,7 +113,8 @@ def write_page(results: BenchResults, figures: list, path: str | Path) -> Path:
     multi = len(defenses) > 1
     ref = (
         (
-            "beta, and with it #LP and UD, come from the clean run trained under the <b>same defense</b> and seed: a UD under "
+            "beta, and with it #LP and UD, come from the clean run "
+            "trained under the <b>same defense</b> and seed: a UD under "
             "a defense compares that defense's poisoned and clean runs."
         )
         if multi

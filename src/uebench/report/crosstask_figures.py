@@ -112,7 +112,8 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     ds = results["dataset"]
     versions = results["versions"]
     intro = paragraph(
-        f"Unlearnable examples crafted against the <b>class labels only</b> ({', '.join(v for v in versions if v != 'clean') or 'none'}), "
+        "Unlearnable examples crafted against the <b>class labels only</b> "
+        f"({', '.join(v for v in versions if v != 'clean') or 'none'}), "
         f"then each task trained on the poisoned training images with its clean targets and tested on clean images. "
         f"Dataset {ds['name']} ({ds['train']} train / {ds['test']} test images), "
         f"{'one multi-task model (shared encoder)' if cfg['multitask'] else 'one single-task model per task'}, "
@@ -167,7 +168,8 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     ]
     if results.get("sal_mode") and len(versions) > 1:
         body += section(
-            f"Per-task UD (SAL of each task's loss on the shared encoder, {results['sal_mode']} mode; beta from the task's clean run)",
+            "Per-task UD (SAL of each task's loss on the shared encoder, "
+            f"{results['sal_mode']} mode; beta from the task's clean run)",
             table(["task", "beta", *[v for v in versions if v != "clean"]], ud_rows, digits=3),
         )
     for key, caption in (

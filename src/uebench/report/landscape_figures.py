@@ -226,7 +226,8 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
             )
         else:
             planes.append(
-                f"<li><b>{kind}</b>: explained variance {', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>"
+                f"<li><b>{kind}</b>: explained variance "
+                f"{', '.join(f'{100 * r:.1f}%' for r in info['explained_variance_ratio'])}</li>"
             )
     tol = stats["tolerance"]
     tol_txt = (
@@ -238,11 +239,16 @@ def write_report(summary: dict[str, Any], figures: list[Path], path: str | Path)
     title = f"uebench landscape: {cfg['model']} on {cfg['dataset']}"
     heading = f"Loss-landscape trajectories: {cfg['model']} on {cfg['dataset']}, clean vs {_attack_label(summary)}"
     intro = (
-        f"{d['train_images']} training images {tuple(d['image_shape'])}, poison: {page.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, "
-        f"momentum {tr['momentum']:g}, weight decay {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['epochs']} epochs "
-        f"({tr['total_steps']} steps), no augmentation, fp32; all runs start from the same weights and the clean and poisoned runs "
-        f"see the same batches. Weights recorded every {tr['record_every']} step(s); {summary['num_params']} parameters. Losses on "
-        f"the planes and lines: a fixed subset of {d['eval_images']} training images (each run its own data). The control run is "
+        f"{d['train_images']} training images {tuple(d['image_shape'])}, "
+        f"poison: {page.escape(d['poison'])}. Plain SGD, lr {tr['lr']:g}, "
+        f"momentum {tr['momentum']:g}, weight decay {tr['weight_decay']:g}, "
+        f"batch {tr['batch_size']}, {tr['epochs']} epochs "
+        f"({tr['total_steps']} steps), no augmentation, fp32; "
+        "all runs start from the same weights and the clean and poisoned runs "
+        f"see the same batches. Weights recorded every {tr['record_every']} step(s); "
+        f"{summary['num_params']} parameters. Losses on "
+        f"the planes and lines: a fixed subset of {d['eval_images']} "
+        "training images (each run its own data). The control run is "
         "clean training with another batch order: the yardstick for how far two clean runs end apart."
     )
     body = (

@@ -1,4 +1,5 @@
-"""matplotlib on the Agg backend (no screen needed), imported only when a figure is drawn, and PNGs written atomically."""
+"""matplotlib on the Agg backend (no screen needed), imported
+only when a figure is drawn, and PNGs written atomically."""
 
 from __future__ import annotations
 

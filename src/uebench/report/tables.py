@@ -299,7 +299,8 @@ def setting_line(results: BenchResults) -> str:
     sal = c["sal"]
     seeds = c["seeds"]
     return (
-        f"{data}; {c['model']} width {c['width']:g}; recipe {r.get('name')} ({r.get('epochs')} epochs, batch {r.get('batch_size')}, "
+        f"{data}; {c['model']} width {c['width']:g}; recipe {r.get('name')} "
+        f"({r.get('epochs')} epochs, batch {r.get('batch_size')}, "
         f"lr {r.get('lr')}, {r.get('schedule')}); attacks preset {c['attack_preset']}; SAL {sal['mode']} "
         f"(origin {sal['origin']}, eps {sal['eps']}, rounds {sal['rounds'] or 'default'}"
         + (f", {sal['subset']} probe images{_corrections(sal)}" if sal["mode"] == "fast" else "")

@@ -1,7 +1,7 @@
 """The one training loop: epochs over tensor-resident data, with what a batch costs as a plug.
 
-The victim trainer (`uebench.training.trainer`, classification), the cross-task trainer (a weighted sum of task losses) and
-the landscape recorder (plain SGD, the weights kept every k steps) all run through `fit`. The epoch order, the
+The victim trainer (`uebench.training.trainer`, classification), the cross-task trainer (a weighted sum of task losses)
+and the landscape recorder (plain SGD, the weights kept every k steps) all run through `fit`. The epoch order, the
 learning-rate schedule, the shuffle stream of each epoch (a pure function of (seed, epoch), so a resumed run replays
 the batches an uninterrupted one would see), the divergence check, the resume from a run folder and the progress bar
 are written once, here. What differs is the `LossStep` (the loss of one batch) and `after_epoch` (the probes).
@@ -119,8 +119,8 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train for `epochs` (or until `stop_after` epochs in all); returns the per-epoch records.
 
-    With a `run` (uebench.training.records.RunFolder), the model, optimizer and history are restored from its last checkpoint
-    first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
+    With a `run` (uebench.training.records.RunFolder), the model, optimizer and history are restored from its last
+    checkpoint first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
     accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps.
     `train_model` (a DistributedDataParallel wrapper of `model`) is what the steps run through in a `world` of
     several processes; only its rank 0 writes to `run`."""

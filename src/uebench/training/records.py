@@ -75,7 +75,8 @@ class RunFolder:
             if saved is not None and saved != self.config:
                 diff = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
                 raise UserError(
-                    f"{self.path} holds a run of another configuration (differs in: {', '.join(diff)}); use another --out or --overwrite"
+                    f"{self.path} holds a run of another configuration (differs in: "
+                    f"{', '.join(diff)}); use another --out or --overwrite"
                 )
         try:
             self.path.mkdir(parents=True, exist_ok=True)

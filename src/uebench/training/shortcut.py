@@ -63,8 +63,8 @@ class ShortcutProbe:
 def shortcut_probes(poisoned: ImageDataset, clean: ImageDataset, size: int = 512, seed: int = 0) -> list[ShortcutProbe]:
     """[a probe on up to `size` of the images the poison changed (seeded choice)], or [] if it changed none (or
     they are all of one class). `poisoned` and `clean` hold the same images in the same order, with and without
-    the poison. An unpaired poison (its file holds no index mapping, uebench.poisons.poison.Poison.paired; Poison.apply marks
-    the set it returns `unpaired`) has no probe, so its verdict is unknown (metrics.verdict)."""
+    the poison. An unpaired poison (its file holds no index mapping, uebench.poisons.poison.Poison.paired; Poison.apply
+    marks the set it returns `unpaired`) has no probe, so its verdict is unknown (metrics.verdict)."""
     if poisoned.meta.get("unpaired"):
         return []
     if poisoned.images.shape != clean.images.shape:

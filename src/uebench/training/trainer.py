@@ -195,8 +195,8 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationStep:
-    """The loss step of a classifier (uebench.training.fit.LossStep): augment the batch, let a defense rewrite it and its
-    labels, cross-entropy against hard labels or label distributions; counts the correct predictions."""
+    """The loss step of a classifier (uebench.training.fit.LossStep): augment the batch, let a defense rewrite it and
+    its labels, cross-entropy against hard labels or label distributions; counts the correct predictions."""
 
     hint = "lower --lr?"
     min_batch = 1
@@ -262,8 +262,9 @@ def classification_epoch(
     defense=None,
     world: distributed.World = distributed.SINGLE,
 ) -> dict[str, float]:
-    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite): uebench.training.fit.train_epoch.
-    In a world of several processes `model` is the DDP wrapper and each trains on its share of every batch."""
+    """One pass over ds with the recipe's augmentation (and a defense's batch rewrite):
+    uebench.training.fit.train_epoch. In a world of several processes `model` is the DDP wrapper and each trains on its
+    share of every batch."""
     step = ClassificationStep(ds, recipe.augment, device, autocast, channels_last, defense, world=world)
     return train_epoch(model, opt, step, len(ds), recipe.batch_size, generator, on_step, world=world)
 
@@ -285,7 +286,8 @@ def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     poison = Poison.load(config.poison) if config.poison else None
     if poison is not None and poison.paired and config.unpaired:  # the config would record what the run is not
         raise UserError(
-            f"--unpaired: {config.poison} is paired (each image replaces a known clean one); train it without --unpaired"
+            f"--unpaired: {config.poison} is paired (each image "
+            "replaces a known clean one); train it without --unpaired"
         )
     if poison is not None and config.poison_fraction is not None:
         poison = poison.fraction(config.poison_fraction, config.subset_rng_seed)

@@ -193,8 +193,10 @@ CPU = BenchConfig(
     attack_preset="fast",
     sal=SALSettings(mode="fast", every=2, rounds=3, subset=256),
     keep_weights=True,  # 0.7 MB per probed epoch: `uebench sal-sweep` can measure SAL again with other settings
-    description="CPU, about 40 minutes: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
-    "fast attacks, fast SAL every 2nd epoch",
+    description=(
+        "CPU, about 40 minutes: CIFAR-10 5,000-image subset, ResNet-18 width 0.125, 10 epochs without augmentation, "
+        "fast attacks, fast SAL every 2nd epoch"
+    ),
 )
 
 # APBench's ImageNet-100 setting (imagenet_train.py, util.py): an imagefolder tree of ImageNet-100 (train/ and val/),
@@ -722,7 +724,8 @@ def _ensure_poison(
     )
     crafted.append(spec.file)
     say(
-        f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s ({poison.meta.epoch_equivalents:.3g} epoch-equivalents)"
+        f"crafted {spec.label} in {poison.meta.craft_seconds:.1f} s "
+        f"({poison.meta.epoch_equivalents:.3g} epoch-equivalents)"
     )
 
 

@@ -108,7 +108,8 @@ def craft_multitask(
     joins the tasks' gradients, "sum" (the summed loss) or "pcgrad" (conflicting components removed first)."""
     if name not in objective_attacks():
         raise UserError(
-            f"attack '{name}' has no model and loss to craft against several tasks; multi-task crafting is available for: "
+            f"attack '{name}' has no model and loss to craft against "
+            "several tasks; multi-task crafting is available for: "
             f"{', '.join(objective_attacks()) or 'none'}"
         )
     if combine not in COMBINES:

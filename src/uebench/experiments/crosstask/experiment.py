@@ -1,6 +1,8 @@
 """The cross-task experiment: classification UEs, then every task trained on the poisoned images with clean targets.
 
-    config = CrossTaskConfig(dataset="scenes", attacks=("em", "ops", "ar"), tasks=("class", "segment", "depth", "edges"))
+    config = CrossTaskConfig(
+        dataset="scenes", attacks=("em", "ops", "ar"), tasks=("class", "segment", "depth", "edges")
+    )
     results = run_experiment(config, "out/crosstask")
 
 1. Load the clean train/test splits (a seeded random subset if asked) and every task's targets from the

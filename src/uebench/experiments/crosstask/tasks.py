@@ -45,7 +45,8 @@ def _own_or_derived(key: str, ds: ImageDataset, policy: str, derived_note: str) 
     raise unavailable(
         key,
         ds,
-        f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}) and {key} cannot be derived from RGB",
+        f"it has no '{key}' target (it has: {', '.join(sorted(ds.targets)) or 'none'}) "
+        f"and {key} cannot be derived from RGB",
     )
 
 

@@ -1,9 +1,9 @@
 """Training and evaluating single- and multi-task models on (possibly poisoned) images with clean targets.
 
-The epochs run through uebench.training.fit, the loop the victim trainer uses: tensor-resident data, one seeded generator per
-epoch (shuffle, joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted one would see.
-A multi-task step sums the tasks' weighted losses; tasks that see another input (denoising: the image plus
-noise) get their own forward pass through the shared encoder.
+The epochs run through uebench.training.fit, the loop the victim trainer uses: tensor-resident data, one seeded
+generator per epoch (shuffle, joint crop + flip, denoising noise), so a resumed run replays the batches an uninterrupted
+one would see. A multi-task step sums the tasks' weighted losses; tasks that see another input (denoising: the image
+plus noise) get their own forward pass through the shared encoder.
 """
 
 from __future__ import annotations
@@ -142,8 +142,9 @@ def multitask_loss(
 
 
 class MultiTaskStep:
-    """The loss step of the shared-encoder models (uebench.training.fit.LossStep): joint crop + flip of the images and their
-    dense targets, each input group's forward pass, the weighted sum of the task losses; keeps each task's loss."""
+    """The loss step of the shared-encoder models (uebench.training.fit.LossStep): joint crop + flip of the images and
+    their dense targets, each input group's forward pass, the weighted sum of the task losses; keeps each task's
+    loss."""
 
     hint = "lower the lr or a task weight"
     min_batch = 2  # BatchNorm cannot train on one image

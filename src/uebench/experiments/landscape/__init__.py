@@ -1,7 +1,9 @@
 """Loss-landscape trajectories (the paper's Figure 2) and the parameter-level view of unlearnability.
 
     from uebench.experiments.landscape import LandscapeConfig, run_landscape
-    summary = run_landscape(LandscapeConfig(dataset="mnist", data_dir="../shared/data", model="lenet5"), "runs/landscape")
+    summary = run_landscape(
+        LandscapeConfig(dataset="mnist", data_dir="../shared/data", model="lenet5"), "runs/landscape"
+    )
 
 The pieces are usable on their own: `trajectory` (record every weight every k steps to disk, read it back in
 bounded memory), `analysis` (coordinate choices, PCA plane, loss grids, the 1-D interpolation, per-weight statistics).

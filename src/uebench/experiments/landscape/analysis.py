@@ -1,4 +1,5 @@
-"""From trajectories to the paper's Figure 2: coordinate planes, loss grids, the 1-D interpolation, per-weight statistics.
+"""From trajectories to the paper's Figure 2: coordinate planes,
+loss grids, the 1-D interpolation, per-weight statistics.
 
 A *plane* is a centre (a run's end point) and two orthonormal directions in weight space. For scalar-weight
 coordinates ("movers", "divergent") the directions are unit vectors e_i, e_j: moving along them changes weights i
@@ -227,7 +228,8 @@ def parameter_stats(
     """Displacements |end - start| per run, and how many weights of each run end near the clean end point.
 
     `ends` maps run name -> end point and must hold "clean". "Critical" weights are the clean run's largest movers
-    (top 1% and 10% by clean displacement): the paper's claim is that on UEs only some of these converge as on clean data.
+    (top 1% and 10% by clean displacement): the paper's claim is that on UEs only some of these converge as on clean
+    data.
     """
     start = np.asarray(start, np.float64)
     clean = np.asarray(ends["clean"], np.float64)

@@ -1,4 +1,5 @@
-"""Weight trajectories on disk: record every weight of a model every k optimizer steps, read them back in bounded memory.
+"""Weight trajectories on disk: record every weight of a model
+every k optimizer steps, read them back in bounded memory.
 
 A trajectory is a folder:
 
@@ -174,7 +175,8 @@ class Trajectory:
                 raise UserError(f"corrupt trajectory chunk {path}: {e}") from None
             if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape != (c["rows"], self.num_params):
                 raise UserError(
-                    f"corrupt trajectory chunk {path}: {arr.dtype} {arr.shape}, index says ({c['rows']}, {self.num_params}) float32"
+                    f"corrupt trajectory chunk {path}: {arr.dtype} {arr.shape}, "
+                    f"index says ({c['rows']}, {self.num_params}) float32"
                 )
             self._chunks.append(arr)
         if sum(len(a) for a in self._chunks) != len(self.steps):
@@ -289,9 +291,9 @@ def train_recorded(
 ) -> dict[str, Any]:
     """Train `model` on ds with plain SGD, appending its flattened weights to `writer` at `recorded_steps`.
 
-    Batches come from the trainer's epoch stream (`uebench.training.fit.epoch_generator(order_seed, epoch)`), so two runs with the same
-    order seed see the same image positions in the same order: a clean and a poisoned run differ only in pixels.
-    `progress` is an optional callable called once per optimizer step.
+    Batches come from the trainer's epoch stream (`uebench.training.fit.epoch_generator(order_seed, epoch)`), so two
+    runs with the same order seed see the same image positions in the same order: a clean and a poisoned run differ only
+    in pixels. `progress` is an optional callable called once per optimizer step.
     """
     if record_every < 1:
         raise UserError(f"--record-every must be >= 1, got {record_every}")

@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 from uebench.core.io import atomic_write_json
 from uebench.data import ImageDataset, load, seeded_subset
 from uebench.metrics import FastSALConfig, learnable_count, learnable_threshold, model_sal
-from uebench.training.trainer import TrainConfig, evaluate, train
+from uebench.training.trainer import TrainConfig, evaluate_classifier, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # N/4 of the default N=256: the default fast mode (cross-fitted, anchored), without both corrections, and with 2 rounds
@@ -251,7 +251,9 @@ def main(argv=None) -> int:
                 )
             records[run]["epochs"][epoch] = entry
             rho = [spearmanr(entry["faithful"]["sal"], f["sal"]).statistic for f in entry["fast"]]
-            entry["eval_loss"], entry["train_acc_eval"] = evaluate(model, sets[run], torch.device(args.device))
+            entry["eval_loss"], entry["train_acc_eval"] = evaluate_classifier(
+                model, sets[run], torch.device(args.device)
+            )
             print(
                 f"  {run} epoch {epoch}: running loss {running:.3f}, "
                 f"eval-mode loss {entry['eval_loss']:.3f} (acc {entry['train_acc_eval']:.0f}%) "

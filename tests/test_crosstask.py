@@ -17,7 +17,7 @@ from uebench.experiments.crosstask import TASKS, get_tasks
 from uebench.experiments.crosstask import metrics as M
 from uebench.experiments.crosstask.augment import crop_flip_joint
 from uebench.experiments.crosstask.derived import canny_edges, derive, felzenszwalb_segments, harris_keypoints
-from uebench.experiments.crosstask.training import Settings, build_net, fit, task_data, trivial_scores
+from uebench.experiments.crosstask.training import Settings, build_net, fit_multitask, task_data, trivial_scores
 from uebench.training.recipes import RECIPES
 
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
@@ -40,7 +40,7 @@ def train_tasks(names, train_ds, test_ds, *, epochs, batch=32, width=0.125, sal=
         sal_rounds=2,
     )
     net = build_net(tasks, channels, s)
-    history = fit(net, tr, te, tasks, s, progress=False)
+    history = fit_multitask(net, tr, te, tasks, s, progress=False)
     return tasks, tr, te, net, history, trivial_scores(tr, te, tasks)
 
 

@@ -36,7 +36,7 @@ from uebench.experiments.landscape import (
 from uebench.experiments.landscape.pipeline import to_grey
 from uebench.models import create_model
 from uebench.poisons.poison import Poison, PoisonMeta
-from uebench.training.trainer import evaluate
+from uebench.training.trainer import evaluate_classifier
 
 
 # ---- tiny data --------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_loss_grid_at_end_point_equals_model_loss(tmp_path):
     traj_writer = TrajectoryWriter(tmp_path, layout(model))
     train_recorded(model, ds, SGDSettings(epochs=1, batch_size=32), traj_writer, order_seed=0)
     traj = Trajectory.open(tmp_path)
-    end_loss, _ = evaluate(model, ds, torch.device("cpu"), channels_last=False)
+    end_loss, _ = evaluate_classifier(model, ds, torch.device("cpu"), channels_last=False)
     probe = model_for(ds, seed=5)
     ev = LossEvaluator(probe, ds, batch_size=50)
     d = unit_directions(select_movers(traj.start, traj.end), traj.num_params)
@@ -147,7 +147,9 @@ def test_loss_grid_at_end_point_equals_model_loss(tmp_path):
     # another cell: the model with exactly those two weights moved
     w = traj.end.astype(np.float64) + alphas[1] * d[0] + betas[4] * d[1]
     set_flat_weights(model, w.astype(np.float32))
-    assert grid[4, 1] == pytest.approx(evaluate(model, ds, torch.device("cpu"), channels_last=False)[0], rel=1e-6)
+    assert grid[4, 1] == pytest.approx(
+        evaluate_classifier(model, ds, torch.device("cpu"), channels_last=False)[0], rel=1e-6
+    )
     assert len(set(np.round(grid.ravel(), 6))) > 1  # the plane is not flat
 
 

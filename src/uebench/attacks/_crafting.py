@@ -412,7 +412,7 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(
+def loss_and_accuracy(
     model: nn.Module,
     x: torch.Tensor,
     labels,

@@ -93,7 +93,7 @@ _CKPT_KEY = "uebench_dc_generator"
 @dataclass
 class DCConfig:
     eps: float = 8 / 255  # the paper and code: 0.032
-    trials: Annotated[int, Count(MAX_STEPS)] = 500  # T: the victim restarts from a random init this many times
+    trials: Annotated[int, Count(MAX_STEPS, low=0)] = 500  # T: the victim restarts from a random init this many times
     cls_epochs: Annotated[int, Count(MAX_EPOCHS)] = 20  # victim epochs per trial (maxiter; the public code's clsepochs)
     batch_size: Annotated[int, Count(MAX_IMAGES)] = 64
     cls_lr: float = 0.01  # victim SGD learning rate (no momentum)

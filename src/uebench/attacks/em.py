@@ -166,7 +166,7 @@ class EM(crafting.ModelAttack):
                 noise = self._classwise_round(frozen, x, y, noise, compute, t)
             else:
                 noise = self._samplewise_round(frozen, x, t, noise, compute, world)
-            loss, acc = crafting.evaluate(
+            loss, acc = crafting.loss_and_accuracy(
                 frozen, x, t, c.pgd_batch, compute, delta=_full(noise, y, classwise), objective=obj, world=world
             )
             history.append(round(acc, 3))
@@ -179,7 +179,9 @@ class EM(crafting.ModelAttack):
         if bar:
             bar.close()
         delta = _full(noise, y, classwise)
-        clean_loss, clean_acc = crafting.evaluate(frozen, x, t, c.pgd_batch, compute, objective=obj, world=world)
+        clean_loss, clean_acc = crafting.loss_and_accuracy(
+            frozen, x, t, c.pgd_batch, compute, objective=obj, world=world
+        )
         extra = {
             "mode": c.mode,
             **({"classwise_update": c.classwise_update} if classwise else {}),

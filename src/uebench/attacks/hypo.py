@@ -40,7 +40,7 @@ class HYPOConfig(crafting.ModelConfig):
     step: float = 0.8 / 255
     steps: Annotated[int, Count(MAX_STEPS)] = 100
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
-    clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 150
+    clean_epochs: Annotated[int, Count(MAX_EPOCHS, low=0)] = 150
     clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     clean_lr: float = 0.1
     clean_weight_decay: float = 5e-4
@@ -93,8 +93,8 @@ class HYPO(crafting.ModelAttack):
                 bar.update(1)
         if bar:
             bar.close()
-        clean_loss, clean_acc = crafting.evaluate(model, x, y, c.pgd_batch, compute)
-        loss, acc = crafting.evaluate(model, x, y, c.pgd_batch, compute, delta=delta)
+        clean_loss, clean_acc = crafting.loss_and_accuracy(model, x, y, c.pgd_batch, compute)
+        loss, acc = crafting.loss_and_accuracy(model, x, y, c.pgd_batch, compute, delta=delta)
         extra = {
             "crafting_model_clean_train_acc": round(clean_acc, 3),
             "crafting_model_clean_train_loss": round(clean_loss, 5),

@@ -61,13 +61,13 @@ class REMConfig(crafting.ModelConfig):
     random_start: bool = True
     adv_eps: float = 4 / 255  # rho_a, the adversarial radius of the crafting model's training and of the inner max
     adv_step: float = 0.8 / 255
-    adv_steps: Annotated[int, Count(MAX_STEPS)] = 10
+    adv_steps: Annotated[int, Count(MAX_STEPS, low=0)] = 10
     adv_random_start: bool = True
     eot_samples: Annotated[int, Count(MAX_STEPS)] = (
         5  # draws of the augmentation per noise step (expectation over transformations)
     )
     augment: str = "crop_flip"  # crop_flip | none
-    train_steps: Annotated[int, Count(MAX_STEPS)] = 5000
+    train_steps: Annotated[int, Count(MAX_STEPS, low=0)] = 5000
     batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     lr: float = 0.1
     lr_decay: float = 0.1

@@ -118,9 +118,9 @@ class SEP(crafting.ModelAttack):
                 bar.update(1)
         if bar:
             bar.close()
-        hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute, delta=delta) for m in snapshots]
-        clean = [crafting.evaluate(m, x, y, c.pgd_batch, compute)[1] for m in snapshots]
-        clean_hits = [crafting.evaluate(m, x, target, c.pgd_batch, compute) for m in snapshots]
+        hits = [crafting.loss_and_accuracy(m, x, target, c.pgd_batch, compute, delta=delta) for m in snapshots]
+        clean = [crafting.loss_and_accuracy(m, x, y, c.pgd_batch, compute)[1] for m in snapshots]
+        clean_hits = [crafting.loss_and_accuracy(m, x, target, c.pgd_batch, compute) for m in snapshots]
         extra = {
             "ensemble_epochs": sorted(e + 1 for e in keep),
             # per checkpoint: accuracy on the clean images, how often it puts a clean and a poisoned image in the

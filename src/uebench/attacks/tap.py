@@ -65,7 +65,7 @@ class TAPConfig(crafting.ModelConfig):
     augment: bool = True  # differentiable shift + flip at every attack step
     pad: str = "mean"  # mean (public code: zero in normalised space) | black (0 in pixel space)
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
-    clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 40
+    clean_epochs: Annotated[int, Count(MAX_EPOCHS, low=0)] = 40
     clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128
     clean_lr: float = 0.1
     clean_weight_decay: float = 5e-4
@@ -118,9 +118,9 @@ class TAP(crafting.ModelAttack):
             keep = select_restart(c.restart_select, losses, best_loss)
             best[keep] = delta[keep]
             best_loss = torch.where(keep, losses, best_loss)
-        _, clean_acc = crafting.evaluate(model, x, y, c.pgd_batch, compute, world=world)
-        _, clean_target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, world=world)
-        _, target_acc = crafting.evaluate(model, x, target, c.pgd_batch, compute, delta=best, world=world)
+        _, clean_acc = crafting.loss_and_accuracy(model, x, y, c.pgd_batch, compute, world=world)
+        _, clean_target_acc = crafting.loss_and_accuracy(model, x, target, c.pgd_batch, compute, world=world)
+        _, target_acc = crafting.loss_and_accuracy(model, x, target, c.pgd_batch, compute, delta=best, world=world)
         if bar:
             bar.close()
         extra = {

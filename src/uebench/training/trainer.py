@@ -126,7 +126,7 @@ class EpochContext:
 
     def evaluate(self, ds: ImageDataset, batch_size: int = 1024) -> tuple[float, float]:
         """Mean loss and accuracy (%) of the model on `ds`, as the test accuracy is measured."""
-        return evaluate(self.model, ds, self.device, self.autocast, batch_size)
+        return evaluate_classifier(self.model, ds, self.device, self.autocast, batch_size)
 
 
 class Probe(Protocol):
@@ -143,7 +143,7 @@ class TestAccuracy:
     batch_size: int = 1024
 
     def __call__(self, ctx: EpochContext) -> dict[str, Any]:
-        loss, acc = evaluate(ctx.model, ctx.test_set, ctx.device, ctx.autocast, self.batch_size)
+        loss, acc = evaluate_classifier(ctx.model, ctx.test_set, ctx.device, ctx.autocast, self.batch_size)
         return {"test_loss": loss, "test_acc": acc}
 
 
@@ -163,7 +163,7 @@ def prepare(images_u8: torch.Tensor, device: torch.device, channels_last: bool) 
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_classifier(
     model: nn.Module,
     ds: ImageDataset,
     device: torch.device,

@@ -50,7 +50,7 @@ from ...training.trainer import check_run_numbers
 from ..workspace import Workspace
 from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
-from .training import Settings, TaskData, build_net, class_shortcut, fit, summarize, task_data, trivial_scores
+from .training import Settings, TaskData, build_net, class_shortcut, fit_multitask, summarize, task_data, trivial_scores
 
 LABEL_TASK = "class"  # the task whose labels the class-wise attacks were crafted against
 
@@ -396,7 +396,7 @@ def run_one(
     else:
         run.start({"train_size": len(train), "test_size": len(splits.test_data), "sources": splits.train_data.sources})
         net = build_net(tasks, {t.name: splits.channels[t.name] for t in tasks}, settings, splits.full.shape[0])
-        history = fit(
+        history = fit_multitask(
             net, train, splits.test_data, tasks, settings, run=run, progress=progress, desc=f"{version}/{model}"
         )
         summary = summarize(history, tasks)
@@ -410,7 +410,7 @@ def run_one(
 
 
 # ---- results ----------------------------------------------------------------------------------------------
-def sal_matrix(history: list[dict[str, Any]], task: str) -> tuple[np.ndarray, list[str]] | None:
+def task_sal_matrix(history: list[dict[str, Any]], task: str) -> tuple[np.ndarray, list[str]] | None:
     rows = [h["task_sal"][task]["sal"] for h in history if "task_sal" in h and task in h["task_sal"]]
     if not rows:
         return None
@@ -462,7 +462,7 @@ def assemble(
                 f"the clean model ({clean_final:.4g}) does not beat the trivial predictor ({row['trivial']:.4g}) by a "
                 "margin: no drop, retained margin or UD"
             )
-        clean_sal = sal_matrix(clean_h, t.name) if learned else None
+        clean_sal = task_sal_matrix(clean_h, t.name) if learned else None
         beta = learnable_threshold(clean_sal[0]) if clean_sal is not None else None
         for v in versions:
             h = history_of(v, t.name)
@@ -473,7 +473,7 @@ def assemble(
             if v != "clean" and learned:
                 cell["drop"] = finite(t.drop(clean_final, final))
                 cell["retained"] = finite(t.retained(clean_final, final, row["trivial"]))
-            m = sal_matrix(h, t.name)
+            m = task_sal_matrix(h, t.name)
             if m is not None and beta is not None:
                 cell["lp"] = learnable_count(m[0], beta)
                 cell["ud"] = ud_if_defined(m[0], clean_sal[0], beta)
@@ -501,7 +501,7 @@ def assemble(
     for v in versions:
         vecs = {}
         for t in tasks:
-            m = sal_matrix(history_of(v, t.name), t.name)
+            m = task_sal_matrix(history_of(v, t.name), t.name)
             if m is not None:
                 vecs[t.name] = m[0].mean(0)
         names = list(vecs)
@@ -509,7 +509,7 @@ def assemble(
     layers = None
     for v in versions:
         for t in tasks:
-            m = sal_matrix(history_of(v, t.name), t.name)
+            m = task_sal_matrix(history_of(v, t.name), t.name)
             if m is not None:
                 layers = m[1]
                 break

@@ -207,7 +207,7 @@ def predict(
     return {k: torch.cat(v) for k, v in preds.items()}
 
 
-def evaluate(net, data: TaskData, tasks: Sequence[Task], device, batch: int = 256) -> dict[str, dict[str, float]]:
+def evaluate_tasks(net, data: TaskData, tasks: Sequence[Task], device, batch: int = 256) -> dict[str, dict[str, float]]:
     preds = predict(net, data, tasks, device, batch)
     return {t.name: t.score(preds[t.name], data.targets[t.name]) for t in tasks}
 
@@ -279,7 +279,7 @@ def task_sal(net: MultiTaskNet, task: Task, data: TaskData, settings: Settings, 
 
 
 # ---- one run ------------------------------------------------------------------------------------------------
-def fit(
+def fit_multitask(
     net: MultiTaskNet,
     train: TaskData,
     test: TaskData,
@@ -301,7 +301,7 @@ def fit(
     net = net.to(device).to(memory_format=torch.channels_last)
 
     def after_epoch(epoch: int, record: dict[str, Any]) -> None:
-        record["test"] = evaluate(net, test, tasks, device, settings.eval_batch)
+        record["test"] = evaluate_tasks(net, test, tasks, device, settings.eval_batch)
         if settings.sal and sal_due(epoch, recipe.epochs, settings.sal_every):
             t0 = time.perf_counter()
             record["task_sal"] = {t.name: task_sal(net, t, train, settings, device) for t in tasks}

@@ -33,7 +33,7 @@ from ...core.seeds import generator, offset_stream, seeded
 from ...data import ImageDataset, load, seeded_subset
 from ...models import create_model
 from ...poisons.poison import Poison
-from ...training.trainer import evaluate
+from ...training.trainer import evaluate_classifier
 from ..workspace import Workspace
 from . import analysis
 from .trajectory import (
@@ -373,11 +373,11 @@ def _plane(kind, cfg, start, ends, trajs, evaluators, progress) -> tuple[dict[st
 
 def run_facts(name: str, model, ds, test, clean_set, traj: Trajectory, device) -> dict[str, Any]:
     """A trained run's accuracies (the poisoned run's on the clean originals too) and its path's geometry."""
-    tr_loss, tr_acc = evaluate(model, ds, device, channels_last=False)
-    te_loss, te_acc = evaluate(model, test, device, channels_last=False)
+    tr_loss, tr_acc = evaluate_classifier(model, ds, device, channels_last=False)
+    te_loss, te_acc = evaluate_classifier(model, test, device, channels_last=False)
     facts: dict[str, Any] = {"train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}
     if name == "poisoned":
-        cl_loss, cl_acc = evaluate(model, clean_set, device, channels_last=False)
+        cl_loss, cl_acc = evaluate_classifier(model, clean_set, device, channels_last=False)
         facts.update(clean_train_loss=cl_loss, clean_train_acc=cl_acc)
     facts.update(
         path_length=traj.path_length(),

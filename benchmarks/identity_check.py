@@ -46,7 +46,7 @@ COMMANDS = {
         "1",
         "--precision",
         "fp32",
-        "--attack-set",
+        "--attack-option",
         "em.max_rounds=1",
         "--keep-weights",
     ],

@@ -424,7 +424,7 @@ def test_user_poisons_of_one_attack_are_labelled_by_their_file_names(tmp_path):
         (["--preset", "nope"], "unknown bench preset 'nope'"),
         (["--attacks", "em,nope"], "unknown attack 'nope'"),
         (["--defenses", "none,nope"], "unknown defense 'nope'"),
-        (["--attack-set", "em.nope=1"], "has no parameter nope"),
+        (["--attack-option", "em.nope=1"], "has no parameter nope"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         ([], "--out DIR is required"),
         (["--subset-seed", "3"], "--subset-seed draws a --subset or a --poison-fraction"),

@@ -431,7 +431,7 @@ def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
         (["--attacks", "ops", "--multitask-attacks"], "multi-task crafting needs a model-based attack"),
         (["--attacks", "missing.safetensors"], "poison file not found"),
         (["--preset", "huge"], "unknown crosstask preset 'huge'"),
-        (["--attacks", "ops", "--attack-set", "ar.eps=1"], "not among the attacks"),
+        (["--attacks", "ops", "--attack-option", "ar.eps=1"], "not among the attacks"),
         (["--attacks", "em", "--multitask-attacks", "--multitask-combine", "mgda"], "unknown multi-task combine mgda"),
     ],
 )

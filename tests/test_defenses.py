@@ -398,7 +398,7 @@ def test_at_inner_attack_raises_the_loss_within_budget():
 
 
 # ---- command line and training ----------------------------------------------------------------------------
-TINY = ["--set", "n_train=128", "--set", "n_test=64", "--width", "0.125", "--epochs", "1", "--quiet"]
+TINY = ["--data-option", "n_train=128", "--data-option", "n_test=64", "--width", "0.125", "--epochs", "1", "--quiet"]
 
 
 def test_cli_unknown_defense_exits_2_with_one_line(tmp_path, capsys):
@@ -406,7 +406,8 @@ def test_cli_unknown_defense_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown defense 'nope'" in err[0] and "jpeg" in err[0]
     assert (
-        cli_main(["train", "--defense", "jpeg", "--defense-set", "qualty=5", "--out", str(tmp_path / "r"), *TINY]) == 2
+        cli_main(["train", "--defense", "jpeg", "--defense-option", "qualty=5", "--out", str(tmp_path / "r"), *TINY])
+        == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "qualty" in err[0]

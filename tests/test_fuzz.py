@@ -13,7 +13,7 @@ import pytest
 
 from uebench.cli import main as cli_main
 
-SCENES = ["--set", "n_train=64", "--set", "n_test=32"]
+SCENES = ["--data-option", "n_train=64", "--data-option", "n_test=32"]
 TRAIN = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", *SCENES, "--quiet"]
 
 
@@ -114,10 +114,10 @@ def with_meta(src: Path, dst: Path, edit) -> Path:
 # ---------- bad values on the command line ----------
 
 TRAIN_BAD = [
-    ["--set", "foo=1"],
-    ["--set", "size=abc"],
-    ["--set", "n_train=2.5"],
-    ["--set", "n_train=0"],
+    ["--data-option", "foo=1"],
+    ["--data-option", "size=abc"],
+    ["--data-option", "n_train=2.5"],
+    ["--data-option", "n_train=0"],
     ["--width", "nan"],
     ["--width", "inf"],
     ["--width", "0"],
@@ -127,9 +127,9 @@ TRAIN_BAD = [
     ["--lr", "-1"],
     ["--epochs", "0"],
     ["--batch-size", "0"],
-    ["--train-subset", "0"],
-    ["--train-subset", "-1"],
-    ["--train-subset", "100000"],
+    ["--subset", "0"],
+    ["--subset", "-1"],
+    ["--subset", "100000"],
     ["--precision", "fp8"],
     ["--device", "tpu"],
     ["--device", "meta"],
@@ -139,12 +139,12 @@ TRAIN_BAD = [
     ["--model", "nope"],
     ["--recipe", "nope"],
     ["--defense", "nope"],
-    ["--defense-set", "q=1"],
+    ["--defense-option", "q=1"],
     ["--dataset", "nope"],
     ["--poison", "/no/such/file.safetensors"],
-    ["--set", "n_train=" + "1" * 5000],  # an integer Python's int() refuses to parse
-    ["--set", "n_train=" + "[" * 5000 + "]" * 5000],
-    ["--set", "n_train=1e999"],
+    ["--data-option", "n_train=" + "1" * 5000],  # an integer Python's int() refuses to parse
+    ["--data-option", "n_train=" + "[" * 5000 + "]" * 5000],
+    ["--data-option", "n_train=1e999"],
 ]
 
 
@@ -158,7 +158,7 @@ def test_train_bad_values(extra, tmp_path, capsys):
 BENCH_BAD = [
     ["--width", "0"],
     ["--width", "nan"],
-    ["--attack-set", "lsp.eps=nan"],
+    ["--attack-option", "lsp.eps=nan"],
     ["--subset", "100000"],
     ["--precision", "fp8"],
     ["--device", "tpu"],
@@ -193,8 +193,8 @@ def test_bench_bad_values_write_nothing(extra, tmp_path, capsys):
 
 
 CRAFT_BAD = [
-    ["--attack", "lsp", "--set", "eps=nan"],
-    ["--attack", "ops", "--set", "nope=1"],
+    ["--attack", "lsp", "--attack-option", "eps=nan"],
+    ["--attack", "ops", "--attack-option", "nope=1"],
     ["--attack", "nope"],
     ["--attack", "ops", "--subset", "0"],
     ["--attack", "ops", "--data-option", "size=abc"],
@@ -228,7 +228,7 @@ def test_landscape_bad_values(extra, tmp_path, capsys):
 CROSSTASK_BAD = [
     ["--width", "nan"],
     ["--seed", str(2**70)],
-    ["--train-subset", "0"],
+    ["--subset", "0"],
     ["--lr", "nan"],
     ["--tasks", "nope"],
 ]

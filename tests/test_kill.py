@@ -25,9 +25,9 @@ TRAIN = [
     "quick",
     "--epochs",
     "2",
-    "--set",
+    "--data-option",
     "n_train=64",
-    "--set",
+    "--data-option",
     "n_test=32",
     "--quiet",
 ]

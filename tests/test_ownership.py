@@ -48,9 +48,9 @@ TRAIN = [
     "quick",
     "--epochs",
     "1",
-    "--set",
+    "--data-option",
     "n_train=64",
-    "--set",
+    "--data-option",
     "n_test=32",
 ]
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--quiet"]

@@ -12,7 +12,6 @@ import pkgutil
 from .base import (
     ATTACK_PRESETS,
     ATTACKS,
-    PRESETS,
     Attack,
     Perturbation,
     make_config,
@@ -30,7 +29,6 @@ for _m in pkgutil.iter_modules(__path__):
 __all__ = [
     "ATTACKS",
     "ATTACK_PRESETS",
-    "PRESETS",
     "Attack",
     "Perturbation",
     "craft",

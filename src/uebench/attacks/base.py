@@ -89,7 +89,6 @@ def objective_attacks() -> list[str]:
 
 
 ATTACK_PRESETS = ("paper", "fast")  # every attack has "paper"; "fast" where it defines one
-PRESETS = ATTACK_PRESETS  # the old name, kept for one release
 MAX_LINF = 64 / 255  # the largest Linf budget an attack accepts
 
 

@@ -107,10 +107,45 @@ def parse_list(text: str, kind: type, option: str) -> list:
     return out
 
 
+REMOVED_IN = "0.3.0"  # the version that drops the deprecated spellings below
+
+
+REMOVED_IN = "0.3.0"  # the version that drops the deprecated spellings
+
+
+class _Renamed(argparse.Action):
+    """Stores (or appends) the value; when the old spelling was used, says on stderr that it goes."""
+
+    def __init__(self, option_strings, dest, *, new: str, old: str, append: bool = False, **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.new, self.old, self.append = new, old, append
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.old:
+            print(
+                f"warning: {self.old} is deprecated, use {self.new} (removed in uebench {REMOVED_IN})", file=sys.stderr
+            )
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+
+
 def add_renamed(p: argparse.ArgumentParser, option: str, old: str, *, help: str, **kw) -> None:
-    """An option that has a new name: the old one is still accepted, and the help says so (README "What you can do")."""
+    """An option that has a new name: the old one is still accepted until REMOVED_IN, with a warning on stderr each
+    time it is used, and the help says so."""
     dest = option.lstrip("-").replace("-", "_")
-    p.add_argument(option, old, dest=dest, help=f"{help} ({old}: the old spelling, kept for one release)", **kw)
+    append = kw.pop("action", "store") == "append"
+    p.add_argument(
+        option,
+        old,
+        dest=dest,
+        action=_Renamed,
+        new=option,
+        old=old,
+        append=append,
+        help=f"{help} ({old}: deprecated, removed in uebench {REMOVED_IN})",
+        **kw,
+    )
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -45,9 +45,6 @@ def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
     return {k: coerce(v, hints.get(k, Any), f"dataset {info.name}: option {k}") for k, v in options.items()}
 
 
-stratified_subset = seeded_subset  # the old name (it never stratified); kept for one release
-
-
 def list_datasets() -> list[DatasetInfo]:
     return [DATASETS.get(n) for n in DATASETS.names()]
 

@@ -36,6 +36,7 @@ defaults). Its first commit computed the JPEG and then augmented the uncompresse
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -107,6 +108,15 @@ class UEraserConfig:
         check(self.plasma in PLASMA_SEEDS, f"plasma must be one of {', '.join(PLASMA_SEEDS)}, got {self.plasma!r}")
         impls = ("kornia", "uebench")
         check(self.trivial_augment_impl in impls, f"trivial_augment_impl must be one of {', '.join(impls)}")
+        # the constructions uebench used before they were checked against kornia stay for the runs made with them
+        for name, old in (("plasma", "full"), ("trivial_augment_impl", "uebench")):
+            if getattr(self, name) == old:
+                warnings.warn(
+                    f"ueraser {name}={old} is deprecated (uebench's construction before the kornia check), removed "
+                    "in uebench 0.3.0",
+                    FutureWarning,
+                    stacklevel=2,
+                )
         if self.jpeg_quality is not None:
             check_type(self.jpeg_quality, int, "jpeg_quality")
             check(1 <= self.jpeg_quality <= 95, f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")

@@ -1,0 +1,59 @@
+"""Compatibility with a date: every old spelling still works until the version that removes it, and says so each time
+it is used; the Python aliases of 0.1.0 are gone."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from uebench.cli import REMOVED_IN, _Renamed, build_parser
+
+
+def renamed_options(parser: argparse.ArgumentParser):
+    """(command, old spelling, new spelling, appends) of every renamed option of every command."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, _Renamed):
+                yield command, action.old, action.new, action.append
+
+
+CASES = sorted(set(renamed_options(build_parser())))
+
+
+def test_the_renamed_options_are_the_known_ones():
+    assert len(CASES) == 9  # the old spellings of 0.1.0: a new rename must come with its warning here too
+    assert {old for _, old, _, _ in CASES} == {"--set", "--attack-set", "--defense-set", "--train-subset"}
+
+
+@pytest.mark.parametrize("command, old, new, appends", CASES, ids=[f"{c} {o}" for c, o, _, _ in CASES])
+def test_an_old_spelling_works_and_warns_until_its_version(command, old, new, appends, capsys):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    value = "a=1" if appends else "64"
+    required = [x for a in sub._actions if a.required and a.option_strings for x in (a.option_strings[0], "x")]
+    by_old = sub.parse_args([*required, *([old, value, old, value] if appends else [old, value])])
+    warned = capsys.readouterr().err
+    by_new = sub.parse_args([*required, *([new, value, new, value] if appends else [new, value])])
+    dest = new.lstrip("-").replace("-", "_")
+    assert getattr(by_old, dest) == getattr(by_new, dest)  # the same meaning
+    assert warned.count(f"warning: {old} is deprecated, use {new} (removed in uebench {REMOVED_IN})") == (
+        2 if appends else 1
+    )
+    assert capsys.readouterr().err == ""  # the new spelling says nothing
+
+
+@pytest.mark.parametrize("option, old", [("plasma", "full"), ("trivial_augment_impl", "uebench")])
+def test_ueraser_constructions_before_the_kornia_check_warn(option, old):
+    from uebench.defenses import create_defense
+
+    with pytest.warns(FutureWarning, match=f"{option}={old} is deprecated.*{REMOVED_IN}"):
+        create_defense("ueraser", **{option: old})
+
+
+def test_the_aliases_of_0_1_0_are_gone():
+    import uebench.attacks
+    import uebench.data
+
+    assert not hasattr(uebench.data, "stratified_subset") and hasattr(uebench.data, "seeded_subset")
+    assert not hasattr(uebench.attacks, "PRESETS") and hasattr(uebench.attacks, "ATTACK_PRESETS")

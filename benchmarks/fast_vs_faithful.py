@@ -59,6 +59,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORIGINS = ("running", "eval")
 PASSES = (1, 2)  # the bar's two passes; --passes adds more (faithful's noise floor measured with more seeds)
 MAX_PASSES = 9
+ESTIMATOR_OPTIONS = ("step_rule", "crossfit", "anchor", "augment")  # the fast estimator's options --fast-option sets
 
 
 def bench_config(subset: int, data_dir: str, device: str):
@@ -202,10 +203,16 @@ def faithful_phase(
 
 
 def fast_records(
-    bench: Path, run, sal: dict[str, Any], loaded: _Loaded, device: str, setting: Setting
+    bench: Path,
+    run,
+    sal: dict[str, Any],
+    loaded: _Loaded,
+    device: str,
+    setting: Setting,
+    estimator: dict[str, Any] | None = None,
 ) -> dict[int, dict[str, Any]]:
     out = {}
-    for epoch, measure in snapshots(bench, run, setting, sal, loaded, device):
+    for epoch, measure in snapshots(bench, run, setting, sal, loaded, device, estimator=estimator):
         start = time.perf_counter()
         out[epoch] = record_of(measure(), 0.0)
         out[epoch]["seconds"] = time.perf_counter() - start
@@ -222,7 +229,13 @@ def rhos(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 
 def report_phase(
-    bench: Path, folder: Path, loaded: _Loaded, device: str, out_json: Path, fast: Setting | None = None
+    bench: Path,
+    folder: Path,
+    loaded: _Loaded,
+    device: str,
+    out_json: Path,
+    fast: Setting | None = None,
+    estimator: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     saved, plan = read_bench(bench)
     sal = saved["config"]["sal"]
@@ -246,7 +259,8 @@ def report_phase(
             if k not in PASSES and len(per[name]) < len(epochs):
                 del per[name]  # an extra pass counts only where it covers every snapshot
         done = all(len(per[pass_name(k)]) == len(epochs) for k in PASSES)
-        per["fast"] = fast_records(bench, run, sal, loaded, device, fast) if done else {}  # only where it can be read
+        # only where it can be read
+        per["fast"] = fast_records(bench, run, sal, loaded, device, fast, estimator) if done else {}
         measured[run_label(run)] = per
     clean = next((run_label(r) for r in runs if r.attack == CLEAN), None)
     complete = missing == 0 and clean is not None
@@ -254,7 +268,7 @@ def report_phase(
         "bench": saved["identity"],
         "complete": complete,
         "snapshot_passes_missing": missing,
-        "fast_setting": {"subset": fast.subset, "rounds": fast.rounds, "eps": fast.eps},
+        "fast_setting": {"subset": fast.subset, "rounds": fast.rounds, "eps": fast.eps, **(estimator or {})},
         "bar": "|UD_fast - UD_faithful| <= max(0.1, |UD_faithful_2 - UD_faithful|) and "
         "rho_fast_faithful_mean >= rho_faithful_faithful_mean - 0.1, per run and origin",
         "runs": {},
@@ -392,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast-subset", type=int, default=None, help="report: fast SAL's subset (default: the bench's)")
     ap.add_argument("--fast-rounds", type=int, default=None, help="report: fast SAL's rounds (default: the bench's)")
     ap.add_argument("--out", default=None, help="report: the outcome file (default RESULTS/fast_vs_faithful.json)")
+    ap.add_argument(
+        "--fast-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="report: another fast-mode option than the bench's (step_rule=sgd, crossfit=false, anchor, augment)",
+    )
     args = ap.parse_args(argv)
     try:
         i, n = (int(v) for v in args.shard.split("/"))
@@ -410,6 +431,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     runs = tuple(v for v in args.runs.split(",") if v) if args.runs else None
+    estimator: dict[str, Any] = {}
+    for item in args.fast_option:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ESTIMATOR_OPTIONS:
+            valid = ", ".join(ESTIMATOR_OPTIONS)
+            print(f"error: --fast-option takes one of {valid}=VALUE, got {item}", file=sys.stderr)
+            return 2
+        estimator[key] = {"true": True, "false": False}.get(value.lower(), value)
     try:
         bench = Path(args.bench or ROOT / "runs" / f"fvf-n{args.subset}")
         config = bench_config(args.subset, args.data_dir, args.device)
@@ -431,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase in ("all", "report"):
             fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds)
             out = Path(args.out) if args.out else results / "fast_vs_faithful.json"
-            table = report_phase(bench, folder, loaded, args.device, out, fast)
+            table = report_phase(bench, folder, loaded, args.device, out, fast, estimator or None)
             print(markdown(table))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

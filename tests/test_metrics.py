@@ -14,7 +14,6 @@ from uebench.metrics import (
     FastSALConfig,
     ProbeData,
     SALConfig,
-    SALProbe,
     epoch_thresholds,
     layer_sal,
     learnable_count,
@@ -24,6 +23,7 @@ from uebench.metrics import (
     unlearnable_distance,
 )
 from uebench.models import create_model, probed_layers
+from uebench.training.sal_probe import SALProbe
 
 
 def mse(out, y):
@@ -707,3 +707,14 @@ def test_sgd_step_rule_is_deterministic_and_refuses_unknown_rules():
     assert run("sgd").values() != run("full").values()
     with pytest.raises(UserError, match="unknown fast-SAL step rule 'adam'"):
         FastSALConfig(step_rule="adam")
+
+
+def test_sal_config_carries_the_step_rule_and_records_it_only_when_set():
+    from uebench.metrics import SALConfig
+
+    assert SALConfig(step_rule="sgd").fast.step_rule == "sgd"
+    assert SALConfig().fast.step_rule == "full"
+    assert "step_rule" not in SALConfig().record()  # a bench made before the option keeps its identity
+    assert SALConfig(step_rule="sgd").record()["step_rule"] == "sgd"
+    with pytest.raises(UserError, match="unknown fast-SAL step rule"):
+        SALConfig(step_rule="adam")

@@ -282,3 +282,9 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def recorded(values: dict[str, Any], added_later: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the settings added after records existed while they hold their unset value: a record (and a
+    key hashed from it) written before a setting existed keeps its identity, so older folders resume."""
+    return {k: v for k, v in values.items() if not (k in added_later and v == added_later[k])}

@@ -6,19 +6,24 @@ bench.json read back), then carried unchanged to the estimator (`measure`).
     result = sal.measure(model, probe_data, running_loss=0.81, seed=0)
 
 `rounds` None means the mode's own default: 10 in faithful mode (the public code), the fast config's 5 in fast mode.
-`subset`, `augment`, `crossfit` and `anchor` only matter in fast mode (uebench.metrics.fast_sal).
+`subset`, `augment`, `crossfit`, `anchor` and `step_rule` only matter in fast mode (uebench.metrics.fast_sal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..core.errors import UserError
+from ..core.io import recorded
 from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
-from .fast_sal import AUGMENT, FastSALConfig
+from .fast_sal import AUGMENT, STEP_RULES, FastSALConfig
 from .sal import MODES, ORIGINS, model_sal
+
+# settings added after benches existed, with their unset values: absent from a bench's identity and run keys while unset
+ADDED_LATER = {"step_rule": "full"}
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,15 @@ class SALConfig:
     augment: str = "recipe"  # fast mode: recipe (as the run trained) | none | once (crop+flip always: 0.1.0's)
     crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
     anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
+    step_rule: str = "full"  # fast mode: full (one full-batch step a round) | sgd (minibatch SGD passes, as faithful)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
         if self.origin not in ORIGINS:
             raise UserError(f"unknown SAL origin '{self.origin}'; valid: {', '.join(ORIGINS)}")
+        if self.step_rule not in STEP_RULES:
+            raise UserError(f"unknown fast-SAL step rule '{self.step_rule}'; valid: {', '.join(STEP_RULES)}")
         if self.augment not in AUGMENT:
             raise UserError(f"unknown fast-SAL augment '{self.augment}'; valid: {', '.join(AUGMENT)}")
         if not _whole(self.every, 1):
@@ -66,7 +74,17 @@ class SALConfig:
     @property
     def fast(self) -> FastSALConfig:
         """The fast estimator's options (its other knobs keep their defaults)."""
-        return FastSALConfig(subset=self.subset, augment=self.augment, crossfit=self.crossfit, anchor=self.anchor)
+        return FastSALConfig(
+            subset=self.subset,
+            augment=self.augment,
+            crossfit=self.crossfit,
+            anchor=self.anchor,
+            step_rule=self.step_rule,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The settings as a bench's identity and run keys hold them (a setting added later is absent while unset)."""
+        return recorded(dataclasses.asdict(self), ADDED_LATER)
 
     def measure(
         self,

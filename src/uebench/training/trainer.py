@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..core import distributed
 from ..core.errors import UserError
+from ..core.io import recorded
 from ..core.lock import FolderLock
 from ..core.options import MAX_WIDTH, check_seed
 from ..core.runtime import autocast_factory, grad_scaler, resolve_device, resolve_precision
@@ -97,11 +98,7 @@ class TrainConfig:
     def fields(self) -> dict[str, Any]:
         """The fields, without a subset seed that is the training seed's (run folders written before it existed
         keep their configuration, and a bench its run keys)."""
-        d = asdict(self)
-        for key, unset in ADDED_LATER.items():  # absent when unset, as before they existed
-            if d[key] == unset:
-                del d[key]
-        return d
+        return recorded(asdict(self), ADDED_LATER)
 
     @property
     def subset_rng_seed(self) -> int:

@@ -120,7 +120,7 @@ class BenchConfig:
                 "model": self.model,
                 "width": self.width,
                 "recipe": self.resolved_recipe().to_dict(),
-                "sal": dataclasses.asdict(self.sal),
+                "sal": self.sal.record(),
                 "device": self.device,
                 "precision": self.precision,
                 "channels_last": self.channels_last,
@@ -141,7 +141,7 @@ class BenchConfig:
         return replace(self, dataset=name, dataset_options={}, subset=size)
 
     def to_dict(self) -> dict[str, Any]:
-        return plain_json(dataclasses.asdict(self))
+        return plain_json({**dataclasses.asdict(self), "sal": self.sal.record()})
 
 
 # The README's main job: a few minutes on 2 CPU cores (sized and measured, see README "Benchmark").
@@ -397,7 +397,7 @@ def run_spec(
     # the poison file name carries the poison's own key, so the run key covers what made the poison too; a defense
     # enters with all its settings, defaults included, as an attack's poison does: a default that changes between
     # versions (UEraser's plasma and TrivialAugment, CutMix's box) then makes another run, not a mixed one
-    what = {"train": tc.to_dict(), "sal": dataclasses.asdict(config.sal)}
+    what = {"train": tc.to_dict(), "sal": config.sal.record()}
     if tc.defense is not None:
         from ...defenses import create_defense
 

@@ -263,7 +263,7 @@ COUNTS = {  # case: (arguments, where the work would start)
     "bench width": ([*BENCH, "--width", "1e6"], "uebench.experiments.bench.run.make_plan"),
     "ud bootstrap": (
         ["ud", "--clean", "c", "--poisoned", "p", "--bootstrap", TOO_MANY],
-        "uebench.metrics.load_run_sal",
+        "uebench.training.records.load_run_sal",
     ),
     "sweep rounds": (
         ["sal-sweep", "{bench}", "--rounds", TOO_MANY, "--quiet"],

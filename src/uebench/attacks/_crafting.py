@@ -29,15 +29,14 @@ import torch.nn.functional as F
 from ..core import distributed, seeds
 from ..core.errors import UserError
 from ..core.options import MAX_IMAGES, MAX_WIDTH, Count, Within
-from ..core.progress import progress_bar
 from ..core.runtime import resolve_device
 from ..core.seeds import seeded
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
 from ..models import MODELS, create_model
-from ..training.fit import set_lr
+from ..training.fit import fit
 from ..training.recipes import Recipe
-from ..training.trainer import classification_epoch, make_optimizer, prepare
+from ..training.trainer import ClassificationStep, make_optimizer, prepare
 from .base import Attack, Perturbation
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -478,21 +477,29 @@ def train_clean_model(
     processes each trains on its share of every batch through DDP (the returned model is the same in all)."""
     model = build_model(cfg, ds, seed, device)
     opt = make_optimizer(model, recipe)
-    stepped = distributed.wrap(model, world, device)
-    bar = progress_bar(progress, epochs, desc, unit="epoch")
-    for epoch in range(epochs):
-        set_lr(opt, recipe.lr_at(epoch))
-        stats = classification_epoch(
-            stepped, opt, ds, recipe, generator(seed, 100 + epoch), device, contextlib.nullcontext, True, world=world
-        )
+    step = ClassificationStep(ds, recipe.augment, device, contextlib.nullcontext, True, world=world)
+
+    def measured(epoch: int, _record: dict) -> None:
         compute.fb(len(ds))
         if after_epoch is not None:
-            after_epoch(epoch, model)
-        if bar:
-            bar.update(1)
-            bar.set_postfix(acc=f"{stats['train_acc']:.1f}%")
-    if bar:
-        bar.close()
+            after_epoch(epoch - 1, model)
+
+    fit(
+        model,
+        opt,
+        step,
+        len(ds),
+        epochs=epochs,
+        batch_size=recipe.batch_size,
+        lr_at=recipe.lr_at,
+        seed=seed,
+        after_epoch=measured,
+        desc=desc if progress else None,
+        postfix=lambda r: {"acc": f"{r['train_acc']:.1f}%"},
+        world=world,
+        train_model=distributed.wrap(model, world, device),
+        epoch_rng=lambda epoch: generator(seed, 100 + epoch),
+    )
     return model
 
 

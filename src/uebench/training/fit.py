@@ -116,6 +116,7 @@ def fit(
     scaler: Any = None,
     world: World = SINGLE,
     train_model: nn.Module | None = None,
+    epoch_rng: Callable[[int], torch.Generator] | None = None,
 ) -> list[dict[str, Any]]:
     """Train for `epochs` (or until `stop_after` epochs in all); returns the per-epoch records.
 
@@ -123,7 +124,8 @@ def fit(
     checkpoint first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
     accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps.
     `train_model` (a DistributedDataParallel wrapper of `model`) is what the steps run through in a `world` of
-    several processes; only its rank 0 writes to `run`."""
+    several processes; only its rank 0 writes to `run`. `epoch_rng(epoch)`: another stream per epoch than
+    `epoch_generator(seed, epoch)` (a crafting model's, which has drawn its own since before this loop existed)."""
     history: list[dict[str, Any]] = []
     if run is not None and (state := run.load_checkpoint(sync=world.main)) is not None:
         model.load_state_dict(state["model"])
@@ -151,7 +153,7 @@ def fit(
                 step,
                 n,
                 batch_size,
-                epoch_generator(seed, epoch),
+                epoch_generator(seed, epoch) if epoch_rng is None else epoch_rng(epoch),
                 stepped,
                 scaler,
                 world,

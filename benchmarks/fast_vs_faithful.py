@@ -236,11 +236,14 @@ def report_phase(
     out_json: Path,
     fast: Setting | None = None,
     estimator: dict[str, Any] | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     saved, plan = read_bench(bench)
     sal = saved["config"]["sal"]
     fast = fast or fast_setting(sal)
     runs = finished_runs(bench, plan.runs)
+    if only:  # a variant tried on a few runs; the clean run stays, every UD needs it
+        runs = [r for r in runs if r.attack == CLEAN or run_label(r) in only]
     measured: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # run -> estimator -> epoch -> record
     missing = 0
     for run in runs:
@@ -402,7 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--follow", action="store_true", help="faithful: wait for the bench's runs still training")
     ap.add_argument("--passes", default="1,2", help="faithful: which passes to measure (default 1,2; 3.. = more seeds)")
-    ap.add_argument("--runs", default=None, help="faithful: only these runs, e.g. clean-s0,em-s0 (default all)")
+    ap.add_argument(
+        "--runs",
+        default=None,
+        help="faithful and report: only these runs, e.g. clean-s0,em-s0 (default all; the report keeps the clean run)",
+    )
     ap.add_argument("--fast-subset", type=int, default=None, help="report: fast SAL's subset (default: the bench's)")
     ap.add_argument("--fast-rounds", type=int, default=None, help="report: fast SAL's rounds (default: the bench's)")
     ap.add_argument("--out", default=None, help="report: the outcome file (default RESULTS/fast_vs_faithful.json)")
@@ -460,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase in ("all", "report"):
             fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds)
             out = Path(args.out) if args.out else results / "fast_vs_faithful.json"
-            table = report_phase(bench, folder, loaded, args.device, out, fast, estimator or None)
+            table = report_phase(bench, folder, loaded, args.device, out, fast, estimator or None, runs)
             print(markdown(table))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -96,10 +96,11 @@ def faithful_setting(k: int) -> Setting:
     return Setting("faithful", 0.05, FAITHFUL_ROUNDS, repeat=k - 1)
 
 
-def fast_setting(sal: dict[str, Any], subset: int | None = None, rounds: int | None = None) -> Setting:
-    """Fast SAL at the bench's settings, or with another subset or number of rounds (the report's --fast-*)."""
+def fast_setting(sal: dict[str, Any], subset: int | None = None, rounds: int | None = None, repeat: int = 0) -> Setting:
+    """Fast SAL at the bench's settings, or with another subset, number of rounds or subset draw (the report's
+    --fast-*)."""
     rounds = int(sal["rounds"]) if rounds is None else rounds
-    return Setting("fast", float(sal["eps"]), rounds, int(sal["subset"]) if subset is None else subset)
+    return Setting("fast", float(sal["eps"]), rounds, int(sal["subset"]) if subset is None else subset, repeat)
 
 
 def record_of(rec: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -271,7 +272,13 @@ def report_phase(
         "bench": saved["identity"],
         "complete": complete,
         "snapshot_passes_missing": missing,
-        "fast_setting": {"subset": fast.subset, "rounds": fast.rounds, "eps": fast.eps, **(estimator or {})},
+        "fast_setting": {
+            "subset": fast.subset,
+            "rounds": fast.rounds,
+            "eps": fast.eps,
+            **({"draw": fast.repeat} if fast.repeat else {}),
+            **(estimator or {}),
+        },
         "bar": "|UD_fast - UD_faithful| <= max(0.1, |UD_faithful_2 - UD_faithful|) and "
         "rho_fast_faithful_mean >= rho_faithful_faithful_mean - 0.1, per run and origin",
         "runs": {},
@@ -412,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--fast-subset", type=int, default=None, help="report: fast SAL's subset (default: the bench's)")
     ap.add_argument("--fast-rounds", type=int, default=None, help="report: fast SAL's rounds (default: the bench's)")
+    ap.add_argument(
+        "--fast-draw",
+        type=int,
+        default=0,
+        help="report: another seeded draw of fast SAL's probe subset (default 0, the bench's): fast's own spread",
+    )
     ap.add_argument("--out", default=None, help="report: the outcome file (default RESULTS/fast_vs_faithful.json)")
     ap.add_argument(
         "--fast-option",
@@ -438,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     runs = tuple(v for v in args.runs.split(",") if v) if args.runs else None
+    if not 0 <= args.fast_draw < 100:
+        print(f"error: --fast-draw takes 0-99, got {args.fast_draw}", file=sys.stderr)
+        return 2
     estimator: dict[str, Any] = {}
     for item in args.fast_option:
         key, sep, value = item.partition("=")
@@ -465,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase in ("all", "faithful"):
             faithful_phase(bench, folder, loaded, args.device, (i, n), args.follow, passes, runs)
         if args.phase in ("all", "report"):
-            fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds)
+            fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds, args.fast_draw)
             out = Path(args.out) if args.out else results / "fast_vs_faithful.json"
             table = report_phase(bench, folder, loaded, args.device, out, fast, estimator or None, runs)
             print(markdown(table))

@@ -483,7 +483,7 @@ def test_subset_seed_draws_the_subsets_and_the_training_seed_only_the_noise():
     opts = {"n_train": 96, "n_test": 64}
 
     def splits(**kw):
-        return load_splits(CrossTaskConfig(dataset_options=opts, train_subset=40, test_subset=30, **kw), tasks)
+        return load_splits(CrossTaskConfig(dataset_options=opts, subset=40, test_subset=30, **kw), tasks)
 
     old = splits(seed=1)  # as before the option existed: the training seed draws the subsets
     fixed = [splits(seed=s, subset_seed=5) for s in (0, 1)]

@@ -57,3 +57,70 @@ def test_the_aliases_of_0_1_0_are_gone():
 
     assert not hasattr(uebench.data, "stratified_subset") and hasattr(uebench.data, "seeded_subset")
     assert not hasattr(uebench.attacks, "PRESETS") and hasattr(uebench.attacks, "ATTACK_PRESETS")
+
+
+def _keyword_cases():
+    from dataclasses import replace
+
+    from uebench.experiments.crosstask.experiment import CROSSTASK_SAL, CrossTaskConfig
+    from uebench.experiments.landscape import LandscapeConfig
+    from uebench.training.trainer import TrainConfig
+
+    sal = replace(CROSSTASK_SAL, mode="faithful", subset=128, rounds=3)
+    return [
+        (TrainConfig, {"train_subset": 64}, {"subset": 64}, "train_subset"),
+        (CrossTaskConfig, {"train_subset": 64}, {"subset": 64}, "train_subset"),
+        (CrossTaskConfig, {"encoder": "resnet34"}, {"model": "resnet34"}, "encoder"),
+        (CrossTaskConfig, {"sal": False}, {"probe_sal": False}, "sal=True/False"),
+        (CrossTaskConfig, {"sal_mode": "faithful", "sal_subset": 128, "sal_rounds": 3}, {"sal": sal}, "sal_mode"),
+        (LandscapeConfig, {"n_train": 64}, {"subset": 64}, "n_train"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_an_old_keyword_name_works_and_warns_until_its_version(case):
+    import warnings
+
+    make, old, new, name = _keyword_cases()[case]
+    with pytest.warns(FutureWarning) as caught:
+        by_old = make(**old)
+    said = [str(w.message) for w in caught]
+    assert len(said) == len(old) and all(f"removed in uebench {REMOVED_IN}" in m for m in said)  # one per old name
+    assert said[0].startswith(f"{make.__name__}: {name} is deprecated, use ")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name says nothing
+        assert make(**new) == by_old
+
+
+def test_an_old_attribute_name_reads_with_a_warning():
+    from uebench.training.trainer import TrainConfig
+
+    with pytest.warns(FutureWarning, match=f"train_subset is deprecated, use subset.*{REMOVED_IN}"):
+        assert TrainConfig(subset=64).train_subset == 64
+    with pytest.raises(TypeError, match="both"):
+        TrainConfig(subset=64, train_subset=64)
+
+
+def test_records_keep_the_names_they_were_written_with():
+    """A run's config.json, a crosstask or landscape folder's identity: the names of 0.1.0, read back into the new
+    fields (folders written before the rename keep their identity and resume)."""
+    from uebench.experiments.crosstask.experiment import CrossTaskConfig
+    from uebench.experiments.landscape import LandscapeConfig
+    from uebench.training.trainer import TrainConfig
+
+    tc = TrainConfig(subset=64)
+    assert tc.fields()["train_subset"] == 64 and "subset" not in tc.fields()
+    assert TrainConfig.from_record(tc.fields()) == tc
+    ct = CrossTaskConfig(subset=64, model="resnet34", probe_sal=False)
+    d = ct.to_dict()
+    assert (d["train_subset"], d["encoder"], d["sal"], d["sal_mode"], d["sal_subset"], d["sal_rounds"]) == (
+        64,
+        "resnet34",
+        False,
+        "fast",
+        256,
+        None,
+    )
+    assert not {"subset", "model", "probe_sal", "sal_eps", "subset_seed", "multitask_combine"} & set(d)
+    assert CrossTaskConfig.from_record(d) == ct
+    assert LandscapeConfig(subset=64).to_dict()["n_train"] == 64 and "subset" not in LandscapeConfig().to_dict()

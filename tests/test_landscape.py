@@ -414,7 +414,7 @@ def test_subset_seed_draws_the_training_images_and_the_poison_covers_them(tmp_pa
     ws = Workspace(tmp_path, "landscape.json", "landscape")
 
     def images(**kw):
-        cfg = LandscapeConfig(dataset="scenes", attack="ops", n_train=20, **kw)
+        cfg = LandscapeConfig(dataset="scenes", attack="ops", subset=20, **kw)
         full = to_grey(load("scenes", split="train", size=28, n_train=60, n_test=10))  # more images than n_train
         poison, _ = make_poison(cfg, full, ws, progress=False)  # one folder: a kept poison is reused only if it fits
         clean, _ = training_sets(cfg, full, poison)

@@ -106,7 +106,7 @@ def landscape_cmd(args) -> int:
         poison=args.poison,
         preset=args.preset,
         attack_params=parse_sets(args.attack_option, "--attack-option"),
-        n_train=args.n_train or None,
+        subset=args.n_train or None,
         image_size=args.image_size,
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -187,7 +187,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        train_subset=args.subset,
+        subset=args.subset,
         subset_seed=args.subset_seed,
         poison_fraction=args.poison_fraction,
         unpaired=args.unpaired,

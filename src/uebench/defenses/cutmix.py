@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.io import recorded
 from .base import Defense, beta, check, check_type, one_hot, rand, randperm, register_defense
 
 
@@ -46,10 +47,7 @@ class CutMix(Defense):
 
     def params(self):
         """The settings; `box` is left out at `clip`, the placement of the runs made before it was an option."""
-        p = super().params()
-        if p["box"] == "clip":
-            del p["box"]
-        return p
+        return recorded(super().params(), {"box": "clip"})
 
     def draw(self, n: int, h: int, w: int, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(perm, mask (n, 1, h, w) bool: pixels taken from the partner, area fraction of the partner (n,))."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,9 +34,9 @@ import numpy as np
 from ..core.errors import UserError
 from ..core.io import atomic_write_json, atomic_write_text, read_json
 from ..core.lock import FolderLock
-from ..core.options import MAX_IMAGES, MAX_REPEATS, MAX_ROUNDS, check_count
+from ..core.options import MAX_REPEATS, check_count
 from ..metrics.ranking import kendall_tau, spearman_rho  # noqa: F401  (sweep's public names)
-from ..metrics.sal import MODES, ORIGINS
+from ..metrics.sal import ORIGINS
 from ..metrics.sal_config import SALConfig
 from ..metrics.threshold import learnable_threshold
 from ..metrics.ud import sal_matrix, ud_if_defined
@@ -62,18 +61,15 @@ class Setting:
     repeat: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"unknown SAL mode '{self.mode}'; valid: {', '.join(MODES)}")
-        if (
-            isinstance(self.eps, bool)
-            or not isinstance(self.eps, (int, float))
-            or not (math.isfinite(self.eps) and self.eps > 0)
-        ):
-            raise UserError(f"SAL eps must be a finite number > 0, got {self.eps}")
-        check_count(self.rounds, "SAL rounds", MAX_ROUNDS)
-        if self.subset is not None:
-            check_count(self.subset, "fast SAL subset", MAX_IMAGES)
+        if self.rounds is None:  # a setting of the sweep names its rounds (the reference's default made explicit)
+            raise UserError("a sal-sweep setting needs its rounds")
+        self.applied_to(SALConfig())  # mode, eps, rounds and subset: SALConfig's one validation
         check_count(self.repeat, "a setting's repeat", MAX_REPEATS - 1, low=0)
+
+    def applied_to(self, base: SALConfig) -> SALConfig:
+        """`base` (a bench's SAL settings) measured under this setting: its mode, eps, rounds and subset."""
+        subset = base.subset if self.subset is None else self.subset
+        return replace(base, mode=self.mode, eps=self.eps, rounds=self.rounds, subset=subset)
 
     @property
     def label(self) -> str:
@@ -221,15 +217,7 @@ def snapshots(
     recipe = tc.resolved_recipe()
     # the bench's own probe, with this setting's mode, radius, rounds and subset (every kept epoch is probed)
     bench_sal = SALSettings(**sal)
-    changed = replace(
-        bench_sal,
-        mode=setting.mode,
-        eps=setting.eps,
-        rounds=setting.rounds,
-        every=1,
-        subset=setting.subset or bench_sal.subset,
-        **(estimator or {}),
-    )
+    changed = replace(setting.applied_to(bench_sal), every=1, **(estimator or {}))
     probe = sal_probe_for(changed, recipe.augment)
 
     def measure(epoch: int) -> dict[str, Any]:

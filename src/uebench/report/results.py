@@ -271,7 +271,7 @@ def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
     s, hist = got.summary, got.history
     epochs = (s or {}).get("epochs") or (hist[0].get("epochs") if hist else None)
     meta = poison.meta if poison else None
-    recipe = TrainConfig(**spec.train).resolved_recipe().to_dict()
+    recipe = TrainConfig.from_record(spec.train).resolved_recipe().to_dict()
     recipe.pop("description", None)  # prose, not a setting
     clean = spec.poison is None
     row = RunRow(

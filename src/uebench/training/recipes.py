@@ -6,10 +6,15 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from ..core.errors import UserError
+from ..core.io import recorded
 from ..core.options import MAX_EPOCHS, MAX_IMAGES, check_count
 from ..core.registry import Registry
 
 OPTIMIZERS = ("sgd", "adam")
+
+
+# settings added after run configs existed, with their unset values: absent from a run's config.json while unset
+ADDED_LATER = {"optimizer": "sgd"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,7 @@ class Recipe:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if d["optimizer"] == "sgd":  # absent at its default: run configs written before it existed stay the same
-            del d["optimizer"]
-        return d
+        return recorded(asdict(self), ADDED_LATER)
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")

@@ -8,7 +8,6 @@ uninterrupted one would have seen and ends with the same weights on CPU.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from ..core import distributed
 from ..core.errors import UserError
 from ..core.io import recorded
 from ..core.lock import FolderLock
-from ..core.options import MAX_WIDTH, check_seed
 from ..core.runtime import autocast_factory, grad_scaler, resolve_device, resolve_precision
 from ..core.seeds import seeded
 from ..data import ImageDataset, load, seeded_subset
@@ -30,22 +28,10 @@ from ..data.augment import AUGMENTATIONS, to_float
 from ..models import create_model
 from ..poisons.poison import Poison
 from .fit import fit, train_epoch
-from .recipes import RECIPES, Recipe
+from .recipes import Recipe
 from .records import RunFolder, manifest
+from .settings import RunSettings, check_settings, from_record, renamed, to_record
 from .shortcut import SHORTCUT_KEYS, shortcut_probes
-
-
-def check_run_numbers(*, width: float, seeds: Sequence[int] = (0,), subset: int | None = None) -> None:
-    """The numbers every training command takes, refused with one line (NaN, inf, 0, a seed torch cannot take)."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not (math.isfinite(width) and width > 0):
-        raise UserError(f"width must be a positive number, got {width}")
-    if width > MAX_WIDTH:  # the weights grow with its square: memory and time without bound
-        raise UserError(f"width must be at most {MAX_WIDTH:g}, got {width:g}")
-    for seed in seeds:
-        check_seed(seed)
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise UserError(f"train subset must be a whole number >= 1, got {subset}")
-
 
 # TrainConfig fields added after run folders existed, with their unset values: left out of config.json (and so out of
 # a bench's run keys) when unset, so that older folders resume and keep their names
@@ -58,47 +44,40 @@ ADDED_LATER = {
 }
 
 
-@dataclass
-class TrainConfig:
-    """Everything that determines a run. Saved as config.json; a resume must match it exactly."""
+# the names config.json has always used for the fields that have another name in the Python API
+RECORD_NAMES = {"subset": "train_subset"}
 
-    dataset: str = "scenes"
-    data_dir: str | None = None
+
+@renamed(train_subset="subset")
+@dataclass(frozen=True)
+class TrainConfig(RunSettings):
+    """Everything that determines a run. Saved as config.json; a resume must match it exactly. The data, model and
+    recipe settings are uebench.training.settings.RunSettings (`subset_seed` None: the training seed)."""
+
     poison: str | None = None
-    model: str = "resnet18"
-    width: float = 1.0
-    recipe: str = "paper"
-    epochs: int | None = None  # overrides the recipe
-    batch_size: int | None = None
-    lr: float | None = None
     seed: int = 0
-    train_subset: int | None = None  # a seeded subset of the training split (CPU-sized runs)
-    subset_seed: int | None = None  # the subset's seed; None: the training seed
     poison_fraction: float | None = None  # the share of the poison's images kept (per class); None: all of them
     # the user confirms that the poison is unpaired (no index mapping: it replaces the whole training set, its budget
     # unchecked); true exactly when it is, so config.json says what the run trained on
     unpaired: bool = False
     eval_batch_size: int | None = None  # the test evaluation's batch (memory only, not the result); None: 1024
     compile: bool = False  # torch.compile the training forward pass (the weights, checkpoints and probes are the same)
-    device: str = "auto"
-    # auto: bf16 where the hardware has fast bf16 (CUDA, AMX, AVX512-BF16); fp16 with a gradient scaler on a CUDA
-    # device without it (V100, T4); else fp32
-    precision: str = "auto"
     channels_last: bool = True
-    dataset_options: dict[str, Any] = field(default_factory=dict)
     defense: str | None = None  # a training-time defense from uebench.defenses (jpeg, gray, mixup, at, ...)
     defense_params: dict[str, Any] = field(default_factory=dict)
 
-    def resolved_recipe(self) -> Recipe:
-        return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "TrainConfig":
+        """A run's settings as config.json (or a bench's plan) holds them."""
+        return cls(**from_record(record, RECORD_NAMES))
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.fields(), "resolved_recipe": self.resolved_recipe().to_dict()}
 
     def fields(self) -> dict[str, Any]:
-        """The fields, without a subset seed that is the training seed's (run folders written before it existed
-        keep their configuration, and a bench its run keys)."""
-        return recorded(asdict(self), ADDED_LATER)
+        """The fields under their record names, without a subset seed that is the training seed's (run folders
+        written before it existed keep their configuration, and a bench its run keys)."""
+        return recorded(to_record(asdict(self), RECORD_NAMES), ADDED_LATER)
 
     @property
     def subset_rng_seed(self) -> int:
@@ -273,8 +252,8 @@ def load_splits(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, ImageD
     clean = load(config.dataset, config.data_dir, "train", **config.dataset_options)
     test_set = load(config.dataset, config.data_dir, "test", **config.dataset_options)
     train_set = training_set(config, clean)
-    if config.train_subset is not None:
-        clean = seeded_subset(clean, config.train_subset, seed=config.subset_rng_seed) if config.poison else train_set
+    if config.subset is not None:
+        clean = seeded_subset(clean, config.subset, seed=config.subset_rng_seed) if config.poison else train_set
     return train_set, test_set, clean
 
 
@@ -289,8 +268,8 @@ def training_set(config: TrainConfig, clean: ImageDataset) -> ImageDataset:
     if poison is not None and config.poison_fraction is not None:
         poison = poison.fraction(config.poison_fraction, config.subset_rng_seed)
     train_set = poison.apply(clean, unpaired=config.unpaired) if poison is not None else clean
-    if config.train_subset is not None:
-        train_set = seeded_subset(train_set, config.train_subset, seed=config.subset_rng_seed)
+    if config.subset is not None:
+        train_set = seeded_subset(train_set, config.subset, seed=config.subset_rng_seed)
     if poison is not None and poison.paired:
         share = poison_coverage(poison, len(clean), train_set.indices, config)
         train_set = train_set.with_images(train_set.images, poison_fraction=share)
@@ -394,10 +373,7 @@ def train(
 
 def check_config(config: TrainConfig) -> None:
     """What can be refused before any data is loaded: the model's name and the run's numbers."""
-    from ..models import MODELS
-
-    MODELS.get(config.model)
-    check_run_numbers(width=config.width, seeds=(config.seed,), subset=config.train_subset)
+    check_settings(config, seeds=(config.seed,))
     e = config.eval_batch_size
     if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
         raise UserError(f"--eval-batch-size must be a whole number >= 1, got {e!r}")
@@ -412,8 +388,7 @@ def check_config(config: TrainConfig) -> None:
     if config.unpaired and not config.poison:
         raise UserError("--unpaired confirms that a --poison file is unpaired; give --poison too")
     if config.subset_seed is not None:
-        check_seed(config.subset_seed)
-        if config.train_subset is None and config.poison_fraction is None:
+        if config.subset is None and config.poison_fraction is None:
             raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
 
 

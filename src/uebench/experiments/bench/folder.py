@@ -63,7 +63,7 @@ class RunSpec:
     def train_config(self):
         from ...training.trainer import TrainConfig
 
-        return TrainConfig(**self.train)
+        return TrainConfig.from_record(self.train)
 
 
 def digest(obj: Any, n: int = 10) -> str:

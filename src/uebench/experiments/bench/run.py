@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...core.errors import UserError, unknown_name
+from ...core.io import recorded
 from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
 from ...core.options import MAX_RUNS, MAX_SEEDS
 from ...metrics.sal_config import SALConfig
 from ...training.records import safe_label
 from ...training.sal_probe import SALProbe
+from ...training.settings import RunSettings, check_settings
 from ...training.shortcut import shortcut_probes
 from ..workspace import Workspace
 from .folder import (  # noqa: F401  (re-exported: bench's public names)
@@ -66,17 +68,19 @@ def sal_probe_for(sal: SALConfig, augment: str, keep_weights: bool = False) -> S
     return SALProbe(sal, augment=augment, keep_weights=keep_weights)
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    """Everything that determines a bench. Presets (PRESETS) are values of this type."""
+# settings added after benches existed, with their unset values: absent from a bench's identity while unset
+ADDED_LATER = {"subset_seed": 0}
 
+
+@dataclass(frozen=True)
+class BenchConfig(RunSettings):
+    """Everything that determines a bench. Presets (PRESETS) are values of this type. The data, model and recipe
+    settings are uebench.training.settings.RunSettings; the bench poisons and trains on its `subset`."""
+
+    subset_seed: int = 0  # which subset (and poisoned fraction): the bench's own seed, the same for every run
+    width: float = 0.25
+    recipe: str = "quick"
     preset: str = "custom"
-    dataset: str = "scenes"
-    data_dir: str | None = None  # where the data is read from; not part of any key (moving the data changes nothing)
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    subset: int | None = None  # poison and train on a seeded random subset of the training split
-    # which subset: its own seed, so that the training seeds vary the training noise and not the data
-    subset_seed: int = 0
     attacks: tuple[str, ...] = ALL_ATTACKS
     attack_preset: str = "fast"
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per attack, over the preset
@@ -84,12 +88,6 @@ class BenchConfig:
     # the user confirms that some of `poisons` are unpaired (no index mapping: each replaces the whole training set,
     # its budget unchecked); refused without it. Not part of any key: those runs' own configs say `unpaired`
     unpaired: bool = False
-    model: str = "resnet18"
-    width: float = 0.25
-    recipe: str = "quick"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
     # partial poisoning: each poison is also benched with only this share of its images poisoned (per class, seeded
     # by the subset seed); 1.0 is the whole poison. A run of a share below 1 is labelled "<attack>@<share>"
     poison_fractions: tuple[float, ...] = (1.0,)
@@ -100,8 +98,6 @@ class BenchConfig:
     # save each run's model at every SAL epoch (for `uebench sal-sweep`). Not part of any key: it changes no result,
     # and a run cached without weights keeps none (sal-sweep names it)
     keep_weights: bool = False
-    device: str = "auto"
-    precision: str = "auto"
     channels_last: bool = True
     description: str = ""
 
@@ -110,27 +106,24 @@ class BenchConfig:
         The matrix (attacks, poisons, defenses, seeds) and per-attack/defense parameters may grow between calls:
         they only add cached entries."""
         return plain_json(
-            {
-                "dataset": self.dataset,
-                "dataset_options": self.dataset_options,
-                "subset": self.subset,
-                # listed only where it is not the default, so a folder written before it existed keeps its identity
-                **({"subset_seed": self.subset_seed} if self.subset_seed != 0 else {}),
-                "attack_preset": self.attack_preset,
-                "model": self.model,
-                "width": self.width,
-                "recipe": self.resolved_recipe().to_dict(),
-                "sal": self.sal.record(),
-                "device": self.device,
-                "precision": self.precision,
-                "channels_last": self.channels_last,
-            }
+            recorded(
+                {
+                    "dataset": self.dataset,
+                    "dataset_options": self.dataset_options,
+                    "subset": self.subset,
+                    "subset_seed": self.subset_seed,
+                    "attack_preset": self.attack_preset,
+                    "model": self.model,
+                    "width": self.width,
+                    "recipe": self.resolved_recipe().to_dict(),
+                    "sal": self.sal.record(),
+                    "device": self.device,
+                    "precision": self.precision,
+                    "channels_last": self.channels_last,
+                },
+                ADDED_LATER,
+            )
         )
-
-    def resolved_recipe(self):
-        from ...training.recipes import RECIPES
-
-        return RECIPES.get(self.recipe).with_overrides(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
 
     def with_dataset(self, name: str) -> "BenchConfig":
         """The preset on another dataset: its dataset options belong to its own dataset, so they are dropped, and a
@@ -236,18 +229,13 @@ def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
     from ...attacks import ATTACKS, make_config
     from ...core.runtime import resolve_device, resolve_precision
-    from ...data import DATASETS
     from ...defenses import create_defense
-    from ...models import MODELS
-    from ...training.trainer import check_run_numbers
 
-    DATASETS.get(config.dataset)
-    MODELS.get(config.model)
     if len(config.seeds) > MAX_SEEDS:  # before each seed is checked, or a plan of millions of runs is made
         raise UserError(f"--seeds asks for {len(config.seeds):,} seeds; at most {MAX_SEEDS:,} are run in one bench")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise UserError(f"seeds must be distinct, got {list(config.seeds)}")
-    check_run_numbers(width=config.width, seeds=(*config.seeds, config.subset_seed), subset=config.subset)
+    check_settings(config, seeds=config.seeds)  # the names, the width, the seeds, the subset and the recipe
     fr = config.poison_fractions
     if (
         not fr
@@ -265,7 +253,6 @@ def validate(config: BenchConfig) -> None:
     if config.subset_seed != 0 and config.subset is None and set(config.poison_fractions) == {1.0}:
         raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
     resolve_precision(config.precision, resolve_device(config.device))
-    config.resolved_recipe()  # a Recipe validates its epochs, batch size and lr
     if not config.attacks and not config.poisons:
         raise UserError("nothing to bench: give at least one attack or poison file")
     if not isinstance(config.unpaired, bool):
@@ -383,7 +370,7 @@ def run_spec(
         batch_size=config.batch_size,
         lr=config.lr,
         seed=seed,
-        train_subset=config.subset,
+        subset=config.subset,
         subset_seed=own_subset_seed(config, seed, fraction),
         poison_fraction=None if fraction == 1 else float(fraction),
         unpaired=unpaired,  # the poison file's own structure (poison.is_paired_file), confirmed in prepare_bench

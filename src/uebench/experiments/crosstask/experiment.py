@@ -25,9 +25,10 @@ same folder is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,18 +36,19 @@ import numpy as np
 import torch
 
 from ...attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
-from ...core.errors import UserError
-from ...core.io import atomic_write_json, atomic_write_text
+from ...core.errors import UserError, unknown_name
+from ...core.io import atomic_write_json, atomic_write_text, recorded
 from ...core.registry import Registry
 from ...core.runtime import resolve_device, resolve_precision
 from ...data import load, seeded_subset
 from ...data.base import ImageDataset
 from ...metrics import learnable_count, learnable_threshold, ud_if_defined
+from ...metrics.sal_config import SALConfig
 from ...metrics.verdict import RULE, poison_learned
+from ...models.multitask import ENCODERS
 from ...poisons.poison import Poison
-from ...training.recipes import RECIPES
 from ...training.records import RunFolder, safe_label
-from ...training.trainer import check_run_numbers
+from ...training.settings import RunSettings, check_settings, from_record, renamed, to_record, warn_renamed
 from ..workspace import Workspace
 from .attack import COMBINES, craft_multitask, load_poison_file
 from .task import Task, check_derive, get_tasks
@@ -59,11 +61,49 @@ DEFAULT_TASKS = ("class", "segment", "depth", "edges")
 MT_SUFFIX = "+mt"
 
 
-@dataclass
-class CrossTaskConfig:
-    dataset: str = "scenes"
-    data_dir: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
+# How crosstask measures each task's SAL: the fast estimator on 256 images, un-augmented (a dense target would have to
+# move with each crop). A config sets its mode, eps, rounds and subset; the probed epochs are its own `sal_every`
+CROSSTASK_SAL = SALConfig(mode="fast", subset=256, augment="none")
+_SAL_SET = ("mode", "eps", "rounds", "subset")
+# the names experiment.json (the folder's identity) has always used for the fields that have another name here
+RECORD_NAMES = {"subset": "train_subset", "model": "encoder", "probe_sal": "sal"}
+# settings added after folders existed, with their unset values: absent from the identity while unset
+ADDED_LATER = {"subset_seed": None, "multitask_combine": ("sum",), "sal_eps": CROSSTASK_SAL.eps}
+# the flat SAL keywords of 0.1.0 (CrossTaskConfig(sal_mode=...)), now the fields of `sal`
+FLAT_SAL = {"sal_mode": "mode", "sal_subset": "subset", "sal_rounds": "rounds"}
+
+
+def _flat_sal_accepted(cls):
+    """CrossTaskConfig(sal=False, sal_mode=..., sal_subset=..., sal_rounds=...), the flat SAL keywords of 0.1.0,
+    accepted until REMOVED_IN with a FutureWarning."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("sal"), bool):
+            warn_renamed(cls.__name__, "sal=True/False", "probe_sal")
+            kw["probe_sal"] = kw.pop("sal")
+        flat = {FLAT_SAL[k]: kw.pop(k) for k in list(kw) if k in FLAT_SAL}
+        for k in flat:
+            warn_renamed(cls.__name__, f"sal_{k}", f"sal=SALConfig({k}=...)")
+        if flat:
+            kw["sal"] = dataclasses.replace(kw.get("sal", CROSSTASK_SAL), **flat)
+        init(self, *args, **kw)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_flat_sal_accepted
+@renamed(train_subset="subset", encoder="model")
+@dataclass(frozen=True)
+class CrossTaskConfig(RunSettings):
+    """Everything that determines a cross-task experiment. The data, model (the shared encoder) and recipe settings
+    are uebench.training.settings.RunSettings (`subset_seed` None: the training seed, as before it existed)."""
+
+    width: float = 0.25
+    recipe: str = "quick"
+    precision: str = "fp32"
     tasks: tuple[str, ...] = DEFAULT_TASKS
     attacks: tuple[str, ...] = DEFAULT_ATTACKS  # attack names or poison files (.safetensors)
     attack_preset: str = "fast"
@@ -73,29 +113,17 @@ class CrossTaskConfig:
     # how those combine the tasks' noise gradients, one poison each: sum ("<attack>+mt") | pcgrad ("<attack>+pcgrad")
     multitask_combine: tuple[str, ...] = ("sum",)
     targets: str = "missing"  # missing: the dataset's own targets where it has them; always: derive from RGB
-    encoder: str = "resnet18"
-    width: float = 0.25
-    recipe: str = "quick"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
     weights: dict[str, float] = field(default_factory=dict)
-    train_subset: int | None = None
     test_subset: int | None = None
     seed: int = 0
-    subset_seed: int | None = None  # the subsets' seed; None: the training seed (as before it existed)
-    device: str = "auto"
-    precision: str = "fp32"
-    sal: bool = True
-    sal_mode: str = "fast"
-    sal_every: int = 0  # 0: the last epoch only
-    sal_subset: int = 256
-    sal_rounds: int | None = None
+    probe_sal: bool = True  # the per-task SAL (and UD, similarity); False: none
+    sal: SALConfig = CROSSTASK_SAL  # how each task's SAL is measured (its mode, eps, rounds and subset)
+    sal_every: int = 0  # probe every K epochs; 0: the last epoch only (the last epoch is always probed)
 
     def __post_init__(self) -> None:
-        self.tasks = tuple(self.tasks)
-        self.attacks = tuple(self.attacks)
-        self.multitask_combine = tuple(self.multitask_combine)
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        object.__setattr__(self, "multitask_combine", tuple(self.multitask_combine))
 
     @property
     def pick_seed(self) -> int:
@@ -103,12 +131,19 @@ class CrossTaskConfig:
         return self.seed if self.subset_seed is None else self.subset_seed
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["subset_seed"] is None:  # absent when unset: folders made before it existed keep their identity
-            del d["subset_seed"]
-        if tuple(d["multitask_combine"]) == ("sum",):
-            del d["multitask_combine"]
-        return d
+        """The configuration as experiment.json holds it (the folder's identity): the names and the flat SAL
+        settings it has always had, a setting added later absent while unset."""
+        d = dataclasses.asdict(self)
+        sal = d.pop("sal")
+        d.update({f"sal_{k}": sal[k] for k in _SAL_SET})
+        return recorded(to_record(d, RECORD_NAMES), ADDED_LATER)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "CrossTaskConfig":
+        """A configuration as to_dict wrote it."""
+        d = from_record(record, RECORD_NAMES)
+        sal = {k: d.pop(f"sal_{k}") for k in _SAL_SET if f"sal_{k}" in d}
+        return cls(**d, sal=dataclasses.replace(CROSSTASK_SAL, **sal))
 
 
 # Named presets: overrides of the defaults above (the user's explicit options override a preset).
@@ -119,11 +154,10 @@ CROSSTASK_PRESETS.register("quick")(
         "recipe": "quick",
         "epochs": 8,
         "batch_size": 64,
-        "train_subset": None,
+        "subset": None,
         "test_subset": 500,
         "sal_every": 4,
-        "sal_subset": 128,
-        "sal_rounds": 3,
+        "sal": {"subset": 128, "rounds": 3},
         "attack_preset": "fast",
     }
 )
@@ -134,21 +168,30 @@ CROSSTASK_PRESETS.register("standard")(
         "epochs": 20,
         "batch_size": 128,
         "sal_every": 5,
-        "sal_subset": 512,
+        "sal": {"subset": 512},
         "attack_preset": "fast",
     }
 )
 CROSSTASK_PRESETS.register("paper")(
-    {"width": 1.0, "recipe": "paper", "sal_every": 1, "sal_mode": "faithful", "attack_preset": "paper"}
+    {"width": 1.0, "recipe": "paper", "sal_every": 1, "sal": {"mode": "faithful"}, "attack_preset": "paper"}
 )
 # `scenes` is generated: a preset may size it (only applied when the dataset is scenes and the user did not)
 SCENES_SIZE = {"quick": {"n_train": 2000, "n_test": 500}, "standard": {"n_train": 5000, "n_test": 1000}, "paper": {}}
 
 
 def with_preset(preset: str, **explicit: Any) -> CrossTaskConfig:
-    """A config from a named preset plus the options given explicitly (None = not given)."""
+    """A config from a named preset plus the options given explicitly (None = not given). `sal` is a SALConfig, or
+    a dict of its settings over the preset's (a None value: not given)."""
     values = dict(CROSSTASK_PRESETS.get(preset))
+    sal = values.pop("sal", {})
+    given = explicit.pop("sal", None)
+    if isinstance(given, dict):
+        sal = {**sal, **{k: v for k, v in given.items() if v is not None}}
     values.update({k: v for k, v in explicit.items() if v is not None})
+    try:
+        values["sal"] = given if isinstance(given, SALConfig) else dataclasses.replace(CROSSTASK_SAL, **sal)
+    except TypeError as e:
+        raise UserError(f"crosstask: bad SAL option: {e}") from None
     if values.get("dataset", "scenes") == "scenes":
         values["dataset_options"] = {**SCENES_SIZE.get(preset, {}), **(values.get("dataset_options") or {})}
     try:
@@ -210,17 +253,20 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     bad_w = sorted(set(config.weights) - {t.name for t in tasks})
     if bad_w:
         raise UserError(f"loss weights given for {', '.join(bad_w)}, which is not among the tasks")
-    RECIPES.get(config.recipe)
-    check_run_numbers(width=config.width, seeds=(config.seed, config.pick_seed))
-    for key in ("epochs", "batch_size", "train_subset", "test_subset"):
-        v = getattr(config, key)
-        if v is not None and v < 1:
-            raise UserError(f"{key.replace('_', '-')} must be >= 1, got {v}")
-    if config.lr is not None and not config.lr > 0:
-        raise UserError(f"lr must be positive, got {config.lr}")
+    check_settings(config, seeds=(config.seed,))  # the names, the width, the seeds, the subset and the recipe
+    if config.model not in ENCODERS:
+        raise unknown_name("encoder", config.model, ENCODERS)
+    if config.test_subset is not None and config.test_subset < 1:
+        raise UserError(f"test-subset must be >= 1, got {config.test_subset}")
     if config.sal_every < 0:
         raise UserError(f"--sal-every must be >= 0 (0: the last epoch only), got {config.sal_every}")
-    settings_for(config).sal_config()  # SAL's mode, subset and rounds, checked once
+    if not isinstance(config.sal, SALConfig):
+        raise UserError(f"crosstask's SAL settings must be a SALConfig, got {type(config.sal).__name__}")
+    fixed = dataclasses.replace(config.sal, **{k: getattr(CROSSTASK_SAL, k) for k in _SAL_SET})
+    if fixed != CROSSTASK_SAL:  # the probe is crosstask's own: on its schedule, eval-loss origin, un-augmented
+        raise UserError(
+            "crosstask measures SAL with its own probe: of its SAL settings, give mode, eps, rounds, subset"
+        )
     resolve_device(config.device)
     resolve_precision(config.precision, torch.device("cpu"))
     return tasks
@@ -241,7 +287,7 @@ def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
     opts = dict(config.dataset_options)
     full = load(config.dataset, config.data_dir, "train", **opts)
     test = load(config.dataset, config.data_dir, "test", **opts)
-    train = seeded_subset(full, config.train_subset, seed=config.pick_seed) if config.train_subset else full
+    train = seeded_subset(full, config.subset, seed=config.pick_seed) if config.subset else full
     if config.test_subset and config.test_subset < len(test):
         test = seeded_subset(test, config.test_subset, seed=config.pick_seed)
     if full.shape[1] % 8 or full.shape[2] % 8:
@@ -283,7 +329,7 @@ def make_poisons(
                 lambda e=entry, p=params: craft(
                     e,
                     splits.full,
-                    subset=config.train_subset,
+                    subset=config.subset,
                     subset_seed=config.subset_seed,
                     preset=config.attack_preset,
                     seed=config.seed,
@@ -304,13 +350,13 @@ def make_poisons(
                         splits.train_data.targets,
                         tasks,
                         splits.channels,
-                        subset=config.train_subset,
+                        subset=config.subset,
                         subset_seed=config.subset_seed,
                         preset=config.attack_preset,
                         seed=config.seed,
                         params=p,
                         weights=config.weights,
-                        encoder=config.encoder,
+                        encoder=config.model,
                         progress=progress,
                         combine=cb,
                     ),
@@ -341,21 +387,22 @@ def poisoned_train(splits: Splits, poison: Poison) -> TaskData:
 
 # ---- runs -------------------------------------------------------------------------------------------------
 def settings_for(config: CrossTaskConfig) -> Settings:
-    recipe = RECIPES.get(config.recipe).with_overrides(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr)
+    recipe = config.resolved_recipe()
     device = resolve_device(config.device)
     return Settings(
-        encoder=config.encoder,
+        encoder=config.model,
         width=config.width,
         recipe=recipe,
         weights=dict(config.weights),
         seed=config.seed,
         device=str(device),
         precision=resolve_precision(config.precision, device),
-        sal=config.sal,
-        sal_mode=config.sal_mode,
+        sal=config.probe_sal,
+        sal_mode=config.sal.mode,
         sal_every=config.sal_every,
-        sal_subset=config.sal_subset,
-        sal_rounds=config.sal_rounds,
+        sal_subset=config.sal.subset,
+        sal_rounds=config.sal.rounds,
+        sal_eps=config.sal.eps,
     )
 
 
@@ -384,7 +431,7 @@ def run_one(
         "settings": settings.to_dict(),
         "dataset": config.dataset,
         "dataset_options": config.dataset_options,
-        "train_subset": config.train_subset,
+        "train_subset": config.subset,
         "test_subset": config.test_subset,
         "targets": config.targets,
         "poison": poison_meta,
@@ -542,7 +589,7 @@ def assemble(
         "learned_rule": RULE + " (read on the class head; unknown without a class task)",
         "sal_similarity": similarity,
         "sal_layers": layers,
-        "sal_mode": config.sal_mode if config.sal else None,
+        "sal_mode": config.sal.mode if config.probe_sal else None,
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ...core.errors import UserError, unknown_name
-from ...core.io import atomic_write_json
+from ...core.io import atomic_write_json, recorded
 from ...core.options import check_seed
 from ...core.progress import progress_bar
 from ...core.runtime import resolve_device
@@ -33,6 +33,7 @@ from ...core.seeds import generator, offset_stream, seeded
 from ...data import ImageDataset, load, seeded_subset
 from ...models import create_model
 from ...poisons.poison import Poison
+from ...training.settings import DataSettings, check_data_settings, renamed, to_record
 from ...training.trainer import evaluate_classifier
 from ..workspace import Workspace
 from . import analysis
@@ -74,16 +75,26 @@ TRAINING_KEYS = (
 MAX_GRID = 401  # the largest loss-surface side --grid accepts
 
 
-@dataclass
-class LandscapeConfig:
+# the names config.json (the folder's identity) has always used for the fields that have another name here
+RECORD_NAMES = {"subset": "n_train"}
+# settings added after folders existed, with their unset values: absent from the record while unset
+ADDED_LATER = {"subset_seed": None}
+
+
+@renamed(n_train="subset")
+@dataclass(frozen=True)
+class LandscapeConfig(DataSettings):
+    """The landscape experiment. Its data settings are uebench.training.settings.DataSettings: `subset` training
+    images (a seeded random subset; None = all the poison covers), drawn with `subset_seed` (None: the training seed),
+    as are the test_size images; its small models train with the explicit SGD settings below (no recipe)."""
+
     dataset: str = "mnist"
-    data_dir: str | None = None
+    subset: int | None = 5000
     model: str = "linear"
     attack: str = "em"
     poison: str | None = None  # a poison file; overrides `attack`
     preset: str = "fast"
     attack_params: dict[str, Any] = field(default_factory=dict)
-    n_train: int | None = 5000  # training images (a seeded random subset); None = all the poison covers
     image_size: int = 28  # scenes only (generated at this size, in grey)
     epochs: int = 5
     batch_size: int = 128
@@ -91,7 +102,6 @@ class LandscapeConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0
-    subset_seed: int | None = None  # the seed that draws n_train and test_size images; None: the training seed
     record_every: int | None = None  # None: about `max_records` rows per run
     max_records: int = 250
     control: bool = True
@@ -139,8 +149,9 @@ class LandscapeConfig:
             )
         if self.record_every is not None and self.record_every < 1:
             raise UserError(f"--record-every must be >= 1, got {self.record_every}")
-        if self.n_train is not None and self.n_train < 10:
-            raise UserError(f"--n-train must be >= 10, got {self.n_train}")
+        if self.subset is not None and not isinstance(self.subset, bool) and isinstance(self.subset, int):
+            if self.subset < 10:
+                raise UserError(f"--n-train must be >= 10, got {self.subset}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not (self.momentum >= 0 and self.weight_decay >= 0 and math.isfinite(self.momentum + self.weight_decay)):
@@ -148,8 +159,7 @@ class LandscapeConfig:
                 f"--momentum and --weight-decay must be finite numbers >= 0, got {self.momentum}, {self.weight_decay}"
             )
         check_seed(self.seed, "--seed")
-        if self.subset_seed is not None:
-            check_seed(self.subset_seed, "--subset-seed")
+        check_data_settings(self)
         if self.image_size not in (28, 32):
             raise UserError(f"--image-size must be 28 or 32, got {self.image_size}")
         analysis.Tolerance(self.tol, self.tol_mode)
@@ -167,11 +177,11 @@ class LandscapeConfig:
         return {k: d[k] for k in (*TRAINING_KEYS, "subset_seed") if k in d}
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration under the names its records have always used, a setting added later absent while
+        unset."""
         d = dataclasses.asdict(self)
         d["coords"] = list(self.coords)
-        if d["subset_seed"] is None:  # absent when unset: folders made before it existed keep their identity
-            del d["subset_seed"]
-        return d
+        return recorded(to_record(d, RECORD_NAMES), ADDED_LATER)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
@@ -191,7 +201,7 @@ def load_data(cfg: LandscapeConfig) -> tuple[ImageDataset, ImageDataset]:
             return load("mnist", cfg.data_dir, "train"), load("mnist", cfg.data_dir, "test")
         except UserError as e:
             raise UserError(f"{e} (or use --dataset scenes: generated, no files needed)") from None
-    n = cfg.n_train or 5000
+    n = cfg.subset or 5000
     opts = {"size": cfg.image_size, "n_train": n, "n_test": max(1000, cfg.test_size or 0)}
     return to_grey(load("scenes", split="train", **opts)), to_grey(load("scenes", split="test", **opts))
 
@@ -200,7 +210,7 @@ def make_poison(cfg: LandscapeConfig, full: ImageDataset, ws: Workspace, progres
     """The poison: loaded from cfg.poison, reused from poison.safetensors in the folder, or crafted (and kept there)."""
     if cfg.poison:
         return Poison.load(cfg.poison).require_paired("landscape"), f"file {cfg.poison}"
-    subset = cfg.n_train if cfg.n_train is not None and cfg.n_train < len(full) else None
+    subset = cfg.subset if cfg.subset is not None and cfg.subset < len(full) else None
 
     def same(p: Poison) -> bool:  # the analysis options may change between reruns; the poison's makers may not
         return (
@@ -242,8 +252,8 @@ def training_sets(cfg: LandscapeConfig, full: ImageDataset, poison: Poison) -> t
     it covers more."""
     poisoned_full = poison.apply(full)  # checks the poison belongs to this dataset
     idx = poison.indices.sort().values
-    if cfg.n_train is not None and cfg.n_train < len(idx):
-        idx = seeded_subset(full.subset(idx), cfg.n_train, seed=cfg.pick_seed).indices
+    if cfg.subset is not None and cfg.subset < len(idx):
+        idx = seeded_subset(full.subset(idx), cfg.subset, seed=cfg.pick_seed).indices
     return full.subset(idx), poisoned_full.subset(idx)
 
 

@@ -46,12 +46,12 @@ import torch
 
 from uebench.core.errors import UserError
 from uebench.core.io import atomic_write_json, atomic_write_text, read_json
-from uebench.experiments.bench.folder import read_bench
 from uebench.experiments.bench.run import CLEAN, preset, run_bench
 from uebench.experiments.sweep import FAITHFUL_ROUNDS, Setting, _Loaded, finished_runs, snapshots
 from uebench.metrics.ranking import spearman_rho
 from uebench.metrics.threshold import learnable_threshold
 from uebench.metrics.ud import sal_matrix, ud_if_defined
+from uebench.training.bench_folder import read_bench
 from uebench.training.records import kept_weights, weights_file
 
 ROOT = Path(__file__).resolve().parents[1]

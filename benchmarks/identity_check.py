@@ -73,7 +73,7 @@ COMMANDS = {
         "scenes",
         "--attack",
         "ops",
-        "--n-train",
+        "--subset",
         "200",
         "--epochs",
         "2",

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from uebench.core.runtime import resolve_device
-from uebench.experiments.bench.folder import read_bench
 from uebench.experiments.sweep import _Loaded
 from uebench.metrics import ProbeData, SALConfig
+from uebench.training.bench_folder import read_bench
 from uebench.training.records import load_weights, read_metrics
 from uebench.training.trainer import build_model, place_model, training_set
 

@@ -23,8 +23,33 @@ CASES = sorted(set(renamed_options(build_parser())))
 
 
 def test_the_renamed_options_are_the_known_ones():
-    assert len(CASES) == 9  # the old spellings of 0.1.0: a new rename must come with its warning here too
-    assert {old for _, old, _, _ in CASES} == {"--set", "--attack-set", "--defense-set", "--train-subset"}
+    assert len(CASES) == 10  # the old spellings of 0.1.0: a new rename must come with its warning here too
+    assert {old for _, old, _, _ in CASES} == {"--set", "--attack-set", "--defense-set", "--train-subset", "--n-train"}
+
+
+def test_the_training_subset_is_subset_in_every_command():
+    """One name for one setting: --subset in every command that takes a seeded subset of the training images; the
+    other spellings (landscape's --n-train, the last, and --train-subset) are only deprecated aliases of it."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("bench", "craft", "crosstask", "landscape", "train"):
+        actions = sub.choices[command]._actions
+        assert any(a.option_strings[:1] == ["--subset"] for a in actions), command
+        others = [a for a in actions if {"--n-train", "--train-subset"} & set(a.option_strings)]
+        assert all(isinstance(a, _Renamed) and a.new == "--subset" for a in others), command
+
+
+def test_landscape_n_train_makes_the_same_experiment_as_subset(monkeypatch, tmp_path, capsys):
+    import uebench.experiments.landscape as landscape
+    from uebench.cli import main
+
+    made = []
+    monkeypatch.setattr(landscape, "run_landscape", lambda cfg, *a, **k: made.append(cfg) or {})
+    for option in ("--n-train", "--subset"):
+        main(["landscape", option, "64", "--out", str(tmp_path / "x"), "--quiet"])
+    assert (
+        capsys.readouterr().err.count(f"--n-train is deprecated, use --subset (removed in uebench {REMOVED_IN})") == 1
+    )
+    assert made[0] == made[1] and made[0].subset == 64
 
 
 @pytest.mark.parametrize("command, old, new, appends", CASES, ids=[f"{c} {o}" for c, o, _, _ in CASES])

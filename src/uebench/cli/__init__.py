@@ -110,9 +110,6 @@ def parse_list(text: str, kind: type, option: str) -> list:
 REMOVED_IN = "0.3.0"  # the version that drops the deprecated spellings below
 
 
-REMOVED_IN = "0.3.0"  # the version that drops the deprecated spellings
-
-
 class _Renamed(argparse.Action):
     """Stores (or appends) the value; when the old spelling was used, says on stderr that it goes."""
 

@@ -39,8 +39,13 @@ def register(sub) -> None:
         help="attack parameter, e.g. model=lenet5 (repeatable)",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--n-train", type=int, default=5000, help="training images (seeded random subset; 0 = all; default 5000)"
+    add_renamed(
+        p,
+        "--subset",
+        "--n-train",
+        type=int,
+        default=5000,
+        help="train on a seeded random subset of N training images (0 = all; default 5000)",
     )
     p.add_argument("--image-size", type=int, default=28, help="scenes only: 28 (default) or 32")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
@@ -83,7 +88,7 @@ def register(sub) -> None:
         type=int,
         default=None,
         metavar="S",
-        help="the seed that draws the --n-train and --test-size images (default: --seed)",
+        help="the seed that draws the --subset and --test-size images (default: --seed)",
     )
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds from another configuration")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
@@ -96,8 +101,8 @@ def register(sub) -> None:
 def landscape_cmd(args) -> int:
     from ..experiments.landscape import LandscapeConfig, run_landscape
 
-    if args.n_train is not None and args.n_train < 0:
-        raise UserError(f"--n-train must be >= 0, got {args.n_train}")
+    if args.subset is not None and args.subset < 0:
+        raise UserError(f"--subset must be >= 0, got {args.subset}")
     cfg = LandscapeConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -106,7 +111,7 @@ def landscape_cmd(args) -> int:
         poison=args.poison,
         preset=args.preset,
         attack_params=parse_sets(args.attack_option, "--attack-option"),
-        subset=args.n_train or None,
+        subset=args.subset or None,
         image_size=args.image_size,
         epochs=args.epochs,
         batch_size=args.batch_size,

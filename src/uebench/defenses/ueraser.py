@@ -42,6 +42,7 @@ from typing import Annotated
 
 import torch
 
+from ..core.io import recorded
 from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_REPEATS, Count
 from . import _ops
 from .base import Defense, check, check_type, device_generator, loss_per_sample, rand, register_defense, uniform
@@ -49,6 +50,15 @@ from .jpeg import jpeg_roundtrip
 
 JPEG_PLACES = ("none", "before", "after")
 PLASMA_SEEDS = ("kornia", "full")
+# options added after runs recorded the defense, with the values that reproduce it as it was before them: absent from
+# its params (and so from a run's key) at those values
+ADDED_LATER = {
+    "max_epochs": None,
+    "jpeg": "none",
+    "jpeg_quality": None,
+    "plasma": "full",
+    "trivial_augment_impl": "uebench",
+}
 
 
 def _range(value, name: str) -> None:
@@ -144,17 +154,7 @@ class UEraser(Defense):
     def params(self):
         """The settings, without the later options at the values that reproduce the defense before them (the
         settings an earlier run recorded are then what its run would record now)."""
-        p = super().params()
-        for key, unset in (
-            ("max_epochs", None),
-            ("jpeg", "none"),
-            ("jpeg_quality", None),
-            ("plasma", "full"),
-            ("trivial_augment_impl", "uebench"),
-        ):
-            if p.get(key) == unset:
-                del p[key]
-        return p
+        return recorded(super().params(), ADDED_LATER)
 
     def maximising(self) -> bool:
         """Whether this batch trains on the max-loss draw (Max, within its warm-up) or on one draw (Lite)."""

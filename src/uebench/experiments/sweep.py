@@ -40,8 +40,8 @@ from ..metrics.sal import ORIGINS
 from ..metrics.sal_config import SALConfig
 from ..metrics.threshold import learnable_threshold
 from ..metrics.ud import sal_matrix, ud_if_defined
+from ..training.bench_folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
 from ..training.records import SUMMARY, kept_weights, load_weights, read_metrics, weights_file
-from .bench.folder import CLEAN, NO_DEFENSE, RunSpec, read_bench
 
 SWEEP_DIR, SWEEP_JSON, SWEEP_MD = "sweep", "sweep.json", "sweep.md"
 FAITHFUL_ROUNDS = 10  # the paper's

@@ -21,6 +21,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.io import utf8_path
 from ..metrics.verdict import RANKED, baseline_learned, baseline_reason, poison_learned
+from ..training.bench_folder import CLEAN, read_bench
 from ..training.shortcut import SHORTCUT_KEYS
 
 REPORTED_METRICS = ("final_test_acc", "peak_test_acc", "lp", "ud", "ud_eval", *SHORTCUT_KEYS)
@@ -325,7 +326,6 @@ def _thresholds(
 ) -> list[BetaRow]:
     """beta, #LP and UD per (defense, seed), against that defense's clean run; fills the rows in place. A clean run
     whose accuracy is not clearly above chance is no baseline: its group gets no beta, #LP or UD, and a note."""
-    from ..experiments.bench.folder import CLEAN
     from ..metrics import ud_table
     from ..training.comparable import check_comparable
     from ..training.records import load_run_sal
@@ -407,8 +407,6 @@ def _data_sizes(out: Path, plan) -> tuple[int | None, int | None]:
 def collect(out: str | Path, force: bool = False) -> BenchResults:
     """Every number of the report, read from the bench folder. Runs measured unlike their clean run are refused
     (metrics.comparable) unless `force`, which notes what differed."""
-    from ..experiments.bench.folder import CLEAN, read_bench
-
     out = Path(out)
     saved, plan = read_bench(out)
     config = saved["config"]

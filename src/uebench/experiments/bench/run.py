@@ -33,12 +33,7 @@ from ...core.io import recorded
 from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
 from ...core.options import MAX_RUNS, MAX_SEEDS
 from ...metrics.sal_config import SALConfig
-from ...training.records import safe_label
-from ...training.sal_probe import SALProbe
-from ...training.settings import RunSettings, check_settings
-from ...training.shortcut import shortcut_probes
-from ..workspace import Workspace
-from .folder import (  # noqa: F401  (re-exported: bench's public names)
+from ...training.bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     BENCH_FILE,
     CLEAN,
     NO_DEFENSE,
@@ -53,6 +48,11 @@ from .folder import (  # noqa: F401  (re-exported: bench's public names)
     plain_json,
     read_bench,
 )
+from ...training.records import safe_label
+from ...training.sal_probe import SALProbe
+from ...training.settings import RunSettings, check_settings
+from ...training.shortcut import shortcut_probes
+from ..workspace import Workspace
 
 ALL_ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")  # the paper's Table 1 order, then AR
 

@@ -151,7 +151,7 @@ class LandscapeConfig(DataSettings):
             raise UserError(f"--record-every must be >= 1, got {self.record_every}")
         if self.subset is not None and not isinstance(self.subset, bool) and isinstance(self.subset, int):
             if self.subset < 10:
-                raise UserError(f"--n-train must be >= 10, got {self.subset}")
+                raise UserError(f"--subset must be >= 10, got {self.subset}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not (self.momentum >= 0 and self.weight_decay >= 0 and math.isfinite(self.momentum + self.weight_decay)):

@@ -1,5 +1,6 @@
 """A bench folder's layout and its plan: bench.json, the poison and run specs keyed by what makes them, and reading
-them back. bench.py writes it; the report and `uebench sal-sweep` read it (neither needs the bench's machinery).
+them back. The bench (uebench.experiments.bench) writes it; the report and `uebench sal-sweep` read it (neither needs
+the bench's machinery). It lives here, on the floor of the run folders it plans (records), below the report.
 
     bench.json                                     identity (the settings every run shares) + the matrix asked last
     poisons/<attack>-s<seed>-<key>.safetensors     crafted (or copied user) poisons, key = hash of what made them
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...core.errors import UserError
-from ...core.io import read_json
+from ..core.errors import UserError
+from ..core.io import read_json
 
 CLEAN = "clean"
 NO_DEFENSE = "none"
@@ -61,7 +62,7 @@ class RunSpec:
             raise TypeError(f"run {self.dir!r:.60} has fields of the wrong types")
 
     def train_config(self):
-        from ...training.trainer import TrainConfig
+        from .trainer import TrainConfig
 
         return TrainConfig.from_record(self.train)
 

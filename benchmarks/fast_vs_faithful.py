@@ -59,7 +59,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORIGINS = ("running", "eval")
 PASSES = (1, 2)  # the bar's two passes; --passes adds more (faithful's noise floor measured with more seeds)
 MAX_PASSES = 9
-ESTIMATOR_OPTIONS = ("step_rule", "crossfit", "anchor", "augment")  # the fast estimator's options --fast-option sets
+# the fast estimator's options --fast-option sets
+ESTIMATOR_OPTIONS = ("step_rule", "crossfit", "anchor", "augment", "rescore")
 
 
 def bench_config(subset: int, data_dir: str, device: str):
@@ -431,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="report: another fast-mode option than the bench's (step_rule=sgd, crossfit=false, anchor, augment)",
+        help="report: another fast-mode option than the bench's "
+        "(step_rule=sgd|steps, crossfit=false, anchor, augment, rescore)",
     )
     args = ap.parse_args(argv)
     try:

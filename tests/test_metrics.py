@@ -184,6 +184,24 @@ def test_anchor_levels_the_subset_at_the_whole_sets_loss():
     assert (anchored.rise, anchored.drop, anchored.sal) == pytest.approx((plain.rise, plain.drop, plain.sal), rel=1e-6)
 
 
+def test_rescore_scores_the_subsets_search_on_the_whole_set():
+    # loss (w - t)^2, w0 = 1, radius 0.05. Every 3-sample subset has mean t > 1, so its search ascends to w = 0.95 and
+    # descends to w = 1.05; rescored, each point's loss is the whole set's: L(1 + d) = L0 - 1.875 d + d^2 with
+    # L0 = mean (1 - t)^2 = 1.328125, so L_max = L(0.95) = 1.424375, L_min = L(1.05) = 1.236875, SAL 0.09625.
+    t = torch.tensor([2.0, 1.5, 1.25, 3.0, 2.0, 1.5, 1.25, 3.0])
+    data = ProbeData(torch.ones(8, 1), t, batch_size=8)
+
+    def run(rescore: bool, subset: int = 3):
+        fast = FastSALConfig(subset=subset, step_scale=1.0, crossfit=False, rescore=rescore)
+        return layer_sal(one_weight(), "", data, loss_fn=mse, mode="fast", rounds=2, fast=fast)
+
+    rescored = run(True)
+    assert (rescored.loss0, rescored.loss_max, rescored.loss_min) == pytest.approx((1.328125, 1.424375, 1.236875))
+    assert rescored.sal == pytest.approx(0.09625)
+    assert run(False).loss_max != pytest.approx(1.424375)  # the subset's own scores differ (else this shows nothing)
+    assert run(True, subset=8).sal == run(False, subset=8).sal  # a subset that is the whole set: nothing to rescore
+
+
 @pytest.mark.parametrize("mode", ["faithful", "fast"])
 def test_disconnected_and_zero_gradient_layers_have_sal_zero(mode):
     torch.manual_seed(0)
@@ -691,7 +709,17 @@ def test_sgd_step_rule_with_one_batch_per_round_is_the_full_batch_rule():
     kw = dict(eps=0.05, rounds=3, step=0.5, tol=0.0)
     full = fast_layer_search(parts, w0, **kw)
     sgd = fast_layer_search(parts, w0, **kw, batch=32, generator=torch.Generator().manual_seed(0))
-    assert sgd == pytest.approx(full, rel=1e-5)
+    assert (sgd.high, sgd.low, sgd.ran) == pytest.approx((full.high, full.low, full.ran), rel=1e-5)
+
+
+def test_step_rules_choose_the_search_batch():
+    # 1,000 training images in batches of 128: a faithful pass makes 7 steps. "steps" makes a pass over a 256-image
+    # subset 7 steps too (batches of 36), "sgd" takes the run's batch (2 steps), "full" one step
+    from uebench.metrics.fast_sal import _search_batch
+
+    data = ProbeData(torch.zeros(1000, 1), torch.zeros(1000), batch_size=128)
+    assert [_search_batch(rule, 256, data) for rule in ("full", "sgd", "steps")] == [None, 128, 36]
+    assert _search_batch("steps", 5, data) == 1  # never an empty batch
 
 
 def test_sgd_step_rule_is_deterministic_and_refuses_unknown_rules():

@@ -190,7 +190,7 @@ def snapshots(
     """Each kept snapshot of one run (or those of `epochs`) as (epoch, measure): `measure()` loads the snapshot's
     weights and returns its SAL record under `setting`, with the run's own probe data and seed. Nothing is measured
     until it is called, so a caller can skip the snapshots it has cached. `estimator`: other fast-mode options of
-    the SALConfig (step_rule, crossfit, anchor, augment) than the bench's."""
+    the SALConfig (step_rule, crossfit, anchor, augment, rescore) than the bench's."""
     from ..core.runtime import resolve_device
     from ..training.trainer import EpochContext, build_defense, build_model, place_model, training_set
     from .bench.run import SALSettings, sal_probe_for

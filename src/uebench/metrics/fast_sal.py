@@ -50,6 +50,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..core.errors import UserError
+from ..core.io import recorded
 from .sal_common import (
     LossFn,
     ModelSAL,
@@ -63,7 +64,9 @@ from .sal_common import (
 )
 
 AUGMENT = ("recipe", "none", "once")
-STEP_RULES = ("full", "sgd")
+STEP_RULES = ("full", "sgd", "steps")
+# options added after SAL records existed, with their unset values: absent from a record while unset
+ADDED_LATER = {"rescore": False}
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,13 @@ class FastSALConfig:
     branch when a projected step moves the weights by less than tol x the ball radius; `chunk`: samples per
     forward/backward (memory only, the result is the same); `cache_prefix`: split the model at the layer;
     `crossfit`: search on one half of the subset, score on the other (both ways); `anchor`: level the subset's
-    losses at W0's loss over the whole probe set; `step_rule`: "full" (one full-batch step per round) or "sgd" (a
-    round is a pass of minibatch SGD over the subset in the run's batch size, as the faithful search: its gradient
-    noise keeps the ascent off the exact maximum on the ball's edge, which "full" reaches; on the fast-vs-faithful
-    study's EM run, 2.8 against 3.4 on one layer, see benchmarks/results/fast_vs_faithful.md)."""
+    losses at W0's loss over the whole probe set; `step_rule`: "full" (one full-batch step per round), "steps" (a
+    round is one pass over the subset in as many minibatch steps as a faithful pass over the whole set makes, each
+    of the faithful step's size) or "sgd" (a round is a pass of minibatch SGD over the subset in the run's batch
+    size): minibatch noise keeps the faithful ascent off the exact maximum on the ball's edge, which "full" reaches
+    (on the fast-vs-faithful study's EM run, 2.8 against 3.4 on one layer, see benchmarks/results/fast_vs_faithful.md);
+    `rescore`: score the search's highest and lowest points, and W0, on the whole probe set (one draw of its
+    augmentation) instead of the subset, for two forward passes over the probe set per layer."""
 
     subset: int = 1024
     augment: str = "recipe"
@@ -90,6 +96,7 @@ class FastSALConfig:
     crossfit: bool = True
     anchor: bool = True
     step_rule: str = "full"
+    rescore: bool = False
 
     def __post_init__(self) -> None:
         if self.step_rule not in STEP_RULES:
@@ -102,7 +109,8 @@ class FastSALConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options as a SAL record keeps them (an option added later is absent while unset)."""
+        return recorded(asdict(self), ADDED_LATER)
 
 
 # ---- splitting the model at a layer ---------------------------------------------------------------------
@@ -272,6 +280,18 @@ def searches(objective: _Objective, crossfit: bool) -> list[_Search]:
     return [_Search(a, b, len(b) / n), _Search(b, a, len(a) / n)]
 
 
+@dataclass
+class Extremes:
+    """What a layer's search reached: the highest and lowest scored loss (-inf/+inf where no round ran), the rounds
+    run, and each search's weight where it reached them (None where no round ran)."""
+
+    high: float
+    low: float
+    ran: int
+    at_high: list[torch.Tensor] | None = None
+    at_low: list[torch.Tensor] | None = None
+
+
 def fast_layer_search(
     parts: list[_Search],
     w0: torch.Tensor,
@@ -283,19 +303,24 @@ def fast_layer_search(
     shift: float = 0.0,
     batch: int | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[float, float, int]:
+    keep: bool = False,
+) -> Extremes:
     """Projected gradient descent and ascent on the ball; returns the highest and the lowest loss the rounds reached
-    (-inf/+inf where none ran: best-of tracking from L0 is applied by the caller) and rounds run. A round's loss is
-    the sample-weighted mean of the searches' scores, plus `shift` (the anchor).
+    (-inf/+inf where none ran: best-of tracking from L0 is applied by the caller), the rounds run and where. A
+    round's loss is the sample-weighted mean of the searches' scores, plus `shift` (the anchor). `keep`: also return
+    the weights where the extremes were reached (rescore).
 
     `batch` None: one full-batch step of `step` per round. `batch` b: a round is one pass of minibatch SGD over the
     fit samples in batches of b (`generator` shuffles), its steps summing to `step`: the faithful search's own noise,
     which on the sphere's edge keeps its ascent below the exact gradient's (see FastSALConfig.step_rule)."""
     if batch is not None:
-        return _minibatch_search(parts, w0, eps=eps, rounds=rounds, step=step, shift=shift, batch=batch, gen=generator)
+        return _minibatch_search(
+            parts, w0, eps=eps, rounds=rounds, step=step, shift=shift, batch=batch, gen=generator, keep=keep
+        )
     radius = float(torch.linalg.vector_norm(w0)) * eps
     g0 = [s.fit(w0, need_grad=True)[1] for s in parts]
     best = {+1.0: math.inf, -1.0: -math.inf}  # +1 descends (L_min), -1 ascends (L_max): raw extremes, no L0
+    at: dict[float, list[torch.Tensor] | None] = {+1.0: None, -1.0: None}  # each search's weight at the extreme
     ran = 0
     for sign in (+1.0, -1.0):
         ws, gs = [w0] * len(parts), list(g0)
@@ -319,11 +344,14 @@ def fast_layer_search(
             ran = max(ran, r + 1)
             if sign > 0 and loss < best[sign] or sign < 0 and loss > best[sign]:  # NaN compares false
                 best[sign] = loss
-    return best[-1.0], best[+1.0], ran
+                if keep:
+                    at[sign] = ws
+    return Extremes(best[-1.0], best[+1.0], ran, at[-1.0], at[+1.0])
 
 
-def _minibatch_search(parts, w0, *, eps, rounds, step, shift, batch, gen) -> tuple[float, float, int]:
+def _minibatch_search(parts, w0, *, eps, rounds, step, shift, batch, gen, keep) -> "Extremes":
     best = {+1.0: math.inf, -1.0: -math.inf}
+    at: dict[float, list[torch.Tensor] | None] = {+1.0: None, -1.0: None}
     ran = 0
     for sign in (+1.0, -1.0):
         ws = [w0] * len(parts)
@@ -336,7 +364,9 @@ def _minibatch_search(parts, w0, *, eps, rounds, step, shift, batch, gen) -> tup
             ran = max(ran, r + 1)
             if sign > 0 and loss < best[sign] or sign < 0 and loss > best[sign]:  # NaN compares false
                 best[sign] = loss
-    return best[-1.0], best[+1.0], ran
+                if keep:
+                    at[sign] = ws
+    return Extremes(best[-1.0], best[+1.0], ran, at[-1.0], at[+1.0])
 
 
 def _sgd_pass(fit: _Objective, w: torch.Tensor, sign: float, step: float, batch: int, gen) -> torch.Tensor | None:
@@ -351,6 +381,21 @@ def _sgd_pass(fit: _Objective, w: torch.Tensor, sign: float, step: float, batch:
             return None
         w = w - sign * (step / k) * g
     return w
+
+
+def _search_batch(rule: str, fit_size: int, data: ProbeData) -> int | None:
+    """The minibatch of a round's SGD pass: none ("full"), the run's ("sgd"), or the size that makes a pass over the
+    subset as many steps as a faithful pass over the whole set makes ("steps"), each of the faithful step's size."""
+    if rule == "full":
+        return None
+    if rule == "sgd":
+        return data.batch_size
+    return max(1, fit_size // data.steps_per_pass())
+
+
+def _scored(whole: _Objective, weights: list[torch.Tensor], parts: list[_Search]) -> float:
+    """The searches' weights scored on the whole probe set, each by its share of the subset."""
+    return sum(s.weight * whole(w, need_grad=False)[0] for s, w in zip(parts, weights))
 
 
 def fast_model_sal(
@@ -386,7 +431,13 @@ def fast_model_sal(
     shift = 0.0
     # W0's loss on the subset: the eval origin (always recorded), and the level the anchor moves
     level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
-    if anchored:  # one forward pass over the whole probe set (one augmentation draw)
+    whole = None
+    if config.rescore and fixed is not data:  # the whole probe set, one fixed draw of its augmentation
+        drawn = data.subset(len(data), layer_seed(seed, "<anchor>"), augment_once=config.augment != "none")
+        whole = (drawn.inputs, drawn.targets)
+        w_first = params[weight_key(names[0])]
+        shift = _Objective(model, names[0], [whole[0]], whole[1], loss_fn, config.chunk)(w_first, False)[0] - level
+    elif anchored:  # one forward pass over the whole probe set (one augmentation draw)
         shift = eval_loss(model, data, torch.Generator().manual_seed(layer_seed(seed, "<anchor>")), loss_fn) - level
     origins = origin_losses(level + shift, running_loss)
     loss0 = origins[origin]
@@ -403,7 +454,7 @@ def fast_model_sal(
             if cached is not None:
                 module, inputs = split.suffix, cached
         parts = searches(_Objective(module, name, inputs, y, loss_fn, config.chunk), config.crossfit)
-        eval_max, eval_min, ran = fast_layer_search(
+        found = fast_layer_search(
             parts,
             w0,
             eps=eps,
@@ -411,10 +462,18 @@ def fast_model_sal(
             step=step,
             tol=config.tol,
             shift=shift,
-            batch=data.batch_size if config.step_rule == "sgd" else None,
+            batch=_search_batch(config.step_rule, len(fixed) // (2 if config.crossfit else 1), data),
             generator=torch.Generator().manual_seed(layer_seed(seed, name)),
+            keep=whole is not None,
         )
-        out[name] = SALResult.from_search(name, loss0, eval_max, eval_min, ran)
+        eval_max, eval_min = found.high, found.low
+        if whole is not None:
+            scored = _Objective(model, name, [whole[0]], whole[1], loss_fn, config.chunk)
+            eval_max, eval_min = (
+                -math.inf if found.at_high is None else _scored(scored, found.at_high, parts),
+                math.inf if found.at_low is None else _scored(scored, found.at_low, parts),
+            )
+        out[name] = SALResult.from_search(name, loss0, eval_max, eval_min, found.ran)
         del inputs, parts
         if progress:
             progress(name)

@@ -6,7 +6,8 @@ bench.json read back), then carried unchanged to the estimator (`measure`).
     result = sal.measure(model, probe_data, running_loss=0.81, seed=0)
 
 `rounds` None means the mode's own default: 10 in faithful mode (the public code), the fast config's 5 in fast mode.
-`subset`, `augment`, `crossfit`, `anchor` and `step_rule` only matter in fast mode (uebench.metrics.fast_sal).
+`subset`, `augment`, `crossfit`, `anchor`, `step_rule` and `rescore` only matter in fast mode
+(uebench.metrics.fast_sal).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .fast_sal import AUGMENT, STEP_RULES, FastSALConfig
 from .sal import MODES, ORIGINS, model_sal
 
 # settings added after benches existed, with their unset values: absent from a bench's identity and run keys while unset
-ADDED_LATER = {"step_rule": "full"}
+ADDED_LATER = {"step_rule": "full", "rescore": False}
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class SALConfig:
     crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
     anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
     step_rule: str = "full"  # fast mode: full (one full-batch step a round) | sgd (minibatch SGD passes, as faithful)
+    rescore: bool = False  # fast mode: score the search's extremes and W0 on the whole training set, not the subset
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +82,7 @@ class SALConfig:
             crossfit=self.crossfit,
             anchor=self.anchor,
             step_rule=self.step_rule,
+            rescore=self.rescore,
         )
 
     def record(self) -> dict[str, Any]:

@@ -320,6 +320,16 @@ def report_phase(
                     o[key] = ud_if_defined(m[e], c[e])
                     o[f"beta_{e}"] = learnable_threshold(c[e])
                 o["meets_bar"] = _bar(o)
+                # how fragile the UD is: the faithful cells within 5% of beta (one cell moves UD by 1 / clean's
+                # count), and fast's UD with each run's mean level matched to faithful's (the shape kept, the level
+                # error removed): a diagnostic of what fast gets wrong, which needs faithful, so never a product
+                b = o["beta_faithful"]
+                o["cells_near_beta_faithful"] = int((np.abs(m["faithful"] - b) < 0.05 * b).sum())
+                o["lp_clean_faithful"] = int((c["faithful"] > b).sum())
+                level_c = c["fast"].mean() / c["faithful"].mean() if c["faithful"].mean() > 0 else None
+                if o["level_ratio"] and level_c:
+                    o["ud_fast_level_matched"] = ud_if_defined(m["fast"] / o["level_ratio"], c["fast"] / level_c)
+                    o["meets_bar_level_matched"] = _bar({**o, "ud_fast": o["ud_fast_level_matched"]})
                 extra = [k for k in range(3, MAX_PASSES + 1) if pass_name(k) in per and pass_name(k) in measured[clean]]
                 if extra:  # more seeds: faithful's own spread, and the bar with the widest of them as its noise term
                     uds = [o["ud_faithful"], o["ud_faithful_2"]]
@@ -382,8 +392,9 @@ def markdown(table: dict[str, Any]) -> str:
         "",
         "| run | origin | UD fast | UD faithful | UD faithful 2 | rho fast-faithful (min) "
         "| rho faithful-faithful (min) | level fast/faithful | s fast | s faithful | speed-up (same process) | bar "
-        "| UD faithful, every pass | bar, every pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| UD faithful, every pass | bar, every pass | cells within 5% of beta / clean #LP | UD fast, level matched "
+        "| bar, level matched |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in table["runs"].items():
         for origin, o in r["origins"].items():
@@ -397,7 +408,9 @@ def markdown(table: dict[str, Any]) -> str:
                 f"({_f(r['speedup_fast_same_process'], 0)}{'' if r['speedup_fast_same_process'] is None else 'x'}) "
                 f"| {o.get('meets_bar')} "
                 f"| {', '.join(_f(u) for u in o['ud_faithful_passes']) if 'ud_faithful_passes' in o else '-'} "
-                f"| {o.get('meets_bar_all_passes', '-')} |"
+                f"| {o.get('meets_bar_all_passes', '-')} "
+                f"| {o.get('cells_near_beta_faithful', '-')} / {o.get('lp_clean_faithful', '-')} "
+                f"| {_f(o.get('ud_fast_level_matched'))} | {o.get('meets_bar_level_matched', '-')} |"
             )
     return "\n".join(lines) + "\n"
 

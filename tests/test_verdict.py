@@ -11,7 +11,7 @@ import uebench.experiments.crosstask.tasks  # noqa: F401  (registers the tasks)
 from uebench.experiments.crosstask.task import TASKS
 from uebench.metrics.verdict import baseline_learned, chance_margin, poison_learned
 from uebench.report.results import BenchHeader, BenchResults, MeanRow
-from uebench.report.tables import NOT_LEARNED, table1, verdict_lines
+from uebench.report.tables import FAST_SAL_CAVEAT, NOT_LEARNED, table1, verdict_lines
 from uebench.training.comparable import differences
 
 
@@ -139,6 +139,17 @@ def test_table1_gives_an_ignored_poison_no_ud_and_reads_ud_against_accuracy_from
         }
     )
     assert "opposite of the paper" in verdict_lines(res)[1]  # the CPU-scale finding: UD rises as accuracy falls
+
+
+def test_a_ud_from_fast_sal_says_how_far_it_was_validated():
+    rows = {"clean": (50.0, None, None, 1.0, []), "em": (12.2, 84.0, 13.0, 0.5, ["yes"])}
+    fast, faithful = _results(rows), _results(rows)
+    fast.config["sal"], faithful.config["sal"] = {"mode": "fast"}, {"mode": "faithful"}
+    assert FAST_SAL_CAVEAT in verdict_lines(fast)
+    assert FAST_SAL_CAVEAT not in verdict_lines(faithful)
+    ignored = _results({"clean": (50.0, None, None, 1.0, []), "rem": (47.4, 2.5, 47.0, 0.0, ["no"])})
+    ignored.config["sal"] = {"mode": "fast"}
+    assert FAST_SAL_CAVEAT not in verdict_lines(ignored)  # no UD is read: nothing to qualify
 
 
 def test_seeds_that_disagree_make_a_partly_verdict():

@@ -205,6 +205,15 @@ def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str
     return header, [[a.upper() if a != "clean" else "clean", *(one(a, d) for d in defenses)] for a in attacks]
 
 
+# what the fast-vs-faithful study (benchmarks/fast_vs_faithful.py, README "SAL and UD") found, said where UD is read
+FAST_SAL_CAVEAT = (
+    "UD here comes from fast SAL. Checked against the paper's faithful SAL on real poisons, fast SAL's UD agrees "
+    "under the running origin on most runs and is approximate under the eval origin, where one or two layers near "
+    "beta can move it by several tenths; where a conclusion rests on a UD, measure faithful SAL on the kept weights "
+    "(uebench sal-sweep --mode faithful)."
+)
+
+
 def verdict_lines(results: BenchResults) -> list[str]:
     """The report's opening paragraph, as sentences written from this bench's own numbers: which poisons were
     learned; for the learned ones how UD relates to accuracy here (Kendall tau, its sign read out); whether the two
@@ -278,6 +287,8 @@ def verdict_lines(results: BenchResults) -> list[str]:
             )
     if any("not clearly above chance" in n for n in results.notes):
         lines.append("A clean run did not learn the task, so its group has no beta, #LP or UD (see the notes).")
+    if (results.config.get("sal") or {}).get("mode") == "fast" and any(m.ranked for m in results.aggregate):
+        lines.append(FAST_SAL_CAVEAT)
     lines.append(f"Rule ({RULE}).")
     return lines
 

@@ -255,7 +255,7 @@ EXPERIMENTS = {
         ["bench", "--attacks", "ops", "--model", "linear", "--data-option", "n_train=64", "--quiet"],
     ),
     "crosstask": ("experiment.json", ["crosstask", "--attacks", "ops", "--quiet"]),
-    "landscape": ("config.json", ["landscape", "--dataset", "scenes", "--n-train", "64", "--quiet"]),
+    "landscape": ("config.json", ["landscape", "--dataset", "scenes", "--subset", "64", "--quiet"]),
 }
 BAD_RECORDS = {
     "not JSON": "{damaged",
@@ -427,7 +427,7 @@ def test_crosstask_and_landscape_refused_late_leave_no_record(experiment, tmp_pa
     if experiment == "crosstask":
         args = ["crosstask", "--attacks", poison, "--data-option", "n_train=64", "--out", out, "--quiet"]
     else:
-        args = ["landscape", "--dataset", "scenes", "--n-train", "64", "--poison", poison, "--out", out, "--quiet"]
+        args = ["landscape", "--dataset", "scenes", "--subset", "64", "--poison", poison, "--out", out, "--quiet"]
     refused(args, capsys)
     assert not out.exists()  # the corrected command in the same folder starts afresh, not "another configuration"
 

@@ -209,8 +209,8 @@ def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str
 FAST_SAL_CAVEAT = (
     "UD here comes from fast SAL. Checked against the paper's faithful SAL on real poisons, fast SAL's UD agrees "
     "under the running origin on most runs and is approximate under the eval origin, where one or two layers near "
-    "beta can move it by several tenths; where a conclusion rests on a UD, measure faithful SAL on the kept weights "
-    "(uebench sal-sweep --mode faithful)."
+    "beta can move it by several tenths; where a conclusion rests on a UD, measure faithful SAL on the runs' kept "
+    "weights (bench --keep-weights, then uebench sal-sweep DIR --modes faithful)."
 )
 
 

@@ -18,6 +18,7 @@ from uebench.experiments.crosstask import metrics as M
 from uebench.experiments.crosstask.augment import crop_flip_joint
 from uebench.experiments.crosstask.derived import canny_edges, derive, felzenszwalb_segments, harris_keypoints
 from uebench.experiments.crosstask.training import Settings, build_net, fit_multitask, task_data, trivial_scores
+from uebench.report.crosstask_results import CrossTaskResults
 from uebench.training.recipes import RECIPES
 
 ALL_TASKS = ("class", "segment", "unsup", "depth", "edges", "keypoints", "autoencode", "denoise")
@@ -406,6 +407,7 @@ def test_cli_end_to_end_writes_report_and_resumes(tmp_path, capsys):
         assert (out / f).is_file(), f
     results = json.loads((out / "results.json").read_text())
     assert results["versions"] == ["clean", "ops"] and set(results["per_task"]) == {"class", "edges", "unsup"}
+    assert CrossTaskResults.from_dict(results).to_dict() == results  # typed records read back, absent keys kept absent
     for task, row in results["per_task"].items():  # a drop only where the clean model beat the trivial predictor
         cell = row["versions"]["ops"]
         assert "final" in cell and ("drop" in cell and "retained" in cell) == row["clean_learned"], task

@@ -1,5 +1,5 @@
 """Figures and the report page of `uebench crosstask` (matplotlib, Agg backend), drawn from results.json alone:
-`write_report(read_json("out/results.json"), "out")` redraws everything.
+`write_report(read_json("out/results.json"), "out")` redraws everything (the dict read back as CrossTaskResults).
 
 - metrics.png: one panel per task, a bar per data version (clean, each poison) with the task's final test metric,
   the trivial predictor as a dashed line: a poison that works pushes a bar down to that line;
@@ -16,26 +16,27 @@ from typing import Any
 import numpy as np
 
 from ..core.io import atomic_write_text
+from .crosstask_results import CrossTaskResults, TaskCell
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
 
 PALETTE = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
-def metrics_figure(results: dict[str, Any], path: Path) -> Path:
+def metrics_figure(results: CrossTaskResults, path: Path) -> Path:
     plt = _plt()
-    tasks, versions = results["tasks"], results["versions"]
+    tasks, versions = results.tasks, results.versions
     cols = min(4, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), layout="constrained", squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        row = results["per_task"][task]
-        vals = [row["versions"][v]["final"] for v in versions]
+        row = results.per_task[task]
+        vals = [row.versions[v].final for v in versions]
         ax.bar(range(len(versions)), vals, color=[PALETTE[i % len(PALETTE)] for i in range(len(versions))])
-        ax.axhline(row["trivial"], color="k", ls="--", lw=1, label="trivial")
+        ax.axhline(row.trivial, color="k", ls="--", lw=1, label="trivial")
         ax.set_xticks(range(len(versions)), versions, rotation=30, ha="right", fontsize=8)
-        arrow = "higher" if row["higher_is_better"] else "lower"
-        ax.set_title(f"{task}: {row['metric']} ({arrow} better)", fontsize=9)
+        arrow = "higher" if row.higher_is_better else "lower"
+        ax.set_title(f"{task}: {row.metric} ({arrow} better)", fontsize=9)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
@@ -43,17 +44,17 @@ def metrics_figure(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def retained_figure(results: dict[str, Any], path: Path) -> Path:
+def retained_figure(results: CrossTaskResults, path: Path) -> Path:
     plt = _plt()
-    tasks = results["tasks"]
-    poisons = [v for v in results["versions"] if v != "clean"]
+    tasks = results.tasks
+    poisons = [v for v in results.versions if v != "clean"]
     fig, ax = plt.subplots(
         figsize=(max(5.0, 1.2 * len(tasks) * max(1, len(poisons)) ** 0.5 + 2), 3.6), layout="constrained"
     )
     width = 0.8 / max(len(poisons), 1)
     x = np.arange(len(tasks))
     for i, v in enumerate(poisons):
-        vals = [results["per_task"][t]["versions"][v].get("retained") for t in tasks]
+        vals = [results.per_task[t].versions[v].retained for t in tasks]
         vals = [np.nan if a is None else a for a in vals]
         ax.bar(x + (i - (len(poisons) - 1) / 2) * width, vals, width, label=v, color=PALETTE[(i + 1) % len(PALETTE)])
     ax.axhline(1.0, color="#1f77b4", lw=1, label="clean")
@@ -65,18 +66,18 @@ def retained_figure(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def similarity_figure(results: dict[str, Any], path: Path) -> Path | None:
+def similarity_figure(results: CrossTaskResults, path: Path) -> Path | None:
     plt = _plt()
-    sims = {v: s for v, s in results["sal_similarity"].items() if len(s["tasks"]) >= 2}
+    sims = {v: s for v, s in results.sal_similarity.items() if len(s.tasks) >= 2}
     if not sims:
         return None
     fig, axes = plt.subplots(1, len(sims), figsize=(3.2 * len(sims) + 0.8, 3.2), layout="constrained", squeeze=False)
     im = None
     for ax, (v, s) in zip(axes.flat, sims.items()):
-        m = np.array([[np.nan if a is None else a for a in r] for r in s["matrix"]], dtype=float)
+        m = np.array([[np.nan if a is None else a for a in r] for r in s.matrix], dtype=float)
         im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
-        ax.set_xticks(range(len(s["tasks"])), s["tasks"], rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(s["tasks"])), s["tasks"], fontsize=8)
+        ax.set_xticks(range(len(s.tasks)), s.tasks, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(s.tasks)), s.tasks, fontsize=8)
         for i in range(len(m)):
             for j in range(len(m)):
                 if np.isfinite(m[i, j]):
@@ -87,10 +88,10 @@ def similarity_figure(results: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_figures(results: dict[str, Any], folder: str | Path) -> dict[str, Path]:
+def write_figures(results: CrossTaskResults, folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     out = {"metrics": metrics_figure(results, folder / "metrics.png")}
-    if len(results["versions"]) > 1:
+    if len(results.versions) > 1:
         out["retained"] = retained_figure(results, folder / "retained.png")
     sim = similarity_figure(results, folder / "similarity.png")
     if sim is not None:
@@ -98,60 +99,60 @@ def write_figures(results: dict[str, Any], folder: str | Path) -> dict[str, Path
     return out
 
 
-def _cell(c: dict[str, Any], clean: bool) -> str:
-    s = f"{c['final']:.4g}"
-    if not clean and c.get("drop") is not None:
-        s += f" ({100 * c['drop']:+.0f}%)"
+def _cell(c: TaskCell, clean: bool) -> str:
+    s = f"{c.final:.4g}"
+    if not clean and c.drop is not None:
+        s += f" ({100 * c.drop:+.0f}%)"
     return s
 
 
-def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
+def report_html(results: CrossTaskResults, figures: dict[str, Path]) -> str:
     from .html import escape, figure, page, paragraph, section, table
 
-    cfg = results["config"]
-    ds = results["dataset"]
-    versions = results["versions"]
+    cfg = results.config
+    ds = results.dataset
+    versions = results.versions
     intro = paragraph(
         "Unlearnable examples crafted against the <b>class labels only</b> "
         f"({', '.join(v for v in versions if v != 'clean') or 'none'}), "
         f"then each task trained on the poisoned training images with its clean targets and tested on clean images. "
-        f"Dataset {ds['name']} ({ds['train']} train / {ds['test']} test images), "
+        f"Dataset {ds.name} ({ds.train} train / {ds.test} test images), "
         f"{'one multi-task model (shared encoder)' if cfg['multitask'] else 'one single-task model per task'}, "
         f"{cfg['encoder']} width {cfg['width']}, recipe {cfg['recipe']}"
         + (f", {cfg['epochs']} epochs" if cfg.get("epochs") else "")
         + "."
     )
     rows = []
-    for t in results["tasks"]:
-        r = results["per_task"][t]
+    for t in results.tasks:
+        r = results.per_task[t]
         rows.append(
             [
                 t,
-                r["metric"] + ("" if r["higher_is_better"] else " (lower better)"),
-                r["trivial"],
+                r.metric + ("" if r.higher_is_better else " (lower better)"),
+                r.trivial,
                 *[
-                    _cell(r["versions"][v], v == "clean")
-                    + (" (not learned)" if v == "clean" and not r.get("clean_learned", True) else "")
+                    _cell(r.versions[v], v == "clean")
+                    + (" (not learned)" if v == "clean" and not r.clean_learned else "")
                     for v in versions
                 ],
             ]
         )
     body = section("uebench crosstask", intro, level=1)
-    if results.get("learned"):  # was each poison learned at all (the class head's shortcut probe)?
+    learned = results.learned
+    if learned:  # was each poison learned at all (the class head's shortcut probe)?
         rows.append(
-            ["learned", "class shortcut probe", "", *[results["learned"].get(v, "-") for v in versions if v != "clean"]]
+            ["learned", "class shortcut probe", "", *[learned.get(v, "-") for v in versions if v != "clean"]]
             if "clean" not in versions
-            else ["learned", "class shortcut probe", "", "-", *[results["learned"].get(v, "-") for v in versions[1:]]]
+            else ["learned", "class shortcut probe", "", "-", *[learned.get(v, "-") for v in versions[1:]]]
         )
-    notes = [f"{t}: {results['per_task'][t]['note']}" for t in results["tasks"] if results["per_task"][t].get("note")]
+    notes = [f"{t}: {results.per_task[t].note}" for t in results.tasks if results.per_task[t].note]
     body += section(
         "Per-task metric, clean vs poisoned (relative drop)",
         table(["task", "metric", "trivial", *versions], rows)
         + "".join(paragraph(escape(n), cls="note") for n in notes),
     )
     ret_rows = [
-        [t, *[results["per_task"][t]["versions"][v].get("retained") for v in versions if v != "clean"]]
-        for t in results["tasks"]
+        [t, *[results.per_task[t].versions[v].retained for v in versions if v != "clean"]] for t in results.tasks
     ]
     if len(versions) > 1:
         body += section(
@@ -161,15 +162,15 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     ud_rows = [
         [
             t,
-            results["per_task"][t].get("beta"),
-            *[results["per_task"][t]["versions"][v].get("ud") for v in versions if v != "clean"],
+            results.per_task[t].beta,
+            *[results.per_task[t].versions[v].ud for v in versions if v != "clean"],
         ]
-        for t in results["tasks"]
+        for t in results.tasks
     ]
-    if results.get("sal_mode") and len(versions) > 1:
+    if results.sal_mode and len(versions) > 1:
         body += section(
             "Per-task UD (SAL of each task's loss on the shared encoder, "
-            f"{results['sal_mode']} mode; beta from the task's clean run)",
+            f"{results.sal_mode} mode; beta from the task's clean run)",
             table(["task", "beta", *[v for v in versions if v != "clean"]], ud_rows, digits=3),
         )
     for key, caption in (
@@ -179,11 +180,10 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     ):
         if key in figures:
             body += figure(figures[key], caption)
-    src_rows = [[t, results["per_task"][t]["source"]] for t in results["tasks"]]
+    src_rows = [[t, results.per_task[t].source] for t in results.tasks]
     body += section("Targets", table(["task", "target source (always the clean images)"], src_rows))
     p_rows = [
-        [k, p["attack"], p["variant"], p["norm"], p["budget"], p["measured"], p["craft_seconds"]]
-        for k, p in results["poisons"].items()
+        [k, p.attack, p.variant, p.norm, p.budget, p.measured, p.craft_seconds] for k, p in results.poisons.items()
     ]
     if p_rows:
         body += section(
@@ -192,7 +192,9 @@ def report_html(results: dict[str, Any], figures: dict[str, Path]) -> str:
     return page("uebench crosstask", body)
 
 
-def write_report(results: dict[str, Any], out: str | Path) -> Path:
+def write_report(results: CrossTaskResults | dict[str, Any], out: str | Path) -> Path:
+    if isinstance(results, dict):  # results.json as read back
+        results = CrossTaskResults.from_dict(results)
     out = Path(out)
     figs = write_figures(results, out / "figures")
     path = out / "report.html"

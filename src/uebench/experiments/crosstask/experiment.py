@@ -47,6 +47,7 @@ from ...metrics.sal_config import SALConfig
 from ...metrics.verdict import RULE, poison_learned
 from ...models.multitask import ENCODERS
 from ...poisons.poison import Poison
+from ...report.crosstask_results import CrossTaskResults, DatasetInfo, PoisonInfo, Similarity, TaskCell, TaskRow
 from ...training.records import RunFolder, safe_label
 from ...training.settings import RunSettings, check_settings, from_record, renamed, to_record, warn_renamed
 from ..workspace import Workspace
@@ -480,8 +481,8 @@ def assemble(
     splits: Splits,
     histories: dict[str, dict[str, list]],
     poisons: dict[str, Poison],
-) -> dict[str, Any]:
-    """results.json: per task and version the metrics; drops; UD; SAL similarity per version."""
+) -> CrossTaskResults:
+    """What results.json holds: per task and version the metrics; drops; UD; SAL similarity per version."""
     versions = list(histories)
     trivial = trivial_scores(splits.train_data, splits.test_data, tasks)
 
@@ -489,24 +490,24 @@ def assemble(
         runs = histories[version]
         return runs["multitask"] if "multitask" in runs else runs[f"single-{task}"]
 
-    per_task: dict[str, Any] = {}
+    per_task: dict[str, TaskRow] = {}
     for t in tasks:
-        row: dict[str, Any] = {
-            "metric": t.metric,
-            "higher_is_better": t.higher_is_better,
-            "trivial": trivial[t.name][t.metric],
-            "source": splits.train_data.sources[t.name],
-            "versions": {},
-        }
         clean_h = history_of("clean", t.name)
         clean_final = clean_h[-1]["test"][t.name][t.metric]
         # a clean model no better than the trivial predictor learned nothing a poison could take away: no drop, no
         # retained margin, no beta or UD for that task
-        learned = t.beats_trivial(clean_final, row["trivial"], len(splits.test))
-        row["clean_learned"] = learned
+        triv = trivial[t.name][t.metric]
+        learned = t.beats_trivial(clean_final, triv, len(splits.test))
+        row = TaskRow(
+            metric=t.metric,
+            higher_is_better=t.higher_is_better,
+            trivial=triv,
+            source=splits.train_data.sources[t.name],
+            clean_learned=learned,
+        )
         if not learned:
-            row["note"] = (
-                f"the clean model ({clean_final:.4g}) does not beat the trivial predictor ({row['trivial']:.4g}) by a "
+            row.note = (
+                f"the clean model ({clean_final:.4g}) does not beat the trivial predictor ({triv:.4g}) by a "
                 "margin: no drop, retained margin or UD"
             )
         clean_sal = task_sal_matrix(clean_h, t.name) if learned else None
@@ -516,17 +517,19 @@ def assemble(
             final = h[-1]["test"][t.name][t.metric]
             vals = [r["test"][t.name][t.metric] for r in h]
             best = max(vals) if t.higher_is_better else min(vals)
-            cell: dict[str, Any] = {"final": final, "best": best, "all": h[-1]["test"][t.name], "curve": vals}
+            cell = TaskCell(final=final, best=best, all=h[-1]["test"][t.name], curve=vals)
             if v != "clean" and learned:
-                cell["drop"] = finite(t.drop(clean_final, final))
-                cell["retained"] = finite(t.retained(clean_final, final, row["trivial"]))
+                cell.compared = True
+                cell.drop = finite(t.drop(clean_final, final))
+                cell.retained = finite(t.retained(clean_final, final, triv))
             m = task_sal_matrix(h, t.name)
             if m is not None and beta is not None:
-                cell["lp"] = learnable_count(m[0], beta)
-                cell["ud"] = ud_if_defined(m[0], clean_sal[0], beta)
-                cell["sal_mean"] = float(m[0].mean())
-            row["versions"][v] = cell
-        row["beta"] = beta
+                cell.probed = True
+                cell.lp = learnable_count(m[0], beta)
+                cell.ud = ud_if_defined(m[0], clean_sal[0], beta)
+                cell.sal_mean = float(m[0].mean())
+            row.versions[v] = cell
+        row.beta = beta
         per_task[t.name] = row
 
     verdicts: dict[str, str] = {}  # was each poison learned? the class head's shortcut probe (metrics.verdict)
@@ -544,7 +547,7 @@ def assemble(
             reference,
         )
 
-    similarity: dict[str, Any] = {}
+    similarity: dict[str, Similarity] = {}
     for v in versions:
         vecs = {}
         for t in tasks:
@@ -552,7 +555,7 @@ def assemble(
             if m is not None:
                 vecs[t.name] = m[0].mean(0)
         names = list(vecs)
-        similarity[v] = {"tasks": names, "matrix": [[finite(cosine(vecs[a], vecs[b])) for b in names] for a in names]}
+        similarity[v] = Similarity(names, [[finite(cosine(vecs[a], vecs[b])) for b in names] for a in names])
     layers = None
     for v in versions:
         for t in tasks:
@@ -562,58 +565,58 @@ def assemble(
                 break
         if layers:
             break
-    return {
-        "config": config.to_dict(),
-        "dataset": {
-            "name": splits.full.name,
-            "train": len(splits.train),
-            "test": len(splits.test),
-            "classes": splits.full.num_classes,
-        },
-        "tasks": [t.name for t in tasks],
-        "versions": versions,
-        "poisons": {
-            k: {
-                "attack": p.meta.attack,
-                "variant": p.meta.variant,
-                "norm": p.meta.norm,
-                "budget": p.meta.budget,
-                "craft_seconds": p.meta.craft_seconds,
-                "epoch_equivalents": p.meta.epoch_equivalents,
-                "measured": p.measure(splits.full).get(p.meta.norm),
-            }
+    return CrossTaskResults(
+        config=config.to_dict(),
+        dataset=DatasetInfo(
+            name=splits.full.name,
+            train=len(splits.train),
+            test=len(splits.test),
+            classes=splits.full.num_classes,
+        ),
+        tasks=[t.name for t in tasks],
+        versions=versions,
+        poisons={
+            k: PoisonInfo(
+                attack=p.meta.attack,
+                variant=p.meta.variant,
+                norm=p.meta.norm,
+                budget=p.meta.budget,
+                craft_seconds=p.meta.craft_seconds,
+                epoch_equivalents=p.meta.epoch_equivalents,
+                measured=p.measure(splits.full).get(p.meta.norm),
+            )
             for k, p in poisons.items()
         },
-        "per_task": per_task,
-        "learned": verdicts,
-        "learned_rule": RULE + " (read on the class head; unknown without a class task)",
-        "sal_similarity": similarity,
-        "sal_layers": layers,
-        "sal_mode": config.sal.mode if config.probe_sal else None,
-    }
+        per_task=per_task,
+        learned=verdicts,
+        learned_rule=RULE + " (read on the class head; unknown without a class task)",
+        sal_similarity=similarity,
+        sal_layers=layers,
+        sal_mode=config.sal.mode if config.probe_sal else None,
+    )
 
 
-def markdown_table(results: dict[str, Any]) -> str:
+def markdown_table(results: CrossTaskResults) -> str:
     """One row per task: trivial, clean, then each poison's final metric with its relative drop."""
-    versions = results["versions"]
+    versions = results.versions
     head = ["task", "metric", "trivial", *[v if v == "clean" else f"{v} (drop, UD)" for v in versions]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in results["per_task"].items():
+    for name, row in results.per_task.items():
         cells = [
             name,
-            row["metric"] + (" (lower better)" if not row["higher_is_better"] else ""),
-            f"{row['trivial']:.4g}",
+            row.metric + (" (lower better)" if not row.higher_is_better else ""),
+            f"{row.trivial:.4g}",
         ]
         for v in versions:
-            c = row["versions"][v]
+            c = row.versions[v]
             if v == "clean":
-                cells.append(f"{c['final']:.4g}" + ("" if row.get("clean_learned", True) else " (not learned)"))
+                cells.append(f"{c.final:.4g}" + ("" if row.clean_learned else " (not learned)"))
             else:
-                drop = "-" if c.get("drop") is None else f"{100 * c['drop']:+.0f}%"
-                ud = "" if c.get("ud") is None else f", UD {c['ud']:.2f}"
-                cells.append(f"{c['final']:.4g} ({drop}{ud})")
+                drop = "-" if c.drop is None else f"{100 * c.drop:+.0f}%"
+                ud = "" if c.ud is None else f", UD {c.ud:.2f}"
+                cells.append(f"{c.final:.4g} ({drop}{ud})")
         lines.append("| " + " | ".join(cells) + " |")
-    learned = results.get("learned", {})
+    learned = results.learned
     if learned:
         lines.append(
             "| learned (class shortcut probe) | | | - | "
@@ -623,22 +626,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_table(results: dict[str, Any]) -> str:
+def csv_table(results: CrossTaskResults) -> str:
     rows = ["task,metric,version,final,best,trivial,drop,retained,lp,ud"]
-    for name, row in results["per_task"].items():
-        for v, c in row["versions"].items():
-            vals = [
-                name,
-                row["metric"],
-                v,
-                c["final"],
-                c["best"],
-                row["trivial"],
-                c.get("drop"),
-                c.get("retained"),
-                c.get("lp"),
-                c.get("ud"),
-            ]
+    for name, row in results.per_task.items():
+        for v, c in row.versions.items():
+            vals = [name, row.metric, v, c.final, c.best, row.trivial, c.drop, c.retained, c.lp, c.ud]
             rows.append(",".join("" if x is None else (f"{x:.6g}" if isinstance(x, float) else str(x)) for x in vals))
     return "\n".join(rows) + "\n"
 
@@ -656,7 +648,7 @@ def run_experiment(
     overwrite: bool = False,
     log: Callable[[str], None] = lambda s: None,
     figures: bool = True,
-) -> dict[str, Any]:
+) -> CrossTaskResults:
     tasks = validate(config)
     ws = Workspace(out, "experiment.json", "crosstask experiment")
     with ws.locked():
@@ -671,7 +663,7 @@ def _run_locked(
     overwrite: bool,
     log: Callable[[str], None],
     figures: bool,
-) -> dict[str, Any]:
+) -> CrossTaskResults:
     record = json.loads(json.dumps(config.to_dict(), default=str))  # the identity is the whole configuration
     ws.open(record, record, overwrite=overwrite, owned=lambda: OWNED, writes=WRITES)
     out = ws.root
@@ -694,7 +686,7 @@ def _run_locked(
                 config, settings, version, model, group, splits, train, out, progress, meta_key
             )
     results = assemble(config, tasks, splits, histories, poisons)
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results.to_dict())
     atomic_write_text(out / "table.md", markdown_table(results))
     atomic_write_text(out / "table.csv", csv_table(results))
     if figures:

@@ -414,15 +414,12 @@ def fast_model_sal(
     progress: Callable[[str], None] | None = None,
 ) -> ModelSAL:
     """Fast SAL of `names` (the model is already in eval mode with its parameters frozen: see sal.probing)."""
+    # how the probe images are drawn: augmented once as the recipe trains (or crop+flip for "once", or not at all)
+    drawn_as = {"augment_once": config.augment != "none", "augment": "crop_flip" if config.augment == "once" else None}
     fixed = (
         data
         if not (data.shuffle or data.augment) and len(data) <= config.subset
-        else data.subset(
-            config.subset,
-            seed,
-            augment_once=config.augment != "none",
-            augment="crop_flip" if config.augment == "once" else None,
-        )
+        else data.subset(config.subset, seed, **drawn_as)
     )
     x, y = fixed.prepare(fixed.inputs), fixed.targets
     step = lr * (config.step_scale if config.step_scale is not None else data.steps_per_pass())
@@ -433,7 +430,7 @@ def fast_model_sal(
     level = _Objective(model, names[0], [x], y, loss_fn, config.chunk)(params[weight_key(names[0])], need_grad=False)[0]
     whole = None
     if config.rescore and fixed is not data:  # the whole probe set, one fixed draw of its augmentation
-        drawn = data.subset(len(data), layer_seed(seed, "<anchor>"), augment_once=config.augment != "none")
+        drawn = data.subset(len(data), layer_seed(seed, "<anchor>"), **drawn_as)
         whole = (drawn.inputs, drawn.targets)
         w_first = params[weight_key(names[0])]
         shift = _Objective(model, names[0], [whole[0]], whole[1], loss_fn, config.chunk)(w_first, False)[0] - level

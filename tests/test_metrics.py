@@ -737,12 +737,16 @@ def test_sgd_step_rule_is_deterministic_and_refuses_unknown_rules():
         FastSALConfig(step_rule="adam")
 
 
-def test_sal_config_carries_the_step_rule_and_records_it_only_when_set():
+def test_sal_config_defaults_to_sgd_and_reads_an_old_record_as_the_full_rule():
     from uebench.metrics import SALConfig
 
-    assert SALConfig(step_rule="sgd").fast.step_rule == "sgd"
-    assert SALConfig().fast.step_rule == "full"
-    assert "step_rule" not in SALConfig().record()  # a bench made before the option keeps its identity
-    assert SALConfig(step_rule="sgd").record()["step_rule"] == "sgd"
+    assert SALConfig().fast.step_rule == "sgd" and SALConfig().fast.crossfit is False
+    assert SALConfig(step_rule="full").fast.step_rule == "full"
+    assert "step_rule" not in SALConfig(step_rule="full").record()  # a bench made before the option keeps its identity
+    assert SALConfig().record()["step_rule"] == "sgd"
+    old = SALConfig(step_rule="full", crossfit=True).record()  # as a 0.1.0 bench.json holds it
+    assert "step_rule" not in old
+    assert SALConfig.from_record(old) == SALConfig(step_rule="full", crossfit=True)  # not today's default
+    assert SALConfig.from_record(SALConfig().record()) == SALConfig()
     with pytest.raises(UserError, match="unknown fast-SAL step rule"):
         SALConfig(step_rule="adam")

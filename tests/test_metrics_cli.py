@@ -205,3 +205,19 @@ def test_ud_shows_a_poison_the_model_ignored_as_not_learned(tmp_path, capsys):
     assert "no" in line.split() and "not learned: no UD" in line and "0.000" not in line
     row = json.loads((tmp_path / "t.json").read_text())["rows"][1]
     assert row["learned"] == "no" and row["ud"] == 0.0  # the number stays in the file, beside its verdict
+
+
+def test_ud_refuses_a_fast_run_of_0_1_0_beside_one_of_todays_step_rule(tmp_path, capsys):
+    """A fast record without `step_rule` was measured with the full-batch rule, today's default is sgd: UD would
+    divide one estimator's #LP by another's."""
+    rows = [[1, 1, 0, 0], [0, 1, 1, 0]]
+    old = write_run(tmp_path / "old", rows, mode="fast")
+    new = write_run(tmp_path / "new", rows, mode="fast")
+    for folder, extra in ((old, {"crossfit": True}), (new, {"crossfit": False, "step_rule": "sgd"})):
+        recs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for r in recs:
+            r["sal_settings"] = {"eps": 0.05, "subset": 256, **extra}
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, out, err = run_cli(["ud", "--clean", old, "--poisoned", new, "--out", tmp_path / "t"], capsys)
+    assert code == 2
+    assert "SAL crossfit (True vs False); SAL step_rule (full vs sgd)" in err, err

@@ -198,3 +198,11 @@ def test_a_sal_schedule_that_probes_no_epoch_is_refused_before_any_work(tmp_path
     assert code == 2 and "no epoch would be probed" in err and not (tmp_path / "r").exists()
     code, _, err = _cli(["bench", "--preset", "quick", "--epochs", "2", "--out", tmp_path / "b"], capsys)
     assert code == 2 and "SAL is probed every 3 epochs but the run trains 2" in err and not (tmp_path / "b").exists()
+
+
+def test_the_setting_line_names_the_fast_step_rule_an_old_folder_ran_with():
+    from uebench.report.tables import _corrections
+
+    assert _corrections({"crossfit": True, "anchor": True}) == ", full-batch steps, cross-fitted and anchored"
+    assert _corrections({"step_rule": "sgd", "crossfit": False, "anchor": True}) == ", minibatch steps, anchored"
+    assert _corrections({"step_rule": "sgd", "crossfit": False, "anchor": False}) == ", minibatch steps, no corrections"

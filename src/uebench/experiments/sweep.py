@@ -131,7 +131,7 @@ def bench_record(bench_dir: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     config = saved.get("config")
     sal = config.get("sal") if isinstance(config, dict) else None
     try:
-        sal = asdict(SALConfig(**sal)) if isinstance(sal, dict) else None  # names, types and bounds of each setting
+        sal = asdict(SALConfig.from_record(sal)) if isinstance(sal, dict) else None  # names, types, bounds
     except TypeError as e:
         raise UserError(f"{where} is malformed: its SAL settings do not read ({e})") from None
     if sal is None:
@@ -216,7 +216,7 @@ def snapshots(
     model = place_model(build_model(tc, train_set), tc, dev).eval()
     recipe = tc.resolved_recipe()
     # the bench's own probe, with this setting's mode, radius, rounds and subset (every kept epoch is probed)
-    bench_sal = SALSettings(**sal)
+    bench_sal = SALSettings.from_record(sal)
     changed = replace(setting.applied_to(bench_sal), every=1, **(estimator or {}))
     probe = sal_probe_for(changed, recipe.augment)
 

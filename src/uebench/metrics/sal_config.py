@@ -37,9 +37,9 @@ class SALConfig:
     lr: float = 0.1
     subset: int = 1024  # fast mode: probe images
     augment: str = "recipe"  # fast mode: recipe (as the run trained) | none | once (crop+flip always: 0.1.0's)
-    crossfit: bool = True  # fast mode: score each half of the subset's search on the other half
+    crossfit: bool = False  # fast mode: score each half of the subset's search on the other half
     anchor: bool = True  # fast mode: level the subset's losses at W0's loss over the whole training set
-    step_rule: str = "full"  # fast mode: full (one full-batch step a round) | sgd (minibatch SGD passes, as faithful)
+    step_rule: str = "sgd"  # fast mode: sgd (minibatch SGD passes, as faithful) | full (one full-batch step a round)
     rescore: bool = False  # fast mode: score the search's extremes and W0 on the whole training set, not the subset
 
     def __post_init__(self) -> None:
@@ -84,6 +84,12 @@ class SALConfig:
             step_rule=self.step_rule,
             rescore=self.rescore,
         )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "SALConfig":
+        """The settings a record holds; a setting it lacks was added later and had its unset value then (not
+        today's default: a bench recorded before `step_rule` existed ran the full-batch rule)."""
+        return cls(**{**ADDED_LATER, **record})
 
     def record(self) -> dict[str, Any]:
         """The settings as a bench's identity and run keys hold them (a setting added later is absent while unset)."""

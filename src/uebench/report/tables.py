@@ -320,10 +320,15 @@ def setting_line(results: BenchResults) -> str:
     )
 
 
+STEP_RULE_NAMES = {"sgd": "minibatch steps", "full": "full-batch steps", "steps": "faithful-size steps"}
+
+
 def _corrections(sal: dict) -> str:
-    """The fast mode's corrections, as the bench ran them (a folder from before they existed ran without them)."""
+    """The fast mode's step rule and corrections, as the bench ran them (a folder from before an option existed ran
+    with its old value: the full-batch rule, no corrections)."""
+    rule = STEP_RULE_NAMES.get(sal.get("step_rule", "full"), sal.get("step_rule"))
     on = [name for name, key in (("cross-fitted", "crossfit"), ("anchored", "anchor")) if sal.get(key, False)]
-    return f", {' and '.join(on)}" if on else ", no corrections"
+    return f", {rule}, {' and '.join(on) if on else 'no corrections'}"
 
 
 SHORTCUT_NOTE = (

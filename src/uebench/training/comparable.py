@@ -14,9 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..metrics.fast_sal import BEFORE_OPTION
 
 # the SAL settings that change what a SAL value means (not what it cost, nor the anchor's per-run shift)
-SAL_KEYS = ("eps", "rounds", "lr", "batch_size", "augment", "probe_size", "subset", "crossfit", "anchor")
+SAL_KEYS = (
+    "eps",
+    "rounds",
+    "lr",
+    "batch_size",
+    "augment",
+    "probe_size",
+    "subset",
+    "crossfit",
+    "anchor",
+    "step_rule",
+    "rescore",
+)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -36,6 +49,8 @@ def run_settings(run_dir: str | Path, records: list[dict[str, Any]] | None = Non
     recipe = dict(config.get("resolved_recipe") or {})
     recipe.pop("description", None)  # prose
     sal = probed.get("sal_settings") or {}
+    if probed.get("sal_mode") == "fast":
+        sal = {**BEFORE_OPTION, **sal}  # a fast record older than an option measured with its old value
     return {
         "dataset": config.get("dataset"),
         "dataset options": config.get("dataset_options") or {},
@@ -56,8 +71,11 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
         return text if len(text) <= 60 else text[:57] + "..."
 
+    other_mode = a.get("SAL mode") != b.get("SAL mode")  # then the estimators' own settings say nothing more
     out = []
     for key in dict.fromkeys([*a, *b]):
+        if other_mode and key.startswith("SAL ") and key not in ("SAL mode", "SAL layers"):
+            continue
         if a.get(key) != b.get(key):
             if key == "SAL layers":
                 out.append(f"SAL layers ({len(a.get(key) or [])} vs {len(b.get(key) or [])} probed, not the same)")

@@ -65,7 +65,9 @@ MT_SUFFIX = "+mt"
 # How crosstask measures each task's SAL: the fast estimator on 256 images, un-augmented (a dense target would have to
 # move with each crop). A config sets its mode, eps, rounds and subset; the probed epochs are its own `sal_every`
 CROSSTASK_SAL = SALConfig(mode="fast", subset=256, augment="none")
-_SAL_SET = ("mode", "eps", "rounds", "subset")
+_SAL_SET = ("mode", "eps", "rounds", "subset", "step_rule", "crossfit")
+# what a folder written before step_rule and crossfit were recorded measured with (uebench 0.1.0's fast estimator)
+_SAL_BEFORE = {"sal_step_rule": "full", "sal_crossfit": True}
 # the names experiment.json (the folder's identity) has always used for the fields that have another name here
 RECORD_NAMES = {"subset": "train_subset", "model": "encoder", "probe_sal": "sal"}
 # settings added after folders existed, with their unset values: absent from the identity while unset
@@ -142,7 +144,7 @@ class CrossTaskConfig(RunSettings):
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "CrossTaskConfig":
         """A configuration as to_dict wrote it."""
-        d = from_record(record, RECORD_NAMES)
+        d = from_record({**_SAL_BEFORE, **record}, RECORD_NAMES)
         sal = {k: d.pop(f"sal_{k}") for k in _SAL_SET if f"sal_{k}" in d}
         return cls(**d, sal=dataclasses.replace(CROSSTASK_SAL, **sal))
 
@@ -266,7 +268,8 @@ def validate(config: CrossTaskConfig) -> list[Task]:
     fixed = dataclasses.replace(config.sal, **{k: getattr(CROSSTASK_SAL, k) for k in _SAL_SET})
     if fixed != CROSSTASK_SAL:  # the probe is crosstask's own: on its schedule, eval-loss origin, un-augmented
         raise UserError(
-            "crosstask measures SAL with its own probe: of its SAL settings, give mode, eps, rounds, subset"
+            "crosstask measures SAL with its own probe: of its SAL settings, give mode, eps, rounds, subset, "
+            "step_rule, crossfit"
         )
     resolve_device(config.device)
     resolve_precision(config.precision, torch.device("cpu"))
@@ -404,6 +407,8 @@ def settings_for(config: CrossTaskConfig) -> Settings:
         sal_subset=config.sal.subset,
         sal_rounds=config.sal.rounds,
         sal_eps=config.sal.eps,
+        sal_step_rule=config.sal.step_rule,
+        sal_crossfit=config.sal.crossfit,
     )
 
 

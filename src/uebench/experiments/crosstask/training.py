@@ -77,6 +77,8 @@ class Settings:
     sal_subset: int = 256
     sal_rounds: int | None = None
     sal_eps: float = 0.05
+    sal_step_rule: str = "sgd"
+    sal_crossfit: bool = False
     eval_batch: int = 256
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +90,13 @@ class Settings:
         """How each task's SAL is measured: the eval-loss origin (a task's running loss is a sum over heads), the
         training images un-augmented (a dense target would have to move with each crop)."""
         return SALConfig(
-            mode=self.sal_mode, eps=self.sal_eps, rounds=self.sal_rounds, subset=self.sal_subset, augment="none"
+            mode=self.sal_mode,
+            eps=self.sal_eps,
+            rounds=self.sal_rounds,
+            subset=self.sal_subset,
+            step_rule=self.sal_step_rule,
+            crossfit=self.sal_crossfit,
+            augment="none",
         )
 
 

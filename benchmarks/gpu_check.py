@@ -11,7 +11,7 @@ Measured, on CIFAR-shaped data resident on the device (random uint8 images: thro
 - EM crafting throughput in image-steps/s (one bi-level round on `--em-images` images);
 - peak device memory;
 - the projected wall time of the `paper` preset (8 runs of 50 epochs, SAL every epoch) with faithful and with fast
-  SAL, EM's crafting included, the other attacks' left out (their cost is attack-specific; see README "Speed").
+  SAL, EM's crafting included, the other attacks' left out (their cost is attack-specific).
 """
 
 from __future__ import annotations

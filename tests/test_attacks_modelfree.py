@@ -472,8 +472,8 @@ def test_stronger_model_free_poisons_collapse_on_cifar(name, params, cifar):
     """benchmarks/budget_sweep.sh in miniature (ResNet-18 width 0.125, recipe quick, 10 epochs, crop + flip).
 
     At this CPU scale the victim learns the images' content before a model-free perturbation at its paper budget
-    (LSP 37.0%, AR 50.6% against clean 47.1%: README, Poisons); at 2x (LSP) and 4x (AR) the perturbation wins the
-    race (measured 16.4% and 10.9%). A test of the race, not of the paper's budget."""
+    (LSP 37.0%, AR 50.6% against clean 47.1%: docs/guides/own-poison.md); at 2x (LSP) and 4x (AR) the perturbation
+    wins the race (measured 16.4% and 10.9%). A test of the race, not of the paper's budget."""
     from uebench.training.trainer import TrainConfig, train
 
     data, test = cifar

@@ -89,7 +89,7 @@ def test_presets_are_valid_bench_configs():
         validate(config)  # every attack parameter override names a real parameter
     assert QUICK.dataset == "scenes" and QUICK.attack_preset == "fast" and QUICK.sal.mode == "fast"
     assert set(QUICK.attacks) == {"em", "rem", "tap", "dc", "lsp", "ops", "ar"} and QUICK.width <= 0.25
-    # the regime where the poisons are learned at CPU scale (README "Attack efficacy"): no crop+flip
+    # the regime where the poisons are learned at CPU scale (docs/results/efficacy.md): no crop+flip
     cpu = PRESETS["cpu"]
     assert (
         cpu.dataset == "cifar10"

@@ -22,7 +22,7 @@ FLOORS = (
     "experiments",
     "cli",
 )
-# the arrows that still point up, each for a reason the README's Layout gives; a new one fails the test
+# the arrows that still point up, each for a reason docs/reference/layout.md gives; a new one fails the test
 UPWARD = {
     ("uebench.poisons.poison", "uebench.attacks.base"),  # a file may not claim more room than its method allows
 }

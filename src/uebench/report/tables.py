@@ -205,7 +205,7 @@ def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str
     return header, [[a.upper() if a != "clean" else "clean", *(one(a, d) for d in defenses)] for a in attacks]
 
 
-# what the fast-vs-faithful study (benchmarks/fast_vs_faithful.py, README "SAL and UD") found, said where UD is read
+# what the fast-vs-faithful study (docs/results/sal-and-ud.md) found, said where UD is read
 FAST_SAL_CAVEAT = (
     "UD here comes from fast SAL. Checked against the paper's faithful SAL on real poisons, fast SAL's UD agrees "
     "under the running origin on most runs and is approximate under the eval origin, where one or two layers near "

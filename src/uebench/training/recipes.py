@@ -135,7 +135,7 @@ _add(
 _add(Recipe("em", 60, 128, 0.1, schedule="cosine", description="EM paper victim: 60 epochs, cosine"))
 _add(Recipe("ar", 100, 128, 0.1, schedule="cosine", description="AR / LSP papers' victim: 100 epochs, cosine"))
 _add(Recipe("quick", 10, 128, 0.1, schedule="cosine", description="CPU-sized: 10 epochs, batch 128, cosine"))
-# The CPU regime where the published efficacy holds (README "Attack efficacy"): at a few hundred SGD steps on a
+# The CPU regime where the published efficacy holds (docs/results/efficacy.md): at a few hundred SGD steps on a
 # few thousand images, crop+flip keeps the class-wise shortcuts (LSP, OPS) from being picked up before the content.
 _add(
     Recipe(

@@ -137,7 +137,7 @@ class BenchConfig(RunSettings):
         return plain_json({**dataclasses.asdict(self), "sal": self.sal.record()})
 
 
-# The README's main job: a few minutes on 2 CPU cores (sized and measured, see README "Benchmark").
+# The README's main job: a few minutes on 2 CPU cores (sized and measured: docs/results/benchmark.md).
 QUICK = BenchConfig(
     preset="quick",
     dataset="scenes",
@@ -148,7 +148,7 @@ QUICK = BenchConfig(
     epochs=10,
     attack_preset="fast",
     # EM at its fast preset (shortened further it stops working). The others are shortened to fit the 10-minute
-    # budget: on `scenes` none of them is picked up even at its fast preset (README "Attack efficacy": TAP 53.0%,
+    # budget: on `scenes` none of them is picked up even at its fast preset (docs/results/efficacy.md: TAP 53.0%,
     # REM 46.8%, DC 48.8% against clean 51.0%), so the crafting budget goes where it pays
     attack_params={
         "rem": {"train_steps": 32, "lr_decay_every": 24, "steps": 2, "adv_steps": 1},
@@ -161,7 +161,7 @@ QUICK = BenchConfig(
 )
 
 # The paper's configuration: CIFAR-10, ResNet-18 (width 1), the paper's recipe (50 epochs, constant lr), the
-# attacks' paper settings and the faithful SAL probe. A GPU job (README "Benchmark" gives its cost).
+# attacks' paper settings and the faithful SAL probe. A GPU job (docs/guides/benchmark.md gives its cost).
 PAPER = BenchConfig(
     preset="paper",
     dataset="cifar10",
@@ -173,7 +173,7 @@ PAPER = BenchConfig(
     description="GPU: CIFAR-10, ResNet-18, the paper's 50-epoch recipe, paper attack settings, faithful SAL",
 )
 
-# Real CIFAR-10 on 2 CPU cores, the regime where the published efficacy holds at CPU scale (README "Attack efficacy",
+# Real CIFAR-10 on 2 CPU cores, the regime where the published efficacy holds at CPU scale (docs/results/efficacy.md,
 # benchmarks/efficacy_study.py): a 5,000-image subset, an eighth-width ResNet-18, 10 epochs without augmentation.
 # With crop+flip this victim learns the content before LSP's and OPS's shortcuts.
 CPU = BenchConfig(

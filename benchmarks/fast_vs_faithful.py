@@ -4,7 +4,8 @@ A `cpu`-regime bench (the clean run and the seven attacks at their `fast` preset
 in ../shared/data keeps the weights of every probed epoch. On every snapshot this script measures:
 - faithful SAL twice (pass 1 and pass 2: the paper's procedure, 10 rounds, eps 0.05, the bench's whole training set
   augmented as it trained; pass 2 draws its data order afresh), so faithful's own noise floor is known;
-- fast SAL at the bench's own settings (recomputed each time: seconds per snapshot).
+- fast SAL at the bench's subset and rounds with today's estimator (its step rule and corrections, the defaults of
+  uebench.metrics.SALConfig unless --fast-option says otherwise; recomputed each time: seconds per snapshot).
 
 Per run and origin (running, eval) it writes `ud_fast`, `ud_faithful`, `ud_faithful_2` (each against the clean run
 measured the same way), the per-snapshot layer Spearman rho of fast against faithful and of faithful against
@@ -49,6 +50,7 @@ from uebench.core.io import atomic_write_json, atomic_write_text, read_json
 from uebench.experiments.bench.run import CLEAN, preset, run_bench
 from uebench.experiments.sweep import FAITHFUL_ROUNDS, Setting, _Loaded, finished_runs, snapshots
 from uebench.metrics.ranking import spearman_rho
+from uebench.metrics.sal_config import SALConfig
 from uebench.metrics.threshold import learnable_threshold
 from uebench.metrics.ud import sal_matrix, ud_if_defined
 from uebench.training.bench_folder import read_bench
@@ -76,12 +78,20 @@ def cache_dir(results: Path, subset: int) -> Path:
     return results / "fast_vs_faithful" / f"cpu-n{subset}"
 
 
+def study_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """What decides the snapshots' weights and the faithful passes: the bench's identity without the device and
+    without the fast estimator's options (its step rule and corrections change no weight and no faithful pass)."""
+    out = json.loads(json.dumps({k: v for k, v in identity.items() if k != "device"}))
+    out["sal"] = {k: v for k, v in out.get("sal", {}).items() if k not in ESTIMATOR_OPTIONS or k == "augment"}
+    return out
+
+
 def check_cache(folder: Path, identity: dict[str, Any]) -> None:
     """A cache belongs to one bench configuration: another one's cache is refused, not mixed."""
     path = folder / "study.json"
     if path.exists():
         saved = read_json(path)
-        if saved.get("identity") != identity:
+        if study_identity(saved.get("identity") or {}) != study_identity(identity):
             raise UserError(
                 f"{folder} caches another bench's snapshots (its study.json differs); use another --results"
             )
@@ -445,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="report: another fast-mode option than the bench's "
-        "(step_rule=sgd|steps, crossfit=false, anchor, augment, rescore)",
+        help="report: another fast-mode option than today's default "
+        "(step_rule=full|steps, crossfit=true, anchor, augment, rescore)",
     )
     args = ap.parse_args(argv)
     try:
@@ -488,9 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (bench / "bench.json").exists():
             raise UserError(f"{bench} holds no bench; run --phase bench first")
         saved, _ = read_bench(bench)
-        if {k: v for k, v in saved["identity"].items() if k != "device"} != json.loads(
-            json.dumps({k: v for k, v in config.identity().items() if k != "device"})
-        ):
+        if study_identity(saved["identity"]) != study_identity(config.identity()):
             raise UserError(f"{bench} holds another bench than this study's (--subset {args.subset}, the cpu preset)")
         loaded = _Loaded(args.data_dir)
         if args.phase in ("all", "faithful"):
@@ -498,7 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase in ("all", "report"):
             fast = fast_setting(saved["config"]["sal"], args.fast_subset, args.fast_rounds, args.fast_draw)
             out = Path(args.out) if args.out else results / "fast_vs_faithful.json"
-            table = report_phase(bench, folder, loaded, args.device, out, fast, estimator or None, runs)
+            # today's estimator unless --fast-option says otherwise, whatever the bench was probed with
+            today = SALConfig()
+            estimator = {**{k: getattr(today, k) for k in ESTIMATOR_OPTIONS}, **estimator}
+            table = report_phase(bench, folder, loaded, args.device, out, fast, estimator, runs)
             print(markdown(table))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

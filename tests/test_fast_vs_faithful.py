@@ -44,6 +44,14 @@ def test_a_cache_belongs_to_one_bench(study, tmp_path):
         study.check_cache(tmp_path, {"subset": 2000})
 
 
+def test_the_cache_outlives_a_change_of_the_fast_estimator_but_not_of_the_probe(study, tmp_path):
+    old = {"subset": 1000, "sal": {"eps": 0.05, "crossfit": True, "anchor": True, "augment": "recipe"}}
+    study.check_cache(tmp_path, old)  # a bench probed with 0.1.0's estimator
+    study.check_cache(tmp_path, {**old, "sal": {**old["sal"], "crossfit": False, "step_rule": "sgd"}})  # today's
+    with pytest.raises(UserError, match="caches another bench's snapshots"):
+        study.check_cache(tmp_path, {**old, "sal": {**old["sal"], "eps": 0.1}})  # another ball: other passes
+
+
 def test_a_pass_is_claimed_once_and_a_dead_workers_claim_is_taken_over(study, tmp_path):
     path = tmp_path / "run" / "e002-pass1-abc.json"
     assert study.claim(path) and not study.claim(Path(str(path)))  # this process holds it (a live pid)

@@ -112,6 +112,10 @@ def digest_file(path: Path) -> str | None:
         h.update(json.dumps(clean(state["history"]), sort_keys=True).encode())
     elif suffix == ".json":
         h.update(json.dumps(clean(json.loads(path.read_text())), sort_keys=True).encode())
+    elif suffix == ".toml":  # a config written for `--config`: its values, not its header comment
+        import tomllib
+
+        h.update(json.dumps(clean(tomllib.loads(path.read_text())), sort_keys=True).encode())
     elif suffix == ".jsonl":
         for line in path.read_text().splitlines():
             h.update(json.dumps(clean(json.loads(line)), sort_keys=True).encode())

@@ -11,6 +11,7 @@ The public API, one import (names load on first use, so `import uebench` stays c
     ud = uebench.unlearnable_distance(sal_poisoned, sal_clean)
     uebench.run_bench(uebench.bench_preset("quick"), "runs/quick")           # the whole benchmark
     uebench.list_models(), list_datasets(), list_attacks(), list_defenses(), list_recipes()   # registered names
+    uebench.load_plugins(["mypkg.attacks"])      # your own registered names (plus entry points, $UEBENCH_PLUGINS)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _API = {
     "bench_preset": ("uebench.experiments.bench.run", "preset"),
     "run_bench": ("uebench.experiments.bench.run", "run_bench"),
     "run_sweep": ("uebench.experiments.sweep", "run_sweep"),
+    "load_plugins": ("uebench.core.plugins", "load_plugins"),
 }
 # the registries' listings: uebench.list_models() -> ["lenet5", "linear", "resnet18", ...] (list_: uebench.models
 # and the others are the subpackages themselves)

@@ -38,10 +38,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="uebench", description="How unlearnable are unlearnable examples, really?")
     parser.add_argument("--version", action="version", version=f"uebench {__version__}")
+    parser.add_argument(
+        "--plugin",
+        action=_LoadPlugin,
+        metavar="MODULE",
+        help="import a module (dotted name or .py file) that registers attacks, defenses, models, datasets or "
+        "recipes, before the command runs (repeatable; also after the command; see also $UEBENCH_PLUGINS and the "
+        "'uebench.plugins' entry points)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    leaves = list(sub.choices.values())
+    while leaves:  # every command (and a group's actions) also takes --plugin after its name, not listed in its help
+        p = leaves.pop()
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        leaves += [c for a in nested for c in a.choices.values()]
+        if not nested:
+            p.add_argument("--plugin", action=_LoadPlugin, metavar="MODULE", help=argparse.SUPPRESS)
     return parser
+
+
+class _LoadPlugin(argparse.Action):
+    """--plugin MODULE: loads it as it is parsed, so before any command reads a registry (stores nothing: the loaded
+    plugins are core.plugins.loaded())."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..core.plugins import load_plugins
+
+        load_plugins([values])
 
 
 # What Ctrl-C leaves, per command (set_defaults(interrupted=...)); every file is written atomically, so nothing is
@@ -56,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
+        from ..core.plugins import load_plugins
+
+        load_plugins()  # the installed entry points and $UEBENCH_PLUGINS, before the parser lists any registry
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

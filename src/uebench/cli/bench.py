@@ -8,14 +8,30 @@ from ..core.errors import UserError
 from . import add_renamed, parse_list, parse_nested_sets, parse_sets
 
 
+class NotGiven(str):
+    """A flag's default that the user did not give: shown as its value (in --help and the CLI reference), but never
+    overriding a --config file."""
+
+
+NOT_GIVEN_PRESET = NotGiven("quick")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "bench", help="the clean run plus one run per attack (x defense x seed) with SAL, then #LP, UD and a report"
     )
     p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a TOML file of bench settings (every bench writes its own as bench.toml: --config runs/x/bench.toml "
+        "--out runs/y replays it); the flags given beside it override it",
+    )
+    p.add_argument(
         "--preset",
-        default="quick",
-        help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about 40 minutes) | paper (GPU)",
+        default=NOT_GIVEN_PRESET,
+        help="quick (CPU, minutes; default) | cpu (CIFAR-10 subset, about 40 minutes) | paper (GPU); with --config, "
+        "replaces the file's preset",
     )
     p.add_argument("--dataset", default=None, help="dataset (default: the preset's; quick uses the embedded scenes)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
@@ -161,9 +177,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def config_from_args(args):
+    """The bench's settings: the --config file (or the --preset; default quick), then every flag the user gave (a
+    flag left out is None here, so it never overrides the file)."""
     from ..experiments.bench.run import SALSettings, preset
 
-    c = preset(args.preset)
+    given = None if isinstance(args.preset, NotGiven) else args.preset
+    if args.config is not None:
+        from ..experiments.bench.config_file import read_config
+
+        c = read_config(args.config, given)
+    else:
+        c = preset(args.preset)
     if args.dataset:
         c = c.with_dataset(args.dataset)
     changes = {}

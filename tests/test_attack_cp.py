@@ -63,6 +63,8 @@ def test_budget_bytes_and_no_labels(scenes):
 def test_one_image_has_no_negatives_and_is_refused(scenes, tmp_path, capsys):
     with pytest.raises(UserError, match="at least 2 images"):
         craft("cp", scenes.subset(torch.arange(1)), seed=0, progress=False, **TINY)
-    code = main(["craft", "--attack", "cp", "--dataset", "scenes", "--subset", "1", "--out", str(tmp_path / "p.st")])
+    code = main(
+        ["craft", "--attack", "cp", "--dataset", "scenes", "--subset", "1", "--out", str(tmp_path / "p.safetensors")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "at least 2 images" in err and len(err.strip().splitlines()) == 1

@@ -200,7 +200,8 @@ FIFOS = {  # what each case imports (or trains on), with a FIFO where a file is 
 @pytest.mark.parametrize("case", FIFOS, ids=list(FIFOS))
 def test_a_fifo_is_refused_not_waited_on(case, tmp_path, capsys):
     command = TRAIN_ON if case.startswith("cifar") else IMPORT
-    args = [*command, *FIFOS[case](tmp_path), "--out", tmp_path / "out"]
+    out = tmp_path / ("out" if command is TRAIN_ON else "out.safetensors")  # import writes a .safetensors file
+    args = [*command, *FIFOS[case](tmp_path), "--out", out]
     box = {}
     worker = threading.Thread(target=lambda: box.setdefault("code", cli(args)), daemon=True)
     worker.start()
@@ -216,7 +217,7 @@ def test_a_fifo_is_refused_not_waited_on(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert not hung, f"{case}: waited on a FIFO"
     assert box.get("code") == 2 and "not a regular file" in err and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
 
 
 # ---------- 3. every count has a bound, checked before any work starts ----------
@@ -302,7 +303,8 @@ def test_a_count_past_its_bound_is_one_line_before_any_work(case, tmp_path, caps
     monkeypatch.setitem(sys.modules, "ray", fake_ray())
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    one_line_error([*args, *(() if args[0] in ("ud", "sal-sweep") else ("--out", tmp_path / "out"))], capsys)
+    out = tmp_path / ("out.safetensors" if args[0] == "craft" else "out")  # craft writes a .safetensors file
+    one_line_error([*args, *(() if args[0] in ("ud", "sal-sweep") else ("--out", out))], capsys)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing measured
 
 

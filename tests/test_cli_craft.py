@@ -151,7 +151,7 @@ def test_craft_refuses_linf_budget_outside_sense(tmp_path, capsys, scenes40):
         "eps=0.9",
         *SCENES,
         "--out",
-        str(tmp_path / "x"),
+        str(tmp_path / "x.safetensors"),
         match="outside (0, 64/255]",
     )
 
@@ -180,7 +180,7 @@ def test_craft_refuses_datasets_the_method_cannot_handle(attack, size, match, tm
 def test_refusal_through_the_real_entry_point(tmp_path):
     """A real process: exit status 2 and exactly one line on stderr, no traceback."""
     r = subprocess.run(
-        [sys.executable, "-m", "uebench.cli", "craft", "--attack", "nope", "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "uebench.cli", "craft", "--attack", "nope", "--out", str(tmp_path / "x.safetensors")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -295,17 +295,31 @@ def test_import_npz_layouts(ops_poison, tmp_path, capsys, scenes40):
     # NHWC, whole split, no indices: image i replaces clean image i
     np.savez(tmp_path / "full.npz", images=nhwc)
     rc, _, err = run(
-        capsys, "import", *SCENES, "--from", str(tmp_path / "full.npz"), *flags, "--out", str(tmp_path / "a.st")
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(tmp_path / "full.npz"),
+        *flags,
+        "--out",
+        str(tmp_path / "a.safetensors"),
     )
     assert rc == 0, err
-    assert torch.equal(Poison.load(tmp_path / "a.st").images, p.images)
+    assert torch.equal(Poison.load(tmp_path / "a.safetensors").images, p.images)
     # NCHW, a part of the split, with indices
     np.savez(tmp_path / "part.npz", images=p.images.numpy()[10:20], indices=p.indices.numpy()[10:20])
     rc, _, err = run(
-        capsys, "import", *SCENES, "--from", str(tmp_path / "part.npz"), *flags, "--out", str(tmp_path / "b.st")
+        capsys,
+        "import",
+        *SCENES,
+        "--from",
+        str(tmp_path / "part.npz"),
+        *flags,
+        "--out",
+        str(tmp_path / "b.safetensors"),
     )
     assert rc == 0, err
-    q = Poison.load(tmp_path / "b.st")
+    q = Poison.load(tmp_path / "b.safetensors")
     assert torch.equal(q.indices, p.indices[10:20]) and torch.equal(q.images, p.images[10:20])
 
 
@@ -361,7 +375,7 @@ def test_import_refusals(make, flags, match, ops_poison, tmp_path, capsys):
 
 
 def test_import_refuses_unreadable_png_folders(ops_poison, tmp_path, capsys):
-    flags = ["--attack-name", "x", "--norm", "l0", "--budget", "1", "--out", str(tmp_path / "o.st")]
+    flags = ["--attack-name", "x", "--norm", "l0", "--budget", "1", "--out", str(tmp_path / "o.safetensors")]
     p = Poison.load(ops_poison)
     a = tmp_path / "named"
     (a / "data").mkdir(parents=True)

@@ -90,7 +90,7 @@ def test_published_defaults():
 def test_unknown_defense_and_bad_params_are_user_errors():
     with pytest.raises(UserError, match="unknown defense 'nope'; valid: at, bdr"):
         create_defense("nope")
-    with pytest.raises(UserError, match="has no parameter qualty; valid: quality, test"):
+    with pytest.raises(UserError, match=r"has no parameter qualty; did you mean 'quality'\? valid: quality, test"):
         create_defense("jpeg", qualty=5)
     for name, params in [
         ("jpeg", {"quality": 0}),

@@ -266,7 +266,8 @@ def test_out_that_is_a_file_or_under_a_file(command, tmp_path, capsys, poison_fi
         "crosstask": ["crosstask", "--quiet"],
         "export": ["export", "--poison", poison_file],
     }[command]
-    for out in (blocker / "sub", *(() if command == "craft" else (blocker,))):
+    under = blocker / ("sub.safetensors" if command == "craft" else "sub")  # craft writes a .safetensors file
+    for out in (under, *(() if command == "craft" else (blocker,))):
         one_line_error([*args, "--out", out], capsys)
     assert blocker.read_text() == "mine"
 

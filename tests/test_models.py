@@ -52,7 +52,7 @@ def test_lenet_and_linear_on_mnist_and_cifar_sizes():
 
 
 def test_bad_names_and_widths():
-    with pytest.raises(UserError, match="unknown model 'resnet9'; valid: .*resnet18"):
+    with pytest.raises(UserError, match=r"unknown model 'resnet9'; did you mean 'resnet\w+'\? valid: .*resnet18"):
         create_model("resnet9")
     with pytest.raises(UserError, match="width must be positive"):
         create_model("resnet18", width=0)

@@ -15,7 +15,7 @@ from ..core.errors import UserError
 from ..core.options import check_seed
 from ..core.seeds import seeded
 from ..data.base import ImageDataset, seeded_subset
-from ..poisons.poison import Poison, PoisonMeta, bake
+from ..poisons.poison import Poison, PoisonMeta, bake, dataset_options
 from .base import ATTACKS, make_config
 
 
@@ -65,7 +65,7 @@ def craft(
         craft_seconds=seconds,
         epoch_equivalents=pert.epoch_equivalents,
         extra={
-            "dataset_options": dataset.meta.get("options", {}),
+            "dataset_options": dataset_options(dataset),  # a dataset of other options is refused (Poison.check)
             **({} if objective is None else objective.describe()),
             **pert.extra,
         },

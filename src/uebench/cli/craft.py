@@ -82,6 +82,9 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{path} is a folder; --out names the poison file to write (e.g. {p / 'poison.safetensors'})")
+    if p.suffix.lower() != ".safetensors":  # what is written is safetensors, whatever the name says
+        named = p.with_suffix(".safetensors") if p.suffix and p.stem else Path(f"{path}.safetensors")
+        raise UserError(f"--out {path}: a poison is written as a safetensors file; name it {named}")
     if p.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     for parent in p.parents:
@@ -223,9 +226,11 @@ def _import(args) -> int:
 
 
 def export_cmd(args) -> int:
+    from ..core.io import refuse_unsafe_folder
     from ..poisons.exchange import export_png
     from ..poisons.poison import Poison
 
+    refuse_unsafe_folder(args.out, example="export")
     poison = Poison.load(args.poison)
     folder = export_png(poison, args.out, overwrite=args.overwrite)
     print(f"{len(poison)} images written to {folder}")

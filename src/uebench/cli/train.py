@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from . import add_common, add_renamed, parse_sets
 
@@ -153,6 +154,13 @@ def check_flags(args, parser_defaults: dict) -> None:
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+    from ..core.io import refuse_unsafe_folder
+    from ..training.records import run_started
+
+    refuse_unsafe_folder(args.out)
+    if args.resume and not run_started(args.out):
+        where = "does not exist" if not os.path.lexists(args.out) else "holds no run"
+        raise UserError(f"nothing to resume: {args.out} {where}; drop --resume to start the run there")
     given = [f"--{k.replace('_', '-')}" for k in SAL_OPTIONS if getattr(args, k) != parser_defaults[k]]
     if given and not args.sal:
         raise UserError(f"{', '.join(given)} given without --sal, which would ignore them; add --sal")

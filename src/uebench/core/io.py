@@ -288,3 +288,28 @@ def recorded(values: dict[str, Any], added_later: dict[str, Any]) -> dict[str, A
     """`values` without the settings added after records existed while they hold their unset value: a record (and a
     key hashed from it) written before a setting existed keeps its identity, so older folders resume."""
     return {k: v for k, v in values.items() if not (k in added_later and v == added_later[k])}
+
+
+def refuse_unsafe_folder(path: str | Path, flag: str = "--out", example: str = "run") -> None:
+    """Refuse, in one line, an output folder that holds far more than this command's files: the working directory or
+    one of its parents, the filesystem root, the home directory. A command writes (and with --overwrite clears) its
+    own files there; a mistyped `--out .` should not put them among the user's."""
+    from .errors import UserError
+
+    target = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    try:
+        target = target.resolve()
+    except OSError:  # a loop of links: the path as given
+        pass
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if target == cwd or target in cwd.parents:
+        what = "the working directory" if target == cwd else "a parent of the working directory"
+    elif target == Path(target.anchor):
+        what = "the filesystem root"
+    elif target == home:
+        what = "your home directory"
+    else:
+        return
+    mine = os.path.join(os.fspath(path), example)
+    raise UserError(f"{flag} {path} is {what}; give the output a folder of its own (e.g. {flag} {mine})")

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 _NOTHING = object()
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
@@ -66,7 +66,8 @@ def typed_params(config: type, params: dict[str, Any], where: str) -> dict[str, 
     unknown = sorted(set(params) - fields)
     if unknown:
         valid = ", ".join(sorted(fields)) or "(none)"
-        raise UserError(f"{where} has no parameter {', '.join(unknown)}; valid: {valid}")
+        hint = did_you_mean(unknown[0], fields) if len(unknown) == 1 else ""
+        raise UserError(f"{where} has no parameter {', '.join(unknown)}{hint or ';'} valid: {valid}")
     hints = type_hints(config)
     return {k: coerce(v, hints.get(k, Any), f"{where}: parameter {k}") for k, v in params.items()}
 

@@ -35,7 +35,7 @@ from ..core.errors import UserError
 from ..core.io import dumps_json, loads_json, temp_prefix
 from ..data.base import ImageDataset
 from .formats import FORMATS, PNG_MODES, Options, Read, detect
-from .poison import NORMS, Poison, PoisonMeta, check_budget
+from .poison import NORMS, Poison, PoisonMeta, check_budget, dataset_options
 
 SIDECAR = "uebench_poison.json"
 # what only the importer says about a poison, from what its reader found: a sidecar's own values are dropped
@@ -89,8 +89,10 @@ def import_poison(
     got = reader.read(source, clean, Options(Path(labels) if labels else None, allow_pickle, progress))
     side = read_sidecar(source) if source.is_dir() else {}
     attack = attack or side.get("attack")
-    norm = norm or side.get("norm")
-    if budget is None and norm == side.get("norm"):
+    side_norm = side.get("norm").lower() if isinstance(side.get("norm"), str) else side.get("norm")
+    norm = norm.lower() if isinstance(norm, str) else norm  # --norm Linf, L2: the names are lower case from here on
+    norm = norm or side_norm
+    if budget is None and norm == side_norm:
         budget = side.get("budget")
     if not attack:
         raise UserError("--attack-name is required (no uebench_poison.json beside the images)")
@@ -125,6 +127,7 @@ def import_poison(
     lab = clean.labels[idx].clone() if got.labels is None else torch.from_numpy(got.labels.astype(np.int64))
     keep = {k: side[k] for k in ("params", "variant", "seed", "craft_seconds", "epoch_equivalents") if k in side}
     extra = {**side.get("extra", {}), "imported_from": str(source), "format": fmt, **got.note}
+    extra["dataset_options"] = extra.get("dataset_options") or dataset_options(clean)  # an export's own, else ours
     if projected:
         extra["reprojected_images"] = projected
     meta = PoisonMeta(
@@ -152,6 +155,7 @@ def _unpaired(
     images = torch.from_numpy(np.ascontiguousarray(got.images))
     labels = torch.from_numpy(got.labels.astype(np.int64))
     extra = {**side.get("extra", {}), "imported_from": str(source), "format": fmt, **got.note, "unpaired": True}
+    extra["dataset_options"] = extra.get("dataset_options") or dataset_options(clean)
     meta = PoisonMeta(
         attack=attack,
         dataset=clean.name,

@@ -199,6 +199,7 @@ class Poison:
                     f"{where} is unpaired (no index mapping): its {len(self)} images would replace the whole training "
                     "set, its budget unchecked; pass --unpaired (unpaired=True in Python) to train on it as such"
                 )
+            self._check_options(clean)
             return self._check_unpaired(clean, where)
         if m.extra.get("unpaired") not in (None, False):  # only the file's structure says so, never its metadata
             raise UserError(
@@ -211,6 +212,7 @@ class Poison:
             raise UserError(
                 f"{where} was made for {m.dataset_size} images; this {clean.name}/{clean.split} has {len(clean)}"
             )
+        self._check_options(clean)  # after the size, which says it plainest where the split's size differs
         self._check_shape(clean, where)
         if len(self) and (int(self.indices.min()) < 0 or int(self.indices.max()) >= len(clean)):
             raise UserError(f"{where} has indices outside [0, {len(clean)})")
@@ -241,6 +243,21 @@ class Poison:
                     f"{where} breaks its {m.norm} budget: {got:.6g} > {m.budget:.6g} "
                     f"(a mismatched index mapping shows up here too: poison i must perturb image indices[i])"
                 )
+
+    def _check_options(self, clean: ImageDataset) -> None:
+        """A poison made for the same dataset with other options (scenes' difficulty, size, seed...) is refused as
+        such, before its budget check would fail on images it was never made for. Compared only where both sides
+        record them (a file of an earlier uebench records none), option by option where both name it."""
+        made, here = self.meta.extra.get("dataset_options"), clean.meta.get("options")
+        if not (made and isinstance(made, dict) and here and isinstance(here, dict)):
+            return
+        here = json.loads(json.dumps(here, default=str))  # as the file holds them: tuples as lists
+        differ = sorted(k for k in made.keys() & here.keys() if made[k] != here[k])
+        if differ:
+            raise UserError(
+                f"poison '{self.meta.attack}' was crafted on {self.meta.dataset} {_show(made, differ)}, this dataset "
+                f"is {clean.name} {_show(here, differ)}: load the dataset with the options the poison was made for"
+            )
 
     def _check_shape(self, clean: ImageDataset, where: str) -> None:
         if self.images.shape[1:] != clean.images.shape[1:]:
@@ -335,6 +352,15 @@ class Poison:
         if _HASH_KEY in header and header[_HASH_KEY] != poison.content_hash():  # files of older versions have none
             raise UserError(f"{path} does not match its own content hash: the file was altered after it was written")
         return poison
+
+
+def _show(options: dict[str, Any], keys: list[str]) -> str:
+    return repr({k: options[k] for k in keys})
+
+
+def dataset_options(ds: ImageDataset) -> dict[str, Any]:
+    """The loader options `ds` was made with (uebench.data.load records them), as a poison's metadata records them."""
+    return json.loads(json.dumps(ds.meta.get("options", {}), default=str))
 
 
 def is_paired_file(path: str | Path) -> bool:

@@ -4,7 +4,8 @@
   scale across the panels (the paper's Figure 4); dots mark the learnable cells (SAL > beta) that #LP counts.
 - beta[-DEFENSE].png: the clean run's SAL per layer per epoch, beta_t per epoch and beta (Figure 5).
 - accuracy.png: test accuracy per epoch of every run (one panel per defense; mean and range over seeds).
-- samples.png: clean / poisoned / perturbation (magnified) for a few training images per poison.
+- samples.png: clean / poisoned / perturbation (each scaled to its own largest change, a few changed pixels circled)
+  for a few training images per poison.
 - matrix.png: final test accuracy and UD, attacks x defenses (with more than one defense).
 """
 
@@ -21,6 +22,7 @@ from ..core.errors import UserError
 from ..core.io import utf8_path
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
+from .plotting import text_color
 
 if TYPE_CHECKING:
     from .results import BenchResults, MeanRow
@@ -213,8 +215,25 @@ def _chance(results: BenchResults) -> float | None:
 
 
 # ---- samples ------------------------------------------------------------------------------------------------------
+MARKED = 16  # a perturbation that changes at most this many pixel positions gets each one circled
+
+
+def perturbation_panel(clean: torch.Tensor, poisoned: torch.Tensor) -> tuple[torch.Tensor, float | None, list]:
+    """What the perturbation panel of one sample shows: (image (C, H, W) in [0, 1], its magnification, the pixel
+    positions (row, column) to mark). The change is scaled by its own largest absolute value, so grey is no change and
+    the largest change reaches black or white: a one-pixel change (OPS) is as visible as a dense one. The
+    magnification is None where nothing changed; only a change of at most MARKED pixels is marked."""
+    d = poisoned.float() / 255 - clean.float() / 255
+    top = float(d.abs().max()) if d.numel() else 0.0
+    if top == 0:
+        return torch.full(d.shape, 0.5), None, []
+    changed = (d != 0).any(dim=0).nonzero().tolist()
+    return (0.5 + d / (2 * top)).clamp(0, 1), 1 / (2 * top), changed if len(changed) <= MARKED else []
+
+
 def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Path) -> Path:
-    """Rows: one per poison. Per sample image: clean | poisoned | perturbation magnified (grey = no change)."""
+    """Rows: one per poison. Per sample image: clean | poisoned | perturbation, each scaled to its own largest change
+    (perturbation_panel; grey = no change, a few changed pixels circled)."""
     plt = _plt()
     imgs, idx = clean["images"], clean["indices"]
     k = len(idx)
@@ -223,18 +242,15 @@ def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Pat
     )
     for row, (label, poison) in enumerate(poisons):
         pos = {int(i): j for j, i in enumerate(poison.indices.tolist())}
-        deltas, pairs = [], []
         for s in range(k):
-            c = imgs[s].float() / 255
             j = pos.get(int(idx[s]))
-            p = poison.images[j].float() / 255 if j is not None else c
-            pairs.append((c, p))
-            deltas.append(p - c)
-        mag = max(float(max(d.abs().max() for d in deltas)), 1e-8)
-        for s, ((c, p), d) in enumerate(zip(pairs, deltas)):
-            for t, (im, what) in enumerate(((c, "clean"), (p, "poisoned"), (0.5 + d / (2 * mag), "perturbation"))):
+            c_u8 = imgs[s]
+            p_u8 = poison.images[j] if j is not None else c_u8
+            panel, mag, marks = perturbation_panel(c_u8, p_u8)
+            for t, (im, what) in enumerate(
+                ((c_u8.float() / 255, "clean"), (p_u8.float() / 255, "poisoned"), (panel, "perturbation"))
+            ):
                 ax = axes[row, 3 * s + t]
-                im = im.clamp(0, 1)
                 ax.imshow(
                     im.permute(1, 2, 0).numpy() if im.shape[0] == 3 else im[0].numpy(),
                     cmap=None if im.shape[0] == 3 else "gray",
@@ -246,15 +262,18 @@ def sample_grid(clean: dict[str, Any], poisons: list[tuple[str, Any]], path: Pat
                 ax.set_yticks([])
                 if row == 0:
                     ax.set_title(what, fontsize=7)
-        axes[row, 0].set_ylabel(
-            f"{_name(label)}\nx{1 / (2 * mag):.0f}" if mag > 0 else _name(label),
-            fontsize=8,
-            rotation=0,
-            ha="right",
-            va="center",
-        )
+            ax = axes[row, 3 * s + 2]
+            radius = max(1.5, im.shape[-1] / 10)
+            for y, x in marks:
+                ax.add_patch(plt.Circle((x, y), radius, fill=False, edgecolor="#ff00ff", lw=1.2))
+            ax.set_xlim(-0.5, im.shape[-1] - 0.5)  # a circle at the border does not widen the panel
+            ax.set_ylim(im.shape[-2] - 0.5, -0.5)
+            ax.set_xlabel("no change" if mag is None else f"x{mag:.3g}", fontsize=6, labelpad=1)
+        axes[row, 0].set_ylabel(_name(label), fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(
-        "samples: clean | poisoned | perturbation (magnified: grey = 0, xN = the magnification of that row)", fontsize=9
+        "samples: clean | poisoned | perturbation (each scaled to its own largest change, xN below it: grey = 0; "
+        "circled: the changed pixels, where only a few changed)",
+        fontsize=9,
     )
     return _save(fig, path)
 
@@ -303,7 +322,7 @@ def matrix_figure(results: BenchResults, path: Path) -> Path:
                         ha="center",
                         va="center",
                         fontsize=8,
-                        color="white" if (metric != "ud" and a[i, j] < 60) else "black",
+                        color=text_color(im.cmap(im.norm(a[i, j]))),  # white on dark cells, black on light ones
                     )
         ax.set_xticks(range(len(defenses)))
         ax.set_xticklabels(["standard" if d == "none" else d for d in defenses], rotation=30, ha="right", fontsize=8)
@@ -320,6 +339,12 @@ def ud_figure(results: BenchResults, path: Path) -> Path | None:
     marker for the eval origin; the line at 1 is the clean run. Only poisons the model learned get a bar (hatched:
     partly, or of unknown status); one it did not learn keeps its place on the axis, labelled, with no bar: its UD is
     no result. None when no run has a UD."""
+    fig = draw_ud(results)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_ud(results: BenchResults):
+    """The UD figure (ud_figure), or None when no run has a UD."""
     config = results.config
     seed0, defenses = config["seeds"][0], list(config["defenses"])
     groups = {
@@ -380,8 +405,13 @@ def ud_figure(results: BenchResults, path: Path) -> Path | None:
         )
         ax.set_title("standard training" if d == "none" else f"defense {d}", fontsize=9)
         ax.set_ylabel("UD (1 = the clean run)", fontsize=8)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    legend = {}  # below the panels, outside them: inside, it hid the whiskers of the bars under it
+    for ax in axes[0]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=len(legend), fontsize=7)
+    return fig
 
 
 # ---- all of them ----------------------------------------------------------------------------------------------------

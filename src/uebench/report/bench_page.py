@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.io import atomic_write_text
 from ..training.shortcut import SHORTCUT_KEYS
 from . import html as page
-from .tables import SHORTCUT_NOTE, matrix, setting_line, table1, verdict_lines
+from .tables import SHORTCUT_NOTE, matrix, number, setting_line, table1, verdict_lines
 
 if TYPE_CHECKING:
     from .results import BenchResults
@@ -74,7 +74,7 @@ def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
     ]
     rows = []
     for r in results.rows:
-        peak = "-" if r.peak_test_acc is None else f"{r.peak_test_acc:.2f} ({r.peak_epoch})"
+        peak = "-" if r.peak_test_acc is None else f"{number(r.peak_test_acc, 'peak_test_acc')} ({r.peak_epoch})"
         rows.append(
             [
                 r.attack,
@@ -82,9 +82,9 @@ def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
                 r.seed,
                 r.status,
                 f"{r.epochs_done}/{r.epochs}",
-                _round(r.final_test_acc, 2),
+                number(r.final_test_acc, "final_test_acc"),  # accuracies as Table 1 prints them
                 peak,
-                *(_round(getattr(r, k), 1) for k in SHORTCUT_KEYS),
+                *(number(getattr(r, k), k) for k in SHORTCUT_KEYS),
                 r.learned or "-",
                 _round(r.lp, 3),
                 _round(r.ud, 3),

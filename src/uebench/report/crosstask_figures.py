@@ -19,6 +19,7 @@ from ..core.io import atomic_write_text
 from .crosstask_results import CrossTaskResults, TaskCell
 from .plotting import pyplot as _plt
 from .plotting import save_png as _save
+from .plotting import text_color, wrap_title
 
 PALETTE = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -45,12 +46,15 @@ def metrics_figure(results: CrossTaskResults, path: Path) -> Path:
 
 
 def retained_figure(results: CrossTaskResults, path: Path) -> Path:
+    return _save(draw_retained(results), path)
+
+
+def draw_retained(results: CrossTaskResults):
     plt = _plt()
     tasks = results.tasks
     poisons = [v for v in results.versions if v != "clean"]
-    fig, ax = plt.subplots(
-        figsize=(max(5.0, 1.2 * len(tasks) * max(1, len(poisons)) ** 0.5 + 2), 3.6), layout="constrained"
-    )
+    width_in = max(5.0, 1.2 * len(tasks) * max(1, len(poisons)) ** 0.5 + 2)
+    fig, ax = plt.subplots(figsize=(width_in, 3.6), layout="constrained")
     width = 0.8 / max(len(poisons), 1)
     x = np.arange(len(tasks))
     for i, v in enumerate(poisons):
@@ -62,16 +66,24 @@ def retained_figure(results: CrossTaskResults, path: Path) -> Path:
     ax.set_xticks(x, tasks)
     ax.set_ylabel("margin over trivial retained")
     ax.legend(fontsize=8, ncols=min(4, len(poisons) + 2))
-    ax.set_title("how much of each task survives the classification UEs (1 = all, 0 = nothing)", fontsize=10)
-    return _save(fig, path)
+    title = "how much of each task survives the classification UEs (1 = all, 0 = nothing)"
+    ax.set_title(wrap_title(title, width_in, 10), fontsize=10)  # a narrow figure wraps it instead of cutting it off
+    return fig
 
 
 def similarity_figure(results: CrossTaskResults, path: Path) -> Path | None:
+    fig = draw_similarity(results)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_similarity(results: CrossTaskResults):
+    """The similarity figure, or None where no data version has two tasks with a SAL vector."""
     plt = _plt()
     sims = {v: s for v, s in results.sal_similarity.items() if len(s.tasks) >= 2}
     if not sims:
         return None
-    fig, axes = plt.subplots(1, len(sims), figsize=(3.2 * len(sims) + 0.8, 3.2), layout="constrained", squeeze=False)
+    width_in = 3.2 * len(sims) + 0.8
+    fig, axes = plt.subplots(1, len(sims), figsize=(width_in, 3.2), layout="constrained", squeeze=False)
     im = None
     for ax, (v, s) in zip(axes.flat, sims.items()):
         m = np.array([[np.nan if a is None else a for a in r] for r in s.matrix], dtype=float)
@@ -81,11 +93,13 @@ def similarity_figure(results: CrossTaskResults, path: Path) -> Path | None:
         for i in range(len(m)):
             for j in range(len(m)):
                 if np.isfinite(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                    colour = text_color(im.cmap(im.norm(m[i, j])))  # white on the dark ends of the scale
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_title(v, fontsize=9)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="cosine of per-layer SAL")
-    fig.suptitle("task similarity: cosine of the tasks' SAL vectors on the shared encoder", fontsize=10)
-    return _save(fig, path)
+    title = "task similarity: cosine of the tasks' SAL vectors on the shared encoder"
+    fig.suptitle(wrap_title(title, width_in, 10), fontsize=10)  # one version's figure is narrow: wrapped, not cut
+    return fig
 
 
 def write_figures(results: CrossTaskResults, folder: str | Path) -> dict[str, Path]:

@@ -106,14 +106,19 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 
 # ---- formatted cells ---------------------------------------------------------------------------------------------
+def number(value: float | None, metric: str) -> str:
+    """One metric's value as every table of the report prints it: accuracies with 2 decimals ('50.00'), the shortcut
+    probe with 1, UD with 3 (DIGITS); '-' where there is no value."""
+    return "-" if value is None else f"{value:.{DIGITS.get(metric, 3)}f}"
+
+
 def cell(agg: MeanRow | None, metric: str, seeds: int) -> str:
     """'12.34' for one seed, '12.34 ± 0.56' for several; '-' where there is no value."""
     if agg is None or agg.mean(metric) is None:
         return "-"
-    d = DIGITS.get(metric, 3)
-    m = f"{agg.mean(metric):.{d}f}"
+    m = number(agg.mean(metric), metric)
     if seeds > 1 and agg.n > 1:
-        m += f" ± {agg.std(metric):.{d}f}"
+        m += f" ± {number(agg.std(metric), metric)}"
     return m
 
 

@@ -36,7 +36,7 @@ from ..core.io import (
     temp_prefix,
     utf8_path,
 )
-from ..core.lock import remove_owned, same_shape, sweep_stale
+from ..core.lock import is_scratch, remove_owned, same_shape, sweep_stale
 from ..metrics.ud import RunSAL, run_sal
 
 CONFIG, MANIFEST, METRICS, CHECKPOINT, SUMMARY = (
@@ -56,6 +56,15 @@ def safe_label(name: str, limit: int = 40) -> str:
     label = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))[:limit]
     label = re.sub(r"^\.", "_", label)
     return label or "poison"
+
+
+def run_started(path: str | Path) -> bool:
+    """Whether `path` holds a run to resume: its files, or what a run killed before its first record left there (its
+    lock, a temporary file). A missing folder, or one holding only other files, has nothing to resume."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any(os.path.lexists(path / f) for f in RUN_FILES) or any(is_scratch(p) for p in path.iterdir())
 
 
 class RunFolder:

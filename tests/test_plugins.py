@@ -42,14 +42,14 @@ def package(tmp_path) -> Path:
     return root
 
 
-def cli(*args: str, path: Path | None = None, env: dict[str, str] | None = None, code: str | None = None):
+def cli(*args: str, path: Path | None = None, env: dict[str, str] | None = None, code: str | None = None, timeout=120):
     """`python -m uebench.cli ARGS` (or `python -c CODE`) in a fresh process, with `path` on its PYTHONPATH."""
     environ = {k: v for k, v in os.environ.items() if k not in ("UEBENCH_PLUGINS", "PYTHONPATH")}
     environ |= {"OMP_NUM_THREADS": "1", **(env or {})}
     if path is not None:
         environ["PYTHONPATH"] = str(path)
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "uebench.cli", *args]
-    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_the_guides_example_is_a_complete_plugin_package(package):
@@ -180,3 +180,17 @@ def test_a_bench_with_a_plugin_attack_and_defense(package, tmp_path):
     with open(tmp_path / "b" / "results.csv") as f:
         rows = {(row["attack"], row["defense"]) for row in csv.DictReader(f)}
     assert rows >= {("clean", "none"), ("mine", "none"), ("mine", "posterize")}
+
+
+@pytest.mark.slow  # starts a local Ray cluster in a fresh process (about half a minute)
+def test_ray_workers_load_the_drivers_plugins(package, tmp_path):
+    pytest.importorskip("ray")
+    args = ["--plugin", "myattack", "bench", "--preset", "quick", "--attacks", "mine", "--executor", "ray"]
+    args += ["--cpus-per-run", "1", "--data-option", "n_train=120", "--data-option", "n_test=60", "--epochs", "1"]
+    args += ["--sal-every", "1", "--sal-subset", "16", "--sal-rounds", "1", "--out", str(tmp_path / "b"), "--quiet"]
+    r = cli(
+        *args, path=package, timeout=600
+    )  # the workers are other processes: 'mine' is known there only if they load it
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "b" / "results.csv") as f:
+        assert {row["attack"] for row in csv.DictReader(f)} == {"clean", "mine"}

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...core.errors import UserError
+from ...core.plugins import load_plugins
+from ...core.plugins import loaded as loaded_plugins
 from .run import (
     BENCH_FILE,
     BenchConfig,
@@ -46,22 +48,25 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _craft(config: BenchConfig, out: str, file: str) -> str:
-    """A Ray task: the poison `file` of the plan, crafted into the folder (once; reused if already there)."""
+def _craft(config: BenchConfig, out: str, plugins: list[str], file: str) -> str:
+    """A Ray task: the poison `file` of the plan, crafted into the folder (once; reused if already there), with the
+    driver's plugins loaded first (a worker is another process: the names they register are not there otherwise)."""
     from ..workspace import Workspace
     from .run import make_plan
 
+    load_plugins(plugins)
     spec = next(p for p in make_plan(config).poisons if p.file == file)
     ensure_poison(Workspace(out, BENCH_FILE, "bench"), spec, _Data(config), config, False, _quiet, [])
     return file
 
 
-def _train(config: BenchConfig, out: str, run_dir: str, *poisons: str) -> dict[str, Any]:
-    """A Ray task: one run of the plan trained (or resumed) in the folder. `poisons` are the crafting tasks it waits
-    for (Ray passes their results once they are done)."""
+def _train(config: BenchConfig, out: str, plugins: list[str], run_dir: str, *poisons: str) -> dict[str, Any]:
+    """A Ray task: one run of the plan trained (or resumed) in the folder, the driver's plugins loaded first.
+    `poisons` are the crafting tasks it waits for (Ray passes their results once they are done)."""
     from ..workspace import Workspace
     from .run import make_plan
 
+    load_plugins(plugins)
     run = next(r for r in make_plan(config).runs if r.dir == run_dir)
     done, after = train_run(Workspace(out, BENCH_FILE, "bench"), run, _Data(config), config, False, _quiet, run_dir)
     return {"run": run_dir, "epochs_before": done, "epochs_after": after}
@@ -150,16 +155,17 @@ def run_bench_on_ray(
     craft_task = ray.remote(_craft).options(**options)
     train_task = ray.remote(_train).options(**options)
     root = str(ws.root)
+    plugins = loaded_plugins()
     crafted: dict[str, Any] = {}
     for p in plan.poisons:
         if not ws.path(p.file).exists() and any(r.poison == p.file for r in plan.runs):
-            crafted[p.file] = craft_task.remote(config, root, p.file)
+            crafted[p.file] = craft_task.remote(config, root, plugins, p.file)
     pending = {}
     for run in plan.runs:
         if (ws.path(run.dir) / "summary.json").exists():
             continue
         deps = [crafted[run.poison]] if run.poison in crafted else []
-        pending[train_task.remote(config, root, run.dir, *deps)] = run.dir
+        pending[train_task.remote(config, root, plugins, run.dir, *deps)] = run.dir
     result = BenchResult(ws.root, complete=False, crafted=list(crafted))
     say(f"ray: {len(crafted)} poison(s) to craft, {len(pending)} run(s) to train on {ray.cluster_resources()}")
     refs, done = list(pending), 0

@@ -23,7 +23,7 @@ OPTIONS = {
 
 def main() -> None:
     torch.set_num_threads(1)
-    ds = uebench.load("scenes", None, "train", n_train=64, n_test=16)
+    ds = uebench.load("scenes", None, "train", n_train=64, n_test=16, difficulty="standard")  # as before 0.2.0
     for name, options in OPTIONS.items():
         poison = craft(name, ds, preset="fast", seed=0, progress=False, **options)
         print(name, hashlib.sha256(poison.images.numpy().tobytes()).hexdigest()[:16])

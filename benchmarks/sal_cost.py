@@ -169,6 +169,7 @@ def main(argv=None) -> int:
         dataset=args.dataset,
         model="resnet18",
         width=args.width,
+        recipe="paper",  # the default before 0.2.0 (crop+flip, constant lr): the numbers this study recorded
         epochs=args.epochs,
         batch_size=args.train_batch,
         lr=args.lr,

@@ -14,7 +14,8 @@ from uebench.data import load
 if __name__ == "__main__":
     out, name = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
-    ds = load("scenes", None, "train", n_train=96 if name == "em" else 256, n_test=32)
+    # the images the measured thresholds of test_distributed.py were set on
+    ds = load("scenes", None, "train", n_train=96 if name == "em" else 256, n_test=32, difficulty="standard")
     cls = ATTACKS.get(name)
     # a linear crafting model (no BatchNorm): the averaged share gradients are the global batch's gradient
     params = {

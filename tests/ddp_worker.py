@@ -17,8 +17,8 @@ if __name__ == "__main__":
     config = TrainConfig(
         dataset="scenes", model="linear", recipe="cpu", epochs=3, batch_size=32, precision="fp32", device="cpu"
     )
-    train_set = load("scenes", None, "train", n_train=96, n_test=32)
-    test_set = load("scenes", None, "test", n_train=96, n_test=32)
+    train_set = load("scenes", None, "train", n_train=96, n_test=32, difficulty="standard")
+    test_set = load("scenes", None, "test", n_train=96, n_test=32, difficulty="standard")
     result = train(
         config, out, train_set=train_set, test_set=test_set, progress=False, resume=True, stop_after=stop or None
     )

@@ -30,7 +30,7 @@ def test_nt_xent_by_hand():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return load("scenes", None, "train", n_train=64, n_test=16)
+    return load("scenes", None, "train", n_train=64, n_test=16, difficulty="standard")  # the measured images
 
 
 def test_the_noise_step_lowers_the_frozen_encoders_contrastive_loss(scenes):

@@ -36,7 +36,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def scenes():
-    return load("scenes", None, "train", n_train=96, n_test=16)
+    return load("scenes", None, "train", n_train=96, n_test=16, difficulty="standard")  # the measured images
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_surrogate_is_the_loss_rise_along_the_gradient_to_first_order():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return load("scenes", None, "train", n_train=64, n_test=16)
+    return load("scenes", None, "train", n_train=64, n_test=16, difficulty="standard")  # the measured images
 
 
 def test_the_noise_step_lowers_the_surrogate_it_targets(scenes):

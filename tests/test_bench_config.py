@@ -278,3 +278,19 @@ def test_a_missing_big_or_misnamed_file_is_one_line_and_exit_2(args, message, tm
     code, _, err = run_cli(full, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bench_of_scenes_without_a_difficulty_is_natural_and_one_made_before_keeps_its_identity():
+    """scenes' default moved from `standard` to `natural` (0.2.0): a bench identity written before holds no
+    difficulty and meant `standard`, so the difficulty is written out unless it is `standard`."""
+    custom = BenchConfig(dataset="scenes", dataset_options={"n_train": 64, "n_test": 32})
+    assert custom.identity()["dataset_options"] == {"n_train": 64, "n_test": 32, "difficulty": "natural"}
+    standard = replace(custom, dataset_options={**custom.dataset_options, "difficulty": "standard"})
+    assert standard.identity()["dataset_options"] == {"n_train": 64, "n_test": 32}  # as such a bench was written
+    assert QUICK.identity()["dataset_options"] == QUICK.dataset_options  # every preset names its options
+    assert [p.dataset_options for p in PRESETS.values() if p.dataset == "scenes"] == [QUICK.dataset_options]
+    runs = {k: make_plan(c).runs[0].train["dataset_options"] for k, c in (("custom", custom), ("std", standard))}
+    assert runs == {
+        "custom": {"n_train": 64, "n_test": 32, "difficulty": "natural"},
+        "std": {"n_train": 64, "n_test": 32},
+    }

@@ -498,3 +498,17 @@ def test_subset_seed_draws_the_subsets_and_the_training_seed_only_the_noise():
         "subset_seed" not in CrossTaskConfig().to_dict()
         and CrossTaskConfig(subset_seed=5).to_dict()["subset_seed"] == 5
     )
+
+
+def test_scenes_without_a_difficulty_is_standard_as_every_crosstask_folder_was_made():
+    """The config is the folder's identity and records the dataset options as given: scenes' loader default moved to
+    `natural` in 0.2.0, crosstask's meaning of a difficulty left out did not (`standard`)."""
+    from uebench.experiments.crosstask.experiment import CrossTaskConfig, load_splits
+
+    tasks = get_tasks("class")
+    opts = {"n_train": 48, "n_test": 16}
+    left_out = load_splits(CrossTaskConfig(dataset_options=opts), tasks)
+    assert left_out.full.meta["difficulty"] == "standard" and left_out.test.meta["difficulty"] == "standard"
+    given = load_splits(CrossTaskConfig(dataset_options={**opts, "difficulty": "natural"}), tasks)
+    assert given.full.meta["difficulty"] == "natural"
+    assert CrossTaskConfig(dataset_options=opts).to_dict()["dataset_options"] == opts  # the identity is unchanged

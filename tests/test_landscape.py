@@ -425,3 +425,12 @@ def test_subset_seed_draws_the_training_images_and_the_poison_covers_them(tmp_pa
     assert torch.equal(images(seed=1), images(seed=0, subset_seed=1))  # unset: the training seed, as before
     assert not torch.equal(images(seed=0), images(seed=0, subset_seed=1))
     assert "subset_seed" not in LandscapeConfig().training_key()
+
+
+def test_scenes_is_generated_standard_as_every_landscape_folder_was():
+    """Landscape's config names no dataset options: its scenes stay `standard` (the loader's default before 0.2.0)."""
+    from uebench.experiments.landscape.pipeline import LandscapeConfig, load_data
+
+    train_set, test_set = load_data(LandscapeConfig(dataset="scenes", subset=32))
+    assert train_set.meta["difficulty"] == test_set.meta["difficulty"] == "standard"
+    assert train_set.meta["options"]["difficulty"] == "standard" and train_set.images.shape[1] == 1

@@ -350,7 +350,7 @@ def test_sal_is_deterministic_for_a_seed_and_the_stream_follows_the_seed():
     data = ProbeData(images[:32], labels[:32], batch_size=16, augment=True)
 
     def run(seed, layers=("conv1", "linear")):
-        return model_sal(model, data, layers=list(layers), rounds=1, seed=seed).values()
+        return model_sal(model, data, layers=list(layers), rounds=1, seed=seed, mode="faithful").values()
 
     assert run(0) == run(0)
     assert run(0) != run(1)  # other augmentation draws
@@ -364,7 +364,7 @@ def test_fast_agrees_with_faithful_on_a_tiny_model():
 
     model, images, labels = trained_tiny()
     data = ProbeData(images, labels, batch_size=32, augment=True)
-    faithful = model_sal(model, data, origin="eval").values()
+    faithful = model_sal(model, data, origin="eval", mode="faithful").values()
     fast = model_sal(model, data, origin="eval", mode="fast", fast=FastSALConfig(subset=32)).values()
     assert spearmanr(faithful, fast).statistic >= 0.8
 
@@ -632,7 +632,7 @@ def test_fast_probes_what_faithful_probes_on_a_run_trained_without_augmentation(
     model, images, labels = memorised_tiny()  # training loss 1.6e-5
     data = ProbeData(images, labels, batch_size=8, augment="none")
     sal = dict(origin="eval", lr=0.01)  # a step that keeps the search inside the memorised basin
-    faithful = np.mean(model_sal(model, data, **sal).values())
+    faithful = np.mean(model_sal(model, data, mode="faithful", **sal).values())
     fast = np.mean(model_sal(model, data, mode="fast", fast=FastSALConfig(subset=16), **sal).values())
     old = np.mean(model_sal(model, data, mode="fast", fast=FastSALConfig(subset=16, augment="once"), **sal).values())
     assert faithful < 1e-3 and abs(fast - faithful) < 1e-3  # the same level (1e-7 and 0 here)
@@ -750,3 +750,34 @@ def test_sal_config_defaults_to_sgd_and_reads_an_old_record_as_the_full_rule():
     assert SALConfig.from_record(SALConfig().record()) == SALConfig()
     with pytest.raises(UserError, match="unknown fast-SAL step rule"):
         SALConfig(step_rule="adam")
+
+
+def test_model_sal_defaults_are_sal_configs_and_the_origin_follows_the_running_loss():
+    """One source of SAL's defaults: a standalone model_sal measures as a default SALConfig does (the fast estimator,
+    its options, eps, rounds and lr); L0 is the running loss where one is given, else the eval loss (the rule the
+    training probe meets with SALConfig's "running": every epoch has its running loss)."""
+    import dataclasses
+    import inspect
+
+    from uebench.metrics.sal_common import default_origin
+
+    params = inspect.signature(model_sal).parameters
+    config = SALConfig()
+    assert params["mode"].default == config.mode == "fast"
+    assert params["eps"].default == config.eps and params["lr"].default == config.lr
+    assert params["rounds"].default is config.rounds is None
+    assert FastSALConfig() == config.fast  # the fast options model_sal takes without `fast=`
+    assert params["origin"].default is None and config.origin == default_origin(running_loss=0.5) == "running"
+    assert default_origin(None) == "eval"
+    layer = inspect.signature(layer_sal).parameters
+    assert layer["origin"].default is None and layer["eps"].default == config.eps and layer["lr"].default == config.lr
+
+    model, images, labels = trained_tiny(steps=2)
+    data = ProbeData(images[:32], labels[:32], batch_size=16, augment=False)
+    kw = dict(layers=[probed_layers(model)[-1]], seed=0)
+    probe = SALConfig(subset=16, rounds=1)  # a default SALConfig but for its size
+    standalone = model_sal(model, data, fast=probe.fast, rounds=1, **kw)
+    assert standalone.mode == "fast" and standalone.origin == "eval"
+    assert standalone.values() == dataclasses.replace(probe, origin="eval").measure(model, data, **kw).values()
+    given = model_sal(model, data, fast=probe.fast, rounds=1, running_loss=1.0, **kw)
+    assert given.origin == "running" and given.values() == probe.measure(model, data, running_loss=1.0, **kw).values()

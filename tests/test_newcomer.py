@@ -18,11 +18,12 @@ from uebench.data import load, seeded_subset
 from uebench.poisons.poison import Poison
 
 SCENES = ["--dataset", "scenes", "--data-option", "n_train=40", "--data-option", "n_test=10", "--quiet"]
+SCENES += ["--data-option", "difficulty=standard"]  # the images the checks below were written on
 
 
 @pytest.fixture(scope="module")
 def scenes():
-    return load("scenes", n_train=40, n_test=10)
+    return load("scenes", n_train=40, n_test=10, difficulty="standard")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,8 @@ def test_a_poison_for_other_dataset_options_is_refused_as_such(ops, scenes, tmp_
     assert "crafted on scenes {'difficulty': 'standard'}, this dataset is scenes {'difficulty': 'natural'}" in str(
         e.value
     )
-    ops.check(load("scenes", n_train=40, n_test=20))  # the test split's size does not make the training split
+    # the test split's size does not make the training split
+    ops.check(load("scenes", n_train=40, n_test=20, difficulty="standard"))
     ops.save(tmp_path / "new.safetensors")
     assert Poison.load(tmp_path / "new.safetensors").meta.extra["dataset_options"]["n_train"] == 40
 

@@ -16,7 +16,7 @@ N_SMALL = 600
 
 @pytest.fixture(scope="module")
 def small() -> data.ImageDataset:
-    return data.load("scenes", split="train", n_train=N_SMALL)
+    return data.load("scenes", split="train", n_train=N_SMALL, difficulty="standard")
 
 
 def _pair(difficulty: str) -> tuple[data.ImageDataset, data.ImageDataset]:
@@ -50,15 +50,15 @@ def test_registered_without_files():
 
 
 def test_deterministic_and_seeded(small):
-    again = data.load("scenes", split="train", n_train=N_SMALL)
+    again = data.load("scenes", split="train", n_train=N_SMALL, difficulty="standard")
     assert _same(small, again)
-    other = data.load("scenes", split="train", n_train=N_SMALL, seed=1)
+    other = data.load("scenes", split="train", n_train=N_SMALL, seed=1, difficulty="standard")
     assert not torch.equal(small.images, other.images)
     assert (small.images != other.images).float().mean() > 0.5
 
 
 def test_train_and_test_are_disjoint_streams(small):
-    test = data.load("scenes", split="test", n_test=N_SMALL)
+    test = data.load("scenes", split="test", n_test=N_SMALL, difficulty="standard")
     assert not torch.equal(small.images, test.images)
     # no test image is a copy of a train image
     a = small.images.flatten(1).to(torch.int16)
@@ -67,7 +67,7 @@ def test_train_and_test_are_disjoint_streams(small):
 
 
 def test_prefix_stable(small):
-    part = data.load("scenes", split="train", n_train=300)
+    part = data.load("scenes", split="train", n_train=300, difficulty="standard")
     assert _same(part, small.subset(torch.arange(300)))
 
 
@@ -96,12 +96,12 @@ def test_classes_readable_and_balanced(small):
 
 
 def test_other_options():
-    big = data.load("scenes", split="test", size=64, n_test=40, num_classes=5, seed=3)
+    big = data.load("scenes", split="test", size=64, n_test=40, num_classes=5, seed=3, difficulty="standard")
     assert big.images.shape == (40, 3, 64, 64)
     assert all(t.shape == (40, 64, 64) for t in big.targets.values())
     assert big.num_classes == 5
     _check_targets(big)
-    many = data.load("scenes", split="train", n_train=100, num_classes=30)
+    many = data.load("scenes", split="train", n_train=100, num_classes=30, difficulty="standard")
     assert many.num_classes == 30 and many.labels.max() <= 29
     _check_targets(many)
     with pytest.raises(UserError):
@@ -252,6 +252,27 @@ def test_natural_is_a_seeded_per_image_mixture():
     assert mixed.meta["generator"] == "scenes-v3-natural"
 
 
+def test_the_default_is_natural_and_a_record_without_a_difficulty_means_standard():
+    """A first run learns poisons on the default (`natural`); `standard`, the default before 0.2.0, is what a record
+    of scenes options without a difficulty was made with: written out unless `standard`, read back as such."""
+    ds = data.load("scenes", split="train", n_train=8, n_test=4)
+    assert (
+        ds.meta["difficulty"] == scenes.DEFAULT_DIFFICULTY == "natural"
+        and ds.meta["options"]["difficulty"] == "natural"
+    )
+    assert _same(ds, data.load("scenes", split="train", n_train=8, difficulty="natural"))
+    assert data.DEFAULTS_BEFORE["scenes"] == {"difficulty": "standard"}
+    sized = {"n_train": 8, "n_test": 4}
+    assert data.recorded_options("scenes", sized) == {**sized, "difficulty": "natural"}  # today's default, written
+    assert data.recorded_options("scenes", {**sized, "difficulty": "standard"}) == sized  # as a record made before
+    assert data.recorded_options("scenes", {"difficulty": "hard"}) == {"difficulty": "hard"}
+    assert data.options_from_record("scenes", sized) == {**sized, "difficulty": "standard"}
+    assert data.options_from_record("scenes", {"difficulty": "natural"}) == {"difficulty": "natural"}
+    for options in (sized, {"difficulty": "natural"}, {"difficulty": "textured", "seed": 2}):
+        assert data.recorded_options("scenes", data.options_from_record("scenes", options)) == options
+    assert data.recorded_options("cifar10", {}) == {} and data.options_from_record("cifar10", {}) == {}
+
+
 def test_unknown_difficulty_refused():
     with pytest.raises(UserError, match="difficulty"):
         data.load("scenes", split="train", n_train=8, difficulty="extreme")
@@ -268,7 +289,7 @@ def test_cnn_calibration():
     from uebench.models import create_model
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    train, test = data.load("scenes", split="train"), data.load("scenes", split="test")
+    train, test = (data.load("scenes", split=split, difficulty="standard") for split in ("train", "test"))
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = create_model("resnet18", num_classes=10, width=0.25).to(memory_format=torch.channels_last)

@@ -11,7 +11,7 @@ from uebench.poisons.poison import Poison, PoisonMeta
 from uebench.training.shortcut import other_class_partners, shortcut_probes, transplant
 from uebench.training.trainer import TrainConfig, splits_and_probes, train
 
-OPTIONS = {"n_train": 512, "n_test": 128}
+OPTIONS = {"n_train": 512, "n_test": 128, "difficulty": "standard"}  # the images the measured numbers are of
 
 
 def patch_poison(ds: data.ImageDataset, strength: int = 64) -> Poison:
@@ -42,7 +42,7 @@ def test_partners_hold_another_label():
 
 
 def test_probe_picks_only_changed_images_and_is_seeded():
-    ds = data.load("scenes", split="train", n_train=64)
+    ds = data.load("scenes", split="train", n_train=64, difficulty="standard")
     images = ds.images.clone()
     images[:10] ^= 1  # change ten images only
     poisoned = ds.with_images(images)

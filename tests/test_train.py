@@ -127,6 +127,75 @@ def test_poisoned_run_trains_on_poison(tmp_path):
     assert torch.equal(train_set.images, images)
 
 
+# ---- defaults: a first run on a laptop CPU; records keep their meaning --------------------------------------------
+def test_the_defaults_are_a_cpu_first_run_and_the_command_line_takes_the_same():
+    """TrainConfig() and a bare `uebench train --out X` train the same victim: scenes `natural`, an eighth-width
+    ResNet-18, the cpu recipe (10 epochs, no augmentation); `--sal` alone probes with SALConfig()."""
+    import argparse
+
+    from uebench.cli import build_parser
+    from uebench.cli.train import sal_probes
+    from uebench.metrics import SALConfig
+
+    config = TrainConfig()
+    assert (config.dataset, config.model, config.width, config.recipe) == ("scenes", "resnet18", 0.125, "cpu")
+    recipe = config.resolved_recipe()
+    assert (recipe.epochs, recipe.augment) == (10, "none")
+    assert config.dataset_options == config.fields()["dataset_options"] == {"difficulty": "natural"}  # what it loads
+    assert TrainConfig.from_record(config.fields()) == config
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    args = sub.choices["train"].parse_args(["--out", "x", "--sal"])
+    same = ("dataset", "data_dir", "poison", "poison_fraction", "unpaired", "model", "width", "recipe", "epochs")
+    same += ("batch_size", "lr", "seed", "subset", "subset_seed", "eval_batch_size", "compile", "device", "precision")
+    assert {k: getattr(args, k) for k in same} == {k: getattr(config, k) for k in same}
+    assert (args.no_channels_last, args.defense, args.data_option) == (not config.channels_last, config.defense, None)
+    assert [p.config for p in sal_probes(args)] == [SALConfig()]
+
+
+def test_every_default_of_train_craft_and_import_shows_in_help():
+    import argparse
+
+    from uebench.cli import build_parser
+    from uebench.cli.reference import _help_text
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("train", "craft", "import"):
+        p = sub.choices[name]
+        for a in p._actions:
+            if a.default in (None, False, argparse.SUPPRESS) or isinstance(a, argparse._HelpAction):
+                continue
+            text = _help_text(a, p.prog)
+            shown = f"{a.default:g}" if isinstance(a.default, float) else str(a.default)
+            assert "default" in text and shown in text, (name, a.option_strings, text)
+
+
+def test_a_run_folder_of_the_old_defaults_reads_back_and_resumes_as_it_was_written(tmp_path):
+    """Before 0.2.0 train defaulted to width 1.0, recipe paper and scenes `standard`. config.json has always held the
+    model, width and recipe, so new defaults change no record; scenes options without a difficulty mean `standard`
+    (a config.json that spells it out, as a run given it did, resumes too)."""
+    sized = {"n_train": 64, "n_test": 32}
+    config = tiny_config(epochs=2, batch_size=32, dataset_options={**sized, "difficulty": "standard"})
+    assert {"model", "width", "recipe"} <= set(TrainConfig().fields())
+    whole = train(config, tmp_path / "whole", progress=False)
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert saved["dataset_options"] == sized  # as a run of scenes' default wrote it before 0.2.0
+    back = TrainConfig.from_record({k: v for k, v in saved.items() if k != "resolved_recipe"})
+    assert back == config and json.loads(json.dumps(back.to_dict())) == saved
+    old_default = {**back.fields(), "width": 1.0, "recipe": "paper", "epochs": None, "batch_size": None}
+    paper = TrainConfig.from_record(old_default)  # a run of the old defaults reads back as one
+    assert (paper.width, paper.recipe, paper.resolved_recipe().epochs) == (1.0, "paper", 50)
+    natural = dataclasses.replace(config, dataset_options=sized)  # today's default: other images, another run
+    with pytest.raises(UserError, match=r"another configuration \(differs in: dataset_options\)"):
+        train(natural, tmp_path / "whole", resume=True, progress=False)
+
+    train(config, tmp_path / "cut", progress=False, stop_after=1)
+    old = {**saved, "dataset_options": {**sized, "difficulty": "standard"}}  # the spelling of a run given it
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(old))
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert same_weights(whole.model, resumed.model) and len(resumed.history) == 2
+    assert json.loads((tmp_path / "cut" / "config.json").read_text()) == old  # kept as it was written
+
+
 # ---- batch augmentation ----------------------------------------------------------------------------------
 def test_crop_is_a_shifted_window_with_zero_padding():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1

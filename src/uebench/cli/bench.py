@@ -135,6 +135,14 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument(
+        "--plan",
+        "--dry-run",
+        dest="plan",
+        action="store_true",
+        help="check everything as the bench would, then print its poisons and runs, which are cached in --out, and a "
+        "rough time estimate; crafts, trains and writes nothing (--out may be left out)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(
         func=bench_cmd,
@@ -241,7 +249,7 @@ def bench_cmd(args) -> int:
         for name, c in PRESETS.items():
             print(f"{name:14s} {c.description}")
         return 0
-    if not args.out:
+    if not args.out and not args.plan:
         raise UserError("bench: --out DIR is required (the bench folder)")
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
@@ -251,6 +259,11 @@ def bench_cmd(args) -> int:
         raise UserError(f"{', '.join(ray_only)} only apply with --executor ray")
     if args.executor == "ray" and shard is not None:
         raise UserError("--shard splits the plan between processes by hand; with --executor ray, Ray does: drop one")
+    if args.plan:
+        from ..experiments.bench.plan import plan_bench
+
+        print(plan_bench(config, args.out, overwrite=args.overwrite, shard=shard).text())
+        return 0
     try:
         if args.executor == "ray":
             from ..experiments.bench.ray_executor import run_bench_on_ray

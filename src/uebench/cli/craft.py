@@ -14,7 +14,11 @@ def register(sub) -> None:
     p = sub.add_parser("craft", help="craft a poison (unlearnable examples) for a dataset's training split")
     add_common(p)
     p.add_argument("--attack", required=True, help="attack name (uebench attacks lists them)")
-    p.add_argument("--preset", default="paper", help="paper (the original settings) or fast")
+    p.add_argument(
+        "--preset",
+        default="paper",
+        help="paper (the original settings) or fast (shortened, where the attack has one) (default: %(default)s)",
+    )
     p.add_argument("--subset", type=int, default=None, help="poison a seeded random subset of N images")
     add_renamed(
         p,
@@ -46,7 +50,11 @@ def register(sub) -> None:
     )
     add_common(i)
     i.add_argument("--from", dest="source", required=True, help="the released file or folder")
-    i.add_argument("--format", default="auto", help=f"auto (by folder or file name) | {' | '.join(FORMATS.names())}")
+    i.add_argument(
+        "--format",
+        default="auto",
+        help=f"auto (by folder or file name) | {' | '.join(FORMATS.names())} (default: %(default)s)",
+    )
     i.add_argument("--labels", default=None, help="a labels .npy beside the images (ntga: one-hot; tap-npy)")
     i.add_argument(
         "--allow-pickle",

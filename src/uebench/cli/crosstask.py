@@ -24,7 +24,11 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help="dataset name (default: scenes; taskonomy reads a Taskonomy folder)")
     p.add_argument("--data-dir", default=None, help="data folder (else $UEBENCH_DATA, else ~/.cache/uebench/data)")
     p.add_argument(
-        "--data-option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=2000 (repeatable)"
+        "--data-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. n_train=2000 (repeatable); on scenes crosstask keeps difficulty=standard, its "
+        "folders' difficulty, unless given (difficulty=natural: the loader's default elsewhere)",
     )
     p.add_argument(
         "--tasks",

@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 import os
 
+from ..training.settings import RunSettings  # TrainConfig's defaults (the settings module loads no torch)
 from . import add_common, add_renamed, parse_sets
+
+# SALConfig's defaults, which `--sal` probes with unless told (tests/test_train.py checks that they agree; the SAL
+# modules are not imported to build the parser). `--sal-origin`: model_sal's rule (running where a running loss is
+# given, else eval) as a training run meets it: every epoch has its running loss
+SAL_DEFAULTS = {"mode": "fast", "every": 1, "origin": "running", "eps": 0.05, "lr": 0.1, "subset": 1024}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model on clean or poisoned data, with per-epoch probes")
+    p = sub.add_parser(
+        "train",
+        help="train a model on clean or poisoned data, with per-epoch probes",
+        description="Train one victim. The defaults are a first run on a laptop CPU (scenes natural, ResNet-18 width "
+        "0.125, recipe cpu: minutes); the paper's victim is --width 1 --recipe paper.",
+    )
     add_common(p)
-    p.add_argument("--poison", default=None, help="a poison file (uebench craft / import)")
+    p.add_argument("--poison", default=None, help="a poison file (uebench craft / import; default: train clean)")
     p.add_argument(
         "--poison-fraction",
         type=float,
         default=None,
         metavar="F",
         help="poison only this share of the poison's images, the same share per class (seeded by --subset-seed, "
-        "else --seed); the rest train clean",
+        "else --seed); the rest train clean (default: all of them)",
     )
     p.add_argument(
         "--unpaired",
@@ -26,9 +37,21 @@ def register(sub) -> None:
         help="train on an unpaired --poison (no index mapping, e.g. APBench's ImageNet layout): its images replace "
         "the whole training set and its budget is unchecked; refused without this flag",
     )
-    p.add_argument("--model", default="resnet18", help="model name (uebench models lists them)")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--recipe", default="paper", help="named recipe (uebench recipes lists them)")
+    p.add_argument(
+        "--model", default=RunSettings.model, help="model name (uebench models lists them; default: %(default)s)"
+    )
+    p.add_argument(
+        "--width",
+        type=float,
+        default=RunSettings.width,
+        help="channel width multiplier (default: %(default)s, CPU-sized; the paper's: 1)",
+    )
+    p.add_argument(
+        "--recipe",
+        default=RunSettings.recipe,
+        help="named recipe (uebench recipes lists them; default: %(default)s, 10 epochs without augmentation; the "
+        "paper's: paper)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
@@ -39,26 +62,32 @@ def register(sub) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="train on a seeded random subset of N training images",
+        help="train on a seeded random subset of N training images (default: all of them)",
     )
     p.add_argument(
         "--subset-seed", type=int, default=None, metavar="S", help="the seed that draws --subset (default: --seed)"
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default=RunSettings.device, help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument(
         "--precision",
-        default="auto",
-        help="auto | fp32 | bf16 | fp16 (auto: bf16 with hardware bf16, fp16 with a gradient scaler on other GPUs)",
+        default=RunSettings.precision,
+        help="auto | fp32 | bf16 | fp16 (default: %(default)s: bf16 with hardware bf16, fp16 with a gradient scaler on "
+        "other GPUs, else fp32)",
     )
     p.add_argument(
-        "--eval-batch-size", type=int, default=None, metavar="N", help="test evaluation batch (memory only; 1024)"
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="test evaluation batch (memory only; default: 1024)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (a GPU speed option)")
     p.add_argument(
         "--tensorboard",
         default=None,
         metavar="DIR",
-        help='log every epoch record and per-layer SAL to TensorBoard in DIR (pip install -e ".[tensorboard]")',
+        help='log every epoch record and per-layer SAL to TensorBoard in DIR (pip install -e ".[tensorboard]"; '
+        "default: no log)",
     )
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors (channels-last is faster on CPU)")
     add_renamed(
@@ -67,10 +96,14 @@ def register(sub) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="dataset option, e.g. n_train=2000 (repeatable)",
+        help="dataset option, e.g. n_train=2000 (repeatable; default: the dataset's, scenes: n_train=5000 "
+        "n_test=1000 difficulty=natural)",
     )
     p.add_argument(
-        "--defense", default=None, metavar="NAME", help="training-time defense (uebench defenses lists them)"
+        "--defense",
+        default=None,
+        metavar="NAME",
+        help="training-time defense (uebench defenses lists them; default: none)",
     )
     add_renamed(
         p,
@@ -86,23 +119,45 @@ def register(sub) -> None:
     s = p.add_argument_group("SAL probing (the paper's per-layer Sharpness-Aware Learnability, for uebench ud)")
     s.add_argument("--sal", action="store_true", help="record the SAL of every Conv2d/Linear layer")
     s.add_argument(
-        "--sal-mode", default="faithful", help="faithful (the public code's procedure) | fast (subset, cached prefix)"
+        "--sal-mode",
+        default=SAL_DEFAULTS["mode"],
+        help="fast (subset, cached prefix) | faithful (the paper's: the public code's procedure) (default: "
+        "%(default)s)",
     )
     s.add_argument(
         "--sal-every",
         type=int,
-        default=1,
+        default=SAL_DEFAULTS["every"],
         metavar="K",
-        help="probe epochs K, 2K, ... (default 1); a K above the run's epochs, which probes none, is refused",
+        help="probe epochs K, 2K, ... (default: %(default)s); a K above the run's epochs, which probes none, is "
+        "refused",
     )
     s.add_argument(
-        "--sal-origin", default="running", help="L0: running (the epoch's training loss, as the public code) | eval"
+        "--sal-origin",
+        default=SAL_DEFAULTS["origin"],
+        help="L0: running (the epoch's training loss, as the public code) | eval (default: %(default)s, as model_sal "
+        "takes it where a running loss is given; after a mixup/cutmix epoch the eval loss stands in)",
     )
-    s.add_argument("--sal-eps", type=float, default=0.05, help="ball radius relative to ||W0|| (default 0.05)")
+    s.add_argument(
+        "--sal-eps",
+        type=float,
+        default=SAL_DEFAULTS["eps"],
+        help="ball radius relative to ||W0|| (default: %(default)s)",
+    )
     s.add_argument("--sal-rounds", type=int, default=None, help="rounds (default: 10 faithful, 5 fast)")
-    s.add_argument("--sal-lr", type=float, default=0.1, help="SAL search step size (the paper's 0.1)")
+    s.add_argument(
+        "--sal-lr",
+        type=float,
+        default=SAL_DEFAULTS["lr"],
+        help="SAL search step size (default: %(default)s, the paper's)",
+    )
     s.add_argument("--sal-layers", default=None, help="comma-separated layer names (default: all)")
-    s.add_argument("--sal-subset", type=int, default=1024, help="fast mode: probe images (default 1024)")
+    s.add_argument(
+        "--sal-subset",
+        type=int,
+        default=SAL_DEFAULTS["subset"],
+        help="fast mode: probe images (default: %(default)s)",
+    )
     p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
     p.set_defaults(
         func=run, interrupted="interrupted: finished epochs are saved; rerun the same command with --resume to continue"

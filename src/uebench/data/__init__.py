@@ -18,6 +18,11 @@ from .registry import DATASETS, DatasetInfo, register_dataset
 
 DEFAULT_DATASET = "scenes"
 SPLITS = ("train", "test")
+# Loader options whose default changed after records of them existed (a run's config.json, a bench's identity and run
+# keys, a crosstask folder's experiment.json: each holds the options as they were given), with the value that a record
+# leaving one out was made with: `scenes` generated `standard` images by default before 0.2.0 and `natural` since
+# (where the poisons are learned). recorded_options writes such an option out, options_from_record reads it back.
+DEFAULTS_BEFORE: dict[str, dict[str, Any]] = {"scenes": {"difficulty": "standard"}}
 
 
 def load(name: str = DEFAULT_DATASET, root: str | Path | None = None, split: str = "train", **options) -> ImageDataset:
@@ -30,6 +35,37 @@ def load(name: str = DEFAULT_DATASET, root: str | Path | None = None, split: str
     ds = info.loader(data_root(root), split, **typed)
     ds.meta.setdefault("options", split_options(info, split, typed))
     return ds
+
+
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with each option whose default changed (DEFAULTS_BEFORE) given the value it loads with (the loader's
+    default where it is not given): `{}` for scenes is `{'difficulty': 'natural'}`."""
+    before = DEFAULTS_BEFORE.get(name) if isinstance(name, str) else None
+    if not before or not isinstance(options, dict) or all(k in options for k in before):
+        return options
+    defaults = loader_defaults(DATASETS.get(name))
+    return {**options, **{k: defaults.get(k, old) for k, old in before.items() if k not in options}}
+
+
+def recorded_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` as a record holds them: an option whose default changed (DEFAULTS_BEFORE) is written out with the
+    value it loads with (resolved_options), and left out where that is the value a record without it was made with.
+    So a record written before keeps its identity (scenes options without a difficulty are `standard`), and one
+    written now says what it loads (`{'difficulty': 'natural'}` for scenes' default)."""
+    before = DEFAULTS_BEFORE.get(name) if isinstance(name, str) else None
+    if not before or not isinstance(options, dict):
+        return options
+    resolved = resolved_options(name, options)
+    return {k: v for k, v in resolved.items() if not (k in before and v == before[k])}
+
+
+def options_from_record(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options a record means (the inverse of recorded_options): an option it leaves out whose default changed
+    since has the value the record was made with (scenes: difficulty `standard`)."""
+    before = DEFAULTS_BEFORE.get(name) if isinstance(name, str) else None
+    if not before or not isinstance(options, dict):
+        return options
+    return {**options, **{k: v for k, v in before.items() if k not in options}}
 
 
 def split_options(info: DatasetInfo, split: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -73,4 +109,8 @@ __all__ = [
     "register_dataset",
     "DATASETS",
     "DEFAULT_DATASET",
+    "DEFAULTS_BEFORE",
+    "options_from_record",
+    "recorded_options",
+    "resolved_options",
 ]

@@ -32,18 +32,21 @@ Dense targets (`ImageDataset.targets`, first dimension N, then H, W)
                         of disc, square, triangle and cross; each is snapped slightly inside its object and
                         kept only where that object is visible, so keypoints always lie on object pixels.
 
-Difficulty (`difficulty=`, see `Style`): `standard` (the default) draws the key shapes large, upright and flat on
-dark backgrounds, without distractors: colour carries no class information (a colour-statistics MLP scores 14%,
-chance is 10%), and a width-0.25 ResNet-18 needs a few epochs to read the shapes (11%, 41%, then 91% at epoch 3 of
-5,000 images, SGD 0.1). `hard` (the first generator, scenes-v1 byte for byte) draws them small, rotated and textured
-on backgrounds of any brightness among distractor shapes; the same model stays at chance for 7+ epochs.
-`textured` is `standard` with the shapes rotated and textured. `natural` (the quick bench's) takes each image from
+Difficulty (`difficulty=`, see `Style`): `standard` draws the key shapes large, upright and flat on dark
+backgrounds, without distractors: colour carries no class information (a colour-statistics MLP scores 14%, chance is
+10%), and a width-0.25 ResNet-18 needs a few epochs to read the shapes (11%, 41%, then 91% at epoch 3 of 5,000
+images, SGD 0.1). `hard` (the first generator, scenes-v1 byte for byte) draws them small, rotated and textured on
+backgrounds of any brightness among distractor shapes; the same model stays at chance for 7+ epochs. `textured` is
+`standard` with the shapes rotated and textured. `natural` (the default, and the quick bench's) takes each image from
 `textured` (70%) or `hard` (30%): the quick victim's clean test accuracy then climbs gradually, as on natural images,
 instead of in one step (benchmarks/scenes_calibration.py; measured against 2,000 CIFAR-10 images, 2 seeds: largest
-gap 12.2 points at any epoch, 48.6% against 39.8% at epoch 10, where `standard` reaches 95%).
+gap 12.2 points at any epoch, 48.6% against 39.8% at epoch 10, where `standard` reaches 95%); EM's poison is learned
+there, where on `standard` no poison is (docs/results/benchmark.md). `standard` was the default before 0.2.0: a
+record of scenes options without a difficulty (a run's config.json, a bench's identity) means `standard`
+(uebench.data.DEFAULTS_BEFORE).
 
 Options (keyword arguments of the loader): size=32, n_train=5000, n_test=1000, num_classes=10, seed=0,
-difficulty="standard" (standard | textured | hard | natural).
+difficulty="natural" (natural | standard | textured | hard).
 Train and test come from disjoint seed streams of the same generator (i.i.d.), generation is deterministic
 (same options -> identical bytes, on any machine: numpy's PCG64 and float32 element-wise arithmetic only) and
 prefix-stable (the first n images of a split do not depend on n_train / n_test).
@@ -133,6 +136,7 @@ MIXTURES = {
     # its curve on the same number of CIFAR-10 images, where standard is learned to 95% and hard stays at chance
     "natural": Mixture((("textured", 0.7), ("hard", 0.3)), "scenes-v3-natural"),
 }
+DEFAULT_DIFFICULTY = "natural"  # where the quick victim learns the poisons (before 0.2.0: standard)
 _STREAM_TAG = 0x5CE7E5  # separates this generator's seed streams from any other use of the same seed
 
 
@@ -449,7 +453,12 @@ def _generate_chunk(seed: int, split_id: int, chunk: int, size: int, num_classes
 
 
 def generate(
-    n: int, size: int = 32, num_classes: int = 10, seed: int = 0, split_id: int = 0, difficulty: str = "standard"
+    n: int,
+    size: int = 32,
+    num_classes: int = 10,
+    seed: int = 0,
+    split_id: int = 0,
+    difficulty: str = DEFAULT_DIFFICULTY,
 ) -> dict[str, np.ndarray]:
     """numpy arrays of n scenes: images (n,3,H,W) uint8, labels (n,), segment, depth, edges, keypoints (n,H,W)."""
     if n < 0:
@@ -490,7 +499,7 @@ def load_scenes(
     n_test: Annotated[int, Count(MAX_IMAGES)] = 1000,
     num_classes: int = 10,
     seed: int = 0,
-    difficulty: str = "standard",
+    difficulty: str = DEFAULT_DIFFICULTY,
 ) -> ImageDataset:
     if split not in ("train", "test"):
         raise UserError(f"scenes: unknown split '{split}'; valid: train, test")

@@ -95,6 +95,37 @@ class Workspace:
         """Take the folder for an experiment of `identity` (refusing or clearing another), then write its `record`.
         `writes`: the names (or fnmatch patterns) of the files it writes beside what it owns (results, tables, the
         report): in a folder without a record, a file of one of those names is the user's, and refuses the folder."""
+        fresh, old_record = self.opening(
+            identity, overwrite=overwrite, owned=owned, identity_of=identity_of, writes=writes
+        )
+        session = _Session(fresh, old_record, owned)
+        if fresh and old_record is not None:  # another experiment: set aside (whole) until this one commits
+            session.trash = self._set_aside(owned())
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.record_path, record)
+        except OSError as e:
+            self._session = session
+            self._rollback()
+            raise UserError(f"cannot write to output folder {self.root}: {e.strerror or e}") from None
+        self._session = session
+        if not fresh:  # what killed processes left under the experiment's own folders
+            for name in owned():
+                sweep_stale(self.root / name, recursive=True)
+        if not self._locked:  # no refusal can come back to this call: nothing to undo
+            self.commit()
+
+    def opening(
+        self,
+        identity: Any,
+        *,
+        overwrite: bool,
+        owned: Callable[[], Iterable[str]],
+        identity_of: Callable[[Any], Any] = lambda saved: saved,
+        writes: Iterable[str] = (),
+    ) -> tuple[bool, bytes | None]:
+        """What open() would do with the folder, touching nothing: (fresh, the record it holds); fresh with a record
+        means another experiment's, which an overwrite replaces. Refuses (UserError) as open() would."""
         self.check_folder()
         identity = json.loads(json.dumps(identity, default=str))  # as it reads back from the record
         old_record = None
@@ -124,22 +155,7 @@ class Workspace:
             fresh = True
         else:
             fresh = True
-        session = _Session(fresh, old_record, owned)
-        if fresh and old_record is not None:  # another experiment: set aside (whole) until this one commits
-            session.trash = self._set_aside(owned())
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.record_path, record)
-        except OSError as e:
-            self._session = session
-            self._rollback()
-            raise UserError(f"cannot write to output folder {self.root}: {e.strerror or e}") from None
-        self._session = session
-        if not fresh:  # what killed processes left under the experiment's own folders
-            for name in owned():
-                sweep_stale(self.root / name, recursive=True)
-        if not self._locked:  # no refusal can come back to this call: nothing to undo
-            self.commit()
+        return fresh, old_record
 
     @contextlib.contextmanager
     def holding(

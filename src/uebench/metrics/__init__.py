@@ -1,7 +1,7 @@
 """The paper's unlearnability metrics: SAL per layer (faithful and fast), the learnable threshold beta, #LP, UD.
 
-r = layer_sal(model, "layer4.1.conv2", train_set)           # faithful, origin "eval"
-m = model_sal(model, train_set, mode="fast", origin="eval")  # every Conv2d/Linear weight
+r = layer_sal(model, "layer4.1.conv2", train_set)           # faithful, origin "eval" (no running loss given)
+m = model_sal(model, train_set)                              # every Conv2d/Linear weight: SALConfig's fast, eval
 beta = learnable_threshold(sal_clean)                        # arrays of shape (epochs, layers)
 ud = unlearnable_distance(sal_poisoned, sal_clean)
 """

@@ -414,9 +414,10 @@ def fast_model_sal(
     seed: int,
     loss_fn: LossFn,
     config: FastSALConfig,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ModelSAL:
-    """Fast SAL of `names` (the model is already in eval mode with its parameters frozen: see sal.probing)."""
+    """Fast SAL of `names` (the model is already in eval mode with its parameters frozen: see sal.probing);
+    `progress(i, n, name)` as the i-th of the n layers starts."""
     # how the probe images are drawn: augmented once as the recipe trains (or crop+flip for "once", or not at all)
     drawn_as = {"augment_once": config.augment != "none", "augment": "crop_flip" if config.augment == "once" else None}
     fixed = (
@@ -442,7 +443,9 @@ def fast_model_sal(
     origins = origin_losses(level + shift, running_loss)
     loss0 = origins[origin]
     out: dict[str, SALResult] = {}
-    for name in names:
+    for i, name in enumerate(names, 1):
+        if progress:
+            progress(i, len(names), name)
         w0 = params[weight_key(name)].detach()
         split = cached_split(model, name) if config.cache_prefix and name else None  # "": the model is the layer
         if split == DISCONNECTED:
@@ -475,8 +478,6 @@ def fast_model_sal(
             )
         out[name] = SALResult.from_search(name, loss0, eval_max, eval_min, found.ran)
         del inputs, parts
-        if progress:
-            progress(name)
     settings = {
         "eps": eps,
         "rounds": rounds,

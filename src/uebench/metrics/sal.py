@@ -36,6 +36,9 @@ from torch.func import functional_call
 from ..core.errors import UserError
 from .fast_sal import FastSALConfig, Split, cached_split, fast_model_sal
 from .sal_common import (  # noqa: F401  (re-exported: the names SAL's callers have always imported from here)
+    DEFAULT_EPS,
+    DEFAULT_LR,
+    DEFAULT_MODE,
     MODES,
     ORIGINS,
     LossFn,
@@ -43,6 +46,7 @@ from .sal_common import (  # noqa: F401  (re-exported: the names SAL's callers h
     ProbeData,
     SALResult,
     cross_entropy,
+    default_origin,
     eval_loss,
     forward_with,
     layer_seed,
@@ -74,10 +78,10 @@ def layer_sal(
     layer: str,
     data,
     *,
-    eps: float = 0.05,
+    eps: float = DEFAULT_EPS,
     rounds: int = 10,
-    lr: float = 0.1,
-    origin: str = "eval",
+    lr: float = DEFAULT_LR,
+    origin: str | None = None,
     running_loss: float | None = None,
     mode: str = "faithful",
     seed: int = 0,
@@ -88,7 +92,8 @@ def layer_sal(
     """SAL of one layer (see the module docstring). `data`: an ImageDataset (faithful: the whole set,
     augmented afresh every pass), a ProbeData, or an (inputs, targets) pair (no augmentation).
 
-    `origin="running"` needs `running_loss` (the epoch's running training loss, the public code's L0).
+    `origin="running"` needs `running_loss` (the epoch's running training loss, the public code's L0); None: running
+    where `running_loss` is given, else eval (sal_common.default_origin).
     `mode="fast"` runs the fast approximation (uebench.metrics.fast_sal) with the options in `fast`.
     The model's weights, requires_grad flags and train/eval mode are as they were afterwards."""
     return model_sal(
@@ -113,26 +118,32 @@ def model_sal(
     data,
     *,
     layers: Sequence[str] | None = None,
-    eps: float = 0.05,
+    eps: float = DEFAULT_EPS,
     rounds: int | None = None,
-    lr: float = 0.1,
-    origin: str = "eval",
+    lr: float = DEFAULT_LR,
+    origin: str | None = None,
     running_loss: float | None = None,
-    mode: str = "faithful",
+    mode: str = DEFAULT_MODE,
     seed: int = 0,
     batch_size: int = 256,
     loss_fn: LossFn = cross_entropy,
     fast: FastSALConfig | None = None,
     device: torch.device | str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ModelSAL:
     """SAL of every probed layer (or of `layers`), each computed independently from the same W0.
 
-    `rounds` defaults to 10 (faithful) or the fast config's rounds (fast)."""
+    The defaults are SALConfig's: the fast estimator with FastSALConfig's options (`mode="faithful"` is the paper's
+    procedure), eps 0.05, lr 0.1; `rounds` 10 (faithful) or the fast config's rounds (fast); `origin` None: "running"
+    where `running_loss` is given, else "eval" (a standalone call has no running loss).
+
+    `progress(i, n, name)` is called as the i-th of the n layers (from 1) starts, once per layer; it sees nothing of
+    the numbers."""
     if mode not in MODES:
         raise UserError(f"unknown SAL mode '{mode}'; valid: {', '.join(MODES)}")
     fast = fast or FastSALConfig()
     rounds = rounds if rounds is not None else (10 if mode == "faithful" else fast.rounds)
+    origin = default_origin(running_loss) if origin is None else origin
     _check_options(eps, rounds, lr, origin, running_loss)
     names = resolve_layers(model, layers)
     if device is None:
@@ -173,12 +184,12 @@ def _faithful_model_sal(
     )
     loss0 = origins[origin]
     out = {}
-    for name in names:
+    for i, name in enumerate(names, 1):
+        if progress:
+            progress(i, len(names), name)
         out[name] = _faithful_layer(
             model, name, data, loss0, eps, rounds, lr, torch.Generator().manual_seed(layer_seed(seed, name)), loss_fn
         )
-        if progress:
-            progress(name)
     settings = {
         "eps": eps,
         "rounds": rounds,

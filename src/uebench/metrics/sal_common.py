@@ -22,6 +22,18 @@ from ..data.augment import AUGMENTATIONS, to_float
 ORIGINS = ("running", "eval")
 MODES = ("faithful", "fast")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# SAL's defaults, one source for SALConfig (a probe's settings) and model_sal (a call): the fast estimator (the
+# paper's procedure is mode "faithful"), the paper's ball radius and step
+DEFAULT_MODE = "fast"
+DEFAULT_EPS = 0.05
+DEFAULT_LR = 0.1
+
+
+def default_origin(running_loss: float | None) -> str:
+    """L0 where no origin is asked for: "running" where a running loss is given (a training epoch's, as the public
+    code), else "eval" (the loss of W0 on the probe data: a standalone call has no running loss). A SAL probe always
+    has its epoch's running loss, hence SALConfig's "running"."""
+    return "eval" if running_loss is None else "running"
 
 
 def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from ..core.errors import UserError
 from ..core.io import recorded
 from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
 from .fast_sal import AUGMENT, STEP_RULES, FastSALConfig
-from .sal import MODES, ORIGINS, model_sal
+from .sal import DEFAULT_EPS, DEFAULT_LR, DEFAULT_MODE, MODES, ORIGINS, model_sal
 
 # settings added after benches existed, with their unset values: absent from a bench's identity and run keys while unset
 ADDED_LATER = {"step_rule": "full", "rescore": False}
@@ -29,12 +29,14 @@ ADDED_LATER = {"step_rule": "full", "rescore": False}
 
 @dataclass(frozen=True)
 class SALConfig:
-    mode: str = "fast"  # fast | faithful
+    mode: str = DEFAULT_MODE  # fast | faithful (the paper's procedure); model_sal's default too
     every: int = 1  # probe every K epochs
-    origin: str = "running"  # running (the public code's L0) | eval
-    eps: float = 0.05
+    # running (the public code's L0) | eval; a probe always has its epoch's running loss, so this is model_sal's rule
+    # (running where a running loss is given, else eval) as a probe meets it
+    origin: str = "running"
+    eps: float = DEFAULT_EPS
     rounds: int | None = None  # None: 10 (faithful) or 5 (fast)
-    lr: float = 0.1
+    lr: float = DEFAULT_LR
     subset: int = 1024  # fast mode: probe images
     augment: str = "recipe"  # fast mode: recipe (as the run trained) | none | once (crop+flip always: 0.1.0's)
     crossfit: bool = False  # fast mode: score each half of the subset's search on the other half

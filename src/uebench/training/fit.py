@@ -122,7 +122,8 @@ def fit(
 
     With a `run` (uebench.training.records.RunFolder), the model, optimizer and history are restored from its last
     checkpoint first and saved there after every epoch. `after_epoch(epoch, record)` adds the epoch's measurements (test
-    accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps.
+    accuracy, probes) to its record before it is saved. `desc` shows a progress bar of optimizer steps (over all
+    epochs) that names the epoch under way (uebench.core.progress: tqdm, or plain lines in a log).
     `train_model` (a DistributedDataParallel wrapper of `model`) is what the steps run through in a `world` of
     several processes; only its rank 0 writes to `run`. `epoch_rng(epoch)`: another stream per epoch than
     `epoch_generator(seed, epoch)` (a crafting model's, which has drawn its own since before this loop existed)."""
@@ -143,6 +144,8 @@ def fit(
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(len(history), last):
         start = time.perf_counter()
+        if bar:
+            bar.set_stage(f"epoch {epoch + 1}/{epochs}")
         set_lr(opt, lr_at(epoch))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr_at(epoch)}
         step.begin_epoch(epoch)

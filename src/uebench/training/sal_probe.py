@@ -12,7 +12,8 @@ Two of the public code's choices around the search, followed by default and reco
   the mixed-label running loss.
 The running loss is measured in the training precision (bf16 under autocast); the search and the eval origin
 always run in fp32. With `keep_weights` the probed model is saved in the run folder (records.save_weights), so
-`uebench sal-sweep` can measure SAL again later with other settings.
+`uebench sal-sweep` can measure SAL again later with other settings. In a run that shows progress, the probe shows
+its layers under the training bar (`SAL epoch 4: layer 7/21 (layer2.0.conv2)`; plain lines in a log).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.progress import Progress, progress_bar
 from ..core.seeds import epoch_stream
 from ..metrics.sal import ORIGINS, ProbeData
 from ..metrics.sal_config import SALConfig
@@ -82,16 +84,25 @@ class SALProbe:
         # faithful: a fresh augmentation stream per epoch; fast: the same subset every epoch (seed only)
         seed = ctx.seed if self.mode == "fast" else epoch_stream(ctx.seed, ctx.epoch)
         mixed = bool(ctx.record.get("mixed_labels")) and self.mixed_origin == "eval"
-        result = self.config.measure(
-            ctx.model,
-            data,
-            layers=self.layers,
-            origin="eval" if mixed else None,
-            running_loss=None if mixed else ctx.record.get("train_loss"),
-            seed=seed,
-            batch_size=batch,
-            device=ctx.device,
-        )
+        shown = LayersShown(f"SAL epoch {ctx.epoch}") if getattr(ctx, "progress", False) else None
+        try:
+            result = self.config.measure(
+                ctx.model,
+                data,
+                layers=self.layers,
+                origin="eval" if mixed else None,
+                running_loss=None if mixed else ctx.record.get("train_loss"),
+                seed=seed,
+                batch_size=batch,
+                device=ctx.device,
+                progress=shown,
+            )
+        except BaseException:
+            if shown is not None:
+                shown.close(finished=False)
+            raise
+        if shown is not None:
+            shown.close()
         record = result.to_record()
         if transform is not None:
             record["sal_settings"]["probe_transform"] = ctx.defense.name
@@ -109,3 +120,23 @@ class SALProbe:
         if defense is None or not (self.defense_in_probe and getattr(defense, "in_probe", False)):
             return None
         return lambda x, y, g: defense.batch(x, y, generator=g)[0]
+
+
+class LayersShown:
+    """The estimators' per-layer callback as a bar: `SAL epoch 4: layer 7/21 (layer2.0.conv2), elapsed 0:42`."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self.bar: Progress | None = None
+
+    def __call__(self, i: int, n: int, name: str) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(True, n, self.desc, unit="layer", leave=False)
+        if self.bar is not None:
+            self.bar.set_item(i - 1, name)
+
+    def close(self, finished: bool = True) -> None:
+        if self.bar is not None:
+            if finished and self.bar.total is not None:
+                self.bar.set_item(self.bar.total, None)
+            self.bar.close()

@@ -8,6 +8,7 @@ uninterrupted one would have seen and ends with the same weights on CPU.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,11 +20,11 @@ import torch.nn.functional as F
 
 from ..core import distributed
 from ..core.errors import UserError
-from ..core.io import recorded
+from ..core.io import read_json, recorded
 from ..core.lock import FolderLock
 from ..core.runtime import autocast_factory, grad_scaler, resolve_device, resolve_precision
 from ..core.seeds import seeded
-from ..data import ImageDataset, load, seeded_subset
+from ..data import ImageDataset, load, options_from_record, recorded_options, resolved_options, seeded_subset
 from ..data.augment import AUGMENTATIONS, to_float
 from ..models import create_model
 from ..poisons.poison import Poison
@@ -52,7 +53,9 @@ RECORD_NAMES = {"subset": "train_subset"}
 @dataclass(frozen=True)
 class TrainConfig(RunSettings):
     """Everything that determines a run. Saved as config.json; a resume must match it exactly. The data, model and
-    recipe settings are uebench.training.settings.RunSettings (`subset_seed` None: the training seed)."""
+    recipe settings are uebench.training.settings.RunSettings (`subset_seed` None: the training seed). The defaults
+    are a first run on a laptop CPU (scenes `natural`, ResNet-18 width 0.125, recipe cpu: minutes); the paper's
+    victim is `width=1.0, recipe="paper"`."""
 
     poison: str | None = None
     seed: int = 0
@@ -66,18 +69,33 @@ class TrainConfig(RunSettings):
     defense: str | None = None  # a training-time defense from uebench.defenses (jpeg, gray, mixup, at, ...)
     defense_params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # an option whose default changed (scenes' difficulty) is held as the value it loads with: the config says
+        # what it trains on, and reads back from its record as it was made
+        object.__setattr__(self, "dataset_options", resolved_options(self.dataset, self.dataset_options))
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "TrainConfig":
-        """A run's settings as config.json (or a bench's plan) holds them."""
-        return cls(**from_record(record, RECORD_NAMES))
+        """A run's settings as config.json (or a bench's plan) holds them; dataset options it leaves out whose
+        default changed since have the value it was made with (uebench.data.options_from_record)."""
+        values = from_record(record, RECORD_NAMES)
+        if "dataset_options" in values:
+            values["dataset_options"] = options_from_record(
+                values.get("dataset", cls.dataset), values["dataset_options"]
+            )
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.fields(), "resolved_recipe": self.resolved_recipe().to_dict()}
 
     def fields(self) -> dict[str, Any]:
         """The fields under their record names, without a subset seed that is the training seed's (run folders
-        written before it existed keep their configuration, and a bench its run keys)."""
-        return recorded(to_record(asdict(self), RECORD_NAMES), ADDED_LATER)
+        written before it existed keep their configuration, and a bench its run keys), the dataset options as a record
+        holds them (uebench.data.recorded_options: scenes' difficulty written out unless `standard`, which a record
+        written before leaves out)."""
+        values = asdict(self)
+        values["dataset_options"] = recorded_options(self.dataset, values["dataset_options"])
+        return recorded(to_record(values, RECORD_NAMES), ADDED_LATER)
 
     @property
     def subset_rng_seed(self) -> int:
@@ -99,6 +117,7 @@ class EpochContext:
     batch_size: int = 256  # the training batch (the SAL probe's default batch, as the paper's code)
     defense: Any = None  # the run's uebench.defenses.Defense, or None
     run_dir: Path | None = None  # the run folder, when the run has one (probes that keep files write there)
+    progress: bool = False  # the run shows progress: a long probe shows its own (SAL: its layers, under the bar)
 
     def evaluate(self, ds: ImageDataset, batch_size: int = 1024) -> tuple[float, float]:
         """Mean loss and accuracy (%) of the model on `ds`, as the test accuracy is measured."""
@@ -417,9 +436,25 @@ def _open_run(config: TrainConfig, out: Path | None, resume: bool, overwrite: bo
     """The run folder; in a distributed run rank 0 opens it first (it may clear it), the others then read it."""
     if out is None:
         return None
-    run = RunFolder(out, config.to_dict(), resume=resume, overwrite=overwrite) if world.main else None
+    record = resumed_record(config, out) if resume else config.to_dict()
+    run = RunFolder(out, record, resume=resume, overwrite=overwrite) if world.main else None
     world.barrier()
-    return run if world.main else RunFolder(out, config.to_dict(), resume=True)
+    return run if world.main else RunFolder(out, record, resume=True)
+
+
+def resumed_record(config: TrainConfig, out: Path) -> dict[str, Any]:
+    """What config.json must hold to resume `config` in `out`: config.to_dict(), or the folder's config.json as it
+    is where it differs only in how an earlier uebench spelled the same dataset options (scenes' difficulty written
+    out as `standard`, which a record leaves out now), so such a run resumes and its config.json stays as written."""
+    record = config.to_dict()
+    path = out / "config.json"
+    saved = read_json(path) if path.is_file() else None
+    dataset = saved.get("dataset") if isinstance(saved, dict) else None
+    if not (isinstance(dataset, str) and isinstance(saved.get("dataset_options"), dict)):
+        return record
+    options = recorded_options(dataset, options_from_record(dataset, saved["dataset_options"]))
+    respelled = {**saved, "dataset_options": options}
+    return saved if json.loads(json.dumps(respelled)) == json.loads(json.dumps(record, default=str)) else record
 
 
 def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after, world) -> RunResult:
@@ -468,6 +503,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
             recipe.batch_size,
             defense,
             run.path if run is not None else None,
+            progress,
         )
         for probe in all_probes:
             t0 = time.perf_counter()
@@ -488,7 +524,7 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         after_epoch=after_epoch if world.main else None,  # the probes run in one process
         stop_after=stop_after,
         desc=f"train {config.model} on {config.dataset}" if progress else None,
-        postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}", "test": f"{r['test_acc']:.1f}%"},
+        postfix=lambda r: {"loss": f"{r['train_loss']:.3f}", "test": f"{r['test_acc']:.1f}%"},
         scaler=grad_scaler(precision, device),
         world=world,
     )

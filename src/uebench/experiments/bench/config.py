@@ -14,6 +14,7 @@ from typing import Any
 
 from ...core.errors import unknown_name
 from ...core.io import recorded
+from ...data import recorded_options
 from ...metrics.sal_config import SALConfig
 from ...training.bench_folder import NO_DEFENSE, plain_json
 from ...training.settings import RunSettings
@@ -67,7 +68,8 @@ class BenchConfig(RunSettings):
             recorded(
                 {
                     "dataset": self.dataset,
-                    "dataset_options": self.dataset_options,
+                    # scenes' difficulty written out unless `standard`, which a bench made before leaves out
+                    "dataset_options": recorded_options(self.dataset, self.dataset_options),
                     "subset": self.subset,
                     "subset_seed": self.subset_seed,
                     "attack_preset": self.attack_preset,

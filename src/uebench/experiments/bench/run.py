@@ -33,6 +33,7 @@ from ...core.errors import UserError, unknown_name
 from ...core.io import atomic_write_bytes
 from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
 from ...core.options import MAX_RUNS, MAX_SEEDS
+from ...core.progress import Tally
 from ...metrics.sal_config import SALConfig
 from ...training.bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     BENCH_FILE,
@@ -304,8 +305,18 @@ def open_bench(ws: Workspace, config: BenchConfig, plan: Plan, overwrite: bool) 
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = config_text(config)  # a config TOML cannot hold is refused before the folder is touched
-    ws.open(config.identity(), record, overwrite=overwrite, owned=lambda: bench_files(ws.root), identity_of=_identity)
+    ws.open(config.identity(), record, overwrite=overwrite, **_folder_terms(ws))
     atomic_write_bytes(ws.path(CONFIG_FILE), text.encode())  # `uebench bench --config` replays it
+
+
+def folder_state(ws: Workspace, config: BenchConfig, overwrite: bool) -> tuple[bool, bytes | None]:
+    """What open_bench would do with the folder, touching nothing: (fresh, the record it holds now); refuses as it
+    would. Fresh with a record: another bench's folder, which --overwrite replaces (nothing in it is reused)."""
+    return ws.opening(config.identity(), overwrite=overwrite, **_folder_terms(ws))
+
+
+def _folder_terms(ws: Workspace) -> dict[str, Any]:
+    return {"owned": lambda: bench_files(ws.root), "identity_of": _identity}
 
 
 def _identity(saved: dict[str, Any]) -> Any:
@@ -388,6 +399,17 @@ def prepare_bench(
 ) -> tuple[Workspace, Plan, "_Data"]:
     """Everything checked (names, numbers, the data, users' poisons), then the folder taken: bench.json and the
     samples written under the bench's lock. What every executor does first, in the driver."""
+    plan, data = check_bench(config)
+    ws = Workspace(Path(out), BENCH_FILE, "bench")
+    with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
+        open_bench(ws, config, plan, overwrite)
+        _write_samples(ws.root, data)
+    return ws, plan, data
+
+
+def check_bench(config: BenchConfig) -> tuple[Plan, "_Data"]:
+    """Every check the bench makes before it takes its folder (names, numbers, the data, users' poisons, the settings
+    file it writes); the plan and the loaded data. Reads no folder, writes nothing."""
     validate(config)
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
@@ -404,11 +426,8 @@ def prepare_bench(
             confirmed |= not poison.paired
     if config.unpaired and not confirmed:
         raise UserError("--unpaired confirms an unpaired --poison file; none of those given is unpaired")
-    ws = Workspace(Path(out), BENCH_FILE, "bench")
-    with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
-        open_bench(ws, config, plan, overwrite)
-        _write_samples(ws.root, data)
-    return ws, plan, data
+    config_text(config)  # a config TOML cannot hold is refused before the folder is touched
+    return plan, data
 
 
 def check_shard(shard: tuple[int, int] | None) -> None:
@@ -425,7 +444,17 @@ def shard_runs(plan: Plan, shard: tuple[int, int] | None) -> list[RunSpec]:
 
 
 def _finished(out: Path, run: RunSpec) -> bool:
+    """A run the bench reads back instead of training (also what `bench --plan` marks cached)."""
     return (out / run.dir / "summary.json").exists()
+
+
+def poison_made(out: Path, spec: PoisonSpec) -> bool:
+    """A poison the bench reads back instead of crafting or copying it (also what `bench --plan` marks cached)."""
+    return (out / spec.file).exists()
+
+
+def run_label(run: RunSpec) -> str:
+    return f"{run.attack} / {run.defense} / seed {run.seed}"
 
 
 def _run(
@@ -448,16 +477,33 @@ def _run(
     budget = max_epochs
     t_start = time.perf_counter()
     mine = shard_runs(plan, shard)
+    # lines on stderr for a person (and a cluster job's log): run k of N, poison k of M, the time left
+    runs = Tally("run", len(mine), progress)
+    needed = list(dict.fromkeys(r.poison for r in mine if r.poison is not None))
+    poisons, counted = Tally("poison", len(needed), progress, start=runs.start), set()
+    pending = [not _finished(out, r) for r in mine]  # what is left to train, as this call found it
     for i, run in enumerate(mine, 1):
-        where = f"[{i}/{len(mine)}] {run.attack} / {run.defense} / seed {run.seed}"
+        where = f"[{i}/{len(mine)}] {run_label(run)}"
         if _finished(out, run):
             say(f"{where}: finished earlier ({run.dir})")
+            runs.cached(run_label(run))
+            if run.poison is not None and run.poison not in counted:
+                counted.add(run.poison)
+                poisons.cached(by_file[run.poison].label)
             continue
         if budget is not None and budget <= 0:
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
+        runs.begin(run_label(run), left=sum(pending[i - 1 :]))
         if run.poison is not None:
-            ensure_poison(ws, by_file[run.poison], data, config, progress, say, result.crafted)
+            spec = by_file[run.poison]
+            if run.poison not in counted:
+                counted.add(run.poison)
+                if poison_made(out, spec):
+                    poisons.cached(spec.label)
+                else:
+                    poisons.begin(spec.label, estimate=False)
+            ensure_poison(ws, spec, data, config, progress, say, result.crafted)
         try:
             done, done_after = train_run(ws, run, data, config, progress, say, where, budget)
         except LockBusy:
@@ -470,6 +516,7 @@ def _run(
         if not _finished(out, run):
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
+        runs.done()
     finish_bench(ws, plan, result, report, say, lock_wait, t_start)
     return result
 
@@ -516,12 +563,12 @@ def train_run(
     folder = ws.path(run.dir)
     # the trainer holds it too (re-entrant); here it also covers the epoch count
     with ws.holding(FolderLock(folder), config.identity(), _identity):
-        done = _epochs_done(folder)
+        done = epochs_done(folder)
         say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
         return done, _train_one(ws.root, run, data, config, progress, None if budget is None else done + budget)
 
 
-def _epochs_done(folder: Path) -> int:
+def epochs_done(folder: Path) -> int:
     from ...training.records import read_run
 
     return read_run(folder).epochs_done
@@ -540,7 +587,7 @@ def ensure_poison(
 def _ensure_poison(
     ws: Workspace, spec: PoisonSpec, data: _Data, config: BenchConfig, progress: bool, say, crafted: list[str]
 ) -> None:
-    if ws.path(spec.file).exists():
+    if poison_made(ws.root, spec):
         return
     if spec.attack is None:  # a user file (checked against this dataset in run_bench): a copy beside the runs
         ws.copy_in(spec.file, spec.source)

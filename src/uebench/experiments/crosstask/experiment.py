@@ -40,7 +40,7 @@ from ...core.errors import UserError, unknown_name
 from ...core.io import atomic_write_json, atomic_write_text, recorded
 from ...core.registry import Registry
 from ...core.runtime import resolve_device, resolve_precision
-from ...data import load, seeded_subset
+from ...data import load, options_from_record, seeded_subset
 from ...data.base import ImageDataset
 from ...metrics import learnable_count, learnable_threshold, ud_if_defined
 from ...metrics.sal_config import SALConfig
@@ -102,7 +102,9 @@ def _flat_sal_accepted(cls):
 @dataclass(frozen=True)
 class CrossTaskConfig(RunSettings):
     """Everything that determines a cross-task experiment. The data, model (the shared encoder) and recipe settings
-    are uebench.training.settings.RunSettings (`subset_seed` None: the training seed, as before it existed)."""
+    are uebench.training.settings.RunSettings (`subset_seed` None: the training seed, as before it existed). On
+    `scenes`, dataset options without a difficulty are `standard` (as every crosstask folder was made before 0.2.0,
+    whose loader default is now `natural`): give `dataset_options={"difficulty": "natural"}` for the other."""
 
     width: float = 0.25
     recipe: str = "quick"
@@ -288,7 +290,9 @@ class Splits:
 
 
 def load_splits(config: CrossTaskConfig, tasks: list[Task]) -> Splits:
-    opts = dict(config.dataset_options)
+    # the config is the folder's identity and records the options as given: a scenes difficulty left out is the one
+    # every crosstask folder was made with (`standard`, scenes' default before 0.2.0), not today's loader default
+    opts = options_from_record(config.dataset, dict(config.dataset_options))
     full = load(config.dataset, config.data_dir, "train", **opts)
     test = load(config.dataset, config.data_dir, "test", **opts)
     train = seeded_subset(full, config.subset, seed=config.pick_seed) if config.subset else full

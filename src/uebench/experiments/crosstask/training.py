@@ -328,7 +328,7 @@ def fit_multitask(
         after_epoch=after_epoch,
         stop_after=stop_after,
         desc=desc if progress else None,
-        postfix=lambda r: {"epoch": r["epoch"], "loss": f"{r['train_loss']:.3f}"},
+        postfix=lambda r: {"loss": f"{r['train_loss']:.3f}"},
     )
 
 

@@ -202,7 +202,8 @@ def load_data(cfg: LandscapeConfig) -> tuple[ImageDataset, ImageDataset]:
         except UserError as e:
             raise UserError(f"{e} (or use --dataset scenes: generated, no files needed)") from None
     n = cfg.subset or 5000
-    opts = {"size": cfg.image_size, "n_train": n, "n_test": max(1000, cfg.test_size or 0)}
+    # `standard`: scenes' default before 0.2.0, which every landscape folder was made with (its config names none)
+    opts = {"size": cfg.image_size, "n_train": n, "n_test": max(1000, cfg.test_size or 0), "difficulty": "standard"}
     return to_grey(load("scenes", split="train", **opts)), to_grey(load("scenes", split="test", **opts))
 
 

@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 row() {  # row NAME ATTACK KEY=VALUE...
   local name=$1 attack=$2; shift 2
   local sets=(); for kv in "$@"; do sets+=(--attack-option "$kv"); done
-  [ -f "$OUT/$name.safetensors" ] || "$UE" craft "${DATA[@]}" --attack "$attack" --preset fast "${sets[@]}" --quiet --out "$OUT/$name.safetensors"
+  [ -f "$OUT/$name.safetensors" ] || "$UE" craft "${DATA[@]}" --attack "$attack" --attack-preset fast "${sets[@]}" --quiet --out "$OUT/$name.safetensors"
   [ -f "$OUT/$name/summary.json" ] || "$UE" train "${DATA[@]}" --model resnet18 --width 0.125 --recipe quick --epochs 10 --quiet \
       --poison "$OUT/$name.safetensors" --out "$OUT/$name" --overwrite
 }

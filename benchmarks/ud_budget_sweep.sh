@@ -11,7 +11,7 @@ mkdir -p "$OUT-poisons"
 poisons=()
 craft() {  # craft NAME ATTACK EPS
   local file="$OUT-poisons/$1.safetensors"
-  [ -f "$file" ] || "$UE" craft "${DATA[@]}" --attack "$2" --preset fast --attack-option "eps=$3" --quiet --out "$file"
+  [ -f "$file" ] || "$UE" craft "${DATA[@]}" --attack "$2" --attack-preset fast --attack-option "eps=$3" --quiet --out "$file"
   poisons+=(--poison "$file")
 }
 craft lsp-x0.5 lsp 0.011764705882352941   # 3/255 (the paper's L-inf budget is 6/255)

@@ -83,7 +83,7 @@ def test_craft_writes_a_checked_poison_and_refuses_to_overwrite(ops_poison, caps
     assert p.meta.attack == "ops" and p.meta.params["preset"] == "paper" and len(p) == 40
     refused(capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), match="--overwrite")
     rc, _, err = run(
-        capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), "--overwrite", "--preset", "fast"
+        capsys, "craft", "--attack", "ops", *SCENES, "--out", str(ops_poison), "--overwrite", "--attack-preset", "fast"
     )
     assert rc == 0, err
     assert Poison.load(ops_poison).meta.params["preset"] == "fast"

@@ -23,8 +23,40 @@ CASES = sorted(set(renamed_options(build_parser())))
 
 
 def test_the_renamed_options_are_the_known_ones():
-    assert len(CASES) == 10  # the old spellings of 0.1.0: a new rename must come with its warning here too
-    assert {old for _, old, _, _ in CASES} == {"--set", "--attack-set", "--defense-set", "--train-subset", "--n-train"}
+    assert len(CASES) == 12  # the old spellings of 0.1.0: a new rename must come with its warning here too
+    assert {old for _, old, _, _ in CASES} == {
+        "--set",
+        "--attack-set",
+        "--defense-set",
+        "--train-subset",
+        "--n-train",
+        "--preset",
+    }
+
+
+def test_an_attack_preset_is_attack_preset_in_every_command():
+    """One name for an attack's preset: --attack-preset (craft, landscape, crosstask); craft's and landscape's
+    --preset is its deprecated alias, while bench's and crosstask's --preset is the experiment's."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("craft", "landscape"):
+        action = next(a for a in sub.choices[command]._actions if "--attack-preset" in a.option_strings)
+        assert isinstance(action, _Renamed) and action.old == "--preset", command
+    assert any("--attack-preset" in a.option_strings for a in sub.choices["crosstask"]._actions)
+    for command in ("bench", "crosstask"):
+        assert not any(isinstance(a, _Renamed) and a.old == "--preset" for a in sub.choices[command]._actions)
+
+
+def test_landscape_preset_makes_the_same_experiment_as_attack_preset(monkeypatch, tmp_path, capsys):
+    import uebench.experiments.landscape as landscape
+    from uebench.cli import main
+
+    made = []
+    monkeypatch.setattr(landscape, "run_landscape", lambda cfg, *a, **k: made.append(cfg) or {})
+    for option in ("--preset", "--attack-preset"):
+        main(["landscape", option, "paper", "--out", str(tmp_path / "x"), "--quiet"])
+    warned = capsys.readouterr().err
+    assert warned.count(f"--preset is deprecated, use --attack-preset (removed in uebench {REMOVED_IN})") == 1
+    assert made[0] == made[1] and made[0].preset == "paper"
 
 
 def test_the_training_subset_is_subset_in_every_command():

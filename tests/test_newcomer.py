@@ -85,6 +85,9 @@ def test_a_misspelt_name_gets_a_suggestion(capsys, tmp_path):
     refused(capsys, ["train", "--dataset", "cifar-10", "--out", tmp_path / "r"], "did you mean 'cifar10'?")
     with pytest.raises(UserError, match="did you mean 'n_train'"):
         load("scenes", n_trian=10)
+    refused(capsys, ["bench", "--defenses", "nnoe", "--plan"], "did you mean 'none'?")  # none is no registered defense
+    cifar = ["--dataset", "cifar10", "--data-dir", tmp_path / "none", "--data-option", "n_train=100"]
+    refused(capsys, ["train", *cifar, "--out", tmp_path / "r"], "use --subset N")  # scenes' size is a subset here
 
 
 # ---- 4. --resume with nothing to resume; an --out that is not a folder of its own ------------------------------------
@@ -110,6 +113,8 @@ def test_out_that_is_the_working_directory_or_above_or_home_is_refused(ops, tmp_
     for out, what in ((".", "the working directory"), ("..", "a parent"), ("/", "a parent"), ("~", "home")):
         refused(capsys, ["train", *SCENES, "--out", out], what)
         refused(capsys, ["export", "--poison", tmp_path / "p.safetensors", "--out", out], what)
+        for command in ("bench", "crosstask", "landscape"):  # every command that writes a folder of its own
+            refused(capsys, [command, "--out", out], what)
     assert sorted(os.listdir(work)) == []
 
 

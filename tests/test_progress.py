@@ -161,12 +161,13 @@ def small_bench(tmp_path_factory):
 def test_bench_lines_count_runs_and_poisons(small_bench):
     _, err, (code, _, again), _ = small_bench
     counted = [x for x in err.splitlines() if x.startswith(("run ", "poison "))]
-    assert counted[0] == "run 1 of 2: clean / none / seed 0 (elapsed 0:00, estimate after the first run)"
-    assert counted[1].startswith("run 2 of 2: ops / none / seed 0 (elapsed ") and " at " in counted[1]
+    assert counted[0].startswith("run 1 of 2: clean / none / seed 0 -> runs/")
+    assert counted[0].endswith(" (elapsed 0:00, estimate after the first run)")
+    assert counted[1].startswith("run 2 of 2: ops / none / seed 0 -> runs/") and " at " in counted[1]
     assert "left ~" in counted[1] and counted[1].endswith(" a run)")
     assert counted[2].startswith("poison 1 of 1: ops (elapsed ") and len(counted) == 3
     cached = [x for x in again.splitlines() if x.startswith(("run ", "poison "))]
-    assert code == 0 and cached == [
+    assert code == 0 and [x.split(" -> ")[0] for x in cached] == [
         "run 1 of 2 cached: clean / none / seed 0",
         "run 2 of 2 cached: ops / none / seed 0",
         "poison 1 of 1 cached: ops",

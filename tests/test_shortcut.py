@@ -98,7 +98,10 @@ def test_cli_train_with_a_poison_asks_for_the_shortcut_probe(tmp_path):
     from uebench.cli import main
 
     base = ["--data-option", "n_train=64", "--data-option", "n_test=32", "--quiet"]
-    assert main(["craft", "--attack", "ops", "--preset", "fast", "--out", str(tmp_path / "p.safetensors"), *base]) == 0
+    assert (
+        main(["craft", "--attack", "ops", "--attack-preset", "fast", "--out", str(tmp_path / "p.safetensors"), *base])
+        == 0
+    )
     run = ["train", "--model", "linear", "--recipe", "quick", "--epochs", "1", *base]
     assert main([*run, "--poison", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "poisoned")]) == 0
     assert main([*run, "--out", str(tmp_path / "clean")]) == 0

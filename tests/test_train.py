@@ -351,6 +351,41 @@ def test_finished_run_is_not_overwritten(tmp_path, capsys):
     assert cli_main([*args, "--overwrite"]) == 0
 
 
+def test_resume_alone_continues_the_run_as_recorded_and_a_differing_flag_is_refused(tmp_path, capsys):
+    """`train --resume --out DIR` alone continues a killed run with its config.json's settings and ends where the
+    uninterrupted run ends; a flag beside --resume that differs from the record (--epochs: a run is not extended) is
+    refused in one line naming it, the same flags as the record resume, and a folder with no run has nothing to
+    resume."""
+    import os
+
+    from uebench.training.records import load_checkpoint
+
+    flags = ["--width", "0.125", "--recipe", "quick", "--epochs", "2", "--batch-size", "64", "--seed", "3"]
+    flags += ["--data-option", "n_train=128", "--data-option", "n_test=64", "--quiet"]
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UEBENCH_KILL_AFTER_EPOCH": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "uebench.cli", "train", *flags, "--out", str(cut)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode != 0 and len(load_checkpoint(cut / "checkpoint.pt")["history"]) == 1
+    code, err = run_cli(["train", "--resume", "--out", str(cut), "--epochs", "3", "--quiet"], capsys)
+    assert code == 2 and "--epochs" in err and "another configuration" in err and len(err.splitlines()) == 1
+    code, err = run_cli(["train", "--resume", "--out", str(cut), "--width", "0.25", "--seed", "3"], capsys)
+    assert code == 2 and "--width" in err and "--seed" not in err  # only the flags that differ are named
+    assert cli_main(["train", "--resume", "--out", str(cut), "--quiet"]) == 0
+    assert cli_main(["train", *flags, "--out", str(whole)]) == 0
+    a, b = load_checkpoint(cut / "checkpoint.pt"), load_checkpoint(whole / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert json.loads((cut / "config.json").read_text()) == json.loads((whole / "config.json").read_text())
+    assert cli_main(["train", *flags, "--out", str(whole), "--resume"]) == 0  # the whole command line, as before
+    capsys.readouterr()
+    code, err = run_cli(["train", "--resume", "--out", str(tmp_path / "none"), "--quiet"], capsys)
+    assert code == 2 and "nothing to resume" in err
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -132,7 +132,11 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default=None, help="auto | fp32 | bf16 | fp16 (fp16: CUDA, with a gradient scaler)")
-    p.add_argument("--out", default=None, help="bench folder (required); rerun the same command to resume or extend it")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="bench folder, needed except with --plan or --list-presets; rerun the same command to resume or extend it",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a bench of another configuration in --out")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument(
@@ -251,6 +255,10 @@ def bench_cmd(args) -> int:
         return 0
     if not args.out and not args.plan:
         raise UserError("bench: --out DIR is required (the bench folder)")
+    if args.out:
+        from ..core.io import refuse_unsafe_folder
+
+        refuse_unsafe_folder(args.out, example="bench")
     config = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
     ray_only = [f for f, given in (("--address", args.address is not None), ("--gpus-per-run", args.gpus_per_run != 0),

@@ -14,7 +14,9 @@ def register(sub) -> None:
     p = sub.add_parser("craft", help="craft a poison (unlearnable examples) for a dataset's training split")
     add_common(p)
     p.add_argument("--attack", required=True, help="attack name (uebench attacks lists them)")
-    p.add_argument(
+    add_renamed(
+        p,
+        "--attack-preset",
         "--preset",
         default="paper",
         help="paper (the original settings) or fast (shortened, where the attack has one) (default: %(default)s)",
@@ -126,12 +128,20 @@ def _craft(args) -> int:
     from ..data import load
 
     params = parse_sets(args.attack_option, "--attack-option")
-    make_config(ATTACKS.get(args.attack), args.preset, **params)  # every option checked before the data is loaded
+    make_config(
+        ATTACKS.get(args.attack), args.attack_preset, **params
+    )  # every option checked before the data is loaded
     if args.subset is not None and args.subset < 1:
         raise UserError(f"--subset must be >= 1, got {args.subset}")
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
     poison = craft(
-        args.attack, ds, preset=args.preset, seed=args.seed, subset=args.subset, progress=not args.quiet, **params
+        args.attack,
+        ds,
+        preset=args.attack_preset,
+        seed=args.seed,
+        subset=args.subset,
+        progress=not args.quiet,
+        **params,
     )
     from ..core.distributed import current
 

@@ -122,7 +122,10 @@ def weights(items: list[str] | None) -> dict[str, float] | None:
 
 
 def run(args) -> int:
+    from ..core.io import refuse_unsafe_folder
     from ..experiments.crosstask.experiment import run_experiment, with_preset
+
+    refuse_unsafe_folder(args.out, example="crosstask")
 
     config = with_preset(
         args.preset,

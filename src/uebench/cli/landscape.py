@@ -29,7 +29,9 @@ def register(sub) -> None:
     p.add_argument("--model", default="linear", help="linear (default) or lenet5")
     p.add_argument("--attack", default="em", help="attack to craft (default em; `uebench attacks` lists them)")
     p.add_argument("--poison", default=None, metavar="FILE", help="use this poison file instead of crafting one")
-    p.add_argument("--preset", default="fast", help="attack preset: fast (default here: CPU-sized) or paper")
+    add_renamed(
+        p, "--attack-preset", "--preset", default="fast", help="attack preset: fast (default here: CPU-sized) or paper"
+    )
     add_renamed(
         p,
         "--attack-option",
@@ -99,7 +101,10 @@ def register(sub) -> None:
 
 
 def landscape_cmd(args) -> int:
+    from ..core.io import refuse_unsafe_folder
     from ..experiments.landscape import LandscapeConfig, run_landscape
+
+    refuse_unsafe_folder(args.out, example="landscape")
 
     if args.subset is not None and args.subset < 0:
         raise UserError(f"--subset must be >= 0, got {args.subset}")
@@ -109,7 +114,7 @@ def landscape_cmd(args) -> int:
         model=args.model,
         attack=args.attack,
         poison=args.poison,
-        preset=args.preset,
+        preset=args.attack_preset,
         attack_params=parse_sets(args.attack_option, "--attack-option"),
         subset=args.subset or None,
         image_size=args.image_size,

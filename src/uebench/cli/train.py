@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 
@@ -114,7 +116,12 @@ def register(sub) -> None:
         help="defense parameter, e.g. jpeg.quality=20 or quality=20 (repeatable)",
     )
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with the settings it recorded (its config.json); a flag given beside it must "
+        "agree with them",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     s = p.add_argument_group("SAL probing (the paper's per-layer Sharpness-Aware Learnability, for uebench ud)")
     s.add_argument("--sal", action="store_true", help="record the SAL of every Conv2d/Linear layer")
@@ -159,13 +166,60 @@ def register(sub) -> None:
         help="fast mode: probe images (default: %(default)s)",
     )
     p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
+    track_given(p, set(CONFIG_FLAGS.values()))
     p.set_defaults(
-        func=run, interrupted="interrupted: finished epochs are saved; rerun the same command with --resume to continue"
+        func=run, interrupted="interrupted: finished epochs are saved; rerun with --resume --out DIR to continue"
     )
 
 
-def sal_probes(args) -> list:
-    """The SAL probe the options ask for (none without --sal); layer names are checked before any training."""
+# the TrainConfig field each option sets (the dest of the option; --resume compares the given ones with the record)
+CONFIG_FLAGS = {
+    "dataset": "dataset",
+    "data_dir": "data_dir",
+    "poison": "poison",
+    "poison_fraction": "poison_fraction",
+    "unpaired": "unpaired",
+    "model": "model",
+    "width": "width",
+    "recipe": "recipe",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "subset": "subset",
+    "subset_seed": "subset_seed",
+    "eval_batch_size": "eval_batch_size",
+    "compile": "compile",
+    "device": "device",
+    "precision": "precision",
+    "channels_last": "no_channels_last",
+    "dataset_options": "data_option",
+    "defense": "defense",
+    "defense_params": "defense_option",
+}
+
+
+def track_given(p: argparse.ArgumentParser, dests: set[str]) -> None:
+    """The options among `dests` that the command line gives end up in `args.given` (a default is not given, even
+    where a user could type the same value: --resume tells the two apart)."""
+    p.set_defaults(given=frozenset())
+    for action in p._actions:
+        if action.dest in dests:
+            action.__class__ = _given_class(type(action))
+
+
+def _given_class(cls: type) -> type:
+    class Given(cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace.given = frozenset({*getattr(namespace, "given", ()), self.dest})
+            super().__call__(parser, namespace, values, option_string)
+
+    return Given
+
+
+def sal_probes(args, config=None) -> list:
+    """The SAL probe the options ask for (none without --sal); layer names are checked before any training, against
+    the model of `config` (the run's: a resumed run's model is its record's), else of the options."""
     from ..core.errors import UserError
     from ..metrics import SALConfig
     from ..models import create_model, probed_layers
@@ -173,16 +227,19 @@ def sal_probes(args) -> list:
 
     if not args.sal:
         return []
+    model, width, recipe = (
+        (config.model, config.width, config.recipe) if config else (args.model, args.width, args.recipe)
+    )
     layers = None
     if args.sal_layers:
         layers = tuple(name.strip() for name in args.sal_layers.split(",") if name.strip())
-        valid = probed_layers(create_model(args.model, width=args.width))  # names do not depend on classes or channels
+        valid = probed_layers(create_model(model, width=width))  # names do not depend on classes or channels
         for name in layers:
             if name not in valid:
                 raise UserError(f"unknown layer '{name}' for --sal-layers; valid: {', '.join(valid)}")
     from ..training.recipes import RECIPES
 
-    augment = RECIPES.get(args.recipe).augment  # probe with the transforms the model trains with
+    augment = RECIPES.get(recipe).augment  # probe with the transforms the model trains with
     return [
         SALProbe(
             SALConfig(
@@ -234,12 +291,11 @@ def defense_options(items: list[str] | None, defense: str | None) -> dict:
     return out
 
 
-def run(args) -> int:
-    from ..training.trainer import TrainConfig, check_config, splits_and_probes, train
+def config_from_flags(args):
+    """The TrainConfig the options ask for (the defaults where not given)."""
+    from ..training.trainer import TrainConfig
 
-    check_flags(args, args.parser_defaults)
-
-    config = TrainConfig(
+    return TrainConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
         poison=args.poison,
@@ -263,6 +319,47 @@ def run(args) -> int:
         defense=args.defense,
         defense_params=defense_options(args.defense_option, args.defense),
     )
+
+
+def resumed_config(args):
+    """--resume: the run's settings as its config.json records them, so `--resume --out DIR` alone continues it. An
+    option given beside --resume must agree with the record (the whole original command line resumes, as before);
+    one that differs is refused in one line naming it. A folder whose run was killed before it recorded its settings
+    resumes with the options' settings."""
+    from ..core.errors import UserError
+    from ..core.io import read_json
+    from ..training.trainer import TrainConfig
+
+    path = os.path.join(args.out, "config.json")
+    if not os.path.isfile(path):
+        return config_from_flags(args)
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is not a run's settings (a JSON object); use another --out or --overwrite")
+    try:
+        recorded = TrainConfig.from_record({k: v for k, v in saved.items() if k != "resolved_recipe"})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} does not read as a run's settings ({e}); use another --out or --overwrite") from None
+    given = [f for f, dest in CONFIG_FLAGS.items() if dest in getattr(args, "given", ())]
+    if not given:
+        return recorded
+    flags = config_from_flags(args)
+    combined = dataclasses.replace(recorded, **{f: getattr(flags, f) for f in given})
+    differ = [f for f in given if getattr(combined, f) != getattr(recorded, f)]
+    if differ:
+        said = "; ".join(f"--{CONFIG_FLAGS[f].replace('_', '-')}: {getattr(recorded, f)!r} there" for f in differ)
+        raise UserError(
+            f"{args.out} holds a run of another configuration ({said}); drop these flags to resume it as recorded, "
+            "or use another --out or --overwrite"
+        )
+    return recorded
+
+
+def run(args) -> int:
+    from ..training.trainer import check_config, splits_and_probes, train
+
+    check_flags(args, args.parser_defaults)
+    config = resumed_config(args) if args.resume else config_from_flags(args)
     if config.defense not in (None, "", "none"):  # unknown names and parameters fail before any data is loaded
         from ..defenses import create_defense
 
@@ -273,7 +370,7 @@ def run(args) -> int:
         raise UserError("--defense-option given without --defense")
     check_config(config)  # the model's name and the run's numbers (width, seed, subset), before any work
     recipe = config.resolved_recipe()  # its numbers (epochs, batch size, lr) and their bounds, before any work
-    probes = sal_probes(args)
+    probes = sal_probes(args, config)
     for p in probes:  # a schedule that probes no epoch is refused before any work
         p.config.check_schedule(recipe.epochs)
     train_set = test_set = None

@@ -92,6 +92,8 @@ def typed_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
     for key in options:
         if key not in params:
             hint = did_you_mean(key, params) or ";"
+            if key == "n_train":  # scenes' size option, given to a dataset of files: their subset is the subset option
+                hint = " (a generated dataset's size); to train on N of its images use --subset N (subset=N);"
             raise UserError(f"dataset {info.name} has no option '{key}'{hint} valid: {', '.join(params) or 'none'}")
     return {k: coerce(v, hints.get(k, Any), f"dataset {info.name}: option {k}") for k, v in options.items()}
 

@@ -38,19 +38,22 @@ def _say(quiet: bool, msg: str) -> None:
 
 def _stream(url: str, out, quiet: bool) -> str:
     """Copy url into the open file `out`; the md5 of what was written."""
-    from tqdm import tqdm
+    from ..core.progress import progress_bar
 
     h = hashlib.md5()
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, disable=quiet, desc=Path(url).name, file=sys.stderr
-            ) as bar:
+            bar = progress_bar(not quiet, total, Path(url).name, unit="B")  # plain lines in a log, a bar on a terminal
+            try:
                 for block in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(block)
                     h.update(block)
-                    bar.update(len(block))
+                    if bar:
+                        bar.update(len(block))
+            finally:
+                if bar:
+                    bar.close()
     except (urllib.error.URLError, OSError, ValueError) as e:  # ValueError: malformed URL
         raise UserError(f"download of {url} failed: {getattr(e, 'reason', e)}") from None
     return h.hexdigest()

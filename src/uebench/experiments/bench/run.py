@@ -34,6 +34,7 @@ from ...core.io import atomic_write_bytes
 from ...core.lock import FolderLock, LockBusy, is_scratch, lock_beside
 from ...core.options import MAX_RUNS, MAX_SEEDS
 from ...core.progress import Tally
+from ...data import recorded_options
 from ...metrics.sal_config import SALConfig
 from ...training.bench_folder import (  # noqa: F401  (re-exported: bench's public names)
     BENCH_FILE,
@@ -82,7 +83,7 @@ def validate(config: BenchConfig) -> None:
     """Every name and parameter checked before anything is computed (one UserError line each)."""
     from ...attacks import ATTACKS, make_config
     from ...core.runtime import resolve_device, resolve_precision
-    from ...defenses import create_defense
+    from ...defenses import DEFENSES, create_defense
 
     if len(config.seeds) > MAX_SEEDS:  # before each seed is checked, or a plan of millions of runs is made
         raise UserError(f"--seeds asks for {len(config.seeds):,} seeds; at most {MAX_SEEDS:,} are run in one bench")
@@ -122,6 +123,8 @@ def validate(config: BenchConfig) -> None:
     if len(set(config.defenses)) != len(config.defenses):
         raise UserError(f"defense listed twice: {', '.join(config.defenses)}")
     for name in config.defenses:
+        if name != NO_DEFENSE and name not in DEFENSES:  # 'none' is a valid name here: the suggestion may be it
+            raise unknown_name("defense", name, [NO_DEFENSE, *DEFENSES.names()])
         if name != NO_DEFENSE:
             create_defense(name, **config.defense_params.get(name, {}))
     poisoned = (len(config.attacks) + len(config.poisons)) * len(config.poison_fractions)
@@ -300,7 +303,8 @@ def open_bench(ws: Workspace, config: BenchConfig, plan: Plan, overwrite: bool) 
     record = {
         "schema": SCHEMA,
         "identity": config.identity(),
-        "config": config.to_dict(),
+        # the dataset options as a record holds them (uebench.data.recorded_options): a scenes bench says its difficulty
+        "config": {**config.to_dict(), "dataset_options": recorded_options(config.dataset, config.dataset_options)},
         "plan": plan.to_dict(),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -485,8 +489,9 @@ def _run(
     for i, run in enumerate(mine, 1):
         where = f"[{i}/{len(mine)}] {run_label(run)}"
         if _finished(out, run):
-            say(f"{where}: finished earlier ({run.dir})")
-            runs.cached(run_label(run))
+            if not progress:  # else the tally's line says it, once
+                say(f"{where}: finished earlier ({run.dir})")
+            runs.cached(f"{run_label(run)} -> {run.dir}")
             if run.poison is not None and run.poison not in counted:
                 counted.add(run.poison)
                 poisons.cached(by_file[run.poison].label)
@@ -494,7 +499,7 @@ def _run(
         if budget is not None and budget <= 0:
             say(f"stopped after {max_epochs} epoch(s) as asked; rerun to continue")
             return result
-        runs.begin(run_label(run), left=sum(pending[i - 1 :]))
+        runs.begin(f"{run_label(run)} -> {run.dir}", left=sum(pending[i - 1 :]))
         if run.poison is not None:
             spec = by_file[run.poison]
             if run.poison not in counted:
@@ -564,7 +569,10 @@ def train_run(
     # the trainer holds it too (re-entrant); here it also covers the epoch count
     with ws.holding(FolderLock(folder), config.identity(), _identity):
         done = epochs_done(folder)
-        say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
+        if not progress:  # else the tally's line (run k of N: ... -> folder) says it, once
+            say(f"{where}: training" + (f" (resuming after epoch {done})" if done else "") + f" -> {run.dir}")
+        elif done:
+            say(f"{where}: resuming after epoch {done}")
         return done, _train_one(ws.root, run, data, config, progress, None if budget is None else done + budget)
 
 

@@ -215,19 +215,20 @@ def loads_json(text: str | bytes, where: str, *, finite: bool = False) -> Any:
         raise UserError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{where} is damaged: not valid JSON ({type(e).__name__})") from None
-    if _depth(obj) > MAX_JSON_DEPTH:
+    if nesting_depth(obj) > MAX_JSON_DEPTH:
         raise UserError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     return obj
 
 
-def _depth(obj: Any) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion to exhaust)."""
+def nesting_depth(obj: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and dicts nest in a parsed value (JSON, TOML), counted up to one past `limit` (iteratively:
+    no recursion to exhaust)."""
     deepest, todo = 0, [(obj, 1)]
     while todo:
         x, d = todo.pop()
         if isinstance(x, (dict, list)):
             deepest = max(deepest, d)
-            if d <= MAX_JSON_DEPTH:
+            if d <= limit:
                 todo += [(v, d + 1) for v in (x.values() if isinstance(x, dict) else x)]
     return deepest
 

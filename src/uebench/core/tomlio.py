@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .io import nesting_depth
 
 MAX_BYTES = 1 << 20  # a config is a few hundred lines; a bigger file is not one
 MAX_DEPTH = 100  # tables and lists nested deeper are refused (tomllib itself recurses)
@@ -37,7 +38,7 @@ def loads(text: str, where: str) -> dict[str, Any]:
     except ValueError as e:  # tomllib.TOMLDecodeError, or an integer of thousands of digits
         reason = (str(e).strip().splitlines() or ["unreadable"])[0]
         raise UserError(f"{where} is not valid TOML: {reason}") from None
-    if _depth(data) > MAX_DEPTH:
+    if nesting_depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise UserError(f"{where} is nested too deeply (more than {MAX_DEPTH} levels)")
     return data
 
@@ -68,17 +69,6 @@ def first_line(path: str | Path, max_bytes: int = MAX_BYTES) -> str:
     """The file's first line (its header comment, where uebench wrote it); '' if there is none."""
     with open(path, "rb") as f:
         return f.read(max_bytes).split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-
-
-def _depth(obj: Any) -> int:
-    deepest, todo = 0, [(obj, 1)]
-    while todo:
-        x, d = todo.pop()
-        if isinstance(x, (dict, list)):
-            deepest = max(deepest, d)
-            if d <= MAX_DEPTH:
-                todo.extend((v, d + 1) for v in (x.values() if isinstance(x, dict) else x))
-    return deepest
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------

@@ -540,6 +540,7 @@ def test_bench_report_and_sweep_take_folders_and_poisons_whose_names_are_not_utf
     assert cli(args) == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     assert len({r["attack"] for r in results["rows"]}) == 3  # clean, ops and the file
+    assert not (out / "bench.toml").exists()  # no TOML text holds a Latin-1 path: no replay file, the bench runs
     assert cli(["report", out]) == 0, capsys.readouterr().err
     assert cli(["sal-sweep", out, "--quiet"]) == 0, capsys.readouterr().err
 

@@ -106,7 +106,7 @@ def test_craft_subset(tmp_path, capsys, scenes40):
     [
         (["--attack", "nope"], "unknown attack 'nope'; valid: "),
         (["--attack", "ops", "--attack-option", "bogus=1"], "no parameter bogus; valid: pixels"),
-        (["--attack", "ops", "--preset", "slow"], "no preset 'slow'; valid: paper, fast"),
+        (["--attack", "ops", "--attack-preset", "slow"], "no preset 'slow'; valid: paper, fast"),
         (["--attack", "ar", "--attack-option", "eps=-1"], "must be positive"),
         (["--attack", "ar", "--attack-option", "eps=1000"], "larger than the whole image range"),
         (["--attack", "lsp", "--attack-option", "eps=2"], "outside (0, 1]"),

@@ -165,8 +165,7 @@ def register(sub) -> None:
         default=SAL_DEFAULTS["subset"],
         help="fast mode: probe images (default: %(default)s)",
     )
-    p.set_defaults(parser_defaults={k: p.get_default(k) for k in SAL_OPTIONS})
-    track_given(p, set(CONFIG_FLAGS.values()))
+    track_given(p, {*CONFIG_FLAGS.values(), *SAL_OPTIONS})
     p.set_defaults(
         func=run, interrupted="interrupted: finished epochs are saved; rerun with --resume --out DIR to continue"
     )
@@ -260,7 +259,7 @@ def sal_probes(args, config=None) -> list:
 SAL_OPTIONS = ("sal_mode", "sal_every", "sal_origin", "sal_eps", "sal_rounds", "sal_lr", "sal_layers", "sal_subset")
 
 
-def check_flags(args, parser_defaults: dict) -> None:
+def check_flags(args) -> None:
     """Options that contradict each other or do nothing are refused, not silently ignored."""
     from ..core.errors import UserError
 
@@ -273,7 +272,7 @@ def check_flags(args, parser_defaults: dict) -> None:
     if args.resume and not run_started(args.out):
         where = "does not exist" if not os.path.lexists(args.out) else "holds no run"
         raise UserError(f"nothing to resume: {args.out} {where}; drop --resume to start the run there")
-    given = [f"--{k.replace('_', '-')}" for k in SAL_OPTIONS if getattr(args, k) != parser_defaults[k]]
+    given = [f"--{k.replace('_', '-')}" for k in SAL_OPTIONS if k in args.given]  # typed, even at its default
     if given and not args.sal:
         raise UserError(f"{', '.join(given)} given without --sal, which would ignore them; add --sal")
 
@@ -358,7 +357,7 @@ def resumed_config(args):
 def run(args) -> int:
     from ..training.trainer import check_config, splits_and_probes, train
 
-    check_flags(args, args.parser_defaults)
+    check_flags(args)
     config = resumed_config(args) if args.resume else config_from_flags(args)
     if config.defense not in (None, "", "none"):  # unknown names and parameters fail before any data is loaded
         from ..defenses import create_defense

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -308,9 +309,22 @@ def open_bench(ws: Workspace, config: BenchConfig, plan: Plan, overwrite: bool) 
         "plan": plan.to_dict(),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    text = config_text(config)  # a config TOML cannot hold is refused before the folder is touched
+    text = replay_text(config)
     ws.open(config.identity(), record, overwrite=overwrite, **_folder_terms(ws))
-    atomic_write_bytes(ws.path(CONFIG_FILE), text.encode())  # `uebench bench --config` replays it
+    if text is not None:
+        atomic_write_bytes(ws.path(CONFIG_FILE), text.encode())  # `uebench bench --config` replays it
+    else:  # no replay file is better than a stale one
+        ws.path(CONFIG_FILE).unlink(missing_ok=True)
+
+
+def replay_text(config: BenchConfig) -> str | None:
+    """bench.toml's text, or None (with one warning line) where a setting cannot be written as TOML: a path that is
+    not valid UTF-8 (a folder named in Latin-1) is a good bench that no text file can replay."""
+    try:
+        return config_text(config)
+    except UserError as e:
+        warnings.warn(f"{e}; the bench runs, without a bench.toml to replay it", stacklevel=2)
+        return None
 
 
 def folder_state(ws: Workspace, config: BenchConfig, overwrite: bool) -> tuple[bool, bytes | None]:
@@ -430,7 +444,6 @@ def check_bench(config: BenchConfig) -> tuple[Plan, "_Data"]:
             confirmed |= not poison.paired
     if config.unpaired and not confirmed:
         raise UserError("--unpaired confirms an unpaired --poison file; none of those given is unpaired")
-    config_text(config)  # a config TOML cannot hold is refused before the folder is touched
     return plan, data
 
 

@@ -386,6 +386,20 @@ def test_resume_alone_continues_the_run_as_recorded_and_a_differing_flag_is_refu
     assert code == 2 and "nothing to resume" in err
 
 
+def test_resume_alone_of_a_sal_run_asks_for_its_sal_options(tmp_path, capsys):
+    """config.json does not hold the SAL probe: a bare --resume of a probed run is refused rather than continued
+    without probes; with --sal and its options it continues."""
+    flags = ["--width", "0.125", "--recipe", "quick", "--epochs", "1", "--batch-size", "64", "--quiet"]
+    flags += ["--data-option", "n_train=64", "--data-option", "n_test=32"]
+    sal = ["--sal", "--sal-every", "1", "--sal-subset", "8", "--sal-rounds", "1", "--sal-layers", "conv1"]
+    run = tmp_path / "run"
+    assert cli_main(["train", *flags, *sal, "--out", str(run)]) == 0
+    capsys.readouterr()
+    code, err = run_cli(["train", "--resume", "--out", str(run), "--quiet"], capsys)
+    assert code == 2 and "probed SAL (fast mode) in 1 epoch(s)" in err and len(err.splitlines()) == 1
+    assert cli_main(["train", "--resume", "--out", str(run), *sal, "--quiet"]) == 0  # finished: nothing to train
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

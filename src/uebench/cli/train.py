@@ -339,6 +339,19 @@ def resumed_config(args):
         recorded = TrainConfig.from_record({k: v for k, v in saved.items() if k != "resolved_recipe"})
     except (TypeError, ValueError) as e:
         raise UserError(f"{path} does not read as a run's settings ({e}); use another --out or --overwrite") from None
+    if not args.sal:  # config.json does not hold the SAL probe: dropping it silently would leave epochs unprobed
+        from ..training.records import read_metrics
+
+        try:
+            history = read_metrics(args.out)
+        except UserError:  # killed before its first epoch was recorded: nothing was probed yet
+            history = []
+        probed = [r for r in history if isinstance(r.get("sal"), dict) and r["sal"]]
+        if probed:
+            raise UserError(
+                f"{args.out} probed SAL ({probed[-1].get('sal_mode')} mode) in {len(probed)} epoch(s); resume it with "
+                "--sal and the SAL options it was started with, or the epochs still to train would have none"
+            )
     given = [f for f, dest in CONFIG_FLAGS.items() if dest in getattr(args, "given", ())]
     if not given:
         return recorded

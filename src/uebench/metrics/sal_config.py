@@ -20,11 +20,12 @@ from typing import Any, Sequence
 from ..core.errors import UserError
 from ..core.io import recorded
 from ..core.options import MAX_EPOCHS, MAX_IMAGES, MAX_ROUNDS, check_count
-from .fast_sal import AUGMENT, STEP_RULES, FastSALConfig
+from .fast_sal import AUGMENT, BEFORE_OPTION, STEP_RULES, FastSALConfig
 from .sal import DEFAULT_EPS, DEFAULT_LR, DEFAULT_MODE, MODES, ORIGINS, model_sal
 
-# settings added after benches existed, with their unset values: absent from a bench's identity and run keys while unset
-ADDED_LATER = {"step_rule": "full", "rescore": False}
+# settings added after benches existed, with the values records written before them measured with: absent from a
+# bench's identity and run keys while they hold those values, and read back as them where absent
+ADDED_LATER = BEFORE_OPTION
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -165,6 +167,17 @@ def test_claimed_budget_above_the_methods_is_refused(tmp_path):
         Poison.load(tmp_path / "p.safetensors").apply(ds)
     _toy_poison_file(tmp_path / "q.safetensors", 8 / 255, levels=8, attack="tap", params=params)
     Poison.load(tmp_path / "q.safetensors").apply(ds)  # the same file within the method's budget is accepted
+
+
+def test_the_public_api_holds_a_poison_to_its_methods_budget_without_importing_the_attacks():
+    """poisons sits below attacks, so the attacks register the method's rule; every public name that checks a poison
+    imports them first (a fresh interpreter: nothing else imported them)."""
+    code = (
+        "import uebench, uebench.poisons.poison as p; assert not p._BUDGET_RULES; uebench.Poison; "
+        "print(len(p._BUDGET_RULES))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"
 
 
 # ---------- 3. one process per run folder ----------

@@ -57,9 +57,15 @@ _LISTINGS = {
 __all__ = ["__version__", *_API, *_LISTINGS]
 
 
+# names that check a poison file: the attacks register the rule it is held to (poisons.poison.register_budget_rule)
+_CHECKS_POISONS = {"Poison", "train", "TrainConfig", "craft", "run_bench", "BenchConfig", "bench_preset"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _API:
         module, attr = _API[name]
+        if name in _CHECKS_POISONS:
+            importlib.import_module("uebench.attacks")
         value = getattr(importlib.import_module(module), attr)
     elif name in _LISTINGS:
         module, attr = _LISTINGS[name]

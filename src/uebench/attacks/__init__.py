@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from ..poisons.poison import register_budget_rule
 from .base import (
     ATTACK_PRESETS,
     ATTACKS,
@@ -25,6 +26,7 @@ from .craft import craft
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("base", "craft") and not _m.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_m.name}")
+register_budget_rule(method_budget)  # Poison.check holds a uebench-crafted file to its method's own budget
 
 __all__ = [
     "ATTACKS",

@@ -2,7 +2,8 @@
 
 An attack never writes uint8 itself: `craft()` (attacks/craft.py) bakes its delta (poison.bake), runs every safety
 check on the baked bytes, and only then returns a Poison. Adding an attack is one new file with one registered class.
-This module does not import poison.py, which reads `method_budget` from here: the import graph has no cycle.
+`method_budget` is registered with poisons.poison (below this package) as the rule a crafted file's claimed budget
+meets.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -48,6 +48,24 @@ _META_TYPES = {
 _KEY = "uebench_poison"
 _HASH_KEY = "uebench_content_sha256"
 VOLATILE_META = ("craft_seconds", "created")  # differ between two identical crafts; outside the content hash
+
+
+BudgetRule = Callable[["PoisonMeta", ImageDataset], "float | None"]
+_BUDGET_RULES: list[BudgetRule] = []
+
+
+def register_budget_rule(rule: BudgetRule) -> None:
+    """A rule for the most budget a crafting method's own settings allow (None: not its file). The attacks sit
+    above this module, so they register their rule when `uebench.attacks` is imported (every command and the
+    public API import it first); a file cannot claim more room than the method it names allows."""
+    if rule not in _BUDGET_RULES:
+        _BUDGET_RULES.append(rule)
+
+
+def method_allowance(meta: "PoisonMeta", clean: ImageDataset) -> float | None:
+    """The smallest budget any registered rule allows `meta` on `clean`, or None where no rule knows the method."""
+    allowed = [a for rule in _BUDGET_RULES if (a := rule(meta, clean)) is not None]
+    return min(allowed) if allowed else None
 
 
 def check_budget(norm: str | None, budget: float | None, shape: tuple[int, int, int]) -> float:
@@ -228,9 +246,7 @@ class Poison:
             raise UserError(f"{where}: {int(constant.sum())} poisoned images are constant (degenerate perturbation)")
         if m.norm != "none":
             check_budget(m.norm, m.budget, tuple(clean.images.shape[1:]))  # finite, positive, in range for the norm
-            from ..attacks.base import method_budget  # lazily: importing the attacks package registers them all
-
-            allowed = method_budget(m, clean)
+            allowed = method_allowance(m, clean)
             if allowed is not None and m.budget > allowed * (1 + 1e-6):
                 raise UserError(
                     f"{where} claims a {m.norm} budget of {m.budget:.6g}, more than its settings allow ({allowed:.6g})"

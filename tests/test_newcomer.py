@@ -90,6 +90,14 @@ def test_a_misspelt_name_gets_a_suggestion(capsys, tmp_path):
     refused(capsys, ["train", *cifar, "--out", tmp_path / "r"], "use --subset N")  # scenes' size is a subset here
 
 
+def test_a_flag_is_never_a_prefix_of_another_and_a_close_one_is_suggested(capsys, tmp_path):
+    """argparse's prefix matching read `bench --seed 3` as `--seeds 3`: seeds 0, 1 and 2, not seed 3."""
+    refused(capsys, ["bench", "--seed", "3", "--plan"], "unrecognized arguments: --seed 3; did you mean '--seeds'?")
+    refused(capsys, ["train", "--seeds", "3", "--out", tmp_path / "r"], "did you mean '--seed'?")
+    refused(capsys, ["bench", "--sal-sub", "64", "--plan"], "uebench bench: unrecognized arguments: --sal-sub 64")
+    refused(capsys, ["bench", "--seed=3", "--plan"], "did you mean '--seeds'?")
+
+
 # ---- 4. --resume with nothing to resume; an --out that is not a folder of its own ------------------------------------
 def test_resume_refuses_a_folder_without_a_run(tmp_path, capsys):
     from uebench.training.records import run_started

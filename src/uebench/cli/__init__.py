@@ -11,7 +11,7 @@ import importlib
 import math
 import sys
 
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 
 # Command modules, in the order `uebench --help` lists them.
 COMMAND_MODULES = [
@@ -29,8 +29,34 @@ COMMAND_MODULES = [
 
 
 class _Parser(argparse.ArgumentParser):
+    # no prefix matching: it let `bench --seed 3` mean `--seeds 3` (seeds 0, 1 and 2); a flag is typed whole
+    def __init__(self, *args, **kw):
+        kw["allow_abbrev"] = False
+        super().__init__(*args, **kw)
+
     def error(self, message: str):  # argparse prints usage + message; we want one line and exit 2
         raise UserError(f"{self.prog}: {message}")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, and an unrecognised flag is named by the command that got it, with the closest flag that
+        command takes ('bench --seed 3': did you mean '--seeds'?)."""
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            leaf = self._leaf(ns)
+            flags = [o for a in leaf._actions for o in a.option_strings if o.startswith("--")]
+            typed = [e.split("=", 1)[0] for e in extra if e.startswith("--")]
+            hint = next((h for t in typed if (h := did_you_mean(t, flags))), "")
+            raise UserError(f"{leaf.prog}: unrecognized arguments: {' '.join(extra)}{hint}")
+        return ns
+
+    def _leaf(self, ns: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)command parser the namespace's chosen commands lead to."""
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                chosen = a.choices.get(getattr(ns, a.dest, None) or "")
+                if chosen is not None:
+                    return chosen._leaf(ns) if isinstance(chosen, _Parser) else chosen
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..core import distributed, seeds
 from ..core.errors import UserError
 from ..core.options import MAX_IMAGES, MAX_WIDTH, Count, Within
-from ..core.runtime import resolve_device
+from ..core.runtime import fast_bf16, resolve_device
 from ..core.seeds import seeded
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
@@ -48,7 +48,10 @@ class ModelConfig:
 
     model: str = "resnet18"
     width: Annotated[float, Within(0.0, MAX_WIDTH)] = 1.0  # the crafting model's weights grow with its square
-    device: str = "auto"  # auto | cpu | cuda[:N]; fp32 everywhere (bf16 is ~10x slower on AVX2-only CPUs)
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    # auto: bf16 autocast where the hardware is fast at it (AMX, avx512-bf16, CUDA), fp32 elsewhere (bf16 is ~10x
+    # slower on AVX2-only CPUs); the perturbation and its projection stay fp32 either way
+    precision: str = "auto"
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
     )
@@ -67,7 +70,48 @@ def validate_common(name: str, cfg: ModelConfig, ds: ImageDataset) -> None:
         raise UserError(
             f"{name}: needs at least 2 classes to craft against a classifier, {ds.name} has {ds.num_classes}"
         )
-    resolve_device(cfg.device)
+    crafting_precision(cfg.precision, resolve_device(cfg.device))
+
+
+# ---- precision ---------------------------------------------------------------------------------------------------
+CRAFT_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def crafting_precision(precision: str, device: torch.device) -> str:
+    """The precision a crafting loop runs in: training's `auto` rule, except that it never picks fp16 (the loops
+    would need loss scaling in every training and unrolled step)."""
+    if precision not in CRAFT_PRECISIONS:
+        raise UserError(
+            f"crafting precision '{precision}' is not supported; valid: {', '.join(CRAFT_PRECISIONS)} "
+            "(fp16 would need loss scaling in every crafting loop)"
+        )
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
+
+
+def precision_context(cfg) -> contextlib.AbstractContextManager:
+    """bf16 autocast around a whole craft where the config resolves to bf16: the models' convolutions and matmuls
+    run in bf16, while every elementwise step on the perturbation (sign, step, clamp, projection) keeps its fp32
+    inputs' precision. Without autocast's weight cache: it keeps one bf16 copy of each weight for the whole
+    context, so a model trained inside it would go on computing with its first weights (and diverge)."""
+    device = resolve_device(cfg.device)
+    if crafting_precision(cfg.precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def recorded_params(cfg) -> dict:
+    """An attack config as its poison and its bench key record it: a `precision` field as the precision that ran,
+    left out where that is fp32 (the only one before crafting had a precision: such crafts keep their keys)."""
+    params = dataclasses.asdict(cfg)
+    if "precision" in params:
+        ran = crafting_precision(params["precision"], resolve_device(params.get("device", "auto")))
+        if ran == "fp32":
+            del params["precision"]
+        else:
+            params["precision"] = ran
+    return params
 
 
 def positive(name: str, **values: float) -> None:
@@ -534,7 +578,8 @@ class ModelAttack(Attack):
         """The method's own refusals (raise UserError)."""
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
-        return in_index_order(ds, lambda d: self._perturb(d, seed, progress))
+        with precision_context(self.config):
+            return in_index_order(ds, lambda d: self._perturb(d, seed, progress))
 
     @abstractmethod
     def _perturb(self, ds: ImageDataset, seed: int, progress: bool) -> Perturbation:

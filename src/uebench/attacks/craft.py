@@ -16,6 +16,7 @@ from ..core.options import check_seed
 from ..core.seeds import seeded
 from ..data.base import ImageDataset, seeded_subset
 from ..poisons.poison import Poison, PoisonMeta, bake, dataset_options
+from ._crafting import recorded_params
 from .base import ATTACKS, make_config
 
 
@@ -59,7 +60,7 @@ def craft(
         dataset_size=len(dataset),
         norm=cls.norm,
         budget=attack.budget(),
-        params={"preset": preset, **dataclasses.asdict(attack.config)},
+        params={"preset": preset, **recorded_params(attack.config)},  # with the precision that ran
         variant=attack.describe_variant() if objective is None else objective.variant,
         seed=seed,
         craft_seconds=seconds,
@@ -74,3 +75,14 @@ def craft(
     poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)
     poison.check(dataset)  # a poison that fails a check is never returned, so never written
     return poison
+
+
+def at_precision(name: str, params: dict[str, Any], precision: str) -> dict[str, Any]:
+    """An attack's parameters in an experiment that trains at `precision`: where the attack has a crafting precision
+    the parameters leave unset and the experiment names one (fp32, bf16), crafting runs at it too (an fp32 bench
+    crafts in fp32); at auto, crafting's own auto rule (never fp16)."""
+    out = dict(params)
+    takes = {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
+    if "precision" in takes and "precision" not in out and precision in ("fp32", "bf16"):
+        out["precision"] = precision
+    return out

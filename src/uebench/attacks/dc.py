@@ -83,6 +83,7 @@ from ..data.base import ImageDataset
 from ..models import MODELS, create_model
 from ..models.registry import scaled
 from ..training.trainer import prepare
+from ._crafting import crafting_precision, precision_context
 from .base import Attack, Perturbation, register_attack
 
 # the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works
@@ -111,6 +112,7 @@ class DCConfig:
     )
     save_generator: str | None = None  # write the trained generator here (safetensors)
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16: the generator's and the victims' passes (crafting.ModelConfig)
     gen_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per batch when applying the generator (eval mode: only speed depends on it)
     )
@@ -414,14 +416,15 @@ class DC(Attack):
             raise UserError("dc: the crafting set is empty")
         if ds.num_classes < 2:
             raise UserError(f"dc: needs at least 2 classes to confuse a classifier, {ds.name} has {ds.num_classes}")
-        resolve_device(c.device)
+        crafting_precision(c.precision, resolve_device(c.device))
         if c.generator is not None:
             load_generator(c.generator, ds.shape[0], c)  # refuse a bad checkpoint before any work
 
     def perturb(self, ds: ImageDataset, *, seed: int, progress: bool) -> Perturbation:
         # craft in dataset-index order: batches, and so the generator, then do not depend on the order given
         order = torch.argsort(ds.indices)
-        pert = self._perturb(ds.subset(order), seed, progress)
+        with precision_context(self.config):
+            pert = self._perturb(ds.subset(order), seed, progress)
         delta = torch.empty_like(pert.delta)
         delta[order] = pert.delta
         return Perturbation(delta, pert.epoch_equivalents, pert.extra)

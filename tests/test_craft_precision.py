@@ -1,0 +1,86 @@
+"""Crafting precision: bf16 autocast in the model-based attacks' loops where the hardware is fast at it, fp32 crafts
+byte-for-byte and key-for-key as before, the precision that ran recorded, and the refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from uebench.attacks import _crafting as C
+from uebench.attacks import at_precision, craft
+from uebench.cli import main
+from uebench.core.errors import UserError
+from uebench.core.runtime import fast_bf16
+from uebench.data import load
+from uebench.experiments.bench.config import PRESETS
+from uebench.experiments.bench.run import poison_spec
+
+TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
+EM_TINY = {**TINY, "train_steps": 3, "batch_size": 64, "lr": 0.02, "steps": 2, "step": 2 / 255, "max_rounds": 1}
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return load("scenes", None, "train", n_train=64, n_test=16, difficulty="natural")
+
+
+def test_the_precision_that_ran_is_recorded_and_bf16_is_deterministic(scenes):
+    fp32 = craft("em", scenes, seed=0, progress=False, precision="fp32", **EM_TINY)
+    bf16 = craft("em", scenes, seed=0, progress=False, precision="bf16", **EM_TINY)
+    again = craft("em", scenes, seed=0, progress=False, precision="bf16", **EM_TINY)
+    assert "precision" not in fp32.meta.params  # as every craft before crafting had a precision
+    assert bf16.meta.params["precision"] == "bf16"
+    assert bf16.content_hash() == again.content_hash()  # same seed, same bytes at one thread count
+    assert bf16.content_hash() != fp32.content_hash()  # the models' passes did run in bf16
+
+
+def test_a_model_trained_inside_the_crafts_autocast_learns_from_its_updated_weights(scenes):
+    """One autocast context spans the whole craft; with autocast's weight cache the crafting model went on computing
+    with its initial bf16 weights and EM's loss ran to 1e23. Without the cache the min-min game converges."""
+    em = {**EM_TINY, "train_steps": 10, "steps": 5, "max_rounds": 4}
+    poison = craft("em", scenes, seed=0, progress=False, precision="bf16", **em)
+    assert poison.meta.extra["final_crafting_loss"] < 0.5
+    assert poison.meta.extra["final_crafting_acc"] >= 90
+
+
+@pytest.mark.parametrize("name", ["em", "tap", "dc"])
+def test_fp16_and_unknown_precisions_are_refused(scenes, name):
+    for bad in ("fp16", "bf32"):
+        with pytest.raises(UserError, match=f"crafting precision '{bad}' is not supported; valid: auto, fp32, bf16"):
+            craft(name, scenes, progress=False, precision=bad)
+
+
+def test_the_cli_refuses_fp16_crafting_in_one_line(tmp_path, capsys):
+    argv = ["craft", "--attack", "em", "--attack-option", "precision=fp16", "--data-option", "n_train=32"]
+    assert main([*argv, "--out", str(tmp_path / "p.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fp16" in err
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_auto_is_trainings_rule_without_fp16():
+    cpu = torch.device("cpu")
+    assert C.crafting_precision("auto", cpu) == ("bf16" if fast_bf16(cpu) else "fp32")
+    assert C.crafting_precision("fp32", cpu) == "fp32" and C.crafting_precision("bf16", cpu) == "bf16"
+
+
+def test_a_bench_at_fp32_crafts_in_fp32_under_its_old_keys():
+    """The quick preset's poison keys as uebench 0.2.0 planned them before crafting had a precision."""
+    quick = PRESETS.get("quick")
+    old = {"em": "512248efa1", "rem": "f0c14b4246", "tap": "ce89869cb5", "dc": "6801df4648", "lsp": "7e1aa72910"}
+    for attack, key in old.items():
+        spec = poison_spec(dataclasses.replace(quick, precision="fp32"), attack, 0)
+        assert spec.file == f"poisons/{attack}-s0-{key}.safetensors" and "precision" not in spec.params
+    at_bf16 = poison_spec(dataclasses.replace(quick, precision="bf16"), "em", 0)
+    assert at_bf16.params["precision"] == "bf16" and key not in at_bf16.file
+    at_auto = poison_spec(quick, "em", 0)
+    assert (at_auto.file == at_bf16.file) == fast_bf16(torch.device("cpu"))
+
+
+def test_an_experiments_precision_reaches_only_the_attacks_that_craft_with_a_model():
+    assert at_precision("em", {}, "fp32") == {"precision": "fp32"}
+    assert at_precision("em", {"precision": "bf16"}, "fp32") == {"precision": "bf16"}  # the user's word wins
+    assert at_precision("em", {}, "auto") == {} and at_precision("em", {}, "fp16") == {}  # crafting's own rule
+    assert at_precision("lsp", {}, "fp32") == {}  # model-free: nothing to run in another precision

@@ -48,12 +48,11 @@ def data(images: int, data_dir: Path):
     return load("scenes", None, "train", n_train=images, n_test=16, difficulty="natural"), None, "scenes"
 
 
-def one(label: str, ds, subset: int | None, precision: str) -> tuple[float, float]:
+def one(label: str, ds, subset: int | None, precision: str, width: float | None) -> tuple[float, float]:
     attack = label.split("-")[0]
+    params = {**SHORT[label], **({} if width is None else {"cls_width" if attack == "dc" else "width": width})}
     start = time.perf_counter()
-    poison = craft(
-        attack, ds, preset="fast", seed=0, subset=subset, progress=False, precision=precision, **SHORT[label]
-    )
+    poison = craft(attack, ds, preset="fast", seed=0, subset=subset, progress=False, precision=precision, **params)
     return time.perf_counter() - start, float(poison.meta.epoch_equivalents)
 
 
@@ -62,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2, help="crafts per precision and attack (alternating)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=float, default=None, help="the crafting model's width (default: the fast preset's)")
     ap.add_argument("--attacks", default=",".join(SHORT))
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=None, help="also write the table as JSON here")
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ds, subset, name = data(args.images, Path(args.data_dir))
     cpu = torch.device("cpu")
     print(
-        f"{name}, {subset or len(ds)} images, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
+        f"{name}, {subset or len(ds)} images, width {args.width or 'of the fast preset'}, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}, "
         f"fast bf16: {fast_bf16(cpu)}, torch {torch.__version__}"
     )
     print("| attack | s fp32 | s bf16 | wall fp32/bf16 | s/epoch-eq fp32 | s/epoch-eq bf16 | speed-up |")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         got: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}
         for _ in range(args.repeats):
             for precision in ("fp32", "bf16"):
-                got[precision].append(one(label, ds, subset, precision))
+                got[precision].append(one(label, ds, subset, precision, args.width))
         wall = {p: statistics.median(s for s, _ in v) for p, v in got.items()}
         per = {p: statistics.median(s / max(e, 1e-9) for s, e in v) for p, v in got.items()}
         rows[label] = {"seconds": wall, "seconds_per_epoch_equivalent": per, "speedup": per["fp32"] / per["bf16"]}
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset": name,
                 "images": subset or len(ds),
                 "threads": args.threads,
+                "width": args.width,
                 "fast_bf16": fast_bf16(cpu),
                 "torch": torch.__version__,
                 "rows": rows,

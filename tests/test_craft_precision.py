@@ -1,4 +1,4 @@
-"""Crafting precision: bf16 autocast in the model-based attacks' loops where the hardware is fast at it, fp32 crafts
+"""Crafting precision: bf16 autocast in the model-based attacks' loops when asked (fp32 by default), fp32 crafts
 byte-for-byte and key-for-key as before, the precision that ran recorded, and the refusals."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from uebench.attacks import _crafting as C
-from uebench.attacks import at_precision, craft
+from uebench.attacks import craft
 from uebench.cli import main
 from uebench.core.errors import UserError
 from uebench.core.runtime import fast_bf16
@@ -66,21 +66,16 @@ def test_auto_is_trainings_rule_without_fp16():
     assert C.crafting_precision("fp32", cpu) == "fp32" and C.crafting_precision("bf16", cpu) == "bf16"
 
 
-def test_a_bench_at_fp32_crafts_in_fp32_under_its_old_keys():
+def test_a_bench_crafts_in_fp32_under_its_old_keys_unless_an_attack_option_asks_for_bf16():
     """The quick preset's poison keys as uebench 0.2.0 planned them before crafting had a precision."""
     quick = PRESETS.get("quick")
     old = {"em": "512248efa1", "rem": "f0c14b4246", "tap": "ce89869cb5", "dc": "6801df4648", "lsp": "7e1aa72910"}
     for attack, key in old.items():
-        spec = poison_spec(dataclasses.replace(quick, precision="fp32"), attack, 0)
-        assert spec.file == f"poisons/{attack}-s0-{key}.safetensors" and "precision" not in spec.params
-    at_bf16 = poison_spec(dataclasses.replace(quick, precision="bf16"), "em", 0)
-    assert at_bf16.params["precision"] == "bf16" and key not in at_bf16.file
-    at_auto = poison_spec(quick, "em", 0)
-    assert (at_auto.file == at_bf16.file) == fast_bf16(torch.device("cpu"))
-
-
-def test_an_experiments_precision_reaches_only_the_attacks_that_craft_with_a_model():
-    assert at_precision("em", {}, "fp32") == {"precision": "fp32"}
-    assert at_precision("em", {"precision": "bf16"}, "fp32") == {"precision": "bf16"}  # the user's word wins
-    assert at_precision("em", {}, "auto") == {} and at_precision("em", {}, "fp16") == {}  # crafting's own rule
-    assert at_precision("lsp", {}, "fp32") == {}  # model-free: nothing to run in another precision
+        for config in (quick, dataclasses.replace(quick, precision="bf16")):  # training's precision is not crafting's
+            spec = poison_spec(config, attack, 0)
+            assert spec.file == f"poisons/{attack}-s0-{key}.safetensors" and "precision" not in spec.params
+    asked = dataclasses.replace(quick, attack_params={"em": {"precision": "bf16"}})
+    at_bf16 = poison_spec(asked, "em", 0)
+    assert at_bf16.params["precision"] == "bf16" and old["em"] not in at_bf16.file
+    auto = poison_spec(dataclasses.replace(quick, attack_params={"em": {"precision": "auto"}}), "em", 0)
+    assert (auto.file == at_bf16.file) == fast_bf16(torch.device("cpu"))  # auto records what it resolved to

@@ -20,7 +20,7 @@ from .base import (
     objective_attacks,
     register_attack,
 )
-from .craft import at_precision, craft
+from .craft import craft
 
 # every module in this package registers its attack on import
 for _m in pkgutil.iter_modules(__path__):
@@ -33,7 +33,6 @@ __all__ = [
     "ATTACK_PRESETS",
     "Attack",
     "Perturbation",
-    "at_precision",
     "craft",
     "make_config",
     "method_budget",

@@ -49,9 +49,10 @@ class ModelConfig:
     model: str = "resnet18"
     width: Annotated[float, Within(0.0, MAX_WIDTH)] = 1.0  # the crafting model's weights grow with its square
     device: str = "auto"  # auto | cpu | cuda[:N]
-    # auto: bf16 autocast where the hardware is fast at it (AMX, avx512-bf16, CUDA), fp32 elsewhere (bf16 is ~10x
-    # slower on AVX2-only CPUs); the perturbation and its projection stay fp32 either way
-    precision: str = "auto"
+    # fp32 | bf16 (the models' passes in bf16 autocast, 1.3-2.1x faster where the hardware is fast at it; the
+    # perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere). fp32 by default: the quick
+    # preset's EM crafted in bf16 was not learned (docs/results/efficacy.md)
+    precision: str = "fp32"
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
     )

@@ -5,7 +5,6 @@ poison = craft("em", train_set, preset="fast", seed=0)
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -75,14 +74,3 @@ def craft(
     poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)
     poison.check(dataset)  # a poison that fails a check is never returned, so never written
     return poison
-
-
-def at_precision(name: str, params: dict[str, Any], precision: str) -> dict[str, Any]:
-    """An attack's parameters in an experiment that trains at `precision`: where the attack has a crafting precision
-    the parameters leave unset and the experiment names one (fp32, bf16), crafting runs at it too (an fp32 bench
-    crafts in fp32); at auto, crafting's own auto rule (never fp16)."""
-    out = dict(params)
-    takes = {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
-    if "precision" in takes and "precision" not in out and precision in ("fp32", "bf16"):
-        out["precision"] = precision
-    return out

@@ -114,7 +114,7 @@ def validate(config: BenchConfig) -> None:
     if len(set(config.attacks)) != len(config.attacks):
         raise UserError(f"attack listed twice: {', '.join(config.attacks)}")
     for name in config.attacks:
-        make_config(ATTACKS.get(name), config.attack_preset, **attack_params(config, name))
+        make_config(ATTACKS.get(name), config.attack_preset, **config.attack_params.get(name, {}))
     for name in config.attack_params:
         if name not in ATTACKS:
             raise unknown_name("attack", name, ATTACKS.names())
@@ -142,24 +142,19 @@ def validate_on(config: BenchConfig, train_set) -> None:
 
     for name in config.attacks:
         cls = ATTACKS.get(name)
-        cls(make_config(cls, config.attack_preset, **attack_params(config, name))).validate(train_set)
+        cls(make_config(cls, config.attack_preset, **config.attack_params.get(name, {}))).validate(train_set)
     if config.subset is not None and config.subset > len(train_set):
         raise UserError(f"subset of {config.subset} asked, but {train_set.name}/train has only {len(train_set)} images")
-
-
-def attack_params(config: BenchConfig, attack: str) -> dict[str, Any]:
-    """An attack's parameters in this bench: the user's, crafting at the bench's precision (attacks.at_precision)."""
-    from ...attacks import at_precision
-
-    return at_precision(attack, config.attack_params.get(attack, {}), config.precision)
 
 
 def poison_spec(config: BenchConfig, attack: str, seed: int) -> PoisonSpec:
     from ...attacks import ATTACKS, make_config
     from ...attacks._crafting import recorded_params
 
-    # the precision that will run, left out where it is fp32: crafts from before crafting had one keep their keys
-    params = recorded_params(make_config(ATTACKS.get(attack), config.attack_preset, **attack_params(config, attack)))
+    # a bf16 craft is another poison; an fp32 one records no precision and keeps the key it had before
+    params = recorded_params(
+        make_config(ATTACKS.get(attack), config.attack_preset, **config.attack_params.get(attack, {}))
+    )
     key = digest(
         {
             "attack": attack,
@@ -634,7 +629,7 @@ def _ensure_poison(
             subset=config.subset,
             subset_seed=own_subset_seed(config, spec.seed),
             progress=progress,
-            **attack_params(config, spec.attack),
+            **config.attack_params.get(spec.attack, {}),
         ),
     )
     crafted.append(spec.file)

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ...attacks import ATTACK_PRESETS, ATTACKS, at_precision, craft, objective_attacks
+from ...attacks import ATTACK_PRESETS, ATTACKS, craft, objective_attacks
 from ...core.errors import UserError, unknown_name
 from ...core.io import atomic_write_json, atomic_write_text, recorded
 from ...core.registry import Registry
@@ -330,7 +330,7 @@ def make_poisons(
         if is_poison_file(entry):
             jobs.append((label, lambda e=entry: load_poison_file(e, splits.full), False))
             continue
-        params = at_precision(entry, config.attack_params.get(entry, {}), config.precision)
+        params = config.attack_params.get(entry, {})
         jobs.append(
             (
                 label,

@@ -141,6 +141,22 @@ def test_table1_gives_an_ignored_poison_no_ud_and_reads_ud_against_accuracy_from
     assert "opposite of the paper" in verdict_lines(res)[1]  # the CPU-scale finding: UD rises as accuracy falls
 
 
+def test_the_page_says_how_far_one_layer_moves_a_ud_and_when_the_clean_lp_is_too_small():
+    rows = {"clean": (50.0, None, None, 1.0, []), "em": (12.2, 84.0, 13.0, 0.5, ["yes"])}
+    said = [line for line in verdict_lines(_results(rows)) if "clean run's #LP" in line]
+    assert said == [  # clean #LP 4.0 (the fixture's lp = 4 x UD): one layer per epoch is a quarter of a UD
+        "UD divides by the clean run's #LP, 4.0 layers above beta per probed epoch: one more such layer per epoch in "
+        "a poisoned run moves its UD by 0.25."
+    ]
+    small = _results({**rows, "clean": (50.0, None, None, 0.3, [])})  # clean #LP 1.2
+    (line,) = [line for line in verdict_lines(small) if "clean run's #LP" in line]
+    assert (
+        "1.2 layers" in line and "moves its UD by 0.83; a denominator this small makes every UD here unstable" in line
+    )
+    ignored = _results({"clean": (50.0, None, None, 0.3, []), "rem": (47.4, 2.5, 47.0, 0.0, ["no"])})
+    assert not [line for line in verdict_lines(ignored) if "clean run's #LP" in line]  # no UD is read
+
+
 def test_a_ud_from_fast_sal_says_how_far_it_was_validated():
     rows = {"clean": (50.0, None, None, 1.0, []), "em": (12.2, 84.0, 13.0, 0.5, ["yes"])}
     fast, faithful = _results(rows), _results(rows)

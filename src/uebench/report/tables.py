@@ -210,6 +210,8 @@ def matrix(results: BenchResults, metric: str) -> tuple[list[str], list[list[str
     return header, [[a.upper() if a != "clean" else "clean", *(one(a, d) for d in defenses)] for a in attacks]
 
 
+# a clean #LP below this many layers per probed epoch: one layer moves a UD by more than half
+SMALL_CLEAN_LP = 2.0
 # what the fast-vs-faithful study (docs/results/sal-and-ud.md) found, said where UD is read
 FAST_SAL_CAVEAT = (
     "UD here comes from fast SAL. Checked against the paper's faithful SAL on real poisons, fast SAL's UD agrees "
@@ -274,6 +276,19 @@ def verdict_lines(results: BenchResults) -> list[str]:
                     f"{tau:+.2f}): here a higher UD goes with a stronger poison, the opposite of the paper's "
                     '"lower = more unlearnable"; do not rank these poisons by lower UD.'
                 )
+        clean = look.get(("clean", d))
+        lp_clean = clean.mean("lp") if clean is not None and ranked else None
+        if lp_clean:  # UD's denominator: how far one layer moves a UD
+            lines.append(
+                f"UD divides by the clean run's #LP{where}, {lp_clean:.1f} layers above beta per probed epoch: one "
+                f"more such layer per epoch in a poisoned run moves its UD by {1 / lp_clean:.2f}"
+                + (
+                    "; a denominator this small makes every UD here unstable (on the cpu preset the clean #LP was "
+                    "1.0 to 6.0 across three seeds, and the poisons' UD order changed with it)."
+                    if lp_clean < SMALL_CLEAN_LP
+                    else "."
+                )
+            )
         both = [(m.mean("ud"), m.mean("ud_eval")) for m in ranked]
         both = [(r, e) for r, e in both if r is not None and e is not None]
         if len(both) >= 2:

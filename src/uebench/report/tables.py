@@ -283,8 +283,8 @@ def verdict_lines(results: BenchResults) -> list[str]:
                 f"UD divides by the clean run's #LP{where}, {lp_clean:.1f} layers above beta per probed epoch: one "
                 f"more such layer per epoch in a poisoned run moves its UD by {1 / lp_clean:.2f}"
                 + (
-                    "; a denominator this small makes every UD here unstable (on the cpu preset the clean #LP was "
-                    "1.0 to 6.0 across three seeds, and the poisons' UD order changed with it)."
+                    "; a denominator this small makes every UD here unstable (on the cpu preset the clean #LP moves "
+                    "between seeds, and the poisons' UD order with it: docs/results/sal-and-ud.md)."
                     if lp_clean < SMALL_CLEAN_LP
                     else "."
                 )

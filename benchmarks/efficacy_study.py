@@ -41,6 +41,7 @@ from uebench.training.shortcut import shortcut_probes
 from uebench.training.trainer import TrainConfig, train
 
 ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")
+MODEL_BASED = ("em", "rem", "dc", "tap")  # the ones crafted against a model, so with a crafting precision
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ CRAFTING: dict[str, dict[str, Any]] = {
     # training: at CPU scale the 4/255 crafting model learns too little for its noise to be picked up
     # the quick bench's crafting (EM at its fast preset, the others shortened), for its spread over seeds
     "quick-bench": {a: {"preset": "fast", **QUICK.attack_params.get(a, {})} for a in ATTACKS},
+    # the model-based attacks' crafting loops in bf16 autocast (their first layer in fp32), the rest as `fast`
+    "fast-bf16": {a: {"preset": "fast", **({"precision": "bf16"} if a in MODEL_BASED else {})} for a in ATTACKS},
     "rem-a2": {
         **{a: {"preset": "fast"} for a in ATTACKS},
         "rem": {"preset": "fast", "adv_eps": 2 / 255, "adv_step": 1 / 255, "train_steps": 320, "lr_decay_every": 240},
@@ -71,6 +74,7 @@ CRAFTING: dict[str, dict[str, Any]] = {
 REGIMES: dict[str, Regime] = {
     "quick": Regime(description="width 0.125, recipe quick: 10 epochs cosine, crop+flip (the paper's augmentation)"),
     "cpu": Regime(recipe="cpu", description="width 0.125, recipe cpu: 10 epochs cosine, no augmentation"),
+    "cpu-bf16": Regime(recipe="cpu", crafting="fast-bf16", description="as cpu, the attacks crafted in bf16"),
     "cpu-w25": Regime(width=0.25, recipe="cpu", description="as cpu, width 0.25"),
     "crop-e20": Regime(recipe="quick-crop", epochs=20, description="crops only (no flips), 20 epochs"),
     "quick-bench": Regime(

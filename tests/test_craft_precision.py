@@ -79,3 +79,43 @@ def test_a_bench_crafts_in_fp32_under_its_old_keys_unless_an_attack_option_asks_
     assert at_bf16.params["precision"] == "bf16" and old["em"] not in at_bf16.file
     auto = poison_spec(dataclasses.replace(quick, attack_params={"em": {"precision": "auto"}}), "em", 0)
     assert (auto.file == at_bf16.file) == fast_bf16(torch.device("cpu"))  # auto records what it resolved to
+
+
+def _executed_first(model: torch.nn.Module, shape: tuple[int, ...]) -> str:
+    """The first convolution or linear layer a forward pass runs, by hooks."""
+    order: list[str] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, _a, n=n: order.append(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    with torch.no_grad():
+        model.eval()(torch.rand(2, *shape))
+    for h in hooks:
+        h.remove()
+    return order[0]
+
+
+@pytest.mark.parametrize("name", sorted(C.MODELS.names()))
+def test_the_exact_layer_is_the_one_that_reads_the_input(name):
+    shape = (1, 28, 28) if name in ("lenet5", "linear") else (3, 32, 32)
+    model = C.create_model(name, num_classes=10, in_channels=shape[0], image_size=shape[1], width=0.125)
+    assert C.first_layer(model) == _executed_first(model, shape)
+
+
+def test_a_bf16_crafting_model_sees_a_perturbation_smaller_than_bf16s_spacing(scenes):
+    """In bf16 a pixel near 0.9 has the spacing 1/256: a step of 1e-3 from one vanishes unless the first layer runs
+    in fp32 (bf16 EM crafted without it was not learned). Also in the frozen, BatchNorm-folded copy PGD uses."""
+    cfg = C.ModelConfig(model="resnet18", width=0.125, device="cpu", precision="bf16")
+    x = torch.full((2, 3, 32, 32), 230 / 256)  # a bf16 value: x + 1e-3 rounds back to it
+    plain = C.build_model(dataclasses.replace(cfg, precision="fp32"), scenes, 0, torch.device("cpu"))
+    exact = C.build_model(cfg, scenes, 0, torch.device("cpu"))
+    assert type(plain.conv1) is torch.nn.Conv2d and type(exact.conv1) is C.ExactConv2d
+    assert exact.state_dict().keys() == plain.state_dict().keys()  # names and parameters as before
+    for model in (exact.eval(), C.eval_copy(exact)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            assert not torch.equal(model(x), model(x + 1e-3))
+            assert not torch.equal(model.conv1(x), model.conv1(x + 1e-3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        assert torch.equal(plain.conv1(x), plain.conv1(x + 1e-3))  # what bf16 did before: the step rounded away
+    assert type(exact.conv1) is C.ExactConv2d  # eval_copy put the layer back as it found it

@@ -102,6 +102,50 @@ def precision_context(cfg) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
+class ExactConv2d(nn.Conv2d):
+    """A convolution that runs in fp32 inside bf16 autocast. As a crafting model's first layer it sees x + delta
+    exactly: in bf16 a pixel near 1.0 has the spacing 1/256, about one grey level, so the model would see the
+    perturbation rounded and a PGD step smaller than that would vanish (EM crafted that way was not learned,
+    docs/results/efficacy.md). The first layer of a CIFAR ResNet is ~0.3% of its work."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+class ExactLinear(nn.Linear):
+    """ExactConv2d's counterpart for a model whose first layer is linear (an MLP, the linear classifier)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+EXACT = {nn.Conv2d: ExactConv2d, nn.Linear: ExactLinear}
+
+
+def first_layer(model: nn.Module) -> str | None:
+    """The name of the model's first convolution or linear layer, the one that reads the input (registration order;
+    tests check it against execution order for every registered model)."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            return name
+    return None
+
+
+def exact_input(model: nn.Module, cfg) -> nn.Module:
+    """The model with its first layer in fp32 where the config crafts in bf16 (ExactConv2d); unchanged in fp32.
+    The layer keeps its class's parameters and names, so state dicts and layer names stay as they were."""
+    if crafting_precision(cfg.precision, resolve_device(cfg.device)) != "bf16":
+        return model
+    name = first_layer(model)
+    if name is not None:
+        layer = model.get_submodule(name)
+        if type(layer) in EXACT:
+            layer.__class__ = EXACT[type(layer)]
+    return model
+
+
 def recorded_params(cfg) -> dict:
     """An attack config as its poison and its bench key record it: a `precision` field as the precision that ran,
     left out where that is fp32 (the only one before crafting had a precision: such crafts keep their keys)."""
@@ -251,7 +295,7 @@ def build_model(cfg: ModelConfig, ds: ImageDataset, seed: int, device: torch.dev
     c, h, _ = ds.shape
     with seeded(seed):
         model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=c, image_size=h, width=cfg.width)
-    return model.to(device).to(memory_format=torch.channels_last)
+    return exact_input(model.to(device).to(memory_format=torch.channels_last), cfg)
 
 
 def generator(seed: int, stream: int) -> torch.Generator:
@@ -287,16 +331,26 @@ def eval_copy(model: nn.Module) -> nn.Module:
     input-gradient pass, not a full backward), and BatchNorm folded into the preceding convolutions where
     torch.fx can trace the model (the same function, ~15% faster on CPU); a plain copy otherwise."""
     was_training = model.training
+    # fx would trace through an fp32 first layer and lose its autocast switch: fuse plain layers, then restore it
+    exact = {n: type(m) for n, m in model.named_modules() if type(m) in EXACT.values()}
     model.eval()
     try:
         with warnings.catch_warnings():  # the module imports a deprecated torch.jit helper on first use
             warnings.simplefilter("ignore", DeprecationWarning)
             from torch.fx.experimental.optimization import fuse
 
+        for n, cls in exact.items():
+            model.get_submodule(n).__class__ = cls.__mro__[1]
         fast = fuse(model)
+        for n, cls in exact.items():
+            fast.get_submodule(n).__class__ = cls
     except Exception:  # a model fx cannot trace: the same computation, unfused
+        for n, cls in exact.items():
+            model.get_submodule(n).__class__ = cls
         fast = copy.deepcopy(model)
     finally:
+        for n, cls in exact.items():
+            model.get_submodule(n).__class__ = cls
         model.train(was_training)
     fast.eval()
     for p in fast.parameters():

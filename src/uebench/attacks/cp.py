@@ -102,7 +102,7 @@ class CP(crafting.ModelAttack):
         ch, h, _ = ds.shape
         with seeded(seed):
             net = create_model(c.model, num_classes=c.proj_dim, in_channels=ch, image_size=h, width=c.width)
-        return net.to(device).to(memory_format=torch.channels_last)
+        return crafting.exact_input(net.to(device).to(memory_format=torch.channels_last), c)
 
     def contrastive(self, model, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return nt_xent(model(views(x, gen)), model(views(x, gen)), self.config.temperature)

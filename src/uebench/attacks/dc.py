@@ -83,7 +83,7 @@ from ..data.base import ImageDataset
 from ..models import MODELS, create_model
 from ..models.registry import scaled
 from ..training.trainer import prepare
-from ._crafting import crafting_precision, precision_context
+from ._crafting import crafting_precision, exact_input, precision_context
 from .base import Attack, Perturbation, register_attack
 
 # the paper's victim and the public code's; any other registered model name (resnet18, lenet5...) also works
@@ -465,7 +465,7 @@ class DC(Attack):
         objective, victim_loss = [], []
         for t in range(c.trials):
             frozen.load_state_dict(learner.state_dict())
-            clf = _to(make_classifier(c, ds, seed, t), device).train()
+            clf = exact_input(_to(make_classifier(c, ds, seed, t), device), c).train()  # it sees x + delta
             clf_opt = torch.optim.SGD(clf.parameters(), lr=c.cls_lr)
             trial_obj, trial_loss = [], []
             for _ in range(c.cls_epochs):

@@ -133,7 +133,11 @@ class EM(crafting.ModelAttack):
         x, y = crafting.resident(ds, device, host)
         obj = self.objective
         t = y if obj is None else obj.targets(ds, device)  # what the loss compares the output with
-        model = crafting.build_model(c, ds, seed, device) if obj is None else obj.build_model(c, ds, seed, device)
+        model = (
+            crafting.build_model(c, ds, seed, device)
+            if obj is None
+            else crafting.exact_input(obj.build_model(c, ds, seed, device), c)
+        )
         opt = crafting.sgd(model, c.lr, c.momentum, c.weight_decay)
         stepped = distributed.wrap(model, world, device)  # what the training steps run through (DDP, or the model)
         # full batches only: a trailing batch of one image would break BatchNorm, and each pass reshuffles

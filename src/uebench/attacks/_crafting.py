@@ -102,23 +102,31 @@ def precision_context(cfg) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
+def _exact(forward, x: torch.Tensor) -> torch.Tensor:
+    """forward(x) in fp32 on the unrounded input, its output in autocast's dtype as the layer's would be: an fp32
+    output would turn the residual stream after it fp32 (a tensor sum promotes), which ran slower than fp32."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    with torch.autocast(device, enabled=False):
+        out = forward(x.float())
+    return out if dtype is None else out.to(dtype)
+
+
 class ExactConv2d(nn.Conv2d):
-    """A convolution that runs in fp32 inside bf16 autocast. As a crafting model's first layer it sees x + delta
-    exactly: in bf16 a pixel near 1.0 has the spacing 1/256, about one grey level, so the model would see the
-    perturbation rounded and a PGD step smaller than that would vanish (EM crafted that way was not learned,
-    docs/results/efficacy.md). The first layer of a CIFAR ResNet is ~0.3% of its work."""
+    """A convolution that reads its input in fp32 inside bf16 autocast. As a crafting model's first layer it sees
+    x + delta exactly: in bf16 a pixel near 1.0 has the spacing 1/256, about one grey level, so the model would see
+    the perturbation rounded and a PGD step smaller than that would vanish (EM crafted that way was not learned,
+    docs/results/efficacy.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
+        return _exact(super().forward, x)
 
 
 class ExactLinear(nn.Linear):
     """ExactConv2d's counterpart for a model whose first layer is linear (an MLP, the linear classifier)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
+        return _exact(super().forward, x)
 
 
 EXACT = {nn.Conv2d: ExactConv2d, nn.Linear: ExactLinear}

@@ -18,7 +18,7 @@ from uebench.data import ImageDataset
 from uebench.defenses import DEFENSES, _ops, create_defense
 
 BATCH_DEFENSES = ["cutout", "mixup", "cutmix", "ueraser", "ueraser-lite", "ueraser-jpeg", "at"]
-PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian"]
+PREPROCESS_DEFENSES = ["jpeg", "gray", "bdr", "gaussian", "jpeg-gray"]
 C = 10
 
 
@@ -69,6 +69,14 @@ def test_registry_lists_every_defense():
         "ueraser-lite",
         "ueraser-jpeg",
         "at",
+        "coin",
+        "jpeg-gray",
+        "channel-norm",
+        "hist-eq",
+        "lab-whiten",
+        "yuv-whiten",
+        "color-shift",
+        "ortho-proj",
     }
     for name in DEFENSES.names():
         d = create_defense(name)
@@ -79,7 +87,9 @@ def test_registry_lists_every_defense():
 def test_published_defaults():
     assert create_defense("jpeg").config.quality == 10
     assert create_defense("bdr").config.bits == 2
-    assert (create_defense("gaussian").config.kernel_size, create_defense("gaussian").config.sigma) == (3, 0.1)
+    blur, apbench = create_defense("gaussian").config, create_defense("gaussian", setting="apbench").config
+    assert (blur.setting, blur.kernel_size, blur.sigma) == ("blur", 3, 1.0)
+    assert (apbench.kernel_size, apbench.sigma) == (3, 0.1)
     assert create_defense("cutout").config.length == 16
     assert create_defense("mixup").config.alpha == 1.0 and create_defense("cutmix").config.alpha == 1.0
     assert create_defense("ueraser").config.repeats == 5 and create_defense("ueraser-lite").config.repeats == 1
@@ -102,6 +112,9 @@ def test_unknown_defense_and_bad_params_are_user_errors():
         ("ueraser", {"contrast_roughness": [0.7]}),
         ("cutout", {"length": "big"}),
         ("gray", {"test": "yes"}),
+        ("gaussian", {"setting": "paper"}),
+        ("gaussian", {"sigma": 0}),
+        ("gaussian", {"kernel_size": 4}),
     ]:
         with pytest.raises(UserError, match=f"defense '{name}'"):
             create_defense(name, **params)
@@ -163,25 +176,38 @@ def test_bdr_has_exactly_four_levels():
     assert (out <= images).all() and ((images - out) < 64).all()
 
 
-def test_gaussian_published_setting_is_identity_on_uint8_real_blur_with_larger_sigma():
+def test_gaussian_apbench_setting_is_identity_on_uint8_default_is_a_real_blur():
     ds = dataset(2)
-    assert torch.equal(create_defense("gaussian").filter(ds.images), ds.images)  # sigma 0.1: weights e^-50
-    blurred = create_defense("gaussian", sigma=1.0).filter(ds.images)
+    apbench = create_defense("gaussian", setting="apbench")
+    assert torch.equal(apbench.filter(ds.images), ds.images)  # sigma 0.1: neighbour weights e^-50
+    blurred = create_defense("gaussian").filter(ds.images)
     assert blurred.float().std() < 0.8 * ds.images.float().std()
     flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
-    assert torch.equal(create_defense("gaussian", sigma=1.0).filter(flat), flat)
+    assert torch.equal(create_defense("gaussian").filter(flat), flat)
+    # hand-worked: one bright pixel under kernel 3, sigma 1: weights (0.274, 0.452, 0.274) per axis
+    dot = torch.zeros(1, 1, 5, 5, dtype=torch.uint8)
+    dot[0, 0, 2, 2] = 200
+    out = create_defense("gaussian").filter(dot)[0, 0]
+    assert (out[2, 2], out[2, 1], out[1, 1], out[0, 0]) == (41, 25, 15, 0)
+
+
+def test_gaussian_records_the_setting_that_ran_and_apbench_records_as_before():
+    assert create_defense("gaussian").params() == {"setting": "blur", "kernel_size": 3, "sigma": 1.0, "test": False}
+    # the only behaviour before `setting` existed: its record (and so a bench run's key) is unchanged
+    assert create_defense("gaussian", setting="apbench").params() == {"kernel_size": 3, "sigma": 0.1, "test": False}
+    assert create_defense("gaussian", sigma=2.0).params()["sigma"] == 2.0
 
 
 @pytest.mark.parametrize("name", PREPROCESS_DEFENSES)
 def test_preprocess_filters_train_not_test_by_default(name):
     ds = dataset(4)
-    d = create_defense(name, **({"sigma": 1.0} if name == "gaussian" else {}))
+    d = create_defense(name)
     train = d.prepare(ds)
     assert train.images.dtype == torch.uint8 and train.images.shape == ds.images.shape
     assert torch.equal(train.labels, ds.labels) and torch.equal(train.indices, ds.indices)
     assert not torch.equal(train.images, ds.images) and train.meta["defense"] == name
     assert d.prepare_test(ds) is ds
-    both = create_defense(name, test=True, **({"sigma": 1.0} if name == "gaussian" else {}))
+    both = create_defense(name, test=True)
     assert torch.equal(both.prepare_test(ds).images, train.images)
 
 
@@ -439,7 +465,7 @@ def test_cli_lists_defenses(capsys):
         assert name in text
 
 
-@pytest.mark.parametrize("name", ["at", "ueraser", "cutmix"])
+@pytest.mark.parametrize("name", ["at", "ueraser", "cutmix", "coin", "hist-eq", "ortho-proj"])
 def test_trainer_runs_each_kind_of_batch_defense_deterministically(name):
     from uebench.training.trainer import TrainConfig, train
 

@@ -1,9 +1,9 @@
-"""Which CPU victim regime lets the seven attacks win the race against the images' content?
+"""Which CPU victim regime lets the attacks (the first study's seven, and PIL) win against the images' content?
 
 For every (regime, attack, seed) it crafts the attack's poison on a dataset (once per attack, crafting settings and
 seed: the poison does not depend on the victim), trains the regime's victim on it with the shortcut probe on, and
 records final and peak test accuracy, the final shortcut accuracy and clean-train accuracy. Then it prints one table
-row per regime: clean and the seven attacks, mean and spread (sample std) over seeds, with the shortcut accuracy.
+row per regime: clean and the attacks, mean and spread (sample std) over seeds, with the shortcut accuracy.
 
 Every finished (regime, attack, seed) is a JSON file under OUT/runs/ and every poison a file under OUT/poisons/,
 both written atomically: a killed study resumes where it stopped, and a rerun with one more regime or seed only
@@ -40,8 +40,8 @@ from uebench.poisons.poison import Poison
 from uebench.training.shortcut import shortcut_probes
 from uebench.training.trainer import TrainConfig, train
 
-ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar")
-MODEL_BASED = ("em", "rem", "dc", "tap")  # the ones crafted against a model, so with a crafting precision
+ATTACKS = ("em", "rem", "dc", "tap", "lsp", "ops", "ar", "pil")
+MODEL_BASED = ("em", "rem", "dc", "tap", "pil")  # the ones crafted against a model, so with a crafting precision
 
 
 @dataclass(frozen=True)

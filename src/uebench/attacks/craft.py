@@ -73,4 +73,4 @@ def craft(
     baked = bake(target.images, pert.delta, norm=cls.norm, budget=attack.budget())  # rounds, within the budget
     poison = Poison(baked, target.labels.clone(), target.indices.clone(), meta)
     poison.check(dataset)  # a poison that fails a check is never returned, so never written
-    return poison
+    return poison.with_imperceptibility(dataset)  # PSNR and SSIM against the clean images, in its metadata

@@ -126,6 +126,7 @@ def _craft(args) -> int:
     from ..attacks import craft
     from ..attacks.base import ATTACKS, make_config
     from ..data import load
+    from ..poisons.imperceptibility import summary
 
     params = parse_sets(args.attack_option, "--attack-option")
     make_config(
@@ -160,6 +161,7 @@ def _craft(args) -> int:
                 "norm": m.norm,
                 "budget": m.budget,
                 "measured": measured.get(m.norm),
+                "imperceptibility": summary(m.imperceptibility),  # PSNR (dB) and SSIM against the clean images
                 "craft_seconds": round(m.craft_seconds, 2),
                 "epoch_equivalents": m.epoch_equivalents,
                 "content_sha256": poison.content_hash(),
@@ -209,6 +211,7 @@ def import_cmd(args) -> int:
 def _import(args) -> int:
     from ..data import load
     from ..poisons.exchange import import_poison
+    from ..poisons.imperceptibility import summary
 
     ds = load(args.dataset, args.data_dir, "train", **parse_sets(args.data_option))
     poison = import_poison(
@@ -235,6 +238,7 @@ def _import(args) -> int:
                 "norm": m.norm,
                 "budget": m.budget,
                 "measured": poison.measure(ds) if poison.paired else None,  # unpaired: nothing to measure against
+                "imperceptibility": summary(m.imperceptibility),
                 "paired": poison.paired,
             }
         )

@@ -44,10 +44,14 @@ _META_TYPES = {
     "versions": (dict,),
     "created": (str,),
     "extra": (dict,),
+    "imperceptibility": (dict,),
 }
 _KEY = "uebench_poison"
 _HASH_KEY = "uebench_content_sha256"
 VOLATILE_META = ("craft_seconds", "created")  # differ between two identical crafts; outside the content hash
+# derived from the images (and their clean originals), so outside the content hash too: a file written before they
+# were recorded, or whose numbers were computed later, keeps its hash
+DERIVED_META = ("imperceptibility",)
 
 
 BudgetRule = Callable[["PoisonMeta", ImageDataset], "float | None"]
@@ -110,6 +114,9 @@ class PoisonMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # PSNR and SSIM against the clean originals (uebench.poisons.imperceptibility); {} where not measured: a file of
+    # an earlier uebench, an unpaired poison
+    imperceptibility: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a poison file is untrusted: every field read back from its JSON must have the type it is used as
@@ -187,8 +194,24 @@ class Poison:
             k = max(1, round(share * len(rows)))
             keep.append(rows[torch.randperm(len(rows), generator=g)[:k]])
         rows = torch.cat(keep).sort().values
-        meta = replace(self.meta, extra={**self.meta.extra, "poisoned_fraction": share})
+        # the whole poison's PSNR and SSIM are not this share's
+        meta = replace(self.meta, extra={**self.meta.extra, "poisoned_fraction": share}, imperceptibility={})
         return Poison(self.images[rows], self.labels[rows], self.indices[rows], meta)
+
+    def measure_imperceptibility(self, clean: ImageDataset) -> dict[str, Any]:
+        """PSNR and SSIM of every poisoned image against its clean original (uebench.poisons.imperceptibility): the
+        per-image means and the worst image of each, with its dataset index."""
+        from .imperceptibility import imperceptibility
+
+        self.require_paired("measuring PSNR and SSIM")
+        return imperceptibility(self.images, clean.images[self.indices], self.indices)
+
+    def with_imperceptibility(self, clean: ImageDataset) -> "Poison":
+        """The poison with its PSNR and SSIM against `clean` in its metadata (the same content hash); an unpaired
+        poison as it is (it has no clean originals to compare with)."""
+        if not self.paired:
+            return self
+        return replace(self, meta=replace(self.meta, imperceptibility=self.measure_imperceptibility(clean)))
 
     # ---- checks -------------------------------------------------------------------------------------------
     def measure(self, clean: ImageDataset) -> dict[str, float]:
@@ -315,13 +338,14 @@ class Poison:
     # ---- file ---------------------------------------------------------------------------------------------
     def content_hash(self) -> str:
         """sha256 of what makes the poison: its tensors and its metadata without the fields that change between two
-        identical crafts (craft_seconds, created). Two crafts with the same settings and seed have the same content
-        hash, though their files' bytes differ; compare this one (it is in the file and in `uebench craft`'s output)."""
+        identical crafts (craft_seconds, created) or are derived from the images (imperceptibility). Two crafts with
+        the same settings and seed have the same content hash, though their files' bytes differ; compare this one (it
+        is in the file and in `uebench craft`'s output)."""
         h = hashlib.sha256()
         for t in self._tensors().values():
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.contiguous().numpy().tobytes())
-        stable = {k: v for k, v in asdict(self.meta).items() if k not in VOLATILE_META}
+        stable = {k: v for k, v in asdict(self.meta).items() if k not in VOLATILE_META + DERIVED_META}
         h.update(json.dumps(finite_json(stable), sort_keys=True, default=str).encode())  # as saved: NaN is null
         return h.hexdigest()
 

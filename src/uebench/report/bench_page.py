@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.io import atomic_write_text
+from ..poisons.imperceptibility import is_valid
 from ..training.shortcut import SHORTCUT_KEYS
 from . import html as page
 from .tables import SHORTCUT_NOTE, matrix, number, setting_line, table1, verdict_lines
@@ -26,12 +27,15 @@ def _costs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
         "budget",
         "crafting time (s)",
         "crafting cost (epoch-equivalents)",
+        "PSNR dB: mean (worst image)",
+        "SSIM: mean (worst image)",
         "variant",
         "file",
     ]
     rows = []
     for p in results.poisons:
         m = p.meta or {}
+        q = m.get("imperceptibility") if is_valid(m.get("imperceptibility")) else {}
         budget = m.get("budget")
         b = f"{budget * 255:.3g}/255" if m.get("norm") == "linf" and budget is not None else budget
         b = "unbounded" if m.get("norm") == "none" else b  # a multiplicative attack (CUDA) has no Lp budget
@@ -43,11 +47,23 @@ def _costs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:
                 b,
                 m.get("craft_seconds"),
                 m.get("epoch_equivalents"),
+                _quality(q, "psnr", 2),
+                _quality(q, "ssim", 4),
                 m.get("variant"),
                 page.raw(f"<code>{page.escape(p.file)}</code>" + (" (missing)" if not p.meta else "")),
             ]
         )
     return header, rows
+
+
+def _quality(stats: dict[str, Any], metric: str, digits: int) -> str:
+    """'34.40 (28.15, image 2404)': the per-image mean and the worst image with its dataset index; '-' where the poison
+    has no such numbers (a file of an earlier uebench, an unpaired poison)."""
+    mean, worst, index = (stats.get(f"{metric}_{k}") for k in ("mean", "worst", "worst_index"))
+    if mean is None or worst is None:
+        return "-"
+    at = f", image {index}" if isinstance(index, int) and not isinstance(index, bool) else ""
+    return f"{mean:.{digits}f} ({worst:.{digits}f}{at})"
 
 
 def _runs(results: BenchResults) -> tuple[list[str], list[list[Any]]]:

@@ -72,6 +72,12 @@ class RunRow:
     # trained on an unpaired poison (its images the whole training set, its budget unchecked; the user confirmed it):
     # no probe compares it with clean originals, so its verdict is unknown
     unpaired: bool = False
+    # the poison's PSNR (dB) and SSIM against its clean images, per-image mean and worst image (its file's metadata,
+    # uebench.poisons.imperceptibility); None: a clean run, an unpaired poison, a file of an earlier uebench
+    poison_psnr_mean: float | None = None
+    poison_psnr_worst: float | None = None
+    poison_ssim_mean: float | None = None
+    poison_ssim_worst: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -257,6 +263,15 @@ def poison_meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def poison_quality(meta: dict[str, Any] | None) -> dict[str, float | None]:
+    """The RunRow fields of a poison's PSNR and SSIM, read from its metadata where it holds them (as numbers)."""
+    from ..poisons.imperceptibility import is_valid
+
+    stats = (meta or {}).get("imperceptibility")
+    stats = stats if is_valid(stats) else {}
+    return {f"poison_{k}": stats.get(k) for k in ("psnr_mean", "psnr_worst", "ssim_mean", "ssim_worst")}
+
+
 def _mean_offset(history: list[dict[str, Any]]) -> float | None:
     """Mean over probed epochs of L0(eval) - L0(running): the part of every layer's running-origin SAL that is the
     same for all layers of an epoch (BatchNorm's train/eval gap, augmentation, weights moving during the epoch)."""
@@ -305,6 +320,7 @@ def _run_row(out: Path, spec, poison: PoisonRow | None) -> tuple[RunRow, Curve]:
         run=spec.dir,
         poison=spec.poison,
         unpaired=spec.train.get("unpaired") is True,  # the run's own config, set from the file's structure
+        **poison_quality(meta),
     )
     curve = Curve(
         epoch=[h["epoch"] for h in hist],

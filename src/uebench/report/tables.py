@@ -52,6 +52,10 @@ RUN_COLUMNS = (
     "device",
     "poison_norm",
     "poison_budget",
+    "poison_psnr_mean",
+    "poison_psnr_worst",
+    "poison_ssim_mean",
+    "poison_ssim_worst",
     "run",
     "poison",
 )

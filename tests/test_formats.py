@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -180,3 +182,130 @@ def test_tap_packed_export_is_denormalised_and_placed_by_its_ids(tmp_path):
         _imported(ds, path)
     with pytest.raises(UserError, match="normalisation is known for"):
         _imported(load("scenes", n_train=40, n_test=10), path, format="tap-packed")
+
+
+# ---- DUNE's (image, label) pickle ---------------------------------------------------------------------------------
+def _dune_pairs(clean, delta, order="dune", as_bytes=False):
+    """The list DUNE's generate_unlearnable.py pickles: (image, label) pairs, class by class (each class's images in
+    training order), images float32 CHW in [0,1] (`unl_samples.cpu().numpy()[k]`); or the lineage's raw RGB bytes."""
+    x = (clean.images.double() / 255 + delta.double()).clamp(0, 1).float().numpy()
+    y = clean.labels.numpy()
+    rows = np.argsort(y, kind="stable") if order == "dune" else np.arange(len(y))
+    if as_bytes:  # PIL's tobytes(): pixel-interleaved (H, W, C)
+        u8 = (x * np.float32(255)).astype(np.uint8)
+        return [(u8[i].transpose(1, 2, 0).tobytes(), int(y[i])) for i in rows], rows
+    return [(x[i], int(y[i])) for i in rows], rows
+
+
+def _dune_loader(image):
+    """DUNE's utils_train.py cifar10_training_data.__getitem__, up to the PIL image, as an (H, W, C) uint8 array."""
+    from PIL import Image
+
+    if isinstance(image, bytes):
+        return np.asarray(Image.frombytes("RGB", (32, 32), image).convert("RGB"))
+    return np.asarray(Image.fromarray((np.array(image).transpose(1, 2, 0) * 255).astype(np.uint8)))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("order", ["dune", "training"])
+def test_dune_pickle_of_pairs_is_read_as_dunes_own_loader_reads_it(clean, tmp_path, order, protocol):
+    delta = _noise(tuple(clean.images.shape), seed=11)
+    pairs, rows = _dune_pairs(clean, delta, order)
+    path = tmp_path / "DUNE.pkl"
+    path.write_bytes(pickle.dumps(pairs, protocol=protocol))
+    with pytest.raises(UserError, match="pass --allow-pickle"):
+        _imported(clean, path)
+    p = _imported(clean, path, allow_pickle=True)  # auto: the file name says dune-pkl
+    assert p.meta.extra["format"] == "dune-pkl" and p.paired
+    assert p.meta.extra["order"].startswith("class by class" if order == "dune" else "training order")
+    # pair k replaces clean image rows[k], with the bytes DUNE's own loader would train on (x * 255, truncated)
+    assert p.indices.tolist() == rows.tolist() and torch.equal(p.labels, clean.labels[rows])
+    expect = np.stack([_dune_loader(img).transpose(2, 0, 1) for img, _ in pairs])
+    assert np.array_equal(p.images.numpy(), expect)
+    assert p.measure(clean)["linf"] <= EPS + 1e-6  # paired with the right clean images: within the budget
+    assert p.meta.imperceptibility["psnr_mean"] > 30  # measured on import
+
+
+def test_dune_pickle_of_raw_rgb_bytes(clean, tmp_path):
+    delta = _noise(tuple(clean.images.shape), seed=12)
+    pairs, rows = _dune_pairs(clean, delta, "dune", as_bytes=True)
+    path = tmp_path / "ue.pkl"
+    path.write_bytes(pickle.dumps(pairs))
+    p = _imported(clean, path, allow_pickle=True, format="dune-pkl")
+    expect = np.stack([_dune_loader(img).transpose(2, 0, 1) for img, _ in pairs])
+    assert np.array_equal(p.images.numpy(), expect) and p.indices.tolist() == rows.tolist()
+    assert p.meta.extra["images"] == "RGB bytes (H, W, C)"
+
+
+def _bad_dune(clean, tmp_path, mutate):
+    pairs, _ = _dune_pairs(clean, _noise(tuple(clean.images.shape), seed=13))
+    path = tmp_path / "DUNE.pkl"
+    path.write_bytes(pickle.dumps(mutate(pairs)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: {"data": p}, "expected DUNE's list of (image, label) pairs, got a dict"),
+        (lambda p: [img for img, _ in p], "item 0 is a ndarray, not an (image, label) pair"),
+        (lambda p: [(img, y, 0) for img, y in p], "item 0 is a tuple, not an (image, label) pair"),
+        (lambda p: [(img[:, :16], y) for img, y in p], "an image of shape (3, 16, 32); the dataset's images are"),
+        (lambda p: [(bytes(100), y) for _, y in p], "100 bytes of image; 32x32x3 images take 3,072"),
+        (lambda p: [(img.astype(np.uint8), y) for img, y in p], "a uint8 image; DUNE's images are floats"),
+        (lambda p: [(img * 2 - 0.5, y) for img, y in p], "image values outside [0, 1]"),
+        (lambda p: [(img, 10) for img, _ in p], "has the label 10, not a class in [0, 10)"),
+        (lambda p: [(img, -1) for img, _ in p], "has the label -1, not a class in [0, 10)"),
+        (lambda p: [(img, "cat") for img, _ in p], "has the label 'cat', not a class"),
+        (lambda p: p + p[:1], "holds 41 (image, label) pairs; scenes/train has 40 training images"),
+        (lambda p: p[:39], "holds 39 (image, label) pairs"),
+        (lambda p: p[1:] + p[:1], "labels follow neither the training order"),
+    ],
+)
+def test_dune_pickle_bad_input_is_refused_in_one_line(clean, tmp_path, mutate, message):
+    path = _bad_dune(clean, tmp_path, mutate)
+    with pytest.raises(UserError, match=re.escape(message)):
+        _imported(clean, path, allow_pickle=True)
+
+
+def test_dune_pickle_refuses_torch_tensors_and_code(clean, tmp_path):
+    pairs, _ = _dune_pairs(clean, _noise(tuple(clean.images.shape), seed=14))
+    path = tmp_path / "DUNE.pkl"
+    path.write_bytes(pickle.dumps([(torch.from_numpy(img), y) for img, y in pairs]))
+    with pytest.raises(UserError, match="the pickle asks for torch"):
+        _imported(clean, path, allow_pickle=True)
+    huge = np.zeros((3, 64, 64), dtype=np.float64)  # one array larger than an image: refused before it is built
+    path.write_bytes(pickle.dumps([(huge, 0)] * 40))
+    with pytest.raises(UserError, match="more than the dataset can take"):
+        _imported(clean, path, allow_pickle=True)
+
+
+@pytest.mark.parametrize(
+    "name, extra, message",
+    [
+        ("DUNE.pkl", [], "is a pickle: reading one can run code; pass --allow-pickle"),
+        ("DUNE.pkl", ["--allow-pickle"], "holds 41 (image, label) pairs"),
+        ("other.pkl", ["--allow-pickle"], "cannot tell the format of other.pkl"),
+    ],
+)
+def test_dune_import_bad_input_is_one_line_exit_2(name, extra, message, clean, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _bad_dune(clean, tmp_path, lambda p: p + p[:1])
+    path.rename(tmp_path / name)
+    args = ["import", "--from", name, "--attack-name", "dune", "--norm", "linf", "--budget", "0.0314"]
+    code = main([*args, "--data-option", "n_train=40", "--out", "p.safetensors", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_dune_import_through_the_cli_prints_its_psnr_and_ssim(clean, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pairs, _ = _dune_pairs(clean, _noise(tuple(clean.images.shape), seed=15))
+    (tmp_path / "DUNE.pkl").write_bytes(pickle.dumps(pairs))
+    args = ["import", "--from", "DUNE.pkl", "--allow-pickle", "--attack-name", "dune", "--norm", "linf"]
+    code = main([*args, "--budget", "0.0314", "--data-option", "n_train=40", "--out", "p.safetensors", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    shown = json.loads(out.splitlines()[0])["imperceptibility"]
+    assert shown["images"] == 40 and 30 < shown["psnr_mean"] < 60 and 0.5 < shown["ssim_mean"] < 1

@@ -61,8 +61,8 @@ def register(sub) -> None:
     i.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="read a pickle (rem-pkl). A pickle can run code when read: uebench's reader accepts numpy arrays only, "
-        "but pass this only for files you trust",
+        help="read a pickle (rem-pkl, dune-pkl). A pickle can run code when read: uebench's reader accepts numpy "
+        "arrays, bytes and numbers only, but pass this only for files you trust",
     )
     i.add_argument(
         "--reproject",

@@ -83,7 +83,8 @@ def import_poison(
     if labels is not None and not reader.takes_labels:
         raise UserError(f"--labels is read by the formats that keep labels apart (ntga, tap-npy), not by {fmt}")
     if allow_pickle and not reader.pickle:
-        raise UserError(f"--allow-pickle only applies to pickled formats (rem-pkl); {fmt} is not one")
+        pickled = ", ".join(n for n in FORMATS.names() if FORMATS.get(n).pickle)
+        raise UserError(f"--allow-pickle only applies to pickled formats ({pickled}); {fmt} is not one")
     if labels is not None and not Path(labels).exists():  # a FIFO or a device: its reader refuses it by name
         raise UserError(f"labels file not found: {labels}")
     got = reader.read(source, clean, Options(Path(labels) if labels else None, allow_pickle, progress))

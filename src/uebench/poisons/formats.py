@@ -10,10 +10,10 @@ authors' exports do); with the images' dataset positions and labels where the fi
 through the same checks as a crafted poison (labels, indices, budget on the baked bytes).
 
 Nothing here runs code from a file: tensors are read with `torch.load(weights_only=True)` (tensors and plain
-containers only), numpy files without pickles; REM's pickle is parsed, behind `--allow-pickle`, without unpickling
-(uebench.data.files.load_pickle: numpy arrays and plain values, nothing called). Nothing a file declares is allocated
-before it is checked against the file's real size and against the dataset (`_bound`): an .npz member that is not
-needed is never inflated, and only regular files are opened.
+containers only), numpy files without pickles; REM's and DUNE's pickles are parsed, behind `--allow-pickle`, without
+unpickling (uebench.data.files.load_pickle: numpy arrays and plain values, nothing called). Nothing a file declares
+is allocated before it is checked against the file's real size and against the dataset (`_bound`): an .npz member
+that is not needed is never inflated, and only regular files are opened.
 """
 
 from __future__ import annotations
@@ -515,3 +515,98 @@ def read_tap_packed(source: Path, clean: ImageDataset, opts: Options) -> Read:
     a = channels_first(a, clean.shape, str(source)) * np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     note = {"release": "TAP (packed export)", "normalised_by": list(std)}
     return Read(delta=a.astype(np.float32), indices=ids.astype(np.int64), note=note)
+
+
+# ---- DUNE's (image, label) pickle -------------------------------------------------------------------------------
+PAIR_OVERHEAD = 1024  # bytes of pickle framing one pair may add to its image's bytes (about 40 at protocol 4)
+
+
+@register_format(
+    "dune-pkl",
+    "DUNE's pickled list of (image, label) pairs, one per training image: CHW float images in [0,1] or raw RGB "
+    "bytes, in DUNE's class-by-class order or the training order (needs --allow-pickle)",
+    ("DUNE*.pkl", "dune*.pkl"),
+    pickle=True,
+)
+def read_dune(source: Path, clean: ImageDataset, opts: Options) -> Read:
+    """The layout DUNE (wxldragon/DUNE, ICML 2026) releases and trains from: `pickle.dump(data_list)` of a list of
+    `(image, label)` pairs (generate_unlearnable.py, save_to_pkl), read back by utils_train.py's
+    cifar10_training_data. No index: which clean image a pair replaces follows from the order alone.
+
+    - image: a float array (C, H, W) in [0,1] (DUNE's generator writes `unl_samples.cpu().numpy()[k]`, float32), or
+      C*H*W raw bytes. DUNE's loader turns a float image into uint8 by `(x.transpose(1, 2, 0) * 255).astype(uint8)`,
+      truncating, and reads bytes with `Image.frombytes('RGB', (32, 32), b)`: pixel-interleaved (H, W, C), as PIL's
+      `tobytes()` writes them, not CIFAR's channel planes. Both are read here exactly so: the images a DUNE victim
+      trains on.
+    - label: a Python int, checked against the dataset's classes.
+    - order: DUNE's generator walks the classes in turn (a Subset of each class's training indices, not shuffled), so
+      its list holds every class-0 image in training order, then every class-1 image, ...; a list in the training
+      order itself is read too. Which of the two a file follows is told by its labels (they must match one of them);
+      where the dataset is sorted by class the two are the same.
+
+    Parsed without unpickling (uebench.data.files.load_pickle): numpy arrays of numbers, bytes, ints, lists and tuples
+    only; a torch tensor or anything else a pickle names is refused by name. No array may be larger than one image at
+    8 bytes a value, the file no larger than one such image (plus framing) per training image, and the list must
+    hold exactly one pair per training image before the images are allocated."""
+    if not opts.allow_pickle:
+        raise UserError(
+            f"{source} is a pickle: reading one can run code; pass --allow-pickle if you trust it "
+            "(uebench reads numpy arrays, bytes and numbers from it and refuses anything else)"
+        )
+    c, h, w = clean.shape
+    n, per_image = len(clean), c * h * w
+    # protocol 2 writes bytes as latin-1 text: up to two bytes of file per byte of image
+    limit = n * (2 * per_image * 8 + PAIR_OVERHEAD) + 2**16
+    pairs = load_pickle(read_bounded(source, limit, "DUNE's pairs for this dataset"), str(source), per_image * 8)
+    if not isinstance(pairs, list):
+        raise UserError(f"{source}: expected DUNE's list of (image, label) pairs, got a {type(pairs).__name__}")
+    if len(pairs) != n:
+        raise UserError(
+            f"{source} holds {len(pairs):,} (image, label) pairs; {clean.name}/{clean.split} has {n:,} training "
+            "images. The layout has no index: it must hold one pair per training image, in DUNE's or the training order"
+        )
+    images = np.empty((n, c, h, w), dtype=np.uint8)
+    labels = np.empty(n, dtype=np.int64)
+    kinds: set[str] = set()
+    for k, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise UserError(f"{source}: item {k} is a {type(pair).__name__}, not an (image, label) pair")
+        image, label = pair
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < clean.num_classes:
+            raise UserError(f"{source}: pair {k} has the label {label!r:.30}, not a class in [0, {clean.num_classes})")
+        labels[k] = label
+        images[k], kind = _dune_image(image, (c, h, w), f"{source}: pair {k}")
+        kinds.add(kind)
+    y = clean.labels.numpy()
+    by_class = np.argsort(y, kind="stable")  # DUNE's order: class by class, each in training order
+    if np.array_equal(labels, y):
+        indices, order = None, "training order"
+    elif np.array_equal(labels, y[by_class]):
+        indices, order = by_class.astype(np.int64), "class by class, each in training order (DUNE's generator)"
+    else:
+        raise UserError(
+            f"{source}: the labels follow neither the training order of {clean.name}/{clean.split} "
+            f"({int((labels != y).sum()):,} of {n:,} differ) nor DUNE's class-by-class order "
+            f"({int((labels != y[by_class]).sum()):,} differ): the pairs cannot be matched with their clean images"
+        )
+    note = {"release": "DUNE (image, label) pickle", "order": order, "images": " and ".join(sorted(kinds))}
+    return Read(images=images, indices=indices, labels=labels, note=note)
+
+
+def _dune_image(image: Any, shape: tuple[int, int, int], what: str) -> tuple[np.ndarray, str]:
+    """One pair's image as (C, H, W) uint8, as DUNE's loader (utils_train.py) decodes it; and what it was."""
+    c, h, w = shape
+    if isinstance(image, (bytes, bytearray)):
+        if len(image) != c * h * w:
+            raise UserError(f"{what}: {len(image):,} bytes of image; {h}x{w}x{c} images take {c * h * w:,}")
+        return np.frombuffer(bytes(image), dtype=np.uint8).reshape(h, w, c).transpose(2, 0, 1), "RGB bytes (H, W, C)"
+    if not isinstance(image, np.ndarray):
+        raise UserError(f"{what}: the image is a {type(image).__name__}; expected a float array or bytes")
+    if image.shape != shape:
+        raise UserError(f"{what}: an image of shape {image.shape}; the dataset's images are {shape} (C, H, W)")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise UserError(f"{what}: a {image.dtype} image; DUNE's images are floats in [0, 1] (or raw bytes)")
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise UserError(f"{what}: image values outside [0, 1] (or NaN); DUNE clamps its images to [0, 1]")
+    # as DUNE's loader: x * 255 in the array's own dtype, truncated to uint8 (float32 k/255 * 255 gives back k)
+    return (image * image.dtype.type(255)).astype(np.uint8), f"{image.dtype} CHW in [0,1], x*255 truncated"

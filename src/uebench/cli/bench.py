@@ -130,6 +130,27 @@ def register(sub) -> None:
         default=None,
         help="save each run's model at every SAL epoch, for uebench sal-sweep (the cpu preset does)",
     )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="WEIGHTS",
+        help="every run, clean included, starts from these weights (a .safetensors file of the bench's model and "
+        "width, e.g. from uebench train --save-weights); the bench keeps a copy and its identity holds the file's "
+        "sha256 (default: from scratch)",
+    )
+    p.add_argument(
+        "--init-head",
+        default=None,
+        choices=("auto", "reset"),
+        help="--init-from's classifier head: auto (loaded where the classes match in number, else re-initialised from "
+        "each run's seed) | reset (always re-initialised) (default: auto)",
+    )
+    p.add_argument(
+        "--freeze",
+        default=None,
+        metavar="MODULES",
+        help="comma-separated modules kept as --init-from loads them in every run, e.g. conv1,bn1,layer1",
+    )
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default=None, help="auto | fp32 | bf16 | fp16 (fp16: CUDA, with a gradient scaler)")
     p.add_argument(
@@ -230,7 +251,9 @@ def config_from_args(args):
         changes["defenses"] = _names(args.defenses)
     if args.defense_option:
         changes["defense_params"] = parse_nested_sets(args.defense_option, "--defense-option")
-    for name in ("model", "width", "recipe", "epochs", "device", "precision", "keep_weights"):
+    if args.freeze is not None:
+        changes["freeze"] = _names(args.freeze)
+    for name in ("model", "width", "recipe", "epochs", "device", "precision", "keep_weights", "init_from", "init_head"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.seeds is not None:

@@ -115,6 +115,34 @@ def register(sub) -> None:
         metavar="[NAME.]KEY=VALUE",
         help="defense parameter, e.g. jpeg.quality=20 or quality=20 (repeatable)",
     )
+    w = p.add_argument_group("pretrained start (BAIT: does fine-tuning a pretrained backbone learn the poison away?)")
+    w.add_argument(
+        "--init-from",
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these weights (a .safetensors file of this --model and --width, e.g. a run's "
+        "weights/epoch-NNNN.safetensors from --save-weights); its sha256 is recorded (default: from scratch)",
+    )
+    w.add_argument(
+        "--init-head",
+        default="auto",
+        choices=("auto", "reset"),
+        help="the classifier head of --init-from: auto loads it where the classes match in number and re-initialises "
+        "it from --seed where they differ; reset always re-initialises it (default: %(default)s)",
+    )
+    w.add_argument(
+        "--freeze",
+        default=None,
+        metavar="MODULES",
+        help="comma-separated modules whose weights and BatchNorm statistics stay as loaded, e.g. conv1,bn1,layer1 "
+        "(needs --init-from; default: none)",
+    )
+    w.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="write the finished model as OUT/weights/epoch-NNNN.safetensors, for --init-from (on a finished run with "
+        "--resume: written from its checkpoint)",
+    )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument(
         "--resume",
@@ -195,6 +223,9 @@ CONFIG_FLAGS = {
     "dataset_options": "data_option",
     "defense": "defense",
     "defense_params": "defense_option",
+    "init_from": "init_from",
+    "init_head": "init_head",
+    "freeze": "freeze",
 }
 
 
@@ -317,6 +348,9 @@ def config_from_flags(args):
         dataset_options=parse_sets(args.data_option, "--data-option"),
         defense=args.defense,
         defense_params=defense_options(args.defense_option, args.defense),
+        init_from=args.init_from,
+        init_head=args.init_head,
+        freeze=tuple(m.strip() for m in (args.freeze or "").split(",") if m.strip()),
     )
 
 
@@ -402,6 +436,7 @@ def run(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        save_final_weights=args.save_weights,
     )
     s = result.summary
     print(
@@ -414,4 +449,8 @@ def run(args) -> int:
         )
     )
     print(f"run written to {result.out}")
+    if args.save_weights:
+        from ..training.records import weights_file
+
+        print(f"final weights: {weights_file(result.out, len(result.history))} (for --init-from)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -289,6 +290,36 @@ def recorded(values: dict[str, Any], added_later: dict[str, Any]) -> dict[str, A
     """`values` without the settings added after records existed while they hold their unset value: a record (and a
     key hashed from it) written before a setting existed keeps its identity, so older folders resume."""
     return {k: v for k, v in values.items() if not (k in added_later and v == added_later[k])}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks; a file hashed before and unchanged since (same size and
+    modification time) is not read again. A missing or unreadable file is one UserError line."""
+    from .errors import UserError
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror or 'cannot be read'}") from None
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is not a file")
+    return _sha256_of(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    from .errors import UserError
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror or 'cannot be read'}") from None
+    return h.hexdigest()
 
 
 def refuse_unsafe_folder(path: str | Path, flag: str = "--out", example: str = "run") -> None:

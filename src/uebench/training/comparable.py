@@ -3,8 +3,9 @@
 A run folder says what made it (config.json, manifest.json) and how its SAL was measured (the epoch records'
 sal_mode and sal_settings, the probed layers). Two runs are comparable when they agree on the data (dataset and its
 options), the model (name, width), the training recipe as resolved, the precision the run trained in, and the SAL
-settings (mode, eps, rounds, lr, probe subset, augmentation, batch, corrections, layers). The poison, the defense and
-the seed may differ: they are what a comparison is about.
+settings (mode, eps, rounds, lr, probe subset, augmentation, batch, corrections, layers), and the pretrained weights a
+run started from (their sha256) with the modules it froze. The poison, the defense and the seed may differ: they are
+what a comparison is about.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def run_settings(run_dir: str | Path, records: list[dict[str, Any]] | None = Non
         "SAL mode": probed.get("sal_mode"),
         **{f"SAL {k}": sal[k] for k in SAL_KEYS if k in sal},
         "SAL layers": sorted(probed.get("sal", {})),
+        # a pretrained start (--init-from) and what it froze: said only by runs that have one, so a run from scratch
+        # compares as before, and a pretrained run never beside a run from scratch
+        **({"init sha256": config["init_sha256"]} if config.get("init_sha256") else {}),
+        **({"frozen": config["freeze"]} if config.get("freeze") else {}),
     }
 
 

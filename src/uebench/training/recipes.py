@@ -159,3 +159,17 @@ _add(
         description="quick with crops only, no flips (diagnosis)",
     )
 )
+# Fine-tuning a pretrained victim (--init-from; BAIT, ICLR 2026): the cpu recipe at a tenth of its learning rate, so
+# that the first steps refine the pretrained features instead of overwriting them. Layers to keep as they are: --freeze.
+_add(
+    Recipe(
+        "finetune",
+        10,
+        128,
+        0.01,
+        schedule="cosine",
+        augment="none",
+        description="fine-tuning from --init-from weights: the cpu recipe at lr 0.01 (10 epochs, batch 128, cosine, no "
+        "augmentation); --freeze keeps early layers as loaded",
+    )
+)

@@ -8,7 +8,9 @@ uninterrupted one would have seen and ends with the same weights on CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +31,9 @@ from ..data.augment import AUGMENTATIONS, to_float
 from ..models import create_model
 from ..poisons.poison import Poison
 from .fit import fit, train_epoch
+from .pretrained import INIT_HEADS, freeze, load_init, trainable
 from .recipes import Recipe
-from .records import RunFolder, manifest
+from .records import CHECKPOINT, RunFolder, kept_weights, manifest, save_weights
 from .settings import RunSettings, check_settings, from_record, renamed, to_record
 from .shortcut import SHORTCUT_KEYS, shortcut_probes
 
@@ -42,6 +45,10 @@ ADDED_LATER = {
     "eval_batch_size": None,
     "compile": False,
     "unpaired": False,
+    "init_from": None,
+    "init_sha256": None,
+    "init_head": "auto",
+    "freeze": (),
 }
 
 
@@ -68,11 +75,21 @@ class TrainConfig(RunSettings):
     channels_last: bool = True
     defense: str | None = None  # a training-time defense from uebench.defenses (jpeg, gray, mixup, at, ...)
     defense_params: dict[str, Any] = field(default_factory=dict)
+    # a pretrained start (uebench.training.pretrained): a safetensors weights file, its sha256 (None: hashed when the
+    # run starts, so config.json holds it; given, the file must still have it), and what happens to the classifier
+    # head: auto (loaded where the classes match in number, else re-initialised from the seed) | reset (always)
+    init_from: str | None = None
+    init_sha256: str | None = None
+    init_head: str = "auto"
+    # modules whose parameters get no updates and whose BatchNorm statistics stay the file's (`conv1,bn1,layer1`)
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # an option whose default changed (scenes' difficulty) is held as the value it loads with: the config says
         # what it trains on, and reads back from its record as it was made
         object.__setattr__(self, "dataset_options", resolved_options(self.dataset, self.dataset_options))
+        if isinstance(self.freeze, (list, str)):  # a record's list, or one module name
+            object.__setattr__(self, "freeze", (self.freeze,) if isinstance(self.freeze, str) else tuple(self.freeze))
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "TrainConfig":
@@ -352,10 +369,12 @@ def place_model(model: nn.Module, config: TrainConfig, device: torch.device) -> 
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the parameters that train (frozen ones get no step, no weight decay)."""
+    params = trainable(model)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(
-        model.parameters(),
+        params,
         lr=recipe.lr,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
@@ -375,19 +394,42 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    init_file: str | Path | None = None,
+    save_final_weights: bool = False,
 ) -> RunResult:
     """Train one victim model. With `out`, every epoch is checkpointed and recorded there.
 
     `stop_after` ends the run after that many epochs in total without marking it finished (simulates
-    an interruption; `resume=True` continues it).
+    an interruption; `resume=True` continues it). `init_file`: where to read `config.init_from` (a bench keeps its
+    copy in its folder; the config records the name it has there). `save_final_weights`: the finished model's weights
+    as a safetensors file in the run folder (weights/epoch-NNNN.safetensors, what --init-from takes); a run finished
+    earlier writes it from its checkpoint.
     """
     world = distributed.current(resolve_device(config.device))
+    check_config(config)  # before the init file is hashed: its settings are checked first
+    config = resolve_init(config, init_file)
+    args = (train_set, test_set, probes, resume, overwrite)
+    more = (init_file, save_final_weights)
     if out is None:
-        return _train(config, None, train_set, test_set, probes, resume, overwrite, progress, stop_after, world)
+        if save_final_weights:
+            raise UserError("saving the final weights needs a run folder (--out)")
+        return _train(config, None, *args, progress, stop_after, world, *more)
     if not world.main:  # rank 0 holds the lock for the whole torchrun job
-        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, False, stop_after, world)
+        return _train(config, Path(out), *args, False, stop_after, world, *more)
     with FolderLock(out):  # one process per run folder: a second one is refused before it reads or deletes anything
-        return _train(config, Path(out), train_set, test_set, probes, resume, overwrite, progress, stop_after, world)
+        return _train(config, Path(out), *args, progress, stop_after, world, *more)
+
+
+def resolve_init(config: TrainConfig, init_file: str | Path | None = None) -> TrainConfig:
+    """The config with its init file's sha256, hashed now where it does not hold one (config.json then records it)."""
+    if config.init_from is None or config.init_sha256 is not None:
+        return config
+    from ..core.io import file_sha256
+
+    path = init_file if init_file is not None else config.init_from
+    if not os.path.isfile(path):
+        raise UserError(f"--init-from {path}: no such file")
+    return dataclasses.replace(config, init_sha256=file_sha256(path))
 
 
 def check_config(config: TrainConfig) -> None:
@@ -409,6 +451,24 @@ def check_config(config: TrainConfig) -> None:
     if config.subset_seed is not None:
         if config.subset is None and config.poison_fraction is None:
             raise UserError("--subset-seed draws a --subset or a --poison-fraction; give one of them too")
+    check_init_settings(config.init_from, config.init_head, config.freeze)
+    if config.init_sha256 is not None and config.init_from is None:
+        raise UserError("init_sha256 is the hash of an --init-from file; give --init-from too")
+
+
+def check_init_settings(init_from: Any, init_head: Any, frozen: Any) -> None:
+    """The pretrained-start settings every experiment takes (train, bench), refused in one line where they contradict
+    each other or would be ignored. The file itself is checked against the model when the run builds it."""
+    if init_from is not None and (not isinstance(init_from, str) or not init_from):
+        raise UserError(f"--init-from takes a weights file, got {init_from!r}")
+    if init_head not in INIT_HEADS:
+        raise UserError(f"unknown --init-head '{init_head}'; valid: {', '.join(INIT_HEADS)}")
+    if init_head != "auto" and init_from is None:
+        raise UserError("--init-head says what to do with the head of an --init-from file; give --init-from too")
+    if not isinstance(frozen, tuple) or not all(isinstance(m, str) and m for m in frozen):
+        raise UserError(f"--freeze takes module names (e.g. conv1,bn1,layer1), got {frozen!r}")
+    if frozen and init_from is None:
+        raise UserError("--freeze keeps layers at their pretrained values; give --init-from too")
 
 
 def splits_and_probes(config: TrainConfig) -> tuple[ImageDataset, ImageDataset, list[Probe]]:
@@ -457,7 +517,9 @@ def resumed_record(config: TrainConfig, out: Path) -> dict[str, Any]:
     return saved if json.loads(json.dumps(respelled)) == json.loads(json.dumps(record, default=str)) else record
 
 
-def _train(config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after, world) -> RunResult:
+def _train(
+    config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after, world, init_file, save_final
+) -> RunResult:
     check_config(config)
     recipe = config.resolved_recipe()
     device = resolve_device(config.device)
@@ -466,6 +528,8 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
     channels_last = uses_channels_last(config)
     run = _open_run(config, out, resume, overwrite, world)
     if run is not None and run.finished() and (done := _finished_run(config, run, world)) is not None:
+        if save_final and world.main:
+            keep_final_weights(done)
         return done  # a finished run: its model is built from the manifest, no data is loaded or filtered
     if train_set is None or test_set is None:
         loaded_train, loaded_test = load_data(config)
@@ -477,13 +541,26 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         test_set = defense.prepare_test(test_set)  # identity unless the defense also filters what it classifies
     model = build_model(config, train_set)
     if run is not None and run.finished():  # a finished run whose manifest does not say what it trained on
-        return _finished_run(config, run, world, model)
+        done = _finished_run(config, run, world, model)
+        if save_final and world.main:
+            keep_final_weights(done)
+        return done
+    init = None
+    if config.init_from is not None and not (run is not None and (run.path / CHECKPOINT).exists()):
+        # a run resumed from a checkpoint has its weights there; the file was loaded (and recorded) when it started
+        path = init_file if init_file is not None else config.init_from
+        init = load_init(model, path, train_set.num_classes, config.init_head, config.init_sha256)
+    frozen = freeze(model, config.freeze) if config.freeze else None
     model = place_model(model, config, device)
     opt = make_optimizer(model, recipe)
     if run is not None and world.main:
         facts = manifest(config.seed, device, precision, train_set, test_set, defense.describe() if defense else None)
         if world.distributed:  # how many processes shared each batch (absent for one, as before)
             facts["world_size"] = world.size
+        if init is not None:  # the weights the run started from, and what became of the head (absent from scratch)
+            facts["init"] = init.record()
+        if frozen is not None:
+            facts["frozen"] = frozen
         run.start(facts)
     all_probes: list[Probe] = [TestAccuracy(batch_size=config.eval_batch_size or 1024), *probes]
     trained = distributed.wrap(model, world, device)  # DDP in a world of several processes, else the model
@@ -535,10 +612,26 @@ def _train(config, out, train_set, test_set, probes, resume, overwrite, progress
         summary = run.summary() if done else {"epochs_done": len(history), "epochs": recipe.epochs}
         return RunResult(config, run.load_checkpoint(sync=False)["history"] if done else history, summary, model, out)
     summary = summarize(history, recipe.epochs, precision, str(device))
+    if config.init_from is not None:  # the summary says what the run started from, beside what it reached
+        summary["init"] = {"name": Path(config.init_from).name, "sha256": config.init_sha256}
+    result = RunResult(config, history, summary, model, run.path if run else None)
     if run is not None and len(history) == recipe.epochs:
+        if save_final:  # before the summary: a finished run has its weights file
+            keep_final_weights(result)
         run.finish(summary)
     world.barrier()
-    return RunResult(config, history, summary, model, run.path if run else None)
+    return result
+
+
+def keep_final_weights(result: RunResult) -> Path:
+    """The finished model's weights as a safetensors file in its run folder (written once): what --init-from takes."""
+    from .records import weights_file
+
+    epoch = len(result.history)
+    path = weights_file(result.out, epoch)
+    if epoch not in kept_weights(result.out):
+        save_weights(result.out, epoch, result.model)
+    return path
 
 
 def summarize(history: list[dict[str, Any]], epochs: int, precision: str, device: str) -> dict[str, Any]:

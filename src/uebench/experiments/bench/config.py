@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ...core.errors import unknown_name
@@ -28,7 +29,8 @@ SALSettings = SALConfig
 
 
 # settings added after benches existed, with their unset values: absent from a bench's identity while unset
-ADDED_LATER = {"subset_seed": 0}
+ADDED_LATER = {"subset_seed": 0, "init": None, "init_head": "auto", "freeze": ()}
+INIT_DIR = "init"  # the bench's copy of its --init-from weights, named by their hash
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,26 @@ class BenchConfig(RunSettings):
     # and a run cached without weights keeps none (sal-sweep names it)
     keep_weights: bool = False
     channels_last: bool = True
+    # every run (clean included, so that comparisons stay fair) starts from these weights, its head and frozen modules
+    # as `uebench train --init-from/--init-head/--freeze` take them; the bench keeps a copy in its folder (INIT_DIR)
+    # and its identity holds the file's name and sha256, not where it lay
+    init_from: str | None = None
+    init_head: str = "auto"
+    freeze: tuple[str, ...] = ()
     description: str = ""
+
+    def init_source(self) -> dict[str, str] | None:
+        """The --init-from file as the bench's identity holds it ({"name", "sha256"}; hashed once per file version), and
+        where the bench keeps its copy (`file`, relative to its folder); None without one."""
+        if self.init_from is None:
+            return None
+        from ...core.io import file_sha256
+        from ...training.records import safe_label
+
+        path = Path(self.init_from)
+        sha = file_sha256(path)
+        file = f"{INIT_DIR}/{safe_label(path.stem)}-{sha[:10]}.safetensors"
+        return {"name": path.name, "sha256": sha, "file": file}
 
     def identity(self) -> dict[str, Any]:
         """The settings every run shares: a folder holding a bench with other values here is another bench.
@@ -80,10 +101,17 @@ class BenchConfig(RunSettings):
                     "device": self.device,
                     "precision": self.precision,
                     "channels_last": self.channels_last,
+                    "init": self._init_identity(),
+                    "init_head": self.init_head,
+                    "freeze": self.freeze,
                 },
                 ADDED_LATER,
             )
         )
+
+    def _init_identity(self) -> dict[str, str] | None:
+        source = self.init_source()
+        return None if source is None else {"name": source["name"], "sha256": source["sha256"]}
 
     def with_dataset(self, name: str) -> "BenchConfig":
         """The preset on another dataset: its dataset options belong to its own dataset, so they are dropped, and a

@@ -48,6 +48,9 @@ COMMAND = "bench"
 META = ("command", "unset")
 # settings whose tables add to the preset's (per name, for the two of tables of tables) in a partial file
 MERGED = ("dataset_options", "attack_params", "defense_params")
+# settings added after bench.toml existed: a file that gives every other setting was written before them, and holds
+# their defaults (a bench from scratch)
+LATER = ("init_from", "init_head", "freeze")
 _HEADER = re.compile(r"^#\s*uebench (\S+) config\b")
 
 
@@ -150,7 +153,7 @@ def from_toml_dict(data: dict[str, Any], where: str, preset_name: str | None = N
     values = {k: _convert(v, hints[k], where, k) for k, v in data.items() if k != "sal"}
     sal = _sal_table(data.get("sal", {}), where)
     top = {u for u in unset if "." not in u}
-    if set(fields) <= set(data) | top:  # every setting given: the config as it stands
+    if set(fields) - set(LATER) <= set(data) | top:  # every setting given: the config as it stands
         config = BenchConfig(**values, sal=SALConfig(**sal), preset=name or BenchConfig.preset)
     else:
         config = _over_preset(preset(name or "quick"), values, sal)

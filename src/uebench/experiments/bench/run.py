@@ -61,6 +61,7 @@ from .config import (  # noqa: F401  (re-exported: bench's public names)
     ALL_ATTACKS,
     CPU,
     IMAGENET100,
+    INIT_DIR,
     PAPER,
     PRESETS,
     QUICK,
@@ -134,6 +135,11 @@ def validate(config: BenchConfig) -> None:
     if not isinstance(config.sal, SALConfig):
         raise UserError(f"the bench's SAL settings must be a SALConfig, got {type(config.sal).__name__}")
     config.sal.check_schedule(config.resolved_recipe().epochs)
+    from ...training.trainer import check_init_settings
+
+    check_init_settings(config.init_from, config.init_head, config.freeze)
+    if config.init_from is not None and not Path(config.init_from).is_file():
+        raise UserError(f"--init-from {config.init_from}: no such file")
 
 
 def validate_on(config: BenchConfig, train_set) -> None:
@@ -238,6 +244,7 @@ def run_spec(
         dataset_options=dict(config.dataset_options),
         defense=None if defense == NO_DEFENSE else defense,
         defense_params=dict(config.defense_params.get(defense, {})) if defense != NO_DEFENSE else {},
+        **init_settings(config),
     )
     # the poison file name carries the poison's own key, so the run key covers what made the poison too; a defense
     # enters with all its settings, defaults included, as an attack's poison does: a default that changes between
@@ -253,6 +260,21 @@ def run_spec(
     return RunSpec(
         attack, defense, seed, f"{RUNS_DIR}/{name}", poison.file if poison else None, plain_json(tc.fields())
     )
+
+
+def init_settings(config: BenchConfig) -> dict[str, Any]:
+    """A run's pretrained-start settings: the bench's copy of its --init-from file (relative to the folder, named by
+    its hash) with the file's sha256, the head rule and the frozen modules; nothing for a bench from scratch (its runs
+    keep their keys)."""
+    source = config.init_source()
+    if source is None:
+        return {}
+    return {
+        "init_from": source["file"],
+        "init_sha256": source["sha256"],
+        "init_head": config.init_head,
+        "freeze": tuple(config.freeze),
+    }
 
 
 def make_plan(config: BenchConfig) -> Plan:
@@ -346,7 +368,8 @@ def bench_files(out: Path) -> list[str]:
     """What a bench writes (poisons, runs, report): all a new bench in its folder deletes."""
     from ...report.bench_report import REPORT_FILES, written_figures
 
-    return [POISONS_DIR, RUNS_DIR, *written_figures(out), BENCH_FILE, CONFIG_FILE, SAMPLES_FILE, *REPORT_FILES]
+    made = [POISONS_DIR, RUNS_DIR, INIT_DIR, *written_figures(out)]
+    return [*made, BENCH_FILE, CONFIG_FILE, SAMPLES_FILE, *REPORT_FILES]
 
 
 # ---- running it -------------------------------------------------------------------------------------------------
@@ -423,6 +446,8 @@ def prepare_bench(
     with ws.locked(wait=lock_wait):  # held briefly: the record and the samples are shared by every process here
         open_bench(ws, config, plan, overwrite)
         _write_samples(ws.root, data)
+        if (source := config.init_source()) is not None:  # every run reads the bench's own copy of the weights
+            ws.copy_in(source["file"], config.init_from)
     return ws, plan, data
 
 
@@ -433,6 +458,13 @@ def check_bench(config: BenchConfig) -> tuple[Plan, "_Data"]:
     plan = make_plan(config)
     data = _Data(config)  # missing data fails here, before the folder is touched
     validate_on(config, data.train)
+    if config.init_from is not None:  # the weights must fit the bench's model before the folder is touched
+        from ...training.pretrained import check_freeze, check_init_file
+        from ...training.trainer import model_for
+
+        model = model_for(plan.runs[0].train_config(), data.train.shape, data.train.num_classes)
+        check_init_file(config.init_from, model, data.train.num_classes, config.init_head)
+        check_freeze(model, config.freeze)
     from ...poisons.poison import Poison
 
     confirmed = False
@@ -668,6 +700,7 @@ def _train_one(
         resume=resume,
         progress=progress,
         stop_after=stop_after,
+        init_file=out / tc.init_from if tc.init_from else None,  # the bench's copy (prepare_bench)
     )
     return len(res.history)
 

@@ -8,21 +8,18 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from benchkit import SMALL
+from test_train import _channel_toy
 from uebench.cli import main as cli_main
 from uebench.core.errors import UserError
 from uebench.training.pretrained import check_init_file, freeze, head_names, load_init
 from uebench.training.trainer import TrainConfig, make_optimizer, model_for, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import SMALL  # noqa: E402
-from test_train import _channel_toy  # noqa: E402
 
 SHAPE = (3, 32, 32)
 TINY = dict(model="resnet18", width=0.125, precision="fp32", batch_size=32)

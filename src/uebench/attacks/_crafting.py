@@ -49,9 +49,9 @@ class ModelConfig:
     model: str = "resnet18"
     width: Annotated[float, Within(0.0, MAX_WIDTH)] = 1.0  # the crafting model's weights grow with its square
     device: str = "auto"  # auto | cpu | cuda[:N]
-    # fp32 | bf16 (the models' passes in bf16 autocast, 1.3-2.1x faster where the hardware is fast at it; the
-    # perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere). fp32 by default: the quick
-    # preset's EM crafted in bf16 was not learned (docs/results/efficacy.md)
+    # fp32 | bf16 (the models' passes in bf16 autocast, 1.2-2x faster where the hardware is fast at it; the first
+    # layer, the perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere). fp32 by default
+    # until bf16's efficacy is measured on every model-based attack (docs/results/efficacy.md, "Crafting in bf16")
     precision: str = "fp32"
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it

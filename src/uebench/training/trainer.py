@@ -520,7 +520,6 @@ def resumed_record(config: TrainConfig, out: Path) -> dict[str, Any]:
 def _train(
     config, out, train_set, test_set, probes, resume, overwrite, progress, stop_after, world, init_file, save_final
 ) -> RunResult:
-    check_config(config)
     recipe = config.resolved_recipe()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)

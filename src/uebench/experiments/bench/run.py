@@ -21,7 +21,6 @@ last finished epoch (train(..., resume=True)), and on CPU the result equals that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -194,17 +193,14 @@ def subset_seed_key(config: BenchConfig, seed: int) -> dict[str, Any]:
 def user_poison_spec(path: str | Path, by_name: bool = False) -> PoisonSpec:
     """A user's poison file, keyed by its bytes (the same file under another name is the same poison), labelled by
     its attack, or by its file name (`by_name`: several files of one attack, e.g. a budget sweep)."""
+    from ...core.io import file_sha256
     from ...poisons.poison import Poison
 
     path = Path(path)
     poison = Poison.load(path)  # UserError if missing or not a poison file
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     label = safe_label(path.stem if by_name or not poison.meta.attack else poison.meta.attack)
     return PoisonSpec(
-        label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{h.hexdigest()[:10]}.safetensors", source=str(path)
+        label, poison.meta.seed, f"{POISONS_DIR}/user-{label}-{file_sha256(path)[:10]}.safetensors", source=str(path)
     )
 
 

@@ -71,6 +71,20 @@ CRAFTING: dict[str, dict[str, Any]] = {
     },
 }
 
+
+def _bf16_with(attack: str, **overrides: Any) -> dict[str, dict[str, Any]]:
+    """`fast-bf16` with one attack's crafting budget raised: what the time bf16 frees buys that attack."""
+    return {**CRAFTING["fast-bf16"], attack: {**CRAFTING["fast-bf16"][attack], **overrides}}
+
+
+# REM at its ablation radius with 4x the fast preset's crafting-model training; DC with more trials, or with a
+# wider and deeper generator (towards the public code's 64-wide, 3-level U-Net)
+CRAFTING["rem-a2-bf16"] = _bf16_with(
+    "rem", adv_eps=2 / 255, adv_step=1 / 255, train_steps=640, lr_decay_every=480
+)
+CRAFTING["dc-long-bf16"] = _bf16_with("dc", trials=8)
+CRAFTING["dc-wide-bf16"] = _bf16_with("dc", trials=4, gen_width=16, gen_depth=3)
+
 REGIMES: dict[str, Regime] = {
     "quick": Regime(description="width 0.125, recipe quick: 10 epochs cosine, crop+flip (the paper's augmentation)"),
     "cpu": Regime(recipe="cpu", description="width 0.125, recipe cpu: 10 epochs cosine, no augmentation"),
@@ -85,6 +99,10 @@ REGIMES: dict[str, Regime] = {
     "cpu-rem-a2": Regime(
         recipe="cpu", crafting="rem-a2", description="as cpu, REM at rho_a 2/255 with 2x its training"
     ),
+    **{
+        f"cpu-{name}": Regime(recipe="cpu", crafting=name, description=f"as cpu, crafting {name}")
+        for name in ("rem-a2-bf16", "dc-long-bf16", "dc-wide-bf16")
+    },
 }
 
 

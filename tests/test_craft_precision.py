@@ -60,6 +60,18 @@ def test_the_cli_refuses_fp16_crafting_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "p.safetensors").exists()
 
 
+def test_bf16_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch):
+    from uebench.core.runtime import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    gpu = torch.device("cuda")
+    with pytest.raises(UserError, match="crafting precision bf16: cuda has no bf16 support"):
+        C.crafting_precision("bf16", gpu)
+    with pytest.raises(UserError, match="--precision bf16: cuda has no bf16 support"):
+        resolve_precision("bf16", gpu)
+    assert C.crafting_precision("auto", gpu) == "fp32"  # auto falls back instead
+
+
 def test_auto_is_trainings_rule_without_fp16():
     cpu = torch.device("cpu")
     assert C.crafting_precision("auto", cpu) == ("bf16" if fast_bf16(cpu) else "fp32")

@@ -88,6 +88,8 @@ def crafting_precision(precision: str, device: torch.device) -> str:
         )
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"crafting precision bf16: {device} has no bf16 support; use fp32 or auto")
     return precision
 
 

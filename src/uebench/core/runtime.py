@@ -44,6 +44,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise UserError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 (with a gradient scaler) is for CUDA devices; on a CPU use bf16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"--precision bf16: {device} has no bf16 support; use fp16, fp32 or auto")
     if precision == "auto":
         if fast_bf16(device):
             return "bf16"

@@ -55,7 +55,7 @@ def test_defaults_are_the_public_codes():
         0.9,
         0.0,
     )
-    assert (c.init, c.surrogate, c.precision) == ("uniform", "factored", "fp32")
+    assert (c.init, c.surrogate, c.precision) == ("uniform", "factored", "auto")  # precision: training's rule
     assert cls.norm == "linf" and cls(c).budget() == pytest.approx(8 / 255)
     assert cls.presets == {"fast": {}}  # the paper's settings take seconds on a CPU already
     # their LinearModel: flatten, then two bias-free layers d -> K -> K
@@ -142,7 +142,7 @@ def test_surrogate_init_and_precision_options(scenes):
     assert not torch.equal(single.delta, base.delta) and single.extra["surrogate_noise_acc"] >= 99
     zero = perturb(scenes, init="zero", **TINY)
     assert not torch.equal(zero.delta, base.delta) and zero.delta.abs().max() <= 8 / 255 + 1e-6
-    fp32 = craft("pil", scenes, seed=0, progress=False, **TINY)
+    fp32 = craft("pil", scenes, seed=0, progress=False, precision="fp32", **TINY)
     bf16 = craft("pil", scenes, seed=0, progress=False, precision="bf16", **TINY)
     again = craft("pil", scenes, seed=0, progress=False, precision="bf16", **TINY)
     assert "precision" not in fp32.meta.params and bf16.meta.params["precision"] == "bf16"

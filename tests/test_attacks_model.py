@@ -18,7 +18,8 @@ from uebench.data import load
 EPS = 8 / 255
 # the images the thresholds below were measured on (scenes' default before 0.2.0)
 DIFFICULTY = "standard"
-TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128}
+# fp32: the bounds below were measured on fp32 crafts (bf16 crafting has its own tests, test_craft_precision.py)
+TINY = {"model": "resnet18", "width": 0.125, "pgd_batch": 128, "precision": "fp32"}
 # long enough for the min-min game to converge on 128 images (stops by the 99% rule in round 2)
 EM_RUN = {**TINY, "train_steps": 15, "batch_size": 64, "lr": 0.02, "steps": 5, "step": 2 / 255, "max_rounds": 4}
 EM_TINY = {**EM_RUN, "train_steps": 3, "steps": 2, "max_rounds": 1}  # one cheap round: mapping, determinism

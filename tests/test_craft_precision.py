@@ -1,4 +1,4 @@
-"""Crafting precision: bf16 autocast in the model-based attacks' loops when asked (fp32 by default), fp32 crafts
+"""Crafting precision: bf16 autocast in the model-based attacks' loops where `auto` (the default) picks it, fp32 crafts
 byte-for-byte and key-for-key as before, the precision that ran recorded, and the refusals."""
 
 from __future__ import annotations
@@ -78,19 +78,24 @@ def test_auto_is_trainings_rule_without_fp16():
     assert C.crafting_precision("fp32", cpu) == "fp32" and C.crafting_precision("bf16", cpu) == "bf16"
 
 
-def test_a_bench_crafts_in_fp32_under_its_old_keys_unless_an_attack_option_asks_for_bf16():
-    """The quick preset's poison keys as uebench 0.2.0 planned them before crafting had a precision."""
+def test_a_bench_crafts_at_auto_and_keeps_its_old_keys_where_that_is_fp32():
+    """The quick preset's poison keys as uebench 0.2.0 planned them before crafting had a precision: an fp32 craft
+    keeps them, asked for (`precision=fp32`) or resolved from `auto` on a machine without fast bf16."""
     quick = PRESETS.get("quick")
     old = {"em": "512248efa1", "rem": "f0c14b4246", "tap": "ce89869cb5", "dc": "6801df4648", "lsp": "7e1aa72910"}
+    bf16_here = fast_bf16(torch.device("cpu"))
+    fp32 = {a: {**quick.attack_params.get(a, {}), "precision": "fp32"} for a in ("em", "rem", "tap", "dc")}
     for attack, key in old.items():
         for config in (quick, dataclasses.replace(quick, precision="bf16")):  # training's precision is not crafting's
-            spec = poison_spec(config, attack, 0)
-            assert spec.file == f"poisons/{attack}-s0-{key}.safetensors" and "precision" not in spec.params
-    asked = dataclasses.replace(quick, attack_params={"em": {"precision": "bf16"}})
-    at_bf16 = poison_spec(asked, "em", 0)
+            asked = poison_spec(dataclasses.replace(config, attack_params=fp32), attack, 0)
+            assert asked.file == f"poisons/{attack}-s0-{key}.safetensors" and "precision" not in asked.params
+            default = poison_spec(config, attack, 0)
+            model_free = attack == "lsp"
+            assert (default.file == asked.file) == (model_free or not bf16_here)  # auto records what it resolved to
+            assert default.params.get("precision") == (None if model_free or not bf16_here else "bf16")
+    at_bf16 = poison_spec(dataclasses.replace(quick, attack_params={"em": {"precision": "bf16"}}), "em", 0)
     assert at_bf16.params["precision"] == "bf16" and old["em"] not in at_bf16.file
-    auto = poison_spec(dataclasses.replace(quick, attack_params={"em": {"precision": "auto"}}), "em", 0)
-    assert (auto.file == at_bf16.file) == fast_bf16(torch.device("cpu"))  # auto records what it resolved to
+    assert (poison_spec(quick, "em", 0).file == at_bf16.file) == bf16_here
 
 
 def _executed_first(model: torch.nn.Module, shape: tuple[int, ...]) -> str:

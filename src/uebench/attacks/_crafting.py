@@ -50,9 +50,9 @@ class ModelConfig:
     width: Annotated[float, Within(0.0, MAX_WIDTH)] = 1.0  # the crafting model's weights grow with its square
     device: str = "auto"  # auto | cpu | cuda[:N]
     # fp32 | bf16 (the models' passes in bf16 autocast, 1.2-2x faster where the hardware is fast at it; the first
-    # layer, the perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere). fp32 by default
-    # until bf16's efficacy is measured on every model-based attack (docs/results/efficacy.md, "Crafting in bf16")
-    precision: str = "fp32"
+    # layer, the perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere: training's rule).
+    # bf16 crafts keep the attacks' efficacy (docs/results/efficacy.md, "Crafting in bf16")
+    precision: str = "auto"
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
     )

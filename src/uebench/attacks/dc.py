@@ -112,7 +112,7 @@ class DCConfig:
     )
     save_generator: str | None = None  # write the trained generator here (safetensors)
     device: str = "auto"
-    precision: str = "fp32"  # fp32 | bf16 | auto: the generator's and the victims' passes (crafting.ModelConfig)
+    precision: str = "auto"  # auto | fp32 | bf16: the generator's and the victims' passes (crafting.ModelConfig)
     gen_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per batch when applying the generator (eval mode: only speed depends on it)
     )

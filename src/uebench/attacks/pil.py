@@ -81,9 +81,9 @@ class PILConfig:
     clean_weight_decay: float = 0.0
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512  # images per noise batch: speed (and float rounding) only
     device: str = "auto"  # auto | cpu | cuda[:N]
-    # fp32 | bf16 | auto, as the other crafting models (_crafting.ModelConfig). The surrogate's first layer reads the
+    # auto | fp32 | bf16, as the other crafting models (_crafting.ModelConfig). The surrogate's first layer reads the
     # input in fp32 under bf16 (_crafting.ExactLinear), so bf16 only touches the K x K layer of "factored"
-    precision: str = "fp32"
+    precision: str = "auto"
 
 
 class LinearSurrogate(nn.Module):

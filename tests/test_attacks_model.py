@@ -11,6 +11,7 @@ import torch.nn as nn
 from uebench.attacks import ATTACKS, craft, make_config
 from uebench.attacks import _crafting as C
 from uebench.attacks.em import EM
+from uebench.attacks.rem import REM
 from uebench.attacks.tap import TAP
 from uebench.core.errors import UserError
 from uebench.data import load
@@ -176,6 +177,12 @@ def test_rem_refuses_adversarial_radius_above_budget(scenes):
 def test_rem_zero_adversary_allowed(scenes):
     pert = perturb("rem", scenes, **{**REM_TINY, "adv_eps": 0.0})
     assert pert.delta.abs().max() <= EPS + 1e-6
+
+
+def test_a_rem_poison_at_another_adversarial_radius_names_it():
+    assert REM(make_config(REM, "fast")).describe_variant() == "paper"  # rho_a 4/255, the paper's main setting
+    assert REM(make_config(REM, "fast", adv_eps=2 / 255)).describe_variant() == "rho_a 2/255"
+    assert REM(make_config(REM, "fast", adv_eps=0.0)).describe_variant() == "rho_a 0/255"
 
 
 # ---- TAP ------------------------------------------------------------------------------------------------------

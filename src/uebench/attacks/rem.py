@@ -101,6 +101,11 @@ class REM(crafting.ModelAttack):
         },
     }
 
+    def describe_variant(self) -> str:
+        # the adversarial radius is REM's robustness claim: a poison made at another one says so in every table
+        rho = self.config.adv_eps
+        return self.variant if rho == REMConfig.adv_eps else f"rho_a {rho * 255:.3g}/255"
+
     def check(self, c: REMConfig) -> None:
         crafting.positive(self.name, step=c.step, lr=c.lr, lr_decay=c.lr_decay)
         crafting.at_least(

@@ -4,8 +4,10 @@ histogram_equalization, at a35cbb6), cv2.equalizeHist on each RGB channel of eac
 
 OpenCV's definition, reproduced: with h the channel's 256-bin histogram, m its lowest value present and c the
 cumulative count, value v maps to round((c(v) - h(m)) * 255 / (N - h(m))) (so m maps to 0 and the highest value to
-255); a channel of one value is left as it is. Rounding half to even, as OpenCV's cvRound. Deterministic; test
-images untouched, as in DUNE.
+255); a channel of one value is left as it is. In float32 as OpenCV computes it (the scale 255 / (N - h(m)) rounded
+to float32, times the count, then cvRound, half to even), so an exact half can round either way: 28 * 255 / 56 gives
+127. Equal to cv2.equalizeHist value for value (tests/test_opencv_parity.py). Deterministic; test images untouched,
+as in DUNE.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def equalise(u: torch.Tensor) -> torch.Tensor:
     lowest = (hist > 0).to(torch.int8).argmax(1, keepdim=True)
     base = hist.gather(1, lowest)  # pixels at the lowest value
     total = h * w
-    scale = 255.0 / (total - base).clamp(min=1).to(torch.float32)
+    # float32 255 / (N - h(m)) as OpenCV's scale; torch's 255.0 / t is 255 * (1 / t), off by an ulp that flips ties
+    scale = torch.full_like(base, 255, dtype=torch.float32) / (total - base).clamp(min=1).to(torch.float32)
     lut = ((cum - base).to(torch.float32) * scale).round_().clamp_(0, 255)
     flat_channel = base == total
     lut = torch.where(flat_channel, lowest.to(torch.float32).expand_as(lut), lut)

@@ -8,8 +8,10 @@ of the three channels (mean 0, std 1; a flat channel divided by 1), min-max stre
 with OpenCV. Every channel of the colour space then spans the full range: global brightness, contrast and the colour
 balance of the image are replaced. Deterministic; test images untouched, as in DUNE.
 
-YUV conversions are OpenCV's 8-bit fixed-point ones, integer for integer; Lab uses OpenCV's float definition rounded
-to whole values (its 8-bit tables may differ by a level; see _color.py).
+The YUV and Lab conversions are OpenCV's 8-bit ones, integer for integer (see _color.py). The float steps between
+them truncate values that are whole in exact arithmetic (a channel spanning 0..255 is stretched onto itself), so
+rounding noise decides those: a NumPy float32 reimplementation differs by one level there and nowhere else, on under
+1% to 15% of the stretched values of CIFAR-10 and random images (tests/test_opencv_parity.py).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_defaults_are_the_public_codes():
         0.9,
         0.0,
     )
-    assert (c.init, c.surrogate, c.precision) == ("uniform", "factored", "auto")  # precision: training's rule
+    assert (c.init, c.surrogate, c.precision) == ("uniform", "factored", "fp32")  # bf16 saves PIL nothing
     assert cls.norm == "linf" and cls(c).budget() == pytest.approx(8 / 255)
     assert cls.presets == {"fast": {}}  # the paper's settings take seconds on a CPU already
     # their LinearModel: flatten, then two bias-free layers d -> K -> K

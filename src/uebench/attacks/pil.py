@@ -81,9 +81,10 @@ class PILConfig:
     clean_weight_decay: float = 0.0
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512  # images per noise batch: speed (and float rounding) only
     device: str = "auto"  # auto | cpu | cuda[:N]
-    # auto | fp32 | bf16, as the other crafting models (_crafting.ModelConfig). The surrogate's first layer reads the
-    # input in fp32 under bf16 (_crafting.ExactLinear), so bf16 only touches the K x K layer of "factored"
-    precision: str = "auto"
+    # fp32 | bf16 | auto, as the other crafting models (_crafting.ModelConfig), but fp32 by default: the surrogate's
+    # first layer reads the input in fp32 under bf16 (_crafting.ExactLinear), so bf16 only touches the K x K layer
+    # of "factored" and saves nothing, while PIL crafted so was learned less (docs/results/efficacy.md)
+    precision: str = "fp32"
 
 
 class LinearSurrogate(nn.Module):

@@ -44,6 +44,7 @@ class CPConfig(crafting.ModelConfig):
     steps: Annotated[int, Count(MAX_STEPS)] = 5  # noise steps per sample per round
     rounds: Annotated[int, Count(MAX_STEPS)] = 100
     train_steps: Annotated[int, Count(MAX_STEPS)] = 20  # encoder steps per round
+    precision: str = "fp32"  # fp32 by default until bf16's efficacy is measured on CP (docs/results/efficacy.md)
     batch_size: Annotated[int, Count(MAX_IMAGES)] = 512
     lr: float = 0.5
     weight_decay: float = 1e-4

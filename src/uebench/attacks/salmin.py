@@ -41,6 +41,7 @@ from .em import EM, EMConfig
 class SALMinConfig(EMConfig):
     sal_weight: float = 0.1  # weight of the summed first-order SAL in the noise objective; 0 = EM
     sal_eps: float = 0.05  # SAL's radius (metrics.SALConfig's default)
+    precision: str = "fp32"  # fp32 by default until bf16's efficacy is measured on salmin (docs/results/efficacy.md)
 
 
 @register_attack

@@ -79,6 +79,8 @@ CRAFTING: dict[str, dict[str, Any]] = {
 CRAFTING["fast-bf16"] = {
     a: {**CRAFTING["fast"][a], **({"precision": "bf16"} if a in MODEL_BASED else {})} for a in ATTACKS
 }
+# every attack at its fast preset and its default crafting precision (`auto` for most model-based attacks)
+CRAFTING["fast-auto"] = {a: {k: v for k, v in CRAFTING["fast"][a].items() if k != "precision"} for a in ATTACKS}
 # REM with the smaller adversarial radius of its paper's ablation (rho_a = 2/255) and twice the crafting-model
 # training: at CPU scale the 4/255 crafting model learns too little for its noise to be picked up
 CRAFTING["rem-a2"] = {
@@ -118,6 +120,11 @@ REGIMES: dict[str, Regime] = {
     ),
     "cpu-rem-a2": Regime(
         recipe="cpu", crafting="rem-a2", description="as cpu, REM at rho_a 2/255 with 2x its training"
+    ),
+    "quick-bench-fast": Regime(
+        recipe="cpu",
+        crafting="fast-auto",
+        description="the quick bench's victim, every attack at its full fast preset (run on scenes natural)",
     ),
     "cpu-e30": Regime(recipe="cpu", epochs=30, description="as cpu, 30 epochs (3x the SGD steps)"),
     **{

@@ -136,8 +136,8 @@ QUICK = BenchConfig(
     epochs=10,
     attack_preset="fast",
     # EM at its fast preset (shortened further it stops working). The others are shortened to fit the 10-minute
-    # budget: on `scenes` none of them is picked up even at its fast preset (docs/results/efficacy.md: TAP 53.0%,
-    # REM 46.8%, DC 48.8% against clean 51.0%), so the crafting budget goes where it pays
+    # budget: on `scenes` none of them is picked up even at its full fast preset, crafted in bf16 or fp32
+    # (docs/results/benchmark.md), so the crafting budget goes where it pays
     attack_params={
         "rem": {"train_steps": 32, "lr_decay_every": 24, "steps": 2, "adv_steps": 1},
         "tap": {"clean_epochs": 3, "iterations": 10},

@@ -10,12 +10,14 @@ training image before training.
 2. Project: the C class weight vectors, each normalised, are orthonormalised by a QR decomposition (Q, d x C); every
    training image x becomes x - Q Q^T x (the code subtracts the C projections one by one, the same map).
 
-Deviations: the projected images are held as uint8 here, like every training set in uebench, so x - Q Q^T x is
-rounded to whole pixel values and clipped to [0, 255]; the code trains on the float projection, which leaves [0, 1].
-The share of clipped values is recorded (`meta["ortho_clipped"]`). The code trains its ResNet-18 after the
-projection with its own strong augmentation and input normalisation; that is the victim's recipe, not the defense,
-and is not part of it. Memory stays bounded: images are made float one batch at a time. Test images are untouched
-unless `test=true` (the code's --project-test flag is parsed but not used).
+Deviations: the projected images are held as uint8 here, like every training set in uebench, so x - Q Q^T x is rounded
+to whole pixel values and clipped to [0, 255]; the code trains on the float projection, which leaves [0, 1]. The share
+of clipped values is recorded (`meta["ortho_clipped"]`). On a subset, batch 1024 gives the linear model a tenth of the
+paper's ~980 steps and the projection misses the class-wise poisons; `batch_size=128` on 5,000 images restores the steps
+(docs/results/efficacy.md). The code trains its ResNet-18 after the projection with its own strong augmentation and
+input normalisation; that is the victim's recipe, not the defense, and is not part of it. Memory stays bounded: images
+are made float one batch at a time. Test images are untouched unless `test=true` (the code's --project-test flag is
+parsed but not used).
 """
 
 from __future__ import annotations

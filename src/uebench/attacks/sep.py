@@ -44,7 +44,7 @@ class SEPConfig(crafting.ModelConfig):
     iterations: Annotated[int, Count(MAX_STEPS)] = 30
     models: Annotated[int, Count(MAX_STEPS)] = 30  # checkpoints in the ensemble
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = 512
-    # fp32 by default: SEP crafted in bf16 was learned less on the one seed measured (docs/results/efficacy.md)
+    # fp32 by default: SEP crafted in bf16 was learned less on both seeds measured (docs/results/efficacy.md)
     precision: str = "fp32"
     clean_epochs: Annotated[int, Count(MAX_EPOCHS)] = 120
     clean_batch_size: Annotated[int, Count(MAX_IMAGES)] = 128

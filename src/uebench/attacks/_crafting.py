@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..core import distributed, seeds
 from ..core.errors import UserError
 from ..core.options import MAX_IMAGES, MAX_WIDTH, Count, Within
-from ..core.runtime import fast_bf16, resolve_device
+from ..core.runtime import fast_bf16, refuse_bf16_without_support, resolve_device
 from ..core.seeds import seeded
 from ..data.augment import crop_flip
 from ..data.base import ImageDataset
@@ -51,7 +51,8 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     # fp32 | bf16 (the models' passes in bf16 autocast, 1.2-2x faster where the hardware is fast at it; the first
     # layer, the perturbation and its projection stay fp32) | auto (bf16 there, fp32 elsewhere: training's rule).
-    # bf16 crafts keep the attacks' efficacy (docs/results/efficacy.md, "Crafting in bf16")
+    # auto where bf16 crafts were measured to keep the attack's efficacy; an attack without that measurement, or
+    # that lost efficacy, sets fp32 in its own config (docs/results/efficacy.md, "Crafting in bf16")
     precision: str = "auto"
     pgd_batch: Annotated[int, Count(MAX_IMAGES)] = (
         256  # images per PGD batch: the model is frozen in eval mode, so only speed (and float rounding) depends on it
@@ -88,8 +89,8 @@ def crafting_precision(precision: str, device: torch.device) -> str:
         )
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"crafting precision bf16: {device} has no bf16 support; use fp32 or auto")
+    if precision == "bf16":
+        refuse_bf16_without_support(device, "crafting precision", "fp32 or auto")
     return precision
 
 

@@ -39,13 +39,19 @@ def fast_bf16(device: torch.device) -> bool:
     )
 
 
+def refuse_bf16_without_support(device: torch.device, what: str, instead: str) -> None:
+    """One line where bf16 is asked for on a GPU that has none (a CPU runs bf16 autocast everywhere, if slowly)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"{what} bf16: {device} has no bf16 support; use {instead}")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 (with a gradient scaler) is for CUDA devices; on a CPU use bf16 or fp32")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"--precision bf16: {device} has no bf16 support; use fp16, fp32 or auto")
+    if precision == "bf16":
+        refuse_bf16_without_support(device, "--precision", "fp16, fp32 or auto")
     if precision == "auto":
         if fast_bf16(device):
             return "bf16"
